@@ -1,0 +1,305 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/sluicehq/sluice/pkg/apierror"
+)
+
+// Metadata keys. The authorization header carries whoever calls; between
+// services it carries the calling service's token while CallerHeader carries
+// the end caller's, so the end caller's rights still decide what it may see.
+const (
+	AuthorizationHeader = "authorization"
+	CallerHeader        = "x-sluice-caller-authorization"
+)
+
+// Caller is the verified identity behind a request.
+type Caller struct {
+	// Subject, Tenant and Policies are the end caller's.
+	Subject  string
+	Tenant   string
+	Policies []string
+	// Service is the subject of the Sluice service that made the call on the
+	// caller's behalf, or that called for itself; empty for direct calls.
+	Service string
+	// token is the end caller's raw token, carried on by outgoing calls.
+	token string
+}
+
+// Has reports whether the end caller holds policy.
+func (c *Caller) Has(policy string) bool {
+	return slices.Contains(c.Policies, policy)
+}
+
+// IsService reports whether a Sluice service made the call.
+func (c *Caller) IsService() bool { return c.Service != "" }
+
+// IsAdmin reports whether the end caller is a Datagrid Administrator or
+// Operator.
+func (c *Caller) IsAdmin() bool { return c.Has(PolicyAdministrator) || c.Has(PolicyOperator) }
+
+type callerKey struct{}
+
+// WithCaller returns ctx carrying caller.
+func WithCaller(ctx context.Context, c *Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// FromContext answers the verified caller, if any.
+func FromContext(ctx context.Context) (*Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(*Caller)
+	return c, ok
+}
+
+var errUnauthenticated = apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+	"missing bearer token: send `authorization: Bearer <JWT>` (`sluice token` mints one for local use)")
+
+// Require answers the caller or Unauthenticated.
+func Require(ctx context.Context) (*Caller, error) {
+	c, ok := FromContext(ctx)
+	if !ok {
+		return nil, errUnauthenticated
+	}
+	return c, nil
+}
+
+// RequireService answers PermissionDenied unless a Sluice service made the
+// call.
+func RequireService(ctx context.Context) (*Caller, error) {
+	c, err := Require(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !c.IsService() {
+		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+			"this method is internal: only Sluice services may call it").With("policy", PolicyService)
+	}
+	return c, nil
+}
+
+// RequireAdmin answers PermissionDenied unless the end caller is a Datagrid
+// Administrator or Operator.
+func RequireAdmin(ctx context.Context) (*Caller, error) {
+	c, err := Require(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !c.IsAdmin() {
+		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+			"this needs the Datagrid Administrator or Datagrid Operator policy").With("policy", PolicyAdministrator)
+	}
+	return c, nil
+}
+
+// CanSeeTenant reports whether the caller may see resources of tenant. A
+// service acting for itself (no end caller) sees every tenant. Handlers answer
+// NotFound when it is false, exactly as for a name that does not exist.
+func (c *Caller) CanSeeTenant(tenant string) bool {
+	if c.Tenant == "" {
+		return c.IsService()
+	}
+	return c.Tenant == tenant
+}
+
+// Public reports whether a method needs no token: health checks and server
+// reflection, which carry no tenant data.
+func Public(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
+		strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
+// Authenticate verifies the request's tokens and answers the caller.
+func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	raw, err := bearer(md, AuthorizationHeader)
+	if err != nil {
+		return nil, err
+	}
+	if raw == "" {
+		return nil, errUnauthenticated
+	}
+	claims, err := v.Verify(raw)
+	if err != nil {
+		return nil, apierror.Wrap(err, codes.Unauthenticated, apierror.ReasonUnauthenticated, err.Error())
+	}
+	if !claims.Has(PolicyService) {
+		return &Caller{Subject: claims.Subject, Tenant: claims.Tenant, Policies: claims.Policies, token: raw}, nil
+	}
+	caller := &Caller{Subject: claims.Subject, Service: claims.Subject}
+	endRaw, err := bearer(md, CallerHeader)
+	if err != nil {
+		return nil, err
+	}
+	if endRaw == "" {
+		return caller, nil // the service acts for itself
+	}
+	end, err := v.Verify(endRaw)
+	if err != nil {
+		return nil, apierror.Wrap(err, codes.Unauthenticated, apierror.ReasonUnauthenticated,
+			"end caller's token: "+err.Error())
+	}
+	if end.Has(PolicyService) {
+		return nil, apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+			"end caller's token: must be a user's token, not a service's")
+	}
+	caller.Subject, caller.Tenant, caller.Policies, caller.token = end.Subject, end.Tenant, end.Policies, endRaw
+	return caller, nil
+}
+
+func bearer(md metadata.MD, key string) (string, error) {
+	vals := md.Get(key)
+	if len(vals) == 0 {
+		return "", nil
+	}
+	if len(vals) > 1 {
+		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated, "more than one "+key+" header")
+	}
+	scheme, tok, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(tok) == "" {
+		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+			key+" must be `Bearer <JWT>`")
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// UnaryServerInterceptor authenticates every call but the public ones.
+func (v *Verifier) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if Public(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		c, err := v.Authenticate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return handler(WithCaller(ctx, c), req)
+	}
+}
+
+// StreamServerInterceptor authenticates every stream but the public ones.
+func (v *Verifier) StreamServerInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if Public(info.FullMethod) {
+			return handler(srv, ss)
+		}
+		c, err := v.Authenticate(ss.Context())
+		if err != nil {
+			return err
+		}
+		return handler(srv, &callerStream{ServerStream: ss, ctx: WithCaller(ss.Context(), c)})
+	}
+}
+
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *callerStream) Context() context.Context { return s.ctx }
+
+// TokenSource gives the token a service sends as itself.
+type TokenSource interface {
+	Token(ctx context.Context) (string, error)
+}
+
+// ServiceTokens mints and caches a service's own token, renewing it well
+// before it expires.
+type ServiceTokens struct {
+	signer  *Signer
+	subject string
+	ttl     time.Duration
+
+	mu      sync.Mutex
+	token   string
+	renewAt time.Time
+}
+
+// NewServiceTokens mints tokens with the service policy for subject.
+func NewServiceTokens(signer *Signer, subject string) *ServiceTokens {
+	return &ServiceTokens{signer: signer, subject: subject, ttl: 15 * time.Minute}
+}
+
+// Token answers a valid service token.
+func (s *ServiceTokens) Token(context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.token != "" && time.Now().Before(s.renewAt) {
+		return s.token, nil
+	}
+	tok, err := s.signer.Mint(s.subject, "", []string{PolicyService}, s.ttl)
+	if err != nil {
+		return "", err
+	}
+	s.token, s.renewAt = tok, time.Now().Add(s.ttl/2)
+	return tok, nil
+}
+
+// StaticToken is a token read from configuration.
+type StaticToken string
+
+// Token answers the token.
+func (t StaticToken) Token(context.Context) (string, error) {
+	if t == "" {
+		return "", errors.New("no service token configured")
+	}
+	return string(t), nil
+}
+
+// outgoing sets the service token and, when the context carries an end
+// caller, that caller's token on an outgoing call.
+func outgoing(ctx context.Context, ts TokenSource) (context.Context, error) {
+	tok, err := ts.Token(ctx)
+	if err != nil {
+		return nil, apierror.Wrap(err, codes.Internal, apierror.ReasonInternal, "service token unavailable")
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, AuthorizationHeader, "Bearer "+tok)
+	if c, ok := FromContext(ctx); ok && c.token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, CallerHeader, "Bearer "+c.token)
+	}
+	return ctx, nil
+}
+
+// UnaryClientInterceptor carries the service's token and the end caller's
+// token on every outgoing unary call.
+func UnaryClientInterceptor(ts TokenSource) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, err := outgoing(ctx, ts)
+		if err != nil {
+			return err
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// StreamClientInterceptor does the same for streams.
+func StreamClientInterceptor(ts TokenSource) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		ctx, err := outgoing(ctx, ts)
+		if err != nil {
+			return nil, err
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+}
+
+// BearerCredentials sends a fixed token as per-RPC credentials, for clients
+// such as the CLI. It allows plaintext so that loopback development works.
+type BearerCredentials string
+
+// GetRequestMetadata implements credentials.PerRPCCredentials.
+func (b BearerCredentials) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{AuthorizationHeader: "Bearer " + string(b)}, nil
+}
+
+// RequireTransportSecurity implements credentials.PerRPCCredentials.
+func (BearerCredentials) RequireTransportSecurity() bool { return false }

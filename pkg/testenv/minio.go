@@ -1,0 +1,157 @@
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// MinIO is a running MinIO server.
+type MinIO struct {
+	// Endpoint is the S3 endpoint, `http://127.0.0.1:{port}`.
+	Endpoint string
+	// RootUser and RootPassword are the administrator's access key pair.
+	RootUser, RootPassword string
+	// Region is the region MinIO reports.
+	Region string
+
+	proc *process
+	dir  string
+}
+
+// StartMinIO starts MinIO on a random port with a fresh data directory.
+func StartMinIO() (*MinIO, error) {
+	bin, err := tool("minio")
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "sluice-minio-")
+	if err != nil {
+		return nil, fmt.Errorf("minio: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	consolePort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	m := &MinIO{
+		Endpoint:     "http://" + hostPort(port),
+		RootUser:     "sluice-root",
+		RootPassword: randomHex(16),
+		Region:       "us-east-1",
+		dir:          dir,
+	}
+	cmd := exec.Command(bin, "server", filepath.Join(dir, "data"),
+		"--address", hostPort(port), "--console-address", hostPort(consolePort), "--quiet")
+	cmd.Env = append(os.Environ(),
+		"MINIO_ROOT_USER="+m.RootUser,
+		"MINIO_ROOT_PASSWORD="+m.RootPassword,
+		"MINIO_REGION="+m.Region,
+		"MINIO_BROWSER=off",
+		"MINIO_UPDATE=off",
+	)
+	m.proc, err = startProcess("MinIO", cmd, filepath.Join(dir, "minio.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	err = m.proc.waitReady(60*time.Second, func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/ready", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("health: %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		m.Stop()
+		return nil, err
+	}
+	announce("MinIO ready at %s", m.Endpoint)
+	return m, nil
+}
+
+// Stop stops the server by its process id and removes its data.
+func (m *MinIO) Stop() {
+	m.proc.stop(syscall.SIGTERM, 10*time.Second)
+	os.RemoveAll(m.dir)
+}
+
+// NewMinIO starts a MinIO for one test and stops it when the test ends.
+func NewMinIO(tb testing.TB) *MinIO {
+	tb.Helper()
+	m, err := StartMinIO()
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	tb.Cleanup(m.Stop)
+	return m
+}
+
+var sharedMinIO onceShared[*MinIO]
+
+// SharedMinIO answers the package's MinIO, started on first use and stopped
+// by Main. Tests sharing it use buckets of their own (NewBucket).
+func SharedMinIO(tb testing.TB) *MinIO {
+	tb.Helper()
+	m, err := sharedMinIO.get(func() (*MinIO, func(), error) {
+		m, err := StartMinIO()
+		if err != nil {
+			return nil, nil, err
+		}
+		return m, m.Stop, nil
+	})
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return m
+}
+
+// S3 answers an S3 client for MinIO with the given keys (the root user's
+// when empty), path-style as MinIO serves it.
+func (m *MinIO) S3(accessKey, secretKey string) *s3.Client {
+	if accessKey == "" {
+		accessKey, secretKey = m.RootUser, m.RootPassword
+	}
+	return s3.New(s3.Options{
+		Region:       m.Region,
+		BaseEndpoint: aws.String(m.Endpoint),
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""),
+	})
+}
+
+// NewBucket creates a bucket with a unique name for one test.
+func (m *MinIO) NewBucket(tb testing.TB) string {
+	tb.Helper()
+	name := "test-" + randomHex(8)
+	if _, err := m.S3("", "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		tb.Fatalf("testenv: create bucket %s: %v", name, err)
+	}
+	return name
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
