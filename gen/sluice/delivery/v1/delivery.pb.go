@@ -279,6 +279,8 @@ type Delivery struct {
 	Workflow string `protobuf:"bytes,10,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	// The bucket (name or access point ARN) written to. Output only.
 	Bucket string `protobuf:"bytes,11,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// Checksum of the stored delivery; changes whenever it does. Output only.
+	Etag string `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
 	// When the delivery started. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the delivery last changed. Output only.
@@ -392,6 +394,13 @@ func (x *Delivery) GetWorkflow() string {
 func (x *Delivery) GetBucket() string {
 	if x != nil {
 		return x.Bucket
+	}
+	return ""
+}
+
+func (x *Delivery) GetEtag() string {
+	if x != nil {
+		return x.Etag
 	}
 	return ""
 }
@@ -828,7 +837,7 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x06labels\x18\x04 \x03(\v2-.sluice.delivery.v1.DeliveryStart.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x05\n" +
 	"\bDelivery\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12'\n" +
@@ -842,7 +851,8 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x05error\x18\t \x01(\v2!.sluice.delivery.v1.DeliveryErrorR\x05error\x12\x1a\n" +
 	"\bworkflow\x18\n" +
 	" \x01(\tR\bworkflow\x12\x16\n" +
-	"\x06bucket\x18\v \x01(\tR\x06bucket\x12;\n" +
+	"\x06bucket\x18\v \x01(\tR\x06bucket\x12\x12\n" +
+	"\x04etag\x18\f \x01(\tR\x04etag\x12;\n" +
 	"\vcreate_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +

@@ -586,8 +586,12 @@ type Notification struct {
 	Acknowledged bool `protobuf:"varint,7,opt,name=acknowledged,proto3" json:"acknowledged,omitempty"`
 	// When it was acknowledged. Output only.
 	AcknowledgeTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=acknowledge_time,json=acknowledgeTime,proto3" json:"acknowledge_time,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Checksum of the stored notification. Output only.
+	Etag string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	// When it last changed. Output only.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Notification) Reset() {
@@ -672,6 +676,20 @@ func (x *Notification) GetAcknowledged() bool {
 func (x *Notification) GetAcknowledgeTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.AcknowledgeTime
+	}
+	return nil
+}
+
+func (x *Notification) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *Notification) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
 	}
 	return nil
 }
@@ -1117,7 +1135,7 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.sluice.delivery.v1.ActionKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\"\n" +
 	"\finstructions\x18\x04 \x03(\tR\finstructions\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06target\"\xd0\x02\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\"\xa1\x03\n" +
 	"\fNotification\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x1c.sluice.delivery.v1.SeverityR\bseverity\x12\x14\n" +
@@ -1127,7 +1145,11 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\"\n" +
 	"\facknowledged\x18\a \x01(\bR\facknowledged\x12E\n" +
-	"\x10acknowledge_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0facknowledgeTime\"(\n" +
+	"\x10acknowledge_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0facknowledgeTime\x12\x12\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x12;\n" +
+	"\vupdate_time\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"(\n" +
 	"\x12GetWorkflowRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x82\x01\n" +
 	"\x14ListWorkflowsRequest\x12\x16\n" +
@@ -1238,23 +1260,24 @@ var file_sluice_delivery_v1_workflow_proto_depIdxs = []int32{
 	3,  // 10: sluice.delivery.v1.Notification.severity:type_name -> sluice.delivery.v1.Severity
 	15, // 11: sluice.delivery.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
 	15, // 12: sluice.delivery.v1.Notification.acknowledge_time:type_name -> google.protobuf.Timestamp
-	4,  // 13: sluice.delivery.v1.ListWorkflowsResponse.workflows:type_name -> sluice.delivery.v1.Workflow
-	7,  // 14: sluice.delivery.v1.ListNotificationsResponse.notifications:type_name -> sluice.delivery.v1.Notification
-	8,  // 15: sluice.delivery.v1.WorkflowService.GetWorkflow:input_type -> sluice.delivery.v1.GetWorkflowRequest
-	9,  // 16: sluice.delivery.v1.WorkflowService.ListWorkflows:input_type -> sluice.delivery.v1.ListWorkflowsRequest
-	11, // 17: sluice.delivery.v1.WorkflowService.ResolveWorkflow:input_type -> sluice.delivery.v1.ResolveWorkflowRequest
-	12, // 18: sluice.delivery.v1.WorkflowService.ListNotifications:input_type -> sluice.delivery.v1.ListNotificationsRequest
-	14, // 19: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:input_type -> sluice.delivery.v1.AcknowledgeNotificationRequest
-	4,  // 20: sluice.delivery.v1.WorkflowService.GetWorkflow:output_type -> sluice.delivery.v1.Workflow
-	10, // 21: sluice.delivery.v1.WorkflowService.ListWorkflows:output_type -> sluice.delivery.v1.ListWorkflowsResponse
-	17, // 22: sluice.delivery.v1.WorkflowService.ResolveWorkflow:output_type -> sluice.delivery.v1.Delivery
-	13, // 23: sluice.delivery.v1.WorkflowService.ListNotifications:output_type -> sluice.delivery.v1.ListNotificationsResponse
-	7,  // 24: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:output_type -> sluice.delivery.v1.Notification
-	20, // [20:25] is the sub-list for method output_type
-	15, // [15:20] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	15, // 13: sluice.delivery.v1.Notification.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 14: sluice.delivery.v1.ListWorkflowsResponse.workflows:type_name -> sluice.delivery.v1.Workflow
+	7,  // 15: sluice.delivery.v1.ListNotificationsResponse.notifications:type_name -> sluice.delivery.v1.Notification
+	8,  // 16: sluice.delivery.v1.WorkflowService.GetWorkflow:input_type -> sluice.delivery.v1.GetWorkflowRequest
+	9,  // 17: sluice.delivery.v1.WorkflowService.ListWorkflows:input_type -> sluice.delivery.v1.ListWorkflowsRequest
+	11, // 18: sluice.delivery.v1.WorkflowService.ResolveWorkflow:input_type -> sluice.delivery.v1.ResolveWorkflowRequest
+	12, // 19: sluice.delivery.v1.WorkflowService.ListNotifications:input_type -> sluice.delivery.v1.ListNotificationsRequest
+	14, // 20: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:input_type -> sluice.delivery.v1.AcknowledgeNotificationRequest
+	4,  // 21: sluice.delivery.v1.WorkflowService.GetWorkflow:output_type -> sluice.delivery.v1.Workflow
+	10, // 22: sluice.delivery.v1.WorkflowService.ListWorkflows:output_type -> sluice.delivery.v1.ListWorkflowsResponse
+	17, // 23: sluice.delivery.v1.WorkflowService.ResolveWorkflow:output_type -> sluice.delivery.v1.Delivery
+	13, // 24: sluice.delivery.v1.WorkflowService.ListNotifications:output_type -> sluice.delivery.v1.ListNotificationsResponse
+	7,  // 25: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:output_type -> sluice.delivery.v1.Notification
+	21, // [21:26] is the sub-list for method output_type
+	16, // [16:21] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_sluice_delivery_v1_workflow_proto_init() }

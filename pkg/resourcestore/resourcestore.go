@@ -1,0 +1,260 @@
+// Package resourcestore keeps AIP resources (protobuf messages with name,
+// etag, create_time and update_time fields) in a SQL table on SQLite or
+// PostgreSQL: create, get, list by parent in name order with page tokens,
+// read-modify-write updates and deletes guarded by etags.
+//
+// A table has the columns
+//
+//	name TEXT PRIMARY KEY, parent TEXT NOT NULL, data BLOB|BYTEA NOT NULL,
+//	etag TEXT NOT NULL, create_time BIGINT NOT NULL, update_time BIGINT NOT NULL
+//
+// created by the owning service's migrations, which may add more.
+package resourcestore
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/sqlstore"
+)
+
+// Table stores messages of type T in one SQL table.
+type Table[T proto.Message] struct {
+	db    *sqlstore.DB
+	table string
+}
+
+var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// New answers the table named table; T must have string fields `name` and
+// `etag` and Timestamp fields `create_time` and `update_time`.
+func New[T proto.Message](db *sqlstore.DB, table string) (*Table[T], error) {
+	if !tableName.MatchString(table) {
+		return nil, fmt.Errorf("resourcestore: bad table name %q", table)
+	}
+	var zero T
+	md := zero.ProtoReflect().Descriptor()
+	for _, f := range []struct {
+		name string
+		kind protoreflect.Kind
+	}{{"name", protoreflect.StringKind}, {"etag", protoreflect.StringKind}, {"create_time", protoreflect.MessageKind}, {"update_time", protoreflect.MessageKind}} {
+		fd := md.Fields().ByName(protoreflect.Name(f.name))
+		if fd == nil || fd.Kind() != f.kind || fd.IsList() {
+			return nil, fmt.Errorf("resourcestore: %s has no %s field of kind %s", md.FullName(), f.name, f.kind)
+		}
+	}
+	return &Table[T]{db: db, table: table}, nil
+}
+
+func field(m protoreflect.Message, name string) protoreflect.FieldDescriptor {
+	return m.Descriptor().Fields().ByName(protoreflect.Name(name))
+}
+
+func getString(msg proto.Message, name string) string {
+	m := msg.ProtoReflect()
+	return m.Get(field(m, name)).String()
+}
+
+func setString(msg proto.Message, name, v string) {
+	m := msg.ProtoReflect()
+	m.Set(field(m, name), protoreflect.ValueOfString(v))
+}
+
+func setTime(msg proto.Message, name string, t time.Time) {
+	m := msg.ProtoReflect()
+	m.Set(field(m, name), protoreflect.ValueOfMessage(timestamppb.New(t).ProtoReflect()))
+}
+
+func getTime(msg proto.Message, name string) time.Time {
+	m := msg.ProtoReflect()
+	ts, ok := m.Get(field(m, name)).Message().Interface().(*timestamppb.Timestamp)
+	if !ok || ts == nil {
+		return time.Time{}
+	}
+	return ts.AsTime()
+}
+
+// encode stamps the etag (a digest of the content) and answers the bytes
+// to store. The etag field itself is cleared before hashing.
+func encode(msg proto.Message) ([]byte, string, error) {
+	setString(msg, "etag", "")
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return nil, "", fmt.Errorf("encode: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	etag := hex.EncodeToString(sum[:12])
+	setString(msg, "etag", etag)
+	return b, etag, nil
+}
+
+func (t *Table[T]) decode(b []byte, etag string) (T, error) {
+	var zero T
+	msg := zero.ProtoReflect().New().Interface().(T)
+	if err := proto.Unmarshal(b, msg); err != nil {
+		return zero, fmt.Errorf("decode %s row: %w", t.table, err)
+	}
+	setString(msg, "etag", etag)
+	return msg, nil
+}
+
+// Create stores msg under its name and parent, stamping create_time,
+// update_time and etag, and answers the stored copy. A name already taken
+// answers apierror.ErrAlreadyExists.
+func (t *Table[T]) Create(ctx context.Context, parent string, msg T) (T, error) {
+	var zero T
+	msg = proto.Clone(msg).(T)
+	name := getString(msg, "name")
+	if name == "" || parent == "" {
+		return zero, errors.New("resourcestore: create needs a name and a parent")
+	}
+	now := time.Now().UTC()
+	setTime(msg, "create_time", now)
+	setTime(msg, "update_time", now)
+	b, etag, err := encode(msg)
+	if err != nil {
+		return zero, err
+	}
+	_, err = t.db.ExecContext(ctx, t.db.Rebind(`INSERT INTO `+t.table+
+		` (name, parent, data, etag, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?)`),
+		name, parent, b, etag, now.UnixMicro(), now.UnixMicro())
+	if sqlstore.IsUniqueViolation(err) {
+		return zero, fmt.Errorf("create %s: %w", name, apierror.ErrAlreadyExists)
+	}
+	if err != nil {
+		return zero, fmt.Errorf("create %s: %w", name, err)
+	}
+	return msg, nil
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (t *Table[T]) get(ctx context.Context, q querier, name string, forUpdate bool) (T, error) {
+	var zero T
+	query := `SELECT data, etag FROM ` + t.table + ` WHERE name = ?`
+	if forUpdate && t.db.Dialect == sqlstore.Postgres {
+		query += ` FOR UPDATE`
+	}
+	var (
+		b    []byte
+		etag string
+	)
+	err := q.QueryRowContext(ctx, t.db.Rebind(query), name).Scan(&b, &etag)
+	if errors.Is(err, sql.ErrNoRows) {
+		return zero, fmt.Errorf("%s: %w", name, apierror.ErrNotFound)
+	}
+	if err != nil {
+		return zero, fmt.Errorf("get %s: %w", name, err)
+	}
+	return t.decode(b, etag)
+}
+
+// Get answers the stored message or apierror.ErrNotFound.
+func (t *Table[T]) Get(ctx context.Context, name string) (T, error) {
+	return t.get(ctx, t.db, name, false)
+}
+
+// List answers up to limit messages under parent with names after `after`,
+// in name order, and the name to resume after ("" when none are left).
+func (t *Table[T]) List(ctx context.Context, parent, after string, limit int) ([]T, string, error) {
+	if limit <= 0 {
+		return nil, "", errors.New("resourcestore: list limit must be positive")
+	}
+	rows, err := t.db.QueryContext(ctx, t.db.Rebind(`SELECT name, data, etag FROM `+t.table+
+		` WHERE parent = ? AND name > ? ORDER BY name LIMIT ?`), parent, after, limit+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", t.table, err)
+	}
+	defer rows.Close()
+	var (
+		out   []T
+		names []string
+	)
+	for rows.Next() {
+		var (
+			name, etag string
+			b          []byte
+		)
+		if err := rows.Scan(&name, &b, &etag); err != nil {
+			return nil, "", fmt.Errorf("list %s: %w", t.table, err)
+		}
+		msg, err := t.decode(b, etag)
+		if err != nil {
+			return nil, "", err
+		}
+		out, names = append(out, msg), append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list %s: %w", t.table, err)
+	}
+	if len(out) > limit {
+		return out[:limit], names[limit-1], nil
+	}
+	return out, "", nil
+}
+
+// Update reads the message, checks etag when it is not empty (a mismatch
+// answers apierror.ErrEtagMismatch), lets mutate change it, and stores it
+// with a new update_time and etag, all in one transaction. The name,
+// create_time and etag fields cannot be changed by mutate.
+func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T) error) (T, error) {
+	var out T
+	err := t.db.InTx(ctx, func(tx *sql.Tx) error {
+		msg, err := t.get(ctx, tx, name, true)
+		if err != nil {
+			return err
+		}
+		if etag != "" && etag != getString(msg, "etag") {
+			return fmt.Errorf("update %s: %w", name, apierror.ErrEtagMismatch)
+		}
+		created := getTime(msg, "create_time")
+		if err := mutate(msg); err != nil {
+			return err
+		}
+		setString(msg, "name", name)
+		setTime(msg, "create_time", created)
+		now := time.Now().UTC()
+		setTime(msg, "update_time", now)
+		b, newEtag, err := encode(msg)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, t.db.Rebind(`UPDATE `+t.table+
+			` SET data = ?, etag = ?, update_time = ? WHERE name = ?`), b, newEtag, now.UnixMicro(), name); err != nil {
+			return fmt.Errorf("update %s: %w", name, err)
+		}
+		out = msg
+		return nil
+	})
+	return out, err
+}
+
+// Delete removes the message, checking etag when it is not empty.
+func (t *Table[T]) Delete(ctx context.Context, name, etag string) error {
+	return t.db.InTx(ctx, func(tx *sql.Tx) error {
+		msg, err := t.get(ctx, tx, name, true)
+		if err != nil {
+			return err
+		}
+		if etag != "" && etag != getString(msg, "etag") {
+			return fmt.Errorf("delete %s: %w", name, apierror.ErrEtagMismatch)
+		}
+		if _, err := tx.ExecContext(ctx, t.db.Rebind(`DELETE FROM `+t.table+` WHERE name = ?`), name); err != nil {
+			return fmt.Errorf("delete %s: %w", name, err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,87 @@
+package sqlstore_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/sluicehq/sluice/pkg/sqlstore"
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func migrations(extra ...string) fstest.MapFS {
+	fs := fstest.MapFS{}
+	for _, d := range []string{"sqlite", "postgres"} {
+		fs[d+"/0001_items.sql"] = &fstest.MapFile{Data: []byte(`CREATE TABLE items (id INTEGER PRIMARY KEY, v TEXT NOT NULL UNIQUE);`)}
+		for i, e := range extra {
+			fs[d+"/000"+string(rune('2'+i))+"_more.sql"] = &fstest.MapFile{Data: []byte(e)}
+		}
+	}
+	return fs
+}
+
+// Migrations apply once, later ones apply on the next open, and constraint
+// violations are recognised on both engines.
+func TestMigrationsAndUniqueViolation(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range testenv.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			dsn := b.DSN(t)
+			db, err := sqlstore.Open(ctx, dsn, migrations())
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			if _, err := db.ExecContext(ctx, db.Rebind(`INSERT INTO items (id, v) VALUES (?, ?)`), 1, "a"); err != nil {
+				t.Fatal(err)
+			}
+			_, err = db.ExecContext(ctx, db.Rebind(`INSERT INTO items (id, v) VALUES (?, ?)`), 2, "a")
+			if !sqlstore.IsUniqueViolation(err) {
+				t.Fatalf("duplicate value: got %v, want a unique violation", err)
+			}
+			db.Close()
+
+			db, err = sqlstore.Open(ctx, dsn, migrations(`ALTER TABLE items ADD COLUMN w TEXT NOT NULL DEFAULT 'x';`))
+			if err != nil {
+				t.Fatalf("reopen with a new migration: %v", err)
+			}
+			defer db.Close()
+			var v, w string
+			if err := db.QueryRowContext(ctx, db.Rebind(`SELECT v, w FROM items WHERE id = ?`), 1).Scan(&v, &w); err != nil {
+				t.Fatal(err)
+			}
+			if v != "a" || w != "x" {
+				t.Fatalf("got (%q, %q), want (a, x)", v, w)
+			}
+			var n int
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 2 {
+				t.Fatalf("schema_migrations has %d rows, want 2", n)
+			}
+		})
+	}
+}
+
+func TestBadMigrationNamesAreRefused(t *testing.T) {
+	fs := fstest.MapFS{"sqlite/init.sql": &fstest.MapFile{Data: []byte(`SELECT 1;`)}}
+	_, err := sqlstore.Open(context.Background(), "sqlite:"+t.TempDir()+"/db", fs)
+	if err == nil || !strings.Contains(err.Error(), "positive number") {
+		t.Fatalf("got %v, want a complaint about the migration's name", err)
+	}
+}
+
+func TestRebind(t *testing.T) {
+	pg := &sqlstore.DB{Dialect: sqlstore.Postgres}
+	got := pg.Rebind(`SELECT '?' FROM t WHERE a = ? AND b = ?`)
+	if want := `SELECT '?' FROM t WHERE a = $1 AND b = $2`; got != want {
+		t.Fatalf("Rebind = %q, want %q", got, want)
+	}
+	lite := &sqlstore.DB{Dialect: sqlstore.SQLite}
+	if q := `SELECT ? `; lite.Rebind(q) != q {
+		t.Fatal("Rebind changed a SQLite query")
+	}
+}

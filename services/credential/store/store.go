@@ -1,0 +1,47 @@
+// Package store is the credential service's storage: SQLite by default,
+// PostgreSQL in production, with the migrations embedded and run on open.
+package store
+
+import (
+	"context"
+	"embed"
+	"io/fs"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
+	"github.com/sluicehq/sluice/pkg/sqlstore"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Store holds the credential service's tables.
+type Store struct {
+	db *sqlstore.DB
+	// Credentials are the stored credentials, secrets excluded.
+	Credentials *resourcestore.Table[*credentialv1.Credential]
+}
+
+// Open connects to dsn (see sqlstore.Open) and migrates the schema.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlstore.Open(ctx, dsn, sub)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := resourcestore.New[*credentialv1.Credential](db, "credentials")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, Credentials: creds}, nil
+}
+
+// Dialect answers the engine behind the store.
+func (s *Store) Dialect() sqlstore.Dialect { return s.db.Dialect }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }

@@ -1,0 +1,53 @@
+// Package store is the delivery service's storage: SQLite by default,
+// PostgreSQL in production, with the migrations embedded and run on open.
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"io/fs"
+
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
+	"github.com/sluicehq/sluice/pkg/sqlstore"
+)
+
+//go:embed migrations
+var migrations embed.FS
+
+// Store holds the delivery service's tables.
+type Store struct {
+	db            *sqlstore.DB
+	Deliveries    *resourcestore.Table[*deliveryv1.Delivery]
+	Workflows     *resourcestore.Table[*deliveryv1.Workflow]
+	Notifications *resourcestore.Table[*deliveryv1.Notification]
+}
+
+// Open connects to dsn (see sqlstore.Open) and migrates the schema.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlstore.Open(ctx, dsn, sub)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db}
+	var e1, e2, e3 error
+	s.Deliveries, e1 = resourcestore.New[*deliveryv1.Delivery](db, "deliveries")
+	s.Workflows, e2 = resourcestore.New[*deliveryv1.Workflow](db, "workflows")
+	s.Notifications, e3 = resourcestore.New[*deliveryv1.Notification](db, "notifications")
+	if err := errors.Join(e1, e2, e3); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Dialect answers the engine behind the store.
+func (s *Store) Dialect() sqlstore.Dialect { return s.db.Dialect }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
