@@ -19,6 +19,6 @@ type Backend struct {
 func Backends() []Backend {
 	return []Backend{
 		{Name: "sqlite", DSN: func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "store.db") }},
-		{Name: "postgres", DSN: func(t *testing.T) string { return SharedPostgres(t).NewDatabase(t) }},
+		{Name: "postgres", DSN: func(t *testing.T) string { return NewDatabase(t) }},
 	}
 }

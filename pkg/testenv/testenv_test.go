@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // upload as Sluice will use it.
 func TestMinIORoundTrip(t *testing.T) {
 	m := testenv.SharedMinIO(t)
-	bucket := m.NewBucket(t)
+	bucket := testenv.NewBucket(t, m)
 	client := m.S3("", "")
 	ctx := context.Background()
 
@@ -85,7 +85,7 @@ func TestMotoAssumeRoleExternalID(t *testing.T) {
 	}
 	// The bucket name is chosen by NewCustomerRole, so shape the policy
 	// around a wildcard that covers it.
-	role := m.NewCustomerRole(t, "customer-readonly", "ext-id-right.value", readOnly("customer-*"))
+	role := testenv.NewCustomerRole(t, m, "customer-readonly", "ext-id-right.value", readOnly("customer-*"))
 
 	stsc := m.STS(m.Platform)
 	wrong, err := stsc.AssumeRole(ctx, &sts.AssumeRoleInput{
@@ -125,8 +125,7 @@ func TestMotoAssumeRoleExternalID(t *testing.T) {
 
 // The throwaway cluster is a live PostgreSQL that takes DDL and queries.
 func TestPostgresLive(t *testing.T) {
-	p := testenv.SharedPostgres(t)
-	db, err := sql.Open("pgx", p.NewDatabase(t))
+	db, err := sql.Open("pgx", testenv.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package testenv
+package localserver
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
-	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
@@ -138,51 +137,30 @@ func (p *Postgres) Stop() {
 	os.RemoveAll(p.dir)
 }
 
-var sharedPostgres onceShared[*Postgres]
-
-// SharedPostgres answers the package's PostgreSQL, started on first use and
-// stopped by Main.
-func SharedPostgres(tb testing.TB) *Postgres {
-	tb.Helper()
-	p, err := sharedPostgres.get(func() (*Postgres, func(), error) {
-		p, err := StartPostgres()
-		if err != nil {
-			return nil, nil, err
-		}
-		return p, p.Stop, nil
-	})
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	return p
-}
-
-// NewDatabase creates an empty database for one test, dropped when the test
-// ends, and answers its DSN.
-func (p *Postgres) NewDatabase(tb testing.TB) string {
-	tb.Helper()
-	ctx := context.Background()
+// CreateDatabase creates an empty database and answers its DSN and a
+// function that drops it.
+func (p *Postgres) CreateDatabase(ctx context.Context) (dsn string, drop func(), err error) {
 	db, err := sql.Open("pgx", p.DSN)
 	if err != nil {
-		tb.Fatalf("testenv: %v", err)
+		return "", nil, err
 	}
 	defer db.Close()
 	name := "test_" + randomHex(8)
 	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatalf("testenv: create database: %v", err)
+		return "", nil, fmt.Errorf("postgres: create database: %w", err)
 	}
-	tb.Cleanup(func() {
+	u, err := url.Parse(p.DSN)
+	if err != nil {
+		return "", nil, fmt.Errorf("postgres: parse DSN: %w", err)
+	}
+	u.Path = "/" + name
+	drop = func() {
 		db, err := sql.Open("pgx", p.DSN)
 		if err != nil {
 			return
 		}
 		defer db.Close()
 		_, _ = db.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-	})
-	u, err := url.Parse(p.DSN)
-	if err != nil {
-		tb.Fatalf("testenv: parse DSN: %v", err)
 	}
-	u.Path = "/" + name
-	return u.String()
+	return u.String(), drop, nil
 }

@@ -1,4 +1,4 @@
-package testenv
+package localserver
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -96,36 +95,6 @@ func (m *MinIO) Stop() {
 	os.RemoveAll(m.dir)
 }
 
-// NewMinIO starts a MinIO for one test and stops it when the test ends.
-func NewMinIO(tb testing.TB) *MinIO {
-	tb.Helper()
-	m, err := StartMinIO()
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	tb.Cleanup(m.Stop)
-	return m
-}
-
-var sharedMinIO onceShared[*MinIO]
-
-// SharedMinIO answers the package's MinIO, started on first use and stopped
-// by Main. Tests sharing it use buckets of their own (NewBucket).
-func SharedMinIO(tb testing.TB) *MinIO {
-	tb.Helper()
-	m, err := sharedMinIO.get(func() (*MinIO, func(), error) {
-		m, err := StartMinIO()
-		if err != nil {
-			return nil, nil, err
-		}
-		return m, m.Stop, nil
-	})
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	return m
-}
-
 // S3 answers an S3 client for MinIO with the given keys (the root user's
 // when empty), path-style as MinIO serves it.
 func (m *MinIO) S3(accessKey, secretKey string) *s3.Client {
@@ -140,14 +109,14 @@ func (m *MinIO) S3(accessKey, secretKey string) *s3.Client {
 	})
 }
 
-// NewBucket creates a bucket with a unique name for one test.
-func (m *MinIO) NewBucket(tb testing.TB) string {
-	tb.Helper()
-	name := "test-" + randomHex(8)
-	if _, err := m.S3("", "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		tb.Fatalf("testenv: create bucket %s: %v", name, err)
+// CreateBucket creates a bucket with a unique name starting with prefix and
+// answers the name.
+func (m *MinIO) CreateBucket(ctx context.Context, prefix string) (string, error) {
+	name := prefix + randomHex(8)
+	if _, err := m.S3("", "").CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return "", fmt.Errorf("minio: create bucket %s: %w", name, err)
 	}
-	return name
+	return name, nil
 }
 
 func randomHex(n int) string {

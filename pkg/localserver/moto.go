@@ -1,4 +1,4 @@
-package testenv
+package localserver
 
 import (
 	"context"
@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -141,36 +140,6 @@ func (m *Moto) Stop() {
 	os.RemoveAll(m.dir)
 }
 
-// NewMoto starts a moto for one test and stops it when the test ends.
-func NewMoto(tb testing.TB) *Moto {
-	tb.Helper()
-	m, err := StartMoto()
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	tb.Cleanup(m.Stop)
-	return m
-}
-
-var sharedMoto onceShared[*Moto]
-
-// SharedMoto answers the package's moto, started on first use and stopped
-// by Main. Tests sharing it name their roles and buckets uniquely.
-func SharedMoto(tb testing.TB) *Moto {
-	tb.Helper()
-	m, err := sharedMoto.get(func() (*Moto, func(), error) {
-		m, err := StartMoto()
-		if err != nil {
-			return nil, nil, err
-		}
-		return m, m.Stop, nil
-	})
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	return m
-}
-
 func staticCreds(c aws.Credentials) aws.CredentialsProvider {
 	return credentials.NewStaticCredentialsProvider(c.AccessKeyID, c.SecretAccessKey, c.SessionToken)
 }
@@ -198,15 +167,13 @@ type CustomerRole struct {
 	Bucket     string
 }
 
-// NewCustomerRole creates, as the administrator, a bucket and a role whose
+// CreateCustomerRole creates, as the administrator, a bucket and a role whose
 // trust policy admits the platform user only with externalID and whose
 // permissions policy is permissions (the whole bucket when empty).
-func (m *Moto) NewCustomerRole(tb testing.TB, name, externalID, permissions string) CustomerRole {
-	tb.Helper()
-	ctx := context.Background()
+func (m *Moto) CreateCustomerRole(ctx context.Context, name, externalID, permissions string) (CustomerRole, error) {
 	bucket := "customer-" + randomHex(6)
 	if _, err := m.S3(m.Admin).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		tb.Fatalf("testenv: moto bucket: %v", err)
+		return CustomerRole{}, fmt.Errorf("moto: bucket: %w", err)
 	}
 	trust, _ := json.Marshal(map[string]any{
 		"Version": "2012-10-17",
@@ -220,7 +187,7 @@ func (m *Moto) NewCustomerRole(tb testing.TB, name, externalID, permissions stri
 	client := m.IAM(m.Admin)
 	role, err := client.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String(name), AssumeRolePolicyDocument: aws.String(string(trust))})
 	if err != nil {
-		tb.Fatalf("testenv: moto role %s: %v", name, err)
+		return CustomerRole{}, fmt.Errorf("moto: role %s: %w", name, err)
 	}
 	if permissions == "" {
 		permissions = fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, bucket, bucket)
@@ -228,7 +195,7 @@ func (m *Moto) NewCustomerRole(tb testing.TB, name, externalID, permissions stri
 	if _, err := client.PutRolePolicy(ctx, &iam.PutRolePolicyInput{
 		RoleName: aws.String(name), PolicyName: aws.String(name + "-s3"), PolicyDocument: aws.String(permissions),
 	}); err != nil {
-		tb.Fatalf("testenv: moto role policy %s: %v", name, err)
+		return CustomerRole{}, fmt.Errorf("moto: role policy %s: %w", name, err)
 	}
-	return CustomerRole{ARN: *role.Role.Arn, ExternalID: externalID, Bucket: bucket}
+	return CustomerRole{ARN: *role.Role.Arn, ExternalID: externalID, Bucket: bucket}, nil
 }

@@ -1,22 +1,18 @@
-// Package testenv starts the real servers Sluice's integration tests run
-// against, MinIO, moto and PostgreSQL, on 127.0.0.1 with random ports and
-// temporary directories, and stops them by process id.
-//
-// A missing prerequisite fails the test with the command that fixes it; no
-// test skips for want of a server. Packages that share servers between tests
-// call Main from TestMain so that the servers stop when the package ends.
-package testenv
+// Package localserver starts real servers, MinIO, moto and PostgreSQL, as
+// child processes on 127.0.0.1 with random ports and temporary directories,
+// and stops them by process id. The test harness (pkg/testenv) and
+// `sluice demo` use it. A missing prerequisite is an error that names the
+// command that fixes it.
+package localserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -131,7 +127,7 @@ func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.It
 // announce prints a harness line to stderr, so test output shows which
 // servers ran even without -v.
 func announce(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "testenv: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "localserver: "+format+"\n", args...)
 }
 
 // ToolsDir is where built test tools live: $SLUICE_TOOLS_DIR, or
@@ -153,58 +149,4 @@ func tool(name string) (string, error) {
 		return "", fmt.Errorf("%s is not built at %s: run `make tools` (it builds the pinned version from tools/go.mod into %s)", name, p, ToolsDir())
 	}
 	return p, nil
-}
-
-// shared holds servers started once per test binary and stopped by Main.
-var shared struct {
-	sync.Mutex
-	inMain bool
-	stops  []func()
-}
-
-// Main runs the package's tests and then stops every shared server. Call it
-// from TestMain: `func TestMain(m *testing.M) { testenv.Main(m) }`.
-func Main(m interface{ Run() int }) {
-	shared.Lock()
-	shared.inMain = true
-	shared.Unlock()
-	code := m.Run()
-	shared.Lock()
-	stops := shared.stops
-	shared.stops = nil
-	shared.Unlock()
-	for i := len(stops) - 1; i >= 0; i-- {
-		stops[i]()
-	}
-	os.Exit(code)
-}
-
-var errNoMain = errors.New("shared test servers need `func TestMain(m *testing.M) { testenv.Main(m) }` in the package, so that they stop when its tests end")
-
-// onceShared starts a shared server with start the first time and answers
-// it afterwards; a failed start is remembered so later tests fail fast too.
-type onceShared[T any] struct {
-	once sync.Once
-	val  T
-	err  error
-}
-
-func (o *onceShared[T]) get(start func() (T, func(), error)) (T, error) {
-	shared.Lock()
-	inMain := shared.inMain
-	shared.Unlock()
-	if !inMain {
-		var zero T
-		return zero, errNoMain
-	}
-	o.once.Do(func() {
-		var stop func()
-		o.val, stop, o.err = start()
-		if o.err == nil {
-			shared.Lock()
-			shared.stops = append(shared.stops, stop)
-			shared.Unlock()
-		}
-	})
-	return o.val, o.err
 }

@@ -1,0 +1,101 @@
+// Package validate holds the request checks every service makes the same
+// way: resource names, parents, ids, page sizes and tokens, required and
+// bounded fields. Each check records a field violation and answers whether
+// the value passed, so a handler reports every problem at once.
+package validate
+
+import (
+	"context"
+	"unicode/utf8"
+
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/pagination"
+	"github.com/sluicehq/sluice/pkg/resourcename"
+)
+
+// Name checks a resource name of collection.
+func Name(v *apierror.Violations, field, value, collection string) (resourcename.Name, bool) {
+	n, err := resourcename.Parse(value, collection)
+	if err != nil {
+		v.Add(field, "%v", err)
+		return n, false
+	}
+	return n, true
+}
+
+// Parent checks `tenants/{tenant}/environments/{environment}`.
+func Parent(v *apierror.Violations, field, value string) (resourcename.Parent, bool) {
+	p, err := resourcename.ParseParent(value)
+	if err != nil {
+		v.Add(field, "%v", err)
+		return p, false
+	}
+	return p, true
+}
+
+// ID checks the id of a resource to create.
+func ID(v *apierror.Violations, field, value string) bool {
+	if err := resourcename.ValidID(value); err != nil {
+		v.Add(field, "%v", err)
+		return false
+	}
+	return true
+}
+
+// Page checks page_size and page_token against the request digest and
+// answers the size and the key to resume after.
+func Page(v *apierror.Violations, size int32, token, digest string) (int, string) {
+	n, err := pagination.Size(size)
+	if err != nil {
+		v.Add("page_size", "%v", err)
+	}
+	after, err := pagination.Decode(token, digest)
+	if err != nil {
+		v.Add("page_token", "%v", err)
+	}
+	return n, after
+}
+
+// Required checks that a string field is set.
+func Required(v *apierror.Violations, field, value string) bool {
+	if value == "" {
+		v.Add(field, "is required")
+		return false
+	}
+	return true
+}
+
+// Present checks that a message field is set.
+func Present(v *apierror.Violations, field string, set bool) bool {
+	if !set {
+		v.Add(field, "is required")
+	}
+	return set
+}
+
+// MaxLen checks that a string is valid UTF-8 of at most max characters.
+func MaxLen(v *apierror.Violations, field, value string, max int) bool {
+	if !utf8.ValidString(value) {
+		v.Add(field, "must be valid UTF-8")
+		return false
+	}
+	if n := utf8.RuneCountInString(value); n > max {
+		v.Add(field, "must be at most %d characters; got %d", max, n)
+		return false
+	}
+	return true
+}
+
+// Visible answers NotFound, exactly as for a name that does not exist, when
+// the caller may not see the tenant of name.
+func Visible(ctx context.Context, tenant, name string) error {
+	c, err := auth.Require(ctx)
+	if err != nil {
+		return err
+	}
+	if !c.CanSeeTenant(tenant) {
+		return apierror.NotFound(name)
+	}
+	return nil
+}

@@ -1,0 +1,198 @@
+// Package delivery is the delivery service: it takes Arrow IPC streams in,
+// writes them to destinations' buckets, and runs the workflows and
+// notifications that resolve failures.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/pagination"
+	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/validate"
+	"github.com/sluicehq/sluice/services/delivery/store"
+)
+
+const (
+	deliveries    = "deliveries"
+	notifications = "notifications"
+	workflowLeaf  = "/workflow"
+)
+
+const (
+	laterDelivery = "the streaming delivery pipeline arrives with the delivery work, after destinations (issue 6)"
+	laterWorkflow = "workflows, actions and notifications arrive with the workflow work, after the delivery pipeline"
+)
+
+// Config configures the delivery service.
+type Config struct {
+	// DatabaseDSN is a SQLite path (`sqlite:...`) or a PostgreSQL URL.
+	DatabaseDSN string
+}
+
+// Peers are the services the delivery service calls over gRPC.
+type Peers struct {
+	Destinations destinationv1.DestinationServiceClient
+	Access       credentialv1.CredentialAccessServiceClient
+}
+
+// Service implements DeliveryService and WorkflowService.
+type Service struct {
+	deliveryv1.UnimplementedDeliveryServiceServer
+	deliveryv1.UnimplementedWorkflowServiceServer
+
+	store *store.Store
+	peers Peers
+}
+
+// New opens the store and answers the service.
+func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
+	st, err := store.Open(ctx, cfg.DatabaseDSN)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{store: st, peers: peers}, nil
+}
+
+// Register adds both services to srv and closes the store on shutdown.
+func (s *Service) Register(srv *grpcserver.Server) {
+	srv.RegisterService(&deliveryv1.DeliveryService_ServiceDesc, s)
+	srv.RegisterService(&deliveryv1.WorkflowService_ServiceDesc, s)
+	srv.OnShutdown(s)
+}
+
+// Close closes the store.
+func (s *Service) Close() error { return s.store.Close() }
+
+func named(ctx context.Context, field, name, collection string) error {
+	var v apierror.Violations
+	n, _ := validate.Name(&v, field, name, collection)
+	if err := v.Err(); err != nil {
+		return err
+	}
+	return validate.Visible(ctx, n.Tenant, name)
+}
+
+func listed(ctx context.Context, parentName string, size int32, token string, digest ...string) error {
+	var v apierror.Violations
+	parent, ok := validate.Parent(&v, "parent", parentName)
+	validate.Page(&v, size, token, pagination.Digest(digest...))
+	if err := v.Err(); err != nil {
+		return err
+	}
+	if !ok {
+		return nil
+	}
+	return validate.Visible(ctx, parent.Tenant, parentName)
+}
+
+// Deliver reads and validates the opening message; the pipeline behind it
+// arrives with the delivery work.
+func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error {
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		var v apierror.Violations
+		v.Add("start", "is required: the first message must be a DeliveryStart")
+		return v.Err()
+	}
+	if err != nil {
+		return err
+	}
+	var v apierror.Violations
+	start := first.GetStart()
+	if validate.Present(&v, "start", start != nil) {
+		validate.Name(&v, "start.destination", start.GetDestination(), "destinations")
+		validate.MaxLen(&v, "start.idempotency_key", start.GetIdempotencyKey(), 128)
+		validate.MaxLen(&v, "start.output_name", start.GetOutputName(), 200)
+		if len(start.GetLabels()) > 32 {
+			v.Add("start.labels", "must be at most 32; got %d", len(start.GetLabels()))
+		}
+	}
+	if err := v.Err(); err != nil {
+		return err
+	}
+	d, _ := resourcename.Parse(start.GetDestination(), "destinations")
+	if err := validate.Visible(stream.Context(), d.Tenant, start.GetDestination()); err != nil {
+		return err
+	}
+	return apierror.Unimplemented("Deliver", laterDelivery)
+}
+
+// GetDelivery validates the request.
+func (s *Service) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRequest) (*deliveryv1.Delivery, error) {
+	if err := named(ctx, "name", req.GetName(), deliveries); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("GetDelivery", laterDelivery)
+}
+
+// ListDeliveries validates the request.
+func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
+	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetParent(), req.GetFilter()); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("ListDeliveries", laterDelivery)
+}
+
+// workflowNamed validates `.../deliveries/{delivery}/workflow`.
+func workflowNamed(ctx context.Context, name string) error {
+	delivery, ok := strings.CutSuffix(name, workflowLeaf)
+	if !ok {
+		var v apierror.Violations
+		v.Add("name", "must have the form tenants/{tenant}/environments/{environment}/deliveries/{delivery}/workflow")
+		return v.Err()
+	}
+	return named(ctx, "name", delivery, deliveries)
+}
+
+// GetWorkflow validates the request.
+func (s *Service) GetWorkflow(ctx context.Context, req *deliveryv1.GetWorkflowRequest) (*deliveryv1.Workflow, error) {
+	if err := workflowNamed(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("GetWorkflow", laterWorkflow)
+}
+
+// ListWorkflows validates the request.
+func (s *Service) ListWorkflows(ctx context.Context, req *deliveryv1.ListWorkflowsRequest) (*deliveryv1.ListWorkflowsResponse, error) {
+	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetParent(), req.GetFilter()); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("ListWorkflows", laterWorkflow)
+}
+
+// ResolveWorkflow validates the request.
+func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWorkflowRequest) (*deliveryv1.Delivery, error) {
+	var v apierror.Violations
+	validate.Required(&v, "action_id", req.GetActionId())
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := workflowNamed(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("ResolveWorkflow", laterWorkflow)
+}
+
+// ListNotifications validates the request.
+func (s *Service) ListNotifications(ctx context.Context, req *deliveryv1.ListNotificationsRequest) (*deliveryv1.ListNotificationsResponse, error) {
+	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetParent(), req.GetFilter()); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("ListNotifications", laterWorkflow)
+}
+
+// AcknowledgeNotification validates the request.
+func (s *Service) AcknowledgeNotification(ctx context.Context, req *deliveryv1.AcknowledgeNotificationRequest) (*deliveryv1.Notification, error) {
+	if err := named(ctx, "name", req.GetName(), notifications); err != nil {
+		return nil, err
+	}
+	return nil, apierror.Unimplemented("AcknowledgeNotification", laterWorkflow)
+}
