@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -50,7 +49,7 @@ func orSQLite(dsn, dataDir, name string) string {
 	if dsn != "" {
 		return dsn
 	}
-	return "sqlite:" + filepath.Join(dataDir, name+".db")
+	return launch.SQLiteDSN(dataDir, name)
 }
 
 func serveCommand() *cobra.Command {

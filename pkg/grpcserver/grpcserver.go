@@ -24,8 +24,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	reflectionv1alphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
+	"github.com/sluicehq/sluice/pkg/apidescriptor"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/logging"
@@ -89,7 +92,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	descriptors, err := apidescriptor.Resolver()
+	if err != nil {
+		return nil, err
+	}
+	// Both reflection versions, answering from descriptors that keep the
+	// proto comments so that `grpcurl describe` shows the documentation.
+	ropts := reflection.ServerOptions{Services: s.grpc, DescriptorResolver: descriptors}
+	reflectionpb.RegisterServerReflectionServer(s.grpc, reflection.NewServerV1(ropts))
+	reflectionv1alphapb.RegisterServerReflectionServer(s.grpc, reflection.NewServer(ropts))
 	return s, nil
 }
 
@@ -139,6 +150,7 @@ func (s *Server) Shutdown() {
 		s.grpc.Stop()
 		<-done
 	}
+	s.logger.Info("stopped serving")
 	s.closeAll()
 }
 

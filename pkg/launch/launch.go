@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -207,4 +209,78 @@ func Serve(ctx context.Context, endpoints []Endpoint) error {
 		errs = append(errs, <-errc)
 	}
 	return errors.Join(errs...)
+}
+
+// Service describes a service binary for RunService.
+type Service struct {
+	// Name is the component, e.g. `credential`; the process is
+	// `sluice-{name}`.
+	Name string
+	// Addr is the default listen address.
+	Addr string
+	// Flags registers the service's own flags.
+	Flags func(fs *pflag.FlagSet)
+	// Build creates the service and registers it on srv.
+	Build func(ctx context.Context, env *Env, common Common, srv *grpcserver.Server) error
+}
+
+// RunService is a service binary's whole main: flags and SLUICE_*
+// variables, setup, build, serve until SIGINT or SIGTERM, orderly shutdown.
+// It answers the process exit code.
+func RunService(s Service, args []string) int {
+	common := DefaultCommon()
+	addr := s.Addr
+	fs := pflag.NewFlagSet("sluice-"+s.Name, pflag.ContinueOnError)
+	common.AddFlags(fs)
+	fs.StringVar(&addr, "listen", addr, "address to serve gRPC on")
+	if s.Flags != nil {
+		s.Flags(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := ApplyEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := runService(ctx, s, common, addr); err != nil {
+		fmt.Fprintf(os.Stderr, "sluice-%s: %v\n", s.Name, err)
+		return 1
+	}
+	return 0
+}
+
+func runService(ctx context.Context, s Service, common Common, addr string) (err error) {
+	env, err := Setup(ctx, common, "sluice-"+s.Name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := env.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	srv, err := env.NewServer(s.Name)
+	if err != nil {
+		return err
+	}
+	if err := s.Build(ctx, env, common, srv); err != nil {
+		return err
+	}
+	lis, err := Listen(addr)
+	if err != nil {
+		return err
+	}
+	env.Logger.Info("serving", slog.String("addr", lis.Addr().String()))
+	return Serve(ctx, []Endpoint{{Name: s.Name, Server: srv, Listener: lis}})
+}
+
+// SQLiteDSN answers the default database of a service under dataDir.
+func SQLiteDSN(dataDir, service string) string {
+	return "sqlite:" + filepath.Join(dataDir, service+".db")
 }

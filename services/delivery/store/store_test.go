@@ -32,7 +32,9 @@ func TestConformance(t *testing.T) {
 					New: func(name string) *deliveryv1.Delivery {
 						return &deliveryv1.Delivery{Name: name, State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING}
 					},
-					Change: func(d *deliveryv1.Delivery) { d.Progress = &deliveryv1.DeliveryProgress{Rows: d.GetProgress().GetRows() + 1} },
+					Change: func(d *deliveryv1.Delivery) {
+						d.Progress = &deliveryv1.DeliveryProgress{Rows: d.GetProgress().GetRows() + 1}
+					},
 				})
 			})
 			t.Run("workflows", func(t *testing.T) {
@@ -48,7 +50,9 @@ func TestConformance(t *testing.T) {
 			})
 			t.Run("notifications", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Notification]{
-					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Notification] { return open(t, b.DSN(t)).Notifications },
+					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Notification] {
+						return open(t, b.DSN(t)).Notifications
+					},
 					New: func(name string) *deliveryv1.Notification {
 						return &deliveryv1.Notification{Name: name, Severity: deliveryv1.Severity_SEVERITY_ERROR, Title: "Delivery failed"}
 					},

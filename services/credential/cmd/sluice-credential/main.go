@@ -1,0 +1,35 @@
+// Command sluice-credential runs the credential service on its own.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/launch"
+	"github.com/sluicehq/sluice/services/credential"
+)
+
+func main() {
+	var cfg credential.Config
+	os.Exit(launch.RunService(launch.Service{
+		Name: "credential",
+		Addr: "127.0.0.1:7401",
+		Flags: func(fs *pflag.FlagSet) {
+			fs.StringVar(&cfg.DatabaseDSN, "database", "", "PostgreSQL URL or sqlite:PATH (default sqlite:{data-dir}/credential.db)")
+		},
+		Build: func(ctx context.Context, _ *launch.Env, common launch.Common, srv *grpcserver.Server) error {
+			if cfg.DatabaseDSN == "" {
+				cfg.DatabaseDSN = launch.SQLiteDSN(common.DataDir, "credential")
+			}
+			svc, err := credential.New(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			svc.Register(srv)
+			return nil
+		},
+	}, os.Args[1:]))
+}
