@@ -1,0 +1,69 @@
+# Sluice: make help lists the targets.
+
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Built test tools (MinIO, grpcurl) live here, reused between runs.
+export SLUICE_TOOLS_DIR ?= $(HOME)/.cache/sluice/tools
+TOOLS_DIR := $(SLUICE_TOOLS_DIR)
+# buf breaking compares the API with this input once it has shipped.
+BREAKING_AGAINST ?= .git\#branch=main
+GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: tools
+tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl ## Build the pinned test tools (MinIO, grpcurl) into $(SLUICE_TOOLS_DIR)
+
+# A tool is rebuilt when tools/go.mod pins another version than the one built.
+$(TOOLS_DIR)/%: tools/go.mod tools/go.sum
+	@mkdir -p $(TOOLS_DIR)
+	@cd tools && pkg=$$(go list -f '{{.ImportPath}}' tool | grep -E '/$*$$') && \
+	 mod=$$(go list -f '{{.Module.Path}}' $$pkg) && ver=$$(go list -m -f '{{.Version}}' $$mod) && \
+	 if [ -x $@ ] && [ "$$(cat $@.version 2>/dev/null)" = "$$ver" ]; then touch $@; exit 0; fi && \
+	 echo "building $$pkg@$$ver into $(TOOLS_DIR) (minutes the first time, then cached)" && \
+	 GOBIN=$(TOOLS_DIR) go install $$pkg && echo $$ver > $@.version
+
+.PHONY: gen
+gen: ## Regenerate gen/ and the API descriptor set from proto/
+	go tool buf generate
+	go tool buf build -o pkg/apidescriptor/sluice.binpb
+
+.PHONY: gen-check
+gen-check: gen ## Fail when gen/ is not what the protos generate
+	@if [ -n "$$(git status --porcelain -- gen pkg/apidescriptor)" ]; then \
+	  git status --porcelain -- gen pkg/apidescriptor; \
+	  echo "gen/ is stale: run 'make gen' and commit the result"; exit 1; fi
+
+.PHONY: lint
+lint: ## buf lint and breaking, gofmt, go vet
+	go tool buf lint
+	@if git rev-parse -q --verify main >/dev/null && git cat-file -e main:buf.yaml 2>/dev/null; then \
+	  go tool buf breaking --against '$(BREAKING_AGAINST)'; \
+	else echo "buf breaking: no API on main yet, nothing to compare"; fi
+	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); \
+	 if [ -n "$$bad" ]; then echo "gofmt would change:"; echo "$$bad"; exit 1; fi
+	go vet ./...
+
+.PHONY: build
+build: ## Build bin/sluice and the three service binaries
+	go build -o bin/ ./cmd/sluice ./services/credential/cmd/sluice-credential ./services/destination/cmd/sluice-destination ./services/delivery/cmd/sluice-delivery
+
+.PHONY: test
+test: tools ## Run every test, with real MinIO, moto and PostgreSQL
+	go test $(GO_TEST_FLAGS) -v ./... | grep -vE '^=== (RUN|PAUSE|CONT|NAME)'
+
+.PHONY: bench
+bench: tools ## Run the benchmarks and print their figures
+	go test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: serve
+serve: ## Run the three services in one process (state in .data/)
+	go run ./cmd/sluice serve
+
+.PHONY: demo
+demo: tools ## Run Sluice end to end on the embedded defaults against a local MinIO
+	go run ./cmd/sluice demo

@@ -1,0 +1,287 @@
+package grpcserver_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/logging"
+)
+
+const probe = "sluice.test.v1.Probe"
+
+// probeDesc is a one-method service whose behaviour the request names.
+func probeDesc(behave func(ctx context.Context, what string) (any, error)) *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: probe,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Do",
+			Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+				in := new(wrapperspb.StringValue)
+				if err := dec(in); err != nil {
+					return nil, err
+				}
+				h := func(ctx context.Context, req any) (any, error) { return behave(ctx, req.(*wrapperspb.StringValue).GetValue()) }
+				return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/" + probe + "/Do"}, h)
+			},
+		}},
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+type harness struct {
+	conn    *grpc.ClientConn
+	token   string
+	logs    *syncBuffer
+	stop    context.CancelFunc
+	served  chan error
+	closed  chan struct{}
+	release chan struct{}
+	entered chan struct{}
+}
+
+func start(t *testing.T) *harness {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := auth.NewSigner(key)
+	h := &harness{logs: &syncBuffer{}, served: make(chan error, 1), closed: make(chan struct{}),
+		release: make(chan struct{}), entered: make(chan struct{}, 1)}
+	h.token, _ = signer.Mint("alice@acme.test", "acme", nil, time.Hour)
+	srv, err := grpcserver.New(grpcserver.Config{
+		Logger:          logging.New(h.logs, slog.LevelDebug, "test"),
+		Verifier:        auth.NewVerifier(signer.PublicKey()),
+		ShutdownTimeout: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.RegisterService(probeDesc(func(ctx context.Context, what string) (any, error) {
+		switch what {
+		case "panic":
+			panic("boom: something broke inside")
+		case "notfound":
+			return nil, fmt.Errorf("look up thing: %w", apierror.ErrNotFound)
+		case "secret":
+			return nil, errors.New("connect to db: password=hunter2 rejected")
+		case "invalid":
+			var v apierror.Violations
+			v.Add("thing.name", "is required")
+			return nil, v.Err()
+		case "block":
+			h.entered <- struct{}{}
+			<-h.release
+		}
+		return wrapperspb.String("done"), nil
+	}), struct{}{})
+	srv.OnShutdown(closerFunc(func() error { close(h.closed); return nil }))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stop = cancel
+	go func() { h.served <- srv.Serve(ctx, lis) }()
+	h.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		h.conn.Close()
+	})
+	return h
+}
+
+func (h *harness) call(ctx context.Context, what string, opts ...grpc.CallOption) (*wrapperspb.StringValue, error) {
+	out := new(wrapperspb.StringValue)
+	err := h.conn.Invoke(ctx, "/"+probe+"/Do", wrapperspb.String(what), out, opts...)
+	return out, err
+}
+
+func (h *harness) authed() context.Context {
+	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+h.token)
+}
+
+func errorInfo(t *testing.T, err error) *errdetails.ErrorInfo {
+	t.Helper()
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei
+		}
+	}
+	t.Fatalf("no ErrorInfo in %v", err)
+	return nil
+}
+
+func TestNoTokenIsUnauthenticated(t *testing.T) {
+	h := start(t)
+	_, err := h.call(context.Background(), "ok")
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("got %v, want Unauthenticated", err)
+	}
+	if r := errorInfo(t, err).GetReason(); r != apierror.ReasonUnauthenticated {
+		t.Fatalf("reason %q", r)
+	}
+	_, err = h.call(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer forged.token.value"), "ok")
+	if status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("forged token: got %v, want Unauthenticated", err)
+	}
+	if out, err := h.call(h.authed(), "ok"); err != nil || out.GetValue() != "done" {
+		t.Fatalf("with a token: %v, %v", out, err)
+	}
+}
+
+func TestPanicIsInternalAndServerKeepsServing(t *testing.T) {
+	h := start(t)
+	_, err := h.call(h.authed(), "panic")
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("got %v, want Internal", err)
+	}
+	if strings.Contains(status.Convert(err).Message(), "boom") {
+		t.Fatalf("the panic value reached the caller: %q", status.Convert(err).Message())
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, "handler panicked") || !strings.Contains(logs, "boom: something broke inside") || !strings.Contains(logs, "goroutine") {
+		t.Fatalf("the panic and its stack are not logged:\n%s", logs)
+	}
+	if out, err := h.call(h.authed(), "ok"); err != nil || out.GetValue() != "done" {
+		t.Fatalf("after a panic: %v, %v", out, err)
+	}
+	resp, err := healthpb.NewHealthClient(h.conn).Check(context.Background(), &healthpb.HealthCheckRequest{Service: probe})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health after a panic: %v, %v", resp, err)
+	}
+}
+
+func TestErrorMapping(t *testing.T) {
+	h := start(t)
+	_, err := h.call(h.authed(), "notfound")
+	if status.Code(err) != codes.NotFound || errorInfo(t, err).GetReason() != apierror.ReasonNotFound {
+		t.Fatalf("sentinel: got %v, want NotFound", err)
+	}
+
+	_, err = h.call(h.authed(), "invalid")
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("violations: got %v, want InvalidArgument", err)
+	}
+	var found bool
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 &&
+			br.GetFieldViolations()[0].GetField() == "thing.name" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no BadRequest field violation for thing.name in %v", status.Convert(err).Details())
+	}
+
+	_, err = h.call(h.authed(), "secret")
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("unknown error: got %v, want Internal", err)
+	}
+	if strings.Contains(status.Convert(err).Message(), "hunter2") {
+		t.Fatalf("an internal cause reached the caller: %q", status.Convert(err).Message())
+	}
+	if !strings.Contains(h.logs.String(), "hunter2") {
+		t.Fatal("the internal cause was not logged for the operator")
+	}
+}
+
+func TestRequestIDIsEchoedAndLogged(t *testing.T) {
+	h := start(t)
+	var header metadata.MD
+	ctx := metadata.AppendToOutgoingContext(h.authed(), grpcserver.RequestIDHeader, "req-1234")
+	if _, err := h.call(ctx, "ok", grpc.Header(&header)); err != nil {
+		t.Fatal(err)
+	}
+	if got := header.Get(grpcserver.RequestIDHeader); len(got) != 1 || got[0] != "req-1234" {
+		t.Fatalf("request id header = %v", got)
+	}
+	if !strings.Contains(h.logs.String(), `"request_id":"req-1234"`) {
+		t.Fatalf("request id not in the log:\n%s", h.logs.String())
+	}
+	// An id that is not sane is replaced rather than logged.
+	ctx = metadata.AppendToOutgoingContext(h.authed(), grpcserver.RequestIDHeader, "bad id with spaces")
+	if _, err := h.call(ctx, "ok", grpc.Header(&header)); err != nil {
+		t.Fatal(err)
+	}
+	if got := header.Get(grpcserver.RequestIDHeader); len(got) != 1 || got[0] == "bad id with spaces" || got[0] == "" {
+		t.Fatalf("request id header = %q", got)
+	}
+}
+
+func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
+	h := start(t)
+	result := make(chan error, 1)
+	go func() {
+		out, err := h.call(h.authed(), "block")
+		if err == nil && out.GetValue() != "done" {
+			err = fmt.Errorf("got %q", out.GetValue())
+		}
+		result <- err
+	}()
+	<-h.entered
+	h.stop() // as SIGTERM does
+	select {
+	case <-h.closed:
+		t.Fatal("stores were closed while a call was in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(h.release)
+	if err := <-result; err != nil {
+		t.Fatalf("in-flight call during shutdown: %v", err)
+	}
+	if err := <-h.served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	select {
+	case <-h.closed:
+	default:
+		t.Fatal("closers did not run after shutdown")
+	}
+}
