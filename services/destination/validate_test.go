@@ -1,0 +1,83 @@
+package destination
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/resourcename"
+)
+
+func TestValidateDestination(t *testing.T) {
+	parent := resourcename.Parent{Tenant: "acme", Environment: "sandbox"}
+	valid := func() *destinationv1.Destination {
+		return &destinationv1.Destination{
+			Credential: "tenants/acme/environments/sandbox/credentials/c",
+			Format:     &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}},
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(*destinationv1.Destination)
+		field  string // "" when valid
+	}{
+		{"valid", func(*destinationv1.Destination) {}, ""},
+		{"no format", func(d *destinationv1.Destination) { d.Format = nil }, "destination.format"},
+		{"credential of another environment", func(d *destinationv1.Destination) {
+			d.Credential = "tenants/acme/environments/production/credentials/c"
+		}, "destination.credential"},
+		{"credential not a name", func(d *destinationv1.Destination) { d.Credential = "c" }, "destination.credential"},
+		{"two-character delimiter", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: ";;"}}}
+		}, "destination.format.delimited.delimiter"},
+		{"quote as delimiter", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: `"`}}}
+		}, "destination.format.delimited.delimiter"},
+		{"tab delimiter", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "\t"}}}
+		}, ""},
+		{"split under 5 MiB", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxBytes: 1 << 20} }, "destination.split.max_bytes"},
+		{"negative rows", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxRows: -1} }, "destination.split.max_rows"},
+		{"KMS without key", func(d *destinationv1.Destination) {
+			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS}
+		}, "destination.encryption.kms_key_id"},
+		{"key without KMS", func(d *destinationv1.Destination) {
+			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3, KmsKeyId: "k"}
+		}, "destination.encryption.kms_key_id"},
+		{"eleven tags", func(d *destinationv1.Destination) {
+			d.Tags = map[string]string{}
+			for i := range 11 {
+				d.Tags[string(rune('a'+i))] = "v"
+			}
+		}, "destination.tags"},
+		{"bucket owner not an account", func(d *destinationv1.Destination) { d.ExpectedBucketOwner = "12345" }, "destination.expected_bucket_owner"},
+		{"description too long", func(d *destinationv1.Destination) { d.Description = strings.Repeat("x", 2001) }, "destination.description"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := valid()
+			tt.change(d)
+			var v apierror.Violations
+			validateDestination(&v, d, parent, true)
+			err := v.Err()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("valid destination refused: %v", err)
+				}
+				return
+			}
+			var e *apierror.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("got %v, want a violation of %s", err, tt.field)
+			}
+			for _, fv := range e.Violations {
+				if fv.Field == tt.field {
+					return
+				}
+			}
+			t.Fatalf("violations %v do not name %s", e.Violations, tt.field)
+		})
+	}
+}
