@@ -179,3 +179,19 @@ func TestSigningKeyFile(t *testing.T) {
 		t.Fatalf("LoadPublicKeys(public key file) = %v, %v", keys, err)
 	}
 }
+
+// BenchmarkVerify is the cost every authenticated RPC pays.
+func BenchmarkVerify(b *testing.B) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	signer := auth.NewSigner(key)
+	v := auth.NewVerifier(signer.PublicKey())
+	tok, err := signer.Mint("alice@acme.test", "acme", []string{auth.PolicyOperator}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := v.Verify(tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

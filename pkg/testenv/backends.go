@@ -10,7 +10,7 @@ type Backend struct {
 	// Name is `sqlite` or `postgres`.
 	Name string
 	// DSN answers a fresh, empty database for one test.
-	DSN func(t *testing.T) string
+	DSN func(tb testing.TB) string
 }
 
 // Backends answers every database backend Sluice supports: a SQLite file in
@@ -18,7 +18,7 @@ type Backend struct {
 // shared PostgreSQL.
 func Backends() []Backend {
 	return []Backend{
-		{Name: "sqlite", DSN: func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "store.db") }},
-		{Name: "postgres", DSN: func(t *testing.T) string { return NewDatabase(t) }},
+		{Name: "sqlite", DSN: func(tb testing.TB) string { return "sqlite:" + filepath.Join(tb.TempDir(), "store.db") }},
+		{Name: "postgres", DSN: func(tb testing.TB) string { return NewDatabase(tb) }},
 	}
 }

@@ -62,3 +62,40 @@ func TestReopenKeepsData(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCredentials measures the per-request store cost of the calls
+// every handler makes: one Get, and one read-modify-write Update.
+func BenchmarkCredentials(b *testing.B) {
+	ctx := context.Background()
+	const parent = "tenants/a/environments/production"
+	for _, be := range testenv.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			s, err := store.Open(ctx, be.DSN(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			name := parent + "/credentials/bench"
+			if _, err := s.Credentials.Create(ctx, parent, &credentialv1.Credential{Name: name, Bucket: "b"}); err != nil {
+				b.Fatal(err)
+			}
+			b.Run("Get", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := s.Credentials.Get(ctx, name); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("Update", func(b *testing.B) {
+				for b.Loop() {
+					if _, err := s.Credentials.Update(ctx, name, "", func(c *credentialv1.Credential) error {
+						c.Description = "x"
+						return nil
+					}); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
