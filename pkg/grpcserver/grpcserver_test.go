@@ -25,6 +25,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/grpcclient"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/logging"
 )
@@ -72,6 +73,8 @@ type closerFunc func() error
 func (f closerFunc) Close() error { return f() }
 
 type harness struct {
+	addr    string
+	signer  *auth.Signer
 	conn    *grpc.ClientConn
 	token   string
 	logs    *syncBuffer
@@ -91,7 +94,9 @@ func start(t *testing.T) *harness {
 	signer := auth.NewSigner(key)
 	h := &harness{logs: &syncBuffer{}, served: make(chan error, 1), closed: make(chan struct{}),
 		release: make(chan struct{}), entered: make(chan struct{}, 1)}
+	h.signer = signer
 	h.token, _ = signer.Mint("alice@acme.test", "acme", nil, time.Hour)
+	var peer *grpc.ClientConn // this server dialled as a peer service
 	srv, err := grpcserver.New(grpcserver.Config{
 		Logger:          logging.New(h.logs, slog.LevelDebug, "test"),
 		Verifier:        auth.NewVerifier(signer.PublicKey()),
@@ -112,6 +117,14 @@ func start(t *testing.T) *harness {
 			var v apierror.Violations
 			v.Add("thing.name", "is required")
 			return nil, v.Err()
+		case "whoami":
+			c, _ := auth.FromContext(ctx)
+			return wrapperspb.String(fmt.Sprintf("subject=%s tenant=%s service=%s", c.Subject, c.Tenant, c.Service)), nil
+		case "forward":
+			// As the destination service calls the credential service.
+			out := new(wrapperspb.StringValue)
+			err := peer.Invoke(ctx, "/"+probe+"/Do", wrapperspb.String("whoami"), out)
+			return out, err
 		case "block":
 			h.entered <- struct{}{}
 			<-h.release
@@ -126,10 +139,16 @@ func start(t *testing.T) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stop = cancel
 	go func() { h.served <- srv.Serve(ctx, lis) }()
-	h.conn, err = grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	h.addr = lis.Addr().String()
+	h.conn, err = grpc.NewClient(h.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
+	peer, err = grpcclient.Dial(h.addr, auth.NewServiceTokens(signer, "sluice-destination"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
 	t.Cleanup(func() {
 		cancel()
 		h.conn.Close()
@@ -283,5 +302,25 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 	case <-h.closed:
 	default:
 		t.Fatal("closers did not run after shutdown")
+	}
+}
+
+// A service calling another on a user's behalf sends its own token and the
+// user's: the callee sees the user, reached through the service.
+func TestPeerCallsCarryTheCallersToken(t *testing.T) {
+	h := start(t)
+	out, err := h.call(h.authed(), "forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "subject=alice@acme.test tenant=acme service=sluice-destination"; out.GetValue() != want {
+		t.Fatalf("callee saw %q, want %q", out.GetValue(), want)
+	}
+	direct, err := h.call(h.authed(), "whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "subject=alice@acme.test tenant=acme service="; direct.GetValue() != want {
+		t.Fatalf("direct call saw %q, want %q", direct.GetValue(), want)
 	}
 }
