@@ -44,7 +44,9 @@ func probeDesc(behave func(ctx context.Context, what string) (any, error)) *grpc
 				if err := dec(in); err != nil {
 					return nil, err
 				}
-				h := func(ctx context.Context, req any) (any, error) { return behave(ctx, req.(*wrapperspb.StringValue).GetValue()) }
+				h := func(ctx context.Context, req any) (any, error) {
+					return behave(ctx, req.(*wrapperspb.StringValue).GetValue())
+				}
 				return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/" + probe + "/Do"}, h)
 			},
 		}},

@@ -2,10 +2,10 @@ package localserver
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 )
 
 // MinIO is a running MinIO server.
@@ -69,24 +70,33 @@ func StartMinIO() (*MinIO, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	err = m.proc.waitReady(60*time.Second, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/minio/health/ready", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("health: %s", resp.Status)
-		}
-		return nil
-	})
+	err = m.proc.waitReady(60*time.Second, httpOK(m.Endpoint+"/minio/health/ready"))
+	if err == nil {
+		// The health endpoint answers before the IAM subsystem has loaded;
+		// until it has, requests fail with 503 XMinioIAMNotInitialized.
+		// Ready means an unknown key is refused as unknown.
+		err = m.proc.waitReady(60*time.Second, m.iamReady)
+	}
 	if err != nil {
 		m.Stop()
 		return nil, err
 	}
 	announce("MinIO ready at %s", m.Endpoint)
 	return m, nil
+}
+
+func (m *MinIO) iamReady(ctx context.Context) error {
+	client := s3.New(s3.Options{
+		Region: m.Region, BaseEndpoint: aws.String(m.Endpoint), UsePathStyle: true,
+		Credentials:      credentials.NewStaticCredentialsProvider("readiness-probe", "readiness-probe-secret", ""),
+		RetryMaxAttempts: 1,
+	})
+	_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == "InvalidAccessKeyId" {
+		return nil
+	}
+	return fmt.Errorf("IAM not ready: %v", err)
 }
 
 // Stop stops the server by its process id and removes its data.

@@ -68,18 +68,7 @@ func StartMoto() (*Moto, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	err = m.proc.waitReady(60*time.Second, func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.Endpoint+"/moto-api/data.json", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("moto api: %s", resp.Status)
-		}
-		return nil
-	})
+	err = m.proc.waitReady(60*time.Second, httpOK(m.Endpoint+"/moto-api/data.json"))
 	if err == nil {
 		err = m.setup(context.Background())
 	}

@@ -8,11 +8,16 @@ import (
 	"context"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 )
+
+// Violations collects field violations; an alias so callers need one import.
+type Violations = apierror.Violations
 
 // Name checks a resource name of collection.
 func Name(v *apierror.Violations, field, value, collection string) (resourcename.Name, bool) {
@@ -98,4 +103,40 @@ func Visible(ctx context.Context, tenant, name string) error {
 		return apierror.NotFound(name)
 	}
 	return nil
+}
+
+// Resource validates a request that names one resource of collection in
+// field, then checks that the caller may see it.
+func Resource(ctx context.Context, field, name, collection string) (resourcename.Name, error) {
+	var v Violations
+	n, _ := Name(&v, field, name, collection)
+	if err := v.Err(); err != nil {
+		return n, err
+	}
+	return n, Visible(ctx, n.Tenant, name)
+}
+
+// Listing validates the parent and paging of a List request (the token is
+// bound to parent and filter), checks that the caller may see the parent,
+// and answers the page size and the key to resume after.
+func Listing(ctx context.Context, parent string, size int32, token, filter string) (int, string, error) {
+	var v Violations
+	p, ok := Parent(&v, "parent", parent)
+	n, after := Page(&v, size, token, pagination.Digest(parent, filter))
+	if err := v.Err(); err != nil {
+		return 0, "", err
+	}
+	if ok {
+		if err := Visible(ctx, p.Tenant, parent); err != nil {
+			return 0, "", err
+		}
+	}
+	return n, after, nil
+}
+
+// UpdateMask checks that an Update names at least one field.
+func UpdateMask(v *Violations, mask *fieldmaskpb.FieldMask) {
+	if Present(v, "update_mask", mask != nil) && len(mask.GetPaths()) == 0 {
+		v.Add("update_mask.paths", "must name at least one field")
+	}
 }

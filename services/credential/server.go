@@ -13,7 +13,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
-	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/credential/store"
 )
@@ -99,12 +98,8 @@ func validateCredential(v *apierror.Violations, c *credentialv1.Credential, crea
 // named validates a request that names one credential and checks that the
 // caller may see it.
 func named(ctx context.Context, name string) error {
-	var v apierror.Violations
-	n, _ := validate.Name(&v, "name", name, collection)
-	if err := v.Err(); err != nil {
-		return err
-	}
-	return validate.Visible(ctx, n.Tenant, name)
+	_, err := validate.Resource(ctx, "name", name, collection)
+	return err
 }
 
 // GetCredential validates the request; reading arrives with issue 4.
@@ -117,16 +112,8 @@ func (s *Service) GetCredential(ctx context.Context, req *credentialv1.GetCreden
 
 // ListCredentials validates the request; listing arrives with issue 4.
 func (s *Service) ListCredentials(ctx context.Context, req *credentialv1.ListCredentialsRequest) (*credentialv1.ListCredentialsResponse, error) {
-	var v apierror.Violations
-	parent, ok := validate.Parent(&v, "parent", req.GetParent())
-	validate.Page(&v, req.GetPageSize(), req.GetPageToken(), pagination.Digest(req.GetParent()))
-	if err := v.Err(); err != nil {
+	if _, _, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), ""); err != nil {
 		return nil, err
-	}
-	if ok {
-		if err := validate.Visible(ctx, parent.Tenant, req.GetParent()); err != nil {
-			return nil, err
-		}
 	}
 	return nil, apierror.Unimplemented("ListCredentials", later)
 }
@@ -140,9 +127,7 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 		tenant = n.Tenant
 		validateCredential(&v, c, false)
 	}
-	if validate.Present(&v, "update_mask", req.GetUpdateMask() != nil) && len(req.GetUpdateMask().GetPaths()) == 0 {
-		v.Add("update_mask.paths", "must name at least one field")
-	}
+	validate.UpdateMask(&v, req.GetUpdateMask())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

@@ -14,7 +14,6 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
-	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/delivery/store"
@@ -72,25 +71,13 @@ func (s *Service) Register(srv *grpcserver.Server) {
 func (s *Service) Close() error { return s.store.Close() }
 
 func named(ctx context.Context, field, name, collection string) error {
-	var v apierror.Violations
-	n, _ := validate.Name(&v, field, name, collection)
-	if err := v.Err(); err != nil {
-		return err
-	}
-	return validate.Visible(ctx, n.Tenant, name)
+	_, err := validate.Resource(ctx, field, name, collection)
+	return err
 }
 
-func listed(ctx context.Context, parentName string, size int32, token string, digest ...string) error {
-	var v apierror.Violations
-	parent, ok := validate.Parent(&v, "parent", parentName)
-	validate.Page(&v, size, token, pagination.Digest(digest...))
-	if err := v.Err(); err != nil {
-		return err
-	}
-	if !ok {
-		return nil
-	}
-	return validate.Visible(ctx, parent.Tenant, parentName)
+func listed(ctx context.Context, parent string, size int32, token, filter string) error {
+	_, _, err := validate.Listing(ctx, parent, size, token, filter)
+	return err
 }
 
 // Deliver reads and validates the opening message; the pipeline behind it
@@ -135,7 +122,7 @@ func (s *Service) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRe
 
 // ListDeliveries validates the request.
 func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
-	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetParent(), req.GetFilter()); err != nil {
+	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
 		return nil, err
 	}
 	return nil, apierror.Unimplemented("ListDeliveries", laterDelivery)
@@ -162,7 +149,7 @@ func (s *Service) GetWorkflow(ctx context.Context, req *deliveryv1.GetWorkflowRe
 
 // ListWorkflows validates the request.
 func (s *Service) ListWorkflows(ctx context.Context, req *deliveryv1.ListWorkflowsRequest) (*deliveryv1.ListWorkflowsResponse, error) {
-	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetParent(), req.GetFilter()); err != nil {
+	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
 		return nil, err
 	}
 	return nil, apierror.Unimplemented("ListWorkflows", laterWorkflow)
@@ -183,7 +170,7 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 
 // ListNotifications validates the request.
 func (s *Service) ListNotifications(ctx context.Context, req *deliveryv1.ListNotificationsRequest) (*deliveryv1.ListNotificationsResponse, error) {
-	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetParent(), req.GetFilter()); err != nil {
+	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
 		return nil, err
 	}
 	return nil, apierror.Unimplemented("ListNotifications", laterWorkflow)

@@ -15,7 +15,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
-	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/destination/store"
@@ -143,12 +142,8 @@ func validateFormat(v *apierror.Violations, f *destinationv1.FileFormat) {
 }
 
 func named(ctx context.Context, name string) error {
-	var v apierror.Violations
-	n, _ := validate.Name(&v, "name", name, collection)
-	if err := v.Err(); err != nil {
-		return err
-	}
-	return validate.Visible(ctx, n.Tenant, name)
+	_, err := validate.Resource(ctx, "name", name, collection)
+	return err
 }
 
 // CreateDestination validates the request; storing arrives with issue 6.
@@ -180,16 +175,8 @@ func (s *Service) GetDestination(ctx context.Context, req *destinationv1.GetDest
 
 // ListDestinations validates the request; listing arrives with issue 6.
 func (s *Service) ListDestinations(ctx context.Context, req *destinationv1.ListDestinationsRequest) (*destinationv1.ListDestinationsResponse, error) {
-	var v apierror.Violations
-	parent, ok := validate.Parent(&v, "parent", req.GetParent())
-	validate.Page(&v, req.GetPageSize(), req.GetPageToken(), pagination.Digest(req.GetParent(), req.GetFilter()))
-	if err := v.Err(); err != nil {
+	if _, _, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
 		return nil, err
-	}
-	if ok {
-		if err := validate.Visible(ctx, parent.Tenant, req.GetParent()); err != nil {
-			return nil, err
-		}
 	}
 	return nil, apierror.Unimplemented("ListDestinations", later)
 }
@@ -202,9 +189,7 @@ func (s *Service) UpdateDestination(ctx context.Context, req *destinationv1.Upda
 		n, _ = validate.Name(&v, "destination.name", d.GetName(), collection)
 		validateDestination(&v, d, n.Parent, false)
 	}
-	if validate.Present(&v, "update_mask", req.GetUpdateMask() != nil) && len(req.GetUpdateMask().GetPaths()) == 0 {
-		v.Add("update_mask.paths", "must name at least one field")
-	}
+	validate.UpdateMask(&v, req.GetUpdateMask())
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
