@@ -286,8 +286,22 @@ func TestGracefulShutdownFinishesInFlightCalls(t *testing.T) {
 		}
 		result <- err
 	}()
+	watchCtx, endWatch := context.WithCancel(context.Background())
+	defer endWatch()
+	watch, err := healthpb.NewHealthClient(h.conn).Watch(watchCtx, &healthpb.HealthCheckRequest{Service: probe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, err := watch.Recv(); err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health before shutdown: %v, %v", first, err)
+	}
 	<-h.entered
 	h.stop() // as SIGTERM does
+	// Load balancers watching health learn first, while calls still finish.
+	if next, err := watch.Recv(); err != nil || next.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health during shutdown: %v, %v", next, err)
+	}
+	endWatch() // a watch is an in-flight call too
 	select {
 	case <-h.closed:
 		t.Fatal("stores were closed while a call was in flight")
