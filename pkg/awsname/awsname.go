@@ -1,0 +1,194 @@
+// Package awsname checks the AWS names a customer types into Sluice: IAM
+// role ARNs, S3 bucket names, S3 access point ARNs, regions, access key ids
+// and External IDs. Each check answers an error that states the rule the
+// value breaks, in words for the person who typed it.
+package awsname
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// Partitions Sluice accepts in ARNs.
+var partitions = map[string]bool{"aws": true, "aws-cn": true, "aws-us-gov": true}
+
+var (
+	accountID = regexp.MustCompile(`^[0-9]{12}$`)
+	// IAM role names: 1 to 64 of letters, digits and +=,.@_-; paths are
+	// `/`-delimited segments of the same plus printable ASCII, at most 512.
+	roleName = regexp.MustCompile(`^[\w+=,.@-]{1,64}$`)
+	rolePath = regexp.MustCompile(`^/([\x21-\x7e]*/)?$`)
+	region   = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$`)
+	// Access key ids are 16 to 128 word characters; AWS issues them as
+	// AKIA (long-term) or ASIA (temporary) followed by 16 uppercase
+	// letters and digits.
+	accessKeyID = regexp.MustCompile(`^[A-Z0-9]{16,128}$`)
+	externalID  = regexp.MustCompile(`^[\w+=,.@:/-]+$`)
+	bucketChars = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*[a-z0-9]$`)
+	apName      = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{1,48})[a-z0-9]$`)
+)
+
+// RoleARN is a parsed IAM role ARN.
+type RoleARN struct {
+	Partition, Account, Path, Name string
+}
+
+// String answers the ARN.
+func (r RoleARN) String() string {
+	return "arn:" + r.Partition + ":iam::" + r.Account + ":role" + r.Path + r.Name
+}
+
+// ParseRoleARN reads `arn:{partition}:iam::{account}:role/{path/}{name}`.
+func ParseRoleARN(s string) (RoleARN, error) {
+	parts := strings.SplitN(s, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" {
+		return RoleARN{}, errors.New("must be an IAM role ARN such as arn:aws:iam::123456789012:role/sluice-export")
+	}
+	r := RoleARN{Partition: parts[1], Account: parts[4]}
+	if !partitions[r.Partition] {
+		return RoleARN{}, fmt.Errorf("partition %q is not one of aws, aws-cn, aws-us-gov", clip(r.Partition))
+	}
+	if parts[2] != "iam" {
+		return RoleARN{}, fmt.Errorf("service must be iam, not %q", clip(parts[2]))
+	}
+	if parts[3] != "" {
+		return RoleARN{}, errors.New("IAM ARNs have no region: the fourth field must be empty")
+	}
+	if !accountID.MatchString(r.Account) {
+		return RoleARN{}, errors.New("account must be 12 digits")
+	}
+	res, ok := strings.CutPrefix(parts[5], "role/")
+	if !ok {
+		return RoleARN{}, errors.New("resource must start with role/")
+	}
+	i := strings.LastIndexByte(res, '/')
+	r.Path, r.Name = "/"+res[:i+1], res[i+1:] // i = -1 leaves path "/"
+	if len(r.Path) > 512 || !rolePath.MatchString(r.Path) {
+		return RoleARN{}, errors.New("role path must be at most 512 printable characters between slashes")
+	}
+	if !roleName.MatchString(r.Name) {
+		return RoleARN{}, errors.New("role name must be 1 to 64 letters, digits or +=,.@_-")
+	}
+	return r, nil
+}
+
+// CheckBucketName applies the S3 general purpose bucket naming rules.
+func CheckBucketName(s string) error {
+	switch {
+	case len(s) < 3 || len(s) > 63:
+		return fmt.Errorf("must be 3 to 63 characters long; got %d", len(s))
+	case !bucketChars.MatchString(s):
+		return errors.New("may hold only lowercase letters, digits, dots and hyphens, and must begin and end with a letter or digit")
+	case strings.Contains(s, ".."):
+		return errors.New("must not contain two adjacent dots")
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return errors.New("must not be formatted as an IP address")
+	}
+	for _, p := range []string{"xn--", "sthree-", "amzn-s3-demo-"} {
+		if strings.HasPrefix(s, p) {
+			return fmt.Errorf("must not start with the reserved prefix %q", p)
+		}
+	}
+	for _, suf := range []string{"-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"} {
+		if strings.HasSuffix(s, suf) {
+			return fmt.Errorf("must not end with the reserved suffix %q", suf)
+		}
+	}
+	return nil
+}
+
+// AccessPointARN is a parsed S3 access point ARN.
+type AccessPointARN struct {
+	Partition, Region, Account, Name string
+}
+
+// String answers the ARN.
+func (a AccessPointARN) String() string {
+	return "arn:" + a.Partition + ":s3:" + a.Region + ":" + a.Account + ":accesspoint/" + a.Name
+}
+
+// ParseAccessPointARN reads `arn:{partition}:s3:{region}:{account}:accesspoint/{name}`.
+func ParseAccessPointARN(s string) (AccessPointARN, error) {
+	parts := strings.SplitN(s, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "s3" {
+		return AccessPointARN{}, errors.New("must be an S3 access point ARN such as arn:aws:s3:us-east-1:123456789012:accesspoint/exports")
+	}
+	a := AccessPointARN{Partition: parts[1], Region: parts[3], Account: parts[4]}
+	if !partitions[a.Partition] {
+		return AccessPointARN{}, fmt.Errorf("partition %q is not one of aws, aws-cn, aws-us-gov", clip(a.Partition))
+	}
+	if err := CheckRegion(a.Region); err != nil {
+		return AccessPointARN{}, fmt.Errorf("region %w", err)
+	}
+	if !accountID.MatchString(a.Account) {
+		return AccessPointARN{}, errors.New("account must be 12 digits")
+	}
+	name, ok := strings.CutPrefix(parts[5], "accesspoint/")
+	if !ok {
+		return AccessPointARN{}, errors.New("resource must start with accesspoint/")
+	}
+	if !apName.MatchString(name) {
+		return AccessPointARN{}, errors.New("access point name must be 3 to 50 lowercase letters, digits or hyphens, beginning and ending with a letter or digit")
+	}
+	a.Name = name
+	return a, nil
+}
+
+// Bucket is where objects go: a bucket name or an access point ARN.
+type Bucket struct {
+	// Name is set for a plain bucket.
+	Name string
+	// AccessPoint is set for an access point.
+	AccessPoint *AccessPointARN
+}
+
+// ParseBucket accepts a bucket name or an access point ARN.
+func ParseBucket(s string) (Bucket, error) {
+	if strings.HasPrefix(s, "arn:") {
+		ap, err := ParseAccessPointARN(s)
+		if err != nil {
+			return Bucket{}, err
+		}
+		return Bucket{AccessPoint: &ap}, nil
+	}
+	if err := CheckBucketName(s); err != nil {
+		return Bucket{}, err
+	}
+	return Bucket{Name: s}, nil
+}
+
+// CheckRegion checks the shape of an AWS region such as us-east-1.
+func CheckRegion(s string) error {
+	if !region.MatchString(s) {
+		return fmt.Errorf("must be an AWS region such as us-east-1; got %q", clip(s))
+	}
+	return nil
+}
+
+// CheckAccessKeyID checks the shape of an IAM access key id.
+func CheckAccessKeyID(s string) error {
+	if !accessKeyID.MatchString(s) {
+		return errors.New("must be an IAM access key id: 16 to 128 uppercase letters and digits, such as AKIAIOSFODNN7EXAMPLE")
+	}
+	return nil
+}
+
+// CheckExternalID checks an STS External ID.
+func CheckExternalID(s string) error {
+	if len(s) < 2 || len(s) > 1224 || !externalID.MatchString(s) {
+		return errors.New("must be 2 to 1224 characters of letters, digits and +=,.@:/-")
+	}
+	return nil
+}
+
+// clip keeps echoed input short.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
+}
