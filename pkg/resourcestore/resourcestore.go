@@ -109,10 +109,14 @@ func (t *Table[T]) decode(b []byte, etag string) (T, error) {
 	return msg, nil
 }
 
+// Also is work that must commit or roll back with a table write, such as a
+// row in a side table that the resource owns.
+type Also func(ctx context.Context, tx *sql.Tx) error
+
 // Create stores msg under its name and parent, stamping create_time,
 // update_time and etag, and answers the stored copy. A name already taken
-// answers apierror.ErrAlreadyExists.
-func (t *Table[T]) Create(ctx context.Context, parent string, msg T) (T, error) {
+// answers apierror.ErrAlreadyExists. also runs in the same transaction.
+func (t *Table[T]) Create(ctx context.Context, parent string, msg T, also ...Also) (T, error) {
 	var zero T
 	msg = proto.Clone(msg).(T)
 	name := getString(msg, "name")
@@ -126,14 +130,20 @@ func (t *Table[T]) Create(ctx context.Context, parent string, msg T) (T, error) 
 	if err != nil {
 		return zero, err
 	}
-	_, err = t.db.ExecContext(ctx, t.db.Rebind(`INSERT INTO `+t.table+
-		` (name, parent, data, etag, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?)`),
-		name, parent, b, etag, now.UnixMicro(), now.UnixMicro())
-	if sqlstore.IsUniqueViolation(err) {
-		return zero, fmt.Errorf("create %s: %w", name, apierror.ErrAlreadyExists)
-	}
+	err = t.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, t.db.Rebind(`INSERT INTO `+t.table+
+			` (name, parent, data, etag, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?)`),
+			name, parent, b, etag, now.UnixMicro(), now.UnixMicro())
+		if sqlstore.IsUniqueViolation(err) {
+			return fmt.Errorf("create %s: %w", name, apierror.ErrAlreadyExists)
+		}
+		if err != nil {
+			return fmt.Errorf("create %s: %w", name, err)
+		}
+		return runAlso(ctx, tx, also)
+	})
 	if err != nil {
-		return zero, fmt.Errorf("create %s: %w", name, err)
+		return zero, err
 	}
 	return msg, nil
 }
@@ -208,9 +218,9 @@ func (t *Table[T]) List(ctx context.Context, parent, after string, limit int) ([
 
 // Update reads the message, checks etag when it is not empty (a mismatch
 // answers apierror.ErrEtagMismatch), lets mutate change it, and stores it
-// with a new update_time and etag, all in one transaction. The name,
-// create_time and etag fields cannot be changed by mutate.
-func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T) error) (T, error) {
+// with a new update_time and etag, all in one transaction with also. The
+// name, create_time and etag fields cannot be changed by mutate.
+func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T) error, also ...Also) (T, error) {
 	var out T
 	err := t.db.InTx(ctx, func(tx *sql.Tx) error {
 		msg, err := t.get(ctx, tx, name, true)
@@ -237,13 +247,14 @@ func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T)
 			return fmt.Errorf("update %s: %w", name, err)
 		}
 		out = msg
-		return nil
+		return runAlso(ctx, tx, also)
 	})
 	return out, err
 }
 
-// Delete removes the message, checking etag when it is not empty.
-func (t *Table[T]) Delete(ctx context.Context, name, etag string) error {
+// Delete removes the message, checking etag when it is not empty; also runs
+// in the same transaction.
+func (t *Table[T]) Delete(ctx context.Context, name, etag string, also ...Also) error {
 	return t.db.InTx(ctx, func(tx *sql.Tx) error {
 		msg, err := t.get(ctx, tx, name, true)
 		if err != nil {
@@ -255,6 +266,15 @@ func (t *Table[T]) Delete(ctx context.Context, name, etag string) error {
 		if _, err := tx.ExecContext(ctx, t.db.Rebind(`DELETE FROM `+t.table+` WHERE name = ?`), name); err != nil {
 			return fmt.Errorf("delete %s: %w", name, err)
 		}
-		return nil
+		return runAlso(ctx, tx, also)
 	})
+}
+
+func runAlso(ctx context.Context, tx *sql.Tx, also []Also) error {
+	for _, fn := range also {
+		if err := fn(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ package resourcestoretest
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -177,6 +178,35 @@ func Run[T proto.Message](t *testing.T, f Fixture[T]) {
 		wg.Wait()
 		if wins != 1 {
 			t.Fatalf("%d of %d updates with the same etag succeeded, want exactly 1", wins, n)
+		}
+	})
+
+	t.Run("AlsoFailureRollsBack", func(t *testing.T) {
+		tab := f.Open(t)
+		boom := errors.New("side table write failed")
+		fail := func(context.Context, *sql.Tx) error { return boom }
+		if _, err := tab.Create(ctx, parentA, f.New(name(parentA, 1)), fail); !errors.Is(err, boom) {
+			t.Fatalf("Create with a failing Also: %v", err)
+		}
+		if _, err := tab.Get(ctx, name(parentA, 1)); !errors.Is(err, apierror.ErrNotFound) {
+			t.Fatalf("a Create whose Also failed left a row: %v", err)
+		}
+		created, err := tab.Create(ctx, parentA, f.New(name(parentA, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tab.Update(ctx, name(parentA, 1), "", func(m T) error { f.Change(m); return nil }, fail); !errors.Is(err, boom) {
+			t.Fatalf("Update with a failing Also: %v", err)
+		}
+		if err := tab.Delete(ctx, name(parentA, 1), "", fail); !errors.Is(err, boom) {
+			t.Fatalf("Delete with a failing Also: %v", err)
+		}
+		got, err := tab.Get(ctx, name(parentA, 1))
+		if err != nil {
+			t.Fatalf("a Delete whose Also failed removed the row: %v", err)
+		}
+		if d := cmp.Diff(created, got, protocmp.Transform()); d != "" {
+			t.Fatalf("an Update whose Also failed changed the row (-want +got):\n%s", d)
 		}
 	})
 

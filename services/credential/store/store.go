@@ -4,10 +4,15 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"embed"
+	"errors"
+	"fmt"
 	"io/fs"
+	"time"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/sqlstore"
 )
@@ -38,6 +43,43 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	return &Store{db: db, Credentials: creds}, nil
+}
+
+// PutSecret stores a sealed secret for the credential name, replacing any
+// earlier one, in the transaction of a credential write.
+func (s *Store) PutSecret(name string, sealed []byte) resourcestore.Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`INSERT INTO credential_secrets (name, sealed, update_time) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET sealed = excluded.sealed, update_time = excluded.update_time`),
+			name, sealed, time.Now().UnixMicro())
+		if err != nil {
+			return fmt.Errorf("store secret of %s: %w", name, err)
+		}
+		return nil
+	}
+}
+
+// DeleteSecret removes the secret of name, in the transaction of its delete.
+func (s *Store) DeleteSecret(name string) resourcestore.Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM credential_secrets WHERE name = ?`), name); err != nil {
+			return fmt.Errorf("delete secret of %s: %w", name, err)
+		}
+		return nil
+	}
+}
+
+// Secret answers the sealed secret of name, or apierror.ErrNotFound.
+func (s *Store) Secret(ctx context.Context, name string) ([]byte, error) {
+	var sealed []byte
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT sealed FROM credential_secrets WHERE name = ?`), name).Scan(&sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("secret of %s: %w", name, apierror.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("secret of %s: %w", name, err)
+	}
+	return sealed, nil
 }
 
 // Dialect answers the engine behind the store.

@@ -2,9 +2,11 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/resourcestore/resourcestoretest"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -96,6 +98,37 @@ func BenchmarkCredentials(b *testing.B) {
 					}
 				}
 			})
+		})
+	}
+}
+
+// Secrets are written and removed with their credential, atomically.
+func TestSecrets(t *testing.T) {
+	ctx := context.Background()
+	const parent = "tenants/a/environments/production"
+	for _, b := range testenv.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			s := open(t, b.DSN(t))
+			name := parent + "/credentials/keys"
+			if _, err := s.Credentials.Create(ctx, parent, &credentialv1.Credential{Name: name, Bucket: "b"}, s.PutSecret(name, []byte("sealed-1"))); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Secret(ctx, name)
+			if err != nil || string(got) != "sealed-1" {
+				t.Fatalf("Secret = %q, %v", got, err)
+			}
+			if _, err := s.Credentials.Update(ctx, name, "", func(*credentialv1.Credential) error { return nil }, s.PutSecret(name, []byte("sealed-2"))); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.Secret(ctx, name); string(got) != "sealed-2" {
+				t.Fatalf("after rotation Secret = %q", got)
+			}
+			if err := s.Credentials.Delete(ctx, name, "", s.DeleteSecret(name)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Secret(ctx, name); !errors.Is(err, apierror.ErrNotFound) {
+				t.Fatalf("secret outlived its credential: %v", err)
+			}
 		})
 	}
 }

@@ -1,0 +1,7 @@
+-- Sealed secrets live apart from the credential rows so that no query that
+-- reads a credential can carry its secret along by accident.
+CREATE TABLE credential_secrets (
+    name        TEXT PRIMARY KEY,
+    sealed      BYTEA NOT NULL,
+    update_time BIGINT NOT NULL
+);
