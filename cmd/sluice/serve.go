@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -23,6 +24,7 @@ type serveConfig struct {
 	launch.Common
 	CredentialAddr, DestinationAddr, DeliveryAddr string
 	CredentialDB, DestinationDB, DeliveryDB       string
+	Credential                                    credential.Config
 }
 
 func defaultServeConfig() serveConfig {
@@ -43,6 +45,7 @@ func (c *serveConfig) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.CredentialDB, "credential-db", "", "credential database: PostgreSQL URL or sqlite:PATH (default sqlite:{data-dir}/credential.db)")
 	fs.StringVar(&c.DestinationDB, "destination-db", "", "destination database (default sqlite:{data-dir}/destination.db)")
 	fs.StringVar(&c.DeliveryDB, "delivery-db", "", "delivery database (default sqlite:{data-dir}/delivery.db)")
+	c.Credential.AddFlags(fs)
 }
 
 func orSQLite(dsn, dataDir, name string) string {
@@ -152,7 +155,12 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 	}
 	closers = append(closers, destConn)
 
-	credSvc, err := credential.New(ctx, credential.Config{DatabaseDSN: orSQLite(cfg.CredentialDB, cfg.DataDir, "credential")})
+	credCfg := cfg.Credential
+	credCfg.DatabaseDSN = orSQLite(cfg.CredentialDB, cfg.DataDir, "credential")
+	if credCfg.MasterKeyFile == "" {
+		credCfg.MasterKeyFile = filepath.Join(cfg.DataDir, "keys", "master.key")
+	}
+	credSvc, err := credential.New(ctx, credCfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("credential: %w", err)
 	}

@@ -232,7 +232,7 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		}
 	})
 	t.Run("later work says so", func(t *testing.T) {
-		_, err := creds.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: prod}, acme)
+		_, err := creds.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: prod + "/credentials/c"}, acme)
 		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "issue 4") {
 			t.Fatalf("got %v, want Unimplemented naming issue 4", err)
 		}

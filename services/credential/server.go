@@ -5,14 +5,28 @@ package credential
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"time"
 
+	"github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/awsclient"
+	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/pagination"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
+	"github.com/sluicehq/sluice/pkg/secretseal"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/credential/store"
 )
@@ -20,12 +34,60 @@ import (
 const collection = "credentials"
 
 // later is what Unimplemented methods say about when they arrive.
-const later = "credential storage, sealing and testing arrive with the credential service work (issue 4)"
+const later = "testing credentials against AWS and minting short-lived access arrive with the rest of the credential service work (issue 4)"
+
+// Reasons specific to credentials.
+const (
+	ReasonPlatformIdentityUnset = "PLATFORM_IDENTITY_NOT_CONFIGURED"
+	ReasonWrongCredentialType   = "WRONG_CREDENTIAL_TYPE"
+)
 
 // Config configures the credential service.
 type Config struct {
 	// DatabaseDSN is a SQLite path (`sqlite:...`) or a PostgreSQL URL.
 	DatabaseDSN string
+	// PlatformRoleARN is the identity Sluice runs as, the principal of every
+	// customer's trust policy.
+	PlatformRoleARN string
+	// MasterKeyFile holds the local master key that wraps secrets' data
+	// keys; created 0600 on first start. Ignored when KMSKeyID is set.
+	MasterKeyFile string
+	// KMSKeyID wraps data keys with AWS KMS instead (id, ARN or alias).
+	KMSKeyID string
+	// AWS says where STS, S3 and KMS are.
+	AWS awsclient.Endpoints
+	// Sealer overrides MasterKeyFile and KMSKeyID (tests).
+	Sealer *secretseal.Sealer
+}
+
+// AddFlags registers the service's flags (all but the database) on fs.
+func (c *Config) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.PlatformRoleARN, "platform-role-arn", c.PlatformRoleARN, "ARN of the identity Sluice runs as: the principal customers trust")
+	fs.StringVar(&c.MasterKeyFile, "master-key-file", c.MasterKeyFile, "local master key for sealing secrets, created 0600 when missing (default {data-dir}/keys/master.key)")
+	fs.StringVar(&c.KMSKeyID, "kms-key-id", c.KMSKeyID, "seal secrets with this AWS KMS key instead of the local master key")
+	c.AWS.AddFlags(fs)
+}
+
+// sealer builds the Sealer the configuration asks for.
+func (c Config) sealer(ctx context.Context) (*secretseal.Sealer, error) {
+	switch {
+	case c.Sealer != nil:
+		return c.Sealer, nil
+	case c.KMSKeyID != "":
+		awsCfg, err := c.AWS.Platform(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return secretseal.New(secretseal.NewKMSKey(c.AWS.KMS(awsCfg), c.KMSKeyID)), nil
+	case c.MasterKeyFile != "":
+		key, err := secretseal.LoadOrCreateLocalKey(c.MasterKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		return secretseal.New(key), nil
+	default:
+		return nil, errors.New("credential service: configure --master-key-file or --kms-key-id to seal secrets")
+	}
 }
 
 // Service implements CredentialService and CredentialAccessService.
@@ -33,16 +95,28 @@ type Service struct {
 	credentialv1.UnimplementedCredentialServiceServer
 	credentialv1.UnimplementedCredentialAccessServiceServer
 
+	cfg   Config
 	store *store.Store
+	now   func() time.Time
 }
 
 // New opens the store and answers the service.
 func New(ctx context.Context, cfg Config) (*Service, error) {
+	sealer, err := cfg.sealer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Sealer = sealer
+	if cfg.PlatformRoleARN != "" {
+		if !strings.HasPrefix(cfg.PlatformRoleARN, "arn:") {
+			return nil, fmt.Errorf("credential service: platform role ARN %q is not an ARN", cfg.PlatformRoleARN)
+		}
+	}
 	st, err := store.Open(ctx, cfg.DatabaseDSN)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st}, nil
+	return &Service{cfg: cfg, store: st, now: time.Now}, nil
 }
 
 // Register adds both services to srv and closes the store on shutdown.
@@ -57,13 +131,113 @@ func (s *Service) Close() error { return s.store.Close() }
 
 var _ io.Closer = (*Service)(nil)
 
-// CreateCredential validates the request; storing arrives with issue 4.
+// checkBucket validates bucket and region together: an access point carries
+// its own region, which a region given beside it must match.
+func checkBucket(v *apierror.Violations, prefix string, c *credentialv1.Credential) {
+	b, err := awsname.ParseBucket(c.GetBucket())
+	switch {
+	case c.GetBucket() == "":
+		v.Add(prefix+"bucket", "is required: an S3 bucket name or access point ARN")
+	case err != nil:
+		v.Add(prefix+"bucket", "%v", err)
+	}
+	if c.GetRegion() != "" {
+		if err := awsname.CheckRegion(c.GetRegion()); err != nil {
+			v.Add(prefix+"region", "%v", err)
+		} else if b.AccessPoint != nil && b.AccessPoint.Region != c.GetRegion() {
+			v.Add(prefix+"region", "must be the access point's region %s, or empty", b.AccessPoint.Region)
+		}
+	}
+}
+
+func checkPrefix(v *apierror.Violations, field, p string) {
+	if validate.MaxLen(v, field, p, 900) && strings.HasPrefix(p, "/") {
+		v.Add(field, "must not start with a slash: S3 keys have no leading slash")
+	}
+}
+
+// checkCredential validates a credential to create.
+func checkCredential(v *apierror.Violations, c *credentialv1.Credential) {
+	validate.MaxLen(v, "credential.display_name", c.GetDisplayName(), 200)
+	validate.MaxLen(v, "credential.description", c.GetDescription(), 2000)
+	checkBucket(v, "credential.", c)
+	checkPrefix(v, "credential.prefix", c.GetPrefix())
+	switch t := c.GetType().(type) {
+	case *credentialv1.Credential_RoleToRole:
+		checkRoleARN(v, "credential.role_to_role.target_role_arn", t.RoleToRole.GetTargetRoleArn(), true)
+	case *credentialv1.Credential_AccessKey:
+		checkAccessKeyID(v, "credential.access_key.access_key_id", t.AccessKey.GetAccessKeyId())
+		checkSecret(v, "credential.access_key.secret_access_key", t.AccessKey.GetSecretAccessKey())
+		checkRoleARN(v, "credential.access_key.role_arn", t.AccessKey.GetRoleArn(), false)
+	default:
+		v.Add("credential.type", "is required: set role_to_role (recommended) or access_key")
+	}
+}
+
+func checkRoleARN(v *apierror.Violations, field, arn string, required bool) {
+	if arn == "" {
+		if required {
+			v.Add(field, "is required")
+		}
+		return
+	}
+	if _, err := awsname.ParseRoleARN(arn); err != nil {
+		v.Add(field, "%v", err)
+	}
+}
+
+func checkAccessKeyID(v *apierror.Violations, field, id string) {
+	if validate.Required(v, field, id) {
+		if err := awsname.CheckAccessKeyID(id); err != nil {
+			v.Add(field, "%v", err)
+		}
+	}
+}
+
+// checkSecret never echoes the value it checks.
+func checkSecret(v *apierror.Violations, field, secret string) {
+	if validate.Required(v, field, secret) && (len(secret) < 16 || len(secret) > 128 || strings.ContainsAny(secret, " \t\r\n")) {
+		v.Add(field, "must be the 16 to 128 character IAM secret access key, without spaces")
+	}
+}
+
+// stored answers what is kept of a credential a caller sent: output-only
+// fields and the secret cleared.
+func stored(c *credentialv1.Credential) *credentialv1.Credential {
+	c = proto.Clone(c).(*credentialv1.Credential)
+	c.Etag, c.CreateTime, c.UpdateTime = "", nil, nil
+	switch t := c.GetType().(type) {
+	case *credentialv1.Credential_RoleToRole:
+		t.RoleToRole.PlatformRoleArn, t.RoleToRole.ExternalId = "", ""
+		t.RoleToRole.TrustPolicyJson, t.RoleToRole.PermissionsPolicyJson = "", ""
+	case *credentialv1.Credential_AccessKey:
+		t.AccessKey.SecretAccessKey, t.AccessKey.SecretSet, t.AccessKey.SecretUpdateTime = "", false, nil
+	}
+	return c
+}
+
+// present answers a stored credential as callers see it: the policies to
+// paste are derived here, never stored, so they always match the settings.
+func (s *Service) present(c *credentialv1.Credential) *credentialv1.Credential {
+	if r := c.GetRoleToRole(); r != nil {
+		r.PlatformRoleArn = s.cfg.PlatformRoleARN
+		r.TrustPolicyJson = trustPolicy(s.cfg.PlatformRoleARN, r.GetExternalId())
+		r.PermissionsPolicyJson = permissionsPolicy(c.GetBucket(), c.GetPrefix())
+	}
+	if a := c.GetAccessKey(); a != nil {
+		a.SecretAccessKey = "" // never answered, whatever happened before
+	}
+	return c
+}
+
+// CreateCredential stores a credential, sealing its secret or generating
+// its External ID.
 func (s *Service) CreateCredential(ctx context.Context, req *credentialv1.CreateCredentialRequest) (*credentialv1.Credential, error) {
 	var v apierror.Violations
 	parent, ok := validate.Parent(&v, "parent", req.GetParent())
 	validate.ID(&v, "credential_id", req.GetCredentialId())
 	if c := req.GetCredential(); validate.Present(&v, "credential", c != nil) {
-		validateCredential(&v, c, true)
+		checkCredential(&v, c)
 	}
 	if err := v.Err(); err != nil {
 		return nil, err
@@ -73,26 +247,53 @@ func (s *Service) CreateCredential(ctx context.Context, req *credentialv1.Create
 			return nil, err
 		}
 	}
-	return nil, apierror.Unimplemented("CreateCredential", later)
-}
-
-// validateCredential checks the fields a caller sets.
-func validateCredential(v *apierror.Violations, c *credentialv1.Credential, create bool) {
-	validate.MaxLen(v, "credential.display_name", c.GetDisplayName(), 200)
-	validate.MaxLen(v, "credential.description", c.GetDescription(), 2000)
-	if !create {
-		return
-	}
-	validate.Required(v, "credential.bucket", c.GetBucket())
+	name := parent.Child(collection, req.GetCredentialId()).String()
+	c := stored(req.GetCredential())
+	c.Name = name
 	switch t := c.GetType().(type) {
 	case *credentialv1.Credential_RoleToRole:
-		validate.Required(v, "credential.role_to_role.target_role_arn", t.RoleToRole.GetTargetRoleArn())
-	case *credentialv1.Credential_AccessKey:
-		validate.Required(v, "credential.access_key.access_key_id", t.AccessKey.GetAccessKeyId())
-		validate.Required(v, "credential.access_key.secret_access_key", t.AccessKey.GetSecretAccessKey())
-	default:
-		v.Add("credential.type", "is required: set role_to_role or access_key")
+		if s.cfg.PlatformRoleARN == "" {
+			return nil, apierror.New(codes.FailedPrecondition, ReasonPlatformIdentityUnset,
+				"role-to-role credentials need Sluice's platform identity: start the credential service with --platform-role-arn")
+		}
+		id, err := newExternalID()
+		if err != nil {
+			return nil, fmt.Errorf("generate external id: %w", err)
+		}
+		t.RoleToRole.ExternalId = id
+		created, err := s.store.Credentials.Create(ctx, req.GetParent(), c)
+		if err != nil {
+			return nil, alreadyExists(err, name)
+		}
+		return s.present(created), nil
+	default: // access key, as checkCredential guarantees
+		sealed, err := s.cfg.Sealer.Seal(ctx, []byte(req.GetCredential().GetAccessKey().GetSecretAccessKey()), name)
+		if err != nil {
+			return nil, fmt.Errorf("seal secret: %w", err)
+		}
+		c.GetAccessKey().SecretSet, c.GetAccessKey().SecretUpdateTime = true, timestamppb.New(s.now())
+		created, err := s.store.Credentials.Create(ctx, req.GetParent(), c, s.store.PutSecret(name, sealed))
+		if err != nil {
+			return nil, alreadyExists(err, name)
+		}
+		return s.present(created), nil
 	}
+}
+
+func alreadyExists(err error, name string) error {
+	if errors.Is(err, apierror.ErrAlreadyExists) {
+		return apierror.Wrap(err, codes.AlreadyExists, apierror.ReasonAlreadyExists,
+			fmt.Sprintf("%s already exists", name)).With("resource", name)
+	}
+	return err
+}
+
+// notFound turns a store's ErrNotFound into the answer callers get.
+func notFound(err error, name string) error {
+	if errors.Is(err, apierror.ErrNotFound) {
+		return apierror.NotFound(name)
+	}
+	return err
 }
 
 // named validates a request that names one credential and checks that the
@@ -102,42 +303,156 @@ func named(ctx context.Context, name string) error {
 	return err
 }
 
-// GetCredential validates the request; reading arrives with issue 4.
+// GetCredential answers a credential without its secret.
 func (s *Service) GetCredential(ctx context.Context, req *credentialv1.GetCredentialRequest) (*credentialv1.Credential, error) {
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("GetCredential", later)
+	c, err := s.store.Credentials.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, notFound(err, req.GetName())
+	}
+	return s.present(c), nil
 }
 
-// ListCredentials validates the request; listing arrives with issue 4.
+// ListCredentials answers a page of credentials in name order.
 func (s *Service) ListCredentials(ctx context.Context, req *credentialv1.ListCredentialsRequest) (*credentialv1.ListCredentialsResponse, error) {
-	if _, _, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), ""); err != nil {
+	size, after, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), "")
+	if err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("ListCredentials", later)
+	items, next, err := s.store.Credentials.List(ctx, req.GetParent(), after, size)
+	if err != nil {
+		return nil, err
+	}
+	resp := &credentialv1.ListCredentialsResponse{}
+	for _, c := range items {
+		resp.Credentials = append(resp.Credentials, s.present(c))
+	}
+	if next != "" {
+		resp.NextPageToken = pagination.Encode(next, pagination.Digest(req.GetParent(), ""))
+	}
+	return resp, nil
 }
 
-// UpdateCredential validates the request; updating arrives with issue 4.
+// updatable are the update_mask paths a caller may set.
+var updatable = []string{
+	"display_name", "description", "bucket", "region", "prefix",
+	"role_to_role.target_role_arn",
+	"access_key.access_key_id", "access_key.secret_access_key", "access_key.role_arn",
+}
+
+// UpdateCredential changes the fields named in update_mask. Writing
+// access_key.secret_access_key rotates the sealed secret.
 func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.UpdateCredentialRequest) (*credentialv1.Credential, error) {
 	var v apierror.Violations
+	in := req.GetCredential()
 	var tenant string
-	if c := req.GetCredential(); validate.Present(&v, "credential", c != nil) {
-		n, _ := validate.Name(&v, "credential.name", c.GetName(), collection)
+	if validate.Present(&v, "credential", in != nil) {
+		n, _ := validate.Name(&v, "credential.name", in.GetName(), collection)
 		tenant = n.Tenant
-		validateCredential(&v, c, false)
 	}
 	validate.UpdateMask(&v, req.GetUpdateMask())
+	paths := req.GetUpdateMask().GetPaths()
+	for _, p := range paths {
+		if !slices.Contains(updatable, p) {
+			v.Add("update_mask.paths", "%q cannot be updated; updatable fields are %s", p, strings.Join(updatable, ", "))
+		}
+	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := validate.Visible(ctx, tenant, req.GetCredential().GetName()); err != nil {
+	if err := validate.Visible(ctx, tenant, in.GetName()); err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("UpdateCredential", later)
+	name := in.GetName()
+	var sealed []byte
+	if slices.Contains(paths, "access_key.secret_access_key") {
+		var sv apierror.Violations
+		checkSecret(&sv, "credential.access_key.secret_access_key", in.GetAccessKey().GetSecretAccessKey())
+		if err := sv.Err(); err != nil {
+			return nil, err
+		}
+		var err error
+		if sealed, err = s.cfg.Sealer.Seal(ctx, []byte(in.GetAccessKey().GetSecretAccessKey()), name); err != nil {
+			return nil, fmt.Errorf("seal secret: %w", err)
+		}
+	}
+	mutate := func(c *credentialv1.Credential) error {
+		var mv apierror.Violations
+		for _, p := range paths {
+			applyPath(&mv, c, in, p)
+		}
+		// The result must be a valid credential as a whole.
+		checkBucket(&mv, "credential.", c)
+		checkPrefix(&mv, "credential.prefix", c.GetPrefix())
+		validate.MaxLen(&mv, "credential.display_name", c.GetDisplayName(), 200)
+		validate.MaxLen(&mv, "credential.description", c.GetDescription(), 2000)
+		if err := mv.Err(); err != nil {
+			return err
+		}
+		if sealed != nil {
+			c.GetAccessKey().SecretSet, c.GetAccessKey().SecretUpdateTime = true, timestamppb.New(s.now())
+		}
+		return nil
+	}
+	var also []resourcestore.Also
+	if sealed != nil {
+		also = append(also, s.store.PutSecret(name, sealed))
+	}
+	updated, err := s.store.Credentials.Update(ctx, name, req.GetEtag(), mutate, also...)
+	if err != nil {
+		return nil, notFound(err, name)
+	}
+	return s.present(updated), nil
 }
 
-// DeleteCredential validates the request; deleting arrives with issue 4.
+// applyPath copies one masked field from in to c, refusing a field of the
+// other credential type.
+func applyPath(v *apierror.Violations, c, in *credentialv1.Credential, path string) {
+	wrongType := func(want string) {
+		v.Add("update_mask.paths", "%q applies to %s credentials only; create a new credential to change its type", path, want)
+	}
+	switch path {
+	case "display_name":
+		c.DisplayName = in.GetDisplayName()
+	case "description":
+		c.Description = in.GetDescription()
+	case "bucket":
+		c.Bucket = in.GetBucket()
+	case "region":
+		c.Region = in.GetRegion()
+	case "prefix":
+		c.Prefix = in.GetPrefix()
+	case "role_to_role.target_role_arn":
+		if c.GetRoleToRole() == nil {
+			wrongType("role-to-role")
+			return
+		}
+		checkRoleARN(v, "credential.role_to_role.target_role_arn", in.GetRoleToRole().GetTargetRoleArn(), true)
+		c.GetRoleToRole().TargetRoleArn = in.GetRoleToRole().GetTargetRoleArn()
+	case "access_key.access_key_id":
+		if c.GetAccessKey() == nil {
+			wrongType("access-key")
+			return
+		}
+		checkAccessKeyID(v, "credential.access_key.access_key_id", in.GetAccessKey().GetAccessKeyId())
+		c.GetAccessKey().AccessKeyId = in.GetAccessKey().GetAccessKeyId()
+	case "access_key.secret_access_key":
+		if c.GetAccessKey() == nil {
+			wrongType("access-key")
+		}
+	case "access_key.role_arn":
+		if c.GetAccessKey() == nil {
+			wrongType("access-key")
+			return
+		}
+		checkRoleARN(v, "credential.access_key.role_arn", in.GetAccessKey().GetRoleArn(), false)
+		c.GetAccessKey().RoleArn = in.GetAccessKey().GetRoleArn()
+	}
+}
+
+// DeleteCredential deletes a credential and its sealed secret.
 func (s *Service) DeleteCredential(ctx context.Context, req *credentialv1.DeleteCredentialRequest) (*emptypb.Empty, error) {
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
@@ -147,7 +462,34 @@ func (s *Service) DeleteCredential(ctx context.Context, req *credentialv1.Delete
 			return nil, err
 		}
 	}
-	return nil, apierror.Unimplemented("DeleteCredential", later)
+	if err := s.store.Credentials.Delete(ctx, req.GetName(), req.GetEtag(), s.store.DeleteSecret(req.GetName())); err != nil {
+		return nil, notFound(err, req.GetName())
+	}
+	return &emptypb.Empty{}, nil
+}
+
+// RegenerateExternalId gives a role-to-role credential a new External ID.
+func (s *Service) RegenerateExternalId(ctx context.Context, req *credentialv1.RegenerateExternalIdRequest) (*credentialv1.Credential, error) {
+	if err := named(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	id, err := newExternalID()
+	if err != nil {
+		return nil, fmt.Errorf("generate external id: %w", err)
+	}
+	updated, err := s.store.Credentials.Update(ctx, req.GetName(), req.GetEtag(), func(c *credentialv1.Credential) error {
+		r := c.GetRoleToRole()
+		if r == nil {
+			return apierror.New(codes.FailedPrecondition, ReasonWrongCredentialType,
+				"only role-to-role credentials have an External ID")
+		}
+		r.ExternalId = id
+		return nil
+	})
+	if err != nil {
+		return nil, notFound(err, req.GetName())
+	}
+	return s.present(updated), nil
 }
 
 // TestCredential validates the request; testing arrives with issue 4.
@@ -156,14 +498,6 @@ func (s *Service) TestCredential(ctx context.Context, req *credentialv1.TestCred
 		return nil, err
 	}
 	return nil, apierror.Unimplemented("TestCredential", later)
-}
-
-// RegenerateExternalId validates the request; it arrives with issue 4.
-func (s *Service) RegenerateExternalId(ctx context.Context, req *credentialv1.RegenerateExternalIdRequest) (*credentialv1.Credential, error) {
-	if err := named(ctx, req.GetName()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("RegenerateExternalId", later)
 }
 
 // MintAccess is internal: only the service policy may call it.

@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/pflag"
 
@@ -19,10 +20,14 @@ func main() {
 		Addr: "127.0.0.1:7401",
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&cfg.DatabaseDSN, "database", "", "PostgreSQL URL or sqlite:PATH (default sqlite:{data-dir}/credential.db)")
+			cfg.AddFlags(fs)
 		},
 		Build: func(ctx context.Context, _ *launch.Env, common launch.Common, srv *grpcserver.Server) error {
 			if cfg.DatabaseDSN == "" {
 				cfg.DatabaseDSN = launch.SQLiteDSN(common.DataDir, "credential")
+			}
+			if cfg.MasterKeyFile == "" {
+				cfg.MasterKeyFile = filepath.Join(common.DataDir, "keys", "master.key")
 			}
 			svc, err := credential.New(ctx, cfg)
 			if err != nil {
