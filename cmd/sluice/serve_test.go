@@ -232,9 +232,9 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		}
 	})
 	t.Run("later work says so", func(t *testing.T) {
-		_, err := creds.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: prod + "/credentials/c"}, acme)
-		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "issue 4") {
-			t.Fatalf("got %v, want Unimplemented naming issue 4", err)
+		_, err := dests.ListDestinations(ctx, &destinationv1.ListDestinationsRequest{Parent: prod}, acme)
+		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "issue 6") {
+			t.Fatalf("got %v, want Unimplemented naming issue 6", err)
 		}
 	})
 }

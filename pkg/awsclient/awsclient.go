@@ -25,6 +25,11 @@ type Endpoints struct {
 	KMSURL string
 	// S3PathStyle addresses buckets in the path, as MinIO needs.
 	S3PathStyle bool
+	// PlatformCredentials, when set, replace the SDK's default chain for
+	// Sluice's own identity (tests, local runs against moto).
+	PlatformCredentials aws.CredentialsProvider
+	// HTTPClient, when set, sends every request (tests record them).
+	HTTPClient aws.HTTPClient
 }
 
 // AddFlags registers the endpoint flags on fs.
@@ -46,9 +51,18 @@ func (e Endpoints) region() string {
 // Platform loads Sluice's own identity the way every AWS SDK does
 // (environment, shared config, web identity, instance role).
 func (e Endpoints) Platform(ctx context.Context) (aws.Config, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(e.region()))
+	opts := []func(*config.LoadOptions) error{config.WithRegion(e.region())}
+	if e.PlatformCredentials != nil {
+		opts = append(opts, config.WithCredentialsProvider(e.PlatformCredentials))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if e.HTTPClient != nil {
+		// Set after loading: the loader refuses a custom client when
+		// AWS_CA_BUNDLE is set, as it is on many machines.
+		cfg.HTTPClient = e.HTTPClient
 	}
 	return cfg, nil
 }
@@ -88,10 +102,14 @@ func (e Endpoints) KMS(cfg aws.Config) *kms.Client {
 // Static answers a configuration with fixed credentials, such as a
 // customer's access key pair or an assumed role's session.
 func (e Endpoints) Static(creds aws.Credentials) aws.Config {
-	return aws.Config{
+	cfg := aws.Config{
 		Region:      e.region(),
 		Credentials: aws.NewCredentialsCache(staticProvider{creds}),
 	}
+	if e.HTTPClient != nil {
+		cfg.HTTPClient = e.HTTPClient
+	}
+	return cfg
 }
 
 type staticProvider struct{ c aws.Credentials }

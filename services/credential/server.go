@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
+	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/pagination"
@@ -32,9 +35,6 @@ import (
 )
 
 const collection = "credentials"
-
-// later is what Unimplemented methods say about when they arrive.
-const later = "testing credentials against AWS and minting short-lived access arrive with the rest of the credential service work (issue 4)"
 
 // Reasons specific to credentials.
 const (
@@ -58,13 +58,23 @@ type Config struct {
 	AWS awsclient.Endpoints
 	// Sealer overrides MasterKeyFile and KMSKeyID (tests).
 	Sealer *secretseal.Sealer
+	// AccessCacheTTL bounds how long MintAccess hands out the same access:
+	// a customer who changes the trust policy stops new deliveries within it.
+	AccessCacheTTL time.Duration
 }
+
+// DefaultAccessCacheTTL is the default bound on cached access.
+const DefaultAccessCacheTTL = 5 * time.Minute
 
 // AddFlags registers the service's flags (all but the database) on fs.
 func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.PlatformRoleARN, "platform-role-arn", c.PlatformRoleARN, "ARN of the identity Sluice runs as: the principal customers trust")
 	fs.StringVar(&c.MasterKeyFile, "master-key-file", c.MasterKeyFile, "local master key for sealing secrets, created 0600 when missing (default {data-dir}/keys/master.key)")
 	fs.StringVar(&c.KMSKeyID, "kms-key-id", c.KMSKeyID, "seal secrets with this AWS KMS key instead of the local master key")
+	if c.AccessCacheTTL == 0 {
+		c.AccessCacheTTL = DefaultAccessCacheTTL
+	}
+	fs.DurationVar(&c.AccessCacheTTL, "access-cache-ttl", c.AccessCacheTTL, "longest time MintAccess reuses minted access; revocation takes effect within it")
 	c.AWS.AddFlags(fs)
 }
 
@@ -95,9 +105,11 @@ type Service struct {
 	credentialv1.UnimplementedCredentialServiceServer
 	credentialv1.UnimplementedCredentialAccessServiceServer
 
-	cfg   Config
-	store *store.Store
-	now   func() time.Time
+	cfg      Config
+	store    *store.Store
+	now      func() time.Time
+	platform aws.Config
+	cache    accessCache
 }
 
 // New opens the store and answers the service.
@@ -112,11 +124,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("credential service: platform role ARN %q is not an ARN", cfg.PlatformRoleARN)
 		}
 	}
+	if cfg.AccessCacheTTL <= 0 {
+		cfg.AccessCacheTTL = DefaultAccessCacheTTL
+	}
+	platform, err := cfg.AWS.Platform(ctx)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, cfg.DatabaseDSN)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, store: st, now: time.Now}, nil
+	return &Service{cfg: cfg, store: st, now: time.Now, platform: platform, cache: accessCache{ttl: cfg.AccessCacheTTL}}, nil
 }
 
 // Register adds both services to srv and closes the store on shutdown.
@@ -492,15 +511,21 @@ func (s *Service) RegenerateExternalId(ctx context.Context, req *credentialv1.Re
 	return s.present(updated), nil
 }
 
-// TestCredential validates the request; testing arrives with issue 4.
+// TestCredential proves the credential against STS and the bucket and
+// answers each check; a failing check is an answer, not an error.
 func (s *Service) TestCredential(ctx context.Context, req *credentialv1.TestCredentialRequest) (*credentialv1.TestResult, error) {
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("TestCredential", later)
+	c, err := s.store.Credentials.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, notFound(err, req.GetName())
+	}
+	return s.test(ctx, c), nil
 }
 
-// MintAccess is internal: only the service policy may call it.
+// MintAccess is internal: only the service policy may call it. It answers
+// short-lived access for the credential, cached within AccessCacheTTL.
 func (s *Service) MintAccess(ctx context.Context, req *credentialv1.MintAccessRequest) (*credentialv1.TemporaryAccess, error) {
 	if _, err := auth.RequireService(ctx); err != nil {
 		return nil, err
@@ -508,5 +533,36 @@ func (s *Service) MintAccess(ctx context.Context, req *credentialv1.MintAccessRe
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("MintAccess", later)
+	c, err := s.store.Credentials.Get(ctx, req.GetName())
+	if err != nil {
+		return nil, notFound(err, req.GetName())
+	}
+	a, err := s.mint(ctx, c)
+	if err != nil {
+		return nil, accessError(err, c)
+	}
+	return a, nil
+}
+
+// accessError is the one place AWS causes become gRPC errors here: a cause
+// the customer must fix is FailedPrecondition with its reason, a transient
+// one Unavailable.
+func accessError(err error, c *credentialv1.Credential) error {
+	var st interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &st) {
+		return err
+	}
+	cause := awserror.Classify(err, c.GetBucket())
+	code := codes.FailedPrecondition
+	if cause.Retryable {
+		code = codes.Unavailable
+	}
+	if cause.Reason == awserror.Unknown {
+		return fmt.Errorf("mint access for %s: %w", c.GetName(), err)
+	}
+	e := apierror.Wrap(err, code, cause.Reason, cause.Message).With("credential", c.GetName())
+	if cause.MissingPermission != "" {
+		e = e.With("missing_permission", cause.MissingPermission)
+	}
+	return e
 }

@@ -1,0 +1,166 @@
+// Package awserror classifies every error from AWS (S3, STS, KMS), in this
+// one place, into a cause with a stable reason, the permission that is
+// missing when there is one, whether retrying may help, and words a business
+// user can act on. Raw AWS messages never reach users.
+package awserror
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/smithy-go"
+)
+
+// Stable reasons.
+const (
+	RoleNotAssumable   = "ROLE_NOT_ASSUMABLE"
+	InvalidCredentials = "INVALID_CREDENTIALS"
+	BucketNotFound     = "BUCKET_NOT_FOUND"
+	InvalidBucketName  = "INVALID_BUCKET_NAME"
+	AccessDenied       = "ACCESS_DENIED"
+	RegionMismatch     = "REGION_MISMATCH"
+	KMSKeyNotUsable    = "KMS_KEY_NOT_USABLE"
+	Transient          = "TRANSIENT"
+	Unknown            = "UNKNOWN"
+)
+
+// Cause is a classified AWS failure.
+type Cause struct {
+	// Reason is one of the constants above.
+	Reason string
+	// Message says what happened and what to do, in plain words.
+	Message string
+	// MissingPermission is the IAM action refused, for AccessDenied.
+	MissingPermission string
+	// Retryable is true for faults that go away by themselves.
+	Retryable bool
+	// Code is AWS's error code, for logs only.
+	Code string
+	err  error
+}
+
+func (c *Cause) Error() string {
+	return fmt.Sprintf("%s: %s", c.Reason, c.Message)
+}
+
+// Unwrap keeps the SDK error for logs and errors.As.
+func (c *Cause) Unwrap() error { return c.err }
+
+// actions maps SDK operations to the IAM action they need.
+var actions = map[string]string{
+	"AssumeRole":              "sts:AssumeRole",
+	"GetCallerIdentity":       "sts:GetCallerIdentity",
+	"HeadBucket":              "s3:ListBucket",
+	"ListObjectsV2":           "s3:ListBucket",
+	"GetBucketLocation":       "s3:GetBucketLocation",
+	"PutObject":               "s3:PutObject",
+	"CreateMultipartUpload":   "s3:PutObject",
+	"UploadPart":              "s3:PutObject",
+	"CompleteMultipartUpload": "s3:PutObject",
+	"AbortMultipartUpload":    "s3:AbortMultipartUpload",
+	"ListParts":               "s3:ListMultipartUploadParts",
+	"HeadObject":              "s3:GetObject",
+	"GetObject":               "s3:GetObject",
+	"DeleteObject":            "s3:DeleteObject",
+	"PutObjectTagging":        "s3:PutObjectTagging",
+	"PutObjectAcl":            "s3:PutObjectAcl",
+	"GenerateDataKey":         "kms:GenerateDataKey",
+	"Decrypt":                 "kms:Decrypt",
+	"Encrypt":                 "kms:Encrypt",
+	"DescribeKey":             "kms:DescribeKey",
+}
+
+// Classify turns err from an AWS call into a Cause; bucket names the
+// bucket (or access point) in messages. It answers nil for nil.
+func Classify(err error, bucket string) *Cause {
+	if err == nil {
+		return nil
+	}
+	var already *Cause
+	if errors.As(err, &already) {
+		return already
+	}
+	c := &Cause{err: err}
+	var op *smithy.OperationError
+	operation, service := "", ""
+	if errors.As(err, &op) {
+		operation, service = op.OperationName, op.ServiceID
+	}
+	var api smithy.APIError
+	if errors.As(err, &api) {
+		c.Code = api.ErrorCode()
+	}
+	status := 0
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		status = re.HTTPStatusCode()
+	}
+	action := actions[operation]
+	switch {
+	case errors.Is(err, context.Canceled):
+		c.Reason, c.Message = Unknown, "the request was cancelled"
+	case operation == "AssumeRole" && (c.Code == "AccessDenied" || status == http.StatusForbidden):
+		c.Reason = RoleNotAssumable
+		c.Message = "Sluice could not assume the role: check that the role's trust policy names Sluice's platform role as principal and requires exactly this credential's External ID, and that the role ARN is right"
+	case in(c.Code, "InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "UnrecognizedClientException", "ExpiredToken", "TokenRefreshRequired"):
+		c.Reason = InvalidCredentials
+		c.Message = "AWS does not accept these credentials: check the access key id and secret access key (or that the key is active), then update the credential"
+	case c.Code == "InvalidBucketName":
+		c.Reason = InvalidBucketName
+		c.Message = fmt.Sprintf("%q is not a valid bucket name: verify the name in the AWS console and correct it", bucket)
+	case c.Code == "NoSuchBucket" || (operation == "HeadBucket" && status == http.StatusNotFound):
+		c.Reason = BucketNotFound
+		c.Message = fmt.Sprintf("bucket %q does not exist: verify the name in the AWS console and correct it", bucket)
+	case in(c.Code, "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") || status == http.StatusMovedPermanently:
+		c.Reason = RegionMismatch
+		c.Message = fmt.Sprintf("bucket %q is in another region than the one configured: correct the region", bucket)
+	case service == "KMS" || strings.HasPrefix(c.Code, "KMS.") || in(c.Code, "DisabledException", "KMSInvalidStateException", "NotFoundException", "KMS.DisabledException", "KMS.NotFoundException", "KMS.KMSInvalidStateException"):
+		c.Reason = KMSKeyNotUsable
+		c.MissingPermission = action
+		c.Message = "the KMS key cannot be used: check that it exists, is enabled, and that the role may use it for encryption"
+	case in(c.Code, "AccessDenied", "Forbidden", "AllAccessDisabled") || status == http.StatusForbidden:
+		c.Reason = AccessDenied
+		c.MissingPermission = action
+		if action != "" {
+			c.Message = fmt.Sprintf("access to bucket %q is denied: grant %s on it (and the prefix) to the role or user", bucket, action)
+		} else {
+			c.Message = fmt.Sprintf("access to bucket %q is denied: check the bucket policy and the role's permissions", bucket)
+		}
+	case transient(err, c.Code, status):
+		c.Reason, c.Retryable = Transient, true
+		c.Message = "AWS did not answer in time or asked to slow down; Sluice retries by itself"
+	default:
+		c.Reason = Unknown
+		c.Message = "AWS refused the request for a reason Sluice does not recognise; the details are in the service log"
+	}
+	return c
+}
+
+func transient(err error, code string, status int) bool {
+	if in(code, "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestLimitExceeded", "IDPCommunicationError") {
+		return true
+	}
+	if status >= 500 {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var oe *net.OpError
+	return errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func in(s string, set ...string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,265 @@
+package credential
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/awsname"
+)
+
+// sessionDuration is how long an assumed-role session lasts; the cache
+// hands it out for at most Config.AccessCacheTTL of that.
+const sessionDuration = time.Hour
+
+// access is short-lived AWS access for one credential.
+type access struct {
+	creds  aws.Credentials
+	region string
+}
+
+// assume runs sts:AssumeRole on roleARN, always with externalID when the
+// credential has one, signed by base (the platform identity or a
+// customer's key pair).
+func (s *Service) assume(ctx context.Context, base aws.Config, roleARN, externalID, sessionName string) (aws.Credentials, error) {
+	in := &sts.AssumeRoleInput{
+		RoleArn:         aws.String(roleARN),
+		RoleSessionName: aws.String(sessionName),
+		DurationSeconds: aws.Int32(int32(sessionDuration / time.Second)),
+	}
+	if externalID != "" {
+		in.ExternalId = aws.String(externalID)
+	}
+	out, err := s.cfg.AWS.STS(base).AssumeRole(ctx, in)
+	if err != nil {
+		return aws.Credentials{}, err
+	}
+	return aws.Credentials{
+		AccessKeyID:     aws.ToString(out.Credentials.AccessKeyId),
+		SecretAccessKey: aws.ToString(out.Credentials.SecretAccessKey),
+		SessionToken:    aws.ToString(out.Credentials.SessionToken),
+		CanExpire:       true,
+		Expires:         aws.ToTime(out.Credentials.Expiration),
+	}, nil
+}
+
+// sessionName is the role session name CloudTrail shows the customer.
+func sessionName(c *credentialv1.Credential) string {
+	id := c.GetName()[strings.LastIndexByte(c.GetName(), '/')+1:]
+	n := "sluice-" + id
+	if len(n) > 64 {
+		n = n[:64]
+	}
+	return n
+}
+
+// open reaches AWS as the credential: the platform identity assuming the
+// customer's role with the External ID, or the customer's key pair
+// (assuming its role when one is set). assumed reports whether a role was
+// assumed, for the assume_role check.
+func (s *Service) open(ctx context.Context, c *credentialv1.Credential) (a access, assumed bool, err error) {
+	a.region = c.GetRegion()
+	if b, perr := awsname.ParseBucket(c.GetBucket()); perr == nil && b.AccessPoint != nil {
+		a.region = b.AccessPoint.Region
+	}
+	switch t := c.GetType().(type) {
+	case *credentialv1.Credential_RoleToRole:
+		a.creds, err = s.assume(ctx, s.platform, t.RoleToRole.GetTargetRoleArn(), t.RoleToRole.GetExternalId(), sessionName(c))
+		return a, true, err
+	case *credentialv1.Credential_AccessKey:
+		sealed, err := s.store.Secret(ctx, c.GetName())
+		if err != nil {
+			return a, false, fmt.Errorf("secret of %s: %w", c.GetName(), err)
+		}
+		secret, err := s.cfg.Sealer.Open(ctx, sealed, c.GetName())
+		if err != nil {
+			return a, false, fmt.Errorf("open secret of %s: %w", c.GetName(), err)
+		}
+		keys := aws.Credentials{AccessKeyID: t.AccessKey.GetAccessKeyId(), SecretAccessKey: string(secret)}
+		if t.AccessKey.GetRoleArn() == "" {
+			a.creds = keys
+			return a, false, nil
+		}
+		a.creds, err = s.assume(ctx, s.cfg.AWS.Static(keys), t.AccessKey.GetRoleArn(), "", sessionName(c))
+		return a, true, err
+	default:
+		return a, false, errors.New("credential has no type")
+	}
+}
+
+func (s *Service) s3For(a access) *s3.Client {
+	return s.cfg.AWS.S3(s.cfg.AWS.Static(a.creds), a.region)
+}
+
+// checkRun records the checks of one test, skipping those after a failure.
+type checkRun struct {
+	bucket string
+	result *credentialv1.TestResult
+	failed bool
+}
+
+func (r *checkRun) run(name string, fn func() error) {
+	check := &credentialv1.TestCheck{Check: name}
+	r.result.Checks = append(r.result.Checks, check)
+	if r.failed {
+		check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_SKIPPED
+		check.Message = "not run: an earlier check failed"
+		return
+	}
+	start := time.Now()
+	err := fn()
+	check.Duration = durationpb.New(time.Since(start))
+	if err == nil {
+		check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_PASSED
+		return
+	}
+	r.failed = true
+	cause := awserror.Classify(err, r.bucket)
+	check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_FAILED
+	check.Reason, check.Message, check.MissingPermission = cause.Reason, cause.Message, cause.MissingPermission
+}
+
+// test proves the credential against the real services: the role (when
+// there is one), then the bucket's region, listing and writing under the
+// prefix, cleaning up the probe it wrote.
+func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credentialv1.TestResult {
+	r := &checkRun{bucket: c.GetBucket(), result: &credentialv1.TestResult{}}
+	var a access
+	var assumed bool
+	var openErr error
+	a, assumed, openErr = s.open(ctx, c)
+	if assumed {
+		r.run("assume_role", func() error { return openErr })
+	} else if openErr != nil {
+		r.run("open_secret", func() error { return openErr })
+	}
+	client := s.s3For(a)
+	bucket := c.GetBucket()
+	if b, err := awsname.ParseBucket(bucket); err == nil && b.AccessPoint == nil {
+		r.run("bucket_region", func() error {
+			out, err := client.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)})
+			if err != nil {
+				return err
+			}
+			got := string(out.LocationConstraint)
+			if got == "" {
+				got = "us-east-1" // S3 answers no constraint for us-east-1
+			}
+			if want := c.GetRegion(); want != "" && want != got {
+				return &awserror.Cause{Reason: awserror.RegionMismatch,
+					Message: fmt.Sprintf("bucket %q is in %s, but the credential says %s: correct the region", bucket, got, want)}
+			}
+			return nil
+		})
+	}
+	r.run("list", func() error {
+		_, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(c.GetPrefix()), MaxKeys: aws.Int32(1)})
+		return err
+	})
+	probe := c.GetPrefix() + ".sluice-connection-test-" + randomSuffix()
+	r.run("put_object", func() error {
+		_, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(probe),
+			Body: strings.NewReader("Sluice connection test; safe to delete.\n")})
+		return err
+	})
+	if !r.failed {
+		r.run("delete_object", func() error {
+			_, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(probe)})
+			if err != nil {
+				cause := awserror.Classify(err, bucket)
+				cause.Message += fmt.Sprintf("; the probe object %s was left behind: delete it", probe)
+				return cause
+			}
+			return nil
+		})
+	}
+	r.result.Ok = !r.failed
+	return r.result
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// accessCache keeps minted access per credential until shortly before it
+// expires and at most ttl, keyed by the credential's etag so that any change
+// to the credential (rotation, new External ID) mints afresh.
+type accessCache struct {
+	mu      sync.Mutex
+	ttl     time.Duration
+	entries map[string]cachedAccess
+}
+
+type cachedAccess struct {
+	etag      string
+	access    access
+	expires   time.Time
+	handedOut time.Time
+}
+
+func (c *accessCache) get(name, etag string, now time.Time) (cachedAccess, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[name]
+	if !ok || e.etag != etag || !now.Before(e.handedOut) {
+		return cachedAccess{}, false
+	}
+	return e, true
+}
+
+func (c *accessCache) put(name string, e cachedAccess) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[string]cachedAccess{}
+	}
+	c.entries[name] = e
+}
+
+// mint answers temporary access for c, from the cache when still fresh.
+func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*credentialv1.TemporaryAccess, error) {
+	now := s.now()
+	e, ok := s.cache.get(c.GetName(), c.GetEtag(), now)
+	if !ok {
+		a, _, err := s.open(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		e = cachedAccess{etag: c.GetEtag(), access: a, handedOut: now.Add(s.cache.ttl), expires: now.Add(s.cache.ttl)}
+		if a.creds.CanExpire {
+			e.expires = a.creds.Expires
+			// Stop handing a session out a minute before it expires.
+			if limit := a.creds.Expires.Add(-time.Minute); limit.Before(e.handedOut) {
+				e.handedOut = limit
+			}
+		}
+		s.cache.put(c.GetName(), e)
+	}
+	region := e.access.region
+	if region == "" {
+		region = s.cfg.AWS.Region
+	}
+	return &credentialv1.TemporaryAccess{
+		AccessKeyId:     e.access.creds.AccessKeyID,
+		SecretAccessKey: e.access.creds.SecretAccessKey,
+		SessionToken:    e.access.creds.SessionToken,
+		ExpireTime:      timestamppb.New(e.expires),
+		Bucket:          c.GetBucket(),
+		Region:          region,
+	}, nil
+}
