@@ -229,6 +229,7 @@ func TestRoleToRoleOnMoto(t *testing.T) {
 // Access keys on MinIO: a user whose policy lacks s3:PutObject, then one
 // that has it; a misspelled bucket; wrong keys.
 func TestAccessKeysOnMinIO(t *testing.T) {
+	spans := testenv.RecordSpans(t)
 	m := testenv.SharedMinIO(t)
 	f := startAWS(t, "", awsclient.Endpoints{Region: m.Region, S3URL: m.Endpoint, S3PathStyle: true})
 	ctx := context.Background()
@@ -291,7 +292,15 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 	if err != nil || a.GetAccessKeyId() != keyID || a.GetSecretAccessKey() != keySecret || a.GetRegion() != m.Region {
 		t.Fatalf("MintAccess for keys: %v, %v", a, err)
 	}
-	if strings.Contains(f.grpc.Logs(), keySecret) {
-		t.Fatal("the secret reached the logs")
+	// The run created, tested, rotated access and failed credentials:
+	// no secret reached a log line or a span.
+	traced := testenv.SpanText(spans.Ended())
+	if !strings.Contains(traced, "TestCredential") {
+		t.Fatal("no spans recorded")
+	}
+	for _, s := range []string{keySecret, broadSecret, "not-the-right-secret-at-all"} {
+		if strings.Contains(f.grpc.Logs(), s) || strings.Contains(traced, s) {
+			t.Fatalf("a secret reached the logs or a span")
+		}
 	}
 }

@@ -82,6 +82,7 @@ func fieldViolations(err error) map[string]string {
 }
 
 func TestCredentials(t *testing.T) {
+	spans := testenv.RecordSpans(t)
 	for _, b := range testenv.Backends() {
 		t.Run(b.Name, func(t *testing.T) {
 			f := start(t, b.DSN(t))
@@ -92,10 +93,18 @@ func TestCredentials(t *testing.T) {
 			t.Run("Delete", f.testDelete)
 			t.Run("OtherTenantsSeeNothing", f.testTenancy)
 			t.Run("Validation", f.testValidation)
-			// Whatever happened above, the secrets never reached a log.
+			// Whatever happened above, the secrets never reached a log or
+			// a span.
+			traced := testenv.SpanText(spans.Ended())
+			if !strings.Contains(traced, "sluice.credential.v1.CredentialService/CreateCredential") {
+				t.Fatalf("no spans recorded; the check below would prove nothing:\n%s", traced)
+			}
 			for _, s := range []string{secret, rotated} {
 				if strings.Contains(f.grpc.Logs(), s) {
-					t.Fatalf("a secret reached the logs")
+					t.Fatal("a secret reached the logs")
+				}
+				if strings.Contains(traced, s) {
+					t.Fatal("a secret reached a span")
 				}
 			}
 		})
