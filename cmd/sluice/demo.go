@@ -27,7 +27,7 @@ import (
 
 func demoCommand() *cobra.Command {
 	cfg := defaultServeConfig()
-	cfg.DataDir = ".data/demo"
+	cfg.DataDir = "" // a fresh temporary directory per run
 	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	var keep bool
 	cmd := &cobra.Command{
@@ -49,15 +49,27 @@ With --keep it keeps running until Ctrl-C.`,
 }
 
 func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
+	if cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "sluice-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.DataDir = dir
+	}
 	fmt.Fprintln(w, "== 1. MinIO, the S3 server deliveries will land in")
 	minio, err := localserver.StartMinIO()
 	if err != nil {
 		return err
 	}
 	defer minio.Stop()
-	if err := s3RoundTrip(ctx, w, minio); err != nil {
+	bucket, err := s3RoundTrip(ctx, w, minio)
+	if err != nil {
 		return err
 	}
+
+	// The services reach this MinIO as customers' S3.
+	cfg.Credential.AWS.S3URL, cfg.Credential.AWS.S3PathStyle, cfg.Credential.AWS.Region = minio.Endpoint, true, minio.Region
 
 	fmt.Fprintln(w, "\n== 2. sluice serve: three services, each on its own port, wired over gRPC")
 	ctx, cancel := context.WithCancel(ctx)
@@ -86,13 +98,19 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 	}
 
 	fmt.Fprintln(w, "\n== 4. Caller identity and validation on the credential service")
-	if err := identityTour(ctx, w, cfg.DataDir, addrs["credential"]); err != nil {
+	token, err := identityTour(ctx, w, cfg.DataDir, addrs["credential"])
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w, "\n== 5. A credential for the MinIO bucket, tested against it")
+	if err := credentialTour(ctx, w, token, addrs["credential"], minio, bucket); err != nil {
 		return err
 	}
 
 	fmt.Fprintln(w, `
 == What later steps add to this demo
-  - credentials: create a role-to-role or access-key credential, Test it against the bucket
+  - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)
   - destinations: Parquet/CSV/JSON settings, Test connection, Preview keys, Promote to production
   - deliveries: stream Arrow batches in, watch the objects land in MinIO, resolve failed workflows`)
 	if keep {
@@ -107,46 +125,48 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 	return nil
 }
 
-// s3RoundTrip writes an object and reads it back, to show MinIO is live.
-func s3RoundTrip(ctx context.Context, w io.Writer, minio *localserver.MinIO) error {
+// s3RoundTrip creates a bucket, writes an object and reads it back, to show
+// MinIO is live, and answers the bucket.
+func s3RoundTrip(ctx context.Context, w io.Writer, minio *localserver.MinIO) (string, error) {
 	bucket, err := minio.CreateBucket(ctx, "sluice-demo-")
 	if err != nil {
-		return err
+		return "", err
 	}
 	client := minio.S3("", "")
 	body := "hello from sluice demo"
 	if _, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String("hello.txt"), Body: strings.NewReader(body)}); err != nil {
-		return fmt.Errorf("put to MinIO: %w", err)
+		return "", fmt.Errorf("put to MinIO: %w", err)
 	}
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: aws.String("hello.txt")})
 	if err != nil {
-		return fmt.Errorf("get from MinIO: %w", err)
+		return "", fmt.Errorf("get from MinIO: %w", err)
 	}
 	defer out.Body.Close()
 	got, err := io.ReadAll(out.Body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if string(got) != body {
-		return fmt.Errorf("MinIO returned %q, want %q", got, body)
+		return "", fmt.Errorf("MinIO returned %q, want %q", got, body)
 	}
 	fmt.Fprintf(w, "  MinIO at %s: wrote and read back s3://%s/hello.txt\n", minio.Endpoint, bucket)
-	return nil
+	return bucket, nil
 }
 
-// identityTour makes three calls that show authentication and validation.
-func identityTour(ctx context.Context, w io.Writer, dataDir, addr string) error {
+// identityTour makes three calls that show authentication and validation,
+// and answers the administrator token it minted.
+func identityTour(ctx context.Context, w io.Writer, dataDir, addr string) (string, error) {
 	key, err := auth.LoadOrCreateSigningKey(launch.DevSigningKeyPath(dataDir))
 	if err != nil {
-		return err
+		return "", err
 	}
 	token, err := auth.NewSigner(key).Mint("demo@acme.test", "acme", []string{auth.PolicyAdministrator}, 10*time.Minute)
 	if err != nil {
-		return err
+		return "", err
 	}
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer cc.Close()
 	client := credentialv1.NewCredentialServiceClient(cc)
@@ -156,8 +176,47 @@ func identityTour(ctx context.Context, w io.Writer, dataDir, addr string) error 
 	fmt.Fprintf(w, "  without a token:        %s\n", describe(err))
 	_, err = client.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: "acme", PageSize: -1}, withToken)
 	fmt.Fprintf(w, "  malformed request:      %s\n", describe(err))
-	_, err = client.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: "tenants/acme/environments/production"}, withToken)
-	fmt.Fprintf(w, "  valid, authenticated:   %s\n", describe(err))
+	_, err = client.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: "tenants/globex/environments/production"}, withToken)
+	fmt.Fprintf(w, "  another tenant's data:  %s\n", describe(err))
+	return token, nil
+}
+
+// credentialTour stores MinIO's keys as an access-key credential, shows
+// that the secret never comes back, and tests it, then a misspelled bucket.
+func credentialTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket string) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	client := credentialv1.NewCredentialServiceClient(cc)
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
+	const parent = "tenants/acme/environments/sandbox"
+	for _, tc := range []struct{ id, bucket string }{{"minio-exports", bucket}, {"misspelled", bucket + "-typo"}} {
+		c, err := client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{
+			Parent: parent, CredentialId: tc.id,
+			Credential: &credentialv1.Credential{
+				DisplayName: "Demo " + tc.id, Bucket: tc.bucket, Prefix: "exports/", Region: minio.Region,
+				Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: minio.RootUser, SecretAccessKey: minio.RootPassword}},
+			},
+		}, as)
+		if err != nil {
+			return fmt.Errorf("create credential: %w", err)
+		}
+		fmt.Fprintf(w, "  %s: bucket %s, secret set %v, secret returned %q\n", c.GetName(), c.GetBucket(),
+			c.GetAccessKey().GetSecretSet(), c.GetAccessKey().GetSecretAccessKey())
+		res, err := client.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: c.GetName()}, as)
+		if err != nil {
+			return fmt.Errorf("test credential: %w", err)
+		}
+		for _, ch := range res.GetChecks() {
+			line := fmt.Sprintf("    %-14s %s", ch.GetCheck(), strings.TrimPrefix(ch.GetOutcome().String(), "TEST_OUTCOME_"))
+			if ch.GetReason() != "" {
+				line += "  " + ch.GetReason() + ": " + ch.GetMessage()
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 	return nil
 }
 

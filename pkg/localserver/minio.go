@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +54,7 @@ func StartMinIO() (*MinIO, error) {
 	}
 	m := &MinIO{
 		Endpoint:     "http://" + hostPort(port),
-		RootUser:     "sluice-root",
+		RootUser:     "SLUICEROOT" + strings.ToUpper(randomHex(5)), // shaped like an IAM access key id
 		RootPassword: randomHex(16),
 		Region:       "us-east-1",
 		dir:          dir,

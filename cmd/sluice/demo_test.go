@@ -1,0 +1,44 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// The demo is the README's first command: it must run end to end and show
+// what it claims.
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	cfg := defaultServeConfig()
+	cfg.DataDir = ""
+	cfg.LogLevel = "error"
+	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	if err := demo(context.Background(), &out, cfg, false); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{
+		"wrote and read back",
+		"sluice.delivery.v1.WorkflowService",
+		"without a token:        Unauthenticated",
+		"- page_size: must not be negative",
+		"another tenant's data:  NotFound",
+		"delete_object  PASSED",
+		"BUCKET_NOT_FOUND",
+		`secret returned ""`,
+		"services stopped gracefully",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(got, "SERVING"); n != 5 {
+		t.Errorf("%d services SERVING, want 5", n)
+	}
+}
