@@ -33,15 +33,34 @@ import (
 type Table[T proto.Message] struct {
 	db    *sqlstore.DB
 	table string
+	cols  []Column[T]
+}
+
+// Column is an extra column the owning service's migrations created, kept in
+// step with the message on every write so that List can filter on it.
+type Column[T proto.Message] struct {
+	Name  string
+	Value func(T) any
+}
+
+// Where filters List to rows whose Column equals Value.
+type Where struct {
+	Column string
+	Value  any
 }
 
 var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
 // New answers the table named table; T must have string fields `name` and
 // `etag` and Timestamp fields `create_time` and `update_time`.
-func New[T proto.Message](db *sqlstore.DB, table string) (*Table[T], error) {
+func New[T proto.Message](db *sqlstore.DB, table string, cols ...Column[T]) (*Table[T], error) {
 	if !tableName.MatchString(table) {
 		return nil, fmt.Errorf("resourcestore: bad table name %q", table)
+	}
+	for _, c := range cols {
+		if !tableName.MatchString(c.Name) || c.Value == nil {
+			return nil, fmt.Errorf("resourcestore: bad column %q", c.Name)
+		}
 	}
 	var zero T
 	md := zero.ProtoReflect().Descriptor()
@@ -54,7 +73,7 @@ func New[T proto.Message](db *sqlstore.DB, table string) (*Table[T], error) {
 			return nil, fmt.Errorf("resourcestore: %s has no %s field of kind %s", md.FullName(), f.name, f.kind)
 		}
 	}
-	return &Table[T]{db: db, table: table}, nil
+	return &Table[T]{db: db, table: table, cols: cols}, nil
 }
 
 func field(m protoreflect.Message, name string) protoreflect.FieldDescriptor {
@@ -130,10 +149,15 @@ func (t *Table[T]) Create(ctx context.Context, parent string, msg T, also ...Als
 	if err != nil {
 		return zero, err
 	}
+	names, marks := "", ""
+	args := []any{name, parent, b, etag, now.UnixMicro(), now.UnixMicro()}
+	for _, c := range t.cols {
+		names, marks = names+", "+c.Name, marks+", ?"
+		args = append(args, c.Value(msg))
+	}
 	err = t.db.InTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, t.db.Rebind(`INSERT INTO `+t.table+
-			` (name, parent, data, etag, create_time, update_time) VALUES (?, ?, ?, ?, ?, ?)`),
-			name, parent, b, etag, now.UnixMicro(), now.UnixMicro())
+			` (name, parent, data, etag, create_time, update_time`+names+`) VALUES (?, ?, ?, ?, ?, ?`+marks+`)`), args...)
 		if sqlstore.IsUniqueViolation(err) {
 			return fmt.Errorf("create %s: %w", name, apierror.ErrAlreadyExists)
 		}
@@ -177,14 +201,23 @@ func (t *Table[T]) Get(ctx context.Context, name string) (T, error) {
 	return t.get(ctx, t.db, name, false)
 }
 
-// List answers up to limit messages under parent with names after `after`,
-// in name order, and the name to resume after ("" when none are left).
-func (t *Table[T]) List(ctx context.Context, parent, after string, limit int) ([]T, string, error) {
+// List answers up to limit messages under parent with names after `after`
+// that match every where, in name order, and the name to resume after (""
+// when none are left).
+func (t *Table[T]) List(ctx context.Context, parent, after string, limit int, where ...Where) ([]T, string, error) {
 	if limit <= 0 {
 		return nil, "", errors.New("resourcestore: list limit must be positive")
 	}
+	cond, args := "", []any{parent, after}
+	for _, w := range where {
+		if !t.hasColumn(w.Column) {
+			return nil, "", fmt.Errorf("resourcestore: %s has no column %q to filter on", t.table, w.Column)
+		}
+		cond += " AND " + w.Column + " = ?"
+		args = append(args, w.Value)
+	}
 	rows, err := t.db.QueryContext(ctx, t.db.Rebind(`SELECT name, data, etag FROM `+t.table+
-		` WHERE parent = ? AND name > ? ORDER BY name LIMIT ?`), parent, after, limit+1)
+		` WHERE parent = ? AND name > ?`+cond+` ORDER BY name LIMIT ?`), append(args, limit+1)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list %s: %w", t.table, err)
 	}
@@ -242,8 +275,13 @@ func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T)
 		if err != nil {
 			return err
 		}
+		set, args := "", []any{b, newEtag, now.UnixMicro()}
+		for _, c := range t.cols {
+			set += ", " + c.Name + " = ?"
+			args = append(args, c.Value(msg))
+		}
 		if _, err := tx.ExecContext(ctx, t.db.Rebind(`UPDATE `+t.table+
-			` SET data = ?, etag = ?, update_time = ? WHERE name = ?`), b, newEtag, now.UnixMicro(), name); err != nil {
+			` SET data = ?, etag = ?, update_time = ?`+set+` WHERE name = ?`), append(args, name)...); err != nil {
 			return fmt.Errorf("update %s: %w", name, err)
 		}
 		out = msg
@@ -268,6 +306,15 @@ func (t *Table[T]) Delete(ctx context.Context, name, etag string, also ...Also) 
 		}
 		return runAlso(ctx, tx, also)
 	})
+}
+
+func (t *Table[T]) hasColumn(name string) bool {
+	for _, c := range t.cols {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 func runAlso(ctx context.Context, tx *sql.Tx, also []Also) error {

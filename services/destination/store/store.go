@@ -15,6 +15,9 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
+// CredentialColumn holds each destination's credential, for filtering.
+const CredentialColumn = "credential"
+
 // Store holds the destination service's tables.
 type Store struct {
 	db *sqlstore.DB
@@ -32,7 +35,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	dests, err := resourcestore.New[*destinationv1.Destination](db, "destinations")
+	dests, err := resourcestore.New(db, "destinations", resourcestore.Column[*destinationv1.Destination]{
+		Name: CredentialColumn, Value: func(d *destinationv1.Destination) any { return d.GetCredential() },
+	})
 	if err != nil {
 		db.Close()
 		return nil, err
