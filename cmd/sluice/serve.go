@@ -160,7 +160,9 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 	if credCfg.MasterKeyFile == "" {
 		credCfg.MasterKeyFile = filepath.Join(cfg.DataDir, "keys", "master.key")
 	}
-	credSvc, err := credential.New(ctx, credCfg)
+	credSvc, err := credential.New(ctx, credCfg, credential.Peers{
+		Destinations: destinationv1.NewDestinationServiceClient(destConn),
+	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("credential: %w", err)
 	}

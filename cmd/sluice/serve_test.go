@@ -11,10 +11,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -24,9 +26,10 @@ import (
 )
 
 type running struct {
-	addrs map[string]string
-	conns map[string]*grpc.ClientConn
-	token func(tenant string, policies ...string) grpc.CallOption
+	dataDir string
+	addrs   map[string]string
+	conns   map[string]*grpc.ClientConn
+	token   func(tenant string, policies ...string) grpc.CallOption
 }
 
 // startServe runs `sluice serve` in-process on random ports, as the command
@@ -41,7 +44,7 @@ func startServe(t *testing.T) *running {
 	ready := make(chan []launch.Endpoint, 1)
 	served := make(chan error, 1)
 	go func() { served <- serve(ctx, cfg, func(eps []launch.Endpoint) { ready <- eps }) }()
-	r := &running{addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}}
+	r := &running{dataDir: cfg.DataDir, addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}}
 	select {
 	case eps := <-ready:
 		for _, ep := range eps {
@@ -232,9 +235,121 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		}
 	})
 	t.Run("later work says so", func(t *testing.T) {
-		_, err := dests.ListDestinations(ctx, &destinationv1.ListDestinationsRequest{Parent: prod}, acme)
+		_, err := dests.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: prod + "/destinations/d"}, acme)
 		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "issue 6") {
 			t.Fatalf("got %v, want Unimplemented naming issue 6", err)
 		}
 	})
+}
+
+// Destinations and credentials across real services: a destination's
+// credential is checked through the credential service; a credential in use
+// is not deleted; access rules decide who sees and sends to a destination.
+func TestServeDestinationsAndCredentials(t *testing.T) {
+	r := startServe(t)
+	ctx := context.Background()
+	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
+	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])
+	admin := r.token("acme", auth.PolicyAdministrator)
+	plain := r.token("acme")
+	restricted := r.token("acme", auth.PolicyRestrictPII)
+	const sandbox = "tenants/acme/environments/sandbox"
+
+	cred, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: sandbox, CredentialId: "keys",
+		Credential: &credentialv1.Credential{Bucket: "acme-exports", Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{
+			AccessKeyId: "AKIAIOSFODNN7EXAMPLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parquet := &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}}
+	create := func(id string, access *destinationv1.Access, credential string) (*destinationv1.Destination, error) {
+		return dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: sandbox, DestinationId: id,
+			Destination: &destinationv1.Destination{Credential: credential, Prefix: "c360/", Format: parquet, Access: access}}, admin)
+	}
+	d1, err := create("everyone", nil, cred.GetName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := create("admins", &destinationv1.Access{AdminOnly: true}, cred.GetName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := create("ghost", nil, sandbox+"/credentials/missing"); status.Code(err) != codes.InvalidArgument || violations(err)["destination.credential"] == "" {
+		t.Fatalf("a destination on a missing credential: %v", err)
+	}
+
+	// The credential is in use: deleting it is refused, naming both.
+	_, err = creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, plain)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), d1.GetName()) || !strings.Contains(status.Convert(err).Message(), d2.GetName()) {
+		t.Fatalf("deleting a credential in use: %v", err)
+	}
+
+	list := func(as grpc.CallOption) []string {
+		t.Helper()
+		resp, err := dests.ListDestinations(ctx, &destinationv1.ListDestinationsRequest{Parent: sandbox}, as)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, d := range resp.GetDestinations() {
+			names = append(names, d.GetName()[strings.LastIndexByte(d.GetName(), '/')+1:])
+		}
+		return names
+	}
+	if got := strings.Join(list(admin), ","); got != "admins,everyone" {
+		t.Fatalf("an administrator sees %s", got)
+	}
+	if got := strings.Join(list(plain), ","); got != "everyone" {
+		t.Fatalf("a user sees %s", got)
+	}
+	if got := strings.Join(list(restricted), ","); got != "" {
+		t.Fatalf("a user under Restrict PII access sees %s", got)
+	}
+	if _, err := dests.GetDestination(ctx, &destinationv1.GetDestinationRequest{Name: d2.GetName()}, plain); status.Code(err) != codes.NotFound {
+		t.Fatalf("a user reading an admin-only destination: %v", err)
+	}
+
+	// The delivery service's one question, for the end caller.
+	resolve := func(policies ...string) error {
+		key, err := auth.LoadOrCreateSigningKey(launch.DevSigningKeyPath(r.dataDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		signer := auth.NewSigner(key)
+		svc, _ := auth.NewServiceTokens(signer, "sluice-delivery").Token(ctx)
+		user, _ := signer.Mint("u@acme.test", "acme", policies, time.Hour)
+		callCtx := metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+svc, auth.CallerHeader, "Bearer "+user)
+		_, err = dests.ResolveDestination(callCtx, &destinationv1.ResolveDestinationRequest{Name: d1.GetName()})
+		return err
+	}
+	if err := resolve(); err != nil {
+		t.Fatalf("resolving for a user: %v", err)
+	}
+	if err := resolve(auth.PolicyRestrictPII); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("resolving for a restricted user: %v, want PermissionDenied", err)
+	}
+
+	// Allowing limited PII access opens it to restricted users.
+	if _, err := dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: d1.GetName(), Access: &destinationv1.Access{AllowLimitedPii: true}},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"access"}}, Etag: d1.GetEtag(),
+	}, admin); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(list(restricted), ","); got != "everyone" {
+		t.Fatalf("after allowing limited PII a restricted user sees %q", got)
+	}
+	if err := resolve(auth.PolicyRestrictPII); err != nil {
+		t.Fatalf("resolving for a restricted user after allowing limited PII: %v", err)
+	}
+
+	// Once no destination uses it, the credential goes.
+	for _, d := range []string{d1.GetName(), d2.GetName()} {
+		if _, err := dests.DeleteDestination(ctx, &destinationv1.DeleteDestinationRequest{Name: d}, admin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, plain); err != nil {
+		t.Fatalf("deleting an unused credential: %v", err)
+	}
 }

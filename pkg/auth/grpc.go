@@ -255,6 +255,16 @@ func (t StaticToken) Token(context.Context) (string, error) {
 	return string(t), nil
 }
 
+type asServiceKey struct{}
+
+// AsService marks ctx so that outgoing calls carry only the service's own
+// token, not the end caller's: for checks a service makes for itself, such
+// as "does any destination still use this credential?", whose answer must
+// not depend on what the caller may see.
+func AsService(ctx context.Context) context.Context {
+	return context.WithValue(ctx, asServiceKey{}, true)
+}
+
 // outgoing sets the service token and, when the context carries an end
 // caller, that caller's token on an outgoing call.
 func outgoing(ctx context.Context, ts TokenSource) (context.Context, error) {
@@ -263,6 +273,9 @@ func outgoing(ctx context.Context, ts TokenSource) (context.Context, error) {
 		return nil, apierror.Wrap(err, codes.Internal, apierror.ReasonInternal, "service token unavailable")
 	}
 	ctx = metadata.AppendToOutgoingContext(ctx, AuthorizationHeader, "Bearer "+tok)
+	if self, _ := ctx.Value(asServiceKey{}).(bool); self {
+		return ctx, nil
+	}
 	if c, ok := FromContext(ctx); ok && c.token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, CallerHeader, "Bearer "+c.token)
 	}

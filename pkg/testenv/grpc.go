@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/grpcclient"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/logging"
 )
@@ -31,8 +32,10 @@ type GRPC struct {
 }
 
 // StartGRPC builds a server with grpcserver, lets register add services,
-// serves, and stops everything when the test ends.
-func StartGRPC(t *testing.T, register func(*grpcserver.Server)) *GRPC {
+// serves, and stops everything when the test ends. register also gets peer,
+// a connection to this same server that calls as a Sluice service (carrying
+// the end caller's token on), for services that call each other.
+func StartGRPC(t *testing.T, register func(srv *grpcserver.Server, peer *grpc.ClientConn)) *GRPC {
 	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -47,11 +50,15 @@ func StartGRPC(t *testing.T, register func(*grpcserver.Server)) *GRPC {
 	if err != nil {
 		t.Fatal(err)
 	}
-	register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	peer, err := grpcclient.Dial(lis.Addr().String(), auth.NewServiceTokens(g.Signer, "sluice-test-peer"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(srv, peer)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx, lis) }()
@@ -61,6 +68,7 @@ func StartGRPC(t *testing.T, register func(*grpcserver.Server)) *GRPC {
 	}
 	t.Cleanup(func() {
 		g.Conn.Close()
+		peer.Close()
 		cancel()
 		if err := <-served; err != nil {
 			t.Errorf("server: %v", err)

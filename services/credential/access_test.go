@@ -16,10 +16,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/awserror"
@@ -78,11 +80,14 @@ func startAWS(t *testing.T, platformARN string, endpoints awsclient.Endpoints) *
 		PlatformRoleARN: platformARN,
 		MasterKeyFile:   filepath.Join(t.TempDir(), "master.key"),
 		AWS:             endpoints,
-	})
+	}, Peers{Destinations: destinationv1.NewDestinationServiceClient(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := testenv.StartGRPC(t, func(srv *grpcserver.Server) { svc.Register(srv) })
+	g := testenv.StartGRPC(t, func(srv *grpcserver.Server, peer *grpc.ClientConn) {
+		svc.peers = Peers{Destinations: destinationv1.NewDestinationServiceClient(peer)}
+		svc.Register(srv)
+	})
 	return &awsFixture{svc: svc, grpc: g, rec: rec,
 		client: credentialv1.NewCredentialServiceClient(g.Conn), access: credentialv1.NewCredentialAccessServiceClient(g.Conn)}
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
@@ -28,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/pagination"
+	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/secretseal"
 	"github.com/sluicehq/sluice/pkg/validate"
@@ -100,12 +102,19 @@ func (c Config) sealer(ctx context.Context) (*secretseal.Sealer, error) {
 	}
 }
 
+// Peers are the services the credential service calls over gRPC.
+type Peers struct {
+	// Destinations answers which destinations use a credential.
+	Destinations destinationv1.DestinationServiceClient
+}
+
 // Service implements CredentialService and CredentialAccessService.
 type Service struct {
 	credentialv1.UnimplementedCredentialServiceServer
 	credentialv1.UnimplementedCredentialAccessServiceServer
 
 	cfg      Config
+	peers    Peers
 	store    *store.Store
 	now      func() time.Time
 	platform aws.Config
@@ -113,7 +122,10 @@ type Service struct {
 }
 
 // New opens the store and answers the service.
-func New(ctx context.Context, cfg Config) (*Service, error) {
+func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
+	if peers.Destinations == nil {
+		return nil, errors.New("credential service: a destination service client is required")
+	}
 	sealer, err := cfg.sealer(ctx)
 	if err != nil {
 		return nil, err
@@ -135,7 +147,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, store: st, now: time.Now, platform: platform, cache: accessCache{ttl: cfg.AccessCacheTTL}}, nil
+	return &Service{cfg: cfg, peers: peers, store: st, now: time.Now, platform: platform, cache: accessCache{ttl: cfg.AccessCacheTTL}}, nil
 }
 
 // Register adds both services to srv and closes the store on shutdown.
@@ -480,11 +492,44 @@ func (s *Service) DeleteCredential(ctx context.Context, req *credentialv1.Delete
 		if _, err := auth.RequireAdmin(ctx); err != nil {
 			return nil, err
 		}
+	} else if err := s.notInUse(ctx, req.GetName()); err != nil {
+		return nil, err
 	}
 	if err := s.store.Credentials.Delete(ctx, req.GetName(), req.GetEtag(), s.store.DeleteSecret(req.GetName())); err != nil {
 		return nil, notFound(err, req.GetName())
 	}
 	return &emptypb.Empty{}, nil
+}
+
+// ReasonCredentialInUse says destinations still use a credential.
+const ReasonCredentialInUse = "CREDENTIAL_IN_USE"
+
+// notInUse asks the destination service, as this service and not as the
+// caller (who may not see every destination), whether any destination uses
+// the credential.
+func (s *Service) notInUse(ctx context.Context, name string) error {
+	n, _ := resourcename.Parse(name, collection)
+	resp, err := s.peers.Destinations.ListDestinations(auth.AsService(ctx), &destinationv1.ListDestinationsRequest{
+		Parent: n.Parent.String(), Filter: fmt.Sprintf("credential = %q", name), PageSize: 10,
+	})
+	if err != nil {
+		return apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable,
+			"cannot confirm that no destination uses this credential: the destination service did not answer; try again")
+	}
+	if len(resp.GetDestinations()) == 0 {
+		return nil
+	}
+	var names []string
+	for _, d := range resp.GetDestinations() {
+		names = append(names, d.GetName())
+	}
+	more := ""
+	if resp.GetNextPageToken() != "" {
+		more = " and more"
+	}
+	return apierror.New(codes.FailedPrecondition, ReasonCredentialInUse,
+		fmt.Sprintf("destinations still use this credential: %s%s; point them at another credential first, or delete with force as an administrator", strings.Join(names, ", "), more)).
+		With("destinations", strings.Join(names, ","))
 }
 
 // RegenerateExternalId gives a role-to-role credential a new External ID.

@@ -5,9 +5,16 @@ package destination
 
 import (
 	"context"
+	"errors"
 	"regexp"
+	"slices"
+	"strings"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -15,14 +22,19 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/destination/store"
 )
 
 const collection = "destinations"
 
-const later = "destination storage, tests, previews and promotion arrive with the destination service work (issue 6)"
+const later = "destination tests, previews and promotion arrive with the rest of the destination service work (issue 6)"
+
+// ReasonDestinationNotAllowed says the caller may not use the destination.
+const ReasonDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
 
 // Config configures the destination service.
 type Config struct {
@@ -146,7 +158,53 @@ func named(ctx context.Context, name string) error {
 	return err
 }
 
-// CreateDestination validates the request; storing arrives with issue 6.
+// visible reads a destination the caller may use: one they may not use is
+// NotFound, exactly as one that does not exist.
+func (s *Service) visible(ctx context.Context, name string) (*destinationv1.Destination, *auth.Caller, error) {
+	if err := named(ctx, name); err != nil {
+		return nil, nil, err
+	}
+	c, err := auth.Require(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := s.store.Destinations.Get(ctx, name)
+	if err != nil || !mayUse(c, d) {
+		return nil, nil, apierror.NotFound(name)
+	}
+	return d, c, nil
+}
+
+// checkCredential asks the credential service, as the caller, whether the
+// credential exists and the caller may see it.
+func (s *Service) checkCredential(ctx context.Context, name string) error {
+	_, err := s.peers.Credentials.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: name})
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.NotFound, codes.PermissionDenied:
+		var v apierror.Violations
+		v.Add("destination.credential", "%s does not exist or is not visible to you", name)
+		return v.Err()
+	default:
+		return apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable,
+			"the credential service did not answer; try again").With("credential", name)
+	}
+}
+
+// storedDestination clears what callers may not set.
+func storedDestination(d *destinationv1.Destination) *destinationv1.Destination {
+	d = proto.Clone(d).(*destinationv1.Destination)
+	d.Etag, d.CreateTime, d.UpdateTime = "", nil, nil
+	d.PromotedFrom, d.LastSuccessfulDeliveryTime = "", nil
+	return d
+}
+
+var errCannotUse = apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+	"you could not use a destination with these access settings: admin only needs the Datagrid Administrator or Operator policy, and callers under Restrict PII access need allow limited PII access")
+
+// CreateDestination stores a destination after checking its credential
+// through the credential service.
 func (s *Service) CreateDestination(ctx context.Context, req *destinationv1.CreateDestinationRequest) (*destinationv1.Destination, error) {
 	var v apierror.Violations
 	parent, ok := validate.Parent(&v, "parent", req.GetParent())
@@ -162,49 +220,136 @@ func (s *Service) CreateDestination(ctx context.Context, req *destinationv1.Crea
 			return nil, err
 		}
 	}
-	return nil, apierror.Unimplemented("CreateDestination", later)
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := storedDestination(req.GetDestination())
+	d.Name = parent.Child(collection, req.GetDestinationId()).String()
+	if !mayUse(caller, d) {
+		return nil, errCannotUse
+	}
+	if err := s.checkCredential(ctx, d.GetCredential()); err != nil {
+		return nil, err
+	}
+	created, err := s.store.Destinations.Create(ctx, req.GetParent(), d)
+	if errors.Is(err, apierror.ErrAlreadyExists) {
+		return nil, apierror.Wrap(err, codes.AlreadyExists, apierror.ReasonAlreadyExists, d.GetName()+" already exists").With("resource", d.GetName())
+	}
+	return created, err
 }
 
-// GetDestination validates the request; reading arrives with issue 6.
+// GetDestination answers a destination the caller may use.
 func (s *Service) GetDestination(ctx context.Context, req *destinationv1.GetDestinationRequest) (*destinationv1.Destination, error) {
-	if err := named(ctx, req.GetName()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("GetDestination", later)
+	d, _, err := s.visible(ctx, req.GetName())
+	return d, err
 }
 
-// ListDestinations validates the request; listing arrives with issue 6.
+var credentialFilter = regexp.MustCompile(`^\s*credential\s*=\s*"([^"]+)"\s*$`)
+
+// ListDestinations answers a page of the destinations the caller may use,
+// in name order; the filter `credential = "<name>"` narrows it.
 func (s *Service) ListDestinations(ctx context.Context, req *destinationv1.ListDestinationsRequest) (*destinationv1.ListDestinationsResponse, error) {
-	if _, _, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
+	var where []resourcestore.Where
+	if f := req.GetFilter(); f != "" {
+		m := credentialFilter.FindStringSubmatch(f)
+		if m == nil {
+			var v apierror.Violations
+			v.Add("filter", `must be empty or credential = "<credential name>"`)
+			return nil, v.Err()
+		}
+		where = append(where, resourcestore.Where{Column: store.CredentialColumn, Value: m[1]})
+	}
+	size, after, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
+	if err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("ListDestinations", later)
+	caller, err := auth.Require(ctx)
+	if err != nil {
+		return nil, err
+	}
+	items, next, err := s.store.Destinations.List(ctx, req.GetParent(), after, size, where...)
+	if err != nil {
+		return nil, err
+	}
+	resp := &destinationv1.ListDestinationsResponse{}
+	for _, d := range items {
+		if mayUse(caller, d) {
+			resp.Destinations = append(resp.Destinations, d)
+		}
+	}
+	if next != "" {
+		resp.NextPageToken = pagination.Encode(next, pagination.Digest(req.GetParent(), req.GetFilter()))
+	}
+	return resp, nil
 }
 
-// UpdateDestination validates the request; updating arrives with issue 6.
+// updatable are the update_mask paths a caller may set: whole settings.
+var updatable = []string{
+	"display_name", "description", "credential", "bucket_override", "prefix", "format", "compression",
+	"filename_template", "split", "row_number", "success_file", "manifest", "pgp_public_key",
+	"encryption", "storage_class", "canned_acl", "tags", "expected_bucket_owner", "access",
+}
+
+// UpdateDestination replaces the settings named in update_mask.
 func (s *Service) UpdateDestination(ctx context.Context, req *destinationv1.UpdateDestinationRequest) (*destinationv1.Destination, error) {
 	var v apierror.Violations
-	var n resourcename.Name
-	if d := req.GetDestination(); validate.Present(&v, "destination", d != nil) {
-		n, _ = validate.Name(&v, "destination.name", d.GetName(), collection)
-		validateDestination(&v, d, n.Parent, false)
-	}
+	in := req.GetDestination()
+	validate.Present(&v, "destination", in != nil)
 	validate.UpdateMask(&v, req.GetUpdateMask())
+	paths := req.GetUpdateMask().GetPaths()
+	for _, p := range paths {
+		if !slices.Contains(updatable, p) {
+			v.Add("update_mask.paths", "%q cannot be updated; updatable fields are %s", p, strings.Join(updatable, ", "))
+		}
+	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := validate.Visible(ctx, n.Tenant, req.GetDestination().GetName()); err != nil {
+	current, caller, err := s.visible(ctx, in.GetName())
+	if err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("UpdateDestination", later)
+	if slices.Contains(paths, "credential") && in.GetCredential() != current.GetCredential() {
+		if err := s.checkCredential(ctx, in.GetCredential()); err != nil {
+			return nil, err
+		}
+	}
+	n, _ := resourcename.Parse(in.GetName(), collection)
+	return s.store.Destinations.Update(ctx, in.GetName(), req.GetEtag(), func(d *destinationv1.Destination) error {
+		src, dst := in.ProtoReflect(), d.ProtoReflect()
+		for _, p := range paths {
+			fd := dst.Descriptor().Fields().ByName(protoreflect.Name(p))
+			if src.Has(fd) {
+				dst.Set(fd, src.Get(fd))
+			} else {
+				dst.Clear(fd)
+			}
+		}
+		var mv apierror.Violations
+		validateDestination(&mv, d, n.Parent, true)
+		if err := mv.Err(); err != nil {
+			return err
+		}
+		if !mayUse(caller, d) {
+			return errCannotUse
+		}
+		return nil
+	})
 }
 
-// DeleteDestination validates the request; deleting arrives with issue 6.
+// DeleteDestination deletes a destination the caller may use.
 func (s *Service) DeleteDestination(ctx context.Context, req *destinationv1.DeleteDestinationRequest) (*emptypb.Empty, error) {
-	if err := named(ctx, req.GetName()); err != nil {
+	if _, _, err := s.visible(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("DeleteDestination", later)
+	if err := s.store.Destinations.Delete(ctx, req.GetName(), req.GetEtag()); err != nil {
+		if errors.Is(err, apierror.ErrNotFound) {
+			return nil, apierror.NotFound(req.GetName())
+		}
+		return nil, err
+	}
+	return &emptypb.Empty{}, nil
 }
 
 // TestDestination validates the request; testing arrives with issue 6.
@@ -259,13 +404,27 @@ func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.Pro
 	return nil, apierror.Unimplemented("PromoteDestination", later)
 }
 
-// ResolveDestination is internal: only the service policy may call it.
+// ResolveDestination is internal: a Sluice service asks, for the end caller
+// whose token travels alongside, whether that caller may send data to the
+// destination, before it accepts a byte.
 func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.ResolveDestinationRequest) (*destinationv1.Destination, error) {
-	if _, err := auth.RequireService(ctx); err != nil {
+	c, err := auth.RequireService(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("ResolveDestination", later)
+	d, err := s.store.Destinations.Get(ctx, req.GetName())
+	if errors.Is(err, apierror.ErrNotFound) {
+		return nil, apierror.NotFound(req.GetName())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !mayUse(c, d) {
+		return nil, apierror.New(codes.PermissionDenied, ReasonDestinationNotAllowed,
+			"the caller may not send data to this destination: it is admin only or does not allow limited PII access").With("destination", req.GetName())
+	}
+	return d, nil
 }
