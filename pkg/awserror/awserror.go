@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -156,11 +157,4 @@ func transient(err error, code string, status int) bool {
 	return errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded)
 }
 
-func in(s string, set ...string) bool {
-	for _, x := range set {
-		if s == x {
-			return true
-		}
-	}
-	return false
-}
+func in(s string, set ...string) bool { return slices.Contains(set, s) }

@@ -287,6 +287,16 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 	if got := test(missing); got != "bucket_region=FAILED(BUCKET_NOT_FOUND) list=SKIPPED put_object=SKIPPED" {
 		t.Fatalf("a bucket that does not exist: %s", got)
 	}
+	// The credential says another region than the bucket's.
+	elsewhere, err := f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "minio-region",
+		Credential: &credentialv1.Credential{Bucket: bucket, Region: "eu-west-1",
+			Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: broadID, SecretAccessKey: broadSecret}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := test(elsewhere); got != "bucket_region=FAILED(REGION_MISMATCH) list=SKIPPED put_object=SKIPPED" {
+		t.Fatalf("a credential in the wrong region: %s", got)
+	}
 	wrong := create("minio-wrong", bucket, broadID, "not-the-right-secret-at-all")
 	if got := test(wrong); got != "bucket_region=FAILED(INVALID_CREDENTIALS) list=SKIPPED put_object=SKIPPED" {
 		t.Fatalf("wrong secret: %s", got)

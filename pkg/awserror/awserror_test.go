@@ -1,0 +1,71 @@
+package awserror_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+
+	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// Classify reads real answers from MinIO and moto, not hand-made errors.
+func TestClassifyRealAnswers(t *testing.T) {
+	ctx := context.Background()
+	minio := testenv.SharedMinIO(t)
+	root := minio.S3("", "")
+	bucket := testenv.NewBucket(t, minio)
+	moto := testenv.SharedMoto(t)
+	role := testenv.NewCustomerRole(t, moto, "classify-role", "right-external-id", "")
+
+	_, invalidName := root.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String("Not_A_Bucket")})
+	_, missing := root.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String("no-such-bucket-at-all")})
+	_, badKeys := minio.S3(minio.RootUser, "wrong-secret-wrong-secret").ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	_, assume := moto.STS(moto.Platform).AssumeRole(ctx, &sts.AssumeRoleInput{RoleArn: aws.String(role.ARN), RoleSessionName: aws.String("t"), ExternalId: aws.String("wrong")})
+	_, unknownKey := moto.STS(aws.Credentials{AccessKeyID: "AKIAUNKNOWNKEY000000", SecretAccessKey: "x"}).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+
+	tests := []struct {
+		name       string
+		err        error
+		reason     string
+		permission string
+	}{
+		{"invalid bucket name", invalidName, awserror.InvalidBucketName, ""},
+		{"missing bucket", missing, awserror.BucketNotFound, ""},
+		{"wrong secret", badKeys, awserror.InvalidCredentials, ""},
+		{"wrong External ID", assume, awserror.RoleNotAssumable, ""},
+		{"unknown key", unknownKey, awserror.InvalidCredentials, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("the server accepted the request")
+			}
+			c := awserror.Classify(tt.err, "the-bucket")
+			if c.Reason != tt.reason || c.MissingPermission != tt.permission {
+				t.Fatalf("Classify(%v) = %s %q, want %s %q", tt.err, c.Reason, c.MissingPermission, tt.reason, tt.permission)
+			}
+			if c.Message == "" || strings.Contains(c.Message, "api error") || strings.Contains(c.Message, "StatusCode") {
+				t.Fatalf("message is not for people: %q", c.Message)
+			}
+		})
+	}
+}
+
+func TestClassifyTransient(t *testing.T) {
+	var netErr error = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
+	if c := awserror.Classify(netErr, "b"); c.Reason != awserror.Transient || !c.Retryable {
+		t.Fatalf("a network error: %+v", c)
+	}
+	if awserror.Classify(nil, "b") != nil {
+		t.Fatal("nil classified as a cause")
+	}
+}
