@@ -21,6 +21,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
@@ -87,7 +88,15 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 	validate.MaxLen(v, "destination.display_name", d.GetDisplayName(), 200)
 	validate.MaxLen(v, "destination.description", d.GetDescription(), 2000)
 	validate.MaxLen(v, "destination.prefix", d.GetPrefix(), 900)
-	validate.MaxLen(v, "destination.filename_template", d.GetFilenameTemplate(), 1024)
+	if t := d.GetFilenameTemplate(); t != "" {
+		tmpl, err := filename.Parse(t)
+		switch {
+		case err != nil:
+			v.Add("destination.filename_template", "%v", err)
+		case splits(d) && !tmpl.UsesFileNumber():
+			v.Add("destination.filename_template", "a split output needs {{file_number}} in the template so that its files get distinct names")
+		}
+	}
 	if create || d.GetCredential() != "" {
 		if c, ok := validate.Name(v, "destination.credential", d.GetCredential(), "credentials"); ok && parent != (resourcename.Parent{}) && c.Parent != parent {
 			v.Add("destination.credential", "must be a credential of %s", parent)
@@ -127,6 +136,11 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 	if o := d.GetExpectedBucketOwner(); o != "" && !accountID.MatchString(o) {
 		v.Add("destination.expected_bucket_owner", "must be a 12-digit AWS account id")
 	}
+}
+
+// splits reports whether the output may be cut into several files.
+func splits(d *destinationv1.Destination) bool {
+	return d.GetSplit().GetMaxRows() > 0 || d.GetSplit().GetMaxBytes() > 0
 }
 
 func validateFormat(v *apierror.Violations, f *destinationv1.FileFormat) {

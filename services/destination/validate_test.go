@@ -53,6 +53,14 @@ func TestValidateDestination(t *testing.T) {
 			}
 		}, "destination.tags"},
 		{"bucket owner not an account", func(d *destinationv1.Destination) { d.ExpectedBucketOwner = "12345" }, "destination.expected_bucket_owner"},
+		{"template that does not parse", func(d *destinationv1.Destination) { d.FilenameTemplate = "C360_{{now|format:'MM-QQ'}}.csv" }, "destination.filename_template"},
+		{"template", func(d *destinationv1.Destination) {
+			d.FilenameTemplate = "C360_{{now|local:'America/Los_Angeles'|format:'MM-dd-yyyy'}}.csv.gz"
+		}, ""},
+		{"split without file number", func(d *destinationv1.Destination) {
+			d.Split = &destinationv1.Split{MaxRows: 1000}
+			d.FilenameTemplate = "out_{{now|format:'yyyy'}}.csv"
+		}, "destination.filename_template"},
 		{"description too long", func(d *destinationv1.Destination) { d.Description = strings.Repeat("x", 2001) }, "destination.description"},
 	}
 	for _, tt := range tests {
