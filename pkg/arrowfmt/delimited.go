@@ -1,0 +1,227 @@
+package arrowfmt
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow"
+)
+
+// QuoteMode says which delimited fields are quoted.
+type QuoteMode int
+
+// The five quote modes users know.
+const (
+	// QuoteMinimal quotes fields with the delimiter, a quote, CR or LF, and
+	// empty strings (so that they differ from NULL).
+	QuoteMinimal QuoteMode = iota
+	// QuoteAll quotes every field but NULLs.
+	QuoteAll
+	// QuoteAllNonNull quotes every non-NULL field (as QuoteAll: a quoted
+	// NULL would read back as an empty string).
+	QuoteAllNonNull
+	// QuoteNonNumeric quotes every non-NULL field that is not a number.
+	QuoteNonNumeric
+	// QuoteNone quotes nothing: special characters are escaped with the
+	// escape character, and without one a value that holds one is an error.
+	QuoteNone
+)
+
+// DelimitedOptions configure a delimited writer.
+type DelimitedOptions struct {
+	// Delimiter separates fields: ',' when zero.
+	Delimiter rune
+	// Header writes the column names first.
+	Header bool
+	// Escape escapes a quote inside a quoted field (and, in QuoteNone,
+	// every special character); zero doubles the quote as RFC 4180 does.
+	Escape rune
+	// Quote is the quote mode.
+	Quote QuoteMode
+	// CRLF ends lines with \r\n instead of \n.
+	CRLF bool
+	// NullValue is written for NULL, unquoted; empty by default.
+	NullValue string
+	// RowNumber, when set, names a first column numbering rows from 1.
+	RowNumber string
+}
+
+// Delimited writes record batches as delimited text.
+type Delimited struct {
+	w       *bufio.Writer
+	opts    DelimitedOptions
+	schema  *arrow.Schema
+	cols    []appender
+	numeric []bool
+	eol     string
+	row     int64
+	line    []byte
+	cell    []byte
+	wrote   bool
+}
+
+const quote = '"'
+
+// NewDelimited checks schema and answers a writer to w. Nothing is written
+// until the first batch (or Close, for a header-only file).
+func NewDelimited(w io.Writer, schema *arrow.Schema, opts DelimitedOptions) (*Delimited, error) {
+	if opts.Delimiter == 0 {
+		opts.Delimiter = ','
+	}
+	switch opts.Delimiter {
+	case quote, '\r', '\n', utf8.RuneError:
+		return nil, fmt.Errorf("delimiter %q cannot be a quote, CR or LF", opts.Delimiter)
+	}
+	if opts.Escape == opts.Delimiter || opts.Escape == '\r' || opts.Escape == '\n' {
+		return nil, fmt.Errorf("escape character %q cannot be the delimiter, CR or LF", opts.Escape)
+	}
+	d := &Delimited{w: bufio.NewWriterSize(w, 64<<10), opts: opts, schema: schema, eol: "\n"}
+	if opts.CRLF {
+		d.eol = "\r\n"
+	}
+	for _, f := range schema.Fields() {
+		a, err := textAppender(f.Type)
+		if err != nil {
+			return nil, &UnsupportedError{Column: f.Name, Type: f.Type, Format: "delimited text"}
+		}
+		d.cols = append(d.cols, a)
+		d.numeric = append(d.numeric, isNumeric(f.Type))
+	}
+	return d, nil
+}
+
+func (d *Delimited) special(s []byte) bool {
+	for _, r := range string(s) {
+		if r == d.opts.Delimiter || r == quote || r == '\r' || r == '\n' || (d.opts.Escape != 0 && r == d.opts.Escape) {
+			return true
+		}
+	}
+	return false
+}
+
+// field appends one non-null field to the line under the quote mode.
+func (d *Delimited) field(text []byte, numeric bool, column string) error {
+	q := false
+	switch d.opts.Quote {
+	case QuoteAll, QuoteAllNonNull:
+		q = true
+	case QuoteNonNumeric:
+		q = !numeric || d.special(text)
+	case QuoteMinimal:
+		q = len(text) == 0 || d.special(text)
+	case QuoteNone:
+		if !d.special(text) {
+			d.line = append(d.line, text...)
+			return nil
+		}
+		if d.opts.Escape == 0 {
+			return fmt.Errorf("row %d, column %q: the value holds the delimiter, a quote or a line break, and quote mode none has no escape character to escape it", d.row, column)
+		}
+		for _, r := range string(text) {
+			if r == d.opts.Delimiter || r == quote || r == '\r' || r == '\n' || r == d.opts.Escape {
+				d.line = utf8.AppendRune(d.line, d.opts.Escape)
+			}
+			d.line = utf8.AppendRune(d.line, r)
+		}
+		return nil
+	}
+	if !q {
+		d.line = append(d.line, text...)
+		return nil
+	}
+	d.line = append(d.line, quote)
+	for _, r := range string(text) {
+		switch {
+		case r == quote && d.opts.Escape == 0:
+			d.line = append(d.line, quote, quote)
+			continue
+		case r == quote || (d.opts.Escape != 0 && r == d.opts.Escape):
+			d.line = utf8.AppendRune(d.line, d.opts.Escape)
+		}
+		d.line = utf8.AppendRune(d.line, r)
+	}
+	d.line = append(d.line, quote)
+	return nil
+}
+
+func (d *Delimited) header() error {
+	d.wrote = true
+	if !d.opts.Header {
+		return nil
+	}
+	d.line = d.line[:0]
+	names := d.schema.Fields()
+	if d.opts.RowNumber != "" {
+		if err := d.field([]byte(d.opts.RowNumber), false, d.opts.RowNumber); err != nil {
+			return err
+		}
+	}
+	for k, f := range names {
+		if k > 0 || d.opts.RowNumber != "" {
+			d.line = utf8.AppendRune(d.line, d.opts.Delimiter)
+		}
+		if err := d.field([]byte(f.Name), false, f.Name); err != nil {
+			return err
+		}
+	}
+	d.line = append(d.line, d.eol...)
+	_, err := d.w.Write(d.line)
+	return err
+}
+
+// Write appends the rows of rec, whose schema must be the writer's.
+func (d *Delimited) Write(rec arrow.RecordBatch) error {
+	if !rec.Schema().Equal(d.schema) {
+		return errors.New("the batch's schema differs from the stream's")
+	}
+	if !d.wrote {
+		if err := d.header(); err != nil {
+			return err
+		}
+	}
+	cols := rec.Columns()
+	fields := d.schema.Fields()
+	for i := 0; i < int(rec.NumRows()); i++ {
+		d.row++
+		d.line = d.line[:0]
+		if d.opts.RowNumber != "" {
+			d.line = strconv.AppendInt(d.line, d.row, 10)
+		}
+		for k, col := range cols {
+			if k > 0 || d.opts.RowNumber != "" {
+				d.line = utf8.AppendRune(d.line, d.opts.Delimiter)
+			}
+			if col.IsNull(i) {
+				d.line = append(d.line, d.opts.NullValue...)
+				continue
+			}
+			d.cell = d.cols[k](d.cell[:0], col, i)
+			if err := d.field(d.cell, d.numeric[k], fields[k].Name); err != nil {
+				return err
+			}
+		}
+		d.line = append(d.line, d.eol...)
+		if _, err := d.w.Write(d.line); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Rows answers how many rows were written.
+func (d *Delimited) Rows() int64 { return d.row }
+
+// Close writes the header of an empty output and flushes; it does not close
+// the underlying writer.
+func (d *Delimited) Close() error {
+	if !d.wrote {
+		if err := d.header(); err != nil {
+			return err
+		}
+	}
+	return d.w.Flush()
+}

@@ -1,0 +1,126 @@
+package arrowfmt_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluicehq/sluice/pkg/arrowfmt"
+)
+
+// small is a batch whose exact renderings the tests spell out.
+func small(t *testing.T) arrow.RecordBatch {
+	t.Helper()
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "name", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "score", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		{Name: "tags", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	names := b.Field(0).(*array.StringBuilder)
+	scores := b.Field(1).(*array.Float64Builder)
+	tags := b.Field(2).(*array.ListBuilder)
+	tv := tags.ValueBuilder().(*array.StringBuilder)
+	names.AppendValues([]string{`Ann "A", Jr`, ""}, nil)
+	names.AppendNull()
+	scores.AppendValues([]float64{1.5, -2}, nil)
+	scores.AppendNull()
+	tags.Append(true)
+	tv.AppendValues([]string{"x", `y"z`}, nil)
+	tags.Append(true)
+	tags.AppendNull()
+	rec := b.NewRecordBatch()
+	t.Cleanup(rec.Release)
+	return rec
+}
+
+func TestQuoteModes(t *testing.T) {
+	tests := []struct {
+		name string
+		opts arrowfmt.DelimitedOptions
+		want string
+	}{
+		{"minimal", arrowfmt.DelimitedOptions{Header: true},
+			"name,score,tags\n\"Ann \"\"A\"\", Jr\",1.5,\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",-2,[]\n,,\n"},
+		{"all", arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteAll},
+			"\"Ann \"\"A\"\", Jr\",\"1.5\",\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",\"-2\",\"[]\"\n,,\n"},
+		{"non-numeric", arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteNonNumeric},
+			"\"Ann \"\"A\"\", Jr\",1.5,\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",-2,\"[]\"\n,,\n"},
+		{"escape character", arrowfmt.DelimitedOptions{Escape: '\\', NullValue: "NULL"},
+			"\"Ann \\\"A\\\", Jr\",1.5,\"[\\\"x\\\",\\\"y\\\\\\\"z\\\"]\"\n\"\",-2,[]\nNULL,NULL,NULL\n"},
+		{"none with escape", arrowfmt.DelimitedOptions{Delimiter: '|', Quote: arrowfmt.QuoteNone, Escape: '\\', CRLF: true, RowNumber: "row_number", Header: true},
+			"row_number|name|score|tags\r\n1|Ann \\\"A\\\", Jr|1.5|[\\\"x\\\",\\\"y\\\\\\\"z\\\"]\r\n2||-2|[]\r\n3|||\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := small(t)
+			var out bytes.Buffer
+			w, err := arrowfmt.NewDelimited(&out, rec.Schema(), tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tt.want {
+				t.Fatalf("got:\n%q\nwant:\n%q", out.String(), tt.want)
+			}
+		})
+	}
+}
+
+func TestQuoteNoneWithoutEscapeRefusesSpecialCharacters(t *testing.T) {
+	rec := small(t)
+	var out bytes.Buffer
+	w, err := arrowfmt.NewDelimited(&out, rec.Schema(), arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = w.Write(rec)
+	if err == nil || !strings.Contains(err.Error(), `column "name"`) || !strings.Contains(err.Error(), "no escape character") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestUnsupportedTypeIsRefusedBeforeAnyByte(t *testing.T) {
+	union := arrow.SparseUnionOf([]arrow.Field{{Name: "a", Type: arrow.PrimitiveTypes.Int32}}, []arrow.UnionTypeCode{0})
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "either", Type: union}}, nil)
+	var out bytes.Buffer
+	_, errCSV := arrowfmt.NewDelimited(&out, schema, arrowfmt.DelimitedOptions{Header: true})
+	_, errJSON := arrowfmt.NewJSON(&out, schema, arrowfmt.JSONOptions{})
+	_, errParquet := arrowfmt.NewParquet(&out, schema, arrowfmt.ParquetOptions{})
+	for _, err := range []error{errCSV, errJSON, errParquet} {
+		var ue *arrowfmt.UnsupportedError
+		if !errors.As(err, &ue) || ue.Column != "either" {
+			t.Fatalf("got %v, want an UnsupportedError naming column either", err)
+		}
+	}
+	if out.Len() != 0 {
+		t.Fatalf("%d bytes written before the refusal", out.Len())
+	}
+}
+
+func TestEmptyOutputs(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "a", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	var csvOut, jsonOut, ndjsonOut bytes.Buffer
+	c, _ := arrowfmt.NewDelimited(&csvOut, schema, arrowfmt.DelimitedOptions{Header: true})
+	j, _ := arrowfmt.NewJSON(&jsonOut, schema, arrowfmt.JSONOptions{})
+	n, _ := arrowfmt.NewJSON(&ndjsonOut, schema, arrowfmt.JSONOptions{Lines: true})
+	for _, w := range []interface{ Close() error }{c, j, n} {
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if csvOut.String() != "a\n" || jsonOut.String() != "[]\n" || ndjsonOut.String() != "" {
+		t.Fatalf("empty outputs: %q %q %q", csvOut.String(), jsonOut.String(), ndjsonOut.String())
+	}
+}

@@ -1,0 +1,209 @@
+package arrowfmt
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Codec is the compression inside a Parquet file.
+type Codec int
+
+// Parquet codecs; Snappy is the default.
+const (
+	Snappy Codec = iota
+	Zstd
+	Gzip
+	Uncompressed
+)
+
+// DefaultRowGroupRows bounds a row group, and so the memory a Parquet
+// writer buffers: a row group is encoded whole before it is written.
+const DefaultRowGroupRows = 128 * 1024
+
+// ParquetOptions configure a Parquet writer.
+type ParquetOptions struct {
+	Codec Codec
+	// RowGroupRows is the most rows in one row group; DefaultRowGroupRows
+	// when zero.
+	RowGroupRows int64
+}
+
+// Parquet writes record batches as one Parquet file, keeping Arrow's
+// logical types (and the Arrow schema, so Arrow readers get back exactly
+// the types written). Top-level columns Parquet has no type for are converted
+// on the way: string and binary views become plain strings and binaries (the
+// same values), date64 becomes date32 (Parquet dates are days), and
+// durations become 64-bit integers of their unit, named in the field
+// metadata under "sluice.duration_unit". Intervals are refused. Timestamps
+// in seconds are stored in milliseconds, Parquet's coarsest unit.
+type Parquet struct {
+	fw     *pqarrow.FileWriter
+	schema *arrow.Schema
+	rows   int64
+}
+
+// DurationUnitKey is the field metadata key that names a duration's unit.
+const DurationUnitKey = "sluice.duration_unit"
+
+// ParquetSchema answers the schema a Parquet file holds for schema.
+func ParquetSchema(schema *arrow.Schema) *arrow.Schema {
+	fields := schema.Fields()
+	for k, f := range fields {
+		switch t := f.Type.(type) {
+		case *arrow.StringViewType:
+			fields[k].Type = arrow.BinaryTypes.String
+		case *arrow.BinaryViewType:
+			fields[k].Type = arrow.BinaryTypes.Binary
+		case *arrow.Date64Type:
+			// Parquet dates are days; Arrow says date64 holds whole days.
+			fields[k].Type = arrow.FixedWidthTypes.Date32
+		case *arrow.DurationType:
+			fields[k].Type = arrow.PrimitiveTypes.Int64
+			keys, values := append(f.Metadata.Keys(), DurationUnitKey), append(f.Metadata.Values(), t.Unit.String())
+			fields[k].Metadata = arrow.NewMetadata(keys, values)
+		}
+	}
+	md := schema.Metadata()
+	return arrow.NewSchema(fields, &md)
+}
+
+// toParquet converts a batch's columns to ParquetSchema's types.
+func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, error) {
+	cols := rec.Columns()
+	out := make([]arrow.Array, len(cols))
+	for k, col := range cols {
+		switch col.DataType().ID() {
+		case arrow.STRING_VIEW:
+			b := array.NewStringBuilder(memory.DefaultAllocator)
+			v := col.(*array.StringView)
+			for i := 0; i < v.Len(); i++ {
+				if v.IsNull(i) {
+					b.AppendNull()
+				} else {
+					b.Append(v.Value(i))
+				}
+			}
+			out[k] = b.NewArray()
+			b.Release()
+		case arrow.BINARY_VIEW:
+			b := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
+			v := col.(*array.BinaryView)
+			for i := 0; i < v.Len(); i++ {
+				if v.IsNull(i) {
+					b.AppendNull()
+				} else {
+					b.Append(v.Value(i))
+				}
+			}
+			out[k] = b.NewArray()
+			b.Release()
+		case arrow.DATE64:
+			b := array.NewDate32Builder(memory.DefaultAllocator)
+			v := col.(*array.Date64)
+			for i := 0; i < v.Len(); i++ {
+				if v.IsNull(i) {
+					b.AppendNull()
+				} else {
+					b.Append(arrow.Date32FromTime(v.Value(i).ToTime()))
+				}
+			}
+			out[k] = b.NewArray()
+			b.Release()
+		case arrow.DURATION:
+			// Same buffers, read as int64: no copy.
+			d := col.Data()
+			data := array.NewData(arrow.PrimitiveTypes.Int64, d.Len(), d.Buffers(), nil, d.NullN(), d.Offset())
+			out[k] = array.MakeFromData(data)
+			data.Release()
+		default:
+			col.Retain()
+			out[k] = col
+		}
+	}
+	converted := array.NewRecordBatch(schema, out, rec.NumRows())
+	for _, a := range out {
+		a.Release()
+	}
+	return converted, nil
+}
+
+func (o ParquetOptions) properties() (*parquet.WriterProperties, pqarrow.ArrowWriterProperties) {
+	codec := map[Codec]compress.Compression{
+		Snappy: compress.Codecs.Snappy, Zstd: compress.Codecs.Zstd, Gzip: compress.Codecs.Gzip, Uncompressed: compress.Codecs.Uncompressed,
+	}[o.Codec]
+	rows := o.RowGroupRows
+	if rows <= 0 {
+		rows = DefaultRowGroupRows
+	}
+	props := parquet.NewWriterProperties(
+		parquet.WithCompression(codec),
+		parquet.WithMaxRowGroupLength(rows),
+		parquet.WithDictionaryDefault(true),
+		parquet.WithVersion(parquet.V2_LATEST),
+	)
+	return props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
+}
+
+// CheckParquet answers an *UnsupportedError for the first column Parquet
+// cannot carry, before any byte is written.
+func CheckParquet(schema *arrow.Schema, o ParquetOptions) error {
+	schema = ParquetSchema(schema)
+	props, arrowProps := o.properties()
+	if _, err := pqarrow.ToParquet(schema, props, arrowProps); err == nil {
+		return nil
+	}
+	for _, f := range schema.Fields() {
+		if _, err := pqarrow.ToParquet(arrow.NewSchema([]arrow.Field{f}, nil), props, arrowProps); err != nil {
+			return &UnsupportedError{Column: f.Name, Type: f.Type, Format: "Parquet"}
+		}
+	}
+	return fmt.Errorf("the schema cannot be written as Parquet")
+}
+
+// NewParquet checks schema and answers a writer to w.
+func NewParquet(w io.Writer, schema *arrow.Schema, o ParquetOptions) (*Parquet, error) {
+	if err := CheckParquet(schema, o); err != nil {
+		return nil, err
+	}
+	props, arrowProps := o.properties()
+	pschema := ParquetSchema(schema)
+	fw, err := pqarrow.NewFileWriter(pschema, w, props, arrowProps)
+	if err != nil {
+		return nil, fmt.Errorf("parquet writer: %w", err)
+	}
+	return &Parquet{fw: fw, schema: pschema}, nil
+}
+
+// Write buffers rec into the current row group, which is written when it
+// reaches RowGroupRows.
+func (p *Parquet) Write(rec arrow.RecordBatch) error {
+	converted, err := toParquet(rec, p.schema)
+	if err != nil {
+		return err
+	}
+	defer converted.Release()
+	if err := p.fw.WriteBuffered(converted); err != nil {
+		return fmt.Errorf("parquet: %w", err)
+	}
+	p.rows += rec.NumRows()
+	return nil
+}
+
+// Rows answers how many rows were written.
+func (p *Parquet) Rows() int64 { return p.rows }
+
+// Close writes the last row group and the footer. pqarrow closes the
+// underlying writer when it is an io.Closer; wrap it to prevent that.
+func (p *Parquet) Close() error {
+	if err := p.fw.Close(); err != nil {
+		return fmt.Errorf("parquet: %w", err)
+	}
+	return nil
+}

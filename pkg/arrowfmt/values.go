@@ -1,0 +1,516 @@
+// Package arrowfmt writes Arrow record batches as delimited text (CSV, TSV,
+// PSV, any single-character delimiter), JSON, NDJSON and Parquet, one batch
+// at a time to an io.Writer, so that memory is bounded by a batch (plus a
+// Parquet row group) and never by the size of the output.
+//
+// Every Arrow type a query produces has one rendering, shared by the text
+// formats:
+//
+//   - integers, floats and decimals as their digits (decimals exact);
+//     NaN and infinities as the strings NaN, Infinity and -Infinity (JSON
+//     has no such numbers, so JSON carries them as strings);
+//   - strings as they are; binary as standard base64;
+//   - dates as 2006-01-02, times as 15:04:05 with the unit's fraction;
+//   - timestamps as RFC 3339 with the unit's fraction, with the column's
+//     zone offset when it has a zone and none when it has not;
+//   - durations and intervals as ISO 8601 durations (PT1.5S, P1M2DT0.5S);
+//   - lists as JSON arrays, structs as JSON objects, maps as JSON objects
+//     when keys are strings and arrays of {"key","value"} otherwise (nested
+//     in JSON formats, as JSON text in delimited ones);
+//   - dictionary, run-end encoded and extension columns as their values;
+//   - NULL as null (JSON) or the null text (delimited).
+//
+// Unions are refused before any byte is written, naming the column.
+package arrowfmt
+
+import (
+	"encoding/base64"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+)
+
+// appender appends the value at row i of an array.
+type appender func(dst []byte, arr arrow.Array, i int) []byte
+
+// UnsupportedError names a column whose type a format cannot carry.
+type UnsupportedError struct {
+	Column string
+	Type   arrow.DataType
+	Format string
+}
+
+func (e *UnsupportedError) Error() string {
+	return fmt.Sprintf("column %q has type %s, which %s cannot carry", e.Column, e.Type, e.Format)
+}
+
+// isNumeric reports whether values of dt are written as bare numbers.
+func isNumeric(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64, arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64,
+		arrow.FLOAT16, arrow.FLOAT32, arrow.FLOAT64, arrow.DECIMAL32, arrow.DECIMAL64, arrow.DECIMAL128, arrow.DECIMAL256:
+		return true
+	case arrow.DICTIONARY:
+		return isNumeric(dt.(*arrow.DictionaryType).ValueType)
+	case arrow.EXTENSION:
+		return isNumeric(dt.(arrow.ExtensionType).StorageType())
+	case arrow.RUN_END_ENCODED:
+		return isNumeric(dt.(*arrow.RunEndEncodedType).Encoded())
+	}
+	return false
+}
+
+// isNested reports whether values of dt are lists, structs or maps.
+func isNested(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.LIST, arrow.LARGE_LIST, arrow.FIXED_SIZE_LIST, arrow.LIST_VIEW, arrow.LARGE_LIST_VIEW, arrow.STRUCT, arrow.MAP:
+		return true
+	case arrow.DICTIONARY:
+		return isNested(dt.(*arrow.DictionaryType).ValueType)
+	case arrow.EXTENSION:
+		return isNested(dt.(arrow.ExtensionType).StorageType())
+	case arrow.RUN_END_ENCODED:
+		return isNested(dt.(*arrow.RunEndEncodedType).Encoded())
+	}
+	return false
+}
+
+// textAppender renders a non-null scalar value as text for a delimited
+// field (strings raw, not quoted); nested values become JSON text.
+func textAppender(dt arrow.DataType) (appender, error) {
+	switch dt.ID() {
+	case arrow.STRING, arrow.LARGE_STRING, arrow.STRING_VIEW:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return append(dst, arr.(interface{ Value(int) string }).Value(i)...)
+		}, nil
+	case arrow.FLOAT16, arrow.FLOAT32, arrow.FLOAT64:
+		return func(dst []byte, arr arrow.Array, i int) []byte { return appendFloatText(dst, arr, i) }, nil
+	case arrow.DICTIONARY:
+		inner, err := textAppender(dt.(*arrow.DictionaryType).ValueType)
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			d := arr.(*array.Dictionary)
+			return inner(dst, d.Dictionary(), d.GetValueIndex(i))
+		}, nil
+	case arrow.EXTENSION:
+		inner, err := textAppender(dt.(arrow.ExtensionType).StorageType())
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return inner(dst, arr.(array.ExtensionArray).Storage(), i)
+		}, nil
+	case arrow.RUN_END_ENCODED:
+		inner, err := textAppender(dt.(*arrow.RunEndEncodedType).Encoded())
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			r := arr.(*array.RunEndEncoded)
+			return inner(dst, r.Values(), r.GetPhysicalIndex(i))
+		}, nil
+	}
+	// Everything else renders as in JSON: numbers, booleans, nested values
+	// as they are; quoted scalars without their quotes.
+	j, err := jsonAppender(dt)
+	if err != nil {
+		return nil, err
+	}
+	if isNumeric(dt) || isNested(dt) || dt.ID() == arrow.BOOL || dt.ID() == arrow.NULL {
+		return j, nil
+	}
+	return func(dst []byte, arr arrow.Array, i int) []byte {
+		start := len(dst)
+		dst = j(dst, arr, i)
+		// Dates, times, binary and durations are JSON strings without
+		// characters that need escaping: drop the quotes.
+		if len(dst)-start >= 2 && dst[start] == '"' {
+			copy(dst[start:], dst[start+1:len(dst)-1])
+			dst = dst[:len(dst)-2]
+		}
+		return dst
+	}, nil
+}
+
+func appendFloatText(dst []byte, arr arrow.Array, i int) []byte {
+	v, bits := floatAt(arr, i)
+	switch {
+	case math.IsNaN(v):
+		return append(dst, "NaN"...)
+	case math.IsInf(v, 1):
+		return append(dst, "Infinity"...)
+	case math.IsInf(v, -1):
+		return append(dst, "-Infinity"...)
+	}
+	return strconv.AppendFloat(dst, v, 'g', -1, bits)
+}
+
+func floatAt(arr arrow.Array, i int) (float64, int) {
+	switch a := arr.(type) {
+	case *array.Float16:
+		return float64(a.Value(i).Float32()), 32
+	case *array.Float32:
+		return float64(a.Value(i)), 32
+	default:
+		return arr.(*array.Float64).Value(i), 64
+	}
+}
+
+// jsonAppender renders a value (null included) as JSON.
+func jsonAppender(dt arrow.DataType) (appender, error) {
+	inner, err := jsonValue(dt)
+	if err != nil {
+		return nil, err
+	}
+	return func(dst []byte, arr arrow.Array, i int) []byte {
+		if arr.IsNull(i) {
+			return append(dst, "null"...)
+		}
+		return inner(dst, arr, i)
+	}, nil
+}
+
+func fraction(unit arrow.TimeUnit) string {
+	switch unit {
+	case arrow.Millisecond:
+		return ".000"
+	case arrow.Microsecond:
+		return ".000000"
+	case arrow.Nanosecond:
+		return ".000000000"
+	}
+	return ""
+}
+
+// jsonValue renders a non-null value as JSON.
+func jsonValue(dt arrow.DataType) (appender, error) {
+	switch t := dt.(type) {
+	case *arrow.NullType:
+		return func(dst []byte, _ arrow.Array, _ int) []byte { return append(dst, "null"...) }, nil
+	case *arrow.BooleanType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return strconv.AppendBool(dst, arr.(*array.Boolean).Value(i))
+		}, nil
+	case *arrow.Int8Type, *arrow.Int16Type, *arrow.Int32Type, *arrow.Int64Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte { return strconv.AppendInt(dst, intAt(arr, i), 10) }, nil
+	case *arrow.Uint8Type, *arrow.Uint16Type, *arrow.Uint32Type, *arrow.Uint64Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte { return strconv.AppendUint(dst, uintAt(arr, i), 10) }, nil
+	case *arrow.Float16Type, *arrow.Float32Type, *arrow.Float64Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			if v, _ := floatAt(arr, i); math.IsNaN(v) || math.IsInf(v, 0) {
+				dst = append(dst, '"')
+				return append(appendFloatText(dst, arr, i), '"')
+			}
+			return appendFloatText(dst, arr, i)
+		}, nil
+	case *arrow.Decimal32Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return append(dst, arr.(*array.Decimal32).Value(i).ToString(t.Scale)...)
+		}, nil
+	case *arrow.Decimal64Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return append(dst, arr.(*array.Decimal64).Value(i).ToString(t.Scale)...)
+		}, nil
+	case *arrow.Decimal128Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return append(dst, arr.(*array.Decimal128).Value(i).ToString(t.Scale)...)
+		}, nil
+	case *arrow.Decimal256Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return append(dst, arr.(*array.Decimal256).Value(i).ToString(t.Scale)...)
+		}, nil
+	case *arrow.StringType, *arrow.LargeStringType, *arrow.StringViewType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return appendJSONString(dst, arr.(interface{ Value(int) string }).Value(i))
+		}, nil
+	case *arrow.BinaryType, *arrow.LargeBinaryType, *arrow.BinaryViewType, *arrow.FixedSizeBinaryType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			b := arr.(interface{ Value(int) []byte }).Value(i)
+			dst = append(dst, '"')
+			dst = base64.StdEncoding.AppendEncode(dst, b)
+			return append(dst, '"')
+		}, nil
+	case *arrow.Date32Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return appendQuotedTime(dst, arr.(*array.Date32).Value(i).ToTime(), "2006-01-02")
+		}, nil
+	case *arrow.Date64Type:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return appendQuotedTime(dst, arr.(*array.Date64).Value(i).ToTime(), "2006-01-02")
+		}, nil
+	case *arrow.Time32Type:
+		layout := "15:04:05" + fraction(t.Unit)
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return appendQuotedTime(dst, arr.(*array.Time32).Value(i).ToTime(t.Unit), layout)
+		}, nil
+	case *arrow.Time64Type:
+		layout := "15:04:05" + fraction(t.Unit)
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return appendQuotedTime(dst, arr.(*array.Time64).Value(i).ToTime(t.Unit), layout)
+		}, nil
+	case *arrow.TimestampType:
+		layout := "2006-01-02T15:04:05" + fraction(t.Unit)
+		var loc *time.Location
+		if t.TimeZone != "" {
+			l, err := t.GetZone()
+			if err != nil {
+				return nil, fmt.Errorf("time zone %q: %w", t.TimeZone, err)
+			}
+			loc, layout = l, layout+"Z07:00"
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			ts := arr.(*array.Timestamp).Value(i).ToTime(t.Unit)
+			if loc != nil {
+				ts = ts.In(loc)
+			}
+			return appendQuotedTime(dst, ts, layout)
+		}, nil
+	case *arrow.DurationType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			dst = append(dst, `"PT`...)
+			dst = appendSeconds(dst, int64(arr.(*array.Duration).Value(i)), t.Unit)
+			return append(dst, `S"`...)
+		}, nil
+	case *arrow.MonthIntervalType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return fmt.Appendf(dst, `"P%dM"`, arr.(*array.MonthInterval).Value(i))
+		}, nil
+	case *arrow.DayTimeIntervalType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			v := arr.(*array.DayTimeInterval).Value(i)
+			dst = fmt.Appendf(dst, `"P%dDT`, v.Days)
+			dst = appendSeconds(dst, int64(v.Milliseconds), arrow.Millisecond)
+			return append(dst, `S"`...)
+		}, nil
+	case *arrow.MonthDayNanoIntervalType:
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			v := arr.(*array.MonthDayNanoInterval).Value(i)
+			dst = fmt.Appendf(dst, `"P%dM%dDT`, v.Months, v.Days)
+			dst = appendSeconds(dst, v.Nanoseconds, arrow.Nanosecond)
+			return append(dst, `S"`...)
+		}, nil
+	case *arrow.ListType, *arrow.LargeListType, *arrow.FixedSizeListType, *arrow.ListViewType, *arrow.LargeListViewType:
+		elem, err := jsonAppender(dt.(arrow.ListLikeType).Elem())
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			l := arr.(array.ListLike)
+			start, end := l.ValueOffsets(i)
+			values := l.ListValues()
+			dst = append(dst, '[')
+			for j := start; j < end; j++ {
+				if j > start {
+					dst = append(dst, ',')
+				}
+				dst = elem(dst, values, int(j))
+			}
+			return append(dst, ']')
+		}, nil
+	case *arrow.MapType:
+		key, err := jsonAppender(t.KeyType())
+		if err != nil {
+			return nil, err
+		}
+		item, err := jsonAppender(t.ItemType())
+		if err != nil {
+			return nil, err
+		}
+		stringKeys := isString(t.KeyType())
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			m := arr.(*array.Map)
+			start, end := m.ValueOffsets(i)
+			keys, items := m.Keys(), m.Items()
+			open, closing := byte('['), byte(']')
+			if stringKeys {
+				open, closing = '{', '}'
+			}
+			dst = append(dst, open)
+			for j := start; j < end; j++ {
+				if j > start {
+					dst = append(dst, ',')
+				}
+				if stringKeys {
+					dst = key(dst, keys, int(j))
+					dst = append(dst, ':')
+					dst = item(dst, items, int(j))
+					continue
+				}
+				dst = append(dst, `{"key":`...)
+				dst = key(dst, keys, int(j))
+				dst = append(dst, `,"value":`...)
+				dst = item(dst, items, int(j))
+				dst = append(dst, '}')
+			}
+			return append(dst, closing)
+		}, nil
+	case *arrow.StructType:
+		fields := make([]appender, t.NumFields())
+		names := make([][]byte, t.NumFields())
+		for k, f := range t.Fields() {
+			a, err := jsonAppender(f.Type)
+			if err != nil {
+				return nil, fmt.Errorf("field %q: %w", f.Name, err)
+			}
+			fields[k] = a
+			names[k] = append(appendJSONString(nil, f.Name), ':')
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			s := arr.(*array.Struct)
+			dst = append(dst, '{')
+			for k, a := range fields {
+				if k > 0 {
+					dst = append(dst, ',')
+				}
+				dst = append(dst, names[k]...)
+				dst = a(dst, s.Field(k), i)
+			}
+			return append(dst, '}')
+		}, nil
+	case *arrow.DictionaryType:
+		inner, err := jsonAppender(t.ValueType)
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			d := arr.(*array.Dictionary)
+			return inner(dst, d.Dictionary(), d.GetValueIndex(i))
+		}, nil
+	case *arrow.RunEndEncodedType:
+		inner, err := jsonAppender(t.Encoded())
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			r := arr.(*array.RunEndEncoded)
+			return inner(dst, r.Values(), r.GetPhysicalIndex(i))
+		}, nil
+	case arrow.ExtensionType:
+		inner, err := jsonAppender(t.StorageType())
+		if err != nil {
+			return nil, err
+		}
+		return func(dst []byte, arr arrow.Array, i int) []byte {
+			return inner(dst, arr.(array.ExtensionArray).Storage(), i)
+		}, nil
+	}
+	return nil, fmt.Errorf("type %s is not supported", dt)
+}
+
+func isString(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.STRING, arrow.LARGE_STRING, arrow.STRING_VIEW:
+		return true
+	case arrow.DICTIONARY:
+		return isString(dt.(*arrow.DictionaryType).ValueType)
+	}
+	return false
+}
+
+func intAt(arr arrow.Array, i int) int64 {
+	switch a := arr.(type) {
+	case *array.Int8:
+		return int64(a.Value(i))
+	case *array.Int16:
+		return int64(a.Value(i))
+	case *array.Int32:
+		return int64(a.Value(i))
+	default:
+		return arr.(*array.Int64).Value(i)
+	}
+}
+
+func uintAt(arr arrow.Array, i int) uint64 {
+	switch a := arr.(type) {
+	case *array.Uint8:
+		return uint64(a.Value(i))
+	case *array.Uint16:
+		return uint64(a.Value(i))
+	case *array.Uint32:
+		return uint64(a.Value(i))
+	default:
+		return arr.(*array.Uint64).Value(i)
+	}
+}
+
+func appendQuotedTime(dst []byte, t time.Time, layout string) []byte {
+	dst = append(dst, '"')
+	dst = t.AppendFormat(dst, layout)
+	return append(dst, '"')
+}
+
+// appendSeconds writes v units as decimal seconds, trailing zeros trimmed.
+func appendSeconds(dst []byte, v int64, unit arrow.TimeUnit) []byte {
+	per := map[arrow.TimeUnit]uint64{arrow.Second: 1, arrow.Millisecond: 1e3, arrow.Microsecond: 1e6, arrow.Nanosecond: 1e9}[unit]
+	u := uint64(v)
+	if v < 0 {
+		dst = append(dst, '-')
+		u = uint64(-v) // two's complement: exact for MinInt64 too
+	}
+	dst = strconv.AppendUint(dst, u/per, 10)
+	frac := u % per
+	if frac == 0 {
+		return dst
+	}
+	digits := len(strconv.FormatUint(per, 10)) - 1
+	s := strconv.FormatUint(frac, 10)
+	for len(s) < digits {
+		s = "0" + s
+	}
+	for s[len(s)-1] == '0' {
+		s = s[:len(s)-1]
+	}
+	dst = append(dst, '.')
+	return append(dst, s...)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
