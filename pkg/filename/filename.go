@@ -240,7 +240,7 @@ func splitFilters(src string, offset int) ([]segment, error) {
 	return append(segs, segment{src[start:], offset + start}), nil
 }
 
-// quoted reads 'text', where ” stands for one quote.
+// quoted reads 'text', where two single quotes in a row stand for one.
 func quoted(arg string, hasArg bool) (string, error) {
 	arg = strings.TrimSpace(arg)
 	if !hasArg || len(arg) < 2 || arg[0] != '\'' || arg[len(arg)-1] != '\'' {

@@ -32,7 +32,8 @@ var letters = map[byte]string{
 }
 
 // parsePattern reads a Joda-style pattern. Letters a-z and A-Z are pattern
-// letters; text in single quotes is literal, and ” is one quote.
+// letters; text in single quotes is literal, and two single quotes in a
+// row are one quote.
 func parsePattern(p string) ([]token, error) {
 	if p == "" {
 		return nil, fmt.Errorf("the format pattern is empty")
