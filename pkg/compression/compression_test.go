@@ -1,0 +1,126 @@
+package compression_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/pkg/compression"
+)
+
+// tool answers the path of a command the checks need, failing loudly when
+// the machine lacks it.
+func tool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is needed to check the output with a tool no one here wrote: apt-get install -y %s", name, pkg)
+	}
+	return p
+}
+
+// payload is compressible text with some noise, a few MiB: several gzip
+// blocks.
+func payload() []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	var b bytes.Buffer
+	for b.Len() < 3<<20 {
+		fmt.Fprintf(&b, "%d,customer-%d,%f,\"Main St, %d\"\n", r.IntN(1e6), r.IntN(5000), r.Float64(), r.IntN(900))
+	}
+	return b.Bytes()
+}
+
+func write(t *testing.T, kind compression.Kind, dir string, data []byte) string {
+	t.Helper()
+	out := filepath.Join(dir, "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spool := t.TempDir()
+	w, err := compression.New(f, kind, compression.Options{Name: "customers.csv", Modified: time.Date(2026, 3, 8, 9, 30, 0, 0, time.UTC), SpoolDir: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Odd-sized writes, as a format writer's buffer flushes them.
+	for rest := data; len(rest) > 0; {
+		n := min(len(rest), 70001)
+		if _, err := w.Write(rest[:n]); err != nil {
+			t.Fatal(err)
+		}
+		rest = rest[n:]
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(spool); len(left) != 0 {
+		t.Fatalf("the spool was not cleaned up: %v", left)
+	}
+	return out
+}
+
+func run(t *testing.T, name string, args ...string) []byte {
+	t.Helper()
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return out
+}
+
+// Each layer is checked and unpacked by the system's own tools.
+func TestLayersReadBackWithSystemTools(t *testing.T) {
+	data := payload()
+	gzip, unzip, tar := tool(t, "gzip", "gzip"), tool(t, "unzip", "unzip"), tool(t, "tar", "tar")
+	tests := []struct {
+		kind  compression.Kind
+		check func(t *testing.T, file string) []byte
+	}{
+		{compression.None, func(t *testing.T, file string) []byte { b, _ := os.ReadFile(file); return b }},
+		{compression.Gzip, func(t *testing.T, file string) []byte {
+			run(t, gzip, "-t", file)
+			return run(t, gzip, "-dc", file)
+		}},
+		{compression.Zip, func(t *testing.T, file string) []byte {
+			run(t, unzip, "-t", file)
+			if list := run(t, unzip, "-Z1", file); string(list) != "customers.csv\n" {
+				t.Fatalf("zip holds %q", list)
+			}
+			return run(t, unzip, "-p", file, "customers.csv")
+		}},
+		{compression.Tar, func(t *testing.T, file string) []byte {
+			if list := run(t, tar, "-tf", file); string(list) != "customers.csv\n" {
+				t.Fatalf("tar holds %q", list)
+			}
+			return run(t, tar, "-xOf", file, "customers.csv")
+		}},
+		{compression.Tgz, func(t *testing.T, file string) []byte {
+			run(t, gzip, "-t", file)
+			return run(t, tar, "-xzOf", file, "customers.csv")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.kind), func(t *testing.T) {
+			file := write(t, tt.kind, t.TempDir(), data)
+			if got := tt.check(t, file); !bytes.Equal(got, data) {
+				t.Fatalf("unpacked %d bytes, differ from the %d written", len(got), len(data))
+			}
+		})
+	}
+}
+
+func TestArchivesNeedAName(t *testing.T) {
+	for _, k := range []compression.Kind{compression.Zip, compression.Tar, compression.Tgz} {
+		if _, err := compression.New(&bytes.Buffer{}, k, compression.Options{}); err == nil {
+			t.Fatalf("kind %d accepted an entry without a name", k)
+		}
+	}
+}
