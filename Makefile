@@ -58,7 +58,7 @@ test: tools ## Run every test, with real MinIO, moto and PostgreSQL
 
 .PHONY: bench
 bench: tools ## Run the benchmarks and print their figures
-	go test -run '^$$' -bench . -benchmem ./...
+	go test -run '^$$' -bench . -benchmem -benchtime 3x -timeout 30m ./...
 
 .PHONY: serve
 serve: ## Run the three services in one process (state in .data/)

@@ -448,7 +448,7 @@ func appendQuotedTime(dst []byte, t time.Time, layout string) []byte {
 
 // appendSeconds writes v units as decimal seconds, trailing zeros trimmed.
 func appendSeconds(dst []byte, v int64, unit arrow.TimeUnit) []byte {
-	per := map[arrow.TimeUnit]uint64{arrow.Second: 1, arrow.Millisecond: 1e3, arrow.Microsecond: 1e6, arrow.Nanosecond: 1e9}[unit]
+	per := uint64(time.Second / unit.Multiplier()) // units per second
 	u := uint64(v)
 	if v < 0 {
 		dst = append(dst, '-')
