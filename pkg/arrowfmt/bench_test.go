@@ -134,7 +134,9 @@ func BenchmarkFormats(b *testing.B) {
 		}
 	}
 	jsonw := func(lines bool) func(io.Writer) (batchWriter, error) {
-		return func(w io.Writer) (batchWriter, error) { return arrowfmt.NewJSON(w, schema, arrowfmt.JSONOptions{Lines: lines}) }
+		return func(w io.Writer) (batchWriter, error) {
+			return arrowfmt.NewJSON(w, schema, arrowfmt.JSONOptions{Lines: lines})
+		}
 	}
 	parquetw := func(c arrowfmt.Codec) func(io.Writer) (batchWriter, error) {
 		return func(w io.Writer) (batchWriter, error) {
