@@ -74,6 +74,32 @@ func ParquetSchema(schema *arrow.Schema) *arrow.Schema {
 	return arrow.NewSchema(fields, &md)
 }
 
+type valuer[V any] interface {
+	arrow.Array
+	Value(int) V
+}
+
+type valueBuilder[W any] interface {
+	array.Builder
+	Append(W)
+}
+
+func same[V any](v V) V { return v }
+
+// rebuild copies src into b's type, converting each value with conv.
+func rebuild[V, W any](src valuer[V], b valueBuilder[W], conv func(V) W) arrow.Array {
+	defer b.Release()
+	b.Reserve(src.Len())
+	for i := 0; i < src.Len(); i++ {
+		if src.IsNull(i) {
+			b.AppendNull()
+		} else {
+			b.Append(conv(src.Value(i)))
+		}
+	}
+	return b.NewArray()
+}
+
 // toParquet converts a batch's columns to ParquetSchema's types.
 func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, error) {
 	cols := rec.Columns()
@@ -81,41 +107,13 @@ func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, 
 	for k, col := range cols {
 		switch col.DataType().ID() {
 		case arrow.STRING_VIEW:
-			b := array.NewStringBuilder(memory.DefaultAllocator)
-			v := col.(*array.StringView)
-			for i := 0; i < v.Len(); i++ {
-				if v.IsNull(i) {
-					b.AppendNull()
-				} else {
-					b.Append(v.Value(i))
-				}
-			}
-			out[k] = b.NewArray()
-			b.Release()
+			out[k] = rebuild(col.(*array.StringView), array.NewStringBuilder(memory.DefaultAllocator), same[string])
 		case arrow.BINARY_VIEW:
-			b := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
-			v := col.(*array.BinaryView)
-			for i := 0; i < v.Len(); i++ {
-				if v.IsNull(i) {
-					b.AppendNull()
-				} else {
-					b.Append(v.Value(i))
-				}
-			}
-			out[k] = b.NewArray()
-			b.Release()
+			out[k] = rebuild(col.(*array.BinaryView), array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary), same[[]byte])
 		case arrow.DATE64:
-			b := array.NewDate32Builder(memory.DefaultAllocator)
-			v := col.(*array.Date64)
-			for i := 0; i < v.Len(); i++ {
-				if v.IsNull(i) {
-					b.AppendNull()
-				} else {
-					b.Append(arrow.Date32FromTime(v.Value(i).ToTime()))
-				}
-			}
-			out[k] = b.NewArray()
-			b.Release()
+			out[k] = rebuild(col.(*array.Date64), array.NewDate32Builder(memory.DefaultAllocator), func(d arrow.Date64) arrow.Date32 {
+				return arrow.Date32FromTime(d.ToTime())
+			})
 		case arrow.DURATION:
 			// Same buffers, read as int64: no copy.
 			d := col.Data()

@@ -6,6 +6,8 @@ package validate
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -134,9 +136,16 @@ func Listing(ctx context.Context, parent string, size int32, token, filter strin
 	return n, after, nil
 }
 
-// UpdateMask checks that an Update names at least one field.
-func UpdateMask(v *Violations, mask *fieldmaskpb.FieldMask) {
+// UpdateMask checks that an Update names at least one field, each one of
+// updatable, and answers the paths.
+func UpdateMask(v *Violations, mask *fieldmaskpb.FieldMask, updatable []string) []string {
 	if Present(v, "update_mask", mask != nil) && len(mask.GetPaths()) == 0 {
 		v.Add("update_mask.paths", "must name at least one field")
 	}
+	for _, p := range mask.GetPaths() {
+		if !slices.Contains(updatable, p) {
+			v.Add("update_mask.paths", "%q cannot be updated; updatable fields are %s", p, strings.Join(updatable, ", "))
+		}
+	}
+	return mask.GetPaths()
 }

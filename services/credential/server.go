@@ -383,13 +383,7 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 		n, _ := validate.Name(&v, "credential.name", in.GetName(), collection)
 		tenant = n.Tenant
 	}
-	validate.UpdateMask(&v, req.GetUpdateMask())
-	paths := req.GetUpdateMask().GetPaths()
-	for _, p := range paths {
-		if !slices.Contains(updatable, p) {
-			v.Add("update_mask.paths", "%q cannot be updated; updatable fields are %s", p, strings.Join(updatable, ", "))
-		}
-	}
+	paths := validate.UpdateMask(&v, req.GetUpdateMask(), updatable)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}

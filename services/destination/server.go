@@ -8,7 +8,6 @@ import (
 	"errors"
 	"regexp"
 	"slices"
-	"strings"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -310,13 +309,7 @@ func (s *Service) UpdateDestination(ctx context.Context, req *destinationv1.Upda
 	var v apierror.Violations
 	in := req.GetDestination()
 	validate.Present(&v, "destination", in != nil)
-	validate.UpdateMask(&v, req.GetUpdateMask())
-	paths := req.GetUpdateMask().GetPaths()
-	for _, p := range paths {
-		if !slices.Contains(updatable, p) {
-			v.Add("update_mask.paths", "%q cannot be updated; updatable fields are %s", p, strings.Join(updatable, ", "))
-		}
-	}
+	paths := validate.UpdateMask(&v, req.GetUpdateMask(), updatable)
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
