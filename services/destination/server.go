@@ -23,6 +23,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/pagination"
+	"github.com/sluicehq/sluice/pkg/pgpstream"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/validate"
@@ -103,6 +104,11 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 	}
 	if create || d.GetFormat() != nil {
 		validateFormat(v, d.GetFormat())
+	}
+	if k := d.GetPgpPublicKey(); k != "" {
+		if _, err := pgpstream.ParseRecipient(k); err != nil {
+			v.Add("destination.pgp_public_key", "%v", err)
+		}
 	}
 	if s := d.GetSplit(); s != nil {
 		if s.GetMaxRows() < 0 {

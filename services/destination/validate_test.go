@@ -61,6 +61,7 @@ func TestValidateDestination(t *testing.T) {
 			d.Split = &destinationv1.Split{MaxRows: 1000}
 			d.FilenameTemplate = "out_{{now|format:'yyyy'}}.csv"
 		}, "destination.filename_template"},
+		{"PGP key that is not a key", func(d *destinationv1.Destination) { d.PgpPublicKey = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope" }, "destination.pgp_public_key"},
 		{"description too long", func(d *destinationv1.Destination) { d.Description = strings.Repeat("x", 2001) }, "destination.description"},
 	}
 	for _, tt := range tests {
