@@ -910,7 +910,8 @@ type ParquetFormat struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The codec inside the file; snappy when unspecified.
 	Codec ParquetCodec `protobuf:"varint,1,opt,name=codec,proto3,enum=sluice.destination.v1.ParquetCodec" json:"codec,omitempty"`
-	// Rows per row group; 0 means the writer's default (1,048,576).
+	// Rows per row group; 0 means 131,072. A row group is buffered whole
+	// before it is written, so this bounds a Parquet writer's memory.
 	RowGroupRows int64 `protobuf:"varint,2,opt,name=row_group_rows,json=rowGroupRows,proto3" json:"row_group_rows,omitempty"`
 	// Whether part files end in `.parquet`; true when unset.
 	Extension     *bool `protobuf:"varint,3,opt,name=extension,proto3,oneof" json:"extension,omitempty"`
