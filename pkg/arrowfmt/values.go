@@ -29,6 +29,7 @@ import (
 	"math"
 	"strconv"
 	"time"
+	_ "time/tzdata" // the same zone rules on every machine
 	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
