@@ -1,0 +1,317 @@
+// Package fileset turns a stream of Arrow record batches into the set of
+// files a destination asks for: one format, compression and optional PGP
+// encryption per file, names from the filename template, and a new file
+// whenever the current one reaches the row or byte limit. Each file streams
+// into its own object of a Sink (an S3 multipart upload, a local file), so
+// memory stays bounded by a batch whatever the size of the output.
+package fileset
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/sluicehq/sluice/pkg/arrowfmt"
+	"github.com/sluicehq/sluice/pkg/compression"
+	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/pgpstream"
+)
+
+// Format is a file format.
+type Format int
+
+// The formats.
+const (
+	Parquet Format = iota
+	Delimited
+	JSON
+	NDJSON
+)
+
+// Config says how files are made and named.
+type Config struct {
+	Format    Format
+	Delimited arrowfmt.DelimitedOptions
+	JSON      arrowfmt.JSONOptions
+	Parquet   arrowfmt.ParquetOptions
+	// Compression wraps each file; archives name their entry after the
+	// object key's last segment.
+	Compression compression.Kind
+	// PGP, when set, encrypts each file (after compression: encrypted bytes
+	// do not compress).
+	PGP *pgpstream.Recipient
+	// Template names each file; it must use {{file_number}} when files can
+	// be split. Prefix goes before every key.
+	Template *filename.Template
+	Prefix   string
+	// Values fill the template; FileNumber is set per file.
+	Values filename.Values
+	// MaxRows cuts a new file after this many rows; 0 means no limit.
+	MaxRows int64
+	// MaxBytes cuts a new file once the format has written this many bytes
+	// (before compression); 0 means no limit. A file may pass it by one
+	// chunk of rows, and for Parquet by one row group.
+	MaxBytes int64
+}
+
+// Sink creates the objects files are written to.
+type Sink interface {
+	Create(key string) (Object, error)
+}
+
+// Object is one file being written: Close keeps it, Abort discards it (an
+// S3 multipart upload is aborted, a local file removed).
+type Object interface {
+	io.WriteCloser
+	Abort() error
+}
+
+// File is one file written.
+type File struct {
+	Key string
+	// Rows in the file.
+	Rows int64
+	// Bytes written to the sink: after compression and encryption.
+	Bytes int64
+}
+
+// chunkRows bounds how far a file can pass MaxBytes.
+const chunkRows = 4096
+
+// Writer writes a stream of batches as files.
+type Writer struct {
+	cfg    Config
+	schema *arrow.Schema
+	sink   Sink
+	done   []File
+	cur    *open
+}
+
+// open is the file being written, with its layers.
+type open struct {
+	file   File
+	format batchWriter
+	raw    counter // bytes the format wrote
+	out    *countingCloser
+	layers []io.Closer // compression, pgp, sink: closed in this order
+}
+
+type batchWriter interface {
+	Write(arrow.RecordBatch) error
+	Close() error
+}
+
+type counter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type countingCloser struct {
+	Object
+	n int64
+}
+
+func (c *countingCloser) Write(p []byte) (int, error) {
+	n, err := c.Object.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// New checks the schema against the format before anything is created.
+func New(schema *arrow.Schema, cfg Config, sink Sink) (*Writer, error) {
+	if cfg.Template == nil {
+		return nil, errors.New("fileset: a filename template is required")
+	}
+	if (cfg.MaxRows > 0 || cfg.MaxBytes > 0) && !cfg.Template.UsesFileNumber() {
+		return nil, errors.New("fileset: a split output needs {{file_number}} in the filename template")
+	}
+	w := &Writer{cfg: cfg, schema: schema, sink: sink}
+	// Building a format writer on a discarded stream checks the schema.
+	if _, err := w.format(io.Discard); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Writer) format(out io.Writer) (batchWriter, error) {
+	switch w.cfg.Format {
+	case Parquet:
+		if err := arrowfmt.CheckParquet(w.schema, w.cfg.Parquet); err != nil {
+			return nil, err
+		}
+		return arrowfmt.NewParquet(nopCloser{out}, w.schema, w.cfg.Parquet)
+	case Delimited:
+		return arrowfmt.NewDelimited(out, w.schema, w.cfg.Delimited)
+	case JSON, NDJSON:
+		o := w.cfg.JSON
+		o.Lines = w.cfg.Format == NDJSON
+		return arrowfmt.NewJSON(out, w.schema, o)
+	}
+	return nil, fmt.Errorf("unknown format %d", w.cfg.Format)
+}
+
+// nopCloser keeps pqarrow from closing the layer below when it closes.
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func (w *Writer) openFile() error {
+	n := len(w.done) + 1
+	values := w.cfg.Values
+	values.FileNumber = n
+	key := w.cfg.Prefix + w.cfg.Template.Render(values)
+	for _, f := range w.done {
+		if f.Key == key {
+			return fmt.Errorf("fileset: file %d would be named %q like an earlier one", n, key)
+		}
+	}
+	obj, err := w.sink.Create(key)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	o := &open{file: File{Key: key}, out: &countingCloser{Object: obj}}
+	var dst io.Writer = o.out
+	var layers []io.Closer
+	if w.cfg.PGP != nil {
+		enc, err := w.cfg.PGP.Encrypt(dst, base(key))
+		if err != nil {
+			_ = obj.Abort()
+			return err
+		}
+		dst = enc
+		layers = append(layers, enc)
+	}
+	comp, err := compression.New(dst, w.cfg.Compression, compression.Options{Name: base(key), Modified: w.cfg.Values.Now})
+	if err != nil {
+		_ = obj.Abort()
+		return err
+	}
+	// Closed innermost first: compression, then encryption, then the object.
+	o.layers = append([]io.Closer{comp}, reverse(layers)...)
+	o.layers = append(o.layers, o.out)
+	o.raw.w = comp
+	if o.format, err = w.format(&o.raw); err != nil {
+		_ = obj.Abort()
+		return err
+	}
+	w.cur = o
+	return nil
+}
+
+func reverse(c []io.Closer) []io.Closer {
+	out := make([]io.Closer, len(c))
+	for i := range c {
+		out[len(c)-1-i] = c[i]
+	}
+	return out
+}
+
+func base(key string) string {
+	for i := len(key) - 1; i >= 0; i-- {
+		if key[i] == '/' {
+			return key[i+1:]
+		}
+	}
+	return key
+}
+
+func (w *Writer) closeFile() error {
+	o := w.cur
+	w.cur = nil
+	fail := func(err error) error {
+		_ = o.out.Abort()
+		return fmt.Errorf("%s: %w", o.file.Key, err)
+	}
+	if err := o.format.Close(); err != nil {
+		return fail(err)
+	}
+	for _, c := range o.layers[:len(o.layers)-1] {
+		if err := c.Close(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := o.out.Close(); err != nil {
+		return fmt.Errorf("%s: %w", o.file.Key, err)
+	}
+	o.file.Bytes = o.out.n
+	w.done = append(w.done, o.file)
+	return nil
+}
+
+// full reports whether the current file reached a limit.
+func (w *Writer) full() bool {
+	o := w.cur
+	return (w.cfg.MaxRows > 0 && o.file.Rows >= w.cfg.MaxRows) || (w.cfg.MaxBytes > 0 && o.raw.n >= w.cfg.MaxBytes)
+}
+
+// Write adds rec's rows, cutting files at the limits.
+func (w *Writer) Write(rec arrow.RecordBatch) error {
+	for off := int64(0); off < rec.NumRows(); {
+		if w.cur != nil && w.full() {
+			if err := w.closeFile(); err != nil {
+				return err
+			}
+		}
+		if w.cur == nil {
+			if err := w.openFile(); err != nil {
+				return err
+			}
+		}
+		n := rec.NumRows() - off
+		if w.cfg.MaxRows > 0 {
+			n = min(n, w.cfg.MaxRows-w.cur.file.Rows)
+		}
+		if w.cfg.MaxBytes > 0 {
+			n = min(n, chunkRows)
+		}
+		part := rec
+		if off != 0 || n != rec.NumRows() {
+			part = rec.NewSlice(off, off+n)
+		}
+		err := w.cur.format.Write(part)
+		if part != rec {
+			part.Release()
+		}
+		if err != nil {
+			key := w.cur.file.Key
+			w.Abort()
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		w.cur.file.Rows += n
+		off += n
+	}
+	return nil
+}
+
+// Abort discards the file being written. Files already finished stay: the
+// caller decides what a failed delivery leaves behind.
+func (w *Writer) Abort() {
+	if w.cur != nil {
+		_ = w.cur.out.Abort()
+		w.cur = nil
+	}
+}
+
+// Close finishes the last file (or writes one empty file when no row came)
+// and answers every file written, in order.
+func (w *Writer) Close() ([]File, error) {
+	if w.cur == nil && len(w.done) == 0 {
+		if err := w.openFile(); err != nil {
+			return nil, err
+		}
+	}
+	if w.cur != nil {
+		if err := w.closeFile(); err != nil {
+			return nil, err
+		}
+	}
+	return w.done, nil
+}
