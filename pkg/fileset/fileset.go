@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -54,6 +55,11 @@ type Config struct {
 	// (before compression); 0 means no limit. A file may pass it by one
 	// chunk of rows, and for Parquet by one row group.
 	MaxBytes int64
+	// Concurrency is how many files of an output split by rows are encoded
+	// at once, each on its own goroutine, so that Parquet part files use
+	// every core; GOMAXPROCS when zero. Outputs split by bytes, or not
+	// split, are encoded in the caller's goroutine.
+	Concurrency int
 }
 
 // Sink creates the objects files are written to.
@@ -82,11 +88,15 @@ const chunkRows = 4096
 
 // Writer writes a stream of batches as files.
 type Writer struct {
-	cfg    Config
-	schema *arrow.Schema
-	sink   Sink
-	done   []File
-	cur    *open
+	cfg     Config
+	schema  *arrow.Schema
+	sink    Sink
+	done    []File
+	cur     *open
+	async   bool
+	pending []*open // finished by the producer, still encoding, in order
+	err     error   // the first failure of an encoding goroutine
+	keys    map[string]bool
 }
 
 // open is the file being written, with its layers.
@@ -96,6 +106,9 @@ type open struct {
 	raw    counter // bytes the format wrote
 	out    *countingCloser
 	layers []io.Closer // compression, pgp, sink: closed in this order
+	// For files encoded on their own goroutine: batches in, one result out.
+	ch     chan arrow.RecordBatch
+	result chan error
 }
 
 type batchWriter interface {
@@ -133,7 +146,11 @@ func New(schema *arrow.Schema, cfg Config, sink Sink) (*Writer, error) {
 	if (cfg.MaxRows > 0 || cfg.MaxBytes > 0) && !cfg.Template.UsesFileNumber() {
 		return nil, errors.New("fileset: a split output needs {{file_number}} in the filename template")
 	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = runtime.GOMAXPROCS(0)
+	}
 	w := &Writer{cfg: cfg, schema: schema, sink: sink}
+	w.async = cfg.MaxRows > 0 && cfg.MaxBytes == 0 && cfg.Concurrency > 1
 	// Building a format writer on a discarded stream checks the schema.
 	if _, err := w.format(io.Discard); err != nil {
 		return nil, err
@@ -164,15 +181,17 @@ type nopCloser struct{ io.Writer }
 func (nopCloser) Close() error { return nil }
 
 func (w *Writer) openFile() error {
-	n := len(w.done) + 1
+	n := len(w.keys) + 1
 	values := w.cfg.Values
 	values.FileNumber = n
 	key := w.cfg.Prefix + w.cfg.Template.Render(values)
-	for _, f := range w.done {
-		if f.Key == key {
-			return fmt.Errorf("fileset: file %d would be named %q like an earlier one", n, key)
-		}
+	if w.keys[key] {
+		return fmt.Errorf("fileset: file %d would be named %q like an earlier one", n, key)
 	}
+	if w.keys == nil {
+		w.keys = map[string]bool{}
+	}
+	w.keys[key] = true
 	obj, err := w.sink.Create(key)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", key, err)
@@ -203,6 +222,48 @@ func (w *Writer) openFile() error {
 		return err
 	}
 	w.cur = o
+	if w.async {
+		o.ch, o.result = make(chan arrow.RecordBatch, 2), make(chan error, 1)
+		go o.encode()
+	}
+	return nil
+}
+
+// encode writes the batches sent to the file, then finishes it.
+func (o *open) encode() {
+	var err error
+	for rec := range o.ch {
+		if err == nil {
+			err = o.format.Write(rec)
+		}
+		rec.Release()
+	}
+	if err == nil {
+		err = o.finish()
+	} else {
+		_ = o.out.Abort()
+	}
+	o.result <- err
+}
+
+// finish closes the format and the layers, keeping the object.
+func (o *open) finish() error {
+	fail := func(err error) error {
+		_ = o.out.Abort()
+		return fmt.Errorf("%s: %w", o.file.Key, err)
+	}
+	if err := o.format.Close(); err != nil {
+		return fail(err)
+	}
+	for _, c := range o.layers[:len(o.layers)-1] {
+		if err := c.Close(); err != nil {
+			return fail(err)
+		}
+	}
+	if err := o.out.Close(); err != nil {
+		return fmt.Errorf("%s: %w", o.file.Key, err)
+	}
+	o.file.Bytes = o.out.n
 	return nil
 }
 
@@ -226,22 +287,34 @@ func base(key string) string {
 func (w *Writer) closeFile() error {
 	o := w.cur
 	w.cur = nil
-	fail := func(err error) error {
-		_ = o.out.Abort()
-		return fmt.Errorf("%s: %w", o.file.Key, err)
+	if !w.async {
+		if err := o.finish(); err != nil {
+			return err
+		}
+		w.done = append(w.done, o.file)
+		return nil
 	}
-	if err := o.format.Close(); err != nil {
-		return fail(err)
-	}
-	for _, c := range o.layers[:len(o.layers)-1] {
-		if err := c.Close(); err != nil {
-			return fail(err)
+	close(o.ch)
+	w.pending = append(w.pending, o)
+	// At most Concurrency files encode at once: wait for the oldest.
+	for len(w.pending) >= w.cfg.Concurrency {
+		if err := w.collect(); err != nil {
+			return err
 		}
 	}
-	if err := o.out.Close(); err != nil {
-		return fmt.Errorf("%s: %w", o.file.Key, err)
+	return nil
+}
+
+// collect waits for the oldest pending file.
+func (w *Writer) collect() error {
+	o := w.pending[0]
+	w.pending = w.pending[1:]
+	if err := <-o.result; err != nil {
+		if w.err == nil {
+			w.err = err
+		}
+		return w.err
 	}
-	o.file.Bytes = o.out.n
 	w.done = append(w.done, o.file)
 	return nil
 }
@@ -275,10 +348,17 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 		part := rec
 		if off != 0 || n != rec.NumRows() {
 			part = rec.NewSlice(off, off+n)
+		} else if w.async {
+			rec.Retain() // the encoding goroutine releases it
 		}
-		err := w.cur.format.Write(part)
-		if part != rec {
-			part.Release()
+		var err error
+		if w.async {
+			w.cur.ch <- part
+		} else {
+			err = w.cur.format.Write(part)
+			if part != rec {
+				part.Release()
+			}
 		}
 		if err != nil {
 			key := w.cur.file.Key
@@ -295,9 +375,17 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // caller decides what a failed delivery leaves behind.
 func (w *Writer) Abort() {
 	if w.cur != nil {
+		if w.async {
+			close(w.cur.ch)
+			<-w.cur.result
+		}
 		_ = w.cur.out.Abort()
 		w.cur = nil
 	}
+	for _, o := range w.pending {
+		<-o.result
+	}
+	w.pending = nil
 }
 
 // Close finishes the last file (or writes one empty file when no row came)
@@ -310,6 +398,13 @@ func (w *Writer) Close() ([]File, error) {
 	}
 	if w.cur != nil {
 		if err := w.closeFile(); err != nil {
+			w.Abort()
+			return nil, err
+		}
+	}
+	for len(w.pending) > 0 {
+		if err := w.collect(); err != nil {
+			w.Abort()
 			return nil, err
 		}
 	}

@@ -270,3 +270,105 @@ func TestWriteFailureAbortsTheObject(t *testing.T) {
 		t.Fatalf("the failed object is still there: %v", err)
 	}
 }
+
+// With files encoded on their own goroutines, a failing object still
+// surfaces its error and is aborted.
+func TestConcurrentFailureAborts(t *testing.T) {
+	sink := &dirSink{dir: t.TempDir(), failAt: 2000}
+	w, err := fileset.New(schema, fileset.Config{Format: fileset.Delimited, Template: tmpl(t, "f{{file_number}}.csv"), MaxRows: 5000, Concurrency: 2}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	for _, rec := range batches(t, 30000, 3000) {
+		if werr = w.Write(rec); werr != nil {
+			break
+		}
+	}
+	if werr == nil {
+		_, werr = w.Close()
+	} else {
+		w.Abort()
+	}
+	if werr == nil || !strings.Contains(werr.Error(), "injected") {
+		t.Fatalf("got %v, want the injected failure", werr)
+	}
+	if len(sink.aborted) == 0 {
+		t.Fatal("no object was aborted")
+	}
+	for _, k := range sink.aborted {
+		if _, err := os.Stat(filepath.Join(sink.dir, k)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s was aborted but is still there", k)
+		}
+	}
+}
+
+// discard is a sink that counts and drops bytes.
+type discard struct{}
+
+type discardObject struct{}
+
+func (discard) Create(string) (fileset.Object, error) { return discardObject{}, nil }
+func (discardObject) Write(p []byte) (int, error)     { return len(p), nil }
+func (discardObject) Close() error                    { return nil }
+func (discardObject) Abort() error                    { return nil }
+
+// BenchmarkParquetParts writes 1,000,000 rows as Parquet part files of
+// 125,000 rows, one file at a time and two at once, and reports rows/s:
+// the second figure is what the second core adds.
+func BenchmarkParquetParts(b *testing.B) {
+	const rows = 1_000_000
+	sch := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "email", Type: arrow.BinaryTypes.String},
+		{Name: "score", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "seen", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+		{Name: "age", Type: arrow.PrimitiveTypes.Int32},
+		{Name: "city", Type: arrow.BinaryTypes.String},
+		{Name: "opted_in", Type: arrow.FixedWidthTypes.Boolean},
+		{Name: "orders", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	var recs []arrow.RecordBatch
+	for id := 0; id < rows; {
+		bl := array.NewRecordBuilder(memory.DefaultAllocator, sch)
+		for n := 0; n < 65536 && id < rows; n++ {
+			bl.Field(0).(*array.Int64Builder).Append(int64(id))
+			bl.Field(1).(*array.StringBuilder).Append("customer" + strconv.Itoa(id) + "@example.com")
+			bl.Field(2).(*array.Float64Builder).Append(float64(id%977) / 7)
+			bl.Field(3).(*array.TimestampBuilder).Append(arrow.Timestamp(1.7e15 + int64(id)*1e6))
+			bl.Field(4).(*array.Int32Builder).Append(int32(18 + id%70))
+			bl.Field(5).(*array.StringBuilder).Append([]string{"Seattle", "Paris", "Lagos", "Tokyo"}[id%4])
+			bl.Field(6).(*array.BooleanBuilder).Append(id%3 == 0)
+			bl.Field(7).(*array.Int64Builder).Append(int64(id % 200))
+			id++
+		}
+		recs = append(recs, bl.NewRecordBatch())
+		bl.Release()
+	}
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	tp, _ := filename.Parse("part-{{file_number|pad:5}}.parquet")
+	for _, conc := range []int{1, 2} {
+		b.Run(fmt.Sprintf("files-at-once=%d", conc), func(b *testing.B) {
+			start := time.Now()
+			for b.Loop() {
+				w, err := fileset.New(sch, fileset.Config{Format: fileset.Parquet, Template: tp, MaxRows: 125_000, Concurrency: conc}, discard{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, rec := range recs {
+					if err := w.Write(rec); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if _, err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/time.Since(start).Seconds(), "rows/s")
+		})
+	}
+}
