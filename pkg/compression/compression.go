@@ -44,6 +44,10 @@ type Options struct {
 	// Concurrency is how many gzip blocks compress at once; GOMAXPROCS
 	// when zero. Each holds a block of 1 MiB.
 	Concurrency int
+	// Zip64 writes a ZIP in Zip64 form from its first header, for readers
+	// that need to know up front; without it Zip64 records appear only
+	// when the sizes need them.
+	Zip64 bool
 }
 
 // New answers a writer that compresses into w. Closing it finishes the
@@ -62,6 +66,9 @@ func New(w io.Writer, kind Kind, o Options) (io.WriteCloser, error) {
 	case Gzip:
 		return newGzip(w, o)
 	case Zip:
+		if o.Zip64 {
+			return newZip64(w, o)
+		}
 		return newZip(w, o)
 	case Tar:
 		return newTar(w, nil, o)

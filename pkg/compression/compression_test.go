@@ -1,12 +1,15 @@
 package compression_test
 
 import (
+	"archive/zip"
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +39,10 @@ func payload() []byte {
 }
 
 func write(t *testing.T, kind compression.Kind, dir string, data []byte) string {
+	return writeOpts(t, kind, dir, data, false)
+}
+
+func writeOpts(t *testing.T, kind compression.Kind, dir string, data []byte, zip64 bool) string {
 	t.Helper()
 	out := filepath.Join(dir, "out")
 	f, err := os.Create(out)
@@ -43,7 +50,7 @@ func write(t *testing.T, kind compression.Kind, dir string, data []byte) string 
 		t.Fatal(err)
 	}
 	spool := t.TempDir()
-	w, err := compression.New(f, kind, compression.Options{Name: "customers.csv", Modified: time.Date(2026, 3, 8, 9, 30, 0, 0, time.UTC), SpoolDir: spool})
+	w, err := compression.New(f, kind, compression.Options{Name: "customers.csv", Modified: time.Date(2026, 3, 8, 9, 30, 0, 0, time.UTC), SpoolDir: spool, Zip64: zip64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,5 +129,48 @@ func TestArchivesNeedAName(t *testing.T) {
 		if _, err := compression.New(&bytes.Buffer{}, k, compression.Options{}); err == nil {
 			t.Fatalf("kind %d accepted an entry without a name", k)
 		}
+	}
+}
+
+// "Use Zip64": the archive is in Zip64 form from its first header, and
+// both unzip and Go's reader accept it.
+func TestZip64WhenAsked(t *testing.T) {
+	data := payload()
+	unzip, zipinfo := tool(t, "unzip", "unzip"), tool(t, "zipinfo", "unzip")
+	file := writeOpts(t, compression.Zip, t.TempDir(), data, true)
+	run(t, unzip, "-t", file)
+	if got := run(t, unzip, "-p", file, "customers.csv"); !bytes.Equal(got, data) {
+		t.Fatalf("unzip gave %d bytes, differ from the %d written", len(got), len(data))
+	}
+	info := string(run(t, zipinfo, "-v", file))
+	for _, want := range []string{"ID 0x0001 (PKWARE 64-bit sizes)", "minimum software version required to extract:   4.5"} {
+		if !strings.Contains(info, want) {
+			t.Fatalf("zipinfo -v does not show %q:\n%s", want, info)
+		}
+	}
+	// The local header itself says Zip64: version 4.5 and a 0x0001 extra.
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nameLen := int(raw[26]) | int(raw[27])<<8
+	if raw[4] != 45 || raw[30+nameLen] != 0x01 || raw[31+nameLen] != 0x00 {
+		t.Fatalf("the local header is not in Zip64 form: % x", raw[:30+nameLen+4])
+	}
+	zr, err := zip.OpenReader(file)
+	if err != nil {
+		t.Fatalf("archive/zip: %v", err)
+	}
+	defer zr.Close()
+	if len(zr.File) != 1 || zr.File[0].Name != "customers.csv" || zr.File[0].UncompressedSize64 != uint64(len(data)) {
+		t.Fatalf("archive/zip reads %+v", zr.File)
+	}
+	rc, err := zr.File[0].Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("archive/zip: %v", err)
 	}
 }

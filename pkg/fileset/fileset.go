@@ -40,6 +40,8 @@ type Config struct {
 	// Compression wraps each file; archives name their entry after the
 	// object key's last segment.
 	Compression compression.Kind
+	// Zip64 writes ZIP files in Zip64 form from their first header.
+	Zip64 bool
 	// PGP, when set, encrypts each file (after compression: encrypted bytes
 	// do not compress).
 	PGP *pgpstream.Recipient
@@ -208,7 +210,7 @@ func (w *Writer) openFile() error {
 		dst = enc
 		layers = append(layers, enc)
 	}
-	comp, err := compression.New(dst, w.cfg.Compression, compression.Options{Name: base(key), Modified: w.cfg.Values.Now})
+	comp, err := compression.New(dst, w.cfg.Compression, compression.Options{Name: base(key), Modified: w.cfg.Values.Now, Zip64: w.cfg.Zip64})
 	if err != nil {
 		_ = obj.Abort()
 		return err
