@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -48,7 +49,10 @@ type Config struct {
 	// Template names each file; it must use {{file_number}} when files can
 	// be split. Prefix goes before every key.
 	Template *filename.Template
-	Prefix   string
+	// ParquetExtension ends Parquet file names in .parquet when the
+	// template does not already.
+	ParquetExtension bool
+	Prefix           string
 	// Values fill the template; FileNumber is set per file.
 	Values filename.Values
 	// MaxRows cuts a new file after this many rows; 0 means no limit.
@@ -62,6 +66,30 @@ type Config struct {
 	// every core; GOMAXPROCS when zero. Outputs split by bytes, or not
 	// split, are encoded in the caller's goroutine.
 	Concurrency int
+}
+
+// DefaultTemplate names files when a destination gives no template: a
+// folder of numbered part files for Parquet, numbered files with the
+// format's extension otherwise. Compression adds no extension, as users
+// expect: a template says the whole name.
+func DefaultTemplate(f Format, delimiter rune) string {
+	switch f {
+	case Parquet:
+		return "{{output_name}}/part-{{file_number|pad:5}}"
+	case JSON:
+		return "{{output_name}}_{{file_number}}.json"
+	case NDJSON:
+		return "{{output_name}}_{{file_number}}.ndjson"
+	}
+	switch delimiter {
+	case 0, ',':
+		return "{{output_name}}_{{file_number}}.csv"
+	case '\t':
+		return "{{output_name}}_{{file_number}}.tsv"
+	case '|':
+		return "{{output_name}}_{{file_number}}.psv"
+	}
+	return "{{output_name}}_{{file_number}}.txt"
 }
 
 // Sink creates the objects files are written to.
@@ -187,6 +215,9 @@ func (w *Writer) openFile() error {
 	values := w.cfg.Values
 	values.FileNumber = n
 	key := w.cfg.Prefix + w.cfg.Template.Render(values)
+	if w.cfg.Format == Parquet && w.cfg.ParquetExtension && !strings.HasSuffix(key, ".parquet") {
+		key += ".parquet"
+	}
 	if w.keys[key] {
 		return fmt.Errorf("fileset: file %d would be named %q like an earlier one", n, key)
 	}

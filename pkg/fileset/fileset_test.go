@@ -199,6 +199,32 @@ func TestParquetPartsFolder(t *testing.T) {
 	}
 }
 
+func TestDefaultTemplatesAndParquetExtension(t *testing.T) {
+	for _, tc := range []struct {
+		format fileset.Format
+		delim  rune
+		ext    bool
+		want   string
+	}{
+		{fileset.Parquet, 0, true, "out/part-00001.parquet"},
+		{fileset.Parquet, 0, false, "out/part-00001"},
+		{fileset.Delimited, ',', false, "out_1.csv"},
+		{fileset.Delimited, '\t', false, "out_1.tsv"},
+		{fileset.Delimited, '|', false, "out_1.psv"},
+		{fileset.Delimited, ';', false, "out_1.txt"},
+		{fileset.JSON, 0, false, "out_1.json"},
+		{fileset.NDJSON, 0, false, "out_1.ndjson"},
+	} {
+		sink := &dirSink{dir: t.TempDir()}
+		files := write(t, fileset.Config{Format: tc.format, Delimited: arrowfmt.DelimitedOptions{Delimiter: tc.delim},
+			Template: tmpl(t, fileset.DefaultTemplate(tc.format, tc.delim)), ParquetExtension: tc.ext,
+			Compression: compression.Gzip, Values: filename.Values{OutputName: "out"}, MaxRows: 1000}, sink, batches(t, 10, 10))
+		if len(files) != 1 || files[0].Key != tc.want {
+			t.Fatalf("format %d: files %v, want %s (compression adds no extension)", tc.format, files, tc.want)
+		}
+	}
+}
+
 func TestSplitByBytes(t *testing.T) {
 	sink := &dirSink{dir: t.TempDir()}
 	const limit = 64 << 10
