@@ -195,7 +195,7 @@ func (d *Delimited) Write(rec arrow.RecordBatch) error {
 			if k > 0 || d.opts.RowNumber != "" {
 				d.line = utf8.AppendRune(d.line, d.opts.Delimiter)
 			}
-			if col.IsNull(i) {
+			if isNull(col, i) {
 				d.line = append(d.line, d.opts.NullValue...)
 				continue
 			}

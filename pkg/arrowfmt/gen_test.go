@@ -243,6 +243,49 @@ func allColumns() []column {
 				mb.ItemBuilder().(*array.Int64Builder).Append(r.Int64N(100))
 			}
 		}},
+		{arrow.Field{Name: "large_tags", Type: arrow.LargeListOf(arrow.PrimitiveTypes.Int64), Nullable: true}, func(b array.Builder, r *rand.Rand) {
+			if maybeNull(b, r) {
+				return
+			}
+			lb := b.(*array.LargeListBuilder)
+			lb.Append(true)
+			for range r.IntN(3) {
+				lb.ValueBuilder().(*array.Int64Builder).Append(r.Int64())
+			}
+		}},
+		{arrow.Field{Name: "triple", Type: arrow.FixedSizeListOf(3, arrow.PrimitiveTypes.Float64), Nullable: true}, func(b array.Builder, r *rand.Rand) {
+			if maybeNull(b, r) {
+				return
+			}
+			lb := b.(*array.FixedSizeListBuilder)
+			lb.Append(true)
+			for range 3 {
+				lb.ValueBuilder().(*array.Float64Builder).Append(r.NormFloat64())
+			}
+		}},
+		{arrow.Field{Name: "codes", Type: arrow.MapOf(arrow.PrimitiveTypes.Int32, arrow.BinaryTypes.String), Nullable: true}, func(b array.Builder, r *rand.Rand) {
+			if maybeNull(b, r) {
+				return
+			}
+			mb := b.(*array.MapBuilder)
+			mb.Append(true)
+			for k := range r.IntN(3) {
+				mb.KeyBuilder().(*array.Int32Builder).Append(int32(k * 10))
+				mb.ItemBuilder().(*array.StringBuilder).Append(tricky[r.IntN(len(tricky))])
+			}
+		}},
+		{arrow.Field{Name: "ree", Type: arrow.RunEndEncodedOf(arrow.PrimitiveTypes.Int32, arrow.BinaryTypes.String), Nullable: true}, func(b array.Builder, r *rand.Rand) {
+			rb := b.(*array.RunEndEncodedBuilder)
+			if r.IntN(7) == 0 {
+				rb.AppendNull()
+				return
+			}
+			rb.Append(1)
+			rb.ValueBuilder().(*array.StringBuilder).Append([]string{"east", "west"}[r.IntN(2)])
+		}},
+		{arrow.Field{Name: "nothing", Type: arrow.Null, Nullable: true}, func(b array.Builder, r *rand.Rand) {
+			b.AppendNull()
+		}},
 		{arrow.Field{Name: "segment", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int16, ValueType: arrow.BinaryTypes.String}, Nullable: true}, func(b array.Builder, r *rand.Rand) {
 			if !maybeNull(b, r) {
 				_ = b.(*array.BinaryDictionaryBuilder).AppendString([]string{"gold", "silver", "bronze, plus"}[r.IntN(3)])

@@ -3,9 +3,11 @@ package arrowfmt
 import (
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
@@ -39,7 +41,8 @@ type ParquetOptions struct {
 // logical types (and the Arrow schema, so Arrow readers get back exactly
 // the types written). Top-level columns Parquet has no type for are converted
 // on the way: string and binary views become plain strings and binaries (the
-// same values), date64 becomes date32 (Parquet dates are days), and
+// same values), date64 becomes date32 (Parquet dates are days), fixed-size
+// lists become lists (their size in "sluice.fixed_size_list"), and
 // durations become 64-bit integers of their unit, named in the field
 // metadata under "sluice.duration_unit". Intervals are refused. Timestamps
 // in seconds are stored in milliseconds, Parquet's coarsest unit.
@@ -49,8 +52,11 @@ type Parquet struct {
 	rows   int64
 }
 
-// DurationUnitKey is the field metadata key that names a duration's unit.
-const DurationUnitKey = "sluice.duration_unit"
+// Field metadata keys that say what a converted column was.
+const (
+	DurationUnitKey = "sluice.duration_unit"
+	FixedSizeKey    = "sluice.fixed_size_list"
+)
 
 // ParquetSchema answers the schema a Parquet file holds for schema.
 func ParquetSchema(schema *arrow.Schema) *arrow.Schema {
@@ -64,6 +70,12 @@ func ParquetSchema(schema *arrow.Schema) *arrow.Schema {
 		case *arrow.Date64Type:
 			// Parquet dates are days; Arrow says date64 holds whole days.
 			fields[k].Type = arrow.FixedWidthTypes.Date32
+		case *arrow.FixedSizeListType:
+			// pqarrow cannot write a null entry that still owns values,
+			// which every null of a fixed-size list does: write a list.
+			fields[k].Type = arrow.ListOfField(t.ElemField())
+			keys, values := append(f.Metadata.Keys(), FixedSizeKey), append(f.Metadata.Values(), strconv.Itoa(int(t.Len())))
+			fields[k].Metadata = arrow.NewMetadata(keys, values)
 		case *arrow.DurationType:
 			fields[k].Type = arrow.PrimitiveTypes.Int64
 			keys, values := append(f.Metadata.Keys(), DurationUnitKey), append(f.Metadata.Values(), t.Unit.String())
@@ -100,6 +112,47 @@ func rebuild[V, W any](src valuer[V], b valueBuilder[W], conv func(V) W) arrow.A
 	return b.NewArray()
 }
 
+// fixedToList rewrites a fixed-size list as a list whose null entries own
+// no values.
+func fixedToList(f *array.FixedSizeList, listType arrow.DataType) (arrow.Array, error) {
+	n := f.Len()
+	values := f.ListValues()
+	bitmap := make([]byte, bitutil.BytesForBits(int64(n)))
+	offsets := make([]int32, 1, n+1)
+	var pieces []arrow.Array
+	defer func() {
+		for _, p := range pieces {
+			p.Release()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		last := offsets[len(offsets)-1]
+		if f.IsNull(i) {
+			offsets = append(offsets, last)
+			continue
+		}
+		bitutil.SetBit(bitmap, i)
+		start, end := f.ValueOffsets(i)
+		pieces = append(pieces, array.NewSlice(values, start, end))
+		offsets = append(offsets, last+int32(end-start))
+	}
+	var child arrow.Array
+	if len(pieces) == 0 {
+		child = array.MakeArrayOfNull(memory.DefaultAllocator, values.DataType(), 0)
+	} else {
+		var err error
+		if child, err = array.Concatenate(pieces, memory.DefaultAllocator); err != nil {
+			return nil, err
+		}
+	}
+	defer child.Release()
+	data := array.NewData(listType, n,
+		[]*memory.Buffer{memory.NewBufferBytes(bitmap), memory.NewBufferBytes(arrow.Int32Traits.CastToBytes(offsets))},
+		[]arrow.ArrayData{child.Data()}, f.NullN(), 0)
+	defer data.Release()
+	return array.MakeFromData(data), nil
+}
+
 // toParquet converts a batch's columns to ParquetSchema's types.
 func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, error) {
 	cols := rec.Columns()
@@ -114,6 +167,12 @@ func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, 
 			out[k] = rebuild(col.(*array.Date64), array.NewDate32Builder(memory.DefaultAllocator), func(d arrow.Date64) arrow.Date32 {
 				return arrow.Date32FromTime(d.ToTime())
 			})
+		case arrow.FIXED_SIZE_LIST:
+			l, err := fixedToList(col.(*array.FixedSizeList), schema.Field(k).Type)
+			if err != nil {
+				return nil, fmt.Errorf("column %q: %w", schema.Field(k).Name, err)
+			}
+			out[k] = l
 		case arrow.DURATION:
 			// Same buffers, read as int64: no copy.
 			d := col.Data()

@@ -164,6 +164,21 @@ func floatAt(arr arrow.Array, i int) (float64, int) {
 	}
 }
 
+// isNull reports whether row i is NULL. Arrays of the null type carry no
+// validity bitmap, so their IsNull answers false: every row is NULL.
+// Run-end encoded and dictionary arrays keep nulls among their values too.
+func isNull(arr arrow.Array, i int) bool {
+	switch a := arr.(type) {
+	case *array.Null:
+		return true
+	case *array.RunEndEncoded:
+		return isNull(a.Values(), a.GetPhysicalIndex(i))
+	case *array.Dictionary:
+		return a.IsNull(i) || isNull(a.Dictionary(), a.GetValueIndex(i))
+	}
+	return arr.IsNull(i)
+}
+
 // jsonAppender renders a value (null included) as JSON.
 func jsonAppender(dt arrow.DataType) (appender, error) {
 	inner, err := jsonValue(dt)
@@ -171,7 +186,7 @@ func jsonAppender(dt arrow.DataType) (appender, error) {
 		return nil, err
 	}
 	return func(dst []byte, arr arrow.Array, i int) []byte {
-		if arr.IsNull(i) {
+		if isNull(arr, i) {
 			return append(dst, "null"...)
 		}
 		return inner(dst, arr, i)
