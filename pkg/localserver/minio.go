@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
-	"github.com/minio/madmin-go/v3"
 )
 
 // MinIO is a running MinIO server.
@@ -136,29 +134,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// SetUser creates (or updates) a MinIO user with the given key pair whose
-// only permissions are policy (an IAM policy document), through MinIO's
-// admin API.
-func (m *MinIO) SetUser(ctx context.Context, accessKey, secretKey, policy string) error {
-	u, err := url.Parse(m.Endpoint)
-	if err != nil {
-		return fmt.Errorf("minio admin: %w", err)
-	}
-	adm, err := madmin.New(u.Host, m.RootUser, m.RootPassword, false)
-	if err != nil {
-		return fmt.Errorf("minio admin: %w", err)
-	}
-	policyName := "policy-" + accessKey
-	if err := adm.AddCannedPolicy(ctx, policyName, []byte(policy)); err != nil {
-		return fmt.Errorf("minio admin: add policy: %w", err)
-	}
-	if err := adm.AddUser(ctx, accessKey, secretKey); err != nil {
-		return fmt.Errorf("minio admin: add user: %w", err)
-	}
-	if err := adm.SetPolicy(ctx, policyName, accessKey, false); err != nil {
-		return fmt.Errorf("minio admin: attach policy: %w", err)
-	}
-	return nil
 }

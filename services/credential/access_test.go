@@ -244,7 +244,7 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 	policy := func(actions string) string {
 		return fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":[%s],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, actions, bucket, bucket)
 	}
-	if err := m.SetUser(ctx, keyID, keySecret, policy(`"s3:GetBucketLocation","s3:ListBucket","s3:GetObject","s3:DeleteObject"`)); err != nil {
+	if err := testenv.SetMinIOUser(ctx, m, keyID, keySecret, policy(`"s3:GetBucketLocation","s3:ListBucket","s3:GetObject","s3:DeleteObject"`)); err != nil {
 		t.Fatal(err)
 	}
 	create := func(id, bucket, key, secret string) *credentialv1.Credential {
@@ -270,7 +270,7 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 	if got := test(c); got != "bucket_region=PASSED list=PASSED put_object=FAILED(ACCESS_DENIED s3:PutObject)" {
 		t.Fatalf("without s3:PutObject: %s", got)
 	}
-	if err := m.SetUser(ctx, keyID, keySecret, policy(`"s3:GetBucketLocation","s3:ListBucket","s3:GetObject","s3:PutObject","s3:DeleteObject"`)); err != nil {
+	if err := testenv.SetMinIOUser(ctx, m, keyID, keySecret, policy(`"s3:GetBucketLocation","s3:ListBucket","s3:GetObject","s3:PutObject","s3:DeleteObject"`)); err != nil {
 		t.Fatal(err)
 	}
 	if got := test(c); got != "bucket_region=PASSED list=PASSED put_object=PASSED delete_object=PASSED" {
@@ -280,7 +280,7 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 	// MinIO, like AWS, checks permissions before existence: a user allowed
 	// on every bucket learns that one does not exist.
 	const broadID, broadSecret = "SLUICETESTUSER0002", "sluice-test-user-secret-0002"
-	if err := m.SetUser(ctx, broadID, broadSecret, `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}]}`); err != nil {
+	if err := testenv.SetMinIOUser(ctx, m, broadID, broadSecret, `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}]}`); err != nil {
 		t.Fatal(err)
 	}
 	missing := create("minio-missing", "no-such-bucket-"+strings.ToLower(randomSuffix()), broadID, broadSecret)
