@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -341,6 +342,41 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	}
 	if err := resolve(auth.PolicyRestrictPII); err != nil {
 		t.Fatalf("resolving for a restricted user after allowing limited PII: %v", err)
+	}
+
+	// Preview: the keys a delivery would write, from the stored settings
+	// or from settings being edited.
+	csv, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: sandbox, DestinationId: "c360-csv",
+		Destination: &destinationv1.Destination{Credential: cred.GetName(), Prefix: "c360/", SuccessFile: true, Manifest: true,
+			FilenameTemplate: "C360_{{now|local:'America/Los_Angeles'|format:'MM-dd-yyyy'}}.csv.gz",
+			Format:           &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
+			Compression:      &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := timestamppb.New(time.Date(2026, 3, 8, 5, 0, 0, 0, time.UTC)) // still March 7 in Los Angeles
+	prev, err := dests.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Name{Name: csv.GetName()}, Time: at, OutputName: "c360"}, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, o := range prev.GetObjects() {
+		keys = append(keys, o.GetKey())
+	}
+	if prev.GetBucket() != "acme-exports" || strings.Join(keys, " ") != "c360/C360_03-07-2026.csv.gz c360/c360.DONE c360/c360.manifest.json" {
+		t.Fatalf("preview: bucket %s, keys %v", prev.GetBucket(), keys)
+	}
+	inline, err := dests.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Destination{
+		Destination: &destinationv1.Destination{Credential: cred.GetName(), BucketOverride: "other-bucket", Format: parquet, Split: &destinationv1.Split{MaxRows: 1000}}},
+		Time: at, OutputName: "audience", FileCount: 2}, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inline.GetBucket() != "other-bucket" || len(inline.GetObjects()) != 2 || inline.GetObjects()[1].GetKey() != "audience/part-00002.parquet" {
+		t.Fatalf("inline preview: %v", inline)
+	}
+	if _, err := dests.DeleteDestination(ctx, &destinationv1.DeleteDestinationRequest{Name: csv.GetName()}, admin); err != nil {
+		t.Fatal(err)
 	}
 
 	// Once no destination uses it, the credential goes.

@@ -92,6 +92,24 @@ func DefaultTemplate(f Format, delimiter rune) string {
 	return "{{output_name}}_{{file_number}}.txt"
 }
 
+// SuccessKey and ManifestKey name the objects written after the last data
+// file: an empty `.DONE` marker, and a manifest of every file.
+func SuccessKey(prefix, outputName string) string { return prefix + outputName + ".DONE" }
+
+// ManifestKey names the manifest object of an output.
+func ManifestKey(prefix, outputName string) string { return prefix + outputName + ".manifest.json" }
+
+// Key answers the object key of file n.
+func (c Config) Key(n int) string {
+	values := c.Values
+	values.FileNumber = n
+	key := c.Prefix + c.Template.Render(values)
+	if c.Format == Parquet && c.ParquetExtension && !strings.HasSuffix(key, ".parquet") {
+		key += ".parquet"
+	}
+	return key
+}
+
 // Sink creates the objects files are written to.
 type Sink interface {
 	Create(key string) (Object, error)
@@ -212,12 +230,7 @@ func (nopCloser) Close() error { return nil }
 
 func (w *Writer) openFile() error {
 	n := len(w.keys) + 1
-	values := w.cfg.Values
-	values.FileNumber = n
-	key := w.cfg.Prefix + w.cfg.Template.Render(values)
-	if w.cfg.Format == Parquet && w.cfg.ParquetExtension && !strings.HasSuffix(key, ".parquet") {
-		key += ".parquet"
-	}
+	key := w.cfg.Key(n)
 	if w.keys[key] {
 		return fmt.Errorf("fileset: file %d would be named %q like an earlier one", n, key)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"regexp"
 	"slices"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
@@ -21,7 +22,9 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/pgpstream"
 	"github.com/sluicehq/sluice/pkg/resourcename"
@@ -32,7 +35,7 @@ import (
 
 const collection = "destinations"
 
-const later = "destination tests, previews and promotion arrive with the rest of the destination service work (issue 6)"
+const later = "destination tests and promotion arrive with the rest of the destination service work (issue 6)"
 
 // ReasonDestinationNotAllowed says the caller may not use the destination.
 const ReasonDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
@@ -55,6 +58,7 @@ type Service struct {
 
 	store *store.Store
 	peers Peers
+	now   func() time.Time
 }
 
 // New opens the store and answers the service.
@@ -63,7 +67,7 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, peers: peers}, nil
+	return &Service{store: st, peers: peers, now: time.Now}, nil
 }
 
 // Register adds the service to srv and closes the store on shutdown.
@@ -108,6 +112,13 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 	if k := d.GetPgpPublicKey(); k != "" {
 		if _, err := pgpstream.ParseRecipient(k); err != nil {
 			v.Add("destination.pgp_public_key", "%v", err)
+		}
+	}
+	if v.Len() == 0 {
+		if c, err := outputspec.Config(d, filename.Values{}); err == nil {
+			if n := outputspec.WorstCaseKeyBytes(c); n > outputspec.MaxKeyBytes {
+				v.Add("destination.filename_template", "with the prefix, object keys can reach %d bytes (longest month and weekday names, a 200-character output name, file 99999); S3 allows %d", n, outputspec.MaxKeyBytes)
+			}
 		}
 	}
 	if s := d.GetSplit(); s != nil {
@@ -373,14 +384,15 @@ func (s *Service) TestDestination(ctx context.Context, req *destinationv1.TestDe
 	return nil, apierror.Unimplemented("TestDestination", later)
 }
 
-// PreviewDestination validates the request; previews arrive with issue 6.
+// PreviewDestination answers the object keys a delivery would write at the
+// given time, from the same naming the delivery pipeline uses.
 func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.PreviewDestinationRequest) (*destinationv1.PreviewDestinationResponse, error) {
 	var v apierror.Violations
-	var tenant, name string
+	var name string
 	switch t := req.GetTarget().(type) {
 	case *destinationv1.PreviewDestinationRequest_Name:
-		n, _ := validate.Name(&v, "name", t.Name, collection)
-		tenant, name = n.Tenant, t.Name
+		validate.Name(&v, "name", t.Name, collection)
+		name = t.Name
 	case *destinationv1.PreviewDestinationRequest_Destination:
 		validateDestination(&v, t.Destination, resourcename.Parent{}, true)
 	default:
@@ -393,12 +405,51 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
+	d := req.GetDestination()
 	if name != "" {
-		if err := validate.Visible(ctx, tenant, name); err != nil {
+		var err error
+		if d, _, err = s.visible(ctx, name); err != nil {
 			return nil, err
 		}
 	}
-	return nil, apierror.Unimplemented("PreviewDestination", later)
+	at := s.now()
+	if req.GetTime() != nil {
+		at = req.GetTime().AsTime()
+	}
+	outputName := req.GetOutputName()
+	if outputName == "" {
+		outputName = "output"
+	}
+	cfg, err := outputspec.Config(d, filename.Values{Now: at, OutputName: outputName})
+	if err != nil {
+		var v apierror.Violations
+		v.Add("destination", "%v", err)
+		return nil, v.Err()
+	}
+	bucket := d.GetBucketOverride()
+	if bucket == "" {
+		c, err := s.peers.Credentials.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: d.GetCredential()})
+		if err != nil {
+			return nil, apierror.Wrap(err, codes.FailedPrecondition, apierror.ReasonFailedPrecondition,
+				"the destination's credential cannot be read, so its bucket is unknown: "+status.Convert(err).Message())
+		}
+		bucket = c.GetBucket()
+	}
+	files := 1
+	if splits(d) {
+		files = max(1, int(req.GetFileCount()))
+	}
+	resp := &destinationv1.PreviewDestinationResponse{Bucket: bucket}
+	for n := 1; n <= files; n++ {
+		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: cfg.Key(n), Kind: destinationv1.ObjectKind_OBJECT_KIND_DATA})
+	}
+	if d.GetSuccessFile() {
+		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: fileset.SuccessKey(d.GetPrefix(), outputName), Kind: destinationv1.ObjectKind_OBJECT_KIND_SUCCESS})
+	}
+	if d.GetManifest() {
+		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: fileset.ManifestKey(d.GetPrefix(), outputName), Kind: destinationv1.ObjectKind_OBJECT_KIND_MANIFEST})
+	}
+	return resp, nil
 }
 
 // PromoteDestination validates the request; promotion arrives with issue 6.

@@ -62,6 +62,10 @@ func TestValidateDestination(t *testing.T) {
 			d.FilenameTemplate = "out_{{now|format:'yyyy'}}.csv"
 		}, "destination.filename_template"},
 		{"PGP key that is not a key", func(d *destinationv1.Destination) { d.PgpPublicKey = "-----BEGIN PGP PUBLIC KEY BLOCK-----\nnope" }, "destination.pgp_public_key"},
+		{"keys over S3's 1,024 bytes", func(d *destinationv1.Destination) {
+			d.Prefix = strings.Repeat("p/", 400)
+			d.FilenameTemplate = "{{output_name}}_{{now|format:'MMMM EEEE'}}.parquet"
+		}, "destination.filename_template"},
 		{"description too long", func(d *destinationv1.Destination) { d.Description = strings.Repeat("x", 2001) }, "destination.description"},
 	}
 	for _, tt := range tests {

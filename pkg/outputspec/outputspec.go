@@ -1,0 +1,112 @@
+// Package outputspec turns a destination's settings into the fileset
+// configuration of one delivery's output, so that the destination service
+// (preview, validation) and the delivery service (the pipeline) name and
+// shape files the same way.
+package outputspec
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/arrowfmt"
+	"github.com/sluicehq/sluice/pkg/compression"
+	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/pgpstream"
+)
+
+// Config answers the fileset configuration for d, with values for the
+// template (the delivery's time and output name).
+func Config(d *destinationv1.Destination, values filename.Values) (fileset.Config, error) {
+	c := fileset.Config{Prefix: d.GetPrefix(), Values: values, MaxRows: d.GetSplit().GetMaxRows(), MaxBytes: d.GetSplit().GetMaxBytes()}
+	var delimiter rune
+	switch f := d.GetFormat().GetKind().(type) {
+	case *destinationv1.FileFormat_Parquet:
+		c.Format = fileset.Parquet
+		c.Parquet = arrowfmt.ParquetOptions{RowGroupRows: f.Parquet.GetRowGroupRows(), Codec: map[destinationv1.ParquetCodec]arrowfmt.Codec{
+			destinationv1.ParquetCodec_PARQUET_CODEC_UNSPECIFIED: arrowfmt.Snappy,
+			destinationv1.ParquetCodec_PARQUET_CODEC_SNAPPY:      arrowfmt.Snappy,
+			destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD:        arrowfmt.Zstd,
+			destinationv1.ParquetCodec_PARQUET_CODEC_GZIP:        arrowfmt.Gzip,
+			destinationv1.ParquetCodec_PARQUET_CODEC_NONE:        arrowfmt.Uncompressed,
+		}[f.Parquet.GetCodec()]}
+		c.ParquetExtension = f.Parquet.Extension == nil || f.Parquet.GetExtension()
+	case *destinationv1.FileFormat_Delimited:
+		c.Format = fileset.Delimited
+		del := f.Delimited
+		if del.GetDelimiter() != "" {
+			delimiter, _ = utf8.DecodeRuneInString(del.GetDelimiter())
+		}
+		var escape rune
+		if del.GetEscape() != "" {
+			escape, _ = utf8.DecodeRuneInString(del.GetEscape())
+		}
+		c.Delimited = arrowfmt.DelimitedOptions{
+			Delimiter: delimiter, Header: del.Header == nil || del.GetHeader(), Escape: escape,
+			CRLF: del.GetLineEnding() == destinationv1.LineEnding_LINE_ENDING_CRLF, NullValue: del.GetNullValue(),
+			Quote: map[destinationv1.QuoteMode]arrowfmt.QuoteMode{
+				destinationv1.QuoteMode_QUOTE_MODE_UNSPECIFIED:  arrowfmt.QuoteMinimal,
+				destinationv1.QuoteMode_QUOTE_MODE_MINIMAL:      arrowfmt.QuoteMinimal,
+				destinationv1.QuoteMode_QUOTE_MODE_ALL:          arrowfmt.QuoteAll,
+				destinationv1.QuoteMode_QUOTE_MODE_ALL_NON_NULL: arrowfmt.QuoteAllNonNull,
+				destinationv1.QuoteMode_QUOTE_MODE_NON_NUMERIC:  arrowfmt.QuoteNonNumeric,
+				destinationv1.QuoteMode_QUOTE_MODE_NONE:         arrowfmt.QuoteNone,
+			}[del.GetQuoteMode()],
+		}
+	case *destinationv1.FileFormat_Json:
+		c.Format = fileset.JSON
+	case *destinationv1.FileFormat_Ndjson:
+		c.Format = fileset.NDJSON
+	default:
+		return c, fmt.Errorf("the destination has no file format")
+	}
+	if rn := d.GetRowNumber(); rn.GetEnabled() {
+		name := rn.GetColumnName()
+		if name == "" {
+			name = "row_number"
+		}
+		c.Delimited.RowNumber, c.JSON.RowNumber = name, name
+	}
+	c.Compression = map[destinationv1.CompressionKind]compression.Kind{
+		destinationv1.CompressionKind_COMPRESSION_KIND_UNSPECIFIED: compression.None,
+		destinationv1.CompressionKind_COMPRESSION_KIND_NONE:        compression.None,
+		destinationv1.CompressionKind_COMPRESSION_KIND_GZIP:        compression.Gzip,
+		destinationv1.CompressionKind_COMPRESSION_KIND_ZIP:         compression.Zip,
+		destinationv1.CompressionKind_COMPRESSION_KIND_TAR:         compression.Tar,
+		destinationv1.CompressionKind_COMPRESSION_KIND_TGZ:         compression.Tgz,
+	}[d.GetCompression().GetKind()]
+	c.Zip64 = d.GetCompression().GetUseZip64()
+	tmpl := d.GetFilenameTemplate()
+	if tmpl == "" {
+		tmpl = fileset.DefaultTemplate(c.Format, delimiter)
+	}
+	t, err := filename.Parse(tmpl)
+	if err != nil {
+		return c, fmt.Errorf("filename template: %w", err)
+	}
+	c.Template = t
+	if k := d.GetPgpPublicKey(); k != "" {
+		if c.PGP, err = pgpstream.ParseRecipient(k); err != nil {
+			return c, fmt.Errorf("PGP public key: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// MaxKeyBytes is S3's limit on an object key.
+const MaxKeyBytes = 1024
+
+// WorstCaseKeyBytes answers how long a data file's key can get: the
+// template filled in with the longest month and weekday names, a five-digit
+// file number and the longest output name.
+func WorstCaseKeyBytes(c fileset.Config) int {
+	c.Values = filename.Values{
+		Now:        time.Date(2026, time.September, 30, 23, 59, 59, 999999999, time.UTC), // a Wednesday
+		FileNumber: 99999,
+		OutputName: strings.Repeat("x", 200),
+	}
+	return len(c.Key(99999))
+}
