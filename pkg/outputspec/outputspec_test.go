@@ -1,0 +1,62 @@
+package outputspec_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/arrowfmt"
+	"github.com/sluicehq/sluice/pkg/compression"
+	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/outputspec"
+)
+
+func TestConfig(t *testing.T) {
+	no := false
+	values := filename.Values{Now: time.Date(2026, 3, 8, 9, 30, 0, 0, time.UTC), OutputName: "c360"}
+	tsv := &destinationv1.Destination{
+		Prefix: "exports/",
+		Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{
+			Delimiter: "\t", Header: &no, Escape: "\\", QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_NON_NUMERIC,
+			LineEnding: destinationv1.LineEnding_LINE_ENDING_CRLF, NullValue: "NULL",
+		}}},
+		Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_ZIP, UseZip64: true},
+		RowNumber:   &destinationv1.RowNumber{Enabled: true},
+		Split:       &destinationv1.Split{MaxRows: 1000},
+	}
+	c, err := outputspec.Config(tsv, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := arrowfmt.DelimitedOptions{Delimiter: '\t', Header: false, Escape: '\\', Quote: arrowfmt.QuoteNonNumeric, CRLF: true, NullValue: "NULL", RowNumber: "row_number"}
+	if c.Format != fileset.Delimited || c.Delimited != want || c.Compression != compression.Zip || !c.Zip64 || c.MaxRows != 1000 {
+		t.Fatalf("config %+v", c)
+	}
+	if got := c.Key(2); got != "exports/c360_2.tsv" {
+		t.Fatalf("default key %q: compression adds no extension", got)
+	}
+
+	parquet := &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{
+		Codec: destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD, RowGroupRows: 5000}}},
+		FilenameTemplate: "{{output_name}}/{{now|format:'yyyy-MM-dd'}}/part-{{file_number}}"}
+	c, err = outputspec.Config(parquet, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Parquet.Codec != arrowfmt.Zstd || c.Parquet.RowGroupRows != 5000 || !c.ParquetExtension || c.Key(1) != "c360/2026-03-08/part-1.parquet" {
+		t.Fatalf("parquet config %+v key %q", c.Parquet, c.Key(1))
+	}
+	if n := outputspec.WorstCaseKeyBytes(c); n <= 200 || n > 300 {
+		t.Fatalf("worst case %d bytes", n)
+	}
+	parquet.FilenameTemplate = "{{now|format:'MMMM EEEE'}}"
+	c, _ = outputspec.Config(parquet, values)
+	if n := outputspec.WorstCaseKeyBytes(c); n != len("September Wednesday.parquet") {
+		t.Fatalf("worst case of the longest names: %d", n)
+	}
+	if _, err := outputspec.Config(&destinationv1.Destination{}, values); err == nil || !strings.Contains(err.Error(), "format") {
+		t.Fatalf("a destination without format: %v", err)
+	}
+}
