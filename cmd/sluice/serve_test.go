@@ -379,6 +379,50 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Promotion to production: verified first (or forced by an
+	// administrator), onto the production credential of the same id.
+	promote := func(force bool, as grpc.CallOption) (*destinationv1.Destination, error) {
+		return dests.PromoteDestination(ctx, &destinationv1.PromoteDestinationRequest{Name: d1.GetName(), TargetEnvironment: "production", Force: force}, as)
+	}
+	reason := func(err error) string {
+		for _, d := range status.Convert(err).Details() {
+			if ei, ok := d.(*errdetails.ErrorInfo); ok {
+				return ei.GetReason()
+			}
+		}
+		return ""
+	}
+	if _, err := promote(false, admin); status.Code(err) != codes.FailedPrecondition || reason(err) != "NO_SUCCESSFUL_DELIVERY" {
+		t.Fatalf("promoting an unverified destination: %v", err)
+	}
+	if _, err := promote(true, plain); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("force by a user: %v", err)
+	}
+	if _, err := promote(true, admin); status.Code(err) != codes.FailedPrecondition || reason(err) != "CREDENTIAL_MISSING_IN_TARGET" {
+		t.Fatalf("promoting without a production credential: %v", err)
+	}
+	prodCred, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: "tenants/acme/environments/production", CredentialId: "keys",
+		Credential: &credentialv1.Credential{Bucket: "acme-exports-prod", Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{
+			AccessKeyId: "AKIAIOSFODNN7EXAMPLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, err := promote(true, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prod.GetName() != "tenants/acme/environments/production/destinations/everyone" || prod.GetCredential() != prodCred.GetName() ||
+		prod.GetPromotedFrom() != d1.GetName() || prod.GetPrefix() != "c360/" || !prod.GetAccess().GetAllowLimitedPii() {
+		t.Fatalf("promoted %v", prod)
+	}
+	again, err := promote(true, admin)
+	if err != nil || again.GetEtag() == "" || !again.GetCreateTime().AsTime().Equal(prod.GetCreateTime().AsTime()) {
+		t.Fatalf("promoting again: %v, %v", again, err)
+	}
+	if _, err := dests.DeleteDestination(ctx, &destinationv1.DeleteDestinationRequest{Name: prod.GetName()}, admin); err != nil {
+		t.Fatal(err)
+	}
+
 	// Once no destination uses it, the credential goes.
 	for _, d := range []string{d1.GetName(), d2.GetName()} {
 		if _, err := dests.DeleteDestination(ctx, &destinationv1.DeleteDestinationRequest{Name: d}, admin); err != nil {

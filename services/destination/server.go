@@ -6,6 +6,7 @@ package destination
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"time"
@@ -35,7 +36,7 @@ import (
 
 const collection = "destinations"
 
-const later = "destination tests and promotion arrive with the rest of the destination service work (issue 6)"
+const later = "testing a destination's connection arrives with the rest of the destination service work (issue 6)"
 
 // ReasonDestinationNotAllowed says the caller may not use the destination.
 const ReasonDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
@@ -452,7 +453,18 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	return resp, nil
 }
 
-// PromoteDestination validates the request; promotion arrives with issue 6.
+// Reasons of promotion.
+const (
+	ReasonNotVerified        = "NO_SUCCESSFUL_DELIVERY"
+	ReasonCredentialMissing  = "CREDENTIAL_MISSING_IN_TARGET"
+	ReasonAlreadyInTargetEnv = "DESTINATION_EXISTS_IN_TARGET"
+)
+
+// PromoteDestination copies a verified destination into another
+// environment under the same id, pointing at the credential of the same id
+// there. A destination without a successful delivery is refused unless an
+// administrator forces it; promoting again updates the copy, which force
+// also needs when the copy was not promoted from this destination.
 func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.PromoteDestinationRequest) (*destinationv1.Destination, error) {
 	var v apierror.Violations
 	n, ok := validate.Name(&v, "name", req.GetName(), collection)
@@ -462,10 +474,53 @@ func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.Pro
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := validate.Visible(ctx, n.Tenant, req.GetName()); err != nil {
+	src, caller, err := s.visible(ctx, req.GetName())
+	if err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("PromoteDestination", later)
+	if req.GetForce() && !caller.IsAdmin() {
+		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+			"force needs the Datagrid Administrator or Operator policy").With("policy", auth.PolicyAdministrator)
+	}
+	if src.GetLastSuccessfulDeliveryTime() == nil && !req.GetForce() {
+		return nil, apierror.New(codes.FailedPrecondition, ReasonNotVerified,
+			"verify the destination with a successful test delivery in "+n.Environment+" before promoting it, or have an administrator force the promotion").
+			With("destination", req.GetName())
+	}
+	target := resourcename.Parent{Tenant: n.Tenant, Environment: req.GetTargetEnvironment()}
+	cred, _ := resourcename.Parse(src.GetCredential(), "credentials")
+	targetCred := target.Child("credentials", cred.ID).String()
+	if _, err := s.peers.Credentials.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: targetCred}); err != nil {
+		if status.Code(err) == codes.NotFound {
+			return nil, apierror.New(codes.FailedPrecondition, ReasonCredentialMissing,
+				fmt.Sprintf("%s has no credential %q: create it there (with the production bucket and role) and promote again", target, cred.ID)).
+				With("credential", targetCred)
+		}
+		return nil, apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable, "the credential service did not answer; try again")
+	}
+	copyTo := func(d *destinationv1.Destination) {
+		keep := d.GetName()
+		created, updated := d.GetCreateTime(), d.GetUpdateTime()
+		proto.Reset(d)
+		proto.Merge(d, storedDestination(src))
+		d.Name, d.CreateTime, d.UpdateTime = keep, created, updated
+		d.Credential, d.PromotedFrom = targetCred, req.GetName()
+	}
+	targetName := target.Child(collection, n.ID).String()
+	fresh := &destinationv1.Destination{Name: targetName}
+	copyTo(fresh)
+	out, err := s.store.Destinations.Create(ctx, target.String(), fresh)
+	if !errors.Is(err, apierror.ErrAlreadyExists) {
+		return out, err
+	}
+	return s.store.Destinations.Update(ctx, targetName, "", func(d *destinationv1.Destination) error {
+		if d.GetPromotedFrom() != req.GetName() && !req.GetForce() {
+			return apierror.New(codes.FailedPrecondition, ReasonAlreadyInTargetEnv,
+				targetName+" exists and was not promoted from this destination; an administrator may force replacing it").With("destination", targetName)
+		}
+		copyTo(d)
+		return nil
+	})
 }
 
 // ResolveDestination is internal: a Sluice service asks, for the end caller
