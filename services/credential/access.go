@@ -13,12 +13,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/awsname"
+	"github.com/sluicehq/sluice/pkg/connectiontest"
 )
 
 // sessionDuration is how long an assumed-role session lasts; the cache
@@ -104,52 +104,24 @@ func (s *Service) s3For(a access) *s3.Client {
 	return s.cfg.AWS.S3(s.cfg.AWS.Static(a.creds), a.region)
 }
 
-// checkRun records the checks of one test, skipping those after a failure.
-type checkRun struct {
-	bucket string
-	result *credentialv1.TestResult
-	failed bool
-}
-
-func (r *checkRun) run(name string, fn func() error) {
-	check := &credentialv1.TestCheck{Check: name}
-	r.result.Checks = append(r.result.Checks, check)
-	if r.failed {
-		check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_SKIPPED
-		check.Message = "not run: an earlier check failed"
-		return
-	}
-	start := time.Now()
-	err := fn()
-	check.Duration = durationpb.New(time.Since(start))
-	if err == nil {
-		check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_PASSED
-		return
-	}
-	r.failed = true
-	cause := awserror.Classify(err, r.bucket)
-	check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_FAILED
-	check.Reason, check.Message, check.MissingPermission = cause.Reason, cause.Message, cause.MissingPermission
-}
-
 // test proves the credential against the real services: the role (when
 // there is one), then the bucket's region, listing and writing under the
 // prefix, cleaning up the probe it wrote.
 func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credentialv1.TestResult {
-	r := &checkRun{bucket: c.GetBucket(), result: &credentialv1.TestResult{}}
+	r := connectiontest.New(c.GetBucket())
 	var a access
 	var assumed bool
 	var openErr error
 	a, assumed, openErr = s.open(ctx, c)
 	if assumed {
-		r.run("assume_role", func() error { return openErr })
+		r.Check("assume_role", func() error { return openErr })
 	} else if openErr != nil {
-		r.run("open_secret", func() error { return openErr })
+		r.Check("open_secret", func() error { return openErr })
 	}
 	client := s.s3For(a)
 	bucket := c.GetBucket()
 	if b, err := awsname.ParseBucket(bucket); err == nil && b.AccessPoint == nil {
-		r.run("bucket_region", func() error {
+		r.Check("bucket_region", func() error {
 			out, err := client.GetBucketLocation(ctx, &s3.GetBucketLocationInput{Bucket: aws.String(bucket)})
 			if err != nil {
 				return err
@@ -165,18 +137,18 @@ func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credent
 			return nil
 		})
 	}
-	r.run("list", func() error {
+	r.Check("list", func() error {
 		_, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(c.GetPrefix()), MaxKeys: aws.Int32(1)})
 		return err
 	})
 	probe := c.GetPrefix() + ".sluice-connection-test-" + randomSuffix()
-	r.run("put_object", func() error {
+	r.Check("put_object", func() error {
 		_, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(probe),
 			Body: strings.NewReader("Sluice connection test; safe to delete.\n")})
 		return err
 	})
-	if !r.failed {
-		r.run("delete_object", func() error {
+	if !r.Failed() {
+		r.Check("delete_object", func() error {
 			_, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(probe)})
 			if err != nil {
 				cause := awserror.Classify(err, bucket)
@@ -186,8 +158,7 @@ func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credent
 			return nil
 		})
 	}
-	r.result.Ok = !r.failed
-	return r.result
+	return r.Result()
 }
 
 func randomSuffix() string {

@@ -1,0 +1,58 @@
+// Package connectiontest runs the checks of a connection test (credential
+// or destination) in order, skips those after a failure, and answers each
+// in the TestResult form: passed, failed with a stable reason and the
+// missing permission, or skipped.
+package connectiontest
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	"github.com/sluicehq/sluice/pkg/awserror"
+)
+
+// Run records the checks of one test.
+type Run struct {
+	bucket string
+	result *credentialv1.TestResult
+	failed bool
+}
+
+// New starts a test of bucket (named in failure messages).
+func New(bucket string) *Run {
+	return &Run{bucket: bucket, result: &credentialv1.TestResult{}}
+}
+
+// Check runs fn as the check called name, unless an earlier check failed.
+// An error is classified by awserror: a user reads words, never AWS's.
+func (r *Run) Check(name string, fn func() error) {
+	check := &credentialv1.TestCheck{Check: name}
+	r.result.Checks = append(r.result.Checks, check)
+	if r.failed {
+		check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_SKIPPED
+		check.Message = "not run: an earlier check failed"
+		return
+	}
+	start := time.Now()
+	err := fn()
+	check.Duration = durationpb.New(time.Since(start))
+	if err == nil {
+		check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_PASSED
+		return
+	}
+	r.failed = true
+	cause := awserror.Classify(err, r.bucket)
+	check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_FAILED
+	check.Reason, check.Message, check.MissingPermission = cause.Reason, cause.Message, cause.MissingPermission
+}
+
+// Failed reports whether a check failed.
+func (r *Run) Failed() bool { return r.failed }
+
+// Result answers the test's result.
+func (r *Run) Result() *credentialv1.TestResult {
+	r.result.Ok = !r.failed
+	return r.result
+}
