@@ -168,7 +168,7 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 	}
 	credSvc.Register(credEP.Server)
 
-	destSvc, err := destination.New(ctx, destination.Config{DatabaseDSN: orSQLite(cfg.DestinationDB, cfg.DataDir, "destination")}, destination.Peers{
+	destSvc, err := destination.New(ctx, destination.Config{DatabaseDSN: orSQLite(cfg.DestinationDB, cfg.DataDir, "destination"), AWS: cfg.Credential.AWS}, destination.Peers{
 		Credentials: credentialv1.NewCredentialServiceClient(credConn),
 		Access:      credentialv1.NewCredentialAccessServiceClient(credConn),
 	})

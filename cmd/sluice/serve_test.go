@@ -35,12 +35,18 @@ type running struct {
 
 // startServe runs `sluice serve` in-process on random ports, as the command
 // does, and stops it when the test ends.
-func startServe(t *testing.T) *running {
+func startServe(t *testing.T) *running { return startServeWith(t, nil) }
+
+// startServeWith lets a test adjust the configuration first.
+func startServeWith(t *testing.T, adjust func(*serveConfig)) *running {
 	t.Helper()
 	cfg := defaultServeConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.LogLevel = "error"
 	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan []launch.Endpoint, 1)
 	served := make(chan error, 1)

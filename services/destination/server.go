@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -22,6 +23,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
@@ -36,8 +38,6 @@ import (
 
 const collection = "destinations"
 
-const later = "testing a destination's connection arrives with the rest of the destination service work (issue 6)"
-
 // ReasonDestinationNotAllowed says the caller may not use the destination.
 const ReasonDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
 
@@ -45,6 +45,8 @@ const ReasonDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
 type Config struct {
 	// DatabaseDSN is a SQLite path (`sqlite:...`) or a PostgreSQL URL.
 	DatabaseDSN string
+	// AWS says where S3 is (MinIO locally).
+	AWS awsclient.Endpoints
 }
 
 // Peers are the services the destination service calls over gRPC.
@@ -57,6 +59,7 @@ type Peers struct {
 type Service struct {
 	destinationv1.UnimplementedDestinationServiceServer
 
+	cfg   Config
 	store *store.Store
 	peers Peers
 	now   func() time.Time
@@ -68,7 +71,7 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, peers: peers, now: time.Now}, nil
+	return &Service{cfg: cfg, store: st, peers: peers, now: time.Now}, nil
 }
 
 // Register adds the service to srv and closes the store on shutdown.
@@ -377,12 +380,31 @@ func (s *Service) DeleteDestination(ctx context.Context, req *destinationv1.Dele
 	return &emptypb.Empty{}, nil
 }
 
-// TestDestination validates the request; testing arrives with issue 6.
+// TestDestination proves, with short-lived access from the credential
+// service, that Sluice can write under the prefix with the destination's
+// own settings, names any missing permission, and cleans up after itself.
 func (s *Service) TestDestination(ctx context.Context, req *destinationv1.TestDestinationRequest) (*credentialv1.TestResult, error) {
-	if err := named(ctx, req.GetName()); err != nil {
+	d, _, err := s.visible(ctx, req.GetName())
+	if err != nil {
 		return nil, err
 	}
-	return nil, apierror.Unimplemented("TestDestination", later)
+	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: d.GetCredential()})
+	if err != nil {
+		// The credential's own failure (role not assumable, ...) is the
+		// test's answer, in the same form as the other checks.
+		st := status.Convert(err)
+		check := &credentialv1.TestCheck{Check: "get_access", Outcome: credentialv1.TestOutcome_TEST_OUTCOME_FAILED, Message: st.Message()}
+		for _, det := range st.Details() {
+			if ei, ok := det.(*errdetails.ErrorInfo); ok {
+				check.Reason, check.MissingPermission = ei.GetReason(), ei.GetMetadata()["missing_permission"]
+			}
+		}
+		if st.Code() == codes.Unavailable || st.Code() == codes.Internal || check.Reason == "" {
+			return nil, err
+		}
+		return &credentialv1.TestResult{Checks: []*credentialv1.TestCheck{check}}, nil
+	}
+	return s.probe(ctx, d, access), nil
 }
 
 // PreviewDestination answers the object keys a delivery would write at the

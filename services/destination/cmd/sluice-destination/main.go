@@ -24,6 +24,7 @@ func main() {
 		Flags: func(fs *pflag.FlagSet) {
 			fs.StringVar(&cfg.DatabaseDSN, "database", "", "PostgreSQL URL or sqlite:PATH (default sqlite:{data-dir}/destination.db)")
 			fs.StringVar(&credentialAddr, "credential-addr", "127.0.0.1:7401", "address of the credential service")
+			cfg.AWS.AddFlags(fs)
 		},
 		Build: func(ctx context.Context, env *launch.Env, common launch.Common, srv *grpcserver.Server) error {
 			if cfg.DatabaseDSN == "" {
