@@ -242,9 +242,9 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		}
 	})
 	t.Run("later work says so", func(t *testing.T) {
-		_, err := dests.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: prod + "/destinations/d"}, acme)
-		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "issue 6") {
-			t.Fatalf("got %v, want Unimplemented naming issue 6", err)
+		_, err := delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: prod}, acme)
+		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "delivery pipeline") {
+			t.Fatalf("got %v, want Unimplemented naming the delivery pipeline work", err)
 		}
 	})
 }

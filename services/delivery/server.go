@@ -26,7 +26,7 @@ const (
 )
 
 const (
-	laterDelivery = "the streaming delivery pipeline arrives with the delivery work, after destinations (issue 6)"
+	laterDelivery = "the streaming delivery pipeline arrives with the delivery pipeline work, which follows the destination service"
 	laterWorkflow = "workflows, actions and notifications arrive with the workflow work, after the delivery pipeline"
 )
 
