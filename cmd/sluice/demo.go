@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
@@ -108,10 +109,14 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 		return err
 	}
 
+	fmt.Fprintln(w, "\n== 6. A destination on that credential: preview its keys, test its connection")
+	if err := destinationTour(ctx, w, token, addrs["destination"]); err != nil {
+		return err
+	}
+
 	fmt.Fprintln(w, `
 == What later steps add to this demo
   - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)
-  - destinations: Parquet/CSV/JSON settings, Test connection, Preview keys, Promote to production
   - deliveries: stream Arrow batches in, watch the objects land in MinIO, resolve failed workflows`)
 	if keep {
 		fmt.Fprintf(w, "\nRunning until Ctrl-C. MinIO: %s (user %s, password %s)\n", minio.Endpoint, minio.RootUser, minio.RootPassword)
@@ -216,6 +221,49 @@ func credentialTour(ctx context.Context, w io.Writer, token, addr string, minio 
 			}
 			fmt.Fprintln(w, line)
 		}
+	}
+	return nil
+}
+
+// destinationTour makes a gzipped CSV destination on the demo credential,
+// previews the keys a delivery would write, and tests the connection.
+func destinationTour(ctx context.Context, w io.Writer, token, addr string) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	client := destinationv1.NewDestinationServiceClient(cc)
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
+	d, err := client.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{
+		Parent: "tenants/acme/environments/sandbox", DestinationId: "c360-csv",
+		Destination: &destinationv1.Destination{
+			DisplayName: "Customer 360 as CSV", Credential: "tenants/acme/environments/sandbox/credentials/minio-exports",
+			Prefix: "c360/", SuccessFile: true, Tags: map[string]string{"source": "sluice-demo"},
+			FilenameTemplate: "C360_{{now|local:'America/Los_Angeles'|format:'MM-dd-yyyy'}}_{{file_number}}.csv.gz",
+			Format:           &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
+			Compression:      &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP},
+			Split:            &destinationv1.Split{MaxRows: 1_000_000},
+		},
+	}, as)
+	if err != nil {
+		return fmt.Errorf("create destination: %w", err)
+	}
+	fmt.Fprintf(w, "  %s\n", d.GetName())
+	prev, err := client.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{
+		Target: &destinationv1.PreviewDestinationRequest_Name{Name: d.GetName()}, OutputName: "c360", FileCount: 2}, as)
+	if err != nil {
+		return fmt.Errorf("preview: %w", err)
+	}
+	for _, o := range prev.GetObjects() {
+		fmt.Fprintf(w, "    would write s3://%s/%s\n", prev.GetBucket(), o.GetKey())
+	}
+	res, err := client.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: d.GetName()}, as)
+	if err != nil {
+		return fmt.Errorf("test destination: %w", err)
+	}
+	for _, ch := range res.GetChecks() {
+		fmt.Fprintf(w, "    %-16s %s\n", ch.GetCheck(), strings.TrimPrefix(ch.GetOutcome().String(), "TEST_OUTCOME_"))
 	}
 	return nil
 }

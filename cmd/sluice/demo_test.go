@@ -32,6 +32,10 @@ func TestDemo(t *testing.T) {
 		"delete_object  PASSED",
 		"BUCKET_NOT_FOUND",
 		`secret returned ""`,
+		"c360/C360_",
+		"_2.csv.gz",
+		"multipart_upload PASSED",
+		"delete_object    PASSED",
 		"services stopped gracefully",
 	} {
 		if !strings.Contains(got, want) {
