@@ -100,3 +100,48 @@ func TestServeTestDestinationOnMinIO(t *testing.T) {
 		})
 	}
 }
+
+// Encryption settings are tested as they will be used: on a MinIO with a
+// KMS, a key that exists passes and one that does not is KMS_KEY_NOT_USABLE.
+func TestServeTestDestinationEncryption(t *testing.T) {
+	m := testenv.NewMinIOWithKMS(t, "sluice-key")
+	bucket := testenv.NewBucket(t, m)
+	r := startServeWith(t, func(c *serveConfig) {
+		c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
+	})
+	ctx := context.Background()
+	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
+	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])
+	admin := r.token("acme", auth.PolicyAdministrator)
+	const sandbox = "tenants/acme/environments/sandbox"
+	cred, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: sandbox, CredentialId: "root",
+		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id   string
+		enc  *destinationv1.Encryption
+		want string
+	}{
+		{"sse-s3", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3}, "put_object=PASSED head_object=PASSED multipart_upload=PASSED delete_object=PASSED"},
+		{"sse-kms", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "sluice-key"}, "put_object=PASSED head_object=PASSED multipart_upload=PASSED delete_object=PASSED"},
+		{"sse-kms-missing", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "no-such-key"}, "put_object=FAILED(KMS_KEY_NOT_USABLE) head_object=SKIPPED multipart_upload=SKIPPED"},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			d, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: sandbox, DestinationId: tc.id,
+				Destination: &destinationv1.Destination{Credential: cred.GetName(), Prefix: tc.id + "/", Encryption: tc.enc,
+					Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Json{Json: &destinationv1.JsonFormat{}}}}}, admin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := dests.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: d.GetName()}, admin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := testChecks(res); got != tc.want {
+				t.Fatalf("checks %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

@@ -120,9 +120,20 @@ func Classify(err error, bucket string) *Cause {
 	case in(c.Code, "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") || status == http.StatusMovedPermanently:
 		c.Reason = RegionMismatch
 		c.Message = fmt.Sprintf("bucket %q is in another region than the one configured: correct the region", bucket)
-	case service == "KMS" || strings.HasPrefix(c.Code, "KMS.") || in(c.Code, "DisabledException", "KMSInvalidStateException", "NotFoundException", "KMS.DisabledException", "KMS.NotFoundException", "KMS.KMSInvalidStateException"):
+	case service == "KMS" || strings.HasPrefix(c.Code, "KMS.") || strings.HasPrefix(c.Code, "kms:") || in(c.Code, "DisabledException", "KMSInvalidStateException", "NotFoundException", "KMS.DisabledException", "KMS.NotFoundException", "KMS.KMSInvalidStateException"):
 		c.Reason = KMSKeyNotUsable
-		c.MissingPermission = action
+		if strings.Contains(c.Code, "AccessDenied") || status == http.StatusForbidden {
+			// Writing with SSE-KMS needs a data key; reading needs to decrypt it.
+			switch service {
+			case "KMS":
+				c.MissingPermission = action
+			case "S3":
+				c.MissingPermission = "kms:GenerateDataKey"
+				if operation == "GetObject" || operation == "HeadObject" {
+					c.MissingPermission = "kms:Decrypt"
+				}
+			}
+		}
 		c.Message = "the KMS key cannot be used: check that it exists, is enabled, and that the role may use it for encryption"
 	case in(c.Code, "AccessDenied", "Forbidden", "AllAccessDisabled") || status == http.StatusForbidden:
 		c.Reason = AccessDenied

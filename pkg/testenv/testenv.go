@@ -113,6 +113,18 @@ func NewMinIO(tb testing.TB) *MinIO {
 	return m
 }
 
+// NewMinIOWithKMS starts a MinIO for one test whose built-in KMS holds one
+// key named keyName, so that SSE-S3 and SSE-KMS work.
+func NewMinIOWithKMS(tb testing.TB, keyName string) *MinIO {
+	tb.Helper()
+	m, err := localserver.StartMinIOWith(localserver.MinIOOptions{KMSKeyName: keyName})
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	tb.Cleanup(m.Stop)
+	return m
+}
+
 // NewBucket creates a bucket with a unique name for one test.
 func NewBucket(tb testing.TB, m *MinIO) string {
 	tb.Helper()
