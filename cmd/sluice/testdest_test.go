@@ -56,6 +56,7 @@ func TestServeTestDestinationOnMinIO(t *testing.T) {
 		{"s3:PutObject", "put_object=FAILED(ACCESS_DENIED s3:PutObject) head_object=SKIPPED multipart_upload=SKIPPED"},
 		{"s3:GetObject", "put_object=PASSED head_object=FAILED(ACCESS_DENIED s3:GetObject) multipart_upload=SKIPPED"},
 		{"s3:DeleteObject", "put_object=PASSED head_object=PASSED multipart_upload=PASSED delete_object=FAILED(ACCESS_DENIED s3:DeleteObject)"},
+		{"s3:AbortMultipartUpload", "put_object=PASSED head_object=PASSED multipart_upload=FAILED(ACCESS_DENIED s3:AbortMultipartUpload)"},
 	} {
 		t.Run("without "+tc.without, func(t *testing.T) {
 			var actions []string

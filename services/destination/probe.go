@@ -134,7 +134,14 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 			return err
 		}
 		_, err = client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key + ".multipart"), UploadId: up.UploadId})
-		return err
+		if err != nil {
+			// Without the permission the upload cannot be aborted here: say
+			// so, and let a lifecycle rule or the bucket owner remove it.
+			cause := awserror.Classify(err, bucket)
+			cause.Message += fmt.Sprintf("; an incomplete multipart upload of %s.multipart was left: abort it, or let the bucket's lifecycle rule for incomplete uploads remove it", key)
+			return cause
+		}
+		return nil
 	})
 	if written {
 		// Runs even after a failed check: the probe must not stay.
