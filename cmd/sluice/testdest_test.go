@@ -105,7 +105,9 @@ func TestServeTestDestinationOnMinIO(t *testing.T) {
 // Encryption settings are tested as they will be used: on a MinIO with a
 // KMS, a key that exists passes and one that does not is KMS_KEY_NOT_USABLE.
 func TestServeTestDestinationEncryption(t *testing.T) {
-	m := testenv.NewMinIOWithKMS(t, "sluice-key")
+	// MinIO takes any key name; a UUID-shaped one passes Sluice's AWS checks.
+	const keyID, missing = "1234abcd-12ab-34cd-56ef-1234567890ab", "00000000-0000-0000-0000-000000000000"
+	m := testenv.NewMinIOWithKMS(t, keyID)
 	bucket := testenv.NewBucket(t, m)
 	r := startServeWith(t, func(c *serveConfig) {
 		c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
@@ -126,8 +128,8 @@ func TestServeTestDestinationEncryption(t *testing.T) {
 		want string
 	}{
 		{"sse-s3", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3}, "put_object=PASSED head_object=PASSED multipart_upload=PASSED delete_object=PASSED"},
-		{"sse-kms", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "sluice-key"}, "put_object=PASSED head_object=PASSED multipart_upload=PASSED delete_object=PASSED"},
-		{"sse-kms-missing", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "no-such-key"}, "put_object=FAILED(KMS_KEY_NOT_USABLE) head_object=SKIPPED multipart_upload=SKIPPED"},
+		{"sse-kms", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: keyID}, "put_object=PASSED head_object=PASSED multipart_upload=PASSED delete_object=PASSED"},
+		{"sse-kms-missing", &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: missing}, "put_object=FAILED(KMS_KEY_NOT_USABLE) head_object=SKIPPED multipart_upload=SKIPPED"},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
 			d, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: sandbox, DestinationId: tc.id,

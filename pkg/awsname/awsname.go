@@ -185,6 +185,24 @@ func CheckExternalID(s string) error {
 	return nil
 }
 
+var (
+	kmsKeyID  = regexp.MustCompile(`^(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
+	kmsAlias  = regexp.MustCompile(`^alias/[a-zA-Z0-9/_-]{1,250}$`)
+	kmsKeyARN = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):kms:[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}:[0-9]{12}:(key/(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})|alias/[a-zA-Z0-9/_-]{1,250})$`)
+)
+
+// CheckKMSKeyID accepts what S3 takes as an SSE-KMS key: a key id, a
+// multi-Region key id, an alias, or the ARN of a key or alias.
+func CheckKMSKeyID(s string) error {
+	if kmsKeyID.MatchString(s) || kmsAlias.MatchString(s) || kmsKeyARN.MatchString(s) {
+		return nil
+	}
+	if strings.HasPrefix(s, "alias/aws/") {
+		return nil
+	}
+	return errors.New("must be a KMS key id (1234abcd-12ab-34cd-56ef-1234567890ab or mrk-…), an alias (alias/exports), or the ARN of a key or alias")
+}
+
 // clip keeps echoed input short.
 func clip(s string) string {
 	if len(s) > 40 {

@@ -148,3 +148,20 @@ func FuzzParseBucket(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckKMSKeyID(t *testing.T) {
+	for _, s := range []string{
+		"1234abcd-12ab-34cd-56ef-1234567890ab", "mrk-1234abcd12ab34cd56ef1234567890ab", "alias/exports", "alias/aws/s3",
+		"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+		"arn:aws:kms:eu-west-1:111122223333:alias/exports",
+	} {
+		if err := awsname.CheckKMSKeyID(s); err != nil {
+			t.Errorf("CheckKMSKeyID(%q) = %v", s, err)
+		}
+	}
+	for _, s := range []string{"", "my-key", "alias/", "arn:aws:kms:us-east-1:1111:key/x", "arn:aws:s3:::bucket", "1234ABCD-12AB-34CD-56EF-1234567890AB"} {
+		if awsname.CheckKMSKeyID(s) == nil {
+			t.Errorf("CheckKMSKeyID(%q) accepted", s)
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
+	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
@@ -140,6 +141,10 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 		kms := e.GetKind() == destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS
 		if kms && e.GetKmsKeyId() == "" {
 			v.Add("destination.encryption.kms_key_id", "is required for SSE_KMS")
+		} else if kms {
+			if err := awsname.CheckKMSKeyID(e.GetKmsKeyId()); err != nil {
+				v.Add("destination.encryption.kms_key_id", "%v", err)
+			}
 		}
 		if !kms && e.GetKmsKeyId() != "" {
 			v.Add("destination.encryption.kms_key_id", "is only used with SSE_KMS")

@@ -43,6 +43,12 @@ func TestValidateDestination(t *testing.T) {
 		{"KMS without key", func(d *destinationv1.Destination) {
 			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS}
 		}, "destination.encryption.kms_key_id"},
+		{"KMS key that is no key id, alias or ARN", func(d *destinationv1.Destination) {
+			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "my key"}
+		}, "destination.encryption.kms_key_id"},
+		{"KMS alias", func(d *destinationv1.Destination) {
+			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "alias/exports"}
+		}, ""},
 		{"key without KMS", func(d *destinationv1.Destination) {
 			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3, KmsKeyId: "k"}
 		}, "destination.encryption.kms_key_id"},
