@@ -12,24 +12,9 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
-
-func testChecks(r *credentialv1.TestResult) string {
-	var parts []string
-	for _, c := range r.GetChecks() {
-		s := c.GetCheck() + "=" + strings.TrimPrefix(c.GetOutcome().String(), "TEST_OUTCOME_")
-		if c.GetReason() != "" {
-			s += "(" + c.GetReason()
-			if c.GetMissingPermission() != "" {
-				s += " " + c.GetMissingPermission()
-			}
-			s += ")"
-		}
-		parts = append(parts, s)
-	}
-	return strings.Join(parts, " ")
-}
 
 // Test connection on MinIO, with users whose policies lack one permission
 // at a time: each answer names that permission, and with every permission
@@ -88,7 +73,7 @@ func TestServeTestDestinationOnMinIO(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := testChecks(res); got != tc.want || res.GetOk() != (tc.without == "") {
+			if got := connectiontest.Summary(res); got != tc.want || res.GetOk() != (tc.without == "") {
 				t.Fatalf("checks %s, want %s", got, tc.want)
 			}
 			left, err := m.S3("", "").ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("exports/" + id + "/")})
@@ -142,7 +127,7 @@ func TestServeTestDestinationEncryption(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := testChecks(res); got != tc.want {
+			if got := connectiontest.Summary(res); got != tc.want {
 				t.Fatalf("checks %s, want %s", got, tc.want)
 			}
 		})

@@ -5,6 +5,7 @@
 package connectiontest
 
 import (
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -55,4 +56,22 @@ func (r *Run) Failed() bool { return r.failed }
 func (r *Run) Result() *credentialv1.TestResult {
 	r.result.Ok = !r.failed
 	return r.result
+}
+
+// Summary renders a result on one line, `check=OUTCOME(REASON permission)`
+// per check, for people reading a terminal and for tests.
+func Summary(r *credentialv1.TestResult) string {
+	var parts []string
+	for _, c := range r.GetChecks() {
+		s := c.GetCheck() + "=" + strings.TrimPrefix(c.GetOutcome().String(), "TEST_OUTCOME_")
+		if c.GetReason() != "" {
+			s += "(" + c.GetReason()
+			if c.GetMissingPermission() != "" {
+				s += " " + c.GetMissingPermission()
+			}
+			s += ")"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
@@ -92,22 +93,6 @@ func startAWS(t *testing.T, platformARN string, endpoints awsclient.Endpoints) *
 		client: credentialv1.NewCredentialServiceClient(g.Conn), access: credentialv1.NewCredentialAccessServiceClient(g.Conn)}
 }
 
-func checks(r *credentialv1.TestResult) string {
-	var parts []string
-	for _, c := range r.GetChecks() {
-		s := c.GetCheck() + "=" + strings.TrimPrefix(c.GetOutcome().String(), "TEST_OUTCOME_")
-		if c.GetReason() != "" {
-			s += "(" + c.GetReason()
-			if c.GetMissingPermission() != "" {
-				s += " " + c.GetMissingPermission()
-			}
-			s += ")"
-		}
-		parts = append(parts, s)
-	}
-	return strings.Join(parts, " ")
-}
-
 func errorReason(err error) string {
 	for _, d := range status.Convert(err).Details() {
 		if ei, ok := d.(*errdetails.ErrorInfo); ok {
@@ -154,8 +139,8 @@ func TestRoleToRoleOnMoto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.GetOk() || checks(res) != "assume_role=PASSED bucket_region=PASSED list=PASSED put_object=PASSED delete_object=PASSED" {
-		t.Fatalf("test with the pasted trust policy: %s", checks(res))
+	if !res.GetOk() || connectiontest.Summary(res) != "assume_role=PASSED bucket_region=PASSED list=PASSED put_object=PASSED delete_object=PASSED" {
+		t.Fatalf("test with the pasted trust policy: %s", connectiontest.Summary(res))
 	}
 	objs, err := m.S3(m.Admin).ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(role.Bucket)})
 	if err != nil || len(objs.Contents) != 0 {
@@ -199,8 +184,8 @@ func TestRoleToRoleOnMoto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.GetOk() || checks(res) != "assume_role=FAILED(ROLE_NOT_ASSUMABLE) bucket_region=SKIPPED list=SKIPPED put_object=SKIPPED" {
-		t.Fatalf("test after the trust policy changed: %s", checks(res))
+	if res.GetOk() || connectiontest.Summary(res) != "assume_role=FAILED(ROLE_NOT_ASSUMABLE) bucket_region=SKIPPED list=SKIPPED put_object=SKIPPED" {
+		t.Fatalf("test after the trust policy changed: %s", connectiontest.Summary(res))
 	}
 	if msg := res.GetChecks()[0].GetMessage(); !strings.Contains(msg, "External ID") || strings.Contains(msg, "AccessDenied") {
 		t.Fatalf("the failure is not in a user's words: %q", msg)
@@ -226,8 +211,8 @@ func TestRoleToRoleOnMoto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if checks(res) != "assume_role=PASSED bucket_region=PASSED list=PASSED put_object=FAILED(ACCESS_DENIED s3:PutObject)" {
-		t.Fatalf("test without s3:PutObject: %s", checks(res))
+	if connectiontest.Summary(res) != "assume_role=PASSED bucket_region=PASSED list=PASSED put_object=FAILED(ACCESS_DENIED s3:PutObject)" {
+		t.Fatalf("test without s3:PutObject: %s", connectiontest.Summary(res))
 	}
 }
 
@@ -263,7 +248,7 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return checks(res)
+		return connectiontest.Summary(res)
 	}
 
 	c := create("minio-keys", bucket, keyID, keySecret)
