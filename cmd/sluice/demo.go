@@ -161,7 +161,7 @@ func s3RoundTrip(ctx context.Context, w io.Writer, minio *localserver.MinIO) (st
 // identityTour makes three calls that show authentication and validation,
 // and answers the administrator token it minted.
 func identityTour(ctx context.Context, w io.Writer, dataDir, addr string) (string, error) {
-	key, err := auth.LoadOrCreateSigningKey(launch.DevSigningKeyPath(dataDir))
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(dataDir))
 	if err != nil {
 		return "", err
 	}

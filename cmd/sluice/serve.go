@@ -6,13 +6,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
-	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
-	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/services/credential"
 	"github.com/sluicehq/sluice/services/delivery"
@@ -48,13 +45,6 @@ func (c *serveConfig) addFlags(cmd *cobra.Command) {
 	c.Credential.AddFlags(fs)
 }
 
-func orSQLite(dsn, dataDir, name string) string {
-	if dsn != "" {
-		return dsn
-	}
-	return launch.SQLiteDSN(dataDir, name)
-}
-
 func serveCommand() *cobra.Command {
 	cfg := defaultServeConfig()
 	cmd := &cobra.Command{
@@ -83,7 +73,9 @@ func printEndpoints(w io.Writer, dataDir string, eps []launch.Endpoint) {
 }
 
 // serve starts the three services, calls ready with their endpoints once all
-// listen, and serves until ctx ends.
+// listen, and serves until ctx ends. Shutdown goes from callers to callees:
+// delivery, then destination, then credential, so that calls still in
+// flight can reach the services they need.
 func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint)) (err error) {
 	env, err := launch.Setup(ctx, cfg.Common, "sluice")
 	if err != nil {
@@ -94,11 +86,10 @@ func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint)) 
 			err = cerr
 		}
 	}()
-	eps, closeAll, err := buildServices(ctx, env, cfg)
+	eps, err := buildServices(ctx, env, cfg)
 	if err != nil {
 		return err
 	}
-	defer closeAll()
 	if ready != nil {
 		ready(eps)
 	}
@@ -106,87 +97,48 @@ func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint)) 
 }
 
 // buildServices listens on the three addresses first, so that each service
-// can dial the others' real addresses (port 0 included), then builds them.
-func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps []launch.Endpoint, closeAll func(), err error) {
-	var closers []io.Closer
-	closeAll = func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i].Close()
-		}
-	}
+// can dial the others' real addresses (port 0 included), then builds each
+// with the builder its own binary uses. Every listener, connection and
+// store goes onto its server's shutdown list as it is opened. The
+// endpoints are answered in shutdown order.
+func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps []launch.Endpoint, err error) {
 	defer func() {
 		if err != nil {
-			closeAll()
+			for _, ep := range eps {
+				ep.Server.Shutdown()
+			}
 		}
 	}()
-	listen := func(name, addr string) (launch.Endpoint, error) {
-		lis, err := launch.Listen(addr)
+	for _, sv := range []struct{ name, addr string }{
+		{"delivery", cfg.DeliveryAddr}, {"destination", cfg.DestinationAddr}, {"credential", cfg.CredentialAddr},
+	} {
+		srv, err := env.NewServer(sv.name)
 		if err != nil {
-			return launch.Endpoint{}, fmt.Errorf("%s: %w", name, err)
+			return eps, err
 		}
-		closers = append(closers, lis)
-		srv, err := env.NewServer(name)
+		lis, err := launch.Listen(sv.addr)
 		if err != nil {
-			return launch.Endpoint{}, err
+			srv.Shutdown()
+			return eps, fmt.Errorf("%s: %w", sv.name, err)
 		}
-		return launch.Endpoint{Name: name, Server: srv, Listener: lis}, nil
+		srv.OnShutdown(launch.ListenerCloser{Listener: lis})
+		eps = append(eps, launch.Endpoint{Name: sv.name, Server: srv, Listener: lis})
 	}
-	credEP, err := listen("credential", cfg.CredentialAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-	destEP, err := listen("destination", cfg.DestinationAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-	delivEP, err := listen("delivery", cfg.DeliveryAddr)
-	if err != nil {
-		return nil, nil, err
-	}
-
-	credConn, err := env.Dial(credEP.Listener.Addr().String())
-	if err != nil {
-		return nil, nil, err
-	}
-	closers = append(closers, credConn)
-	destConn, err := env.Dial(destEP.Listener.Addr().String())
-	if err != nil {
-		return nil, nil, err
-	}
-	closers = append(closers, destConn)
-
+	deliv, dest, cred := eps[0], eps[1], eps[2]
 	credCfg := cfg.Credential
-	credCfg.DatabaseDSN = orSQLite(cfg.CredentialDB, cfg.DataDir, "credential")
-	if credCfg.MasterKeyFile == "" {
-		credCfg.MasterKeyFile = filepath.Join(cfg.DataDir, "keys", "master.key")
+	credCfg.DatabaseDSN = cfg.CredentialDB
+	if err := credential.Build(ctx, env, cred.Server, credCfg, addr(dest)); err != nil {
+		return eps, fmt.Errorf("credential: %w", err)
 	}
-	credSvc, err := credential.New(ctx, credCfg, credential.Peers{
-		Destinations: destinationv1.NewDestinationServiceClient(destConn),
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("credential: %w", err)
+	destCfg := destination.Config{DatabaseDSN: cfg.DestinationDB, AWS: cfg.Credential.AWS}
+	if err := destination.Build(ctx, env, dest.Server, destCfg, addr(cred)); err != nil {
+		return eps, fmt.Errorf("destination: %w", err)
 	}
-	credSvc.Register(credEP.Server)
-
-	destSvc, err := destination.New(ctx, destination.Config{DatabaseDSN: orSQLite(cfg.DestinationDB, cfg.DataDir, "destination"), AWS: cfg.Credential.AWS}, destination.Peers{
-		Credentials: credentialv1.NewCredentialServiceClient(credConn),
-		Access:      credentialv1.NewCredentialAccessServiceClient(credConn),
-	})
-	if err != nil {
-		credSvc.Close()
-		return nil, nil, fmt.Errorf("destination: %w", err)
+	delivCfg := delivery.Config{DatabaseDSN: cfg.DeliveryDB}
+	if err := delivery.Build(ctx, env, deliv.Server, delivCfg, addr(dest), addr(cred)); err != nil {
+		return eps, fmt.Errorf("delivery: %w", err)
 	}
-	destSvc.Register(destEP.Server)
-
-	delivSvc, err := delivery.New(ctx, delivery.Config{DatabaseDSN: orSQLite(cfg.DeliveryDB, cfg.DataDir, "delivery")}, delivery.Peers{
-		Destinations: destinationv1.NewDestinationServiceClient(destConn),
-		Access:       credentialv1.NewCredentialAccessServiceClient(credConn),
-	})
-	if err != nil {
-		credSvc.Close()
-		destSvc.Close()
-		return nil, nil, fmt.Errorf("delivery: %w", err)
-	}
-	delivSvc.Register(delivEP.Server)
-	return []launch.Endpoint{credEP, destEP, delivEP}, closeAll, nil
+	return eps, nil
 }
+
+func addr(ep launch.Endpoint) string { return ep.Listener.Addr().String() }

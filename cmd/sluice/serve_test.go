@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"context"
 	"strings"
 	"testing"
@@ -31,6 +32,27 @@ type running struct {
 	addrs   map[string]string
 	conns   map[string]*grpc.ClientConn
 	token   func(tenant string, policies ...string) grpc.CallOption
+	// users signs user tokens, services service tokens, as serve trusts.
+	users, services *auth.Signer
+}
+
+// asServiceFor answers a context that calls as a Sluice service for a user
+// of tenant holding policies, as the services call each other.
+func (r *running) asServiceFor(t *testing.T, tenant string, policies ...string) context.Context {
+	t.Helper()
+	svc, err := r.services.MintService("sluice-delivery", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), auth.AuthorizationHeader, "Bearer "+svc)
+	if tenant == "" {
+		return ctx
+	}
+	user, err := r.users.Mint("u@"+tenant+".test", tenant, policies, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return metadata.AppendToOutgoingContext(ctx, auth.CallerHeader, "Bearer "+user)
 }
 
 // startServe runs `sluice serve` in-process on random ports, as the command
@@ -74,11 +96,17 @@ func startServeWith(t *testing.T, adjust func(*serveConfig)) *running {
 			t.Errorf("serve did not stop cleanly: %v", err)
 		}
 	})
-	key, err := auth.LoadOrCreateSigningKey(launch.DevSigningKeyPath(cfg.DataDir))
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(cfg.DataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
 	signer := auth.NewSigner(key)
+	r.users = signer
+	svcKey, err := auth.LoadOrCreateSigningKey(launch.ServiceKeyPath(cfg.DataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.services = auth.NewSigner(svcKey)
 	r.token = func(tenant string, policies ...string) grpc.CallOption {
 		tok, err := signer.Mint("tester@"+tenant+".test", tenant, policies, time.Hour)
 		if err != nil {
@@ -285,10 +313,21 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 		t.Fatalf("a destination on a missing credential: %v", err)
 	}
 
+	// Only administrators and operators delete credentials.
+	if _, err = creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, plain); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a user deleting a credential: %v, want PermissionDenied", err)
+	}
 	// The credential is in use: deleting it is refused, naming both.
-	_, err = creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, plain)
+	_, err = creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, admin)
 	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), d1.GetName()) || !strings.Contains(status.Convert(err).Message(), d2.GetName()) {
 		t.Fatalf("deleting a credential in use: %v", err)
+	}
+	// Issue 9, item 3: an operator under Restrict PII access may see
+	// neither destination: the refusal counts them and names none.
+	_, err = creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, r.token("acme", auth.PolicyOperator, auth.PolicyRestrictPII))
+	if status.Code(err) != codes.FailedPrecondition || strings.Contains(fmt.Sprint(status.Convert(err).Proto()), "destinations/") ||
+		!strings.Contains(status.Convert(err).Message(), "2 you cannot see") {
+		t.Fatalf("deleting a credential whose destinations the caller cannot see: %v %v", err, status.Convert(err).Details())
 	}
 
 	list := func(as grpc.CallOption) []string {
@@ -318,14 +357,7 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 
 	// The delivery service's one question, for the end caller.
 	resolve := func(policies ...string) error {
-		key, err := auth.LoadOrCreateSigningKey(launch.DevSigningKeyPath(r.dataDir))
-		if err != nil {
-			t.Fatal(err)
-		}
-		signer := auth.NewSigner(key)
-		svc, _ := auth.NewServiceTokens(signer, "sluice-delivery").Token(ctx)
-		user, _ := signer.Mint("u@acme.test", "acme", policies, time.Hour)
-		callCtx := metadata.AppendToOutgoingContext(ctx, auth.AuthorizationHeader, "Bearer "+svc, auth.CallerHeader, "Bearer "+user)
+		callCtx := r.asServiceFor(t, "acme", policies...)
 		_, err = dests.ResolveDestination(callCtx, &destinationv1.ResolveDestinationRequest{Name: d1.GetName()})
 		return err
 	}
@@ -435,7 +467,7 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, plain); err != nil {
+	if _, err := creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, admin); err != nil {
 		t.Fatalf("deleting an unused credential: %v", err)
 	}
 }

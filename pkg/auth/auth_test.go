@@ -7,10 +7,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -18,7 +21,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 )
 
-func newKey(t *testing.T) ed25519.PrivateKey {
+func newKey(t testing.TB) ed25519.PrivateKey {
 	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -27,46 +30,140 @@ func newKey(t *testing.T) ed25519.PrivateKey {
 	return key
 }
 
-func newSigner(t *testing.T) *auth.Signer { return auth.NewSigner(newKey(t)) }
+func newSigner(t testing.TB) *auth.Signer { return auth.NewSigner(newKey(t)) }
+
+// trust answers a user signer, a service signer and a verifier trusting
+// each for its own kind of token.
+func trust(t testing.TB) (users, services *auth.Signer, v *auth.Verifier) {
+	t.Helper()
+	users, services = auth.NewSigner(newKey(t)), auth.NewSigner(newKey(t))
+	v, err := auth.NewVerifier(auth.VerifierConfig{
+		UserKeys:    []ed25519.PublicKey{users.PublicKey()},
+		ServiceKeys: []ed25519.PublicKey{services.PublicKey()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return users, services, v
+}
+
+// forge signs arbitrary claims with key, as a compromised or careless
+// issuer could.
+func forge(t *testing.T, key ed25519.PrivateKey, claims jwt.MapClaims) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	tok.Header["kid"] = auth.KeyID(key.Public().(ed25519.PublicKey))
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func userClaims(extra jwt.MapClaims) jwt.MapClaims {
+	now := time.Now()
+	c := jwt.MapClaims{"sub": "alice@acme.test", "tenant": "acme", "iss": auth.Issuer, "aud": auth.Audience,
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	for k, v := range extra {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	return c
+}
 
 func TestVerify(t *testing.T) {
-	key := newKey(t)
-	signer, other := auth.NewSigner(key), newSigner(t)
-	v := auth.NewVerifier(signer.PublicKey())
-	good, err := signer.Mint("alice@acme.test", "acme", []string{auth.PolicyOperator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Expired beyond the verifier's clock-skew leeway.
-	expiredTok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{
-		"sub": "alice@acme.test", "tenant": "acme", "iss": auth.Issuer, "aud": auth.Audience,
-		"exp": time.Now().Add(-time.Hour).Unix(),
+	userKey, svcKey := newKey(t), newKey(t)
+	users, services := auth.NewSigner(userKey), auth.NewSigner(svcKey)
+	v, err := auth.NewVerifier(auth.VerifierConfig{
+		UserKeys: []ed25519.PublicKey{users.PublicKey()}, ServiceKeys: []ed25519.PublicKey{services.PublicKey()},
 	})
-	expiredTok.Header["kid"] = auth.KeyID(signer.PublicKey())
-	expired, err := expiredTok.SignedString(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreign, _ := other.Mint("alice@acme.test", "acme", nil, time.Hour)
-	noTenant, _ := signer.Mint("alice@acme.test", "", nil, time.Hour)
+	good, err := users.Mint("alice@acme.test", "acme", []string{auth.PolicyOperator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := services.MintService("sluice-delivery", 15*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, _ := newSigner(t).Mint("alice@acme.test", "acme", nil, time.Hour)
 	hmac, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 		"sub": "mallory", "tenant": "acme", "iss": auth.Issuer, "aud": auth.Audience, "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString([]byte(signer.PublicKey())) // the classic key-confusion attack
+	}).SignedString([]byte(users.PublicKey())) // the classic key-confusion attack
+	manyPolicies := make([]any, auth.MaxPolicies+1)
+	for i := range manyPolicies {
+		manyPolicies[i] = "p"
+	}
+	hugeSubject := strings.Repeat("x", auth.MaxTokenBytes)
 
-	claims, err := v.Verify(good)
-	if err != nil {
-		t.Fatalf("Verify(good): %v", err)
+	claims, kind, err := v.Verify(good)
+	if err != nil || kind != auth.UserToken {
+		t.Fatalf("Verify(good) = %v, %v", kind, err)
 	}
 	if claims.Subject != "alice@acme.test" || claims.Tenant != "acme" || !claims.Has(auth.PolicyOperator) {
 		t.Fatalf("claims = %+v", claims)
 	}
+	if c, kind, err := v.Verify(svc); err != nil || kind != auth.ServiceToken || c.Tenant != "" {
+		t.Fatalf("Verify(service token) = %+v, %v, %v", c, kind, err)
+	}
 	for name, tok := range map[string]string{
-		"expired": expired, "signed by an untrusted key": foreign, "without tenant": noTenant,
-		"HS256 with the public key": hmac, "garbage": "not.a.jwt",
+		"expired":                    forge(t, userKey, userClaims(jwt.MapClaims{"iat": time.Now().Add(-2 * time.Hour).Unix(), "exp": time.Now().Add(-time.Hour).Unix()})),
+		"signed by an untrusted key": foreign,
+		"without tenant":             forge(t, userKey, userClaims(jwt.MapClaims{"tenant": nil})),
+		"without iat":                forge(t, userKey, userClaims(jwt.MapClaims{"iat": nil})),
+		"HS256 with the public key":  hmac,
+		"garbage":                    "not.a.jwt",
+		// Issue 9, item 2: a user identity provider's token naming the
+		// service policy was taken for a service and saw every tenant.
+		"user key, service policy, no tenant": forge(t, userKey, userClaims(jwt.MapClaims{"tenant": nil, "policies": []any{auth.PolicyService}})),
+		"user key, service policy, a tenant":  forge(t, userKey, userClaims(jwt.MapClaims{"policies": []any{auth.PolicyService}})),
+		"user key, service issuer":            forge(t, userKey, userClaims(jwt.MapClaims{"iss": auth.ServiceIssuer, "aud": auth.ServiceAudience, "tenant": nil, "policies": []any{auth.PolicyService}})),
+		"service key, user issuer":            forge(t, svcKey, userClaims(jwt.MapClaims{"tenant": nil, "policies": []any{auth.PolicyService}})),
+		"service key with a tenant":           forge(t, svcKey, userClaims(jwt.MapClaims{"iss": auth.ServiceIssuer, "aud": auth.ServiceAudience, "policies": []any{auth.PolicyService}})),
+		"service key, no service policy":      forge(t, svcKey, userClaims(jwt.MapClaims{"iss": auth.ServiceIssuer, "aud": auth.ServiceAudience, "tenant": nil})),
+		"service token living 2h":             forge(t, svcKey, userClaims(jwt.MapClaims{"iss": auth.ServiceIssuer, "aud": auth.ServiceAudience, "tenant": nil, "policies": []any{auth.PolicyService}, "exp": time.Now().Add(2 * time.Hour).Unix()})),
+		// Item 4: lifetime, policy count and size are bounded.
+		"user token living 25h":                   forge(t, userKey, userClaims(jwt.MapClaims{"exp": time.Now().Add(25 * time.Hour).Unix()})),
+		"33 policies":                             forge(t, userKey, userClaims(jwt.MapClaims{"policies": manyPolicies})),
+		"over the size limit, signature not read": forge(t, userKey, userClaims(jwt.MapClaims{"sub": hugeSubject})),
 	} {
-		if _, err := v.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
+		if _, _, err := v.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) {
 			t.Errorf("Verify(%s) = %v, want ErrInvalidToken", name, err)
 		}
+	}
+	if _, err := v.VerifyUser(svc); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Errorf("VerifyUser(service token) = %v, want ErrInvalidToken", err)
+	}
+	if _, err := users.Mint("mallory", "acme", []string{auth.PolicyService}, time.Hour); err == nil {
+		t.Error("Mint gave a user the service policy")
+	}
+}
+
+func TestVerifierRefusesAKeyTrustedForBoth(t *testing.T) {
+	k := newSigner(t).PublicKey()
+	if _, err := auth.NewVerifier(auth.VerifierConfig{UserKeys: []ed25519.PublicKey{k}, ServiceKeys: []ed25519.PublicKey{k}}); err == nil {
+		t.Fatal("a key trusted for users and services was accepted")
+	}
+}
+
+func TestMaxUserLifetimeIsConfigurable(t *testing.T) {
+	users := newSigner(t)
+	v, err := auth.NewVerifier(auth.VerifierConfig{UserKeys: []ed25519.PublicKey{users.PublicKey()}, MaxUserLifetime: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _ := users.Mint("a", "acme", nil, 50*time.Minute)
+	long, _ := users.Mint("a", "acme", nil, 2*time.Hour)
+	if _, _, err := v.Verify(short); err != nil {
+		t.Fatalf("50 min token: %v", err)
+	}
+	if _, _, err := v.Verify(long); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("2 h token with a 1 h maximum: %v", err)
 	}
 }
 
@@ -75,10 +172,9 @@ func incoming(headers ...string) context.Context {
 }
 
 func TestAuthenticate(t *testing.T) {
-	signer := newSigner(t)
-	v := auth.NewVerifier(signer.PublicKey())
-	user, _ := signer.Mint("alice@acme.test", "acme", []string{auth.PolicyRestrictPII}, time.Hour)
-	svcTok, err := auth.NewServiceTokens(signer, "sluice-delivery").Token(context.Background())
+	users, services, v := trust(t)
+	user, _ := users.Mint("alice@acme.test", "acme", []string{auth.PolicyRestrictPII}, time.Hour)
+	svcTok, err := auth.NewServiceTokens(services, "sluice-delivery").Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +191,12 @@ func TestAuthenticate(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
+	t.Run("an oversized header is refused before it is decoded", func(t *testing.T) {
+		_, err := v.Authenticate(incoming(auth.AuthorizationHeader, "Bearer "+strings.Repeat("a", 1<<20)))
+		if status.Code(statusOf(err)) != codes.Unauthenticated || !strings.Contains(err.Error(), "longer than") {
+			t.Fatalf("got %v", err)
+		}
+	})
 	t.Run("a user calls directly", func(t *testing.T) {
 		c, err := v.Authenticate(incoming(auth.AuthorizationHeader, "Bearer "+user))
 		if err != nil {
@@ -103,8 +205,8 @@ func TestAuthenticate(t *testing.T) {
 		if c.IsService() || c.Tenant != "acme" || !c.Has(auth.PolicyRestrictPII) {
 			t.Fatalf("caller = %+v", c)
 		}
-		if _, err := auth.RequireService(auth.WithCaller(context.Background(), c)); status.Code(statusOf(err)) != codes.PermissionDenied {
-			t.Fatalf("RequireService for a user: got %v, want PermissionDenied", err)
+		if auth.ServiceOnly.Allows(c) {
+			t.Fatal("the service-only rule allows a user")
 		}
 	})
 	t.Run("a service calls for a user: the user's rights decide", func(t *testing.T) {
@@ -134,6 +236,53 @@ func TestAuthenticate(t *testing.T) {
 			t.Fatalf("got %v, want Unauthenticated", err)
 		}
 	})
+}
+
+// TestRules is the method rules' table: who passes each rule.
+func TestRules(t *testing.T) {
+	callers := map[string]*auth.Caller{
+		"administrator":        {Subject: "a", Tenant: "acme", Policies: []string{auth.PolicyAdministrator}},
+		"operator":             {Subject: "o", Tenant: "acme", Policies: []string{auth.PolicyOperator}},
+		"user":                 {Subject: "u", Tenant: "acme"},
+		"restricted user":      {Subject: "r", Tenant: "acme", Policies: []string{auth.PolicyRestrictPII}},
+		"service for itself":   {Subject: "sluice-credential", Service: "sluice-credential"},
+		"service for a user":   {Subject: "u", Tenant: "acme", Service: "sluice-delivery"},
+		"service for an admin": {Subject: "a", Tenant: "acme", Policies: []string{auth.PolicyAdministrator}, Service: "sluice-delivery"},
+	}
+	want := map[auth.Rule][]string{
+		auth.Public:      {"administrator", "operator", "user", "restricted user", "service for itself", "service for a user", "service for an admin"},
+		auth.AnyCaller:   {"administrator", "operator", "user", "restricted user", "service for itself", "service for a user", "service for an admin"},
+		auth.Admin:       {"administrator", "operator", "service for an admin"},
+		auth.ServiceOnly: {"service for itself", "service for a user", "service for an admin"},
+		auth.Deny:        {},
+	}
+	for rule, allowed := range want {
+		for name, c := range callers {
+			if got, exp := rule.Allows(c), slices.Contains(allowed, name); got != exp {
+				t.Errorf("%s allows %s = %v, want %v", rule, name, got, exp)
+			}
+		}
+	}
+}
+
+func TestAuthorizerDeniesAMethodWithoutARule(t *testing.T) {
+	users, _, v := trust(t)
+	admin, _ := users.Mint("a", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	a := auth.Authorizer{Verifier: v, Rules: func(m string) auth.Rule {
+		if m == "/x.v1.X/Known" {
+			return auth.AnyCaller
+		}
+		return auth.Deny
+	}}
+	ctx := incoming(auth.AuthorizationHeader, "Bearer "+admin)
+	called := false
+	h := func(context.Context, any) (any, error) { called = true; return nil, nil }
+	if _, err := a.UnaryServerInterceptor()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/x.v1.X/Forgotten"}, h); status.Code(statusOf(err)) != codes.PermissionDenied || called {
+		t.Fatalf("method without a rule: %v (handler called: %v)", err, called)
+	}
+	if _, err := a.UnaryServerInterceptor()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/x.v1.X/Known"}, h); err != nil || !called {
+		t.Fatalf("method with a rule: %v (handler called: %v)", err, called)
+	}
 }
 
 func statusOf(err error) error {
@@ -182,15 +331,13 @@ func TestSigningKeyFile(t *testing.T) {
 
 // BenchmarkVerify is the cost every authenticated RPC pays.
 func BenchmarkVerify(b *testing.B) {
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	signer := auth.NewSigner(key)
-	v := auth.NewVerifier(signer.PublicKey())
-	tok, err := signer.Mint("alice@acme.test", "acme", []string{auth.PolicyOperator}, time.Hour)
+	users, _, v := trust(b)
+	tok, err := users.Mint("alice@acme.test", "acme", []string{auth.PolicyOperator}, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := v.Verify(tok); err != nil {
+		if _, _, err := v.Verify(tok); err != nil {
 			b.Fatal(err)
 		}
 	}

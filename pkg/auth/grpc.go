@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -73,34 +74,6 @@ func Require(ctx context.Context) (*Caller, error) {
 	return c, nil
 }
 
-// RequireService answers PermissionDenied unless a Sluice service made the
-// call.
-func RequireService(ctx context.Context) (*Caller, error) {
-	c, err := Require(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !c.IsService() {
-		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
-			"this method is internal: only Sluice services may call it").With("policy", PolicyService)
-	}
-	return c, nil
-}
-
-// RequireAdmin answers PermissionDenied unless the end caller is a Datagrid
-// Administrator or Operator.
-func RequireAdmin(ctx context.Context) (*Caller, error) {
-	c, err := Require(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !c.IsAdmin() {
-		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
-			"this needs the Datagrid Administrator or Datagrid Operator policy").With("policy", PolicyAdministrator)
-	}
-	return c, nil
-}
-
 // CanSeeTenant reports whether the caller may see resources of tenant. A
 // service acting for itself (no end caller) sees every tenant. Handlers answer
 // NotFound when it is false, exactly as for a name that does not exist.
@@ -111,14 +84,26 @@ func (c *Caller) CanSeeTenant(tenant string) bool {
 	return c.Tenant == tenant
 }
 
-// Public reports whether a method needs no token: health checks and server
-// reflection, which carry no tenant data.
-func Public(fullMethod string) bool {
-	return strings.HasPrefix(fullMethod, "/grpc.health.v1.Health/") ||
-		strings.HasPrefix(fullMethod, "/grpc.reflection.")
+// ForItself reports whether a Sluice service calls for itself, with no end
+// caller whose rights would narrow what it sees.
+func (c *Caller) ForItself() bool { return c.IsService() && c.Tenant == "" }
+
+// Visible answers NotFound, exactly as for a name that does not exist, when
+// the caller may not see the tenant of name.
+func Visible(ctx context.Context, tenant, name string) error {
+	c, err := Require(ctx)
+	if err != nil {
+		return err
+	}
+	if !c.CanSeeTenant(tenant) {
+		return apierror.NotFound(name)
+	}
+	return nil
 }
 
-// Authenticate verifies the request's tokens and answers the caller.
+// Authenticate verifies the request's tokens and answers the caller. The
+// authorization header carries a user's token, or a service's token with
+// the end caller's (a user's) in CallerHeader when the service acts for one.
 func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	raw, err := bearer(md, AuthorizationHeader)
@@ -128,11 +113,11 @@ func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	if raw == "" {
 		return nil, errUnauthenticated
 	}
-	claims, err := v.Verify(raw)
+	claims, kind, err := v.Verify(raw)
 	if err != nil {
 		return nil, apierror.Wrap(err, codes.Unauthenticated, apierror.ReasonUnauthenticated, err.Error())
 	}
-	if !claims.Has(PolicyService) {
+	if kind == UserToken {
 		return &Caller{Subject: claims.Subject, Tenant: claims.Tenant, Policies: claims.Policies, token: raw}, nil
 	}
 	caller := &Caller{Subject: claims.Subject, Service: claims.Subject}
@@ -143,14 +128,10 @@ func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	if endRaw == "" {
 		return caller, nil // the service acts for itself
 	}
-	end, err := v.Verify(endRaw)
+	end, err := v.VerifyUser(endRaw)
 	if err != nil {
 		return nil, apierror.Wrap(err, codes.Unauthenticated, apierror.ReasonUnauthenticated,
 			"end caller's token: "+err.Error())
-	}
-	if end.Has(PolicyService) {
-		return nil, apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
-			"end caller's token: must be a user's token, not a service's")
 	}
 	caller.Subject, caller.Tenant, caller.Policies, caller.token = end.Subject, end.Tenant, end.Policies, endRaw
 	return caller, nil
@@ -164,6 +145,10 @@ func bearer(md metadata.MD, key string) (string, error) {
 	if len(vals) > 1 {
 		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated, "more than one "+key+" header")
 	}
+	if len(vals[0]) > MaxTokenBytes+64 {
+		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+			fmt.Sprintf("%s is longer than a token may be (%d bytes)", key, MaxTokenBytes))
+	}
 	scheme, tok, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(tok) == "" {
 		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
@@ -172,31 +157,52 @@ func bearer(md metadata.MD, key string) (string, error) {
 	return strings.TrimSpace(tok), nil
 }
 
-// UnaryServerInterceptor authenticates every call but the public ones.
-func (v *Verifier) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
+// Authorizer authenticates every call and applies the method's rule before
+// the handler runs; a method without a rule is denied.
+type Authorizer struct {
+	Verifier *Verifier
+	// Rules answers the rule of a full method name.
+	Rules func(fullMethod string) Rule
+}
+
+func (a Authorizer) authorize(ctx context.Context, method string) (context.Context, error) {
+	rule := a.Rules(method)
+	if rule == Public {
+		return ctx, nil
+	}
+	if rule == Deny {
+		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+			"this method has no authorization rule, so it is denied to everyone").With("method", method)
+	}
+	c, err := a.Verifier.Authenticate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := rule.check(c); err != nil {
+		return nil, err
+	}
+	return WithCaller(ctx, c), nil
+}
+
+// UnaryServerInterceptor authenticates and authorizes every unary call.
+func (a Authorizer) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if Public(info.FullMethod) {
-			return handler(ctx, req)
-		}
-		c, err := v.Authenticate(ctx)
+		ctx, err := a.authorize(ctx, info.FullMethod)
 		if err != nil {
 			return nil, err
 		}
-		return handler(WithCaller(ctx, c), req)
+		return handler(ctx, req)
 	}
 }
 
-// StreamServerInterceptor authenticates every stream but the public ones.
-func (v *Verifier) StreamServerInterceptor() grpc.StreamServerInterceptor {
+// StreamServerInterceptor does the same for streams.
+func (a Authorizer) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if Public(info.FullMethod) {
-			return handler(srv, ss)
-		}
-		c, err := v.Authenticate(ss.Context())
+		ctx, err := a.authorize(ss.Context(), info.FullMethod)
 		if err != nil {
 			return err
 		}
-		return handler(srv, &callerStream{ServerStream: ss, ctx: WithCaller(ss.Context(), c)})
+		return handler(srv, &callerStream{ServerStream: ss, ctx: ctx})
 	}
 }
 
@@ -226,7 +232,7 @@ type ServiceTokens struct {
 
 // NewServiceTokens mints tokens with the service policy for subject.
 func NewServiceTokens(signer *Signer, subject string) *ServiceTokens {
-	return &ServiceTokens{signer: signer, subject: subject, ttl: 15 * time.Minute}
+	return &ServiceTokens{signer: signer, subject: subject, ttl: serviceTokenTTL}
 }
 
 // Token answers a valid service token.
@@ -236,7 +242,7 @@ func (s *ServiceTokens) Token(context.Context) (string, error) {
 	if s.token != "" && time.Now().Before(s.renewAt) {
 		return s.token, nil
 	}
-	tok, err := s.signer.Mint(s.subject, "", []string{PolicyService}, s.ttl)
+	tok, err := s.signer.MintService(s.subject, s.ttl)
 	if err != nil {
 		return "", err
 	}

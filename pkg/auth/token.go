@@ -9,13 +9,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -26,22 +29,44 @@ const (
 	PolicyAdministrator = "Datagrid Administrator"
 	PolicyOperator      = "Datagrid Operator"
 	PolicyRestrictPII   = "Restrict PII access"
-	// PolicyService is held only by Sluice's own services; internal RPCs
-	// require it.
+	// PolicyService is held only by Sluice's own services, in tokens
+	// signed by a service key; a user token that names it is refused.
 	PolicyService = "Sluice Service"
 )
 
-// Issuer and audience of every Sluice token.
+// Token trust domains. User tokens and service tokens are told apart by the
+// key that signed them (two key sets that may not overlap) and by their
+// issuer and audience, which a token of the other domain never carries.
 const (
+	// Issuer and Audience of user tokens.
 	Issuer   = "sluice"
 	Audience = "sluice"
+	// ServiceIssuer and ServiceAudience of the services' own tokens.
+	ServiceIssuer   = "sluice-service"
+	ServiceAudience = "sluice-service"
+)
+
+// Bounds on what a token may carry, checked before and after verification.
+const (
+	// MaxTokenBytes is the longest token read at all: a longer one is
+	// refused before it is decoded.
+	MaxTokenBytes = 4 << 10
+	// DefaultMaxUserLifetime bounds exp - iat of a user token.
+	DefaultMaxUserLifetime = 24 * time.Hour
+	// MaxServiceLifetime bounds exp - iat of a service token: services mint
+	// short ones and renew them.
+	MaxServiceLifetime = time.Hour
+	// MaxPolicies is the most policies a token may name.
+	MaxPolicies = 32
+	// serviceTokenTTL is how long the services' own tokens last.
+	serviceTokenTTL = 15 * time.Minute
 )
 
 // Claims are the JWT claims Sluice reads.
 type Claims struct {
 	jwt.RegisteredClaims
-	// Tenant is the tenant whose resources the caller may see; empty only
-	// for service tokens.
+	// Tenant is the tenant whose resources the caller may see; never set
+	// on service tokens.
 	Tenant string `json:"tenant,omitempty"`
 	// Policies the caller holds.
 	Policies []string `json:"policies,omitempty"`
@@ -64,8 +89,25 @@ func NewSigner(key ed25519.PrivateKey) *Signer {
 // PublicKey answers the key that verifies this signer's tokens.
 func (s *Signer) PublicKey() ed25519.PublicKey { return s.key.Public().(ed25519.PublicKey) }
 
-// Mint signs a token for subject in tenant with policies, valid for ttl.
+// Mint signs a user token for subject in tenant with policies, valid for
+// ttl. The service policy is never minted for a user.
 func (s *Signer) Mint(subject, tenant string, policies []string, ttl time.Duration) (string, error) {
+	if tenant == "" {
+		return "", errors.New("mint token: a user token needs a tenant")
+	}
+	if slices.Contains(policies, PolicyService) {
+		return "", fmt.Errorf("mint token: the %q policy belongs to Sluice's own services, not to users", PolicyService)
+	}
+	return s.mint(Issuer, Audience, subject, tenant, policies, ttl)
+}
+
+// MintService signs a service token for the service named subject: no
+// tenant, the service policy, the service issuer and audience.
+func (s *Signer) MintService(subject string, ttl time.Duration) (string, error) {
+	return s.mint(ServiceIssuer, ServiceAudience, subject, "", []string{PolicyService}, ttl)
+}
+
+func (s *Signer) mint(iss, aud, subject, tenant string, policies []string, ttl time.Duration) (string, error) {
 	if subject == "" {
 		return "", errors.New("mint token: subject is empty")
 	}
@@ -75,9 +117,9 @@ func (s *Signer) Mint(subject, tenant string, policies []string, ttl time.Durati
 	now := time.Now()
 	claims := Claims{
 		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    Issuer,
+			Issuer:    iss,
 			Subject:   subject,
-			Audience:  jwt.ClaimStrings{Audience},
+			Audience:  jwt.ClaimStrings{aud},
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now.Add(-time.Minute)),
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
@@ -94,40 +136,137 @@ func (s *Signer) Mint(subject, tenant string, policies []string, ttl time.Durati
 	return signed, nil
 }
 
-// Verifier checks tokens against a set of Ed25519 public keys.
-type Verifier struct {
-	keys   map[string]ed25519.PublicKey
-	parser *jwt.Parser
+// Kind says which trust domain verified a token.
+type Kind int
+
+// The two kinds of token.
+const (
+	UserToken Kind = iota + 1
+	ServiceToken
+)
+
+// VerifierConfig says which keys each kind of token is trusted from.
+type VerifierConfig struct {
+	// UserKeys verify users' tokens (the identity provider's keys).
+	UserKeys []ed25519.PublicKey
+	// ServiceKeys verify Sluice services' own tokens. No key may be in
+	// both sets: a key that can sign for users must never make a service.
+	ServiceKeys []ed25519.PublicKey
+	// MaxUserLifetime bounds exp - iat of user tokens;
+	// DefaultMaxUserLifetime when zero.
+	MaxUserLifetime time.Duration
 }
 
-// NewVerifier trusts the given public keys.
-func NewVerifier(keys ...ed25519.PublicKey) *Verifier {
+// Verifier checks tokens against the two trusted key sets.
+type Verifier struct {
+	users, services       map[string]ed25519.PublicKey
+	userParser, svcParser *jwt.Parser
+	maxUserLifetime       time.Duration
+}
+
+func parser(iss, aud string) *jwt.Parser {
+	return jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(iss),
+		jwt.WithAudience(aud),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(30*time.Second),
+	)
+}
+
+// NewVerifier answers a verifier for cfg, refusing a key trusted for both
+// users and services.
+func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	v := &Verifier{
-		keys: make(map[string]ed25519.PublicKey, len(keys)),
-		parser: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
-			jwt.WithIssuer(Issuer),
-			jwt.WithAudience(Audience),
-			jwt.WithExpirationRequired(),
-			jwt.WithLeeway(30*time.Second),
-		),
+		users:           map[string]ed25519.PublicKey{},
+		services:        map[string]ed25519.PublicKey{},
+		userParser:      parser(Issuer, Audience),
+		svcParser:       parser(ServiceIssuer, ServiceAudience),
+		maxUserLifetime: cfg.MaxUserLifetime,
 	}
-	for _, k := range keys {
-		v.keys[KeyID(k)] = k
+	if v.maxUserLifetime <= 0 {
+		v.maxUserLifetime = DefaultMaxUserLifetime
 	}
-	return v
+	for _, k := range cfg.UserKeys {
+		v.users[KeyID(k)] = k
+	}
+	for _, k := range cfg.ServiceKeys {
+		if _, ok := v.users[KeyID(k)]; ok {
+			return nil, errors.New("a key is trusted for both user and service tokens: give services a signing key of their own (--signing-key) that is not among --jwt-public-key")
+		}
+		v.services[KeyID(k)] = k
+	}
+	if len(v.users)+len(v.services) == 0 {
+		return nil, errors.New("no trusted keys: configure --jwt-public-key for users and --signing-key for services")
+	}
+	return v, nil
 }
 
 // ErrInvalidToken is returned for any token that does not verify. It never
 // carries the token itself.
 var ErrInvalidToken = errors.New("invalid token")
 
-// Verify parses and checks a token, answering its claims.
-func (v *Verifier) Verify(token string) (*Claims, error) {
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidToken}, args...)...)
+}
+
+// Verify checks a token of either kind and answers its claims and kind.
+// The signing key decides the kind; the kind's own issuer, audience and
+// rules must then hold.
+func (v *Verifier) Verify(token string) (*Claims, Kind, error) {
+	if len(token) > MaxTokenBytes {
+		return nil, 0, invalid("longer than %d bytes", MaxTokenBytes)
+	}
+	kid, err := headerKeyID(token)
+	if err != nil {
+		return nil, 0, err
+	}
+	if _, ok := v.services[kid]; ok {
+		c, err := v.verify(token, v.svcParser, v.services, ServiceToken)
+		return c, ServiceToken, err
+	}
+	c, err := v.verify(token, v.userParser, v.users, UserToken)
+	return c, UserToken, err
+}
+
+// VerifyUser checks a token that must be a user's.
+func (v *Verifier) VerifyUser(token string) (*Claims, error) {
+	c, kind, err := v.Verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if kind != UserToken {
+		return nil, invalid("must be a user's token, not a service's")
+	}
+	return c, nil
+}
+
+// headerKeyID reads the kid of a token's header without trusting anything
+// else in it; only the kid chooses which key set to verify against.
+func headerKeyID(token string) (string, error) {
+	head, _, ok := strings.Cut(token, ".")
+	if !ok || len(head) > 1024 {
+		return "", invalid("malformed")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return "", invalid("malformed")
+	}
+	var h struct {
+		Kid string `json:"kid"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return "", invalid("malformed")
+	}
+	return h.Kid, nil
+}
+
+func (v *Verifier) verify(token string, p *jwt.Parser, keys map[string]ed25519.PublicKey, kind Kind) (*Claims, error) {
 	claims := &Claims{}
-	_, err := v.parser.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+	_, err := p.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
-		if k, ok := v.keys[kid]; ok {
+		if k, ok := keys[kid]; ok {
 			return k, nil
 		}
 		return nil, errors.New("unknown signing key")
@@ -135,13 +274,39 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if err != nil {
 		// jwt's messages describe the failed check (expired, bad signature),
 		// never the token's content, so they are safe to keep.
-		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, jwtReason(err))
+		return nil, invalid("%s", jwtReason(err))
 	}
 	if claims.Subject == "" {
-		return nil, fmt.Errorf("%w: no subject", ErrInvalidToken)
+		return nil, invalid("no subject")
 	}
-	if claims.Tenant == "" && !claims.Has(PolicyService) {
-		return nil, fmt.Errorf("%w: no tenant", ErrInvalidToken)
+	if claims.IssuedAt == nil {
+		return nil, invalid("no iat (issued at)")
+	}
+	if len(claims.Policies) > MaxPolicies {
+		return nil, invalid("names %d policies; at most %d", len(claims.Policies), MaxPolicies)
+	}
+	lifetime := claims.ExpiresAt.Sub(claims.IssuedAt.Time)
+	switch kind {
+	case ServiceToken:
+		if claims.Tenant != "" {
+			return nil, invalid("a service token never carries a tenant")
+		}
+		if !claims.Has(PolicyService) {
+			return nil, invalid("a service token must hold the %s policy", PolicyService)
+		}
+		if lifetime > MaxServiceLifetime {
+			return nil, invalid("a service token may live at most %s; this one lives %s", MaxServiceLifetime, lifetime)
+		}
+	default:
+		if claims.Tenant == "" {
+			return nil, invalid("no tenant")
+		}
+		if claims.Has(PolicyService) {
+			return nil, invalid("a user token may not hold the %s policy", PolicyService)
+		}
+		if lifetime > v.maxUserLifetime {
+			return nil, invalid("lives %s; user tokens may live at most %s", lifetime, v.maxUserLifetime)
+		}
 	}
 	return claims, nil
 }
@@ -150,7 +315,7 @@ func jwtReason(err error) string {
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return "expired"
-	case errors.Is(err, jwt.ErrTokenNotValidYet):
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return "not valid yet"
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
 		return "signature does not verify with a trusted key"
@@ -158,6 +323,8 @@ func jwtReason(err error) string {
 		return "malformed"
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer), errors.Is(err, jwt.ErrTokenInvalidAudience):
 		return "wrong issuer or audience"
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return "a required claim is missing"
 	default:
 		return "rejected"
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
@@ -50,6 +51,18 @@ type Config struct {
 	ServerOptions []grpc.ServerOption
 }
 
+// Limits every Sluice server and client holds callers to.
+const (
+	// MaxHeaderListBytes bounds a request's metadata: two tokens of
+	// auth.MaxTokenBytes and the usual headers fit with room to spare.
+	MaxHeaderListBytes = 16 << 10
+	// MaxRecvMsgBytes bounds one message: a 4 MiB slice of an Arrow
+	// stream with its framing, far above any unary request.
+	MaxRecvMsgBytes = 5 << 20
+	// MaxConcurrentStreams bounds the calls one connection has open.
+	MaxConcurrentStreams = 256
+)
+
 // Server is a gRPC server with Sluice's interceptors and lifecycle.
 type Server struct {
 	grpc    *grpc.Server
@@ -57,6 +70,7 @@ type Server struct {
 	logger  *slog.Logger
 	timeout time.Duration
 	names   []string
+	rules   auth.Rules
 	closers []io.Closer
 }
 
@@ -71,23 +85,35 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
-	s := &Server{health: health.NewServer(), logger: cfg.Logger, timeout: cfg.ShutdownTimeout}
+	s := &Server{health: health.NewServer(), logger: cfg.Logger, timeout: cfg.ShutdownTimeout, rules: auth.Rules{}}
+	authz := auth.Authorizer{Verifier: cfg.Verifier, Rules: s.rule}
 	// Order as openfga and cerbos: recovery first, then request ids and
 	// logging, then the error mapping (so logs show the final code), then
-	// authentication, closest to the handler.
+	// validation of every request's bounds, then authentication and the
+	// method's rule, closest to the handler.
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.ForceServerCodecV2(newLenientCodec()),
+		grpc.MaxHeaderListSize(MaxHeaderListBytes),
+		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
+		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
+		// Clients may ping every 10 s at most, idle or not; a connection
+		// idle for 15 minutes is closed, a silent peer dropped after 20 s.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 15 * time.Minute, Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.ChainUnaryInterceptor(
 			s.recoverUnary,
 			s.logUnary,
 			s.mapErrorsUnary,
-			cfg.Verifier.UnaryServerInterceptor(),
+			validateUnary,
+			authz.UnaryServerInterceptor(),
 		),
 		grpc.ChainStreamInterceptor(
 			s.recoverStream,
 			s.logStream,
 			s.mapErrorsStream,
-			cfg.Verifier.StreamServerInterceptor(),
+			validateStream,
+			authz.StreamServerInterceptor(),
 		),
 	}
 	s.grpc = grpc.NewServer(append(opts, cfg.ServerOptions...)...)
@@ -104,13 +130,30 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// RegisterService registers an implementation and reports it SERVING under
-// its service name, e.g. `sluice.credential.v1.CredentialService`.
-func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any) {
+// RegisterService registers an implementation with the authorization rule
+// of each of its methods and reports it SERVING under its service name, e.g.
+// `sluice.credential.v1.CredentialService`. A method without a rule is
+// denied to every caller.
+func (s *Server) RegisterService(desc *grpc.ServiceDesc, impl any, rules auth.Rules) {
+	for m, r := range rules {
+		s.rules[m] = r
+	}
 	s.grpc.RegisterService(desc, impl)
 	s.names = append(s.names, desc.ServiceName)
 	s.health.SetServingStatus(desc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 }
+
+// rule answers the authorization rule of a method.
+func (s *Server) rule(fullMethod string) auth.Rule {
+	if auth.IsPublicMethod(fullMethod) {
+		return auth.Public
+	}
+	return s.rules[fullMethod]
+}
+
+// Rule answers the authorization rule a method has on this server (Deny
+// when it has none), for tests that check every method has one.
+func (s *Server) Rule(fullMethod string) auth.Rule { return s.rule(fullMethod) }
 
 // GRPC answers the underlying server, for registrations that need it.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
@@ -118,22 +161,35 @@ func (s *Server) GRPC() *grpc.Server { return s.grpc }
 // OnShutdown closes c after the server stopped serving, in the order added.
 func (s *Server) OnShutdown(c io.Closer) { s.closers = append(s.closers, c) }
 
-// Serve serves on lis until ctx ends, then shuts down in order.
-func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+// Start serves on lis in the background and answers a channel that
+// receives the result once serving ends (nil after Shutdown).
+func (s *Server) Start(lis net.Listener) <-chan error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(lis) }()
+	go func() {
+		err := s.grpc.Serve(lis)
+		if errors.Is(err, grpc.ErrServerStopped) {
+			err = nil
+		}
+		if err != nil {
+			err = fmt.Errorf("serve: %w", err)
+		}
+		errc <- err
+	}()
+	return errc
+}
+
+// Serve serves on lis until ctx ends, then shuts down in order.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	errc := s.Start(lis)
 	select {
 	case err := <-errc:
-		s.closeAll()
-		return fmt.Errorf("serve: %w", err)
+		s.Shutdown()
+		return err
 	case <-ctx.Done():
 	}
 	s.Shutdown()
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("serve: %w", err)
-	}
-	return nil
+	return <-errc
 }
 
 // Shutdown reports NOT_SERVING so load balancers stop sending, lets
@@ -218,7 +274,7 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 	default:
 		level = slog.LevelWarn
 	}
-	if auth.Public(method) && code == codes.OK {
+	if auth.IsPublicMethod(method) && code == codes.OK {
 		level = slog.LevelDebug // health probes would drown the log
 	}
 	attrs := []slog.Attr{

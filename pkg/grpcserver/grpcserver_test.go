@@ -37,19 +37,23 @@ func probeDesc(behave func(ctx context.Context, what string) (any, error)) *grpc
 	return &grpc.ServiceDesc{
 		ServiceName: probe,
 		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{
-			MethodName: "Do",
-			Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-				in := new(wrapperspb.StringValue)
-				if err := dec(in); err != nil {
-					return nil, err
-				}
-				h := func(ctx context.Context, req any) (any, error) {
-					return behave(ctx, req.(*wrapperspb.StringValue).GetValue())
-				}
-				return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/" + probe + "/Do"}, h)
-			},
-		}},
+		Methods:     []grpc.MethodDesc{probeMethod("Do", behave), probeMethod("Unruled", behave)},
+	}
+}
+
+func probeMethod(name string, behave func(ctx context.Context, what string) (any, error)) grpc.MethodDesc {
+	return grpc.MethodDesc{
+		MethodName: name,
+		Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			in := new(wrapperspb.StringValue)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			h := func(ctx context.Context, req any) (any, error) {
+				return behave(ctx, req.(*wrapperspb.StringValue).GetValue())
+			}
+			return ic(ctx, in, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/" + probe + "/" + name}, h)
+		},
 	}
 }
 
@@ -89,11 +93,13 @@ type harness struct {
 
 func start(t *testing.T) *harness {
 	t.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
+	signer, services := newSigner(t), newSigner(t)
+	verifier, err := auth.NewVerifier(auth.VerifierConfig{
+		UserKeys: []ed25519.PublicKey{signer.PublicKey()}, ServiceKeys: []ed25519.PublicKey{services.PublicKey()},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	signer := auth.NewSigner(key)
 	h := &harness{logs: &syncBuffer{}, served: make(chan error, 1), closed: make(chan struct{}),
 		release: make(chan struct{}), entered: make(chan struct{}, 1)}
 	h.signer = signer
@@ -101,7 +107,7 @@ func start(t *testing.T) *harness {
 	var peer *grpc.ClientConn // this server dialled as a peer service
 	srv, err := grpcserver.New(grpcserver.Config{
 		Logger:          logging.New(h.logs, slog.LevelDebug, "test"),
-		Verifier:        auth.NewVerifier(signer.PublicKey()),
+		Verifier:        verifier,
 		ShutdownTimeout: 10 * time.Second,
 	})
 	if err != nil {
@@ -132,7 +138,7 @@ func start(t *testing.T) *harness {
 			<-h.release
 		}
 		return wrapperspb.String("done"), nil
-	}), struct{}{})
+	}), struct{}{}, auth.Rules{"/" + probe + "/Do": auth.AnyCaller}) // Unruled has none
 	srv.OnShutdown(closerFunc(func() error { close(h.closed); return nil }))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -146,7 +152,7 @@ func start(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err = grpcclient.Dial(h.addr, auth.NewServiceTokens(signer, "sluice-destination"), nil)
+	peer, err = grpcclient.Dial(h.addr, auth.NewServiceTokens(services, "sluice-destination"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,6 +162,15 @@ func start(t *testing.T) *harness {
 		h.conn.Close()
 	})
 	return h
+}
+
+func newSigner(t *testing.T) *auth.Signer {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return auth.NewSigner(key)
 }
 
 func (h *harness) call(ctx context.Context, what string, opts ...grpc.CallOption) (*wrapperspb.StringValue, error) {
@@ -339,4 +354,72 @@ func TestPeerCallsCarryTheCallersToken(t *testing.T) {
 	if want := "subject=alice@acme.test tenant=acme service="; direct.GetValue() != want {
 		t.Fatalf("direct call saw %q, want %q", direct.GetValue(), want)
 	}
+}
+
+// Issue 9, item 5: a method nobody gave a rule is denied, even to an
+// administrator.
+func TestMethodWithoutRuleIsDenied(t *testing.T) {
+	h := start(t)
+	out := new(wrapperspb.StringValue)
+	err := h.conn.Invoke(h.authed(), "/"+probe+"/Unruled", wrapperspb.String("whoami"), out)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("Unruled: %v, want PermissionDenied", err)
+	}
+	if _, err := h.call(h.authed(), "whoami"); err != nil {
+		t.Fatalf("Do, which has a rule: %v", err)
+	}
+}
+
+// Issue 9, item 11: a string that is not UTF-8 fails to decode before any
+// interceptor runs; it must answer InvalidArgument, and be logged, not
+// Internal.
+func TestUndecodableRequestIsInvalidArgument(t *testing.T) {
+	h := start(t)
+	// BytesValue and StringValue share field 1: the server decodes these
+	// bytes as a string that is not UTF-8.
+	out := new(wrapperspb.StringValue)
+	err := h.conn.Invoke(h.authed(), "/"+probe+"/Do", wrapperspb.Bytes([]byte{0xff, 0xfe, 'x'}), out)
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(violationText(err), "UTF-8") {
+		t.Fatalf("got %v, want InvalidArgument naming UTF-8", err)
+	}
+	if !strings.Contains(h.logs.String(), `"code":"InvalidArgument"`) {
+		t.Fatalf("the refused request was not logged:\n%s", h.logs.String())
+	}
+	if _, err := h.call(h.authed(), "whoami"); err != nil {
+		t.Fatalf("next call: %v", err)
+	}
+}
+
+// Issue 9, item 8: every string field is capped before a handler reads it.
+func TestOversizedFieldIsInvalidArgument(t *testing.T) {
+	h := start(t)
+	_, err := h.call(h.authed(), strings.Repeat("x", 5000))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(violationText(err), "value: must be at most 4096 bytes") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Issue 9, item 7: 16 KiB of headers at most; a caller sending more is
+// refused without costing the server the decoding, and the server serves on.
+func TestHeaderListIsBounded(t *testing.T) {
+	h := start(t)
+	big := metadata.AppendToOutgoingContext(h.authed(), "x-padding", strings.Repeat("p", 32<<10))
+	if _, err := h.call(big, "whoami"); err == nil {
+		t.Fatal("a 32 KiB header was accepted")
+	}
+	if _, err := h.call(h.authed(), "whoami"); err != nil {
+		t.Fatalf("next call: %v", err)
+	}
+}
+
+func violationText(err error) string {
+	var b strings.Builder
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			for _, v := range br.GetFieldViolations() {
+				fmt.Fprintf(&b, "%s: %s\n", v.GetField(), v.GetDescription())
+			}
+		}
+	}
+	return b.String()
 }

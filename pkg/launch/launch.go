@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,16 +31,23 @@ import (
 
 // Common are the settings every service process has.
 type Common struct {
-	// DataDir holds SQLite databases and the development signing key.
+	// DataDir holds SQLite databases and the development keys.
 	DataDir string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
-	// SigningKey is an Ed25519 private key (PEM, PKCS #8). Services mint
-	// their own service tokens with it and trust its public half.
-	SigningKey string
-	// PublicKeys are files of trusted Ed25519 public keys for callers'
-	// tokens.
+	// PublicKeys are files of trusted Ed25519 public keys for users'
+	// tokens (the identity provider's). None means development mode: a
+	// local user key that `sluice token` signs with.
 	PublicKeys []string
+	// MaxTokenLifetime refuses user tokens that live longer (exp - iat).
+	MaxTokenLifetime time.Duration
+	// SigningKey is the Ed25519 private key (PEM, PKCS #8) services mint
+	// their own tokens with; its public half is trusted for service tokens
+	// only. Default {data-dir}/keys/service.pem, created on first start.
+	SigningKey string
+	// ServicePublicKeys are more keys trusted for service tokens, e.g. the
+	// issuer of a --service-token-file.
+	ServicePublicKeys []string
 	// ServiceTokenFile holds this service's own token, for deployments
 	// where an issuer outside Sluice mints it.
 	ServiceTokenFile string
@@ -49,22 +57,30 @@ type Common struct {
 
 // DefaultCommon answers the defaults: state under ./.data, info logs.
 func DefaultCommon() Common {
-	return Common{DataDir: ".data", LogLevel: "info", ShutdownTimeout: 15 * time.Second}
+	return Common{DataDir: ".data", LogLevel: "info", ShutdownTimeout: 15 * time.Second, MaxTokenLifetime: auth.DefaultMaxUserLifetime}
 }
 
 // AddFlags registers the common flags on fs.
 func (c *Common) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for SQLite databases and the development signing key")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for SQLite databases and the development keys")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
-	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "Ed25519 private key (PEM) to mint service tokens with; its public key is trusted (default: {data-dir}/keys/signing.pem when no --jwt-public-key is given)")
-	fs.StringSliceVar(&c.PublicKeys, "jwt-public-key", c.PublicKeys, "file of trusted Ed25519 public keys (PEM) for caller tokens; repeatable")
+	fs.StringSliceVar(&c.PublicKeys, "jwt-public-key", c.PublicKeys, "file of Ed25519 public keys (PEM) trusted for users' tokens; repeatable (default: the development user key {data-dir}/keys/dev-user.pem)")
+	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", c.MaxTokenLifetime, "refuse user tokens whose lifetime (exp - iat) is longer")
+	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "Ed25519 private key (PEM) services mint their own tokens with; trusted for service tokens only (default {data-dir}/keys/service.pem)")
+	fs.StringSliceVar(&c.ServicePublicKeys, "service-public-key", c.ServicePublicKeys, "file of more Ed25519 public keys trusted for service tokens; repeatable")
 	fs.StringVar(&c.ServiceTokenFile, "service-token-file", c.ServiceTokenFile, "file holding this service's own token, when another issuer mints it")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight calls may finish after SIGTERM")
 }
 
-// DevSigningKeyPath is the development key used when no keys are configured.
-func DevSigningKeyPath(dataDir string) string {
-	return filepath.Join(dataDir, "keys", "signing.pem")
+// DevUserKeyPath is the development key users' tokens are signed with when
+// no --jwt-public-key is configured; `sluice token` signs with it.
+func DevUserKeyPath(dataDir string) string {
+	return filepath.Join(dataDir, "keys", "dev-user.pem")
+}
+
+// ServiceKeyPath is the default key services sign their own tokens with.
+func ServiceKeyPath(dataDir string) string {
+	return filepath.Join(dataDir, "keys", "service.pem")
 }
 
 // ApplyEnv sets every flag not given on the command line from the
@@ -90,10 +106,10 @@ func ApplyEnv(fs *pflag.FlagSet) error {
 type Env struct {
 	Logger   *slog.Logger
 	Verifier *auth.Verifier
-	// Tokens gives this process's service token; nil when it can mint none.
+	// Tokens gives this process's service token.
 	Tokens auth.TokenSource
-	// Signer is set when a signing key is configured.
-	Signer          *auth.Signer
+	// DataDir is the process's data directory.
+	DataDir         string
 	shutdownTimeout time.Duration
 	flushTelemetry  func(context.Context) error
 }
@@ -106,27 +122,41 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Logger: logger, shutdownTimeout: c.ShutdownTimeout, flushTelemetry: flush}
+	e := &Env{Logger: logger, DataDir: c.DataDir, shutdownTimeout: c.ShutdownTimeout, flushTelemetry: flush}
 
-	keys, err := c.trustedKeys()
-	if err != nil {
-		return nil, err
-	}
-	signingKey := c.SigningKey
-	if signingKey == "" && len(c.PublicKeys) == 0 {
-		signingKey = DevSigningKeyPath(c.DataDir)
-		logger.Warn("no --jwt-public-key or --signing-key given: using the development signing key; mint tokens with `sluice token`",
-			slog.String("key", signingKey))
-	}
-	if signingKey != "" {
-		key, err := auth.LoadOrCreateSigningKey(signingKey)
+	var userKeys []ed25519.PublicKey
+	if len(c.PublicKeys) > 0 {
+		if userKeys, err = auth.LoadPublicKeys(c.PublicKeys...); err != nil {
+			return nil, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+	} else {
+		path := DevUserKeyPath(c.DataDir)
+		key, err := auth.LoadOrCreateSigningKey(path)
 		if err != nil {
 			return nil, err
 		}
-		e.Signer = auth.NewSigner(key)
-		keys = append(keys, e.Signer.PublicKey())
-		e.Tokens = auth.NewServiceTokens(e.Signer, service)
+		userKeys = append(userKeys, key.Public().(ed25519.PublicKey))
+		logger.Warn("no --jwt-public-key given: trusting the development user key; mint tokens with `sluice token`",
+			slog.String("key", path))
 	}
+	signingKey := c.SigningKey
+	if signingKey == "" {
+		signingKey = ServiceKeyPath(c.DataDir)
+	}
+	key, err := auth.LoadOrCreateSigningKey(signingKey)
+	if err != nil {
+		return nil, err
+	}
+	signer := auth.NewSigner(key)
+	serviceKeys := []ed25519.PublicKey{signer.PublicKey()}
+	if len(c.ServicePublicKeys) > 0 {
+		more, err := auth.LoadPublicKeys(c.ServicePublicKeys...)
+		if err != nil {
+			return nil, fmt.Errorf("--service-public-key: %w", err)
+		}
+		serviceKeys = append(serviceKeys, more...)
+	}
+	e.Tokens = auth.NewServiceTokens(signer, service)
 	if c.ServiceTokenFile != "" {
 		b, err := os.ReadFile(c.ServiceTokenFile)
 		if err != nil {
@@ -134,15 +164,13 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 		}
 		e.Tokens = auth.StaticToken(strings.TrimSpace(string(b)))
 	}
-	e.Verifier = auth.NewVerifier(keys...)
-	return e, nil
-}
-
-func (c Common) trustedKeys() ([]ed25519.PublicKey, error) {
-	if len(c.PublicKeys) == 0 {
-		return nil, nil
+	e.Verifier, err = auth.NewVerifier(auth.VerifierConfig{
+		UserKeys: userKeys, ServiceKeys: serviceKeys, MaxUserLifetime: c.MaxTokenLifetime,
+	})
+	if err != nil {
+		return nil, err
 	}
-	return auth.LoadPublicKeys(c.PublicKeys...)
+	return e, nil
 }
 
 // NewServer builds a gRPC server for component (e.g. `credential`) with the
@@ -180,6 +208,18 @@ func Listen(addr string) (net.Listener, error) {
 	return lis, nil
 }
 
+// ListenerCloser closes a listener on shutdown, whether or not serving
+// already closed it (gRPC closes its listener when it stops).
+type ListenerCloser struct{ net.Listener }
+
+// Close closes the listener; one already closed is not an error.
+func (l ListenerCloser) Close() error {
+	if err := l.Listener.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
 // Endpoint is one server of a process and where it listens.
 type Endpoint struct {
 	// Name says what serves there, e.g. `credential`.
@@ -188,27 +228,36 @@ type Endpoint struct {
 	Listener net.Listener
 }
 
-// Serve serves every endpoint until ctx ends or one fails, then shuts all of
-// them down in order (NOT_SERVING, bounded graceful stop, closers).
+// Serve serves every endpoint until ctx ends or one fails, then shuts them
+// down one after another in the order given (NOT_SERVING, bounded graceful
+// stop, closers): list callers before the services they call, so that a
+// service still finishing calls can reach its peers.
 func Serve(ctx context.Context, endpoints []Endpoint) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(endpoints))
-	for _, ep := range endpoints {
+	done := make([]<-chan error, len(endpoints))
+	failed := make(chan struct{}, len(endpoints))
+	results := make([]error, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		errc := ep.Server.Start(ep.Listener)
+		done[i] = errc
+		wg.Add(1)
 		go func() {
-			err := ep.Server.Serve(ctx, ep.Listener)
-			if err != nil {
-				err = fmt.Errorf("%s: %w", ep.Name, err)
+			defer wg.Done()
+			if err := <-errc; err != nil {
+				results[i] = fmt.Errorf("%s: %w", ep.Name, err)
 			}
-			cancel() // one server ending ends the process
-			errc <- err
+			failed <- struct{}{} // one server ending ends the process
 		}()
 	}
-	var errs []error
-	for range endpoints {
-		errs = append(errs, <-errc)
+	select {
+	case <-ctx.Done():
+	case <-failed:
 	}
-	return errors.Join(errs...)
+	for _, ep := range endpoints {
+		ep.Server.Shutdown()
+	}
+	wg.Wait()
+	return errors.Join(results...)
 }
 
 // Service describes a service binary for RunService.
@@ -220,8 +269,9 @@ type Service struct {
 	Addr string
 	// Flags registers the service's own flags.
 	Flags func(fs *pflag.FlagSet)
-	// Build creates the service and registers it on srv.
-	Build func(ctx context.Context, env *Env, common Common, srv *grpcserver.Server) error
+	// Build creates the service and registers it on srv, putting whatever
+	// it opens on srv's shutdown list.
+	Build func(ctx context.Context, env *Env, srv *grpcserver.Server) error
 }
 
 // RunService is a service binary's whole main: flags and SLUICE_*
@@ -269,11 +319,13 @@ func runService(ctx context.Context, s Service, common Common, addr string) (err
 	if err != nil {
 		return err
 	}
-	if err := s.Build(ctx, env, common, srv); err != nil {
-		return err
-	}
 	lis, err := Listen(addr)
 	if err != nil {
+		return err
+	}
+	srv.OnShutdown(ListenerCloser{Listener: lis})
+	if err := s.Build(ctx, env, srv); err != nil {
+		srv.Shutdown()
 		return err
 	}
 	env.Logger.Info("serving", slog.String("addr", lis.Addr().String()))
@@ -283,4 +335,13 @@ func runService(ctx context.Context, s Service, common Common, addr string) (err
 // SQLiteDSN answers the default database of a service under dataDir.
 func SQLiteDSN(dataDir, service string) string {
 	return "sqlite:" + filepath.Join(dataDir, service+".db")
+}
+
+// OrSQLite answers dsn, or the service's default SQLite database under
+// dataDir when dsn is empty.
+func OrSQLite(dsn, dataDir, service string) string {
+	if dsn != "" {
+		return dsn
+	}
+	return SQLiteDSN(dataDir, service)
 }

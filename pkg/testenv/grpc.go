@@ -26,9 +26,11 @@ import (
 type GRPC struct {
 	// Conn reaches the server.
 	Conn *grpc.ClientConn
-	// Signer mints tokens the server trusts.
+	// Signer mints user tokens the server trusts.
 	Signer *auth.Signer
-	logs   *logBuffer
+	// ServiceSigner mints service tokens the server trusts.
+	ServiceSigner *auth.Signer
+	logs          *logBuffer
 }
 
 // StartGRPC builds a server with grpcserver, lets register add services,
@@ -37,14 +39,16 @@ type GRPC struct {
 // the end caller's token on), for services that call each other.
 func StartGRPC(t *testing.T, register func(srv *grpcserver.Server, peer *grpc.ClientConn)) *GRPC {
 	t.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
+	g := &GRPC{Signer: auth.NewSigner(newKey(t)), ServiceSigner: auth.NewSigner(newKey(t)), logs: &logBuffer{}}
+	verifier, err := auth.NewVerifier(auth.VerifierConfig{
+		UserKeys: []ed25519.PublicKey{g.Signer.PublicKey()}, ServiceKeys: []ed25519.PublicKey{g.ServiceSigner.PublicKey()},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &GRPC{Signer: auth.NewSigner(key), logs: &logBuffer{}}
 	srv, err := grpcserver.New(grpcserver.Config{
 		Logger:          logging.New(g.logs, slog.LevelDebug, "test"),
-		Verifier:        auth.NewVerifier(g.Signer.PublicKey()),
+		Verifier:        verifier,
 		ShutdownTimeout: 5 * time.Second,
 	})
 	if err != nil {
@@ -54,7 +58,7 @@ func StartGRPC(t *testing.T, register func(srv *grpcserver.Server, peer *grpc.Cl
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, err := grpcclient.Dial(lis.Addr().String(), auth.NewServiceTokens(g.Signer, "sluice-test-peer"), nil)
+	peer, err := grpcclient.Dial(lis.Addr().String(), auth.NewServiceTokens(g.ServiceSigner, "sluice-test-peer"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +81,15 @@ func StartGRPC(t *testing.T, register func(srv *grpcserver.Server, peer *grpc.Cl
 	return g
 }
 
+func newKey(t testing.TB) ed25519.PrivateKey {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 // As answers a call option that authenticates as a user of tenant holding
 // policies.
 func (g *GRPC) As(t testing.TB, tenant string, policies ...string) grpc.CallOption {
@@ -92,7 +105,7 @@ func (g *GRPC) As(t testing.TB, tenant string, policies ...string) grpc.CallOpti
 // a user of tenant, as services call each other.
 func (g *GRPC) AsServiceFor(t testing.TB, tenant string, policies ...string) context.Context {
 	t.Helper()
-	svc, err := auth.NewServiceTokens(g.Signer, "sluice-test-service").Token(context.Background())
+	svc, err := auth.NewServiceTokens(g.ServiceSigner, "sluice-test-service").Token(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@
 package validate
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -13,7 +12,6 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/sluicehq/sluice/pkg/apierror"
-	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 )
@@ -94,46 +92,25 @@ func MaxLen(v *apierror.Violations, field, value string, max int) bool {
 	return true
 }
 
-// Visible answers NotFound, exactly as for a name that does not exist, when
-// the caller may not see the tenant of name.
-func Visible(ctx context.Context, tenant, name string) error {
-	c, err := auth.Require(ctx)
-	if err != nil {
-		return err
-	}
-	if !c.CanSeeTenant(tenant) {
-		return apierror.NotFound(name)
-	}
-	return nil
-}
-
 // Resource validates a request that names one resource of collection in
-// field, then checks that the caller may see it.
-func Resource(ctx context.Context, field, name, collection string) (resourcename.Name, error) {
+// field. Whether the caller may see it is auth.Visible's question.
+func Resource(field, name, collection string) (resourcename.Name, error) {
 	var v Violations
 	n, _ := Name(&v, field, name, collection)
-	if err := v.Err(); err != nil {
-		return n, err
-	}
-	return n, Visible(ctx, n.Tenant, name)
+	return n, v.Err()
 }
 
 // Listing validates the parent and paging of a List request (the token is
-// bound to parent and filter), checks that the caller may see the parent,
-// and answers the page size and the key to resume after.
-func Listing(ctx context.Context, parent string, size int32, token, filter string) (int, string, error) {
+// bound to parent and filter) and answers the parent, the page size and the
+// key to resume after.
+func Listing(parent string, size int32, token, filter string) (resourcename.Parent, int, string, error) {
 	var v Violations
-	p, ok := Parent(&v, "parent", parent)
+	p, _ := Parent(&v, "parent", parent)
 	n, after := Page(&v, size, token, pagination.Digest(parent, filter))
 	if err := v.Err(); err != nil {
-		return 0, "", err
+		return p, 0, "", err
 	}
-	if ok {
-		if err := Visible(ctx, p.Tenant, parent); err != nil {
-			return 0, "", err
-		}
-	}
-	return n, after, nil
+	return p, n, after, nil
 }
 
 // UpdateMask checks that an Update names at least one field, each one of

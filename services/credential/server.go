@@ -152,8 +152,8 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 
 // Register adds both services to srv and closes the store on shutdown.
 func (s *Service) Register(srv *grpcserver.Server) {
-	srv.RegisterService(&credentialv1.CredentialService_ServiceDesc, s)
-	srv.RegisterService(&credentialv1.CredentialAccessService_ServiceDesc, s)
+	srv.RegisterService(&credentialv1.CredentialService_ServiceDesc, s, Rules)
+	srv.RegisterService(&credentialv1.CredentialAccessService_ServiceDesc, s, Rules)
 	srv.OnShutdown(s)
 }
 
@@ -274,7 +274,7 @@ func (s *Service) CreateCredential(ctx context.Context, req *credentialv1.Create
 		return nil, err
 	}
 	if ok {
-		if err := validate.Visible(ctx, parent.Tenant, req.GetParent()); err != nil {
+		if err := auth.Visible(ctx, parent.Tenant, req.GetParent()); err != nil {
 			return nil, err
 		}
 	}
@@ -330,8 +330,19 @@ func notFound(err error, name string) error {
 // named validates a request that names one credential and checks that the
 // caller may see it.
 func named(ctx context.Context, name string) error {
-	_, err := validate.Resource(ctx, "name", name, collection)
-	return err
+	n, err := validate.Resource("name", name, collection)
+	if err != nil {
+		return err
+	}
+	return auth.Visible(ctx, n.Tenant, name)
+}
+
+func parseName(name string) (resourcename.Name, error) {
+	n, err := resourcename.Parse(name, collection)
+	if err != nil {
+		return n, fmt.Errorf("stored credential name %q: %w", name, err)
+	}
+	return n, nil
 }
 
 // GetCredential answers a credential without its secret.
@@ -343,12 +354,22 @@ func (s *Service) GetCredential(ctx context.Context, req *credentialv1.GetCreden
 	if err != nil {
 		return nil, notFound(err, req.GetName())
 	}
+	if err := s.readable(ctx, c); err != nil {
+		return nil, err
+	}
 	return s.present(c), nil
 }
 
 // ListCredentials answers a page of credentials in name order.
 func (s *Service) ListCredentials(ctx context.Context, req *credentialv1.ListCredentialsRequest) (*credentialv1.ListCredentialsResponse, error) {
-	size, after, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), "")
+	p, size, after, err := validate.Listing(req.GetParent(), req.GetPageSize(), req.GetPageToken(), "")
+	if err != nil {
+		return nil, err
+	}
+	if err := auth.Visible(ctx, p.Tenant, req.GetParent()); err != nil {
+		return nil, err
+	}
+	readable, err := s.readableSet(ctx, req.GetParent())
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +379,9 @@ func (s *Service) ListCredentials(ctx context.Context, req *credentialv1.ListCre
 	}
 	resp := &credentialv1.ListCredentialsResponse{}
 	for _, c := range items {
-		resp.Credentials = append(resp.Credentials, s.present(c))
+		if readable == nil || readable[c.GetName()] {
+			resp.Credentials = append(resp.Credentials, s.present(c))
+		}
 	}
 	if next != "" {
 		resp.NextPageToken = pagination.Encode(next, pagination.Digest(req.GetParent(), ""))
@@ -387,7 +410,7 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
-	if err := validate.Visible(ctx, tenant, in.GetName()); err != nil {
+	if err := auth.Visible(ctx, tenant, in.GetName()); err != nil {
 		return nil, err
 	}
 	name := in.GetName()
@@ -482,12 +505,10 @@ func (s *Service) DeleteCredential(ctx context.Context, req *credentialv1.Delete
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
 	}
-	if req.GetForce() {
-		if _, err := auth.RequireAdmin(ctx); err != nil {
+	if !req.GetForce() {
+		if err := s.notInUse(ctx, req.GetName()); err != nil {
 			return nil, err
 		}
-	} else if err := s.notInUse(ctx, req.GetName()); err != nil {
-		return nil, err
 	}
 	if err := s.store.Credentials.Delete(ctx, req.GetName(), req.GetEtag(), s.store.DeleteSecret(req.GetName())); err != nil {
 		return nil, notFound(err, req.GetName())
@@ -500,30 +521,37 @@ const ReasonCredentialInUse = "CREDENTIAL_IN_USE"
 
 // notInUse asks the destination service, as this service and not as the
 // caller (who may not see every destination), whether any destination uses
-// the credential.
+// the credential. The answer names only the destinations the caller may
+// see and counts the others.
 func (s *Service) notInUse(ctx context.Context, name string) error {
-	n, _ := resourcename.Parse(name, collection)
-	resp, err := s.peers.Destinations.ListDestinations(auth.AsService(ctx), &destinationv1.ListDestinationsRequest{
-		Parent: n.Parent.String(), Filter: fmt.Sprintf("credential = %q", name), PageSize: 10,
-	})
+	n, err := parseName(name)
 	if err != nil {
-		return apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable,
-			"cannot confirm that no destination uses this credential: the destination service did not answer; try again")
+		return err
 	}
-	if len(resp.GetDestinations()) == 0 {
+	all, err := s.destinationsOn(ctx, n.Parent.String(), name, true)
+	if err != nil {
+		return err
+	}
+	if len(all[name]) == 0 {
 		return nil
 	}
-	var names []string
-	for _, d := range resp.GetDestinations() {
-		names = append(names, d.GetName())
+	seen, err := s.destinationsOn(ctx, n.Parent.String(), name, false)
+	if err != nil {
+		return err
 	}
-	more := ""
-	if resp.GetNextPageToken() != "" {
-		more = " and more"
+	visible := seen[name]
+	hidden := len(all[name]) - len(visible)
+	var parts []string
+	if len(visible) > 0 {
+		parts = append(parts, strings.Join(visible, ", "))
+	}
+	if hidden > 0 {
+		parts = append(parts, fmt.Sprintf("%d you cannot see", hidden))
 	}
 	return apierror.New(codes.FailedPrecondition, ReasonCredentialInUse,
-		fmt.Sprintf("destinations still use this credential: %s%s; point them at another credential first, or delete with force as an administrator", strings.Join(names, ", "), more)).
-		With("destinations", strings.Join(names, ","))
+		fmt.Sprintf("destinations still use this credential: %s; point them at another credential first, or delete with force", strings.Join(parts, " and "))).
+		With("destinations", strings.Join(visible, ",")).
+		With("hidden_destinations", fmt.Sprint(hidden))
 }
 
 // RegenerateExternalId gives a role-to-role credential a new External ID.
@@ -560,15 +588,15 @@ func (s *Service) TestCredential(ctx context.Context, req *credentialv1.TestCred
 	if err != nil {
 		return nil, notFound(err, req.GetName())
 	}
+	if err := s.readable(ctx, c); err != nil {
+		return nil, err
+	}
 	return s.test(ctx, c), nil
 }
 
 // MintAccess is internal: only the service policy may call it. It answers
 // short-lived access for the credential, cached within AccessCacheTTL.
 func (s *Service) MintAccess(ctx context.Context, req *credentialv1.MintAccessRequest) (*credentialv1.TemporaryAccess, error) {
-	if _, err := auth.RequireService(ctx); err != nil {
-		return nil, err
-	}
 	if err := named(ctx, req.GetName()); err != nil {
 		return nil, err
 	}

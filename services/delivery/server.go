@@ -13,6 +13,7 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/validate"
@@ -60,10 +61,24 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	return &Service{store: st, peers: peers}, nil
 }
 
+// Rules says who may call each method: every delivery and workflow method
+// takes any caller of the tenant; what each may see of a delivery follows
+// the destination's access rule, asked of the destination service.
+var Rules = auth.Rules{
+	deliveryv1.DeliveryService_Deliver_FullMethodName:                 auth.AnyCaller,
+	deliveryv1.DeliveryService_GetDelivery_FullMethodName:             auth.AnyCaller,
+	deliveryv1.DeliveryService_ListDeliveries_FullMethodName:          auth.AnyCaller,
+	deliveryv1.WorkflowService_GetWorkflow_FullMethodName:             auth.AnyCaller,
+	deliveryv1.WorkflowService_ListWorkflows_FullMethodName:           auth.AnyCaller,
+	deliveryv1.WorkflowService_ResolveWorkflow_FullMethodName:         auth.AnyCaller,
+	deliveryv1.WorkflowService_ListNotifications_FullMethodName:       auth.AnyCaller,
+	deliveryv1.WorkflowService_AcknowledgeNotification_FullMethodName: auth.AnyCaller,
+}
+
 // Register adds both services to srv and closes the store on shutdown.
 func (s *Service) Register(srv *grpcserver.Server) {
-	srv.RegisterService(&deliveryv1.DeliveryService_ServiceDesc, s)
-	srv.RegisterService(&deliveryv1.WorkflowService_ServiceDesc, s)
+	srv.RegisterService(&deliveryv1.DeliveryService_ServiceDesc, s, Rules)
+	srv.RegisterService(&deliveryv1.WorkflowService_ServiceDesc, s, Rules)
 	srv.OnShutdown(s)
 }
 
@@ -71,13 +86,19 @@ func (s *Service) Register(srv *grpcserver.Server) {
 func (s *Service) Close() error { return s.store.Close() }
 
 func named(ctx context.Context, field, name, collection string) error {
-	_, err := validate.Resource(ctx, field, name, collection)
-	return err
+	n, err := validate.Resource(field, name, collection)
+	if err != nil {
+		return err
+	}
+	return auth.Visible(ctx, n.Tenant, name)
 }
 
 func listed(ctx context.Context, parent string, size int32, token, filter string) error {
-	_, _, err := validate.Listing(ctx, parent, size, token, filter)
-	return err
+	p, _, _, err := validate.Listing(parent, size, token, filter)
+	if err != nil {
+		return err
+	}
+	return auth.Visible(ctx, p.Tenant, parent)
 }
 
 // Deliver reads and validates the opening message; the pipeline behind it
@@ -106,7 +127,7 @@ func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error
 		return err
 	}
 	d, _ := resourcename.Parse(start.GetDestination(), "destinations")
-	if err := validate.Visible(stream.Context(), d.Tenant, start.GetDestination()); err != nil {
+	if err := auth.Visible(stream.Context(), d.Tenant, start.GetDestination()); err != nil {
 		return err
 	}
 	return apierror.Unimplemented("Deliver", laterDelivery)

@@ -75,9 +75,24 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	return &Service{cfg: cfg, store: st, peers: peers, now: time.Now}, nil
 }
 
+// Rules says who may call each method. Every public method takes any caller
+// of the tenant and then applies the destination access rule (mayUse) to
+// each destination; ResolveDestination is the delivery service's question.
+var Rules = auth.Rules{
+	destinationv1.DestinationService_CreateDestination_FullMethodName:  auth.AnyCaller,
+	destinationv1.DestinationService_GetDestination_FullMethodName:     auth.AnyCaller,
+	destinationv1.DestinationService_ListDestinations_FullMethodName:   auth.AnyCaller,
+	destinationv1.DestinationService_UpdateDestination_FullMethodName:  auth.AnyCaller,
+	destinationv1.DestinationService_DeleteDestination_FullMethodName:  auth.AnyCaller,
+	destinationv1.DestinationService_TestDestination_FullMethodName:    auth.AnyCaller,
+	destinationv1.DestinationService_PreviewDestination_FullMethodName: auth.AnyCaller,
+	destinationv1.DestinationService_PromoteDestination_FullMethodName: auth.AnyCaller,
+	destinationv1.DestinationService_ResolveDestination_FullMethodName: auth.ServiceOnly,
+}
+
 // Register adds the service to srv and closes the store on shutdown.
 func (s *Service) Register(srv *grpcserver.Server) {
-	srv.RegisterService(&destinationv1.DestinationService_ServiceDesc, s)
+	srv.RegisterService(&destinationv1.DestinationService_ServiceDesc, s, Rules)
 	srv.OnShutdown(s)
 }
 
@@ -193,8 +208,11 @@ func validateFormat(v *apierror.Violations, f *destinationv1.FileFormat) {
 }
 
 func named(ctx context.Context, name string) error {
-	_, err := validate.Resource(ctx, "name", name, collection)
-	return err
+	n, err := validate.Resource("name", name, collection)
+	if err != nil {
+		return err
+	}
+	return auth.Visible(ctx, n.Tenant, name)
 }
 
 // visible reads a destination the caller may use: one they may not use is
@@ -255,7 +273,7 @@ func (s *Service) CreateDestination(ctx context.Context, req *destinationv1.Crea
 		return nil, err
 	}
 	if ok {
-		if err := validate.Visible(ctx, parent.Tenant, req.GetParent()); err != nil {
+		if err := auth.Visible(ctx, parent.Tenant, req.GetParent()); err != nil {
 			return nil, err
 		}
 	}
@@ -299,8 +317,11 @@ func (s *Service) ListDestinations(ctx context.Context, req *destinationv1.ListD
 		}
 		where = append(where, resourcestore.Where{Column: store.CredentialColumn, Value: m[1]})
 	}
-	size, after, err := validate.Listing(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
+	p, size, after, err := validate.Listing(req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
 	if err != nil {
+		return nil, err
+	}
+	if err := auth.Visible(ctx, p.Tenant, req.GetParent()); err != nil {
 		return nil, err
 	}
 	caller, err := auth.Require(ctx)
@@ -554,7 +575,7 @@ func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.Pro
 // whose token travels alongside, whether that caller may send data to the
 // destination, before it accepts a byte.
 func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.ResolveDestinationRequest) (*destinationv1.Destination, error) {
-	c, err := auth.RequireService(ctx)
+	c, err := auth.Require(ctx)
 	if err != nil {
 		return nil, err
 	}

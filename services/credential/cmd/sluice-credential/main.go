@@ -4,11 +4,8 @@ package main
 import (
 	"context"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/pflag"
-
-	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/launch"
@@ -28,24 +25,8 @@ func main() {
 			fs.StringVar(&destinationAddr, "destination-addr", "127.0.0.1:7402", "address of the destination service")
 			cfg.AddFlags(fs)
 		},
-		Build: func(ctx context.Context, env *launch.Env, common launch.Common, srv *grpcserver.Server) error {
-			if cfg.DatabaseDSN == "" {
-				cfg.DatabaseDSN = launch.SQLiteDSN(common.DataDir, "credential")
-			}
-			if cfg.MasterKeyFile == "" {
-				cfg.MasterKeyFile = filepath.Join(common.DataDir, "keys", "master.key")
-			}
-			cc, err := env.Dial(destinationAddr)
-			if err != nil {
-				return err
-			}
-			srv.OnShutdown(cc)
-			svc, err := credential.New(ctx, cfg, credential.Peers{Destinations: destinationv1.NewDestinationServiceClient(cc)})
-			if err != nil {
-				return err
-			}
-			svc.Register(srv)
-			return nil
+		Build: func(ctx context.Context, env *launch.Env, srv *grpcserver.Server) error {
+			return credential.Build(ctx, env, srv, cfg, destinationAddr)
 		},
 	}, os.Args[1:]))
 }

@@ -7,8 +7,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
-	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/services/delivery"
@@ -27,29 +25,8 @@ func main() {
 			fs.StringVar(&credentialAddr, "credential-addr", "127.0.0.1:7401", "address of the credential service")
 			fs.StringVar(&destinationAddr, "destination-addr", "127.0.0.1:7402", "address of the destination service")
 		},
-		Build: func(ctx context.Context, env *launch.Env, common launch.Common, srv *grpcserver.Server) error {
-			if cfg.DatabaseDSN == "" {
-				cfg.DatabaseDSN = launch.SQLiteDSN(common.DataDir, "delivery")
-			}
-			credConn, err := env.Dial(credentialAddr)
-			if err != nil {
-				return err
-			}
-			srv.OnShutdown(credConn)
-			destConn, err := env.Dial(destinationAddr)
-			if err != nil {
-				return err
-			}
-			srv.OnShutdown(destConn)
-			svc, err := delivery.New(ctx, cfg, delivery.Peers{
-				Destinations: destinationv1.NewDestinationServiceClient(destConn),
-				Access:       credentialv1.NewCredentialAccessServiceClient(credConn),
-			})
-			if err != nil {
-				return err
-			}
-			svc.Register(srv)
-			return nil
+		Build: func(ctx context.Context, env *launch.Env, srv *grpcserver.Server) error {
+			return delivery.Build(ctx, env, srv, cfg, destinationAddr, credentialAddr)
 		},
 	}, os.Args[1:]))
 }

@@ -1,0 +1,37 @@
+package delivery
+
+import (
+	"context"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/launch"
+)
+
+// Build is the one way the delivery service starts, for its own binary and
+// for `sluice serve`: the default SQLite database under the data directory,
+// connections to the destination and credential services, and the service
+// registered on srv. What it opens closes when srv shuts down.
+func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Config, destinationAddr, credentialAddr string) error {
+	cfg.DatabaseDSN = launch.OrSQLite(cfg.DatabaseDSN, env.DataDir, "delivery")
+	destConn, err := env.Dial(destinationAddr)
+	if err != nil {
+		return err
+	}
+	srv.OnShutdown(destConn)
+	credConn, err := env.Dial(credentialAddr)
+	if err != nil {
+		return err
+	}
+	srv.OnShutdown(credConn)
+	svc, err := New(ctx, cfg, Peers{
+		Destinations: destinationv1.NewDestinationServiceClient(destConn),
+		Access:       credentialv1.NewCredentialAccessServiceClient(credConn),
+	})
+	if err != nil {
+		return err
+	}
+	svc.Register(srv)
+	return nil
+}
