@@ -24,6 +24,7 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/launch"
 )
 
@@ -34,6 +35,7 @@ type running struct {
 	token   func(tenant string, policies ...string) grpc.CallOption
 	// users signs user tokens, services service tokens, as serve trusts.
 	users, services *auth.Signer
+	servers         map[string]*grpcserver.Server
 }
 
 // asServiceFor answers a context that calls as a Sluice service for a user
@@ -73,11 +75,12 @@ func startServeWith(t *testing.T, adjust func(*serveConfig)) *running {
 	ready := make(chan []launch.Endpoint, 1)
 	served := make(chan error, 1)
 	go func() { served <- serve(ctx, cfg, func(eps []launch.Endpoint) { ready <- eps }) }()
-	r := &running{dataDir: cfg.DataDir, addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}}
+	r := &running{dataDir: cfg.DataDir, addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}, servers: map[string]*grpcserver.Server{}}
 	select {
 	case eps := <-ready:
 		for _, ep := range eps {
 			r.addrs[ep.Name] = ep.Listener.Addr().String()
+			r.servers[ep.Name] = ep.Server
 			cc, err := grpc.NewClient(r.addrs[ep.Name], grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
 				t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 )
 
-// mayUse is the one rule for who may see and send data to a destination.
+// MayUse is the one rule for who may see and send data to a destination.
 // Both conditions hold at once:
 //   - admin only: only Datagrid Administrators and Operators;
 //   - callers under "Restrict PII access" only when the destination allows
@@ -13,7 +13,7 @@ import (
 //
 // A Sluice service acting for itself (no end caller) may use any; acting for
 // a user, the user's policies decide.
-func mayUse(c *auth.Caller, d *destinationv1.Destination) bool {
+func MayUse(c *auth.Caller, d *destinationv1.Destination) bool {
 	if c.IsService() && c.Tenant == "" {
 		return true
 	}

@@ -44,8 +44,8 @@ func TestMayUse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%v/admin_only=%v/limited_pii=%v", tt.caller.Policies, tt.adminOnly, tt.limited), func(t *testing.T) {
-			if got := mayUse(tt.caller, dest(tt.adminOnly, tt.limited)); got != tt.want {
-				t.Fatalf("mayUse = %v, want %v", got, tt.want)
+			if got := MayUse(tt.caller, dest(tt.adminOnly, tt.limited)); got != tt.want {
+				t.Fatalf("MayUse = %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -76,7 +76,7 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 }
 
 // Rules says who may call each method. Every public method takes any caller
-// of the tenant and then applies the destination access rule (mayUse) to
+// of the tenant and then applies the destination access rule (MayUse) to
 // each destination; ResolveDestination is the delivery service's question.
 var Rules = auth.Rules{
 	destinationv1.DestinationService_CreateDestination_FullMethodName:  auth.AnyCaller,
@@ -226,7 +226,7 @@ func (s *Service) visible(ctx context.Context, name string) (*destinationv1.Dest
 		return nil, nil, err
 	}
 	d, err := s.store.Destinations.Get(ctx, name)
-	if err != nil || !mayUse(c, d) {
+	if err != nil || !MayUse(c, d) {
 		return nil, nil, apierror.NotFound(name)
 	}
 	return d, c, nil
@@ -283,7 +283,7 @@ func (s *Service) CreateDestination(ctx context.Context, req *destinationv1.Crea
 	}
 	d := storedDestination(req.GetDestination())
 	d.Name = parent.Child(collection, req.GetDestinationId()).String()
-	if !mayUse(caller, d) {
+	if !MayUse(caller, d) {
 		return nil, errCannotUse
 	}
 	if err := s.checkCredential(ctx, d.GetCredential()); err != nil {
@@ -334,7 +334,7 @@ func (s *Service) ListDestinations(ctx context.Context, req *destinationv1.ListD
 	}
 	resp := &destinationv1.ListDestinationsResponse{}
 	for _, d := range items {
-		if mayUse(caller, d) {
+		if MayUse(caller, d) {
 			resp.Destinations = append(resp.Destinations, d)
 		}
 	}
@@ -385,7 +385,7 @@ func (s *Service) UpdateDestination(ctx context.Context, req *destinationv1.Upda
 		if err := mv.Err(); err != nil {
 			return err
 		}
-		if !mayUse(caller, d) {
+		if !MayUse(caller, d) {
 			return errCannotUse
 		}
 		return nil
@@ -589,7 +589,7 @@ func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.Res
 	if err != nil {
 		return nil, err
 	}
-	if !mayUse(c, d) {
+	if !MayUse(c, d) {
 		return nil, apierror.New(codes.PermissionDenied, ReasonDestinationNotAllowed,
 			"the caller may not send data to this destination: it is admin only or does not allow limited PII access").With("destination", req.GetName())
 	}
