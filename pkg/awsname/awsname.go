@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // Partitions Sluice accepts in ARNs.
@@ -21,7 +22,6 @@ var (
 	// `/`-delimited segments of the same plus printable ASCII, at most 512.
 	roleName = regexp.MustCompile(`^[\w+=,.@-]{1,64}$`)
 	rolePath = regexp.MustCompile(`^/([\x21-\x7e]*/)?$`)
-	region   = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}$`)
 	// Access key ids are 16 to 128 word characters; AWS issues them as
 	// AKIA (long-term) or ASIA (temporary) followed by 16 uppercase
 	// letters and digits.
@@ -121,7 +121,7 @@ func ParseAccessPointARN(s string) (AccessPointARN, error) {
 	if !partitions[a.Partition] {
 		return AccessPointARN{}, fmt.Errorf("partition %q is not one of aws, aws-cn, aws-us-gov", clip(a.Partition))
 	}
-	if err := CheckRegion(a.Region); err != nil {
+	if err := checkRegionIn(a.Region, a.Partition); err != nil {
 		return AccessPointARN{}, fmt.Errorf("region %w", err)
 	}
 	if !accountID.MatchString(a.Account) {
@@ -161,10 +161,40 @@ func ParseBucket(s string) (Bucket, error) {
 	return Bucket{Name: s}, nil
 }
 
-// CheckRegion checks the shape of an AWS region such as us-east-1.
+// Regions by partition: the geography prefixes AWS uses, a direction and a
+// number. The same rule serves region fields and the region inside ARNs, so
+// a region one check accepts the other does too.
+var regionsByPartition = map[string]*regexp.Regexp{
+	"aws":        regexp.MustCompile(`^(us|eu|ap|sa|ca|me|af|il|mx)-(north|south|east|west|central|northeast|southeast|northwest|southwest)-[1-9]$`),
+	"aws-cn":     regexp.MustCompile(`^cn-(north|northwest)-[1-9]$`),
+	"aws-us-gov": regexp.MustCompile(`^us-gov-(east|west)-[1-9]$`),
+}
+
+// RegionPartition answers the partition of a region, or an error naming
+// the rule it breaks.
+func RegionPartition(s string) (string, error) {
+	for _, p := range []string{"aws-us-gov", "aws-cn", "aws"} {
+		if regionsByPartition[p].MatchString(s) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("must be an AWS region of the aws, aws-cn or aws-us-gov partition, such as us-east-1; got %q", clip(s))
+}
+
+// CheckRegion checks an AWS region such as us-east-1.
 func CheckRegion(s string) error {
-	if !region.MatchString(s) {
-		return fmt.Errorf("must be an AWS region such as us-east-1; got %q", clip(s))
+	_, err := RegionPartition(s)
+	return err
+}
+
+// checkRegionIn checks that region belongs to partition, as ARNs need.
+func checkRegionIn(region, partition string) error {
+	p, err := RegionPartition(region)
+	if err != nil {
+		return err
+	}
+	if p != partition {
+		return fmt.Errorf("%s is a region of the %s partition, not %s", region, p, partition)
 	}
 	return nil
 }
@@ -188,19 +218,117 @@ func CheckExternalID(s string) error {
 var (
 	kmsKeyID  = regexp.MustCompile(`^(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
 	kmsAlias  = regexp.MustCompile(`^alias/[a-zA-Z0-9/_-]{1,250}$`)
-	kmsKeyARN = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):kms:[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}:[0-9]{12}:(key/(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})|alias/[a-zA-Z0-9/_-]{1,250})$`)
+	kmsARN    = regexp.MustCompile(`^arn:(aws|aws-cn|aws-us-gov):kms:([a-z0-9-]{1,30}):([0-9]{12}):(key/.+|alias/.+)$`)
+	kmsKeyRes = regexp.MustCompile(`^key/(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$`)
 )
 
 // CheckKMSKeyID accepts what S3 takes as an SSE-KMS key: a key id, a
-// multi-Region key id, an alias, or the ARN of a key or alias.
+// multi-Region key id, an alias (AWS managed ones such as alias/aws/s3
+// included), or the ARN of a key or alias in a region of its partition.
 func CheckKMSKeyID(s string) error {
-	if kmsKeyID.MatchString(s) || kmsAlias.MatchString(s) || kmsKeyARN.MatchString(s) {
+	if kmsKeyID.MatchString(s) || kmsAlias.MatchString(s) {
 		return nil
 	}
-	if strings.HasPrefix(s, "alias/aws/") {
-		return nil
+	if m := kmsARN.FindStringSubmatch(s); m != nil {
+		if err := checkRegionIn(m[2], m[1]); err != nil {
+			return fmt.Errorf("KMS key ARN region %w", err)
+		}
+		if kmsKeyRes.MatchString(m[4]) || kmsAlias.MatchString(m[4]) {
+			return nil
+		}
 	}
 	return errors.New("must be a KMS key id (1234abcd-12ab-34cd-56ef-1234567890ab or mrk-…), an alias (alias/exports), or the ARN of a key or alias")
+}
+
+// MaxPrefixBytes bounds a key prefix, leaving room for file names within
+// S3's 1,024-byte keys.
+const MaxPrefixBytes = 900
+
+// CheckKeyPrefix checks an S3 key prefix a customer sets: empty, or UTF-8
+// without a leading slash, empty segments (`//`), `.` or `..` segments,
+// control or bidirectional-override characters, at most MaxPrefixBytes.
+// Such keys are legal in S3 but are read as paths by the tools that copy
+// them out, where `..` climbs and `/` roots.
+func CheckKeyPrefix(p string) error {
+	if p == "" {
+		return nil
+	}
+	if len(p) > MaxPrefixBytes {
+		return fmt.Errorf("must be at most %d bytes; got %d", MaxPrefixBytes, len(p))
+	}
+	return checkKeyText(p, true)
+}
+
+// CheckObjectKey checks a whole object key Sluice is about to write, with
+// the same rules as CheckKeyPrefix, not empty and not ending in a slash.
+func CheckObjectKey(k string) error {
+	switch {
+	case k == "":
+		return errors.New("is empty")
+	case len(k) > 1024:
+		return fmt.Errorf("must be at most 1024 bytes; got %d", len(k))
+	case strings.HasSuffix(k, "/"):
+		return fmt.Errorf("%q ends in a slash, which names a folder, not a file", clip(k))
+	}
+	return checkKeyText(k, true)
+}
+
+// CheckPolicyPrefix checks a prefix that goes into an IAM policy the
+// customer pastes: CheckKeyPrefix, and none of IAM's wildcards (`*`, `?`)
+// or policy variables (`${...}`), which would widen what the policy grants.
+func CheckPolicyPrefix(p string) error {
+	if err := CheckKeyPrefix(p); err != nil {
+		return err
+	}
+	if i := strings.IndexAny(p, "*?"); i >= 0 {
+		return fmt.Errorf("must not contain %q: it is a wildcard in the IAM policy the prefix goes into", p[i:i+1])
+	}
+	if strings.Contains(p, "${") {
+		return errors.New("must not contain \"${\": it starts a variable in the IAM policy the prefix goes into")
+	}
+	return nil
+}
+
+// checkKeyText applies the path rules to a key or prefix (a trailing slash
+// allowed when trailingSlash).
+func checkKeyText(k string, trailingSlash bool) error {
+	if !utf8.ValidString(k) {
+		return errors.New("must be valid UTF-8")
+	}
+	if strings.HasPrefix(k, "/") {
+		return errors.New("must not start with a slash: S3 keys have no leading slash")
+	}
+	if r, ok := UnsafeRune(k); ok {
+		return fmt.Errorf("must not contain the control or formatting character %U", r)
+	}
+	body := k
+	if trailingSlash {
+		body = strings.TrimSuffix(k, "/")
+	}
+	for _, seg := range strings.Split(body, "/") {
+		switch seg {
+		case "":
+			return errors.New("must not contain an empty segment (`//`)")
+		case ".", "..":
+			return fmt.Errorf("must not contain a %q segment", seg)
+		}
+	}
+	return nil
+}
+
+// UnsafeRune answers the first rune of s that is a control character (C0,
+// DEL, C1), a bidirectional override or isolate, or a zero-width or BOM
+// character: invisible characters that make a name read as something else.
+func UnsafeRune(s string) (rune, bool) {
+	for _, r := range s {
+		switch {
+		case r < 0x20, r == 0x7f, r >= 0x80 && r <= 0x9f:
+			return r, true
+		case r >= 0x200b && r <= 0x200f, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0xfeff, r == 0x061c:
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // clip keeps echoed input short.

@@ -96,7 +96,9 @@ func TestSmallChecks(t *testing.T) {
 			t.Errorf("CheckRegion(%q) = %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "us-east", "US-EAST-1", "useast1"} {
+	// Issue 9, item 10: zz-fake-9 and isolated partitions' regions, which
+	// ARNs refuse, were accepted as regions.
+	for _, s := range []string{"", "us-east", "US-EAST-1", "useast1", "zz-fake-9", "us-iso-east-1", "us-isob-east-1", "eu-west-0", "us-east-1\n"} {
 		if awsname.CheckRegion(s) == nil {
 			t.Errorf("CheckRegion(%q) accepted", s)
 		}
@@ -159,9 +161,77 @@ func TestCheckKMSKeyID(t *testing.T) {
 			t.Errorf("CheckKMSKeyID(%q) = %v", s, err)
 		}
 	}
-	for _, s := range []string{"", "my-key", "alias/", "arn:aws:kms:us-east-1:1111:key/x", "arn:aws:s3:::bucket", "1234ABCD-12AB-34CD-56EF-1234567890AB"} {
+	for _, s := range []string{"", "my-key", "alias/", "arn:aws:kms:us-east-1:1111:key/x", "arn:aws:s3:::bucket", "1234ABCD-12AB-34CD-56EF-1234567890AB",
+		// Issue 9, item 10: anything after alias/aws/ passed.
+		"alias/aws/s3\r\nX-Injected: 1", "alias/aws/" + strings.Repeat("k", 100000), "alias/aws/s3 ",
+		"arn:aws:kms:zz-fake-9:111122223333:alias/exports", "arn:aws-cn:kms:us-east-1:111122223333:alias/exports"} {
 		if awsname.CheckKMSKeyID(s) == nil {
 			t.Errorf("CheckKMSKeyID(%q) accepted", s)
 		}
 	}
+}
+
+func TestCheckKeyPrefixAndObjectKey(t *testing.T) {
+	for _, p := range []string{"", "exports/", "c360/2026/", "a.b/c..d/", "données/été/", strings.Repeat("a", 900)} {
+		if err := awsname.CheckKeyPrefix(p); err != nil {
+			t.Errorf("CheckKeyPrefix(%q) = %v", p, err)
+		}
+	}
+	// Issue 9, item 9: each of these was stored and previewed.
+	for p, want := range map[string]string{
+		"/exports/":              "leading slash",
+		"exports//x/":            "empty segment",
+		"../../etc/":             `".." segment`,
+		"exports/./x/":           `"." segment`,
+		"exports/..":             `".." segment`,
+		"x\r\n/":                 "control",
+		"x\x00":                  "control",
+		"rep\u202eort/":          "control or formatting",
+		"zero\u200bwidth/":       "control or formatting",
+		strings.Repeat("a", 901): "at most 900",
+		"\xff/":                  "UTF-8",
+	} {
+		if err := awsname.CheckKeyPrefix(p); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckKeyPrefix(%q) = %v, want an error about %s", p, err, want)
+		}
+	}
+	for _, k := range []string{"exports/c360.csv", "c360/2026/11/25/part-00001.parquet"} {
+		if err := awsname.CheckObjectKey(k); err != nil {
+			t.Errorf("CheckObjectKey(%q) = %v", k, err)
+		}
+	}
+	for _, k := range []string{"", "exports/", "/etc/cron.d/x", "exports//../../etc/cron.d/x\r\n.json", strings.Repeat("k", 1025)} {
+		if awsname.CheckObjectKey(k) == nil {
+			t.Errorf("CheckObjectKey(%q) accepted", k)
+		}
+	}
+	// A credential's prefix is pasted into an IAM policy: no wildcards or
+	// policy variables that would widen it.
+	for _, p := range []string{"exports/*", "exp?rts/", "${aws:username}/"} {
+		if awsname.CheckPolicyPrefix(p) == nil {
+			t.Errorf("CheckPolicyPrefix(%q) accepted", p)
+		}
+		if err := awsname.CheckKeyPrefix(p); err != nil {
+			t.Errorf("CheckKeyPrefix(%q) = %v: a destination prefix may hold it", p, err)
+		}
+	}
+}
+
+func FuzzCheckObjectKey(f *testing.F) {
+	for _, s := range []string{"a/b.csv", "../x", "a//b", "a/./b", "\u202e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, k string) {
+		if awsname.CheckObjectKey(k) != nil {
+			return
+		}
+		for _, seg := range strings.Split(k, "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				t.Fatalf("accepted %q with segment %q", k, seg)
+			}
+		}
+		if _, bad := awsname.UnsafeRune(k); bad {
+			t.Fatalf("accepted %q with an unsafe rune", k)
+		}
+	})
 }

@@ -5,6 +5,8 @@
 package connectiontest
 
 import (
+	"context"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -12,18 +14,21 @@ import (
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/logging"
 )
 
 // Run records the checks of one test.
 type Run struct {
+	ctx    context.Context
 	bucket string
 	result *credentialv1.TestResult
 	failed bool
 }
 
-// New starts a test of bucket (named in failure messages).
-func New(bucket string) *Run {
-	return &Run{bucket: bucket, result: &credentialv1.TestResult{}}
+// New starts a test of bucket (named in failure messages) for the request
+// in ctx, whose logger receives the causes users are told are logged.
+func New(ctx context.Context, bucket string) *Run {
+	return &Run{ctx: ctx, bucket: bucket, result: &credentialv1.TestResult{}}
 }
 
 // Check runs fn as the check called name, unless an earlier check failed.
@@ -47,6 +52,12 @@ func (r *Run) Check(name string, fn func() error) {
 	cause := awserror.Classify(err, r.bucket)
 	check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_FAILED
 	check.Reason, check.Message, check.MissingPermission = cause.Reason, cause.Message, cause.MissingPermission
+	if cause.Reason == awserror.Unknown {
+		// The message tells the user the details are in the service log:
+		// they are, with the request id the user can quote.
+		logging.FromContext(r.ctx).WarnContext(r.ctx, "connection test check failed for a reason Sluice does not recognise",
+			slog.String("check", name), slog.String("bucket", r.bucket), slog.String("error", err.Error()))
+	}
 }
 
 // Failed reports whether a check failed.

@@ -292,7 +292,7 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 }
 
 func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx = requestContext(ctx)
+	ctx = logging.WithLogger(requestContext(ctx), s.logger)
 	start := time.Now()
 	resp, err := h(ctx, req)
 	s.logCall(ctx, info.FullMethod, start, err)
@@ -300,7 +300,7 @@ func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerIn
 }
 
 func (s *Server) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	ctx := requestContext(ss.Context())
+	ctx := logging.WithLogger(requestContext(ss.Context()), s.logger)
 	start := time.Now()
 	err := h(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 	s.logCall(ctx, info.FullMethod, start, err)

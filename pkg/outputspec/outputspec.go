@@ -12,6 +12,7 @@ import (
 
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
+	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/compression"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
@@ -109,4 +110,45 @@ func WorstCaseKeyBytes(c fileset.Config) int {
 		OutputName: strings.Repeat("x", 200),
 	}
 	return len(c.Key(99999))
+}
+
+// MaxOutputNameChars bounds an output name, as the worst-case key length
+// assumes.
+const MaxOutputNameChars = 200
+
+// CheckOutputName checks the name a delivery gives its output: it becomes
+// one segment of object keys (`{{output_name}}`, Parquet folders, the
+// success and manifest files), so it is 1 to 200 characters of UTF-8
+// without slashes, `.` or `..`, control or formatting characters.
+func CheckOutputName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("is required")
+	case !utf8.ValidString(name):
+		return fmt.Errorf("must be valid UTF-8")
+	case utf8.RuneCountInString(name) > MaxOutputNameChars:
+		return fmt.Errorf("must be at most %d characters", MaxOutputNameChars)
+	case strings.ContainsAny(name, `/\`):
+		return fmt.Errorf("must not contain a slash: it is one segment of the object keys")
+	case name == "." || name == "..":
+		return fmt.Errorf("must not be %q", name)
+	}
+	if r, bad := awsname.UnsafeRune(name); bad {
+		return fmt.Errorf("must not contain the control or formatting character %U", r)
+	}
+	return nil
+}
+
+// CheckKeys renders the keys of c's first files and checks each as an
+// object key, so that a template or output name that would climb out of
+// the prefix (`../`), root a path or hide characters is refused before
+// anything is written.
+func CheckKeys(c fileset.Config, files int) error {
+	for n := 1; n <= max(files, 1); n++ {
+		k := c.Key(n)
+		if err := awsname.CheckObjectKey(k); err != nil {
+			return fmt.Errorf("object key %q: %w", k, err)
+		}
+	}
+	return nil
 }

@@ -201,7 +201,11 @@ func (t *Table[T]) Get(ctx context.Context, name string) (T, error) {
 	return t.get(ctx, t.db, name, false)
 }
 
-// List answers up to limit messages under parent with names after `after`
+// MaxPageBytes bounds the stored size of one List page; a page holds at
+// least one message, however large.
+const MaxPageBytes = 1 << 20
+
+// List answers up to limit messages (and about MaxPageBytes) under parent with names after `after`
 // that match every where, in name order, and the name to resume after (""
 // when none are left).
 func (t *Table[T]) List(ctx context.Context, parent, after string, limit int, where ...Where) ([]T, string, error) {
@@ -225,6 +229,7 @@ func (t *Table[T]) List(ctx context.Context, parent, after string, limit int, wh
 	var (
 		out   []T
 		names []string
+		size  int
 	)
 	for rows.Next() {
 		var (
@@ -233,6 +238,11 @@ func (t *Table[T]) List(ctx context.Context, parent, after string, limit int, wh
 		)
 		if err := rows.Scan(&name, &b, &etag); err != nil {
 			return nil, "", fmt.Errorf("list %s: %w", t.table, err)
+		}
+		if size += len(b); len(out) > 0 && size > MaxPageBytes && len(out) < limit {
+			// Bounded in bytes as well as items, so that no page outgrows
+			// a gRPC message; this row starts the next page.
+			return out, names[len(names)-1], nil
 		}
 		msg, err := t.decode(b, etag)
 		if err != nil {

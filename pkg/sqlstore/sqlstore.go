@@ -73,7 +73,7 @@ func connect(dsn string) (*DB, error) {
 	if path == "" {
 		return nil, errors.New("open sqlite: empty path")
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := private(path); err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
 	// WAL lets readers run beside the writer; busy_timeout makes writers
@@ -90,6 +90,34 @@ func connect(dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
 	return &DB{DB: sdb, Dialect: SQLite}, nil
+}
+
+// private makes the database's directory 0700 and its files (the database,
+// its WAL and shared-memory files) 0600 before SQLite opens them: they hold
+// sealed secrets and customers' settings. SQLite creates the WAL and
+// shared-memory files with the database file's mode, so creating that one
+// 0600 first covers files yet to come; existing ones are tightened.
+func private(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm", path + "-journal"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // Rebind turns `?` placeholders into `$1, $2, ...` for PostgreSQL. Question

@@ -2,7 +2,10 @@ package sqlstore_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
 
@@ -84,4 +87,51 @@ func TestRebind(t *testing.T) {
 	if q := `SELECT ? `; lite.Rebind(q) != q {
 		t.Fatal("Rebind changed a SQLite query")
 	}
+}
+
+// Issue 9, item 14: the database, its WAL and shared-memory files are 0600
+// and their directory 0700, in a fresh data directory and in one whose
+// files were created wider before.
+func TestSQLiteFilesArePrivate(t *testing.T) {
+	ctx := context.Background()
+	check := func(t *testing.T, dir string) {
+		t.Helper()
+		path := filepath.Join(dir, "data", "svc.db")
+		db, err := sqlstore.Open(ctx, "sqlite:"+path, migrations())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `INSERT INTO items (id, v) VALUES (1, 'a')`); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(filepath.Dir(path)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("data directory: %v, %v; want 0700", fi.Mode().Perm(), err)
+		}
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			fi, err := os.Stat(p)
+			if err != nil {
+				t.Errorf("%s: %v", filepath.Base(p), err)
+				continue
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s is %v, want 0600", filepath.Base(p), fi.Mode().Perm())
+			}
+		}
+	}
+	t.Run("fresh", func(t *testing.T) { check(t, t.TempDir()) })
+	t.Run("existing", func(t *testing.T) {
+		dir := t.TempDir()
+		old := syscall.Umask(0o022)
+		defer syscall.Umask(old)
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			if err := os.WriteFile(filepath.Join(dir, "data", "svc.db"+suffix), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		check(t, dir)
+	})
 }

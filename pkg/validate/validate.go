@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 )
@@ -126,3 +127,28 @@ func UpdateMask(v *Violations, mask *fieldmaskpb.FieldMask, updatable []string) 
 	}
 	return mask.GetPaths()
 }
+
+// Text checks a name or description a person reads: valid UTF-8, at most
+// max characters, and no control, bidirectional-override or zero-width
+// characters, which make text display as something it is not (a
+// description may hold line breaks and tabs).
+func Text(v *Violations, field, value string, max int, multiline bool) bool {
+	if !MaxLen(v, field, value, max) {
+		return false
+	}
+	check := value
+	if multiline {
+		check = strings.NewReplacer("\n", "", "\r\n", "", "\t", "").Replace(value)
+	}
+	if r, bad := awsname.UnsafeRune(check); bad {
+		v.Add(field, "must not contain the control or formatting character %U", r)
+		return false
+	}
+	return true
+}
+
+// DisplayName checks a display name: one line of at most 200 characters.
+func DisplayName(v *Violations, field, value string) bool { return Text(v, field, value, 200, false) }
+
+// Description checks a description: at most 2,000 characters, lines allowed.
+func Description(v *Violations, field, value string) bool { return Text(v, field, value, 2000, true) }

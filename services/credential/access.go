@@ -108,7 +108,7 @@ func (s *Service) s3For(a access) *s3.Client {
 // there is one), then the bucket's region, listing and writing under the
 // prefix, cleaning up the probe it wrote.
 func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credentialv1.TestResult {
-	r := connectiontest.New(c.GetBucket())
+	r := connectiontest.New(ctx, c.GetBucket())
 	var a access
 	var assumed bool
 	var openErr error

@@ -181,16 +181,18 @@ func checkBucket(v *apierror.Violations, prefix string, c *credentialv1.Credenti
 	}
 }
 
+// checkPrefix applies the key prefix rules, and those of a prefix pasted
+// into the customer's IAM policy.
 func checkPrefix(v *apierror.Violations, field, p string) {
-	if validate.MaxLen(v, field, p, 900) && strings.HasPrefix(p, "/") {
-		v.Add(field, "must not start with a slash: S3 keys have no leading slash")
+	if err := awsname.CheckPolicyPrefix(p); err != nil {
+		v.Add(field, "%v", err)
 	}
 }
 
 // checkCredential validates a credential to create.
 func checkCredential(v *apierror.Violations, c *credentialv1.Credential) {
-	validate.MaxLen(v, "credential.display_name", c.GetDisplayName(), 200)
-	validate.MaxLen(v, "credential.description", c.GetDescription(), 2000)
+	validate.DisplayName(v, "credential.display_name", c.GetDisplayName())
+	validate.Description(v, "credential.description", c.GetDescription())
 	checkBucket(v, "credential.", c)
 	checkPrefix(v, "credential.prefix", c.GetPrefix())
 	switch t := c.GetType().(type) {
@@ -434,8 +436,8 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 		// The result must be a valid credential as a whole.
 		checkBucket(&mv, "credential.", c)
 		checkPrefix(&mv, "credential.prefix", c.GetPrefix())
-		validate.MaxLen(&mv, "credential.display_name", c.GetDisplayName(), 200)
-		validate.MaxLen(&mv, "credential.description", c.GetDescription(), 2000)
+		validate.DisplayName(&mv, "credential.display_name", c.GetDisplayName())
+		validate.Description(&mv, "credential.description", c.GetDescription())
 		if err := mv.Err(); err != nil {
 			return err
 		}

@@ -356,6 +356,23 @@ func (f *fixture) testValidation(t *testing.T) {
 	if fieldViolations(err)["credential.bucket"] == "" {
 		t.Errorf("an IP address as bucket: %v", err)
 	}
+	// Issue 9, items 9 and 10: a prefix that widens the pasted policy or
+	// climbs, a region no partition has, text that hides characters.
+	for field, change := range map[string]func(*credentialv1.Credential){
+		"credential.prefix":       func(c *credentialv1.Credential) { c.Prefix = "exports/*" },
+		"credential.prefix ":      func(c *credentialv1.Credential) { c.Prefix = "${aws:username}/" },
+		"credential.prefix  ":     func(c *credentialv1.Credential) { c.Prefix = "exports/../" },
+		"credential.region":       func(c *credentialv1.Credential) { c.Region = "zz-fake-9" },
+		"credential.display_name": func(c *credentialv1.Credential) { c.DisplayName = "prod\u202e" },
+		"credential.description":  func(c *credentialv1.Credential) { c.Description = "bell\a" },
+	} {
+		c := roleToRole("acme-exports")
+		change(c)
+		_, err := f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "bad", Credential: c}, f.admin)
+		if fieldViolations(err)[strings.TrimSpace(field)] == "" {
+			t.Errorf("%s: %v", field, err)
+		}
+	}
 	if _, err := f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "role", Credential: roleToRole("acme-exports")}, f.admin); status.Code(err) != codes.AlreadyExists {
 		t.Errorf("a taken id: %v, want AlreadyExists", err)
 	}

@@ -80,7 +80,7 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
 	}), access.GetRegion())
 	o := settingsOf(d)
-	r := connectiontest.New(bucket)
+	r := connectiontest.New(ctx, bucket)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	key := d.GetPrefix() + ".sluice-connection-test-" + hex.EncodeToString(b)

@@ -101,6 +101,10 @@ func (s *Service) Close() error { return s.store.Close() }
 
 var (
 	accountID = regexp.MustCompile(`^[0-9]{12}$`)
+	// s3TagText is what S3 allows in object tag keys and values.
+	s3TagText = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
+	// sampleTime renders templates when settings are checked.
+	sampleTime = time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC)
 	// minSplitBytes is S3's smallest multipart part; smaller files would
 	// defeat streaming.
 	minSplitBytes int64 = 5 << 20
@@ -109,9 +113,16 @@ var (
 // validateDestination checks the settings a caller sets. parent is the
 // tenant environment the destination lives in.
 func validateDestination(v *apierror.Violations, d *destinationv1.Destination, parent resourcename.Parent, create bool) {
-	validate.MaxLen(v, "destination.display_name", d.GetDisplayName(), 200)
-	validate.MaxLen(v, "destination.description", d.GetDescription(), 2000)
-	validate.MaxLen(v, "destination.prefix", d.GetPrefix(), 900)
+	validate.DisplayName(v, "destination.display_name", d.GetDisplayName())
+	validate.Description(v, "destination.description", d.GetDescription())
+	if err := awsname.CheckKeyPrefix(d.GetPrefix()); err != nil {
+		v.Add("destination.prefix", "%v", err)
+	}
+	if b := d.GetBucketOverride(); b != "" {
+		if _, err := awsname.ParseBucket(b); err != nil {
+			v.Add("destination.bucket_override", "%v", err)
+		}
+	}
 	if t := d.GetFilenameTemplate(); t != "" {
 		tmpl, err := filename.Parse(t)
 		switch {
@@ -135,9 +146,11 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 		}
 	}
 	if v.Len() == 0 {
-		if c, err := outputspec.Config(d, filename.Values{}); err == nil {
+		if c, err := outputspec.Config(d, filename.Values{Now: sampleTime, OutputName: "output"}); err == nil {
 			if n := outputspec.WorstCaseKeyBytes(c); n > outputspec.MaxKeyBytes {
 				v.Add("destination.filename_template", "with the prefix, object keys can reach %d bytes (longest month and weekday names, a 200-character output name, file 99999); S3 allows %d", n, outputspec.MaxKeyBytes)
+			} else if err := outputspec.CheckKeys(c, 2); err != nil {
+				v.Add("destination.filename_template", "%v", err)
 			}
 		}
 	}
@@ -150,7 +163,7 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 		}
 	}
 	if rn := d.GetRowNumber(); rn != nil {
-		validate.MaxLen(v, "destination.row_number.column_name", rn.GetColumnName(), 128)
+		validate.Text(v, "destination.row_number.column_name", rn.GetColumnName(), 128, false)
 	}
 	if e := d.GetEncryption(); e != nil {
 		kms := e.GetKind() == destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS
@@ -169,13 +182,20 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 		v.Add("destination.tags", "S3 allows at most 10 tags per object; got %d", len(d.GetTags()))
 	}
 	for k, val := range d.GetTags() {
-		if k == "" || utf8.RuneCountInString(k) > 128 || utf8.RuneCountInString(val) > 256 {
-			v.Add("destination.tags", "tag keys must be 1 to 128 characters and values at most 256; %q breaks that", k)
+		if k == "" || utf8.RuneCountInString(k) > 128 || utf8.RuneCountInString(val) > 256 || !s3TagText.MatchString(k) || !s3TagText.MatchString(val) {
+			v.Add(fmt.Sprintf("destination.tags[%q]", clip(k)), "tag keys must be 1 to 128 and values at most 256 letters, digits, spaces and + - = . _ : / @")
 		}
 	}
 	if o := d.GetExpectedBucketOwner(); o != "" && !accountID.MatchString(o) {
 		v.Add("destination.expected_bucket_owner", "must be a 12-digit AWS account id")
 	}
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
 }
 
 // splits reports whether the output may be cut into several files.
@@ -226,7 +246,15 @@ func (s *Service) visible(ctx context.Context, name string) (*destinationv1.Dest
 		return nil, nil, err
 	}
 	d, err := s.store.Destinations.Get(ctx, name)
-	if err != nil || !MayUse(c, d) {
+	if errors.Is(err, apierror.ErrNotFound) {
+		return nil, nil, apierror.NotFound(name)
+	}
+	if err != nil {
+		// An outage is not "no such destination": callers retry the one
+		// and give up on the other.
+		return nil, nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if !MayUse(c, d) {
 		return nil, nil, apierror.NotFound(name)
 	}
 	return d, c, nil
@@ -239,13 +267,15 @@ func (s *Service) checkCredential(ctx context.Context, name string) error {
 	switch status.Code(err) {
 	case codes.OK:
 		return nil
-	case codes.NotFound, codes.PermissionDenied:
+	case codes.NotFound, codes.PermissionDenied, codes.InvalidArgument:
 		var v apierror.Violations
 		v.Add("destination.credential", "%s does not exist or is not visible to you", name)
 		return v.Err()
-	default:
+	case codes.Unavailable, codes.DeadlineExceeded:
 		return apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable,
 			"the credential service did not answer; try again").With("credential", name)
+	default:
+		return fmt.Errorf("check credential %s: %w", name, err)
 	}
 }
 
@@ -355,8 +385,15 @@ var updatable = []string{
 func (s *Service) UpdateDestination(ctx context.Context, req *destinationv1.UpdateDestinationRequest) (*destinationv1.Destination, error) {
 	var v apierror.Violations
 	in := req.GetDestination()
-	validate.Present(&v, "destination", in != nil)
+	if validate.Present(&v, "destination", in != nil) {
+		validate.Name(&v, "destination.name", in.GetName(), collection)
+	}
 	paths := validate.UpdateMask(&v, req.GetUpdateMask(), updatable)
+	if slices.Contains(paths, "credential") {
+		// Checked here, not left to the credential service: an empty or
+		// malformed name is the caller's mistake, never "try again".
+		validate.Name(&v, "destination.credential", in.GetCredential(), "credentials")
+	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -450,7 +487,11 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	if fc := req.GetFileCount(); fc < 0 || fc > 100 {
 		v.Add("file_count", "must be between 0 and 100")
 	}
-	validate.MaxLen(&v, "output_name", req.GetOutputName(), 200)
+	if on := req.GetOutputName(); on != "" {
+		if err := outputspec.CheckOutputName(on); err != nil {
+			v.Add("output_name", "%v", err)
+		}
+	}
 	if err := v.Err(); err != nil {
 		return nil, err
 	}
@@ -487,6 +528,11 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	files := 1
 	if splits(d) {
 		files = max(1, int(req.GetFileCount()))
+	}
+	if err := outputspec.CheckKeys(cfg, files); err != nil {
+		var v apierror.Violations
+		v.Add("output_name", "%v", err)
+		return nil, v.Err()
 	}
 	resp := &destinationv1.PreviewDestinationResponse{Bucket: bucket}
 	for n := 1; n <= files; n++ {

@@ -73,6 +73,41 @@ func TestValidateDestination(t *testing.T) {
 			d.FilenameTemplate = "{{output_name}}_{{now|format:'MMMM EEEE'}}.parquet"
 		}, "destination.filename_template"},
 		{"description too long", func(d *destinationv1.Destination) { d.Description = strings.Repeat("x", 2001) }, "destination.description"},
+		// Issue 9, item 8: bucket_override was not validated at all.
+		{"bucket override 1 MiB", func(d *destinationv1.Destination) { d.BucketOverride = strings.Repeat("b", 1<<20) }, "destination.bucket_override"},
+		{"bucket override with CR LF", func(d *destinationv1.Destination) { d.BucketOverride = "acme\r\nexports" }, "destination.bucket_override"},
+		{"bucket override an IP address", func(d *destinationv1.Destination) { d.BucketOverride = "192.168.1.10" }, "destination.bucket_override"},
+		{"bucket override in another partition", func(d *destinationv1.Destination) {
+			d.BucketOverride = "arn:aws-iso:s3:us-iso-east-1:123456789012:accesspoint/x"
+		}, "destination.bucket_override"},
+		{"bucket override access point", func(d *destinationv1.Destination) {
+			d.BucketOverride = "arn:aws:s3:eu-west-1:123456789012:accesspoint/exports"
+		}, ""},
+		// Item 9: paths that climb, root or hide characters.
+		{"prefix climbs", func(d *destinationv1.Destination) { d.Prefix = "exports/../../" }, "destination.prefix"},
+		{"prefix roots", func(d *destinationv1.Destination) { d.Prefix = "/exports/" }, "destination.prefix"},
+		{"prefix with //", func(d *destinationv1.Destination) { d.Prefix = "exports//" }, "destination.prefix"},
+		{"prefix with CR LF", func(d *destinationv1.Destination) { d.Prefix = "x\r\n/" }, "destination.prefix"},
+		{"template climbs", func(d *destinationv1.Destination) { d.FilenameTemplate = "../../../../etc/cron.d/x.json" }, "destination.filename_template"},
+		{"template with a dot segment", func(d *destinationv1.Destination) { d.FilenameTemplate = "./{{output_name}}.json" }, "destination.filename_template"},
+		{"template rooted", func(d *destinationv1.Destination) { d.FilenameTemplate = "/{{output_name}}.json" }, "destination.filename_template"},
+		{"template with //", func(d *destinationv1.Destination) { d.Prefix = "exports/"; d.FilenameTemplate = "/x.json" }, "destination.filename_template"},
+		{"template with a control character", func(d *destinationv1.Destination) { d.FilenameTemplate = "x\r\n.json" }, "destination.filename_template"},
+		{"template with folders", func(d *destinationv1.Destination) {
+			d.FilenameTemplate = "customer_360/{{now|next_day|format:'yyyy/MM/dd'}}/Customer_360.tsv.gz"
+		}, ""},
+		{"display name with a bidi override", func(d *destinationv1.Destination) { d.DisplayName = "invoice\u202egnp.exe" }, "destination.display_name"},
+		{"display name with a newline", func(d *destinationv1.Destination) { d.DisplayName = "a\nb" }, "destination.display_name"},
+		{"description with lines", func(d *destinationv1.Destination) { d.Description = "line one\nline two\ttabbed" }, ""},
+		{"description with a zero-width space", func(d *destinationv1.Destination) { d.Description = "a\u200bb" }, "destination.description"},
+		// Item 10: anything after alias/aws/ passed, CR LF and 100 KB too.
+		{"KMS alias/aws/ with CR LF", func(d *destinationv1.Destination) {
+			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "alias/aws/s3\r\nX: y"}
+		}, "destination.encryption.kms_key_id"},
+		{"KMS AWS managed alias", func(d *destinationv1.Destination) {
+			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "alias/aws/s3"}
+		}, ""},
+		{"tag value with CR LF", func(d *destinationv1.Destination) { d.Tags = map[string]string{"team": "a\r\nb"} }, `destination.tags["team"]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -69,6 +70,46 @@ func Run[T proto.Message](t *testing.T, f Fixture[T]) {
 		tab := f.Open(t)
 		if _, err := tab.Get(ctx, name(parentA, 9)); !errors.Is(err, apierror.ErrNotFound) {
 			t.Fatalf("Get missing: got %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("ListPagesAreBoundedInBytes", func(t *testing.T) {
+		tab := f.Open(t)
+		const n, each = 30, 100 << 10
+		for i := range n {
+			m := f.New(name(parentA, i))
+			// An unknown field of 100 KiB inflates any message type.
+			m.ProtoReflect().SetUnknown(protowire.AppendBytes(protowire.AppendTag(nil, 9999, protowire.BytesType), make([]byte, each)))
+			if _, err := tab.Create(ctx, parentA, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var all []string
+		after, pages := "", 0
+		for {
+			page, next, err := tab.List(ctx, parentA, after, 1000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			if len(page)*each > resourcestore.MaxPageBytes+each {
+				t.Fatalf("page %d holds %d messages of %d bytes: over the %d byte bound", pages, len(page), each, resourcestore.MaxPageBytes)
+			}
+			for _, m := range page {
+				all = append(all, str(m, "name"))
+			}
+			if next == "" {
+				break
+			}
+			after = next
+		}
+		if len(all) != n || pages < 3 {
+			t.Fatalf("listed %d messages in %d pages, want %d in at least 3", len(all), pages, n)
+		}
+		for i, got := range all {
+			if got != name(parentA, i) {
+				t.Fatalf("message %d is %s, want %s", i, got, name(parentA, i))
+			}
 		}
 	})
 
