@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/services/credential"
 )
 
 // Test connection on MinIO, with users whose policies lack one permission
@@ -26,6 +27,7 @@ func TestServeTestDestinationOnMinIO(t *testing.T) {
 	bucket := testenv.NewBucket(t, m)
 	r := startServeWith(t, func(c *serveConfig) {
 		c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
+		c.Credential.AccessKeySessions, c.Credential.AccessKeySTSURL = credential.AssumeRole, m.Endpoint
 	})
 	ctx := context.Background()
 	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
@@ -96,6 +98,7 @@ func TestServeTestDestinationEncryption(t *testing.T) {
 	bucket := testenv.NewBucket(t, m)
 	r := startServeWith(t, func(c *serveConfig) {
 		c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
+		c.Credential.AccessKeySessions, c.Credential.AccessKeySTSURL = credential.AssumeRole, m.Endpoint
 	})
 	ctx := context.Background()
 	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])

@@ -56,6 +56,7 @@ func (c *Cause) Unwrap() error { return c.err }
 var actions = map[string]string{
 	"AssumeRole":              "sts:AssumeRole",
 	"GetCallerIdentity":       "sts:GetCallerIdentity",
+	"GetSessionToken":         "sts:GetSessionToken",
 	"HeadBucket":              "s3:ListBucket",
 	"ListObjectsV2":           "s3:ListBucket",
 	"GetBucketLocation":       "s3:GetBucketLocation",
@@ -135,6 +136,10 @@ func Classify(err error, bucket string) *Cause {
 			}
 		}
 		c.Message = "the KMS key cannot be used: check that it exists, is enabled, and that the role may use it for encryption"
+	case service == "STS" && (in(c.Code, "AccessDenied") || status == http.StatusForbidden):
+		c.Reason = AccessDenied
+		c.MissingPermission = action
+		c.Message = fmt.Sprintf("the credential's IAM user may not call %s: allow it in the user's policy", action)
 	case in(c.Code, "AccessDenied", "Forbidden", "AllAccessDisabled") || status == http.StatusForbidden:
 		c.Reason = AccessDenied
 		c.MissingPermission = action

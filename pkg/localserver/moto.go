@@ -123,6 +123,12 @@ func (m *Moto) createUser(ctx context.Context, client *iam.Client, name, policy 
 	return aws.Credentials{AccessKeyID: *key.AccessKey.AccessKeyId, SecretAccessKey: *key.AccessKey.SecretAccessKey}, nil
 }
 
+// CreateUser creates, as the administrator, an IAM user with an inline
+// policy and answers its access key.
+func (m *Moto) CreateUser(ctx context.Context, name, policy string) (aws.Credentials, error) {
+	return m.createUser(ctx, m.IAM(m.Admin), name, policy)
+}
+
 // Stop stops moto by its process id.
 func (m *Moto) Stop() {
 	m.proc.stop(syscall.SIGTERM, 5*time.Second)

@@ -13,9 +13,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/connectiontest"
@@ -34,7 +36,7 @@ type access struct {
 // assume runs sts:AssumeRole on roleARN, always with externalID when the
 // credential has one, signed by base (the platform identity or a
 // customer's key pair).
-func (s *Service) assume(ctx context.Context, base aws.Config, roleARN, externalID, sessionName string) (aws.Credentials, error) {
+func (s *Service) assume(ctx context.Context, ends awsclient.Endpoints, base aws.Config, roleARN, externalID, sessionName string) (aws.Credentials, error) {
 	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(roleARN),
 		RoleSessionName: aws.String(sessionName),
@@ -43,17 +45,11 @@ func (s *Service) assume(ctx context.Context, base aws.Config, roleARN, external
 	if externalID != "" {
 		in.ExternalId = aws.String(externalID)
 	}
-	out, err := s.cfg.AWS.STS(base).AssumeRole(ctx, in)
+	out, err := ends.STS(base).AssumeRole(ctx, in)
 	if err != nil {
 		return aws.Credentials{}, err
 	}
-	return aws.Credentials{
-		AccessKeyID:     aws.ToString(out.Credentials.AccessKeyId),
-		SecretAccessKey: aws.ToString(out.Credentials.SecretAccessKey),
-		SessionToken:    aws.ToString(out.Credentials.SessionToken),
-		CanExpire:       true,
-		Expires:         aws.ToTime(out.Credentials.Expiration),
-	}, nil
+	return sessionCredentials(out.Credentials), nil
 }
 
 // sessionName is the role session name CloudTrail shows the customer.
@@ -66,37 +62,90 @@ func sessionName(c *credentialv1.Credential) string {
 	return n
 }
 
+// Steps open names, for the connection test's first check.
+const (
+	stepAssumeRole = "assume_role"
+	stepSession    = "get_session"
+)
+
 // open reaches AWS as the credential: the platform identity assuming the
 // customer's role with the External ID, or the customer's key pair
-// (assuming its role when one is set). assumed reports whether a role was
-// assumed, for the assume_role check.
-func (s *Service) open(ctx context.Context, c *credentialv1.Credential) (a access, assumed bool, err error) {
+// exchanged for session credentials (assuming its role when one is set),
+// so that nothing but short-lived sessions leaves this service unless the
+// operator chose pass-through. step names what was done, for the test's
+// first check ("" when the keys are used as they are).
+func (s *Service) open(ctx context.Context, c *credentialv1.Credential) (a access, step string, err error) {
 	a.region = c.GetRegion()
 	if b, perr := awsname.ParseBucket(c.GetBucket()); perr == nil && b.AccessPoint != nil {
 		a.region = b.AccessPoint.Region
 	}
 	switch t := c.GetType().(type) {
 	case *credentialv1.Credential_RoleToRole:
-		a.creds, err = s.assume(ctx, s.platform, t.RoleToRole.GetTargetRoleArn(), t.RoleToRole.GetExternalId(), sessionName(c))
-		return a, true, err
+		a.creds, err = s.assume(ctx, s.cfg.AWS, s.platform, t.RoleToRole.GetTargetRoleArn(), t.RoleToRole.GetExternalId(), sessionName(c))
+		return a, stepAssumeRole, err
 	case *credentialv1.Credential_AccessKey:
 		sealed, err := s.store.Secret(ctx, c.GetName())
 		if err != nil {
-			return a, false, fmt.Errorf("secret of %s: %w", c.GetName(), err)
+			return a, "", fmt.Errorf("secret of %s: %w", c.GetName(), err)
 		}
 		secret, err := s.cfg.Sealer.Open(ctx, sealed, c.GetName())
 		if err != nil {
-			return a, false, fmt.Errorf("open secret of %s: %w", c.GetName(), err)
+			return a, "", fmt.Errorf("open secret of %s: %w", c.GetName(), err)
 		}
 		keys := aws.Credentials{AccessKeyID: t.AccessKey.GetAccessKeyId(), SecretAccessKey: string(secret)}
-		if t.AccessKey.GetRoleArn() == "" {
-			a.creds = keys
-			return a, false, nil
+		ends := s.cfg.AWS
+		if s.cfg.AccessKeySTSURL != "" {
+			ends.STSURL = s.cfg.AccessKeySTSURL
 		}
-		a.creds, err = s.assume(ctx, s.cfg.AWS.Static(keys), t.AccessKey.GetRoleArn(), "", sessionName(c))
-		return a, true, err
+		switch {
+		case t.AccessKey.GetRoleArn() != "":
+			a.creds, err = s.assume(ctx, ends, ends.Static(keys), t.AccessKey.GetRoleArn(), "", sessionName(c))
+			return a, stepAssumeRole, err
+		case s.cfg.AccessKeySessions == PassThrough:
+			a.creds = keys
+			return a, "", nil
+		case s.cfg.AccessKeySessions == AssumeRole:
+			// S3-compatible stores (MinIO) answer AssumeRole signed by a
+			// user's keys with a session of that user's rights; the role
+			// ARN is required by the API and ignored by them.
+			a.creds, err = s.assume(ctx, ends, ends.Static(keys), anyRoleARN, "", sessionName(c))
+			if err != nil && awserror.Classify(err, c.GetBucket()).Reason == awserror.RoleNotAssumable {
+				// There is no role here: the store refused the keys.
+				err = &awserror.Cause{Reason: awserror.InvalidCredentials,
+					Message: "the storage service does not accept these keys: check the access key id and secret access key (or that the key is active), then update the credential"}
+			}
+			return a, stepSession, err
+		default:
+			a.creds, err = s.sessionToken(ctx, ends, keys)
+			return a, stepSession, err
+		}
 	default:
-		return a, false, errors.New("credential has no type")
+		return a, "", errors.New("credential has no type")
+	}
+}
+
+// anyRoleARN fills AssumeRole's required role ARN where the store ignores it.
+const anyRoleARN = "arn:aws:iam::000000000000:role/sluice-session"
+
+// sessionToken exchanges an IAM user's keys for session credentials with
+// the same rights (sts:GetSessionToken).
+func (s *Service) sessionToken(ctx context.Context, ends awsclient.Endpoints, keys aws.Credentials) (aws.Credentials, error) {
+	out, err := ends.STS(ends.Static(keys)).GetSessionToken(ctx, &sts.GetSessionTokenInput{
+		DurationSeconds: aws.Int32(int32(sessionDuration / time.Second)),
+	})
+	if err != nil {
+		return aws.Credentials{}, err
+	}
+	return sessionCredentials(out.Credentials), nil
+}
+
+func sessionCredentials(c *ststypes.Credentials) aws.Credentials {
+	return aws.Credentials{
+		AccessKeyID:     aws.ToString(c.AccessKeyId),
+		SecretAccessKey: aws.ToString(c.SecretAccessKey),
+		SessionToken:    aws.ToString(c.SessionToken),
+		CanExpire:       true,
+		Expires:         aws.ToTime(c.Expiration),
 	}
 }
 
@@ -109,12 +158,9 @@ func (s *Service) s3For(a access) *s3.Client {
 // prefix, cleaning up the probe it wrote.
 func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credentialv1.TestResult {
 	r := connectiontest.New(ctx, c.GetBucket())
-	var a access
-	var assumed bool
-	var openErr error
-	a, assumed, openErr = s.open(ctx, c)
-	if assumed {
-		r.Check("assume_role", func() error { return openErr })
+	a, step, openErr := s.open(ctx, c)
+	if step != "" {
+		r.Check(step, func() error { return openErr })
 	} else if openErr != nil {
 		r.Check("open_secret", func() error { return openErr })
 	}

@@ -16,6 +16,9 @@ import (
 // when srv shuts down, after srv stopped serving.
 func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Config, destinationAddr string) error {
 	cfg.DatabaseDSN = launch.OrSQLite(cfg.DatabaseDSN, env.DataDir, "credential")
+	if cfg.Logger == nil {
+		cfg.Logger = env.Logger
+	}
 	if cfg.MasterKeyFile == "" && cfg.KMSKeyID == "" && cfg.Sealer == nil {
 		cfg.MasterKeyFile = filepath.Join(env.DataDir, "keys", "master.key")
 	}

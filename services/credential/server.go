@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -63,7 +64,26 @@ type Config struct {
 	// AccessCacheTTL bounds how long MintAccess hands out the same access:
 	// a customer who changes the trust policy stops new deliveries within it.
 	AccessCacheTTL time.Duration
+	// AccessKeySessions says how an access key without a role becomes the
+	// session credentials peers get: SessionToken (AWS STS GetSessionToken,
+	// the default), AssumeRole (the STS of an S3-compatible store, such as
+	// MinIO's, that serves AssumeRole for its users) or PassThrough (no STS:
+	// the long-lived keys themselves, for stores without one; off unless
+	// set, and logged at start).
+	AccessKeySessions string
+	// AccessKeySTSURL is the STS endpoint access keys are exchanged at;
+	// AWS.STSURL when empty.
+	AccessKeySTSURL string
+	// Logger receives start-up warnings.
+	Logger *slog.Logger
 }
+
+// Ways an access key becomes session credentials (Config.AccessKeySessions).
+const (
+	SessionToken = "session-token"
+	AssumeRole   = "assume-role"
+	PassThrough  = "pass-through"
+)
 
 // DefaultAccessCacheTTL is the default bound on cached access.
 const DefaultAccessCacheTTL = 5 * time.Minute
@@ -77,6 +97,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 		c.AccessCacheTTL = DefaultAccessCacheTTL
 	}
 	fs.DurationVar(&c.AccessCacheTTL, "access-cache-ttl", c.AccessCacheTTL, "longest time MintAccess reuses minted access; revocation takes effect within it")
+	if c.AccessKeySessions == "" {
+		c.AccessKeySessions = SessionToken
+	}
+	fs.StringVar(&c.AccessKeySessions, "access-key-sessions", c.AccessKeySessions, "how access keys become session credentials for the other services: session-token (AWS GetSessionToken), assume-role (an S3-compatible store's STS, e.g. MinIO), or pass-through (no STS: hand out the keys themselves)")
+	fs.StringVar(&c.AccessKeySTSURL, "access-key-sts-endpoint", c.AccessKeySTSURL, "STS endpoint access keys are exchanged at (default --sts-endpoint; MinIO's own URL for MinIO)")
 	c.AWS.AddFlags(fs)
 }
 
@@ -138,6 +163,18 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	}
 	if cfg.AccessCacheTTL <= 0 {
 		cfg.AccessCacheTTL = DefaultAccessCacheTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch cfg.AccessKeySessions {
+	case "":
+		cfg.AccessKeySessions = SessionToken
+	case SessionToken, AssumeRole:
+	case PassThrough:
+		cfg.Logger.Warn("--access-key-sessions=pass-through: access-key credentials without a role are handed to the other services as the long-lived keys themselves; use it only for a store without STS")
+	default:
+		return nil, fmt.Errorf("credential service: --access-key-sessions must be %s, %s or %s, not %q", SessionToken, AssumeRole, PassThrough, cfg.AccessKeySessions)
 	}
 	platform, err := cfg.AWS.Platform(ctx)
 	if err != nil {
