@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,6 +38,8 @@ type running struct {
 	// users signs user tokens, services service tokens, as serve trusts.
 	users, services *auth.Signer
 	servers         map[string]*grpcserver.Server
+	// stop shuts serve down as SIGTERM does and waits for it.
+	stop func()
 }
 
 // asServiceFor answers a context that calls as a Sluice service for a user
@@ -90,14 +94,20 @@ func startServeWith(t *testing.T, adjust func(*serveConfig)) *running {
 	case err := <-served:
 		t.Fatalf("serve: %v", err)
 	}
+	var stopOnce sync.Once
+	r.stop = func() {
+		stopOnce.Do(func() {
+			cancel()
+			if err := <-served; err != nil {
+				t.Errorf("serve did not stop cleanly: %v", err)
+			}
+		})
+	}
 	t.Cleanup(func() {
 		for _, cc := range r.conns {
 			cc.Close()
 		}
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve did not stop cleanly: %v", err)
-		}
+		r.stop()
 	})
 	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(cfg.DataDir))
 	if err != nil {
@@ -473,4 +483,73 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	if _, err := creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: cred.GetName()}, admin); err != nil {
 		t.Fatalf("deleting an unused credential: %v", err)
 	}
+}
+
+// Issue 9, item 13: SIGTERM under load. The services stop callers first
+// (delivery, destination, credential), so a CreateDestination the
+// destination service accepted still reaches the credential service: it
+// succeeds, or the call was refused before it started; it is never failed
+// from inside with "the credential service did not answer".
+func TestServeStopsInDependencyOrderUnderLoad(t *testing.T) {
+	r := startServe(t)
+	ctx := context.Background()
+	admin := r.token("acme", auth.PolicyAdministrator)
+	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
+	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])
+	const env = "tenants/acme/environments/sandbox"
+	cred, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: env, CredentialId: "keys",
+		Credential: &credentialv1.Credential{Bucket: "acme-exports", Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{
+			AccessKeyId: "AKIAIOSFODNN7EXAMPLE", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, refused, failedInside atomic.Int64
+	var wg sync.WaitGroup
+	stopping := make(chan struct{})
+	for w := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				_, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: env, DestinationId: fmt.Sprintf("d-%d-%d", w, i),
+					Destination: &destinationv1.Destination{Credential: cred.GetName(), Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}}}}, admin)
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case errorReason(err) != "":
+					// An answer from inside a handler: the call was accepted.
+					failedInside.Add(1)
+					t.Errorf("an accepted call failed during shutdown: %v", err)
+				default:
+					refused.Add(1) // the transport refused it: not accepted
+				}
+				select {
+				case <-stopping:
+					if err != nil {
+						return
+					}
+				default:
+				}
+			}
+		}()
+	}
+	for ok.Load() < 200 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(stopping)
+	r.stop()
+	wg.Wait()
+	t.Logf("during SIGTERM: %d created, %d refused at the door, %d failed inside", ok.Load(), refused.Load(), failedInside.Load())
+	if refused.Load() == 0 {
+		t.Fatal("no call met the stopping server: the test did not test shutdown under load")
+	}
+}
+
+func errorReason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetReason()
+		}
+	}
+	return ""
 }
