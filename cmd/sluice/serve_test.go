@@ -66,7 +66,7 @@ func (r *running) asServiceFor(t *testing.T, tenant string, policies ...string) 
 func startServe(t *testing.T) *running { return startServeWith(t, nil) }
 
 // startServeWith lets a test adjust the configuration first.
-func startServeWith(t *testing.T, adjust func(*serveConfig)) *running {
+func startServeWith(t testing.TB, adjust func(*serveConfig)) *running {
 	t.Helper()
 	cfg := defaultServeConfig()
 	cfg.DataDir = t.TempDir()
