@@ -40,26 +40,36 @@ const (
 // `tenants/{tenant}/environments/{environment}/credentials/{credential}`.
 // A name whose tenant is not the caller's answers NotFound, exactly as a name
 // that does not exist. Secrets are write-only: no response ever carries one.
+//
+// Who may call: creating, updating (rotating), regenerating and deleting a
+// credential needs the Datagrid Administrator or Datagrid Operator policy,
+// since every destination on it, admin only ones included, writes where it
+// points. Getting, listing and testing one needs either of those policies,
+// or that the caller may use at least one destination on the credential;
+// any other credential answers NotFound and is left out of lists.
 type CredentialServiceClient interface {
-	// Creates a credential. For role-to-role credentials Sluice generates the
+	// Creates a credential (administrators and operators). For role-to-role credentials Sluice generates the
 	// External ID and answers the trust and permissions policies to paste into
 	// the customer's AWS account.
 	CreateCredential(ctx context.Context, in *CreateCredentialRequest, opts ...grpc.CallOption) (*Credential, error)
-	// Gets one credential. Secrets are never returned.
+	// Gets one credential the caller may read. Secrets are never returned.
 	GetCredential(ctx context.Context, in *GetCredentialRequest, opts ...grpc.CallOption) (*Credential, error)
-	// Lists the credentials of one tenant environment, ordered by name.
+	// Lists the credentials of one tenant environment the caller may read,
+	// ordered by name.
 	ListCredentials(ctx context.Context, in *ListCredentialsRequest, opts ...grpc.CallOption) (*ListCredentialsResponse, error)
-	// Updates the fields named in update_mask. Writing
-	// `access_key.secret_access_key` rotates the secret.
+	// Updates the fields named in update_mask (administrators and operators).
+	// Writing `access_key.secret_access_key` rotates the secret.
 	UpdateCredential(ctx context.Context, in *UpdateCredentialRequest, opts ...grpc.CallOption) (*Credential, error)
-	// Deletes a credential. Refused with FailedPrecondition while destinations
-	// still use it, unless an administrator sets force.
+	// Deletes a credential (administrators and operators). Refused with
+	// FailedPrecondition while destinations still use it, naming those the
+	// caller may see and counting the others, unless force is set.
 	DeleteCredential(ctx context.Context, in *DeleteCredentialRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	// Proves the credential against the real services: role assumption, then
 	// the bucket (exists, region, list, write under the prefix).
 	TestCredential(ctx context.Context, in *TestCredentialRequest, opts ...grpc.CallOption) (*TestResult, error)
-	// Replaces the External ID of a role-to-role credential. The customer must
-	// then update the trust policy of the target role.
+	// Replaces the External ID of a role-to-role credential (administrators
+	// and operators). The customer must then update the trust policy of the
+	// target role.
 	RegenerateExternalId(ctx context.Context, in *RegenerateExternalIdRequest, opts ...grpc.CallOption) (*Credential, error)
 }
 
@@ -152,26 +162,36 @@ func (c *credentialServiceClient) RegenerateExternalId(ctx context.Context, in *
 // `tenants/{tenant}/environments/{environment}/credentials/{credential}`.
 // A name whose tenant is not the caller's answers NotFound, exactly as a name
 // that does not exist. Secrets are write-only: no response ever carries one.
+//
+// Who may call: creating, updating (rotating), regenerating and deleting a
+// credential needs the Datagrid Administrator or Datagrid Operator policy,
+// since every destination on it, admin only ones included, writes where it
+// points. Getting, listing and testing one needs either of those policies,
+// or that the caller may use at least one destination on the credential;
+// any other credential answers NotFound and is left out of lists.
 type CredentialServiceServer interface {
-	// Creates a credential. For role-to-role credentials Sluice generates the
+	// Creates a credential (administrators and operators). For role-to-role credentials Sluice generates the
 	// External ID and answers the trust and permissions policies to paste into
 	// the customer's AWS account.
 	CreateCredential(context.Context, *CreateCredentialRequest) (*Credential, error)
-	// Gets one credential. Secrets are never returned.
+	// Gets one credential the caller may read. Secrets are never returned.
 	GetCredential(context.Context, *GetCredentialRequest) (*Credential, error)
-	// Lists the credentials of one tenant environment, ordered by name.
+	// Lists the credentials of one tenant environment the caller may read,
+	// ordered by name.
 	ListCredentials(context.Context, *ListCredentialsRequest) (*ListCredentialsResponse, error)
-	// Updates the fields named in update_mask. Writing
-	// `access_key.secret_access_key` rotates the secret.
+	// Updates the fields named in update_mask (administrators and operators).
+	// Writing `access_key.secret_access_key` rotates the secret.
 	UpdateCredential(context.Context, *UpdateCredentialRequest) (*Credential, error)
-	// Deletes a credential. Refused with FailedPrecondition while destinations
-	// still use it, unless an administrator sets force.
+	// Deletes a credential (administrators and operators). Refused with
+	// FailedPrecondition while destinations still use it, naming those the
+	// caller may see and counting the others, unless force is set.
 	DeleteCredential(context.Context, *DeleteCredentialRequest) (*emptypb.Empty, error)
 	// Proves the credential against the real services: role assumption, then
 	// the bucket (exists, region, list, write under the prefix).
 	TestCredential(context.Context, *TestCredentialRequest) (*TestResult, error)
-	// Replaces the External ID of a role-to-role credential. The customer must
-	// then update the trust policy of the target role.
+	// Replaces the External ID of a role-to-role credential (administrators
+	// and operators). The customer must then update the trust policy of the
+	// target role.
 	RegenerateExternalId(context.Context, *RegenerateExternalIdRequest) (*Credential, error)
 	mustEmbedUnimplementedCredentialServiceServer()
 }
@@ -399,13 +419,16 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// CredentialAccessService is internal: only callers holding the service
-// policy may use it. The destination and delivery services ask it for
+// CredentialAccessService is internal: only Sluice services, with tokens
+// signed by a service key, may use it; a user's token answers
+// PermissionDenied whatever policies it names. The destination and delivery services ask it for
 // short-lived access so that they never see a long-lived secret.
 type CredentialAccessServiceClient interface {
 	// Mints temporary access for a credential: STS AssumeRole with the
-	// credential's External ID for role-to-role, or the key pair (or a session
-	// derived from it) for access keys. Cached until shortly before expiry.
+	// credential's External ID for role-to-role; for access keys, a session
+	// derived from the key pair (GetSessionToken, or AssumeRole of its role),
+	// never the pair itself unless the operator configured pass-through for a
+	// store without STS. Cached until shortly before expiry.
 	MintAccess(ctx context.Context, in *MintAccessRequest, opts ...grpc.CallOption) (*TemporaryAccess, error)
 }
 
@@ -431,13 +454,16 @@ func (c *credentialAccessServiceClient) MintAccess(ctx context.Context, in *Mint
 // All implementations must embed UnimplementedCredentialAccessServiceServer
 // for forward compatibility.
 //
-// CredentialAccessService is internal: only callers holding the service
-// policy may use it. The destination and delivery services ask it for
+// CredentialAccessService is internal: only Sluice services, with tokens
+// signed by a service key, may use it; a user's token answers
+// PermissionDenied whatever policies it names. The destination and delivery services ask it for
 // short-lived access so that they never see a long-lived secret.
 type CredentialAccessServiceServer interface {
 	// Mints temporary access for a credential: STS AssumeRole with the
-	// credential's External ID for role-to-role, or the key pair (or a session
-	// derived from it) for access keys. Cached until shortly before expiry.
+	// credential's External ID for role-to-role; for access keys, a session
+	// derived from the key pair (GetSessionToken, or AssumeRole of its role),
+	// never the pair itself unless the operator configured pass-through for a
+	// store without STS. Cached until shortly before expiry.
 	MintAccess(context.Context, *MintAccessRequest) (*TemporaryAccess, error)
 	mustEmbedUnimplementedCredentialAccessServiceServer()
 }
