@@ -19,10 +19,12 @@ const (
 	// QuoteMinimal quotes fields with the delimiter, a quote, CR or LF, and
 	// empty strings (so that they differ from NULL).
 	QuoteMinimal QuoteMode = iota
-	// QuoteAll quotes every field but NULLs.
+	// QuoteAll quotes every field, NULLs included (`""` with an empty null
+	// text), as Python's QUOTE_ALL does: readers tell NULLs apart only by
+	// the null text (DuckDB's allow_quoted_nulls).
 	QuoteAll
-	// QuoteAllNonNull quotes every non-NULL field (as QuoteAll: a quoted
-	// NULL would read back as an empty string).
+	// QuoteAllNonNull quotes every non-NULL field and leaves NULLs bare, as
+	// Python's QUOTE_NOTNULL does.
 	QuoteAllNonNull
 	// QuoteNonNumeric quotes every non-NULL field that is not a number.
 	QuoteNonNumeric
@@ -44,7 +46,9 @@ type DelimitedOptions struct {
 	Quote QuoteMode
 	// CRLF ends lines with \r\n instead of \n.
 	CRLF bool
-	// NullValue is written for NULL, unquoted; empty by default.
+	// NullValue is written for NULL, unquoted (quoted in QuoteAll); empty
+	// by default. A value that reads the same is quoted so that it stays a
+	// value; in QuoteNone, where nothing is quoted, it is an error.
 	NullValue string
 	// RowNumber, when set, names a first column numbering rows from 1.
 	RowNumber string
@@ -110,22 +114,26 @@ func (d *Delimited) field(text []byte, numeric bool, column string) error {
 	case QuoteAll, QuoteAllNonNull:
 		q = true
 	case QuoteNonNumeric:
-		q = !numeric || d.special(text)
+		q = !numeric || d.special(text) || string(text) == d.opts.NullValue
 	case QuoteMinimal:
-		q = len(text) == 0 || d.special(text)
+		q = len(text) == 0 || d.special(text) || string(text) == d.opts.NullValue
 	case QuoteNone:
+		start := len(d.line)
 		if !d.special(text) {
 			d.line = append(d.line, text...)
-			return nil
-		}
-		if d.opts.Escape == 0 {
-			return fmt.Errorf("row %d, column %q: the value holds the delimiter, a quote or a line break, and quote mode none has no escape character to escape it", d.row, column)
-		}
-		for _, r := range string(text) {
-			if r == d.opts.Delimiter || r == quote || r == '\r' || r == '\n' || r == d.opts.Escape {
-				d.line = utf8.AppendRune(d.line, d.opts.Escape)
+		} else {
+			if d.opts.Escape == 0 {
+				return fmt.Errorf("row %d, column %q: the value holds the delimiter, a quote or a line break, and quote mode none has no escape character to escape it", d.row, column)
 			}
-			d.line = utf8.AppendRune(d.line, r)
+			for _, r := range string(text) {
+				if r == d.opts.Delimiter || r == quote || r == '\r' || r == '\n' || r == d.opts.Escape {
+					d.line = utf8.AppendRune(d.line, d.opts.Escape)
+				}
+				d.line = utf8.AppendRune(d.line, r)
+			}
+		}
+		if string(d.line[start:]) == d.opts.NullValue {
+			return fmt.Errorf("row %d, column %q: the value is written exactly as the null text %q, and quote mode none cannot quote it: set another null text or quote mode", d.row, column, d.opts.NullValue)
 		}
 		return nil
 	}
@@ -133,6 +141,13 @@ func (d *Delimited) field(text []byte, numeric bool, column string) error {
 		d.line = append(d.line, text...)
 		return nil
 	}
+	d.quoted(text)
+	return nil
+}
+
+// quoted appends text in quotes, escaping quotes (and the escape
+// character) inside.
+func (d *Delimited) quoted(text []byte) {
 	d.line = append(d.line, quote)
 	for _, r := range string(text) {
 		switch {
@@ -145,7 +160,6 @@ func (d *Delimited) field(text []byte, numeric bool, column string) error {
 		d.line = utf8.AppendRune(d.line, r)
 	}
 	d.line = append(d.line, quote)
-	return nil
 }
 
 func (d *Delimited) header() error {
@@ -196,7 +210,11 @@ func (d *Delimited) Write(rec arrow.RecordBatch) error {
 				d.line = utf8.AppendRune(d.line, d.opts.Delimiter)
 			}
 			if isNull(col, i) {
-				d.line = append(d.line, d.opts.NullValue...)
+				if d.opts.Quote == QuoteAll {
+					d.quoted([]byte(d.opts.NullValue))
+				} else {
+					d.line = append(d.line, d.opts.NullValue...)
+				}
 				continue
 			}
 			d.cell = d.cols[k](d.cell[:0], col, i)

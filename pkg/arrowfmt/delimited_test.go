@@ -48,14 +48,18 @@ func TestQuoteModes(t *testing.T) {
 	}{
 		{"minimal", arrowfmt.DelimitedOptions{Header: true},
 			"name,score,tags\n\"Ann \"\"A\"\", Jr\",1.5,\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",-2,[]\n,,\n"},
+		// Issue 10, item 4: "all fields" quotes NULLs too; "all non-null
+		// fields" leaves them bare.
 		{"all", arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteAll},
+			"\"Ann \"\"A\"\", Jr\",\"1.5\",\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",\"-2\",\"[]\"\n\"\",\"\",\"\"\n"},
+		{"all non-null", arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteAllNonNull},
 			"\"Ann \"\"A\"\", Jr\",\"1.5\",\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",\"-2\",\"[]\"\n,,\n"},
 		{"non-numeric", arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteNonNumeric},
 			"\"Ann \"\"A\"\", Jr\",1.5,\"[\"\"x\"\",\"\"y\\\"\"z\"\"]\"\n\"\",-2,\"[]\"\n,,\n"},
 		{"escape character", arrowfmt.DelimitedOptions{Escape: '\\', NullValue: "NULL"},
 			"\"Ann \\\"A\\\", Jr\",1.5,\"[\\\"x\\\",\\\"y\\\\\\\"z\\\"]\"\n\"\",-2,[]\nNULL,NULL,NULL\n"},
-		{"none with escape", arrowfmt.DelimitedOptions{Delimiter: '|', Quote: arrowfmt.QuoteNone, Escape: '\\', CRLF: true, RowNumber: "row_number", Header: true},
-			"row_number|name|score|tags\r\n1|Ann \\\"A\\\", Jr|1.5|[\\\"x\\\",\\\"y\\\\\\\"z\\\"]\r\n2||-2|[]\r\n3|||\r\n"},
+		{"none with escape", arrowfmt.DelimitedOptions{Delimiter: '|', Quote: arrowfmt.QuoteNone, Escape: '\\', CRLF: true, RowNumber: "row_number", Header: true, NullValue: `\N`},
+			"row_number|name|score|tags\r\n1|Ann \\\"A\\\", Jr|1.5|[\\\"x\\\",\\\"y\\\\\\\"z\\\"]\r\n2||-2|[]\r\n3|\\N|\\N|\\N\r\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -122,5 +126,54 @@ func TestEmptyOutputs(t *testing.T) {
 	}
 	if csvOut.String() != "a\n" || jsonOut.String() != "[]\n" || ndjsonOut.String() != "" {
 		t.Fatalf("empty outputs: %q %q %q", csvOut.String(), jsonOut.String(), ndjsonOut.String())
+	}
+}
+
+// Issue 10, items 1 and 3: a value that reads the same as the null text is
+// quoted so that it stays a value; where nothing can be quoted it is an
+// error naming the column, never a silent NULL.
+func TestValueEqualToNullText(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "code", Type: arrow.BinaryTypes.String, Nullable: true}}, nil)
+	b := array.NewStringBuilder(memory.DefaultAllocator)
+	defer b.Release()
+	b.AppendValues([]string{`\N`, "NULL", ""}, nil)
+	b.AppendNull()
+	col := b.NewArray()
+	defer col.Release()
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, int64(col.Len()))
+	defer rec.Release()
+	write := func(opts arrowfmt.DelimitedOptions) (string, error) {
+		var out bytes.Buffer
+		w, err := arrowfmt.NewDelimited(&out, schema, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Write(rec); err != nil {
+			return "", err
+		}
+		err = w.Close()
+		return out.String(), err
+	}
+	for _, tc := range []struct {
+		opts arrowfmt.DelimitedOptions
+		want string
+	}{
+		{arrowfmt.DelimitedOptions{NullValue: `\N`}, "\"\\N\"\nNULL\n\"\"\n\\N\n"},
+		{arrowfmt.DelimitedOptions{NullValue: "NULL", Quote: arrowfmt.QuoteNonNumeric}, "\"\\N\"\n\"NULL\"\n\"\"\nNULL\n"},
+		{arrowfmt.DelimitedOptions{NullValue: `\N`, Quote: arrowfmt.QuoteNone, Escape: '\\'}, "\\\\N\nNULL\n\n\\N\n"},
+	} {
+		got, err := write(tc.opts)
+		if err != nil || got != tc.want {
+			t.Errorf("%+v: got %q, %v; want %q", tc.opts, got, err, tc.want)
+		}
+	}
+	for _, opts := range []arrowfmt.DelimitedOptions{
+		{NullValue: `\N`, Quote: arrowfmt.QuoteNone},                 // no escape: \N is written as is
+		{NullValue: "", Quote: arrowfmt.QuoteNone, Escape: '\\'},     // the empty string
+		{NullValue: "NULL", Quote: arrowfmt.QuoteNone, Escape: '\\'}, // NULL holds nothing to escape
+	} {
+		if _, err := write(opts); err == nil || !strings.Contains(err.Error(), `column "code"`) {
+			t.Errorf("%+v: got %v, want an error naming the column", opts, err)
+		}
 	}
 }

@@ -37,7 +37,7 @@ func TestGolden(t *testing.T) {
 			return arrowfmt.NewDelimited(b, schema, arrowfmt.DelimitedOptions{Delimiter: '|', Header: true, Quote: arrowfmt.QuoteNonNumeric, NullValue: "NULL"})
 		}},
 		{"custom_none_escape.golden", func(b *bytes.Buffer) (batchWriter, error) {
-			return arrowfmt.NewDelimited(b, schema, arrowfmt.DelimitedOptions{Delimiter: '^', Quote: arrowfmt.QuoteNone, Escape: '\\'})
+			return arrowfmt.NewDelimited(b, schema, arrowfmt.DelimitedOptions{Delimiter: '^', Quote: arrowfmt.QuoteNone, Escape: '\\', NullValue: `\N`})
 		}},
 		{"json.golden", func(b *bytes.Buffer) (batchWriter, error) {
 			return arrowfmt.NewJSON(b, schema, arrowfmt.JSONOptions{})

@@ -150,7 +150,13 @@ func appendFloatText(dst []byte, arr arrow.Array, i int) []byte {
 	case math.IsInf(v, -1):
 		return append(dst, "-Infinity"...)
 	}
-	return strconv.AppendFloat(dst, v, 'g', -1, bits)
+	// Plain decimal notation with the shortest digits that read back
+	// exactly, as JavaScript and most databases write numbers; exponent
+	// form only outside [1e-6, 1e21), where plain digits would run long.
+	if a := math.Abs(v); a == 0 || (a >= 1e-6 && a < 1e21) {
+		return strconv.AppendFloat(dst, v, 'f', -1, bits)
+	}
+	return strconv.AppendFloat(dst, v, 'e', -1, bits)
 }
 
 func floatAt(arr arrow.Array, i int) (float64, int) {
@@ -285,6 +291,12 @@ func jsonValue(dt arrow.DataType) (appender, error) {
 			ts := arr.(*array.Timestamp).Value(i).ToTime(t.Unit)
 			if loc != nil {
 				ts = ts.In(loc)
+				if _, offset := ts.Zone(); offset%60 != 0 {
+					// RFC 3339 offsets have no seconds (Asia/Kolkata before
+					// 1942 was +05:21:10): write such instants in UTC
+					// rather than at a rounded, wrong offset.
+					ts = ts.UTC()
+				}
 			}
 			return appendQuotedTime(dst, ts, layout)
 		}, nil

@@ -221,6 +221,12 @@ func validateFormat(v *apierror.Violations, f *destinationv1.FileFormat) {
 		if utf8.RuneCountInString(d.GetEscape()) > 1 {
 			v.Add("destination.format.delimited.escape", "must be a single character or empty")
 		}
+		if d.GetQuoteMode() == destinationv1.QuoteMode_QUOTE_MODE_NONE && d.GetNullValue() == "" {
+			// Nothing is quoted, so an empty string and a NULL would both
+			// be written as nothing and read back alike.
+			v.Add("destination.format.delimited.null_value", `quote mode none cannot tell an empty string from NULL when the null text is empty: set a null text such as \N, or choose another quote mode`)
+		}
+		validate.Text(v, "destination.format.delimited.null_value", d.GetNullValue(), 32, false)
 	case *destinationv1.FileFormat_Json, *destinationv1.FileFormat_Ndjson:
 	default:
 		v.Add("destination.format", "is required: set parquet, delimited, json or ndjson")

@@ -107,6 +107,13 @@ func TestValidateDestination(t *testing.T) {
 		{"KMS AWS managed alias", func(d *destinationv1.Destination) {
 			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "alias/aws/s3"}
 		}, ""},
+		// Issue 10, item 3.
+		{"quote mode none with an empty null text", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_NONE, Escape: `\`}}}
+		}, "destination.format.delimited.null_value"},
+		{"quote mode none with a null text", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_NONE, Escape: `\`, NullValue: `\N`}}}
+		}, ""},
 		{"tag value with CR LF", func(d *destinationv1.Destination) { d.Tags = map[string]string{"team": "a\r\nb"} }, `destination.tags["team"]`},
 	}
 	for _, tt := range tests {
