@@ -77,19 +77,19 @@ func DefaultTemplate(f Format, delimiter rune) string {
 	case Parquet:
 		return "{{output_name}}/part-{{file_number|pad:5}}"
 	case JSON:
-		return "{{output_name}}_{{file_number}}.json"
+		return "{{output_name}}_{{file_number|pad:5}}.json"
 	case NDJSON:
-		return "{{output_name}}_{{file_number}}.ndjson"
+		return "{{output_name}}_{{file_number|pad:5}}.ndjson"
 	}
 	switch delimiter {
 	case 0, ',':
-		return "{{output_name}}_{{file_number}}.csv"
+		return "{{output_name}}_{{file_number|pad:5}}.csv"
 	case '\t':
-		return "{{output_name}}_{{file_number}}.tsv"
+		return "{{output_name}}_{{file_number|pad:5}}.tsv"
 	case '|':
-		return "{{output_name}}_{{file_number}}.psv"
+		return "{{output_name}}_{{file_number|pad:5}}.psv"
 	}
-	return "{{output_name}}_{{file_number}}.txt"
+	return "{{output_name}}_{{file_number|pad:5}}.txt"
 }
 
 // SuccessKey and ManifestKey name the objects written after the last data

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,12 +209,12 @@ func TestDefaultTemplatesAndParquetExtension(t *testing.T) {
 	}{
 		{fileset.Parquet, 0, true, "out/part-00001.parquet"},
 		{fileset.Parquet, 0, false, "out/part-00001"},
-		{fileset.Delimited, ',', false, "out_1.csv"},
-		{fileset.Delimited, '\t', false, "out_1.tsv"},
-		{fileset.Delimited, '|', false, "out_1.psv"},
-		{fileset.Delimited, ';', false, "out_1.txt"},
-		{fileset.JSON, 0, false, "out_1.json"},
-		{fileset.NDJSON, 0, false, "out_1.ndjson"},
+		{fileset.Delimited, ',', false, "out_00001.csv"},
+		{fileset.Delimited, '\t', false, "out_00001.tsv"},
+		{fileset.Delimited, '|', false, "out_00001.psv"},
+		{fileset.Delimited, ';', false, "out_00001.txt"},
+		{fileset.JSON, 0, false, "out_00001.json"},
+		{fileset.NDJSON, 0, false, "out_00001.ndjson"},
 	} {
 		sink := &dirSink{dir: t.TempDir()}
 		files := write(t, fileset.Config{Format: tc.format, Delimited: arrowfmt.DelimitedOptions{Delimiter: tc.delim},
@@ -396,5 +397,30 @@ func BenchmarkParquetParts(b *testing.B) {
 			}
 			b.ReportMetric(float64(rows)*float64(b.N)/time.Since(start).Seconds(), "rows/s")
 		})
+	}
+}
+
+// Issue 10, item 6: the default names of a split output sort in file
+// order, so that a glob reads them in order (out_10 used to sort before
+// out_2); a user's own template is kept as written.
+func TestDefaultFileNumbersSort(t *testing.T) {
+	for _, f := range []fileset.Format{fileset.Delimited, fileset.JSON, fileset.NDJSON, fileset.Parquet} {
+		tmpl, err := filename.Parse(fileset.DefaultTemplate(f, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := fileset.Config{Format: f, Template: tmpl, Values: filename.Values{OutputName: "out"}}
+		var keys []string
+		for n := 1; n <= 120; n++ {
+			keys = append(keys, c.Key(n))
+		}
+		if !slices.IsSorted(keys) {
+			t.Errorf("format %d: default keys do not sort in file order: %v ... %v", f, keys[:3], keys[8:11])
+		}
+	}
+	own, _ := filename.Parse("part_{{file_number}}.csv")
+	c := fileset.Config{Format: fileset.Delimited, Template: own}
+	if got := c.Key(7); got != "part_7.csv" {
+		t.Errorf("a user's template became %s", got)
 	}
 }

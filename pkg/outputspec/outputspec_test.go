@@ -34,7 +34,7 @@ func TestConfig(t *testing.T) {
 	if c.Format != fileset.Delimited || c.Delimited != want || c.Compression != compression.Zip || !c.Zip64 || c.MaxRows != 1000 {
 		t.Fatalf("config %+v", c)
 	}
-	if got := c.Key(2); got != "exports/c360_2.tsv" {
+	if got := c.Key(2); got != "exports/c360_00002.tsv" {
 		t.Fatalf("default key %q: compression adds no extension", got)
 	}
 
