@@ -235,6 +235,10 @@ func (d *Delimited) Rows() int64 { return d.row }
 
 // Close writes the header of an empty output and flushes; it does not close
 // the underlying writer.
+// Flush writes what is buffered, so that a caller counting bytes (a
+// split by size) sees every row written so far.
+func (d *Delimited) Flush() error { return d.w.Flush() }
+
 func (d *Delimited) Close() error {
 	if !d.wrote {
 		if err := d.header(); err != nil {

@@ -105,6 +105,10 @@ func (j *JSON) Rows() int64 { return j.row }
 
 // Close ends the array (JSON) and flushes; it does not close the
 // underlying writer.
+// Flush writes what is buffered, so that a caller counting bytes (a
+// split by size) sees every row written so far.
+func (j *JSON) Flush() error { return j.w.Flush() }
+
 func (j *JSON) Close() error {
 	if !j.opts.Lines {
 		end := j.eol + "]" + j.eol

@@ -58,8 +58,8 @@ type Config struct {
 	// MaxRows cuts a new file after this many rows; 0 means no limit.
 	MaxRows int64
 	// MaxBytes cuts a new file once the format has written this many bytes
-	// (before compression); 0 means no limit. A file may pass it by one
-	// chunk of rows, and for Parquet by one row group.
+	// (before compression); 0 means no limit. A text file passes it by at
+	// most one row; a Parquet file by at most one row group.
 	MaxBytes int64
 	// Concurrency is how many files of an output split by rows are encoded
 	// at once, each on its own goroutine, so that Parquet part files use
@@ -131,8 +131,13 @@ type File struct {
 	Bytes int64
 }
 
-// chunkRows bounds how far a file can pass MaxBytes.
+// chunkRows bounds the rows written at once when a file is cut by size and
+// the format cannot say its size row by row (Parquet, by row group).
 const chunkRows = 4096
+
+// flusher is a format that can push its buffered bytes out, so that a split
+// by size counts every row written.
+type flusher interface{ Flush() error }
 
 // Writer writes a stream of batches as files.
 type Writer struct {
@@ -365,6 +370,24 @@ func (w *Writer) collect() error {
 	return nil
 }
 
+// sizedChunk answers how many rows to write next into a file cut by size:
+// about what fits in the bytes left, at the bytes per row measured so far,
+// so that a file passes MaxBytes by at most a row (or, for formats that
+// write whole row groups, a row group) whatever the row width.
+func (w *Writer) sizedChunk() int64 {
+	o := w.cur
+	if _, ok := o.format.(flusher); !ok {
+		return chunkRows
+	}
+	if o.file.Rows == 0 || o.raw.n == 0 {
+		return 16 // measure a few rows first
+	}
+	// Half of what seems to fit: rows vary in width, and halving lands the
+	// last row within one row of the limit in a few more writes.
+	perRow := max(1, o.raw.n/o.file.Rows)
+	return max(1, min(chunkRows, (w.cfg.MaxBytes-o.raw.n)/perRow/2))
+}
+
 // full reports whether the current file reached a limit.
 func (w *Writer) full() bool {
 	o := w.cur
@@ -389,7 +412,7 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 			n = min(n, w.cfg.MaxRows-w.cur.file.Rows)
 		}
 		if w.cfg.MaxBytes > 0 {
-			n = min(n, chunkRows)
+			n = min(n, w.sizedChunk())
 		}
 		part := rec
 		if off != 0 || n != rec.NumRows() {
@@ -402,6 +425,9 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 			w.cur.ch <- part
 		} else {
 			err = w.cur.format.Write(part)
+			if f, ok := w.cur.format.(flusher); ok && err == nil && w.cfg.MaxBytes > 0 {
+				err = f.Flush()
+			}
 			if part != rec {
 				part.Release()
 			}

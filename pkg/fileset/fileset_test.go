@@ -424,3 +424,42 @@ func TestDefaultFileNumbersSort(t *testing.T) {
 		t.Errorf("a user's template became %s", got)
 	}
 }
+
+// Issue 10, item 7: a 200,000-byte limit produced 880 KB files, because
+// files were cut only between 4,096-row chunks. Now a text file passes its
+// limit by at most one row, with narrow rows and with very wide ones.
+func TestSplitByBytesOvershootsByAtMostARow(t *testing.T) {
+	const limit = 200_000
+	for _, width := range []int{8, 5000} {
+		for _, format := range []fileset.Format{fileset.Delimited, fileset.NDJSON} {
+			sink := &dirSink{dir: t.TempDir()}
+			var recs []arrow.RecordBatch
+			pad := strings.Repeat("w", width)
+			for id := 1; id <= 60_000*8/(width+8); {
+				b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+				for n := 0; n < 10_000 && id <= 60_000*8/(width+8); n++ {
+					b.Field(0).(*array.Int64Builder).Append(int64(id))
+					b.Field(1).(*array.StringBuilder).Append(pad)
+					id++
+				}
+				rec := b.NewRecordBatch()
+				b.Release()
+				t.Cleanup(rec.Release)
+				recs = append(recs, rec)
+			}
+			files := write(t, fileset.Config{Format: format, Template: tmpl(t, "part-{{file_number}}"), MaxBytes: limit}, sink, recs)
+			row := int64(width + 40) // one row with its separators, generously
+			if len(files) < 2 {
+				t.Fatalf("width %d, format %d: %d files", width, format, len(files))
+			}
+			for i, f := range files {
+				if f.Bytes > limit+row {
+					t.Errorf("width %d, format %d: %s has %d bytes, over the %d limit by more than a row", width, format, f.Key, f.Bytes, limit)
+				}
+				if i < len(files)-1 && f.Bytes < limit {
+					t.Errorf("width %d, format %d: %s has %d bytes, yet a next file was cut", width, format, f.Key, f.Bytes)
+				}
+			}
+		}
+	}
+}
