@@ -18,7 +18,15 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl ## Build the pinned test tools (MinIO, grpcurl) into $(SLUICE_TOOLS_DIR)
+tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
+
+# DuckDB for Node, pinned in tools/duckdb, reads format output back in tests.
+$(TOOLS_DIR)/duckdb/.installed: tools/duckdb/package.json tools/duckdb/package-lock.json
+	@mkdir -p $(TOOLS_DIR)/duckdb
+	@if [ -f $@ ] && cmp -s tools/duckdb/package-lock.json $(TOOLS_DIR)/duckdb/package-lock.json; then touch $@; exit 0; fi; \
+	 echo "installing DuckDB for Node into $(TOOLS_DIR)/duckdb"; \
+	 cp tools/duckdb/package.json tools/duckdb/package-lock.json $(TOOLS_DIR)/duckdb/ && \
+	 cd $(TOOLS_DIR)/duckdb && npm ci --no-audit --no-fund --loglevel=error && touch .installed
 
 # A tool is rebuilt when tools/go.mod pins another version than the one built.
 $(TOOLS_DIR)/%: tools/go.mod tools/go.sum
