@@ -1,0 +1,240 @@
+package multipart_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"hash/crc32"
+	"io"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func random(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func crc32c(b []byte) string {
+	var s [4]byte
+	binary.BigEndian.PutUint32(s[:], crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)))
+	return base64.StdEncoding.EncodeToString(s[:])
+}
+
+// upload writes data in writes of size chunk and closes.
+func upload(t *testing.T, client *s3.Client, pool *multipart.Pool, bucket, key string, data []byte, chunk int) multipart.Result {
+	t.Helper()
+	u := multipart.New(context.Background(), client, pool, multipart.Object{Bucket: bucket, Key: key}, 3)
+	for off := 0; off < len(data); off += chunk {
+		if _, err := u.Write(data[off:min(off+chunk, len(data))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := u.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// readBack answers the object's bytes and the CRC32C MinIO keeps for it.
+func readBack(t *testing.T, client *s3.Client, bucket, key string) ([]byte, string) {
+	t.Helper()
+	out, err := client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, aws.ToString(out.ChecksumCRC32C)
+}
+
+func noUploadsLeft(t *testing.T, client *s3.Client, bucket string) {
+	t.Helper()
+	out, err := client.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Uploads) != 0 {
+		t.Fatalf("%d multipart uploads left behind", len(out.Uploads))
+	}
+}
+
+// An object of many parts lands whole: its bytes are those written, its
+// parts as cut, and MinIO verified and keeps the whole object's CRC32C,
+// which is the one the upload answers.
+func TestManyPartsLandAsOneVerifiedObject(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, err := multipart.NewPool(4, multipart.MinPartSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := random(t, 4*multipart.MinPartSize+12345)
+	res := upload(t, client, pool, bucket, "exports/big.bin", data, 1<<20-7)
+	if res.Parts != 5 || res.Bytes != int64(len(data)) || res.CRC32C != crc32c(data) {
+		t.Fatalf("result %+v, want 5 parts, %d bytes, CRC32C %s", res, len(data), crc32c(data))
+	}
+	got, sum := readBack(t, client, bucket, "exports/big.bin")
+	if !bytes.Equal(got, data) {
+		t.Fatalf("the object's %d bytes differ from the %d written", len(got), len(data))
+	}
+	if sum != res.CRC32C {
+		t.Fatalf("MinIO keeps CRC32C %q, the upload answered %q", sum, res.CRC32C)
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers not returned to the pool", now)
+	}
+	noUploadsLeft(t, client, bucket)
+}
+
+// An object smaller than a part goes up in one PutObject with its
+// checksum; an empty one too.
+func TestSmallObjectsArePutWhole(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, _ := multipart.NewPool(1, multipart.MinPartSize)
+	for _, n := range []int{0, 1, 100_000} {
+		data := random(t, n)
+		res := upload(t, client, pool, bucket, "small.bin", data, 4096)
+		got, sum := readBack(t, client, bucket, "small.bin")
+		if res.Parts != 1 || !bytes.Equal(got, data) || sum != crc32c(data) || res.CRC32C != sum {
+			t.Fatalf("%d bytes: result %+v, read %d bytes with CRC32C %q", n, res, len(got), sum)
+		}
+	}
+	noUploadsLeft(t, client, bucket)
+}
+
+// Abort leaves no object and no multipart upload behind, and gives every
+// buffer back.
+func TestAbortLeavesNothing(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, _ := multipart.NewPool(2, multipart.MinPartSize)
+	u := multipart.New(context.Background(), client, pool, multipart.Object{Bucket: bucket, Key: "half.bin"}, 2)
+	if _, err := u.Write(random(t, 2*multipart.MinPartSize+10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	noUploadsLeft(t, client, bucket)
+	if _, err := client.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("half.bin")}); err == nil {
+		t.Fatal("an aborted upload left an object")
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers not returned after Abort", now)
+	}
+}
+
+// A failure (here a bucket that does not exist) fails the upload with S3's
+// error and leaves nothing.
+func TestFailureIsReported(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client := m.S3("", "")
+	pool, _ := multipart.NewPool(2, multipart.MinPartSize)
+	u := multipart.New(context.Background(), client, pool, multipart.Object{Bucket: "no-such-bucket-sluice", Key: "x"}, 2)
+	_, err := u.Write(random(t, multipart.MinPartSize+1))
+	if err == nil {
+		_, err = u.Close()
+	}
+	if err == nil {
+		t.Fatal("an upload to a missing bucket succeeded")
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers held after the failed write", now)
+	}
+	if err := u.Abort(); err != nil {
+		t.Fatalf("Abort after a failure: %v", err)
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers not returned after a failure", now)
+	}
+}
+
+// Uploads sharing a pool wait for buffers instead of allocating: four
+// concurrent uploads of five parts each never hold more than the pool's
+// three buffers, and all land intact.
+func TestSharedPoolBoundsMemory(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, _ := multipart.NewPool(3, multipart.MinPartSize)
+	var wg sync.WaitGroup
+	datas := make([][]byte, 4)
+	for i := range datas {
+		datas[i] = random(t, 5*multipart.MinPartSize)
+	}
+	results := make([]multipart.Result, 4)
+	for i := range datas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u := multipart.New(context.Background(), client, pool, multipart.Object{Bucket: bucket, Key: "obj-" + string(rune('a'+i))}, 4)
+			if _, err := u.Write(datas[i]); err != nil {
+				t.Error(err)
+				return
+			}
+			res, err := u.Close()
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	if _, peak := pool.InUse(); peak > pool.Cap() {
+		t.Fatalf("%d buffers out at once from a pool of %d", peak, pool.Cap())
+	}
+	for i, d := range datas {
+		got, sum := readBack(t, client, bucket, "obj-"+string(rune('a'+i)))
+		if !bytes.Equal(got, d) || sum != crc32c(d) || results[i].Parts != 5 {
+			t.Fatalf("object %d: %d bytes, CRC32C %q, %d parts", i, len(got), sum, results[i].Parts)
+		}
+	}
+	noUploadsLeft(t, client, bucket)
+}
+
+// BenchmarkUpload sends 64 MiB objects to a local MinIO in 16 MiB parts,
+// four at once, from a pool of eight buffers: the part writer's ceiling on
+// this machine, beside which the delivery pipeline's figures are read.
+func BenchmarkUpload(b *testing.B) {
+	m := testenv.SharedMinIO(b)
+	client := m.S3("", "")
+	bucket, err := m.CreateBucket(context.Background(), "bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool, _ := multipart.NewPool(8, multipart.DefaultPartSize)
+	data := make([]byte, 64<<20)
+	_, _ = rand.Read(data)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		u := multipart.New(context.Background(), client, pool, multipart.Object{Bucket: bucket, Key: "bench.bin"}, 4)
+		for off := 0; off < len(data); off += 1 << 20 {
+			if _, err := u.Write(data[off : off+1<<20]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := u.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
