@@ -24,7 +24,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
-	"github.com/sluicehq/sluice/services/credential"
 )
 
 func demoCommand() *cobra.Command {
@@ -71,8 +70,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 	}
 
 	// The services reach this MinIO as customers' S3.
-	cfg.Credential.AWS.S3URL, cfg.Credential.AWS.S3PathStyle, cfg.Credential.AWS.Region = minio.Endpoint, true, minio.Region
-	cfg.Credential.AccessKeySessions, cfg.Credential.AccessKeySTSURL = credential.AssumeRole, minio.Endpoint
+	cfg.useMinIO(minio)
 
 	fmt.Fprintln(w, "\n== 2. sluice serve: three services, each on its own port, wired over gRPC")
 	ctx, cancel := context.WithCancel(ctx)

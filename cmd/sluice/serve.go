@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/pkg/launch"
+	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/services/credential"
 	"github.com/sluicehq/sluice/services/delivery"
 	"github.com/sluicehq/sluice/services/destination"
@@ -43,6 +44,13 @@ func (c *serveConfig) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.DestinationDB, "destination-db", "", "destination database (default sqlite:{data-dir}/destination.db)")
 	fs.StringVar(&c.DeliveryDB, "delivery-db", "", "delivery database (default sqlite:{data-dir}/delivery.db)")
 	c.Credential.AddFlags(fs)
+}
+
+// useMinIO points the services' S3 and access-key sessions at a local
+// MinIO, as the demo and the tests run them.
+func (c *serveConfig) useMinIO(m *localserver.MinIO) {
+	c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
+	c.Credential.AccessKeySessions, c.Credential.AccessKeySTSURL = credential.AssumeRole, m.Endpoint
 }
 
 func serveCommand() *cobra.Command {

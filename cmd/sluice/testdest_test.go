@@ -14,7 +14,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/testenv"
-	"github.com/sluicehq/sluice/services/credential"
 )
 
 // Test connection on MinIO, with users whose policies lack one permission
@@ -25,10 +24,7 @@ import (
 func TestServeTestDestinationOnMinIO(t *testing.T) {
 	m := testenv.SharedMinIO(t)
 	bucket := testenv.NewBucket(t, m)
-	r := startServeWith(t, func(c *serveConfig) {
-		c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
-		c.Credential.AccessKeySessions, c.Credential.AccessKeySTSURL = credential.AssumeRole, m.Endpoint
-	})
+	r := startServeWith(t, func(c *serveConfig) { c.useMinIO(m) })
 	ctx := context.Background()
 	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
 	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])
@@ -96,10 +92,7 @@ func TestServeTestDestinationEncryption(t *testing.T) {
 	const keyID, missing = "1234abcd-12ab-34cd-56ef-1234567890ab", "00000000-0000-0000-0000-000000000000"
 	m := testenv.NewMinIOWithKMS(t, keyID)
 	bucket := testenv.NewBucket(t, m)
-	r := startServeWith(t, func(c *serveConfig) {
-		c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
-		c.Credential.AccessKeySessions, c.Credential.AccessKeySTSURL = credential.AssumeRole, m.Endpoint
-	})
+	r := startServeWith(t, func(c *serveConfig) { c.useMinIO(m) })
 	ctx := context.Background()
 	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
 	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])

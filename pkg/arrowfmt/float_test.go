@@ -43,17 +43,7 @@ func TestFloatsInPlainNotation(t *testing.T) {
 	var text, js bytes.Buffer
 	dw, _ := arrowfmt.NewDelimited(&text, schema, arrowfmt.DelimitedOptions{})
 	jw, _ := arrowfmt.NewJSON(&js, schema, arrowfmt.JSONOptions{Lines: true})
-	for _, w := range []interface {
-		Write(arrow.RecordBatch) error
-		Close() error
-	}{dw, jw} {
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeAll(t, rec, dw, jw)
 	lines := strings.Split(strings.TrimSpace(text.String()), "\n")
 	objs := strings.Split(strings.TrimSpace(js.String()), "\n")
 	for i, c := range cases {
@@ -94,6 +84,25 @@ print("\n".join(out))`
 		}
 		if back != cases[i].v {
 			t.Errorf("python read %s as %s, not %v", lines[i], r, cases[i].v)
+		}
+	}
+}
+
+// batchWriterCloser is what every format writer is.
+type batchWriterCloser interface {
+	Write(arrow.RecordBatch) error
+	Close() error
+}
+
+// writeAll writes rec with each writer and closes it.
+func writeAll(t *testing.T, rec arrow.RecordBatch, ws ...batchWriterCloser) {
+	t.Helper()
+	for _, w := range ws {
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -83,17 +83,7 @@ func TestTimestampsReadBackInEveryZone(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, w := range []interface {
-			Write(arrow.RecordBatch) error
-			Close() error
-		}{dw, jw} {
-			if err := w.Write(rec); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-		}
+		writeAll(t, rec, dw, jw)
 		rec.Release()
 		rows, err := csv.NewReader(&text).ReadAll()
 		if err != nil {
