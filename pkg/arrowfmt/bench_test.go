@@ -1,9 +1,7 @@
 package arrowfmt_test
 
 import (
-	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"strconv"
@@ -12,95 +10,26 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/decimal128"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/compression"
+	"github.com/sluicehq/sluice/pkg/sampledata"
 )
 
-// customer360 is the benchmark's fixed dataset: about 20 columns of mixed
-// types, in batches of 64Ki rows, SLUICE_BENCH_ROWS rows in all (1,000,000
+// customer360 is the benchmark's fixed dataset: sampledata's customer 360
+// table in batches of 64Ki rows, SLUICE_BENCH_ROWS rows in all (1,000,000
 // by default).
 var customer360 = sync.OnceValues(func() (*arrow.Schema, []arrow.RecordBatch) {
-	rows := 1_000_000
+	rows := int64(1_000_000)
 	if s := os.Getenv("SLUICE_BENCH_ROWS"); s != "" {
-		if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > 0 {
 			rows = n
 		}
 	}
-	schema := arrow.NewSchema([]arrow.Field{
-		{Name: "customer_id", Type: arrow.PrimitiveTypes.Int64},
-		{Name: "email", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "first_name", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "last_name", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "city", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "country", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}, Nullable: true},
-		{Name: "age", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
-		{Name: "lifetime_value", Type: &arrow.Decimal128Type{Precision: 18, Scale: 2}, Nullable: true},
-		{Name: "orders", Type: arrow.PrimitiveTypes.Int32},
-		{Name: "avg_basket", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
-		{Name: "churn_score", Type: arrow.PrimitiveTypes.Float32, Nullable: true},
-		{Name: "opted_in", Type: arrow.FixedWidthTypes.Boolean},
-		{Name: "signup_date", Type: arrow.FixedWidthTypes.Date32},
-		{Name: "last_seen", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
-		{Name: "last_order", Type: &arrow.TimestampType{Unit: arrow.Millisecond}, Nullable: true},
-		{Name: "segment", Type: &arrow.DictionaryType{IndexType: arrow.PrimitiveTypes.Int8, ValueType: arrow.BinaryTypes.String}},
-		{Name: "phone", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "zip", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "interests", Type: arrow.ListOf(arrow.BinaryTypes.String), Nullable: true},
-		{Name: "loyalty_points", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-	}, nil)
-	r := rand.New(rand.NewPCG(360, 360))
-	first := []string{"Ann", "Bob", "Chen", "Dara", "Eve", "Farid", "Gus", "Hana"}
-	last := []string{"Smith", "O'Neil", "Nguyen", "García", "Kowalski", "Okafor"}
-	cities := []string{"Seattle", "New York, NY", "Paris", "São Paulo", "Lagos", "Tokyo"}
-	countries := []string{"US", "FR", "BR", "NG", "JP"}
-	segments := []string{"gold", "silver", "bronze", "at risk"}
-	interests := []string{"running", "cooking", "travel", "games", "music"}
-	var recs []arrow.RecordBatch
-	for id := 0; id < rows; {
-		n := min(64*1024, rows-id)
-		b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
-		for range n {
-			id++
-			b.Field(0).(*array.Int64Builder).Append(int64(id))
-			b.Field(1).(*array.StringBuilder).Append(fmt.Sprintf("customer%d@example.com", id))
-			b.Field(2).(*array.StringBuilder).Append(first[r.IntN(len(first))])
-			b.Field(3).(*array.StringBuilder).Append(last[r.IntN(len(last))])
-			b.Field(4).(*array.StringBuilder).Append(cities[r.IntN(len(cities))])
-			_ = b.Field(5).(*array.BinaryDictionaryBuilder).AppendString(countries[r.IntN(len(countries))])
-			b.Field(6).(*array.Int32Builder).Append(int32(18 + r.IntN(70)))
-			b.Field(7).(*array.Decimal128Builder).Append(decimalCents(r.Int64N(10_000_000)))
-			b.Field(8).(*array.Int32Builder).Append(int32(r.IntN(200)))
-			b.Field(9).(*array.Float64Builder).Append(r.Float64() * 300)
-			b.Field(10).(*array.Float32Builder).Append(r.Float32())
-			b.Field(11).(*array.BooleanBuilder).Append(r.IntN(2) == 0)
-			b.Field(12).(*array.Date32Builder).Append(arrow.Date32(17000 + r.IntN(3000)))
-			b.Field(13).(*array.TimestampBuilder).Append(arrow.Timestamp(1.7e15 + r.Int64N(1e14)))
-			if r.IntN(10) == 0 {
-				b.Field(14).AppendNull()
-			} else {
-				b.Field(14).(*array.TimestampBuilder).Append(arrow.Timestamp(1.7e12 + r.Int64N(1e11)))
-			}
-			_ = b.Field(15).(*array.BinaryDictionaryBuilder).AppendString(segments[r.IntN(len(segments))])
-			b.Field(16).(*array.StringBuilder).Append(fmt.Sprintf("+1-555-%04d", r.IntN(10000)))
-			b.Field(17).(*array.StringBuilder).Append(fmt.Sprintf("%05d", r.IntN(100000)))
-			lb := b.Field(18).(*array.ListBuilder)
-			lb.Append(true)
-			for range r.IntN(3) {
-				lb.ValueBuilder().(*array.StringBuilder).Append(interests[r.IntN(len(interests))])
-			}
-			b.Field(19).(*array.Int64Builder).Append(r.Int64N(100000))
-		}
-		recs = append(recs, b.NewRecordBatch())
-		b.Release()
-	}
-	return schema, recs
+	return sampledata.Customer360Schema, sampledata.All(sampledata.NewCustomer360(nil, rows, 0, 360))
 })
 
 // counter counts output bytes and drops them.
@@ -201,5 +130,3 @@ type rawParquet struct{ fw *pqarrow.FileWriter }
 
 func (r rawParquet) Write(rec arrow.RecordBatch) error { return r.fw.WriteBuffered(rec) }
 func (r rawParquet) Close() error                      { return r.fw.Close() }
-
-func decimalCents(v int64) decimal128.Num { return decimal128.FromI64(v) }

@@ -1,0 +1,344 @@
+package arrowingest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/sluicehq/sluice/pkg/sampledata"
+)
+
+// stream writes recs as one IPC stream.
+func stream(t testing.TB, schema *arrow.Schema, recs []arrow.RecordBatch, opts ...ipc.Option) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, append([]ipc.Option{ipc.WithSchema(schema)}, opts...)...)
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func customers(t testing.TB, rows int64, batchRows int) []arrow.RecordBatch {
+	t.Helper()
+	recs := sampledata.All(sampledata.NewCustomer360(nil, rows, batchRows, 7))
+	t.Cleanup(func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	})
+	return recs
+}
+
+// frame is one message of a stream: where it starts, its metadata and
+// its body.
+type frame struct {
+	start      int
+	meta, body []byte
+}
+
+// frames splits an IPC stream into its messages (the end marker excluded).
+func frames(t testing.TB, b []byte) []frame {
+	t.Helper()
+	var out []frame
+	for pos := 0; pos+8 <= len(b); {
+		n := int(binary.LittleEndian.Uint32(b[pos+4:]))
+		if n == 0 {
+			break
+		}
+		meta := b[pos+8 : pos+8+n]
+		msg, err := parseMessage(meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end := pos + 8 + n + int(msg.bodyLen)
+		out = append(out, frame{start: pos, meta: meta, body: b[pos+8+n : end]})
+		pos = end
+	}
+	return out
+}
+
+func readAll(t testing.TB, src io.Reader, lim Limits, mem memory.Allocator) ([]arrow.RecordBatch, error) {
+	t.Helper()
+	r, err := NewReader(src, lim, mem)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	var out []arrow.RecordBatch
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			for _, r := range out {
+				r.Release()
+			}
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+}
+
+func TestReadsWhatArrowWrote(t *testing.T) {
+	recs := customers(t, 5000, 1200)
+	b := stream(t, sampledata.Customer360Schema, recs)
+	for name, src := range map[string]func() io.Reader{
+		"whole":         func() io.Reader { return bytes.NewReader(b) },
+		"byte by byte":  func() io.Reader { return iotest.OneByteReader(bytes.NewReader(b)) },
+		"half messages": func() io.Reader { return iotest.HalfReader(bytes.NewReader(b)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			got, err := readAll(t, src(), Limits{}, mem)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(recs) {
+				t.Fatalf("read %d batches, want %d", len(got), len(recs))
+			}
+			for i := range got {
+				if !array.RecordEqual(got[i], recs[i]) {
+					t.Errorf("batch %d differs from the one written", i)
+				}
+				got[i].Release()
+			}
+		})
+	}
+}
+
+// refused reads b and answers the *Error it must end with.
+func refused(t *testing.T, src io.Reader, lim Limits) *Error {
+	t.Helper()
+	got, err := readAll(t, src, lim, nil)
+	for _, r := range got {
+		r.Release()
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("got %v, want an *arrowingest.Error", err)
+	}
+	return e
+}
+
+func TestRefusesBadStreams(t *testing.T) {
+	recs := customers(t, 3000, 1000)
+	good := stream(t, sampledata.Customer360Schema, recs)
+	fs := frames(t, good)
+	eos := good[len(good)-8:]
+
+	other := arrow.NewSchema([]arrow.Field{{Name: "customer_id", Type: arrow.BinaryTypes.String}}, nil)
+	ob := array.NewRecordBuilder(memory.DefaultAllocator, other)
+	ob.Field(0).(*array.StringBuilder).AppendValues([]string{"a", "b"}, nil)
+	orec := ob.NewRecordBatch()
+	defer orec.Release()
+	ob.Release()
+	otherFrames := frames(t, stream(t, other, []arrow.RecordBatch{orec}))
+
+	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	whole := func(f frame) []byte { return good[f.start : f.start+8+len(f.meta)+len(f.body)] }
+	lastBatch := fs[len(fs)-1]
+
+	cases := []struct {
+		name      string
+		in        []byte
+		lim       Limits
+		want      string
+		batch     int
+		offsetOfs int
+	}{
+		{name: "garbage", in: []byte("this is not an Arrow stream at all"), want: "over the limit"},
+		{name: "empty", in: nil, want: "without Arrow's end-of-stream marker"},
+		{name: "no end marker", in: good[:len(good)-8], want: "without Arrow's end-of-stream marker", batch: 4, offsetOfs: len(good) - 8},
+		{name: "bytes after the end", in: join(good, []byte{1}), want: "follow the end-of-stream marker", batch: 4},
+		{name: "cut inside the last batch", in: good[:lastBatch.start+20], want: "ends inside a message", batch: 3, offsetOfs: lastBatch.start},
+		{name: "a batch of another schema", in: join(whole(fs[0]), streamFrame(otherFrames[1]), eos), want: "", batch: 1},
+		{name: "starts with a batch", in: join(streamFrame(fs[len(fs)-1]), eos), want: "must start with a schema"},
+		{name: "second schema", in: join(whole(fs[0]), whole(fs[0]), eos), want: "second schema", batch: 1},
+		{name: "body over the limit", in: good, lim: Limits{MaxBatchBytes: 1024}, want: "over the limit of 1024", batch: 1},
+		{name: "metadata over the limit", in: good, lim: Limits{MaxMetadataBytes: 64}, want: "metadata of", batch: 0},
+		{name: "too many columns", in: good, lim: Limits{MaxColumns: 5}, want: "more than 5 fields"},
+		{name: "too deep", in: good, lim: Limits{MaxDepth: 1}, want: "deeper than 1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := refused(t, bytes.NewReader(c.in), c.lim)
+			if !strings.Contains(e.Error(), c.want) {
+				t.Errorf("error %q does not say %q", e, c.want)
+			}
+			if e.Batch != c.batch {
+				t.Errorf("error names batch %d, want %d: %v", e.Batch, c.batch, e)
+			}
+			if c.offsetOfs != 0 && e.Offset != int64(c.offsetOfs) {
+				t.Errorf("error at byte %d, want %d", e.Offset, c.offsetOfs)
+			}
+		})
+	}
+}
+
+// streamFrame answers a frame's bytes with the continuation marker.
+func streamFrame(f frame) []byte {
+	var hdr [8]byte
+	binary.LittleEndian.PutUint32(hdr[:], continuation)
+	binary.LittleEndian.PutUint32(hdr[4:], uint32(len(f.meta)))
+	return bytes.Join([][]byte{hdr[:], f.meta, f.body}, nil)
+}
+
+// Every prefix of a stream is refused with an *Error, never a panic.
+func TestEveryTruncationIsRefused(t *testing.T) {
+	good := stream(t, sampledata.Customer360Schema, customers(t, 300, 100))
+	for n := 0; n < len(good); n += 1 + n/200 {
+		e := refused(t, bytes.NewReader(good[:n]), Limits{})
+		if e.Offset > int64(n) {
+			t.Fatalf("prefix of %d bytes: error at byte %d", n, e.Offset)
+		}
+	}
+}
+
+// forged answers a copy of b with f's metadata patched by fix.
+func forged(b []byte, f frame, fix func(meta, body []byte)) []byte {
+	out := bytes.Clone(b)
+	meta := out[f.start+8 : f.start+8+len(f.meta)]
+	fix(meta, out[f.start+8+len(f.meta):f.start+8+len(f.meta)+len(f.body)])
+	return out
+}
+
+func TestRefusesForgedCounts(t *testing.T) {
+	recs := customers(t, 2000, 1000)
+	good := stream(t, sampledata.Customer360Schema, recs)
+	fs := frames(t, good)
+
+	t.Run("a schema claiming two billion fields", func(t *testing.T) {
+		in := forged(good, fs[0], func(meta, _ []byte) {
+			msg, _ := parseMessage(meta)
+			pos, _ := msg.header.target(schemaFields)
+			binary.LittleEndian.PutUint32(meta[pos:], 0x7fffffff)
+		})
+		e := refused(t, bytes.NewReader(in), Limits{})
+		if !strings.Contains(e.Error(), "claims 2147483647 elements") {
+			t.Errorf("got %v", e)
+		}
+	})
+	batch := fs[len(fs)-1]
+	t.Run("a batch claiming a billion rows", func(t *testing.T) {
+		in := forged(good, batch, func(meta, _ []byte) {
+			msg, _ := parseMessage(meta)
+			pos, _ := msg.header.field(batchLength)
+			binary.LittleEndian.PutUint64(meta[pos:], 1<<30)
+		})
+		if e := refused(t, bytes.NewReader(in), Limits{}); !strings.Contains(e.Error(), "claims 1073741824 rows") {
+			t.Errorf("got %v", e)
+		}
+	})
+	t.Run("a buffer outside the body", func(t *testing.T) {
+		in := forged(good, batch, func(meta, _ []byte) {
+			msg, _ := parseMessage(meta)
+			start, _, _ := msg.header.vector(batchBuffers, 16)
+			binary.LittleEndian.PutUint64(meta[start+16+8:], 1<<40)
+		})
+		if e := refused(t, bytes.NewReader(in), Limits{}); !strings.Contains(e.Error(), "outside the") || e.Batch != 2 {
+			t.Errorf("got %v", e)
+		}
+	})
+	// The email column's offsets: buffers are id (validity, values), then
+	// email (validity, offsets, data).
+	emailOffsets := func(meta []byte) (off, length int64) {
+		msg, _ := parseMessage(meta)
+		start, _, _ := msg.header.vector(batchBuffers, 16)
+		off, _ = fbuf(meta).i64(start + 16*3)
+		length, _ = fbuf(meta).i64(start + 16*3 + 8)
+		return off, length
+	}
+	t.Run("string offsets past the data", func(t *testing.T) {
+		in := forged(good, batch, func(meta, body []byte) {
+			off, length := emailOffsets(meta)
+			binary.LittleEndian.PutUint32(body[off+length-4:], 0x7ffffff0)
+		})
+		if e := refused(t, bytes.NewReader(in), Limits{}); !strings.Contains(e.Error(), "out of bounds") || e.Batch != 2 {
+			t.Errorf("got %v", e)
+		}
+	})
+	t.Run("string offsets going backwards", func(t *testing.T) {
+		// Reading the values would slice backwards and panic; full
+		// validation refuses the batch first.
+		in := forged(good, batch, func(meta, body []byte) {
+			off, length := emailOffsets(meta)
+			last := binary.LittleEndian.Uint32(body[off+length-4:])
+			binary.LittleEndian.PutUint32(body[off+4:], last)
+		})
+		if e := refused(t, bytes.NewReader(in), Limits{}); !strings.Contains(e.Error(), "invalid values") || e.Batch != 2 {
+			t.Errorf("got %v", e)
+		}
+	})
+	t.Run("a compressed buffer declaring a terabyte", func(t *testing.T) {
+		lz := stream(t, sampledata.Customer360Schema, recs, ipc.WithLZ4())
+		lf := frames(t, lz)
+		last := lf[len(lf)-1]
+		in := forged(lz, last, func(meta, body []byte) {
+			msg, _ := parseMessage(meta)
+			start, n, _ := msg.header.vector(batchBuffers, 16)
+			for i := range n {
+				off, _ := fbuf(meta).i64(start + 16*i)
+				length, _ := fbuf(meta).i64(start + 16*i + 8)
+				if length >= 8 {
+					binary.LittleEndian.PutUint64(body[off:], 1<<40)
+					return
+				}
+			}
+		})
+		if e := refused(t, bytes.NewReader(in), Limits{}); !strings.Contains(e.Error(), "decompresses to more than") {
+			t.Errorf("got %v", e)
+		}
+		// Unforged, the compressed stream reads.
+		got, err := readAll(t, bytes.NewReader(lz), Limits{}, nil)
+		if err != nil || len(got) != len(recs) {
+			t.Fatalf("compressed stream: %d batches, %v", len(got), err)
+		}
+		for _, r := range got {
+			r.Release()
+		}
+	})
+}
+
+type failing struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failing) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+// A source that fails is not the caller's data at fault: its error comes
+// back as it is.
+func TestSourceErrorsPassThrough(t *testing.T) {
+	good := stream(t, sampledata.Customer360Schema, customers(t, 2000, 1000))
+	cut := errors.New("stream cancelled")
+	for _, n := range []int{0, 100, len(good) / 2, len(good) - 8, len(good)} {
+		_, err := readAll(t, &failing{r: bytes.NewReader(good[:n]), err: cut}, Limits{}, nil)
+		var e *Error
+		if !errors.Is(err, cut) || errors.As(err, &e) {
+			t.Errorf("source failing after %d bytes: got %v, want the source's error", n, err)
+		}
+	}
+}
