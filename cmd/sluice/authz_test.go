@@ -95,6 +95,7 @@ func authorizationTable() string {
 		{"... to an admin only destination allowing limited PII access", use(&destinationv1.Access{AdminOnly: true, AllowLimitedPii: true})},
 		{"force a promotion or a credential's deletion", func(c *auth.Caller) string { return yesNo(c.IsAdmin()) }},
 		{"ask whether a caller may use a destination (ResolveDestination)", method(destination.Rules, destinationv1.DestinationService_ResolveDestination_FullMethodName)},
+		{"record a successful delivery on a destination (RecordDelivery)", method(destination.Rules, destinationv1.DestinationService_RecordDelivery_FullMethodName)},
 	}
 	var b strings.Builder
 	b.WriteString("| may | ")

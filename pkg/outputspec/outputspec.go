@@ -6,9 +6,12 @@ package outputspec
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
@@ -16,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/compression"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/pgpstream"
 )
 
@@ -95,6 +99,41 @@ func Config(d *destinationv1.Destination, values filename.Values) (fileset.Confi
 		}
 	}
 	return c, nil
+}
+
+// Object answers how an object of d is written: its bucket and key, and
+// the settings S3 applies to it (encryption, storage class, ACL, tags, and
+// the bucket owner every request checks).
+func Object(d *destinationv1.Destination, bucket, key string) multipart.Object {
+	o := multipart.Object{Bucket: bucket, Key: key, ExpectedBucketOwner: d.GetExpectedBucketOwner()}
+	switch d.GetEncryption().GetKind() {
+	case destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3:
+		o.ServerSideEncryption = s3types.ServerSideEncryptionAes256
+	case destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS:
+		o.ServerSideEncryption, o.SSEKMSKeyID = s3types.ServerSideEncryptionAwsKms, d.GetEncryption().GetKmsKeyId()
+	}
+	o.ACL = map[destinationv1.CannedAcl]s3types.ObjectCannedACL{
+		destinationv1.CannedAcl_CANNED_ACL_PRIVATE:                   s3types.ObjectCannedACLPrivate,
+		destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_FULL_CONTROL: s3types.ObjectCannedACLBucketOwnerFullControl,
+		destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_READ:         s3types.ObjectCannedACLBucketOwnerRead,
+	}[d.GetCannedAcl()]
+	o.StorageClass = map[destinationv1.StorageClass]s3types.StorageClass{
+		destinationv1.StorageClass_STORAGE_CLASS_STANDARD:            s3types.StorageClassStandard,
+		destinationv1.StorageClass_STORAGE_CLASS_STANDARD_IA:         s3types.StorageClassStandardIa,
+		destinationv1.StorageClass_STORAGE_CLASS_ONEZONE_IA:          s3types.StorageClassOnezoneIa,
+		destinationv1.StorageClass_STORAGE_CLASS_INTELLIGENT_TIERING: s3types.StorageClassIntelligentTiering,
+		destinationv1.StorageClass_STORAGE_CLASS_GLACIER_IR:          s3types.StorageClassGlacierIr,
+		destinationv1.StorageClass_STORAGE_CLASS_GLACIER:             s3types.StorageClassGlacier,
+		destinationv1.StorageClass_STORAGE_CLASS_DEEP_ARCHIVE:        s3types.StorageClassDeepArchive,
+	}[d.GetStorageClass()]
+	if len(d.GetTags()) > 0 {
+		q := url.Values{}
+		for k, v := range d.GetTags() {
+			q.Set(k, v)
+		}
+		o.Tagging = q.Encode()
+	}
+	return o
 }
 
 // MaxKeyBytes is S3's limit on an object key.

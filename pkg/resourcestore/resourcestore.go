@@ -209,10 +209,28 @@ const MaxPageBytes = 1 << 20
 // that match every where, in name order, and the name to resume after (""
 // when none are left).
 func (t *Table[T]) List(ctx context.Context, parent, after string, limit int, where ...Where) ([]T, string, error) {
+	return t.list(ctx, parent, after, false, limit, where)
+}
+
+// ListDescending is List in reverse name order: names before `before` (all
+// when empty), answering the name to resume before. With names that start
+// with their creation time, it lists newest first.
+func (t *Table[T]) ListDescending(ctx context.Context, parent, before string, limit int, where ...Where) ([]T, string, error) {
+	return t.list(ctx, parent, before, true, limit, where)
+}
+
+func (t *Table[T]) list(ctx context.Context, parent, from string, desc bool, limit int, where []Where) ([]T, string, error) {
 	if limit <= 0 {
 		return nil, "", errors.New("resourcestore: list limit must be positive")
 	}
-	cond, args := "", []any{parent, after}
+	bound, order := "name > ?", "ORDER BY name"
+	if desc {
+		bound, order = "name < ?", "ORDER BY name DESC"
+		if from == "" {
+			bound = "? = ''"
+		}
+	}
+	cond, args := "", []any{parent, from}
 	for _, w := range where {
 		if !t.hasColumn(w.Column) {
 			return nil, "", fmt.Errorf("resourcestore: %s has no column %q to filter on", t.table, w.Column)
@@ -221,7 +239,7 @@ func (t *Table[T]) List(ctx context.Context, parent, after string, limit int, wh
 		args = append(args, w.Value)
 	}
 	rows, err := t.db.QueryContext(ctx, t.db.Rebind(`SELECT name, data, etag FROM `+t.table+
-		` WHERE parent = ? AND name > ?`+cond+` ORDER BY name LIMIT ?`), append(args, limit+1)...)
+		` WHERE parent = ? AND `+bound+cond+` `+order+` LIMIT ?`), append(args, limit+1)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list %s: %w", t.table, err)
 	}

@@ -5,60 +5,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net/url"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/connectiontest"
+	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/outputspec"
 )
-
-// objectSettings are the headers every object of d is written with.
-type objectSettings struct {
-	sse          s3types.ServerSideEncryption
-	kmsKey       string
-	acl          s3types.ObjectCannedACL
-	storageClass s3types.StorageClass
-	tagging      string
-	owner        string
-}
-
-func settingsOf(d *destinationv1.Destination) objectSettings {
-	o := objectSettings{owner: d.GetExpectedBucketOwner()}
-	switch d.GetEncryption().GetKind() {
-	case destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3:
-		o.sse = s3types.ServerSideEncryptionAes256
-	case destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS:
-		o.sse, o.kmsKey = s3types.ServerSideEncryptionAwsKms, d.GetEncryption().GetKmsKeyId()
-	}
-	o.acl = map[destinationv1.CannedAcl]s3types.ObjectCannedACL{
-		destinationv1.CannedAcl_CANNED_ACL_PRIVATE:                   s3types.ObjectCannedACLPrivate,
-		destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_FULL_CONTROL: s3types.ObjectCannedACLBucketOwnerFullControl,
-		destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_READ:         s3types.ObjectCannedACLBucketOwnerRead,
-	}[d.GetCannedAcl()]
-	o.storageClass = map[destinationv1.StorageClass]s3types.StorageClass{
-		destinationv1.StorageClass_STORAGE_CLASS_STANDARD:            s3types.StorageClassStandard,
-		destinationv1.StorageClass_STORAGE_CLASS_STANDARD_IA:         s3types.StorageClassStandardIa,
-		destinationv1.StorageClass_STORAGE_CLASS_ONEZONE_IA:          s3types.StorageClassOnezoneIa,
-		destinationv1.StorageClass_STORAGE_CLASS_INTELLIGENT_TIERING: s3types.StorageClassIntelligentTiering,
-		destinationv1.StorageClass_STORAGE_CLASS_GLACIER_IR:          s3types.StorageClassGlacierIr,
-		destinationv1.StorageClass_STORAGE_CLASS_GLACIER:             s3types.StorageClassGlacier,
-		destinationv1.StorageClass_STORAGE_CLASS_DEEP_ARCHIVE:        s3types.StorageClassDeepArchive,
-	}[d.GetStorageClass()]
-	if len(d.GetTags()) > 0 {
-		q := url.Values{}
-		for k, v := range d.GetTags() {
-			q.Set(k, v)
-		}
-		o.tagging = q.Encode()
-	}
-	return o
-}
 
 func optional(s string) *string {
 	if s == "" {
@@ -79,17 +37,17 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
 		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
 	}), access.GetRegion())
-	o := settingsOf(d)
 	r := connectiontest.New(ctx, bucket)
 	b := make([]byte, 6)
 	_, _ = rand.Read(b)
 	key := d.GetPrefix() + ".sluice-connection-test-" + hex.EncodeToString(b)
+	o := outputspec.Object(d, bucket, key)
 	written := false
-	put := func(o objectSettings) error {
+	put := func(o multipart.Object) error {
 		_, err := client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader("Sluice connection test; safe to delete.\n"),
-			ServerSideEncryption: o.sse, SSEKMSKeyId: optional(o.kmsKey), ACL: o.acl, StorageClass: o.storageClass,
-			Tagging: optional(o.tagging), ExpectedBucketOwner: optional(o.owner),
+			ServerSideEncryption: o.ServerSideEncryption, SSEKMSKeyId: optional(o.SSEKMSKeyID), ACL: o.ACL, StorageClass: o.StorageClass,
+			Tagging: optional(o.Tagging), ExpectedBucketOwner: optional(o.ExpectedBucketOwner),
 		})
 		if err == nil {
 			written = true
@@ -105,11 +63,11 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 		// permission for a header is missing: find which by dropping the
 		// tags, then the ACL.
 		for _, try := range []struct {
-			drop       func(*objectSettings) bool
+			drop       func(*multipart.Object) bool
 			permission string
 		}{
-			{func(x *objectSettings) bool { had := x.tagging != ""; x.tagging = ""; return had }, "s3:PutObjectTagging"},
-			{func(x *objectSettings) bool { had := x.acl != ""; x.acl = ""; return had }, "s3:PutObjectAcl"},
+			{func(x *multipart.Object) bool { had := x.Tagging != ""; x.Tagging = ""; return had }, "s3:PutObjectTagging"},
+			{func(x *multipart.Object) bool { had := x.ACL != ""; x.ACL = ""; return had }, "s3:PutObjectAcl"},
 		} {
 			without := o
 			if !try.drop(&without) || put(without) != nil {
@@ -121,14 +79,14 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 		return err
 	})
 	r.Check("head_object", func() error {
-		_, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ExpectedBucketOwner: optional(o.owner)})
+		_, err := client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ExpectedBucketOwner: optional(o.ExpectedBucketOwner)})
 		return err
 	})
 	r.Check("multipart_upload", func() error {
 		up, err := client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket: aws.String(bucket), Key: aws.String(key + ".multipart"),
-			ServerSideEncryption: o.sse, SSEKMSKeyId: optional(o.kmsKey), ACL: o.acl, StorageClass: o.storageClass,
-			Tagging: optional(o.tagging), ExpectedBucketOwner: optional(o.owner),
+			ServerSideEncryption: o.ServerSideEncryption, SSEKMSKeyId: optional(o.SSEKMSKeyID), ACL: o.ACL, StorageClass: o.StorageClass,
+			Tagging: optional(o.Tagging), ExpectedBucketOwner: optional(o.ExpectedBucketOwner),
 		})
 		if err != nil {
 			return err
@@ -147,7 +105,7 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 		// Runs even after a failed check: the probe must not stay.
 		failed := r.Failed()
 		check := func() error {
-			_, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ExpectedBucketOwner: optional(o.owner)})
+			_, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), ExpectedBucketOwner: optional(o.ExpectedBucketOwner)})
 			if err != nil {
 				cause := awserror.Classify(err, bucket)
 				cause.Message += fmt.Sprintf("; the probe object %s was left behind: delete it", key)

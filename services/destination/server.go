@@ -88,6 +88,7 @@ var Rules = auth.Rules{
 	destinationv1.DestinationService_PreviewDestination_FullMethodName: auth.AnyCaller,
 	destinationv1.DestinationService_PromoteDestination_FullMethodName: auth.AnyCaller,
 	destinationv1.DestinationService_ResolveDestination_FullMethodName: auth.ServiceOnly,
+	destinationv1.DestinationService_RecordDelivery_FullMethodName:     auth.ServiceOnly,
 }
 
 // Register adds the service to srv and closes the store on shutdown.
@@ -646,4 +647,31 @@ func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.Res
 			"the caller may not send data to this destination: it is admin only or does not allow limited PII access").With("destination", req.GetName())
 	}
 	return d, nil
+}
+
+// RecordDelivery is internal: the delivery service records that a delivery
+// to the destination succeeded, so that promotion knows the setup works.
+// The time only moves forward, however late a report arrives.
+func (s *Service) RecordDelivery(ctx context.Context, req *destinationv1.RecordDeliveryRequest) (*destinationv1.Destination, error) {
+	var v apierror.Violations
+	validate.Name(&v, "delivery", req.GetDelivery(), "deliveries")
+	if validate.Present(&v, "delivery_time", req.GetDeliveryTime() != nil) && !req.GetDeliveryTime().IsValid() {
+		v.Add("delivery_time", "must be a valid time")
+	}
+	if err := v.Err(); err != nil {
+		return nil, err
+	}
+	if err := named(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	d, err := s.store.Destinations.Update(ctx, req.GetName(), "", func(d *destinationv1.Destination) error {
+		if last := d.GetLastSuccessfulDeliveryTime(); last == nil || last.AsTime().Before(req.GetDeliveryTime().AsTime()) {
+			d.LastSuccessfulDeliveryTime = req.GetDeliveryTime()
+		}
+		return nil
+	})
+	if errors.Is(err, apierror.ErrNotFound) {
+		return nil, apierror.NotFound(req.GetName())
+	}
+	return d, err
 }

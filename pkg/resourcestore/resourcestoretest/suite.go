@@ -154,6 +154,44 @@ func Run[T proto.Message](t *testing.T, f Fixture[T]) {
 		}
 	})
 
+	t.Run("ListDescendingPagesInReverseNameOrder", func(t *testing.T) {
+		tab := f.Open(t)
+		for _, i := range []int{5, 1, 7, 3, 2, 6, 4} {
+			if _, err := tab.Create(ctx, parentA, f.New(name(parentA, i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := tab.Create(ctx, parentB, f.New(name(parentB, 9))); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		before, pages := "", 0
+		for {
+			items, next, err := tab.ListDescending(ctx, parentA, before, 3)
+			if err != nil {
+				t.Fatalf("ListDescending: %v", err)
+			}
+			pages++
+			for _, it := range items {
+				got = append(got, str(it, "name"))
+			}
+			if next == "" || pages > 10 {
+				break
+			}
+			before = next
+		}
+		var want []string
+		for i := 7; i >= 1; i-- {
+			want = append(want, name(parentA, i))
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Fatalf("listed names (-want +got):\n%s", d)
+		}
+		if pages != 3 {
+			t.Fatalf("7 items in pages of 3 took %d pages, want 3", pages)
+		}
+	})
+
 	t.Run("UpdateChecksEtag", func(t *testing.T) {
 		tab := f.Open(t)
 		created, err := tab.Create(ctx, parentA, f.New(name(parentA, 1)))

@@ -16,6 +16,24 @@ import (
 //go:embed migrations
 var migrations embed.FS
 
+// Columns of the deliveries table that List filters on.
+const (
+	DestinationColumn = "destination"
+	StateColumn       = "state"
+	// IdempotencyColumn holds IdempotencyKey of a delivery with a key:
+	// unique, so that two deliveries with one key cannot both be created.
+	IdempotencyColumn = "idempotency"
+)
+
+// IdempotencyKey answers what the idempotency column holds for a delivery
+// with key to destination; nil (NULL) without a key.
+func IdempotencyKey(destination, key string) any {
+	if key == "" {
+		return nil
+	}
+	return destination + "\n" + key
+}
+
 // Store holds the delivery service's tables.
 type Store struct {
 	db            *sqlstore.DB
@@ -36,7 +54,13 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	}
 	s := &Store{db: db}
 	var e1, e2, e3 error
-	s.Deliveries, e1 = resourcestore.New[*deliveryv1.Delivery](db, "deliveries")
+	s.Deliveries, e1 = resourcestore.New(db, "deliveries",
+		resourcestore.Column[*deliveryv1.Delivery]{Name: DestinationColumn, Value: func(d *deliveryv1.Delivery) any { return d.GetDestination() }},
+		resourcestore.Column[*deliveryv1.Delivery]{Name: StateColumn, Value: func(d *deliveryv1.Delivery) any { return int32(d.GetState()) }},
+		resourcestore.Column[*deliveryv1.Delivery]{Name: IdempotencyColumn, Value: func(d *deliveryv1.Delivery) any {
+			return IdempotencyKey(d.GetDestination(), d.GetIdempotencyKey())
+		}},
+	)
 	s.Workflows, e2 = resourcestore.New[*deliveryv1.Workflow](db, "workflows")
 	s.Notifications, e3 = resourcestore.New[*deliveryv1.Notification](db, "notifications")
 	if err := errors.Join(e1, e2, e3); err != nil {

@@ -2,9 +2,12 @@ package store_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/resourcestore/resourcestoretest"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -37,6 +40,8 @@ func TestConformance(t *testing.T) {
 					},
 				})
 			})
+			t.Run("OneDeliveryPerIdempotencyKey", func(t *testing.T) { oneDeliveryPerKey(t, open(t, b.DSN(t))) })
+			t.Run("ListByDestinationAndState", func(t *testing.T) { listByDestinationAndState(t, open(t, b.DSN(t))) })
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -60,5 +65,66 @@ func TestConformance(t *testing.T) {
 				})
 			})
 		})
+	}
+}
+
+const parent = "tenants/t/environments/production"
+
+func delivery(id, dest, key string, state deliveryv1.DeliveryState) *deliveryv1.Delivery {
+	return &deliveryv1.Delivery{Name: parent + "/deliveries/" + id, Destination: parent + "/destinations/" + dest, IdempotencyKey: key, State: state}
+}
+
+func oneDeliveryPerKey(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	running := deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING
+	for _, d := range []*deliveryv1.Delivery{
+		delivery("a", "d1", "k", running),
+		delivery("b", "d1", "", running), // no key: never collides
+		delivery("c", "d1", "", running),
+		delivery("d", "d2", "k", running), // same key, other destination
+	} {
+		if _, err := s.Deliveries.Create(ctx, parent, d); err != nil {
+			t.Fatalf("create %s: %v", d.GetName(), err)
+		}
+	}
+	_, err := s.Deliveries.Create(ctx, parent, delivery("e", "d1", "k", running))
+	if !errors.Is(err, apierror.ErrAlreadyExists) {
+		t.Fatalf("second delivery with key k to d1: got %v, want ErrAlreadyExists", err)
+	}
+	got, _, err := s.Deliveries.List(ctx, parent, "", 10, resourcestore.Where{Column: store.IdempotencyColumn, Value: store.IdempotencyKey(parent+"/destinations/d1", "k")})
+	if err != nil || len(got) != 1 || got[0].GetName() != parent+"/deliveries/a" {
+		t.Fatalf("find by key: %v, %v", got, err)
+	}
+}
+
+func listByDestinationAndState(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	ok, failed := deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED, deliveryv1.DeliveryState_DELIVERY_STATE_FAILED
+	for _, d := range []*deliveryv1.Delivery{
+		delivery("a", "d1", "", ok), delivery("b", "d1", "", failed), delivery("c", "d2", "", failed), delivery("d", "d1", "", ok),
+	} {
+		if _, err := s.Deliveries.Create(ctx, parent, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The state column follows updates.
+	if _, err := s.Deliveries.Update(ctx, parent+"/deliveries/d", "", func(d *deliveryv1.Delivery) error {
+		d.State = failed
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.Deliveries.ListDescending(ctx, parent, "", 10,
+		resourcestore.Where{Column: store.DestinationColumn, Value: parent + "/destinations/d1"},
+		resourcestore.Where{Column: store.StateColumn, Value: int32(failed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, d := range got {
+		names = append(names, d.GetName()[len(parent)+len("/deliveries/"):])
+	}
+	if strings.Join(names, ",") != "d,b" {
+		t.Fatalf("failed deliveries to d1, newest first: got %v, want [d b]", names)
 	}
 }

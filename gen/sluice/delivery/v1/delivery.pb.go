@@ -180,12 +180,18 @@ type DeliveryStart struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required. The destination's resource name.
 	Destination string `protobuf:"bytes,1,opt,name=destination,proto3" json:"destination,omitempty"`
-	// Optional, up to 128 printable characters. A second delivery with the same
-	// key to the same destination answers the first one's result instead of
-	// writing twice.
+	// Optional, up to 128 printable characters. A second Deliver with the
+	// same key to the same destination writes nothing and answers the first
+	// one's result (its Delivery, or the same error); while the first is
+	// still running, the second waits for its end, as long as the second
+	// caller's deadline allows (then DEADLINE_EXCEEDED, and nothing
+	// written). The second stream's data is not read: the caller may close
+	// it as soon as the answer comes.
 	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// A name for the output, used in filename templates as
-	// `{{output_name}}`; 1 to 200 characters.
+	// `{{output_name}}`, the Parquet folder and the success and manifest
+	// files: 1 to 200 characters without slashes. The delivery's id when
+	// empty.
 	OutputName string `protobuf:"bytes,3,opt,name=output_name,json=outputName,proto3" json:"output_name,omitempty"`
 	// Caller labels kept with the delivery, at most 32.
 	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -513,7 +519,11 @@ type DeliveredObject struct {
 	// Checksum of the whole object as `sha256:<hex>`.
 	Checksum string `protobuf:"bytes,5,opt,name=checksum,proto3" json:"checksum,omitempty"`
 	// What it holds: `data`, `success` or `manifest`.
-	Kind          string `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	Kind string `protobuf:"bytes,6,opt,name=kind,proto3" json:"kind,omitempty"`
+	// CRC32C of the whole object, base64 as S3 answers it in
+	// `x-amz-checksum-crc32c` (HeadObject with checksum mode, or
+	// GetObjectAttributes), so a reader can check it without downloading.
+	Crc32C        string `protobuf:"bytes,7,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -590,13 +600,23 @@ func (x *DeliveredObject) GetKind() string {
 	return ""
 }
 
+func (x *DeliveredObject) GetCrc32C() string {
+	if x != nil {
+		return x.Crc32C
+	}
+	return ""
+}
+
 // DeliveryError says why a delivery failed.
 type DeliveryError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A stable reason, e.g. `INVALID_BUCKET_NAME`, `ACCESS_DENIED`.
 	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
 	// What happened, in plain words.
-	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The gRPC status code Deliver answered (google.rpc.Code), which a
+	// second Deliver with the same idempotency key answers again.
+	Code          int32 `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +663,13 @@ func (x *DeliveryError) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *DeliveryError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
 }
 
 // Request for GetDelivery.
@@ -865,17 +892,19 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12\x19\n" +
 	"\bbytes_in\x18\x02 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\x03 \x01(\x03R\bbytesOut\x12\x14\n" +
-	"\x05parts\x18\x04 \x01(\x03R\x05parts\"\x93\x01\n" +
+	"\x05parts\x18\x04 \x01(\x03R\x05parts\"\xab\x01\n" +
 	"\x0fDeliveredObject\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x14\n" +
 	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x14\n" +
 	"\x05parts\x18\x04 \x01(\x03R\x05parts\x12\x1a\n" +
 	"\bchecksum\x18\x05 \x01(\tR\bchecksum\x12\x12\n" +
-	"\x04kind\x18\x06 \x01(\tR\x04kind\"A\n" +
+	"\x04kind\x18\x06 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06crc32c\x18\a \x01(\tR\x06crc32c\"U\n" +
 	"\rDeliveryError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"(\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\"(\n" +
 	"\x12GetDeliveryRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x83\x01\n" +
 	"\x15ListDeliveriesRequest\x12\x16\n" +

@@ -37,9 +37,18 @@ const (
 type DeliveryServiceClient interface {
 	// Streams one delivery. The first message is a DeliveryStart; each later
 	// message carries a slice of one Arrow IPC stream (schema message first,
-	// then record batches), cut anywhere. The schema is checked against the
-	// destination's format before the upload starts. The answer says what
-	// landed; a failed delivery answers its error and opens a workflow.
+	// then record batches, then Arrow's end-of-stream marker), cut anywhere:
+	// 1 to 4 MiB per message goes fastest; a message may be up to 64 MiB,
+	// and one record batch's body too. Before any data is accepted, the
+	// caller's right to use the destination is checked, access is minted
+	// and the schema is checked against the destination's format. Batches
+	// are converted and uploaded in checksummed multipart parts while the
+	// stream is open; when the server cannot keep up it stops reading and
+	// gRPC flow control holds the sender. The answer says what landed. A
+	// failed delivery answers its error (INVALID_ARGUMENT with the byte
+	// offset and batch for a stream that is not valid Arrow or does not
+	// match its schema), with the delivery's name in the ErrorInfo metadata
+	// `delivery`, and leaves no object and no multipart upload behind.
 	Deliver(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[DeliverRequest, Delivery], error)
 	// Gets one delivery.
 	GetDelivery(ctx context.Context, in *GetDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error)
@@ -101,9 +110,18 @@ func (c *deliveryServiceClient) ListDeliveries(ctx context.Context, in *ListDeli
 type DeliveryServiceServer interface {
 	// Streams one delivery. The first message is a DeliveryStart; each later
 	// message carries a slice of one Arrow IPC stream (schema message first,
-	// then record batches), cut anywhere. The schema is checked against the
-	// destination's format before the upload starts. The answer says what
-	// landed; a failed delivery answers its error and opens a workflow.
+	// then record batches, then Arrow's end-of-stream marker), cut anywhere:
+	// 1 to 4 MiB per message goes fastest; a message may be up to 64 MiB,
+	// and one record batch's body too. Before any data is accepted, the
+	// caller's right to use the destination is checked, access is minted
+	// and the schema is checked against the destination's format. Batches
+	// are converted and uploaded in checksummed multipart parts while the
+	// stream is open; when the server cannot keep up it stops reading and
+	// gRPC flow control holds the sender. The answer says what landed. A
+	// failed delivery answers its error (INVALID_ARGUMENT with the byte
+	// offset and batch for a stream that is not valid Arrow or does not
+	// match its schema), with the delivery's name in the ErrorInfo metadata
+	// `delivery`, and leaves no object and no multipart upload behind.
 	Deliver(grpc.ClientStreamingServer[DeliverRequest, Delivery]) error
 	// Gets one delivery.
 	GetDelivery(context.Context, *GetDeliveryRequest) (*Delivery, error)

@@ -2110,6 +2110,70 @@ func (x *PromoteDestinationRequest) GetForce() bool {
 	return false
 }
 
+// Request for RecordDelivery.
+type RecordDeliveryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The destination's resource name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Required. The delivery that succeeded.
+	Delivery string `protobuf:"bytes,2,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	// Required. When it succeeded.
+	DeliveryTime  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=delivery_time,json=deliveryTime,proto3" json:"delivery_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDeliveryRequest) Reset() {
+	*x = RecordDeliveryRequest{}
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDeliveryRequest) ProtoMessage() {}
+
+func (x *RecordDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*RecordDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RecordDeliveryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordDeliveryRequest) GetDelivery() string {
+	if x != nil {
+		return x.Delivery
+	}
+	return ""
+}
+
+func (x *RecordDeliveryRequest) GetDeliveryTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeliveryTime
+	}
+	return nil
+}
+
 // Request for ResolveDestination.
 type ResolveDestinationRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2121,7 +2185,7 @@ type ResolveDestinationRequest struct {
 
 func (x *ResolveDestinationRequest) Reset() {
 	*x = ResolveDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2133,7 +2197,7 @@ func (x *ResolveDestinationRequest) String() string {
 func (*ResolveDestinationRequest) ProtoMessage() {}
 
 func (x *ResolveDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2146,7 +2210,7 @@ func (x *ResolveDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDestinationRequest.ProtoReflect.Descriptor instead.
 func (*ResolveDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{22}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveDestinationRequest) GetName() string {
@@ -2289,7 +2353,11 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\x19PromoteDestinationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x12target_environment\x18\x02 \x01(\tR\x11targetEnvironment\x12\x14\n" +
-	"\x05force\x18\x03 \x01(\bR\x05force\"/\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x88\x01\n" +
+	"\x15RecordDeliveryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bdelivery\x18\x02 \x01(\tR\bdelivery\x12?\n" +
+	"\rdelivery_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fdeliveryTime\"/\n" +
 	"\x19ResolveDestinationRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name*\x8f\x01\n" +
 	"\fParquetCodec\x12\x1d\n" +
@@ -2340,7 +2408,7 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\x17OBJECT_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OBJECT_KIND_DATA\x10\x01\x12\x17\n" +
 	"\x13OBJECT_KIND_SUCCESS\x10\x02\x12\x18\n" +
-	"\x14OBJECT_KIND_MANIFEST\x10\x032\xd6\a\n" +
+	"\x14OBJECT_KIND_MANIFEST\x10\x032\xba\b\n" +
 	"\x12DestinationService\x12h\n" +
 	"\x11CreateDestination\x12/.sluice.destination.v1.CreateDestinationRequest\x1a\".sluice.destination.v1.Destination\x12b\n" +
 	"\x0eGetDestination\x12,.sluice.destination.v1.GetDestinationRequest\x1a\".sluice.destination.v1.Destination\x12s\n" +
@@ -2350,7 +2418,8 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\x0fTestDestination\x12-.sluice.destination.v1.TestDestinationRequest\x1a .sluice.credential.v1.TestResult\x12y\n" +
 	"\x12PreviewDestination\x120.sluice.destination.v1.PreviewDestinationRequest\x1a1.sluice.destination.v1.PreviewDestinationResponse\x12j\n" +
 	"\x12PromoteDestination\x120.sluice.destination.v1.PromoteDestinationRequest\x1a\".sluice.destination.v1.Destination\x12j\n" +
-	"\x12ResolveDestination\x120.sluice.destination.v1.ResolveDestinationRequest\x1a\".sluice.destination.v1.DestinationB\xe7\x01\n" +
+	"\x12ResolveDestination\x120.sluice.destination.v1.ResolveDestinationRequest\x1a\".sluice.destination.v1.Destination\x12b\n" +
+	"\x0eRecordDelivery\x12,.sluice.destination.v1.RecordDeliveryRequest\x1a\".sluice.destination.v1.DestinationB\xe7\x01\n" +
 	"\x19com.sluice.destination.v1B\x10DestinationProtoP\x01ZBgithub.com/sluicehq/sluice/gen/sluice/destination/v1;destinationv1\xa2\x02\x03SDX\xaa\x02\x15Sluice.Destination.V1\xca\x02\x15Sluice\\Destination\\V1\xe2\x02!Sluice\\Destination\\V1\\GPBMetadata\xea\x02\x17Sluice::Destination::V1b\x06proto3"
 
 var (
@@ -2366,7 +2435,7 @@ func file_sluice_destination_v1_destination_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_sluice_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_sluice_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_sluice_destination_v1_destination_proto_goTypes = []any{
 	(ParquetCodec)(0),                  // 0: sluice.destination.v1.ParquetCodec
 	(QuoteMode)(0),                     // 1: sluice.destination.v1.QuoteMode
@@ -2398,12 +2467,13 @@ var file_sluice_destination_v1_destination_proto_goTypes = []any{
 	(*PreviewDestinationResponse)(nil), // 27: sluice.destination.v1.PreviewDestinationResponse
 	(*PreviewObject)(nil),              // 28: sluice.destination.v1.PreviewObject
 	(*PromoteDestinationRequest)(nil),  // 29: sluice.destination.v1.PromoteDestinationRequest
-	(*ResolveDestinationRequest)(nil),  // 30: sluice.destination.v1.ResolveDestinationRequest
-	nil,                                // 31: sluice.destination.v1.Destination.TagsEntry
-	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),      // 33: google.protobuf.FieldMask
-	(*emptypb.Empty)(nil),              // 34: google.protobuf.Empty
-	(*v1.TestResult)(nil),              // 35: sluice.credential.v1.TestResult
+	(*RecordDeliveryRequest)(nil),      // 30: sluice.destination.v1.RecordDeliveryRequest
+	(*ResolveDestinationRequest)(nil),  // 31: sluice.destination.v1.ResolveDestinationRequest
+	nil,                                // 32: sluice.destination.v1.Destination.TagsEntry
+	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),      // 34: google.protobuf.FieldMask
+	(*emptypb.Empty)(nil),              // 35: google.protobuf.Empty
+	(*v1.TestResult)(nil),              // 36: sluice.credential.v1.TestResult
 }
 var file_sluice_destination_v1_destination_proto_depIdxs = []int32{
 	9,  // 0: sluice.destination.v1.Destination.format:type_name -> sluice.destination.v1.FileFormat
@@ -2413,11 +2483,11 @@ var file_sluice_destination_v1_destination_proto_depIdxs = []int32{
 	17, // 4: sluice.destination.v1.Destination.encryption:type_name -> sluice.destination.v1.Encryption
 	5,  // 5: sluice.destination.v1.Destination.storage_class:type_name -> sluice.destination.v1.StorageClass
 	6,  // 6: sluice.destination.v1.Destination.canned_acl:type_name -> sluice.destination.v1.CannedAcl
-	31, // 7: sluice.destination.v1.Destination.tags:type_name -> sluice.destination.v1.Destination.TagsEntry
+	32, // 7: sluice.destination.v1.Destination.tags:type_name -> sluice.destination.v1.Destination.TagsEntry
 	18, // 8: sluice.destination.v1.Destination.access:type_name -> sluice.destination.v1.Access
-	32, // 9: sluice.destination.v1.Destination.last_successful_delivery_time:type_name -> google.protobuf.Timestamp
-	32, // 10: sluice.destination.v1.Destination.create_time:type_name -> google.protobuf.Timestamp
-	32, // 11: sluice.destination.v1.Destination.update_time:type_name -> google.protobuf.Timestamp
+	33, // 9: sluice.destination.v1.Destination.last_successful_delivery_time:type_name -> google.protobuf.Timestamp
+	33, // 10: sluice.destination.v1.Destination.create_time:type_name -> google.protobuf.Timestamp
+	33, // 11: sluice.destination.v1.Destination.update_time:type_name -> google.protobuf.Timestamp
 	10, // 12: sluice.destination.v1.FileFormat.parquet:type_name -> sluice.destination.v1.ParquetFormat
 	11, // 13: sluice.destination.v1.FileFormat.delimited:type_name -> sluice.destination.v1.DelimitedFormat
 	12, // 14: sluice.destination.v1.FileFormat.json:type_name -> sluice.destination.v1.JsonFormat
@@ -2430,34 +2500,37 @@ var file_sluice_destination_v1_destination_proto_depIdxs = []int32{
 	8,  // 21: sluice.destination.v1.CreateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
 	8,  // 22: sluice.destination.v1.ListDestinationsResponse.destinations:type_name -> sluice.destination.v1.Destination
 	8,  // 23: sluice.destination.v1.UpdateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	33, // 24: sluice.destination.v1.UpdateDestinationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	34, // 24: sluice.destination.v1.UpdateDestinationRequest.update_mask:type_name -> google.protobuf.FieldMask
 	8,  // 25: sluice.destination.v1.PreviewDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	32, // 26: sluice.destination.v1.PreviewDestinationRequest.time:type_name -> google.protobuf.Timestamp
+	33, // 26: sluice.destination.v1.PreviewDestinationRequest.time:type_name -> google.protobuf.Timestamp
 	28, // 27: sluice.destination.v1.PreviewDestinationResponse.objects:type_name -> sluice.destination.v1.PreviewObject
 	7,  // 28: sluice.destination.v1.PreviewObject.kind:type_name -> sluice.destination.v1.ObjectKind
-	19, // 29: sluice.destination.v1.DestinationService.CreateDestination:input_type -> sluice.destination.v1.CreateDestinationRequest
-	20, // 30: sluice.destination.v1.DestinationService.GetDestination:input_type -> sluice.destination.v1.GetDestinationRequest
-	21, // 31: sluice.destination.v1.DestinationService.ListDestinations:input_type -> sluice.destination.v1.ListDestinationsRequest
-	23, // 32: sluice.destination.v1.DestinationService.UpdateDestination:input_type -> sluice.destination.v1.UpdateDestinationRequest
-	24, // 33: sluice.destination.v1.DestinationService.DeleteDestination:input_type -> sluice.destination.v1.DeleteDestinationRequest
-	25, // 34: sluice.destination.v1.DestinationService.TestDestination:input_type -> sluice.destination.v1.TestDestinationRequest
-	26, // 35: sluice.destination.v1.DestinationService.PreviewDestination:input_type -> sluice.destination.v1.PreviewDestinationRequest
-	29, // 36: sluice.destination.v1.DestinationService.PromoteDestination:input_type -> sluice.destination.v1.PromoteDestinationRequest
-	30, // 37: sluice.destination.v1.DestinationService.ResolveDestination:input_type -> sluice.destination.v1.ResolveDestinationRequest
-	8,  // 38: sluice.destination.v1.DestinationService.CreateDestination:output_type -> sluice.destination.v1.Destination
-	8,  // 39: sluice.destination.v1.DestinationService.GetDestination:output_type -> sluice.destination.v1.Destination
-	22, // 40: sluice.destination.v1.DestinationService.ListDestinations:output_type -> sluice.destination.v1.ListDestinationsResponse
-	8,  // 41: sluice.destination.v1.DestinationService.UpdateDestination:output_type -> sluice.destination.v1.Destination
-	34, // 42: sluice.destination.v1.DestinationService.DeleteDestination:output_type -> google.protobuf.Empty
-	35, // 43: sluice.destination.v1.DestinationService.TestDestination:output_type -> sluice.credential.v1.TestResult
-	27, // 44: sluice.destination.v1.DestinationService.PreviewDestination:output_type -> sluice.destination.v1.PreviewDestinationResponse
-	8,  // 45: sluice.destination.v1.DestinationService.PromoteDestination:output_type -> sluice.destination.v1.Destination
-	8,  // 46: sluice.destination.v1.DestinationService.ResolveDestination:output_type -> sluice.destination.v1.Destination
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	33, // 29: sluice.destination.v1.RecordDeliveryRequest.delivery_time:type_name -> google.protobuf.Timestamp
+	19, // 30: sluice.destination.v1.DestinationService.CreateDestination:input_type -> sluice.destination.v1.CreateDestinationRequest
+	20, // 31: sluice.destination.v1.DestinationService.GetDestination:input_type -> sluice.destination.v1.GetDestinationRequest
+	21, // 32: sluice.destination.v1.DestinationService.ListDestinations:input_type -> sluice.destination.v1.ListDestinationsRequest
+	23, // 33: sluice.destination.v1.DestinationService.UpdateDestination:input_type -> sluice.destination.v1.UpdateDestinationRequest
+	24, // 34: sluice.destination.v1.DestinationService.DeleteDestination:input_type -> sluice.destination.v1.DeleteDestinationRequest
+	25, // 35: sluice.destination.v1.DestinationService.TestDestination:input_type -> sluice.destination.v1.TestDestinationRequest
+	26, // 36: sluice.destination.v1.DestinationService.PreviewDestination:input_type -> sluice.destination.v1.PreviewDestinationRequest
+	29, // 37: sluice.destination.v1.DestinationService.PromoteDestination:input_type -> sluice.destination.v1.PromoteDestinationRequest
+	31, // 38: sluice.destination.v1.DestinationService.ResolveDestination:input_type -> sluice.destination.v1.ResolveDestinationRequest
+	30, // 39: sluice.destination.v1.DestinationService.RecordDelivery:input_type -> sluice.destination.v1.RecordDeliveryRequest
+	8,  // 40: sluice.destination.v1.DestinationService.CreateDestination:output_type -> sluice.destination.v1.Destination
+	8,  // 41: sluice.destination.v1.DestinationService.GetDestination:output_type -> sluice.destination.v1.Destination
+	22, // 42: sluice.destination.v1.DestinationService.ListDestinations:output_type -> sluice.destination.v1.ListDestinationsResponse
+	8,  // 43: sluice.destination.v1.DestinationService.UpdateDestination:output_type -> sluice.destination.v1.Destination
+	35, // 44: sluice.destination.v1.DestinationService.DeleteDestination:output_type -> google.protobuf.Empty
+	36, // 45: sluice.destination.v1.DestinationService.TestDestination:output_type -> sluice.credential.v1.TestResult
+	27, // 46: sluice.destination.v1.DestinationService.PreviewDestination:output_type -> sluice.destination.v1.PreviewDestinationResponse
+	8,  // 47: sluice.destination.v1.DestinationService.PromoteDestination:output_type -> sluice.destination.v1.Destination
+	8,  // 48: sluice.destination.v1.DestinationService.ResolveDestination:output_type -> sluice.destination.v1.Destination
+	8,  // 49: sluice.destination.v1.DestinationService.RecordDelivery:output_type -> sluice.destination.v1.Destination
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_sluice_destination_v1_destination_proto_init() }
@@ -2483,7 +2556,7 @@ func file_sluice_destination_v1_destination_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_destination_v1_destination_proto_rawDesc), len(file_sluice_destination_v1_destination_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	DestinationService_PreviewDestination_FullMethodName = "/sluice.destination.v1.DestinationService/PreviewDestination"
 	DestinationService_PromoteDestination_FullMethodName = "/sluice.destination.v1.DestinationService/PromoteDestination"
 	DestinationService_ResolveDestination_FullMethodName = "/sluice.destination.v1.DestinationService/ResolveDestination"
+	DestinationService_RecordDelivery_FullMethodName     = "/sluice.destination.v1.DestinationService/RecordDelivery"
 )
 
 // DestinationServiceClient is the client API for DestinationService service.
@@ -70,6 +71,10 @@ type DestinationServiceClient interface {
 	// and PermissionDenied otherwise. The delivery service asks this once
 	// before it accepts a byte.
 	ResolveDestination(ctx context.Context, in *ResolveDestinationRequest, opts ...grpc.CallOption) (*Destination, error)
+	// Internal, for Sluice services only: records that a delivery to the
+	// destination succeeded, setting last_successful_delivery_time (never
+	// moving it back), so that PromoteDestination knows the setup works.
+	RecordDelivery(ctx context.Context, in *RecordDeliveryRequest, opts ...grpc.CallOption) (*Destination, error)
 }
 
 type destinationServiceClient struct {
@@ -170,6 +175,16 @@ func (c *destinationServiceClient) ResolveDestination(ctx context.Context, in *R
 	return out, nil
 }
 
+func (c *destinationServiceClient) RecordDelivery(ctx context.Context, in *RecordDeliveryRequest, opts ...grpc.CallOption) (*Destination, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Destination)
+	err := c.cc.Invoke(ctx, DestinationService_RecordDelivery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DestinationServiceServer is the server API for DestinationService service.
 // All implementations must embed UnimplementedDestinationServiceServer
 // for forward compatibility.
@@ -208,6 +223,10 @@ type DestinationServiceServer interface {
 	// and PermissionDenied otherwise. The delivery service asks this once
 	// before it accepts a byte.
 	ResolveDestination(context.Context, *ResolveDestinationRequest) (*Destination, error)
+	// Internal, for Sluice services only: records that a delivery to the
+	// destination succeeded, setting last_successful_delivery_time (never
+	// moving it back), so that PromoteDestination knows the setup works.
+	RecordDelivery(context.Context, *RecordDeliveryRequest) (*Destination, error)
 	mustEmbedUnimplementedDestinationServiceServer()
 }
 
@@ -244,6 +263,9 @@ func (UnimplementedDestinationServiceServer) PromoteDestination(context.Context,
 }
 func (UnimplementedDestinationServiceServer) ResolveDestination(context.Context, *ResolveDestinationRequest) (*Destination, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResolveDestination not implemented")
+}
+func (UnimplementedDestinationServiceServer) RecordDelivery(context.Context, *RecordDeliveryRequest) (*Destination, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordDelivery not implemented")
 }
 func (UnimplementedDestinationServiceServer) mustEmbedUnimplementedDestinationServiceServer() {}
 func (UnimplementedDestinationServiceServer) testEmbeddedByValue()                            {}
@@ -428,6 +450,24 @@ func _DestinationService_ResolveDestination_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DestinationService_RecordDelivery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordDeliveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DestinationServiceServer).RecordDelivery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DestinationService_RecordDelivery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DestinationServiceServer).RecordDelivery(ctx, req.(*RecordDeliveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DestinationService_ServiceDesc is the grpc.ServiceDesc for DestinationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -470,6 +510,10 @@ var DestinationService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResolveDestination",
 			Handler:    _DestinationService_ResolveDestination_Handler,
+		},
+		{
+			MethodName: "RecordDelivery",
+			Handler:    _DestinationService_RecordDelivery_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
