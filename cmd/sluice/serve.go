@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/services/credential"
@@ -23,6 +24,7 @@ type serveConfig struct {
 	CredentialAddr, DestinationAddr, DeliveryAddr string
 	CredentialDB, DestinationDB, DeliveryDB       string
 	Credential                                    credential.Config
+	Delivery                                      delivery.Config
 }
 
 func defaultServeConfig() serveConfig {
@@ -31,6 +33,7 @@ func defaultServeConfig() serveConfig {
 		CredentialAddr:  "127.0.0.1:7401",
 		DestinationAddr: "127.0.0.1:7402",
 		DeliveryAddr:    "127.0.0.1:7403",
+		Delivery:        delivery.DefaultConfig(),
 	}
 }
 
@@ -44,6 +47,7 @@ func (c *serveConfig) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.DestinationDB, "destination-db", "", "destination database (default sqlite:{data-dir}/destination.db)")
 	fs.StringVar(&c.DeliveryDB, "delivery-db", "", "delivery database (default sqlite:{data-dir}/delivery.db)")
 	c.Credential.AddFlags(fs)
+	c.Delivery.AddFlags(fs)
 }
 
 // useMinIO points the services' S3 and access-key sessions at a local
@@ -117,10 +121,15 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 			}
 		}
 	}()
-	for _, sv := range []struct{ name, addr string }{
-		{"delivery", cfg.DeliveryAddr}, {"destination", cfg.DestinationAddr}, {"credential", cfg.CredentialAddr},
+	for _, sv := range []struct {
+		name, addr string
+		opts       []func(*grpcserver.Config)
+	}{
+		{"delivery", cfg.DeliveryAddr, []func(*grpcserver.Config){delivery.ServerConfig}},
+		{"destination", cfg.DestinationAddr, nil},
+		{"credential", cfg.CredentialAddr, nil},
 	} {
-		srv, err := env.NewServer(sv.name)
+		srv, err := env.NewServer(sv.name, sv.opts...)
 		if err != nil {
 			return eps, err
 		}
@@ -142,7 +151,8 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 	if err := destination.Build(ctx, env, dest.Server, destCfg, addr(cred)); err != nil {
 		return eps, fmt.Errorf("destination: %w", err)
 	}
-	delivCfg := delivery.Config{DatabaseDSN: cfg.DeliveryDB}
+	delivCfg := cfg.Delivery
+	delivCfg.DatabaseDSN, delivCfg.AWS = cfg.DeliveryDB, cfg.Credential.AWS
 	if err := delivery.Build(ctx, env, deliv.Server, delivCfg, addr(dest), addr(cred)); err != nil {
 		return eps, fmt.Errorf("delivery: %w", err)
 	}

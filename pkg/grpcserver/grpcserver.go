@@ -49,6 +49,10 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// ServerOptions are added after Sluice's own (e.g. TLS credentials).
 	ServerOptions []grpc.ServerOption
+	// MaxRecvMsgBytes bounds one incoming message; MaxRecvMsgBytes (the
+	// constant) when zero. The delivery server takes larger slices of
+	// Arrow streams than any unary request needs.
+	MaxRecvMsgBytes int
 }
 
 // Limits every Sluice server and client holds callers to.
@@ -85,6 +89,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
+	if cfg.MaxRecvMsgBytes <= 0 {
+		cfg.MaxRecvMsgBytes = MaxRecvMsgBytes
+	}
 	s := &Server{health: health.NewServer(), logger: cfg.Logger, timeout: cfg.ShutdownTimeout, rules: auth.Rules{}}
 	authz := auth.Authorizer{Verifier: cfg.Verifier, Rules: s.rule}
 	// Order as openfga and cerbos: recovery first, then request ids and
@@ -95,7 +102,7 @@ func New(cfg Config) (*Server, error) {
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.ForceServerCodecV2(newLenientCodec()),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
-		grpc.MaxRecvMsgSize(MaxRecvMsgBytes),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),
 		// Clients may ping every 10 s at most, idle or not; a connection
 		// idle for 15 minutes is closed, a silent peer dropped after 20 s.

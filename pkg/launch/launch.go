@@ -175,12 +175,16 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 
 // NewServer builds a gRPC server for component (e.g. `credential`) with the
 // process's logger and identity.
-func (e *Env) NewServer(component string) (*grpcserver.Server, error) {
-	return grpcserver.New(grpcserver.Config{
+func (e *Env) NewServer(component string, opts ...func(*grpcserver.Config)) (*grpcserver.Server, error) {
+	cfg := grpcserver.Config{
 		Logger:          e.Logger.With(slog.String("component", component)),
 		Verifier:        e.Verifier,
 		ShutdownTimeout: e.shutdownTimeout,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return grpcserver.New(cfg)
 }
 
 // Dial connects to a peer service, sending this process's service token
@@ -272,6 +276,8 @@ type Service struct {
 	// Build creates the service and registers it on srv, putting whatever
 	// it opens on srv's shutdown list.
 	Build func(ctx context.Context, env *Env, srv *grpcserver.Server) error
+	// Server adjusts the server's configuration (message limits).
+	Server func(*grpcserver.Config)
 }
 
 // RunService is a service binary's whole main: flags and SLUICE_*
@@ -315,7 +321,11 @@ func runService(ctx context.Context, s Service, common Common, addr string) (err
 			err = cerr
 		}
 	}()
-	srv, err := env.NewServer(s.Name)
+	var opts []func(*grpcserver.Config)
+	if s.Server != nil {
+		opts = append(opts, s.Server)
+	}
+	srv, err := env.NewServer(s.Name, opts...)
 	if err != nil {
 		return err
 	}

@@ -57,6 +57,11 @@ type Result struct {
 // Upload streams one object: Write its bytes, then Close to complete it,
 // or Abort to leave nothing behind.
 type Upload struct {
+	// OnPart, when set before the first Write, is called with the size of
+	// each part once S3 has it (and of the object put in one request),
+	// from the goroutine that sent it.
+	OnPart func(bytes int)
+
 	client      *s3.Client
 	pool        *Pool
 	obj         Object
@@ -194,6 +199,9 @@ func (u *Upload) send() error {
 		u.mu.Lock()
 		u.done = append(u.done, types.CompletedPart{PartNumber: aws.Int32(number), ETag: out.ETag, ChecksumCRC32C: aws.String(sum)})
 		u.mu.Unlock()
+		if u.OnPart != nil {
+			u.OnPart(len(buf))
+		}
 	}()
 	return nil
 }
@@ -262,6 +270,9 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 	}
 	if err != nil {
 		return res, fmt.Errorf("put %s: %w", u.obj.Key, err)
+	}
+	if u.OnPart != nil {
+		u.OnPart(len(body))
 	}
 	res.Parts = 1
 	return res, nil

@@ -5,8 +5,6 @@ package delivery
 
 import (
 	"context"
-	"errors"
-	"io"
 	"strings"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -15,7 +13,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
-	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/delivery/store"
 )
@@ -26,16 +24,7 @@ const (
 	workflowLeaf  = "/workflow"
 )
 
-const (
-	laterDelivery = "the streaming delivery pipeline arrives with the delivery pipeline work, which follows the destination service"
-	laterWorkflow = "workflows, actions and notifications arrive with the workflow work, after the delivery pipeline"
-)
-
-// Config configures the delivery service.
-type Config struct {
-	// DatabaseDSN is a SQLite path (`sqlite:...`) or a PostgreSQL URL.
-	DatabaseDSN string
-}
+const laterWorkflow = "workflows, actions and notifications arrive with the workflow work, after the delivery pipeline"
 
 // Peers are the services the delivery service calls over gRPC.
 type Peers struct {
@@ -48,17 +37,40 @@ type Service struct {
 	deliveryv1.UnimplementedDeliveryServiceServer
 	deliveryv1.UnimplementedWorkflowServiceServer
 
+	cfg   Config
 	store *store.Store
 	peers Peers
+	// pool holds the part buffers every delivery of the process shares.
+	pool *multipart.Pool
 }
 
-// New opens the store and answers the service.
+// New opens the store, allocates the part buffers and answers the service.
 func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
+	def := DefaultConfig()
+	if cfg.PartSize == 0 {
+		cfg.PartSize = def.PartSize
+	}
+	if cfg.PartBuffers == 0 {
+		cfg.PartBuffers = def.PartBuffers
+	}
+	if cfg.PartConcurrency == 0 {
+		cfg.PartConcurrency = def.PartConcurrency
+	}
+	if cfg.ProgressInterval <= 0 {
+		cfg.ProgressInterval = def.ProgressInterval
+	}
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	pool, err := multipart.NewPool(cfg.PartBuffers, cfg.PartSize)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, cfg.DatabaseDSN)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, peers: peers}, nil
+	return &Service{cfg: cfg, store: st, peers: peers, pool: pool}, nil
 }
 
 // Rules says who may call each method: every delivery and workflow method
@@ -99,54 +111,6 @@ func listed(ctx context.Context, parent string, size int32, token, filter string
 		return err
 	}
 	return auth.Visible(ctx, p.Tenant, parent)
-}
-
-// Deliver reads and validates the opening message; the pipeline behind it
-// arrives with the delivery work.
-func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error {
-	first, err := stream.Recv()
-	if errors.Is(err, io.EOF) {
-		var v apierror.Violations
-		v.Add("start", "is required: the first message must be a DeliveryStart")
-		return v.Err()
-	}
-	if err != nil {
-		return err
-	}
-	var v apierror.Violations
-	start := first.GetStart()
-	if validate.Present(&v, "start", start != nil) {
-		validate.Name(&v, "start.destination", start.GetDestination(), "destinations")
-		validate.MaxLen(&v, "start.idempotency_key", start.GetIdempotencyKey(), 128)
-		validate.MaxLen(&v, "start.output_name", start.GetOutputName(), 200)
-		if len(start.GetLabels()) > 32 {
-			v.Add("start.labels", "must be at most 32; got %d", len(start.GetLabels()))
-		}
-	}
-	if err := v.Err(); err != nil {
-		return err
-	}
-	d, _ := resourcename.Parse(start.GetDestination(), "destinations")
-	if err := auth.Visible(stream.Context(), d.Tenant, start.GetDestination()); err != nil {
-		return err
-	}
-	return apierror.Unimplemented("Deliver", laterDelivery)
-}
-
-// GetDelivery validates the request.
-func (s *Service) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRequest) (*deliveryv1.Delivery, error) {
-	if err := named(ctx, "name", req.GetName(), deliveries); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("GetDelivery", laterDelivery)
-}
-
-// ListDeliveries validates the request.
-func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
-	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("ListDeliveries", laterDelivery)
 }
 
 // workflowNamed validates `.../deliveries/{delivery}/workflow`.

@@ -14,7 +14,7 @@ import (
 
 func main() {
 	var (
-		cfg                             delivery.Config
+		cfg                             = delivery.DefaultConfig()
 		credentialAddr, destinationAddr string
 	)
 	os.Exit(launch.RunService(launch.Service{
@@ -24,7 +24,10 @@ func main() {
 			fs.StringVar(&cfg.DatabaseDSN, "database", "", "PostgreSQL URL or sqlite:PATH (default sqlite:{data-dir}/delivery.db)")
 			fs.StringVar(&credentialAddr, "credential-addr", "127.0.0.1:7401", "address of the credential service")
 			fs.StringVar(&destinationAddr, "destination-addr", "127.0.0.1:7402", "address of the destination service")
+			cfg.AWS.AddFlags(fs)
+			cfg.AddFlags(fs)
 		},
+		Server: delivery.ServerConfig,
 		Build: func(ctx context.Context, env *launch.Env, srv *grpcserver.Server) error {
 			return delivery.Build(ctx, env, srv, cfg, destinationAddr, credentialAddr)
 		},

@@ -1,0 +1,319 @@
+package delivery
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/logging"
+	"github.com/sluicehq/sluice/pkg/outputspec"
+	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
+	"github.com/sluicehq/sluice/pkg/validate"
+	"github.com/sluicehq/sluice/services/delivery/store"
+)
+
+// stalledAfter is how long a running delivery may go without storing its
+// progress (it does every ProgressInterval, and at least every heartbeat)
+// before a second caller with its idempotency key stops waiting for it.
+const (
+	heartbeat    = 10 * time.Second
+	stalledAfter = 6 * heartbeat
+)
+
+// checkStart validates the opening message.
+func checkStart(start *deliveryv1.DeliveryStart) error {
+	var v apierror.Violations
+	if !validate.Present(&v, "start", start != nil) {
+		return v.Err()
+	}
+	validate.Name(&v, "start.destination", start.GetDestination(), "destinations")
+	validate.Text(&v, "start.idempotency_key", start.GetIdempotencyKey(), 128, false)
+	if on := start.GetOutputName(); on != "" {
+		if err := outputspec.CheckOutputName(on); err != nil {
+			v.Add("start.output_name", "%v", err)
+		}
+	}
+	if len(start.GetLabels()) > 32 {
+		v.Add("start.labels", "must be at most 32; got %d", len(start.GetLabels()))
+	}
+	for k, val := range start.GetLabels() {
+		if k == "" {
+			v.Add("start.labels", "keys must not be empty")
+		}
+		validate.Text(&v, "start.labels["+k+"]", k, 63, false)
+		validate.Text(&v, "start.labels["+k+"]", val, 256, false)
+	}
+	return v.Err()
+}
+
+// newID answers a delivery id that sorts by creation time, so that name
+// order is time order: d20261125-101500-123-k3j9x2.
+func newID(t time.Time) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[b[i]%32]
+	}
+	t = t.UTC()
+	return fmt.Sprintf("d%s-%03d-%s", t.Format("20060102-150405"), t.Nanosecond()/1e6, b)
+}
+
+// recvReader reads the Arrow IPC bytes of a Deliver stream, one message at
+// a time: while the pipeline does not read, Recv is not called and gRPC
+// flow control holds the sender.
+type recvReader struct {
+	stream deliveryv1.DeliveryService_DeliverServer
+	buf    []byte
+	prog   *progress
+}
+
+func (r *recvReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF when the caller closed its side
+		}
+		if msg.GetStart() != nil {
+			var v apierror.Violations
+			v.Add("start", "only the first message may be a DeliveryStart")
+			return 0, v.Err()
+		}
+		r.buf = msg.GetArrowIpc()
+		r.prog.bytesIn.Add(int64(len(r.buf)))
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// Deliver streams one delivery: see the proto. The delivery is stored
+// from the moment the caller's right to the destination is confirmed, so
+// that every attempt, failed ones included, can be looked up.
+func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		var v apierror.Violations
+		v.Add("start", "is required: the first message must be a DeliveryStart")
+		return v.Err()
+	}
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if err := checkStart(start); err != nil {
+		return err
+	}
+	dn, _ := resourcename.Parse(start.GetDestination(), "destinations")
+	if err := auth.Visible(ctx, dn.Tenant, start.GetDestination()); err != nil {
+		return err
+	}
+	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: start.GetDestination()})
+	if err != nil {
+		return err
+	}
+	d, err := s.begin(ctx, dn.Parent.String(), start)
+	if errors.Is(err, apierror.ErrAlreadyExists) {
+		d, err = s.replay(ctx, dn.Parent.String(), start)
+	} else if err == nil {
+		d, err = s.run(ctx, d, dest, &recvReader{stream: stream})
+	}
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(d)
+}
+
+// begin stores a new delivery in RECEIVING, or answers ErrAlreadyExists
+// when its idempotency key is taken.
+func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, error) {
+	id := newID(time.Now())
+	name := parent + "/" + deliveries + "/" + id
+	output := start.GetOutputName()
+	if output == "" {
+		output = id
+	}
+	return s.store.Deliveries.Create(ctx, parent, &deliveryv1.Delivery{
+		Name: name, Destination: start.GetDestination(), IdempotencyKey: start.GetIdempotencyKey(),
+		OutputName: output, Labels: start.GetLabels(), State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
+		Progress: &deliveryv1.DeliveryProgress{}, Workflow: name + workflowLeaf,
+	})
+}
+
+// replay answers the delivery that holds start's idempotency key, waiting
+// for its end when it is still running.
+func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, error) {
+	key := resourcestore.Where{Column: store.IdempotencyColumn, Value: store.IdempotencyKey(start.GetDestination(), start.GetIdempotencyKey())}
+	wait := 50 * time.Millisecond
+	for {
+		found, _, err := s.store.Deliveries.List(ctx, parent, "", 1, key)
+		if err != nil {
+			return nil, err
+		}
+		if len(found) == 0 {
+			return nil, apierror.New(codes.Aborted, apierror.ReasonFailedPrecondition, "the delivery holding this idempotency key went away; retry")
+		}
+		d := found[0]
+		switch d.GetState() {
+		case deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED:
+			return d, nil
+		case deliveryv1.DeliveryState_DELIVERY_STATE_FAILED:
+			return nil, replayed(d)
+		}
+		if since := time.Since(d.GetUpdateTime().AsTime()); since > stalledAfter {
+			return nil, apierror.New(codes.Unavailable, ReasonDeliveryStalled,
+				fmt.Sprintf("the delivery holding this idempotency key has not made progress for %s; its server may have stopped", since.Round(time.Second))).
+				With("delivery", d.GetName())
+		}
+		select {
+		case <-ctx.Done():
+			return nil, apierror.Wrap(ctx.Err(), codes.DeadlineExceeded, "DEADLINE_EXCEEDED",
+				"the delivery holding this idempotency key is still running; ask again, or GetDelivery").With("delivery", d.GetName())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// run delivers src to dest for the stored delivery d and stores how it
+// ended.
+func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src *recvReader) (*deliveryv1.Delivery, error) {
+	log := logging.FromContext(ctx).With(slog.String("delivery", d.GetName()))
+	prog := &progress{}
+	src.prog = prog
+	stopTracking := s.track(ctx, d.GetName(), prog)
+	objects, bucket, err := s.convert(ctx, d, dest, src, prog)
+	stopTracking()
+
+	end := timestamppb.Now()
+	var fail *apierror.Error
+	if err != nil {
+		fail = failure(err, d.GetName(), bucket)
+		if fail.Code == codes.Internal {
+			log.ErrorContext(ctx, "delivery failed", slog.String("error", err.Error()))
+		} else {
+			log.InfoContext(ctx, "delivery failed", slog.String("reason", fail.Reason), slog.String("error", err.Error()))
+		}
+	}
+	// Stored even when the caller has gone: the outcome must be kept.
+	stored, serr := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+		sd.Progress, sd.Bucket, sd.EndTime = prog.snapshot(), bucket, end
+		if fail != nil {
+			sd.State, sd.Error = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, recorded(fail)
+			return nil
+		}
+		sd.State, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED, objects
+		return nil
+	})
+	if serr != nil {
+		log.ErrorContext(ctx, "store the delivery's outcome", slog.String("error", serr.Error()))
+		if fail == nil {
+			return nil, fmt.Errorf("store the outcome of %s: %w", d.GetName(), serr)
+		}
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	if _, err := s.peers.Destinations.RecordDelivery(ctx, &destinationv1.RecordDeliveryRequest{
+		Name: dest.GetName(), Delivery: d.GetName(), DeliveryTime: end,
+	}); err != nil {
+		log.WarnContext(ctx, "record the successful delivery on its destination", slog.String("error", err.Error()))
+	}
+	log.InfoContext(ctx, "delivered", slog.Int64("rows", prog.rows.Load()), slog.Int64("bytes_out", prog.bytesOut.Load()), slog.Int("objects", len(objects)))
+	return stored, nil
+}
+
+// convert mints access and runs the pipeline, answering the objects and the
+// bucket written to.
+func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress) ([]*deliveryv1.DeliveredObject, string, error) {
+	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: dest.GetCredential()})
+	if err != nil {
+		return nil, dest.GetBucketOverride(), err
+	}
+	bucket := dest.GetBucketOverride()
+	if bucket == "" {
+		bucket = access.GetBucket()
+	}
+	cfg, err := outputspec.Config(dest, filename.Values{Now: d.GetCreateTime().AsTime(), OutputName: d.GetOutputName()})
+	if err != nil {
+		return nil, bucket, fmt.Errorf("the destination's settings: %w", err)
+	}
+	if err := outputspec.CheckKeys(cfg, 1); err != nil {
+		var v apierror.Violations
+		v.Add("start.output_name", "%v", err)
+		return nil, bucket, v.Err()
+	}
+	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
+		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
+	}), access.GetRegion())
+	out := &output{
+		cfg: cfg, limits: s.cfg.Ingest, prog: prog,
+		sink:     newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part),
+		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
+		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
+		received: func() {
+			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+				sd.State = deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING
+				return nil
+			})
+			if err != nil {
+				logging.FromContext(ctx).WarnContext(ctx, "store delivery state", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
+			}
+		},
+	}
+	objects, err := out.run(ctx, src)
+	return objects, bucket, err
+}
+
+// track stores the delivery's counters every ProgressInterval (and at
+// least every heartbeat, which tells a waiting second caller it is alive)
+// until stop is called.
+func (s *Service) track(ctx context.Context, name string, prog *progress) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(s.cfg.ProgressInterval)
+		defer tick.Stop()
+		var last *deliveryv1.DeliveryProgress
+		lastWrite := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			now := prog.snapshot()
+			if last != nil && now.GetBytesIn() == last.GetBytesIn() && now.GetParts() == last.GetParts() && time.Since(lastWrite) < heartbeat {
+				continue
+			}
+			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), name, "", func(d *deliveryv1.Delivery) error {
+				d.Progress = now
+				return nil
+			})
+			if err != nil {
+				logging.FromContext(ctx).WarnContext(ctx, "store delivery progress", slog.String("delivery", name), slog.String("error", err.Error()))
+			}
+			last, lastWrite = now, time.Now()
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}

@@ -1,0 +1,201 @@
+package delivery
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
+	"github.com/sluicehq/sluice/pkg/fileset"
+)
+
+// progress counts what a running delivery has done; read at any time.
+type progress struct {
+	rows, bytesIn, bytesOut, parts atomic.Int64
+}
+
+func (p *progress) snapshot() *deliveryv1.DeliveryProgress {
+	return &deliveryv1.DeliveryProgress{Rows: p.rows.Load(), BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), Parts: p.parts.Load()}
+}
+
+func (p *progress) part(n int) {
+	p.bytesOut.Add(int64(n))
+	p.parts.Add(1)
+}
+
+// schemaError is a schema the destination's format cannot carry.
+type schemaError struct{ err error }
+
+func (e *schemaError) Error() string { return e.err.Error() }
+func (e *schemaError) Unwrap() error { return e.err }
+
+// output converts one Arrow stream into a destination's objects.
+type output struct {
+	cfg    fileset.Config
+	sink   objectSink
+	limits arrowingest.Limits
+	prog   *progress
+	// manifest and success ask for the manifest and the success file,
+	// written in this order after the last data file.
+	manifest, success bool
+	delivery, destination, outputName string
+	// received is called when the stream has ended, before the last
+	// files are finished.
+	received func()
+}
+
+// run reads src to its end, converting and uploading as batches arrive,
+// and answers every object that landed. On failure nothing stays: the
+// object being written is aborted and those that landed are deleted.
+func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.DeliveredObject, err error) {
+	var fw *fileset.Writer
+	defer func() {
+		if err == nil {
+			return
+		}
+		if fw != nil {
+			fw.Abort()
+		}
+		if rerr := o.sink.remove(context.WithoutCancel(ctx)); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove what landed: %w", rerr))
+		}
+	}()
+	r, err := arrowingest.NewReader(src, o.limits, memory.DefaultAllocator)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	schema := r.Schema()
+	if fw, err = fileset.New(schema, o.cfg, o.sink); err != nil {
+		return nil, &schemaError{err}
+	}
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		err = fw.Write(rec)
+		n := rec.NumRows()
+		rec.Release()
+		if err != nil {
+			return nil, err
+		}
+		o.prog.rows.Add(n)
+	}
+	if o.received != nil {
+		o.received()
+	}
+	files, err := fw.Close()
+	fw = nil // closed: nothing left to abort
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		l := o.sink.landed(f.Key)
+		objects = append(objects, &deliveryv1.DeliveredObject{
+			Key: f.Key, Rows: f.Rows, Bytes: l.bytes, Parts: int64(l.parts), Checksum: "sha256:" + l.sha256, Crc32C: l.crc32c, Kind: "data",
+		})
+	}
+	if o.manifest {
+		m, err := o.manifestOf(schema, objects)
+		if err != nil {
+			return nil, err
+		}
+		obj, err := o.put(fileset.ManifestKey(o.cfg.Prefix, o.outputName), "manifest", m)
+		if err != nil {
+			return nil, err
+		}
+		objects = append(objects, obj)
+	}
+	if o.success {
+		obj, err := o.put(fileset.SuccessKey(o.cfg.Prefix, o.outputName), "success", nil)
+		if err != nil {
+			return nil, err
+		}
+		objects = append(objects, obj)
+	}
+	return objects, nil
+}
+
+// put writes one small object.
+func (o *output) put(key, kind string, body []byte) (*deliveryv1.DeliveredObject, error) {
+	w, err := o.sink.Create(key)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(body); err != nil {
+		_ = w.Abort()
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	l := o.sink.landed(key)
+	return &deliveryv1.DeliveredObject{Key: key, Bytes: l.bytes, Parts: int64(l.parts), Checksum: "sha256:" + l.sha256, Crc32C: l.crc32c, Kind: kind}, nil
+}
+
+// manifest lists what a delivery wrote, so a reader knows the set is
+// complete and intact.
+type manifest struct {
+	Delivery    string         `json:"delivery"`
+	Destination string         `json:"destination"`
+	OutputName  string         `json:"output_name"`
+	Rows        int64          `json:"rows"`
+	Bytes       int64          `json:"bytes"`
+	Files       []manifestFile `json:"files"`
+	Schema      manifestSchema `json:"schema"`
+}
+
+type manifestFile struct {
+	Key    string `json:"key"`
+	Rows   int64  `json:"rows"`
+	Bytes  int64  `json:"bytes"`
+	CRC32C string `json:"crc32c"`
+	SHA256 string `json:"sha256"`
+}
+
+type manifestSchema struct {
+	Fields []manifestField `json:"fields"`
+	// ArrowIPC is the schema as an Arrow IPC message, base64: exact for
+	// any Arrow library.
+	ArrowIPC string `json:"arrow_ipc"`
+}
+
+type manifestField struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Nullable bool   `json:"nullable"`
+}
+
+func (o *output) manifestOf(schema *arrow.Schema, objects []*deliveryv1.DeliveredObject) ([]byte, error) {
+	m := manifest{Delivery: o.delivery, Destination: o.destination, OutputName: o.outputName, Files: []manifestFile{}}
+	for _, obj := range objects {
+		m.Rows += obj.GetRows()
+		m.Bytes += obj.GetBytes()
+		m.Files = append(m.Files, manifestFile{Key: obj.GetKey(), Rows: obj.GetRows(), Bytes: obj.GetBytes(), CRC32C: obj.GetCrc32C(), SHA256: obj.GetChecksum()[len("sha256:"):]})
+	}
+	for _, f := range schema.Fields() {
+		m.Schema.Fields = append(m.Schema.Fields, manifestField{Name: f.Name, Type: f.Type.String(), Nullable: f.Nullable})
+	}
+	m.Schema.ArrowIPC = base64.StdEncoding.EncodeToString(flight.SerializeSchema(schema, memory.DefaultAllocator))
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(m); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

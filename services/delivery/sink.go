@@ -1,0 +1,117 @@
+package delivery
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/outputspec"
+)
+
+// landed is what an object that landed holds.
+type landed struct {
+	bytes  int64
+	parts  int
+	crc32c string // base64, as S3 answers it
+	sha256 string // hex
+}
+
+// objectSink is where a delivery's objects go: fileset's Sink, plus what
+// landed and a way to take it all back.
+type objectSink interface {
+	fileset.Sink
+	// landed answers what landed under key.
+	landed(key string) landed
+	// remove deletes every object that landed, for a delivery that failed.
+	remove(ctx context.Context) error
+}
+
+// s3Sink writes each object as a multipart upload through the shared pool
+// of part buffers, with the destination's object settings.
+type s3Sink struct {
+	ctx         context.Context
+	client      *s3.Client
+	pool        *multipart.Pool
+	concurrency int
+	dest        *destinationv1.Destination
+	bucket      string
+	onPart      func(bytes int)
+
+	mu   sync.Mutex
+	done map[string]landed
+	keys []string // in the order they landed
+}
+
+func newS3Sink(ctx context.Context, client *s3.Client, pool *multipart.Pool, concurrency int, dest *destinationv1.Destination, bucket string, onPart func(int)) *s3Sink {
+	return &s3Sink{ctx: ctx, client: client, pool: pool, concurrency: concurrency, dest: dest, bucket: bucket, onPart: onPart, done: map[string]landed{}}
+}
+
+func (s *s3Sink) Create(key string) (fileset.Object, error) {
+	u := multipart.New(s.ctx, s.client, s.pool, outputspec.Object(s.dest, s.bucket, key), s.concurrency)
+	u.OnPart = s.onPart
+	return &s3Object{sink: s, up: u, key: key, sum: sha256.New()}, nil
+}
+
+func (s *s3Sink) landed(key string) landed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done[key]
+}
+
+func (s *s3Sink) remove(ctx context.Context) error {
+	s.mu.Lock()
+	keys := s.keys
+	s.keys, s.done = nil, map[string]landed{}
+	s.mu.Unlock()
+	var errs []error
+	for _, k := range keys {
+		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{
+			Bucket: aws.String(s.bucket), Key: aws.String(k), ExpectedBucketOwner: optional(s.dest.GetExpectedBucketOwner()),
+		})
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return aws.String(s)
+}
+
+type s3Object struct {
+	sink *s3Sink
+	up   *multipart.Upload
+	key  string
+	sum  hash.Hash
+}
+
+func (o *s3Object) Write(p []byte) (int, error) {
+	n, err := o.up.Write(p)
+	o.sum.Write(p[:n])
+	return n, err
+}
+
+func (o *s3Object) Close() error {
+	res, err := o.up.Close()
+	if err != nil {
+		return err
+	}
+	o.sink.mu.Lock()
+	o.sink.done[o.key] = landed{bytes: res.Bytes, parts: res.Parts, crc32c: res.CRC32C, sha256: hex.EncodeToString(o.sum.Sum(nil))}
+	o.sink.keys = append(o.sink.keys, o.key)
+	o.sink.mu.Unlock()
+	return nil
+}
+
+func (o *s3Object) Abort() error { return o.up.Abort() }
