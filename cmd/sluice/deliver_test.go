@@ -7,16 +7,20 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
@@ -24,12 +28,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/sampledata"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
@@ -41,7 +51,9 @@ type delivering struct {
 	bucket string
 	admin  grpc.CallOption
 	cred   string
-	dests  destinationv1.DestinationServiceClient
+	// key and secret are the MinIO user the credential holds.
+	key, secret string
+	dests       destinationv1.DestinationServiceClient
 	delivs deliveryv1.DeliveryServiceClient
 }
 
@@ -63,17 +75,23 @@ func startDelivering(t *testing.T, adjust func(*serveConfig)) *delivering {
 	if err := testenv.SetMinIOUser(ctx, m, key, secret, policy); err != nil {
 		t.Fatal(err)
 	}
-	e := &delivering{r: r, m: m, bucket: bucket, admin: r.token("acme", auth.PolicyAdministrator),
+	e := &delivering{r: r, m: m, bucket: bucket, admin: r.token("acme", auth.PolicyAdministrator), key: key, secret: secret,
 		dests: destinationv1.NewDestinationServiceClient(r.conns["destination"]), delivs: deliveryv1.NewDeliveryServiceClient(r.conns["delivery"])}
-	cred, err := credentialv1.NewCredentialServiceClient(r.conns["credential"]).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{
-		Parent: production, CredentialId: "minio",
-		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: key, SecretAccessKey: secret}}},
+	e.cred = e.credential(t, production)
+	return e
+}
+
+// credential creates a credential on the bucket in a tenant environment.
+func (e *delivering) credential(t *testing.T, parent string) string {
+	t.Helper()
+	cred, err := credentialv1.NewCredentialServiceClient(e.r.conns["credential"]).CreateCredential(context.Background(), &credentialv1.CreateCredentialRequest{
+		Parent: parent, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: e.bucket, Region: e.m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: e.key, SecretAccessKey: e.secret}}},
 	}, e.admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cred = cred.GetName()
-	return e
+	return cred.GetName()
 }
 
 // destination creates a destination writing under its own prefix.
@@ -401,5 +419,360 @@ func TestDeliverEveryFormatToMinIO(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+func csvFormat() *destinationv1.FileFormat {
+	return &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}}
+}
+
+// ipcBytes answers recs as one Arrow IPC stream.
+func ipcBytes(t *testing.T, schema *arrow.Schema, recs ...arrow.RecordBatch) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))
+	for _, r := range recs {
+		if err := w.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// schemaEnd answers where a stream's schema message ends.
+func schemaEnd(stream []byte) int {
+	return 8 + int(binary.LittleEndian.Uint32(stream[4:8]))
+}
+
+// Bad input answers InvalidArgument saying what and where (or gRPC's own
+// ResourceExhausted for a message over the limit), is stored as a failed
+// delivery, and leaves no object and no multipart upload, even when files
+// had landed before the fault.
+func TestDeliverRefusesBadInputLeavingNothing(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 4000, 500)
+	good := ipcBytes(t, sampledata.Customer360Schema, recs...)
+	other := arrow.NewSchema([]arrow.Field{{Name: "customer_id", Type: arrow.BinaryTypes.String}}, nil)
+	ob := array.NewRecordBuilder(memory.DefaultAllocator, other)
+	ob.Field(0).(*array.StringBuilder).AppendValues([]string{"not", "a", "number"}, nil)
+	orec := ob.NewRecordBatch()
+	defer orec.Release()
+	otherStream := ipcBytes(t, other, orec)
+	union := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "either",
+		Type: arrow.SparseUnionOf([]arrow.Field{{Name: "a", Type: arrow.PrimitiveTypes.Int32}}, []arrow.UnionTypeCode{0})}}, nil)
+	unionStream := ipcBytes(t, union)
+
+	cases := []struct {
+		name     string
+		in       []byte
+		code     codes.Code
+		reason   string
+		contains string
+	}{
+		{"garbage", []byte("id,email\n1,a@example.com\n"), codes.InvalidArgument, "INVALID_ARROW_STREAM", "at byte 0"},
+		{"truncated", good[:len(good)-3000], codes.InvalidArgument, "INVALID_ARROW_STREAM", "ends inside a message"},
+		{"no end marker", good[:len(good)-8], codes.InvalidArgument, "INVALID_ARROW_STREAM", "end-of-stream marker"},
+		{"a batch contradicting the schema", append(append([]byte{}, good[:schemaEnd(good)]...), otherStream[schemaEnd(otherStream):]...),
+			codes.InvalidArgument, "INVALID_ARROW_STREAM", "record batch 1"},
+		{"a schema CSV cannot carry", unionStream, codes.InvalidArgument, "SCHEMA_NOT_SUPPORTED", "either"},
+		{"a message over 64 MiB", bytes.Repeat([]byte{0}, 65<<20), codes.ResourceExhausted, "", ""},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// Split every 1000 rows: files land before the fault.
+			dest := e.destination(t, fmt.Sprintf("bad-%d", i), &destinationv1.Destination{Format: csvFormat(), Split: &destinationv1.Split{MaxRows: 1000}})
+			opts := deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}}
+			if len(c.in) > 64<<20 {
+				opts.MessageBytes = len(c.in)
+			}
+			_, err := deliverclient.DeliverStream(context.Background(), e.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName()}, bytes.NewReader(c.in), opts)
+			if status.Code(err) != c.code {
+				t.Fatalf("got %v, want %v", err, c.code)
+			}
+			if c.reason != "" {
+				if got := errorReason(err); got != c.reason || !strings.Contains(status.Convert(err).Message(), c.contains) {
+					t.Errorf("got reason %s and %q, want %s saying %q", got, status.Convert(err).Message(), c.reason, c.contains)
+				}
+				if v := violations(err); v["arrow_ipc"] == "" {
+					t.Errorf("no field violation on arrow_ipc: %v", v)
+				}
+			}
+			if objs, ups := e.left(t, dest.GetPrefix()); len(objs) != 0 || ups != 0 {
+				t.Errorf("left %v and %d multipart uploads", objs, ups)
+			}
+		})
+	}
+	// Each refusal after the start is a failed delivery, with its reason.
+	list, err := e.delivs.ListDeliveries(context.Background(), &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: "state = FAILED"}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := map[string]int{}
+	for _, d := range list.GetDeliveries() {
+		reasons[d.GetError().GetReason()]++
+	}
+	if reasons["INVALID_ARROW_STREAM"] != 4 || reasons["SCHEMA_NOT_SUPPORTED"] != 1 {
+		t.Errorf("failed deliveries by reason: %v", reasons)
+	}
+}
+
+// A caller who may not use the destination is refused before any byte:
+// nothing is stored or written.
+func TestDeliverRefusesCallersWhoMayNotUseTheDestination(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 100, 100)
+	adminOnly := e.destination(t, "admin-only", &destinationv1.Destination{Format: csvFormat(), Access: &destinationv1.Access{AdminOnly: true}})
+	pii := e.destination(t, "pii", &destinationv1.Destination{Format: csvFormat()})
+	for _, c := range []struct {
+		name string
+		dest *destinationv1.Destination
+		as   grpc.CallOption
+		code codes.Code
+	}{
+		{"a user without policies to an admin only destination", adminOnly, e.r.token("acme"), codes.PermissionDenied},
+		{"a restricted user to a destination without limited PII access", pii, e.r.token("acme", auth.PolicyRestrictPII), codes.PermissionDenied},
+		{"another tenant", pii, e.r.token("globex", auth.PolicyAdministrator), codes.NotFound},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := e.deliver(context.Background(), c.dest.GetName(), reader(t, recs), c.as, nil)
+			if status.Code(err) != c.code {
+				t.Fatalf("got %v, want %v", err, c.code)
+			}
+			if objs, ups := e.left(t, c.dest.GetPrefix()); len(objs) != 0 || ups != 0 {
+				t.Errorf("left %v and %d multipart uploads", objs, ups)
+			}
+		})
+	}
+	list, err := e.delivs.ListDeliveries(context.Background(), &deliveryv1.ListDeliveriesRequest{Parent: production}, e.admin)
+	if err != nil || len(list.GetDeliveries()) != 0 {
+		t.Fatalf("deliveries stored for refused callers: %v %v", list.GetDeliveries(), err)
+	}
+}
+
+// The same idempotency key twice, one after the other and at once: one
+// set of objects, the same answer.
+func TestDeliverIdempotencyKey(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 2000, 500)
+	dest := e.destination(t, "idem", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	start := func(key string) *deliveryv1.DeliveryStart {
+		return &deliveryv1.DeliveryStart{IdempotencyKey: key, OutputName: "out-" + key}
+	}
+	first, err := e.deliver(context.Background(), dest.GetName(), reader(t, recs), e.admin, start("once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.deliver(context.Background(), dest.GetName(), reader(t, recs), e.admin, start("once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.GetName() != first.GetName() || len(again.GetObjects()) != len(first.GetObjects()) {
+		t.Fatalf("second answer %s with %d objects, first %s with %d", again.GetName(), len(again.GetObjects()), first.GetName(), len(first.GetObjects()))
+	}
+	// At once: both answers name one delivery.
+	var (
+		wg      sync.WaitGroup
+		answers [2]*deliveryv1.Delivery
+		errs    [2]error
+	)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i], errs[i] = e.deliver(context.Background(), dest.GetName(), reader(t, recs), e.admin, start("twice"))
+		}()
+	}
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	if answers[0].GetName() != answers[1].GetName() || answers[0].GetObjects()[0].GetChecksum() != answers[1].GetObjects()[0].GetChecksum() {
+		t.Fatalf("concurrent answers differ: %s and %s", answers[0].GetName(), answers[1].GetName())
+	}
+	objs, ups := e.left(t, dest.GetPrefix())
+	if len(objs) != 4 || ups != 0 { // two outputs, each a file and its success file
+		t.Fatalf("the prefix holds %v and %d uploads, want two outputs once", objs, ups)
+	}
+	// The key belongs to one destination: another destination delivers.
+	other := e.destination(t, "idem-2", &destinationv1.Destination{Format: csvFormat()})
+	third, err := e.deliver(context.Background(), other.GetName(), reader(t, recs), e.admin, start("once"))
+	if err != nil || third.GetName() == first.GetName() {
+		t.Fatalf("same key, other destination: %v, %v", third.GetName(), err)
+	}
+}
+
+// blockingReader yields its batches, stopping after the first until
+// release is closed, so a test can look at a delivery while it runs.
+type blockingReader struct {
+	array.RecordReader
+	n       int
+	release chan struct{}
+}
+
+func (b *blockingReader) Next() bool {
+	if b.n++; b.n == 2 {
+		<-b.release
+	}
+	return b.RecordReader.Next()
+}
+
+// GetDelivery shows a running delivery's live counters, ListDeliveries
+// filters, and a caller sees only deliveries to destinations they may use.
+func TestDeliverGetAndListDeliveries(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 3000, 1000)
+	open := e.destination(t, "open", &destinationv1.Destination{Format: csvFormat()})
+	adminOnly := e.destination(t, "admin-only", &destinationv1.Destination{Format: csvFormat(), Access: &destinationv1.Access{AdminOnly: true}})
+	ctx := context.Background()
+
+	br := &blockingReader{RecordReader: reader(t, recs), release: make(chan struct{})}
+	done := make(chan *deliveryv1.Delivery, 1)
+	go func() {
+		// Small messages, so that the first batch is sent before the pause.
+		d, err := deliverclient.Deliver(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: open.GetName()}, br,
+			deliverclient.Options{MessageBytes: 16 << 10, CallOptions: []grpc.CallOption{e.admin}})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- d
+	}()
+	var running *deliveryv1.Delivery
+	for range 100 {
+		list, err := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: "state = RECEIVING"}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.GetDeliveries()) == 1 && list.GetDeliveries()[0].GetProgress().GetBytesIn() > 0 {
+			running = list.GetDeliveries()[0]
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if running == nil {
+		t.Fatal("the running delivery never showed its progress")
+	}
+	got, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: running.GetName()}, e.admin)
+	if err != nil || got.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING {
+		t.Fatalf("running delivery: %v %v", got, err)
+	}
+	close(br.release)
+	first := <-done
+	if first.GetProgress().GetRows() != 3000 || first.GetEndTime() == nil {
+		t.Fatalf("finished delivery: %v", first)
+	}
+	second, err := e.deliver(ctx, adminOnly.GetName(), reader(t, recs), e.admin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(as grpc.CallOption, filter string) []string {
+		list, err := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: filter}, as)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, d := range list.GetDeliveries() {
+			out = append(out, d.GetName())
+		}
+		return out
+	}
+	if got := names(e.admin, ""); strings.Join(got, ",") != second.GetName()+","+first.GetName() {
+		t.Errorf("admin lists %v, want newest first [%s %s]", got, second.GetName(), first.GetName())
+	}
+	if got := names(e.admin, `destination = "`+open.GetName()+`" AND state = SUCCEEDED`); strings.Join(got, ",") != first.GetName() {
+		t.Errorf("filtered list %v, want [%s]", got, first.GetName())
+	}
+	user := e.r.token("acme")
+	if got := names(user, ""); strings.Join(got, ",") != first.GetName() {
+		t.Errorf("a user without policies lists %v, want only %s", got, first.GetName())
+	}
+	if _, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: second.GetName()}, user); status.Code(err) != codes.NotFound {
+		t.Errorf("a user without policies gets the admin only delivery: %v", err)
+	}
+	if _, err := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: "state = LOST"}, e.admin); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("unknown state in the filter: %v", err)
+	}
+}
+
+// A sandbox destination promotes without force once a delivery succeeded
+// on it, as the delivery records it.
+func TestDeliverEnablesPromotion(t *testing.T) {
+	e := startDelivering(t, nil)
+	ctx := context.Background()
+	dest, err := e.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: "tenants/acme/environments/sandbox", DestinationId: "trial",
+		Destination: &destinationv1.Destination{Credential: e.credential(t, "tenants/acme/environments/sandbox"), Format: csvFormat(), Prefix: "trial/"}}, e.admin)
+	if err != nil {
+		t.Fatalf("%v %v", err, violations(err))
+	}
+	promote := &destinationv1.PromoteDestinationRequest{Name: dest.GetName(), TargetEnvironment: "production"}
+	if _, err := e.dests.PromoteDestination(ctx, promote, e.admin); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("promotion before any delivery: %v", err)
+	}
+	if _, err := e.deliver(ctx, dest.GetName(), reader(t, customerBatches(t, 10, 10)), e.admin, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.dests.PromoteDestination(ctx, promote, e.admin); err != nil {
+		t.Fatalf("promotion after a delivery: %v", err)
+	}
+}
+
+// memObject keeps one file in memory, to compute locally what a delivery
+// should have written.
+type memFiles map[string]*bytes.Buffer
+
+func (m memFiles) Create(key string) (fileset.Object, error) {
+	m[key] = &bytes.Buffer{}
+	return memFile{m[key]}, nil
+}
+
+type memFile struct{ *bytes.Buffer }
+
+func (memFile) Close() error { return nil }
+func (memFile) Abort() error { return nil }
+
+// A delivery of many parts lands as one object whose bytes equal the
+// output computed locally, in the parts the answer names.
+func TestDeliverManyPartsLandAsOneObject(t *testing.T) {
+	e := startDelivering(t, func(c *serveConfig) { c.Delivery.PartSize, c.Delivery.PartBuffers = multipart.MinPartSize, 3 })
+	recs := customerBatches(t, 120_000, 8192)
+	dest := e.destination(t, "big", &destinationv1.Destination{Format: csvFormat()})
+	got, err := e.deliver(context.Background(), dest.GetName(), reader(t, recs), e.admin, &deliveryv1.DeliveryStart{OutputName: "big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := got.GetObjects()[0]
+	cfg, err := outputspec.Config(dest, filename.Values{Now: got.GetCreateTime().AsTime(), OutputName: "big"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := memFiles{}
+	fw, err := fileset.New(recs[0].Schema(), cfg, local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if err := fw.Write(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := fw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := local[obj.GetKey()].Bytes()
+	if obj.GetParts() < 3 || int64(len(want)) != obj.GetBytes() {
+		t.Fatalf("answer: %d parts, %d bytes; computed %d bytes", obj.GetParts(), obj.GetBytes(), len(want))
+	}
+	if b := e.checkObject(t, obj); !bytes.Equal(b, want) {
+		t.Fatal("the object's bytes differ from the output computed locally")
+	}
+	attrs, err := e.m.S3("", "").GetObjectAttributes(context.Background(), &s3.GetObjectAttributesInput{Bucket: aws.String(e.bucket), Key: aws.String(obj.GetKey()),
+		ObjectAttributes: []s3types.ObjectAttributes{s3types.ObjectAttributesObjectParts, s3types.ObjectAttributesChecksum}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := aws.ToInt32(attrs.ObjectParts.TotalPartsCount); int64(n) != obj.GetParts() {
+		t.Errorf("S3 holds %d parts, the answer says %d", n, obj.GetParts())
 	}
 }

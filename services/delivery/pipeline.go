@@ -47,7 +47,7 @@ type output struct {
 	prog   *progress
 	// manifest and success ask for the manifest and the success file,
 	// written in this order after the last data file.
-	manifest, success bool
+	manifest, success                 bool
 	delivery, destination, outputName string
 	// received is called when the stream has ended, before the last
 	// files are finished.
