@@ -20,6 +20,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet/file"
@@ -29,7 +30,9 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -54,7 +57,7 @@ type delivering struct {
 	// key and secret are the MinIO user the credential holds.
 	key, secret string
 	dests       destinationv1.DestinationServiceClient
-	delivs deliveryv1.DeliveryServiceClient
+	delivs      deliveryv1.DeliveryServiceClient
 }
 
 const production = "tenants/acme/environments/production"
@@ -774,5 +777,82 @@ func TestDeliverManyPartsLandAsOneObject(t *testing.T) {
 	}
 	if n := aws.ToInt32(attrs.ObjectParts.TotalPartsCount); int64(n) != obj.GetParts() {
 		t.Errorf("S3 holds %d parts, the answer says %d", n, obj.GetParts())
+	}
+}
+
+// An Arrow Flight client's DoPut, the DeliveryStart as the descriptor's
+// command, lands the same objects as Deliver, answers the Delivery in the
+// PutResult, and is held to the same access rules.
+func TestDeliverThroughFlightDoPut(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 5000, 1000)
+	ctx := context.Background()
+	viaDeliver := e.destination(t, "via-deliver", &destinationv1.Destination{Format: csvFormat(), Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}, Split: &destinationv1.Split{MaxRows: 2000}})
+	viaFlight := e.destination(t, "via-flight", &destinationv1.Destination{Format: csvFormat(), Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}, Split: &destinationv1.Split{MaxRows: 2000}})
+	want, err := e.deliver(ctx, viaDeliver.GetName(), reader(t, recs), e.admin, &deliveryv1.DeliveryStart{OutputName: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := flight.NewClientWithMiddleware(e.r.addrs["delivery"], nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	doPut := func(as grpc.CallOption, dest string) (*deliveryv1.Delivery, error) {
+		stream, err := client.DoPut(ctx, as)
+		if err != nil {
+			return nil, err
+		}
+		cmd, err := proto.Marshal(&deliveryv1.DeliveryStart{Destination: dest, OutputName: "out"})
+		if err != nil {
+			return nil, err
+		}
+		w := flight.NewRecordWriter(stream, ipc.WithSchema(recs[0].Schema()))
+		w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd})
+		for _, r := range recs {
+			if err := w.Write(r); err != nil {
+				break // the server answered early; Recv says why
+			}
+		}
+		_ = w.Close()
+		_ = stream.CloseSend()
+		res, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		d := &deliveryv1.Delivery{}
+		return d, proto.Unmarshal(res.GetAppMetadata(), d)
+	}
+	got, err := doPut(e.admin, viaFlight.GetName())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.GetObjects()) != len(want.GetObjects()) || got.GetProgress().GetRows() != 5000 {
+		t.Fatalf("Flight landed %d objects and %d rows, Deliver %d objects", len(got.GetObjects()), got.GetProgress().GetRows(), len(want.GetObjects()))
+	}
+	for i, obj := range got.GetObjects() {
+		e.checkObject(t, obj)
+		if strings.TrimPrefix(obj.GetKey(), viaFlight.GetPrefix()) != strings.TrimPrefix(want.GetObjects()[i].GetKey(), viaDeliver.GetPrefix()) ||
+			obj.GetChecksum() != want.GetObjects()[i].GetChecksum() {
+			t.Errorf("object %d: Flight wrote %s (%s), Deliver %s (%s)", i, obj.GetKey(), obj.GetChecksum(), want.GetObjects()[i].GetKey(), want.GetObjects()[i].GetChecksum())
+		}
+	}
+	adminOnly := e.destination(t, "flight-admin-only", &destinationv1.Destination{Format: csvFormat(), Access: &destinationv1.Access{AdminOnly: true}})
+	if _, err := doPut(e.r.token("acme"), adminOnly.GetName()); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a user without policies through Flight: %v, want PermissionDenied", err)
+	}
+	if _, err := doPut(grpc.EmptyCallOption{}, viaFlight.GetName()); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("no token through Flight: %v, want Unauthenticated", err)
+	}
+	if objs, ups := e.left(t, adminOnly.GetPrefix()); len(objs) != 0 || ups != 0 {
+		t.Errorf("refused Flight calls left %v and %d uploads", objs, ups)
+	}
+	// Flight's other methods are not served.
+	lf, err := client.ListFlights(ctx, &flight.Criteria{}, e.admin)
+	if err == nil {
+		_, err = lf.Recv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("ListFlights: %v, want PermissionDenied", err)
 	}
 }

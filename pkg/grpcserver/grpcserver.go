@@ -162,6 +162,13 @@ func (s *Server) rule(fullMethod string) auth.Rule {
 // when it has none), for tests that check every method has one.
 func (s *Server) Rule(fullMethod string) auth.Rule { return s.rule(fullMethod) }
 
+// HasRule reports whether a method was given a rule, Deny included: a
+// method denied on purpose (Arrow Flight's, but DoPut) is not an omission.
+func (s *Server) HasRule(fullMethod string) bool {
+	_, ok := s.rules[fullMethod]
+	return ok || auth.IsPublicMethod(fullMethod)
+}
+
 // GRPC answers the underlying server, for registrations that need it.
 func (s *Server) GRPC() *grpc.Server { return s.grpc }
 

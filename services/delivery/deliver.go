@@ -74,6 +74,13 @@ func newID(t time.Time) string {
 	return fmt.Sprintf("d%s-%03d-%s", t.Format("20060102-150405"), t.Nanosecond()/1e6, b)
 }
 
+// source is where a delivery's Arrow IPC bytes come from: a Deliver stream
+// or a Flight DoPut. It counts the bytes it reads into prog.
+type source interface {
+	io.Reader
+	count(prog *progress)
+}
+
 // recvReader reads the Arrow IPC bytes of a Deliver stream, one message at
 // a time: while the pipeline does not read, Recv is not called and gRPC
 // flow control holds the sender.
@@ -82,6 +89,8 @@ type recvReader struct {
 	buf    []byte
 	prog   *progress
 }
+
+func (r *recvReader) count(prog *progress) { r.prog = prog }
 
 func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
@@ -106,7 +115,6 @@ func (r *recvReader) Read(p []byte) (int, error) {
 // from the moment the caller's right to the destination is confirmed, so
 // that every attempt, failed ones included, can be looked up.
 func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error {
-	ctx := stream.Context()
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
 		var v apierror.Violations
@@ -116,28 +124,35 @@ func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error
 	if err != nil {
 		return err
 	}
-	start := first.GetStart()
-	if err := checkStart(start); err != nil {
-		return err
-	}
-	dn, _ := resourcename.Parse(start.GetDestination(), "destinations")
-	if err := auth.Visible(ctx, dn.Tenant, start.GetDestination()); err != nil {
-		return err
-	}
-	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: start.GetDestination()})
-	if err != nil {
-		return err
-	}
-	d, err := s.begin(ctx, dn.Parent.String(), start)
-	if errors.Is(err, apierror.ErrAlreadyExists) {
-		d, err = s.replay(ctx, dn.Parent.String(), start)
-	} else if err == nil {
-		d, err = s.run(ctx, d, dest, &recvReader{stream: stream})
-	}
+	d, err := s.deliver(stream.Context(), first.GetStart(), &recvReader{stream: stream})
 	if err != nil {
 		return err
 	}
 	return stream.SendAndClose(d)
+}
+
+// deliver runs one delivery from its start and its source, for Deliver and
+// for Flight's DoPut alike.
+func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, src source) (*deliveryv1.Delivery, error) {
+	if err := checkStart(start); err != nil {
+		return nil, err
+	}
+	dn, _ := resourcename.Parse(start.GetDestination(), "destinations")
+	if err := auth.Visible(ctx, dn.Tenant, start.GetDestination()); err != nil {
+		return nil, err
+	}
+	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: start.GetDestination()})
+	if err != nil {
+		return nil, err
+	}
+	d, err := s.begin(ctx, dn.Parent.String(), start)
+	if errors.Is(err, apierror.ErrAlreadyExists) {
+		return s.replay(ctx, dn.Parent.String(), start)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.run(ctx, d, dest, src)
 }
 
 // begin stores a new delivery in RECEIVING, or answers ErrAlreadyExists
@@ -193,10 +208,10 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 
 // run delivers src to dest for the stored delivery d and stores how it
 // ended.
-func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src *recvReader) (*deliveryv1.Delivery, error) {
+func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source) (*deliveryv1.Delivery, error) {
 	log := logging.FromContext(ctx).With(slog.String("delivery", d.GetName()))
 	prog := &progress{}
-	src.prog = prog
+	src.count(prog)
 	stopTracking := s.track(ctx, d.GetName(), prog)
 	objects, bucket, err := s.convert(ctx, d, dest, src, prog)
 	stopTracking()

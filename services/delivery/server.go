@@ -5,6 +5,8 @@ package delivery
 
 import (
 	"context"
+
+	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 	"strings"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -91,6 +93,7 @@ var Rules = auth.Rules{
 func (s *Service) Register(srv *grpcserver.Server) {
 	srv.RegisterService(&deliveryv1.DeliveryService_ServiceDesc, s, Rules)
 	srv.RegisterService(&deliveryv1.WorkflowService_ServiceDesc, s, Rules)
+	srv.RegisterService(&flightgen.FlightService_ServiceDesc, &flightServer{svc: s}, FlightRules)
 	srv.OnShutdown(s)
 }
 
