@@ -28,9 +28,9 @@ var longFields = map[protoreflect.FullName]int{
 	"sluice.delivery.v1.DeliverRequest.arrow_ipc":      0,
 	// Arrow Flight DoPut: IPC metadata and bodies, bounded by the message
 	// size and then by the ingest limits; the command is a DeliveryStart.
-	"arrow.flight.protocol.FlightData.data_header":    0,
-	"arrow.flight.protocol.FlightData.data_body":      0,
-	"arrow.flight.protocol.FlightDescriptor.cmd":      64 << 10,
+	"arrow.flight.protocol.FlightData.data_header": 0,
+	"arrow.flight.protocol.FlightData.data_body":   0,
+	"arrow.flight.protocol.FlightDescriptor.cmd":   64 << 10,
 }
 
 // Bounds records a violation for every string or bytes field over its cap,
