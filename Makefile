@@ -18,7 +18,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
+tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
 
 # DuckDB for Node, pinned in tools/duckdb, reads format output back in tests.
 $(TOOLS_DIR)/duckdb/.installed: tools/duckdb/package.json tools/duckdb/package-lock.json
@@ -31,7 +31,7 @@ $(TOOLS_DIR)/duckdb/.installed: tools/duckdb/package.json tools/duckdb/package-l
 # A tool is rebuilt when tools/go.mod pins another version than the one built.
 $(TOOLS_DIR)/%: tools/go.mod tools/go.sum
 	@mkdir -p $(TOOLS_DIR)
-	@cd tools && pkg=$$(go list -f '{{.ImportPath}}' tool | grep -E '/$*$$') && \
+	@cd tools && pkg=$$(go list -f '{{.ImportPath}}' tool | grep -E '/$*(/v[0-9]+)?$$') && \
 	 mod=$$(go list -f '{{.Module.Path}}' $$pkg) && ver=$$(go list -m -f '{{.Version}}' $$mod) && \
 	 if [ -x $@ ] && [ "$$(cat $@.version 2>/dev/null)" = "$$ver" ]; then touch $@; exit 0; fi && \
 	 echo "building $$pkg@$$ver into $(TOOLS_DIR) (minutes the first time, then cached)" && \

@@ -13,6 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -20,10 +21,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
+	"github.com/sluicehq/sluice/pkg/sampledata"
 )
 
 func demoCommand() *cobra.Command {
@@ -114,10 +118,15 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 		return err
 	}
 
+	fmt.Fprintln(w, "\n== 7. Deliver 250,000 customer rows to it, streamed as Arrow, and list what landed")
+	if err := deliveryTour(ctx, w, token, addrs["delivery"], minio, bucket); err != nil {
+		return err
+	}
+
 	fmt.Fprintln(w, `
 == What later steps add to this demo
   - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)
-  - deliveries: stream Arrow batches in, watch the objects land in MinIO, resolve failed workflows`)
+  - failures: workflows, notifications and resolutions that rerun from staged data`)
 	if keep {
 		fmt.Fprintf(w, "\nRunning until Ctrl-C. MinIO: %s (user %s, password %s)\n", minio.Endpoint, minio.RootUser, minio.RootPassword)
 		<-ctx.Done()
@@ -265,6 +274,45 @@ func destinationTour(ctx context.Context, w io.Writer, token, addr string) error
 	for _, ch := range res.GetChecks() {
 		fmt.Fprintf(w, "    %-16s %s\n", ch.GetCheck(), strings.TrimPrefix(ch.GetOutcome().String(), "TEST_OUTCOME_"))
 	}
+	return nil
+}
+
+// deliveryTour streams a generated customer table to the demo destination
+// with the Go client, lists the objects the answer names, checks one
+// against MinIO, and shows the delivery as ListDeliveries has it.
+func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket string) error {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	client := deliveryv1.NewDeliveryServiceClient(cc)
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
+	start := time.Now()
+	rows := sampledata.NewCustomer360(nil, 250_000, 0, 1)
+	defer rows.Release()
+	d, err := deliverclient.Deliver(ctx, client, &deliveryv1.DeliveryStart{
+		Destination: "tenants/acme/environments/sandbox/destinations/c360-csv", OutputName: "c360", IdempotencyKey: "demo-c360",
+	}, rows, deliverclient.Options{CallOptions: []grpc.CallOption{as}})
+	if err != nil {
+		return fmt.Errorf("deliver: %s", describe(err))
+	}
+	fmt.Fprintf(w, "  %s %s in %s: %d rows, %.1f MB of Arrow in, %.1f MB out\n", d.GetName(),
+		strings.TrimPrefix(d.GetState().String(), "DELIVERY_STATE_"), time.Since(start).Round(time.Millisecond),
+		d.GetProgress().GetRows(), float64(d.GetProgress().GetBytesIn())/1e6, float64(d.GetProgress().GetBytesOut())/1e6)
+	for _, o := range d.GetObjects() {
+		fmt.Fprintf(w, "    s3://%s/%s  %s  %d rows  %d bytes  %d part(s)  crc32c %s\n", d.GetBucket(), o.GetKey(), o.GetKind(), o.GetRows(), o.GetBytes(), o.GetParts(), o.GetCrc32C())
+	}
+	head, err := minio.S3("", "").HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(d.GetObjects()[0].GetKey()), ChecksumMode: s3types.ChecksumModeEnabled})
+	if err != nil {
+		return fmt.Errorf("head the first object: %w", err)
+	}
+	fmt.Fprintf(w, "  MinIO's own CRC32C of the first object: %s (the answer says %s)\n", aws.ToString(head.ChecksumCRC32C), d.GetObjects()[0].GetCrc32C())
+	list, err := client.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: "tenants/acme/environments/sandbox", Filter: "state = SUCCEEDED"}, as)
+	if err != nil {
+		return fmt.Errorf("list deliveries: %w", err)
+	}
+	fmt.Fprintf(w, "  ListDeliveries (state = SUCCEEDED): %d delivery\n", len(list.GetDeliveries()))
 	return nil
 }
 

@@ -36,6 +36,10 @@ func TestDemo(t *testing.T) {
 		"_2.csv.gz",
 		"multipart_upload PASSED",
 		"delete_object    PASSED",
+		"SUCCEEDED in",
+		"250000 rows",
+		"c360/C360_",
+		"ListDeliveries (state = SUCCEEDED): 1 delivery",
 		"services stopped gracefully",
 	} {
 		if !strings.Contains(got, want) {
