@@ -545,11 +545,13 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	for n := 1; n <= files; n++ {
 		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: cfg.Key(n), Kind: destinationv1.ObjectKind_OBJECT_KIND_DATA})
 	}
-	if d.GetSuccessFile() {
-		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: fileset.SuccessKey(d.GetPrefix(), outputName), Kind: destinationv1.ObjectKind_OBJECT_KIND_SUCCESS})
-	}
+	// In the order a delivery writes them: the manifest after the data,
+	// the success file last, once everything else is complete.
 	if d.GetManifest() {
 		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: fileset.ManifestKey(d.GetPrefix(), outputName), Kind: destinationv1.ObjectKind_OBJECT_KIND_MANIFEST})
+	}
+	if d.GetSuccessFile() {
+		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: fileset.SuccessKey(d.GetPrefix(), outputName), Kind: destinationv1.ObjectKind_OBJECT_KIND_SUCCESS})
 	}
 	return resp, nil
 }

@@ -1941,7 +1941,8 @@ type PreviewDestinationResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The bucket (name or access point ARN) the objects would land in.
 	Bucket string `protobuf:"bytes,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
-	// The object keys, data files first, then the success file and manifest.
+	// The object keys in the order a delivery writes them: data files, then
+	// the manifest, then the success file.
 	Objects       []*PreviewObject `protobuf:"bytes,2,rep,name=objects,proto3" json:"objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
