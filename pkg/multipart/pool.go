@@ -24,15 +24,18 @@ const MinPartSize = 5 << 20
 const DefaultPartSize = 16 << 20
 
 // Pool is a fixed set of part buffers shared by every upload of a process.
-// An upload waits for a buffer rather than allocating one, so the pool's
+// An upload waits for buffers rather than allocating them, so the pool's
 // size bounds the memory parts take, however many deliveries run and
-// however large they are.
+// however large they are. A part of several buffers takes them all at
+// once: no upload holds buffers while it waits for more, so uploads
+// sharing a pool cannot deadlock.
 type Pool struct {
 	size int
-	free chan []byte
+	n    int
 
 	mu      sync.Mutex
-	inUse   int
+	free    [][]byte
+	changed chan struct{} // closed and replaced whenever buffers return
 	maxUsed int
 }
 
@@ -45,44 +48,60 @@ func NewPool(n, size int) (*Pool, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("multipart: a pool needs at least one buffer")
 	}
-	p := &Pool{size: size, free: make(chan []byte, n)}
+	p := &Pool{size: size, n: n, changed: make(chan struct{})}
 	for range n {
-		p.free <- make([]byte, 0, size)
+		p.free = append(p.free, make([]byte, 0, size))
 	}
 	return p, nil
 }
 
-// BufferSize answers the size of each buffer: the part size.
+// BufferSize answers the size of each buffer: the smallest part size.
 func (p *Pool) BufferSize() int { return p.size }
 
 // Cap answers how many buffers the pool holds.
-func (p *Pool) Cap() int { return cap(p.free) }
+func (p *Pool) Cap() int { return p.n }
 
-// get waits for a free buffer or for ctx to end.
-func (p *Pool) get(ctx context.Context) ([]byte, error) {
-	select {
-	case b := <-p.free:
+// get waits until k buffers are free, or for ctx to end, and takes them.
+func (p *Pool) get(ctx context.Context, k int) ([][]byte, error) {
+	for {
 		p.mu.Lock()
-		p.inUse++
-		p.maxUsed = max(p.maxUsed, p.inUse)
+		if len(p.free) >= k {
+			out := make([][]byte, k)
+			for i := range out {
+				out[i] = p.free[len(p.free)-1][:0]
+				p.free = p.free[:len(p.free)-1]
+			}
+			p.maxUsed = max(p.maxUsed, p.n-len(p.free))
+			p.mu.Unlock()
+			return out, nil
+		}
+		wait := p.changed
 		p.mu.Unlock()
-		return b[:0], nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
-// put returns a buffer.
-func (p *Pool) put(b []byte) {
+// put returns buffers.
+func (p *Pool) put(bufs ...[]byte) {
+	if len(bufs) == 0 {
+		return
+	}
 	p.mu.Lock()
-	p.inUse--
+	for _, b := range bufs {
+		p.free = append(p.free, b[:0])
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
 	p.mu.Unlock()
-	p.free <- b[:0]
 }
 
 // InUse answers how many buffers are out now, and the most ever out at once.
 func (p *Pool) InUse() (now, peak int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.inUse, p.maxUsed
+	return p.n - len(p.free), p.maxUsed
 }

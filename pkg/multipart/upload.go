@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
+	"io"
 	"sort"
 	"sync"
 
@@ -70,7 +71,9 @@ type Upload struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	buf      []byte // the part being filled; nil until the first byte
+	cur      [][]byte // buffers of the part being filled; nil until its first byte
+	curLen   int      // bytes in the part being filled
+	curCap   int      // bytes it holds when full
 	whole    hash.Hash32
 	bytes    int64
 	next     int32 // number of the next part
@@ -96,33 +99,58 @@ func New(ctx context.Context, client *s3.Client, pool *Pool, obj Object, concurr
 }
 
 // Write adds p to the object, sending each part as it fills. It waits for
-// a free buffer when the pool is empty: that wait is the backpressure.
+// free buffers when the pool has too few: that wait is the backpressure.
 func (u *Upload) Write(p []byte) (int, error) {
 	written := 0
+	size := u.pool.size
 	for len(p) > 0 {
 		if err := u.failed(); err != nil {
 			return written, err
 		}
-		if u.buf == nil {
-			b, err := u.pool.get(u.ctx)
+		if u.cur == nil {
+			k := partBuffers(u.next, u.pool.Cap())
+			bufs, err := u.pool.get(u.ctx, k)
 			if err != nil {
-				return written, fmt.Errorf("wait for a part buffer: %w", err)
+				return written, fmt.Errorf("wait for part buffers: %w", err)
 			}
-			u.buf = b
+			u.cur, u.curLen, u.curCap = bufs, 0, k*size
 		}
-		n := min(len(p), u.pool.size-len(u.buf))
-		u.buf = append(u.buf, p[:n]...)
+		i := u.curLen / size
+		n := min(len(p), size-len(u.cur[i]))
+		u.cur[i] = append(u.cur[i], p[:n]...)
 		u.whole.Write(p[:n])
 		u.bytes += int64(n)
+		u.curLen += n
 		written += n
 		p = p[n:]
-		if len(u.buf) == u.pool.size {
+		if u.curLen == u.curCap {
 			if err := u.send(); err != nil {
 				return written, err
 			}
 		}
 	}
 	return written, nil
+}
+
+// partsPerStep is how many parts have one size before parts double.
+var partsPerStep int32 = 2000
+
+// partBuffers answers how many pool buffers part n spans: one for the
+// first 2,000 parts, then twice as many every 2,000 parts, at most half
+// the pool. With 16 MiB buffers and a pool of 8, 10,000 parts carry 470
+// GiB; a larger pool carries more. The schedule depends on the part number
+// alone, so that a recorded upload can be resumed part for part.
+func partBuffers(n int32, poolCap int) int {
+	k := 1 << ((n - 1) / partsPerStep)
+	return min(k, max(1, poolCap/2))
+}
+
+// release returns the part being filled to the pool.
+func (u *Upload) release() {
+	if u.cur != nil {
+		u.pool.put(u.cur...)
+		u.cur, u.curLen = nil, 0
+	}
 }
 
 func (u *Upload) failed() error {
@@ -146,8 +174,8 @@ func crc32cBase64(sum uint32) string {
 	return base64.StdEncoding.EncodeToString(b[:])
 }
 
-// send uploads the full buffer as the next part, starting the multipart
-// upload with the first one.
+// send uploads the part being filled as the next part, starting the
+// multipart upload with the first one.
 func (u *Upload) send() error {
 	if u.uploadID == "" {
 		out, err := u.client.CreateMultipartUpload(u.ctx, &s3.CreateMultipartUploadInput{
@@ -160,35 +188,42 @@ func (u *Upload) send() error {
 		})
 		if err != nil {
 			u.fail(fmt.Errorf("start upload of %s: %w", u.obj.Key, err))
-			u.pool.put(u.buf)
-			u.buf = nil
+			u.release()
 			return u.failed()
 		}
 		u.uploadID = aws.ToString(out.UploadId)
 	}
 	if u.next > MaxParts {
-		err := fmt.Errorf("%s needs more than %d parts of %d bytes: configure a larger part size", u.obj.Key, MaxParts, u.pool.size)
+		err := fmt.Errorf("%s needs more than %d parts: configure a larger part size or more part buffers", u.obj.Key, MaxParts)
 		u.fail(err)
+		u.release()
 		return err
 	}
-	buf, number := u.buf, u.next
-	u.buf, u.next = nil, u.next+1
+	// Buffers the part did not reach go back at once.
+	used := (u.curLen + u.pool.size - 1) / u.pool.size
+	u.pool.put(u.cur[used:]...)
+	bufs, size, number := u.cur[:used], u.curLen, u.next
+	u.cur, u.curLen, u.next = nil, 0, u.next+1
 	select {
 	case u.slots <- struct{}{}:
 	case <-u.ctx.Done():
-		u.pool.put(buf)
+		u.pool.put(bufs...)
 		return u.failed()
 	}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.slots }()
-		defer u.pool.put(buf)
-		sum := crc32cBase64(crc32.Checksum(buf, castagnoli))
-		// A bytes.Reader can be rewound, so the SDK may retry the part.
+		defer u.pool.put(bufs...)
+		crc := crc32.New(castagnoli)
+		for _, b := range bufs {
+			crc.Write(b)
+		}
+		sum := crc32cBase64(crc.Sum32())
+		// The body can be rewound, so the SDK may retry the part.
 		out, err := u.client.UploadPart(u.ctx, &s3.UploadPartInput{
 			Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key), UploadId: aws.String(u.uploadID),
-			PartNumber: aws.Int32(number), Body: bytes.NewReader(buf), ContentLength: aws.Int64(int64(len(buf))),
+			PartNumber: aws.Int32(number), Body: newPartBody(bufs), ContentLength: aws.Int64(int64(size)),
 			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c, ChecksumCRC32C: aws.String(sum),
 			ExpectedBucketOwner: optional(u.obj.ExpectedBucketOwner),
 		})
@@ -200,7 +235,7 @@ func (u *Upload) send() error {
 		u.done = append(u.done, types.CompletedPart{PartNumber: aws.Int32(number), ETag: out.ETag, ChecksumCRC32C: aws.String(sum)})
 		u.mu.Unlock()
 		if u.OnPart != nil {
-			u.OnPart(len(buf))
+			u.OnPart(size)
 		}
 	}()
 	return nil
@@ -218,14 +253,13 @@ func (u *Upload) Close() (Result, error) {
 	if u.uploadID == "" {
 		return u.putWhole(res)
 	}
-	if len(u.buf) > 0 {
+	if u.curLen > 0 {
 		if err := u.send(); err != nil {
 			u.Abort()
 			return res, err
 		}
-	} else if u.buf != nil {
-		u.pool.put(u.buf)
-		u.buf = nil
+	} else {
+		u.release()
 	}
 	u.wg.Wait()
 	if err := u.failed(); err != nil {
@@ -252,9 +286,9 @@ func (u *Upload) Close() (Result, error) {
 // putWhole sends an object smaller than one part in one request.
 func (u *Upload) putWhole(res Result) (Result, error) {
 	defer u.cancel()
-	body := u.buf
-	if body == nil {
-		body = []byte{}
+	var body []byte
+	if u.cur != nil {
+		body = u.cur[0] // smaller than a part: it fits the first buffer
 	}
 	_, err := u.client.PutObject(u.ctx, &s3.PutObjectInput{
 		Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key),
@@ -264,10 +298,7 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 		StorageClass: u.obj.StorageClass, ACL: u.obj.ACL, Tagging: optional(u.obj.Tagging),
 		ExpectedBucketOwner: optional(u.obj.ExpectedBucketOwner),
 	})
-	if u.buf != nil {
-		u.pool.put(u.buf)
-		u.buf = nil
-	}
+	u.release()
 	if err != nil {
 		return res, fmt.Errorf("put %s: %w", u.obj.Key, err)
 	}
@@ -283,10 +314,7 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 func (u *Upload) Abort() error {
 	u.fail(errors.New("upload aborted"))
 	u.wg.Wait()
-	if u.buf != nil {
-		u.pool.put(u.buf)
-		u.buf = nil
-	}
+	u.release()
 	if u.uploadID == "" {
 		return nil
 	}
@@ -300,4 +328,61 @@ func (u *Upload) Abort() error {
 		return fmt.Errorf("abort upload of %s: %w", u.obj.Key, err)
 	}
 	return nil
+}
+
+// partBody reads a part held in several buffers, and can be rewound so
+// that the SDK may retry it.
+type partBody struct {
+	bufs [][]byte
+	size int64
+	off  int64
+}
+
+func newPartBody(bufs [][]byte) io.ReadSeeker {
+	if len(bufs) == 1 {
+		return bytes.NewReader(bufs[0])
+	}
+	b := &partBody{bufs: bufs}
+	for _, x := range bufs {
+		b.size += int64(len(x))
+	}
+	return b
+}
+
+func (b *partBody) Read(p []byte) (int, error) {
+	if b.off >= b.size {
+		return 0, io.EOF
+	}
+	n, off := 0, b.off
+	for _, x := range b.bufs {
+		if off >= int64(len(x)) {
+			off -= int64(len(x))
+			continue
+		}
+		c := copy(p[n:], x[off:])
+		n += c
+		off = 0
+		if n == len(p) {
+			break
+		}
+	}
+	b.off += int64(n)
+	return n, nil
+}
+
+func (b *partBody) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += b.off
+	case io.SeekEnd:
+		offset += b.size
+	default:
+		return 0, errors.New("multipart: bad whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("multipart: negative position")
+	}
+	b.off = offset
+	return offset, nil
 }
