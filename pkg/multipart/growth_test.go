@@ -101,7 +101,7 @@ func TestGrowingPartsLandAsOneObject(t *testing.T) {
 	for _, p := range attrs.ObjectParts.Parts {
 		sizes = append(sizes, aws.ToInt64(p.Size)>>20)
 	}
-	if (len(sizes) != 6 || sizes[0] != 5 || sizes[2] != 10 || sizes[4] != 20 || sizes[5] != 3) {
+	if len(sizes) != 6 || sizes[0] != 5 || sizes[2] != 10 || sizes[4] != 20 || sizes[5] != 3 {
 		t.Errorf("part sizes in MiB %v, want [5 5 10 10 20 3]", sizes)
 	}
 	if got := aws.ToString(attrs.Checksum.ChecksumCRC32C); got != res.CRC32C {
