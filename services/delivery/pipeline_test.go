@@ -191,3 +191,57 @@ func FuzzPipeline(f *testing.F) {
 }
 
 func decimal128FromInt(v int64) decimal128.Num { return decimal128.FromI64(v) }
+
+// BenchmarkPipeline runs the pipeline on an in-memory stream of the
+// customer table into a memory sink (no network, no S3), beside the
+// encode alone, to show what ingest (framing, checks, full validation)
+// adds.
+func BenchmarkPipeline(b *testing.B) {
+	recs := sampledata.All(sampledata.NewCustomer360(nil, 200_000, 0, 9))
+	stream := ipcStream(b, sampledata.Customer360Schema, recs)
+	cfg := outputs(b)["ndjson"]
+	cfg.MaxBytes = 0
+	b.Run("ingest+ndjson", func(b *testing.B) {
+		for b.Loop() {
+			o := &output{cfg: cfg, sink: newMemSink(), prog: &progress{}, outputName: "out"}
+			if _, err := o.run(context.Background(), bytes.NewReader(stream)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(200_000*b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("ingest-only", func(b *testing.B) {
+		for b.Loop() {
+			r, err := arrowingest.NewReader(bytes.NewReader(stream), arrowingest.Limits{}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for {
+				rec, err := r.Next()
+				if err != nil {
+					break
+				}
+				rec.Release()
+			}
+			r.Release()
+		}
+		b.ReportMetric(float64(200_000*b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("ndjson-only", func(b *testing.B) {
+		for b.Loop() {
+			fw, err := fileset.New(sampledata.Customer360Schema, cfg, newMemSink())
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, r := range recs {
+				if err := fw.Write(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, err := fw.Close(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(200_000*b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+}
