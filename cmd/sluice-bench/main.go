@@ -304,7 +304,7 @@ func (b *bench) encode(d *destinationv1.Destination, sink fileset.Sink) (int64, 
 
 type result struct {
 	e2e, encode, s5cmd, duck, duckUp time.Duration
-	outBytes, duckBytes               int64
+	outBytes, duckBytes              int64
 }
 
 // formats measures each format and prints the table.
