@@ -49,8 +49,12 @@ func NewPool(n, size int) (*Pool, error) {
 		return nil, fmt.Errorf("multipart: a pool needs at least one buffer")
 	}
 	p := &Pool{size: size, n: n, changed: make(chan struct{})}
-	for range n {
-		p.free = append(p.free, make([]byte, 0, size))
+	mem, err := allocate(n * size)
+	if err != nil {
+		return nil, fmt.Errorf("multipart: allocate %d part buffers of %d bytes: %w", n, size, err)
+	}
+	for i := range n {
+		p.free = append(p.free, mem[i*size:i*size:(i+1)*size])
 	}
 	return p, nil
 }
