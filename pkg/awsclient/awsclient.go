@@ -25,6 +25,10 @@ type Endpoints struct {
 	KMSURL string
 	// S3PathStyle addresses buckets in the path, as MinIO needs.
 	S3PathStyle bool
+	// S3Checksums says which checksums requests to S3 carry, since some
+	// S3-compatible stores refuse the SDK's defaults: ChecksumsFull (the
+	// default), ChecksumsRequired or ChecksumsNone.
+	S3Checksums string
 	// PlatformCredentials, when set, replace the SDK's default chain for
 	// Sluice's own identity (tests, local runs against moto).
 	PlatformCredentials aws.CredentialsProvider
@@ -39,7 +43,27 @@ func (e *Endpoints) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.S3URL, "s3-endpoint", e.S3URL, "S3 endpoint URL instead of AWS (e.g. MinIO)")
 	fs.StringVar(&e.KMSURL, "kms-endpoint", e.KMSURL, "KMS endpoint URL instead of AWS")
 	fs.BoolVar(&e.S3PathStyle, "s3-path-style", e.S3PathStyle, "address buckets in the URL path (MinIO)")
+	fs.StringVar(&e.S3Checksums, "s3-checksums", e.S3Checksums, "checksums sent to S3: full (CRC32C on every part and object, and the SDK's own wherever supported; the default), required (ours, and the SDK's only where an operation requires one), none (no checksum headers, for stores that refuse them; CRC32C is still computed and answered)")
 }
+
+// Checksum modes of S3Checksums.
+const (
+	ChecksumsFull     = "full"
+	ChecksumsRequired = "required"
+	ChecksumsNone     = "none"
+)
+
+// CheckS3Checksums answers an error for an unknown mode.
+func (e Endpoints) CheckS3Checksums() error {
+	switch e.S3Checksums {
+	case "", ChecksumsFull, ChecksumsRequired, ChecksumsNone:
+		return nil
+	}
+	return fmt.Errorf("--s3-checksums %q: want full, required or none", e.S3Checksums)
+}
+
+// ObjectChecksums reports whether Sluice sends its own CRC32C checksums.
+func (e Endpoints) ObjectChecksums() bool { return e.S3Checksums != ChecksumsNone }
 
 func (e Endpoints) region() string {
 	if e.Region == "" {
@@ -87,6 +111,10 @@ func (e Endpoints) S3(cfg aws.Config, region string) *s3.Client {
 			o.BaseEndpoint = aws.String(e.S3URL)
 		}
 		o.UsePathStyle = e.S3PathStyle
+		if e.S3Checksums == ChecksumsRequired || e.S3Checksums == ChecksumsNone {
+			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+		}
 	})
 }
 

@@ -36,6 +36,9 @@ type Object struct {
 	ACL                  types.ObjectCannedACL
 	Tagging              string
 	ExpectedBucketOwner  string
+	// NoChecksums sends no checksum headers, for S3-compatible stores that
+	// refuse them; the object's CRC32C is still computed and answered.
+	NoChecksums bool
 }
 
 func optional(s string) *string {
@@ -178,14 +181,18 @@ func crc32cBase64(sum uint32) string {
 // multipart upload with the first one.
 func (u *Upload) send() error {
 	if u.uploadID == "" {
-		out, err := u.client.CreateMultipartUpload(u.ctx, &s3.CreateMultipartUploadInput{
+		in := &s3.CreateMultipartUploadInput{
 			Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key),
 			ChecksumAlgorithm:    types.ChecksumAlgorithmCrc32c,
 			ChecksumType:         types.ChecksumTypeFullObject,
 			ServerSideEncryption: u.obj.ServerSideEncryption, SSEKMSKeyId: optional(u.obj.SSEKMSKeyID),
 			StorageClass: u.obj.StorageClass, ACL: u.obj.ACL, Tagging: optional(u.obj.Tagging),
 			ExpectedBucketOwner: optional(u.obj.ExpectedBucketOwner),
-		})
+		}
+		if u.obj.NoChecksums {
+			in.ChecksumAlgorithm, in.ChecksumType = "", ""
+		}
+		out, err := u.client.CreateMultipartUpload(u.ctx, in)
 		if err != nil {
 			u.fail(fmt.Errorf("start upload of %s: %w", u.obj.Key, err))
 			u.release()
@@ -221,18 +228,26 @@ func (u *Upload) send() error {
 		}
 		sum := crc32cBase64(crc.Sum32())
 		// The body can be rewound, so the SDK may retry the part.
-		out, err := u.client.UploadPart(u.ctx, &s3.UploadPartInput{
+		in := &s3.UploadPartInput{
 			Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key), UploadId: aws.String(u.uploadID),
 			PartNumber: aws.Int32(number), Body: newPartBody(bufs), ContentLength: aws.Int64(int64(size)),
 			ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c, ChecksumCRC32C: aws.String(sum),
 			ExpectedBucketOwner: optional(u.obj.ExpectedBucketOwner),
-		})
+		}
+		if u.obj.NoChecksums {
+			in.ChecksumAlgorithm, in.ChecksumCRC32C = "", nil
+		}
+		out, err := u.client.UploadPart(u.ctx, in)
 		if err != nil {
 			u.fail(fmt.Errorf("part %d: %w", number, err))
 			return
 		}
 		u.mu.Lock()
-		u.done = append(u.done, types.CompletedPart{PartNumber: aws.Int32(number), ETag: out.ETag, ChecksumCRC32C: aws.String(sum)})
+		part := types.CompletedPart{PartNumber: aws.Int32(number), ETag: out.ETag, ChecksumCRC32C: aws.String(sum)}
+		if u.obj.NoChecksums {
+			part.ChecksumCRC32C = nil
+		}
+		u.done = append(u.done, part)
 		u.mu.Unlock()
 		if u.OnPart != nil {
 			u.OnPart(size)
@@ -267,12 +282,16 @@ func (u *Upload) Close() (Result, error) {
 		return res, err
 	}
 	sort.Slice(u.done, func(i, j int) bool { return *u.done[i].PartNumber < *u.done[j].PartNumber })
-	_, err := u.client.CompleteMultipartUpload(u.ctx, &s3.CompleteMultipartUploadInput{
+	complete := &s3.CompleteMultipartUploadInput{
 		Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key), UploadId: aws.String(u.uploadID),
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: u.done},
 		ChecksumCRC32C:  aws.String(res.CRC32C), ChecksumType: types.ChecksumTypeFullObject,
 		ExpectedBucketOwner: optional(u.obj.ExpectedBucketOwner),
-	})
+	}
+	if u.obj.NoChecksums {
+		complete.ChecksumCRC32C, complete.ChecksumType = nil, ""
+	}
+	_, err := u.client.CompleteMultipartUpload(u.ctx, complete)
 	if err != nil {
 		u.Abort()
 		return res, fmt.Errorf("complete %s: %w", u.obj.Key, err)
@@ -290,14 +309,18 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 	if u.cur != nil {
 		body = u.cur[0] // smaller than a part: it fits the first buffer
 	}
-	_, err := u.client.PutObject(u.ctx, &s3.PutObjectInput{
+	put := &s3.PutObjectInput{
 		Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key),
 		Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))),
 		ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c, ChecksumCRC32C: aws.String(res.CRC32C),
 		ServerSideEncryption: u.obj.ServerSideEncryption, SSEKMSKeyId: optional(u.obj.SSEKMSKeyID),
 		StorageClass: u.obj.StorageClass, ACL: u.obj.ACL, Tagging: optional(u.obj.Tagging),
 		ExpectedBucketOwner: optional(u.obj.ExpectedBucketOwner),
-	})
+	}
+	if u.obj.NoChecksums {
+		put.ChecksumAlgorithm, put.ChecksumCRC32C = "", nil
+	}
+	_, err := u.client.PutObject(u.ctx, put)
 	u.release()
 	if err != nil {
 		return res, fmt.Errorf("put %s: %w", u.obj.Key, err)

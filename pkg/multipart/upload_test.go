@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
@@ -237,4 +239,41 @@ func BenchmarkUpload(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// With checksums off (for S3-compatible stores that refuse checksum
+// headers), nothing asks the store to verify or keep a CRC32C, the object
+// still lands whole, and its CRC32C is still computed and answered.
+func TestNoChecksumsForStoresThatRefuseThem(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	ep := awsclient.Endpoints{S3URL: m.Endpoint, S3PathStyle: true, Region: m.Region, S3Checksums: awsclient.ChecksumsNone}
+	client := ep.S3(ep.Static(aws.Credentials{AccessKeyID: m.RootUser, SecretAccessKey: m.RootPassword}), "")
+	pool, err := multipart.NewPool(4, multipart.MinPartSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{1000, 2*multipart.MinPartSize + 77} {
+		data := random(t, size)
+		key := fmt.Sprintf("plain-%d.bin", size)
+		u := multipart.New(context.Background(), client, pool, multipart.Object{Bucket: bucket, Key: key, NoChecksums: true}, 2)
+		if _, err := u.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		res, err := u.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.CRC32C != crc32c(data) {
+			t.Fatalf("answered CRC32C %s, want %s", res.CRC32C, crc32c(data))
+		}
+		got, kept := readBack(t, m.S3("", ""), bucket, key)
+		if !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes: the object differs from what was written", size)
+		}
+		if kept != "" {
+			t.Fatalf("%d bytes: the store keeps CRC32C %q though none was sent", size, kept)
+		}
+	}
+	noUploadsLeft(t, client, bucket)
 }

@@ -70,5 +70,5 @@ func (c Config) check() error {
 	if c.PartConcurrency < 1 {
 		return fmt.Errorf("--part-concurrency must be at least 1")
 	}
-	return nil
+	return c.AWS.CheckS3Checksums()
 }

@@ -279,7 +279,7 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	}), access.GetRegion())
 	out := &output{
 		cfg: cfg, limits: s.cfg.Ingest, prog: prog,
-		sink:     newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part),
+		sink:     newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums()),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {

@@ -45,18 +45,21 @@ type s3Sink struct {
 	dest        *destinationv1.Destination
 	bucket      string
 	onPart      func(bytes int)
+	checksums   bool
 
 	mu   sync.Mutex
 	done map[string]landed
 	keys []string // in the order they landed
 }
 
-func newS3Sink(ctx context.Context, client *s3.Client, pool *multipart.Pool, concurrency int, dest *destinationv1.Destination, bucket string, onPart func(int)) *s3Sink {
-	return &s3Sink{ctx: ctx, client: client, pool: pool, concurrency: concurrency, dest: dest, bucket: bucket, onPart: onPart, done: map[string]landed{}}
+func newS3Sink(ctx context.Context, client *s3.Client, pool *multipart.Pool, concurrency int, dest *destinationv1.Destination, bucket string, onPart func(int), checksums bool) *s3Sink {
+	return &s3Sink{ctx: ctx, client: client, pool: pool, concurrency: concurrency, dest: dest, bucket: bucket, onPart: onPart, checksums: checksums, done: map[string]landed{}}
 }
 
 func (s *s3Sink) Create(key string) (fileset.Object, error) {
-	u := multipart.New(s.ctx, s.client, s.pool, outputspec.Object(s.dest, s.bucket, key), s.concurrency)
+	obj := outputspec.Object(s.dest, s.bucket, key)
+	obj.NoChecksums = !s.checksums
+	u := multipart.New(s.ctx, s.client, s.pool, obj, s.concurrency)
 	u.OnPart = s.onPart
 	return &s3Object{sink: s, up: u, key: key, sum: sha256.New()}, nil
 }
