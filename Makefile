@@ -74,6 +74,8 @@ bench: tools ## Run the benchmarks and print their figures
 	go test -run '^$$' -bench . -benchmem -timeout 30m $$(go list ./... | grep -v /pkg/arrowfmt)
 	@# Each format run writes the whole 1M-row dataset: three runs each.
 	go test -run '^$$' -bench Formats -benchtime 3x -timeout 30m ./pkg/arrowfmt
+	@# Deliveries end to end: services as processes on MinIO, beside s5cmd and DuckDB.
+	go run ./cmd/sluice-bench
 
 .PHONY: serve
 serve: ## Run the three services in one process (state in .data/)

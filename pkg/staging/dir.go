@@ -1,0 +1,244 @@
+package staging
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync/atomic"
+)
+
+// Dir stages streams as files in a local directory, one per delivery.
+type Dir struct {
+	path string
+	max  int64
+	used atomic.Int64
+}
+
+const ext = ".stage"
+
+var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,127}$`)
+
+// NewDir answers a store in path (created 0700) that refuses new streams
+// once its files take max bytes (0: no cap).
+func NewDir(path string, max int64) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	d := &Dir{path: path, max: max}
+	err := filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(p, ext) {
+			return err
+		}
+		info, err := e.Info()
+		if err == nil {
+			d.used.Add(info.Size())
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	return d, nil
+}
+
+func (d *Dir) file(id string) (string, error) {
+	if !idPattern.MatchString(id) {
+		return "", fmt.Errorf("staging: bad stream id %q", id)
+	}
+	return filepath.Join(d.path, id+ext), nil
+}
+
+// Used implements Store.
+func (d *Dir) Used() int64 { return d.used.Load() }
+
+// Create implements Store.
+func (d *Dir) Create(_ context.Context, id string) (Writer, error) {
+	path, err := d.file(id)
+	if err != nil {
+		return nil, err
+	}
+	if d.max > 0 && d.used.Load() >= d.max {
+		return nil, fmt.Errorf("%w: %d of %d bytes used", ErrFull, d.used.Load(), d.max)
+	}
+	if err := d.Delete(context.Background(), id); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	return &fileWriter{d: d, f: f}, nil
+}
+
+// Append implements Store: the file is cut back to its last whole chunk.
+func (d *Dir) Append(_ context.Context, id string) (Writer, int64, error) {
+	path, err := d.file(id)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("staging: %w", err)
+	}
+	fileBytes, input, err := walk(f)
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	info, err := f.Stat()
+	if err == nil && info.Size() != fileBytes {
+		d.used.Add(fileBytes - info.Size())
+		err = f.Truncate(fileBytes)
+	}
+	if err == nil {
+		_, err = f.Seek(fileBytes, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("staging: %w", err)
+	}
+	return &fileWriter{d: d, f: f, staged: input}, input, nil
+}
+
+// walk follows the chunk headers of f and answers the bytes of whole
+// chunks and the input they hold.
+func walk(f *os.File) (fileBytes, input int64, err error) {
+	info, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	var h [chunkHeader]byte
+	for fileBytes+chunkHeader <= info.Size() {
+		if _, err := f.ReadAt(h[:], fileBytes); err != nil {
+			return 0, 0, err
+		}
+		size := int64(binary.LittleEndian.Uint32(h[:]))
+		if fileBytes+chunkHeader+size > info.Size() {
+			break // torn
+		}
+		fileBytes += chunkHeader + size
+		input += size
+	}
+	return fileBytes, input, nil
+}
+
+// Open implements Store.
+func (d *Dir) Open(_ context.Context, id string) (io.ReadCloser, error) {
+	path, err := d.file(id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	return &fileReader{chunkReader: chunkReader{r: f, tolerant: true}, f: f}, nil
+}
+
+type fileReader struct {
+	chunkReader
+	f *os.File
+}
+
+func (r *fileReader) Close() error { return r.f.Close() }
+
+// Size implements Store.
+func (d *Dir) Size(_ context.Context, id string) (int64, error) {
+	path, err := d.file(id)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, ErrNotFound
+	}
+	if err != nil {
+		return 0, fmt.Errorf("staging: %w", err)
+	}
+	defer f.Close()
+	_, input, err := walk(f)
+	return input, err
+}
+
+// Delete implements Store.
+func (d *Dir) Delete(_ context.Context, id string) error {
+	path, err := d.file(id)
+	if err != nil {
+		return err
+	}
+	info, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("staging: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("staging: %w", err)
+	}
+	d.used.Add(-info.Size())
+	return nil
+}
+
+// fileWriter writes each Write as one chunk straight to the file: the
+// bytes are in the operating system's hands (they survive the process)
+// when Write returns; Close also syncs them to disk.
+type fileWriter struct {
+	d      *Dir
+	f      *os.File
+	staged int64
+	err    error
+}
+
+func (w *fileWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := len(p)
+	if n == 0 {
+		return 0, nil
+	}
+	if w.d.max > 0 && w.d.used.Load()+int64(len(p)) > w.d.max {
+		w.err = fmt.Errorf("%w: %d of %d bytes used", ErrFull, w.d.used.Load(), w.d.max)
+		return 0, w.err
+	}
+	for len(p) > 0 {
+		chunk := p[:min(len(p), MaxChunk)]
+		// One write for header and payload, so that a crash tears at most
+		// the chunk being written.
+		buf := append(frame(chunk), chunk...)
+		if _, err := w.f.Write(buf); err != nil {
+			w.err = fmt.Errorf("staging: %w", err)
+			return 0, w.err
+		}
+		w.d.used.Add(int64(len(buf)))
+		w.staged += int64(len(chunk))
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+func (w *fileWriter) Flush() error { return w.err }
+
+func (w *fileWriter) Staged() int64 { return w.staged }
+
+func (w *fileWriter) Close() error {
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		return fmt.Errorf("staging: %w", err)
+	}
+	return w.f.Close()
+}

@@ -1,0 +1,158 @@
+package staging_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sluicehq/sluice/pkg/staging"
+)
+
+func data(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func stage(t *testing.T, s staging.Store, id string, parts ...[]byte) {
+	t.Helper()
+	w, err := s.Create(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readAll(t *testing.T, s staging.Store, id string) ([]byte, error) {
+	t.Helper()
+	r, err := s.Open(context.Background(), id)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(r)
+}
+
+func TestDirStagesAndReadsBack(t *testing.T) {
+	dir := t.TempDir()
+	s, err := staging.NewDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := data(t, 1<<20), data(t, 12345)
+	stage(t, s, "d1", a, b, nil)
+	got, err := readAll(t, s, "d1")
+	if err != nil || !bytes.Equal(got, append(append([]byte{}, a...), b...)) {
+		t.Fatalf("read back %d bytes, %v", len(got), err)
+	}
+	if n, err := s.Size(context.Background(), "d1"); err != nil || n != int64(len(a)+len(b)) {
+		t.Fatalf("size %d, %v", n, err)
+	}
+	info, err := os.Stat(filepath.Join(dir, "d1.stage"))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("staged file: %v %v", info, err)
+	}
+	// A store opened again counts what is there.
+	again, err := staging.NewDir(dir, 0)
+	if err != nil || again.Used() != s.Used() || s.Used() != info.Size() {
+		t.Fatalf("used %d, again %d, file %d", s.Used(), again.Used(), info.Size())
+	}
+	if err := s.Delete(context.Background(), "d1"); err != nil || s.Used() != 0 {
+		t.Fatalf("delete: %v, used %d", err, s.Used())
+	}
+	if _, err := s.Open(context.Background(), "d1"); !errors.Is(err, staging.ErrNotFound) {
+		t.Fatalf("open after delete: %v", err)
+	}
+}
+
+// A crash tears the last chunk: reading stops before it, and Append
+// continues after the last whole chunk.
+func TestDirTornTailAndAppend(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := staging.NewDir(dir, 0)
+	a, b := data(t, 5000), data(t, 7000)
+	stage(t, s, "d1", a, b)
+	path := filepath.Join(dir, "d1.stage")
+	info, _ := os.Stat(path)
+	if err := os.Truncate(path, info.Size()-100); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = staging.NewDir(dir, 0) // as a restarted process finds it
+	got, err := readAll(t, s, "d1")
+	if err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("after a torn tail: read %d bytes (%v), want the first %d", len(got), err, len(a))
+	}
+	w, held, err := s.Append(context.Background(), "d1")
+	if err != nil || held != int64(len(a)) {
+		t.Fatalf("append: held %d, %v", held, err)
+	}
+	if _, err := w.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err = readAll(t, s, "d1")
+	if err != nil || !bytes.Equal(got, append(append([]byte{}, a...), b...)) {
+		t.Fatalf("after append: %d bytes, %v", len(got), err)
+	}
+	fi, _ := os.Stat(path)
+	if s.Used() != fi.Size() {
+		t.Fatalf("used %d, file %d", s.Used(), fi.Size())
+	}
+}
+
+// A flipped bit is caught on read, never handed on.
+func TestDirCorruptionIsCaught(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := staging.NewDir(dir, 0)
+	stage(t, s, "d1", data(t, 3000), data(t, 3000))
+	path := filepath.Join(dir, "d1.stage")
+	b, _ := os.ReadFile(path)
+	b[3100] ^= 1
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := readAll(t, s, "d1")
+	var ce *staging.CorruptError
+	if !errors.As(err, &ce) || ce.Offset != 3000 {
+		t.Fatalf("got %v, want a CorruptError at byte 3000", err)
+	}
+}
+
+// The cap refuses new streams, and a stream that would pass it.
+func TestDirCap(t *testing.T) {
+	s, _ := staging.NewDir(t.TempDir(), 9000)
+	w, err := s.Create(context.Background(), "d1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data(t, 6000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(data(t, 6000)); !errors.Is(err, staging.ErrFull) {
+		t.Fatalf("write past the cap: %v", err)
+	}
+	w.Close()
+	stage(t, s, "d2", data(t, 2992)) // 9,008 bytes with framing: full
+	if _, err := s.Create(context.Background(), "d3"); !errors.Is(err, staging.ErrFull) {
+		t.Fatalf("create when full: %v", err)
+	}
+	if _, err := s.Create(context.Background(), "../escape"); err == nil {
+		t.Fatal("an id with a path was accepted")
+	}
+}
