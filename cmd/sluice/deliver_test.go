@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -854,5 +855,138 @@ func TestDeliverThroughFlightDoPut(t *testing.T) {
 	}
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("ListFlights: %v, want PermissionDenied", err)
+	}
+}
+
+// A caller whose stream breaks midway resumes it from the offset the
+// service reports: the delivery runs again over the held bytes and the
+// rest, and lands exactly what an uninterrupted delivery lands. Wrong
+// offsets are refused with the right one, and the staged copy is gone
+// once the delivery succeeds.
+func TestDeliverResumesAnInterruptedStream(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 6000, 500)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	settings := func() *destinationv1.Destination {
+		return &destinationv1.Destination{Format: csvFormat(), Split: &destinationv1.Split{MaxRows: 2500}, SuccessFile: true}
+	}
+	whole := e.destination(t, "whole", settings())
+	broken := e.destination(t, "broken", settings())
+	ctx := context.Background()
+	want, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: whole.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Send the first 40% in small messages, then cut the caller off.
+	start := &deliveryv1.DeliveryStart{Destination: broken.GetName(), OutputName: "out", IdempotencyKey: "nightly-42"}
+	cctx, cancel := context.WithCancel(ctx)
+	call, err := e.delivs.Deliver(cctx, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: start}}); err != nil {
+		t.Fatal(err)
+	}
+	cut := len(stream) * 2 / 5
+	for off := 0; off < cut; off += 32 << 10 {
+		if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stream[off:min(cut, off+32<<10)]}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held *deliveryv1.Delivery
+	for range 100 { // until the service has staged what was sent
+		list, err := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: `destination = "` + broken.GetName() + `"`}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.GetDeliveries()) == 1 && list.GetDeliveries()[0].GetStagedInput().GetBytes() == int64(cut) {
+			held = list.GetDeliveries()[0]
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if held == nil {
+		t.Fatal("the service never showed the bytes it staged")
+	}
+	cancel()
+	var interrupted *deliveryv1.Delivery
+	for range 100 {
+		got, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: held.GetName()}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+			interrupted = got
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if interrupted == nil || interrupted.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING ||
+		interrupted.GetStagedInput().GetBytes() != int64(cut) || interrupted.GetStagedInput().GetExpireTime() == nil {
+		t.Fatalf("after the cut: %v", interrupted)
+	}
+	if objs, ups := e.left(t, broken.GetPrefix()); len(objs) != 0 || ups != 0 {
+		t.Fatalf("an interrupted delivery shows %v and %d uploads", objs, ups)
+	}
+
+	resume := func(offset int) (*deliveryv1.Delivery, error) {
+		s := proto.Clone(start).(*deliveryv1.DeliveryStart)
+		s.ResumeOffset = int64(offset)
+		return deliverclient.DeliverStream(ctx, e.delivs, s, bytes.NewReader(stream[offset:]), deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	}
+	for _, wrong := range []int{0, cut - 1, cut + 1} {
+		_, err := resume(wrong)
+		if status.Code(err) != codes.FailedPrecondition || errorReason(err) != "RESUME_OFFSET_MISMATCH" || errorMetadata(err)["resume_offset"] != fmt.Sprint(cut) {
+			t.Fatalf("resume at %d: %v (metadata %v), want RESUME_OFFSET_MISMATCH naming %d", wrong, err, errorMetadata(err), cut)
+		}
+	}
+	got, err := resume(cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.GetName() != interrupted.GetName() || got.GetProgress().GetRows() != 6000 ||
+		got.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED {
+		t.Fatalf("resumed delivery: %v", got)
+	}
+	if len(got.GetObjects()) != len(want.GetObjects()) {
+		t.Fatalf("resumed: %d objects, uninterrupted: %d", len(got.GetObjects()), len(want.GetObjects()))
+	}
+	for i, obj := range got.GetObjects() {
+		e.checkObject(t, obj)
+		if strings.TrimPrefix(obj.GetKey(), broken.GetPrefix()) != strings.TrimPrefix(want.GetObjects()[i].GetKey(), whole.GetPrefix()) || obj.GetChecksum() != want.GetObjects()[i].GetChecksum() {
+			t.Errorf("object %d: resumed %s %s, uninterrupted %s %s", i, obj.GetKey(), obj.GetChecksum(), want.GetObjects()[i].GetKey(), want.GetObjects()[i].GetChecksum())
+		}
+	}
+	if objs, ups := e.left(t, broken.GetPrefix()); len(objs) != len(want.GetObjects()) || ups != 0 {
+		t.Errorf("the prefix holds %v and %d uploads", objs, ups)
+	}
+	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
+		t.Errorf("staged input left after success: %v", files)
+	}
+	// Done: the key answers the delivery, and there is nothing to resume.
+	if again, err := resume(0); err != nil || again.GetName() != got.GetName() {
+		t.Errorf("the key after success: %v %v", again.GetName(), err)
+	}
+	if _, err := resume(cut); errorReason(err) != "NOTHING_TO_RESUME" {
+		t.Errorf("resuming a finished delivery: %v", err)
+	}
+}
+
+// Past the staging cap, a delivery is refused with RESOURCE_EXHAUSTED and
+// nothing is kept or written.
+func TestDeliverStagingCap(t *testing.T) {
+	e := startDelivering(t, func(c *serveConfig) { c.Delivery.StagingMaxBytes = 64 << 10 })
+	dest := e.destination(t, "capped", &destinationv1.Destination{Format: csvFormat()})
+	_, err := e.deliver(context.Background(), dest.GetName(), reader(t, customerBatches(t, 5000, 1000)), e.admin, nil)
+	if status.Code(err) != codes.ResourceExhausted || errorReason(err) != "STAGING_FULL" {
+		t.Fatalf("got %v, want RESOURCE_EXHAUSTED STAGING_FULL", err)
+	}
+	if objs, ups := e.left(t, dest.GetPrefix()); len(objs) != 0 || ups != 0 {
+		t.Errorf("left %v and %d uploads", objs, ups)
+	}
+	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
+		t.Errorf("staged input kept: %v", files)
 	}
 }

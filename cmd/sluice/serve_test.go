@@ -217,6 +217,7 @@ func TestServeIdentityAndValidation(t *testing.T) {
 	access := credentialv1.NewCredentialAccessServiceClient(r.conns["credential"])
 	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])
 	delivs := deliveryv1.NewDeliveryServiceClient(r.conns["delivery"])
+	workflows := deliveryv1.NewWorkflowServiceClient(r.conns["delivery"])
 	acme := r.token("acme", auth.PolicyAdministrator)
 	const prod = "tenants/acme/environments/production"
 
@@ -283,9 +284,9 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		}
 	})
 	t.Run("later work says so", func(t *testing.T) {
-		_, err := delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: prod}, acme)
-		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "delivery pipeline") {
-			t.Fatalf("got %v, want Unimplemented naming the delivery pipeline work", err)
+		_, err := workflows.ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: prod}, acme)
+		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "workflow work") {
+			t.Fatalf("got %v, want Unimplemented naming the workflow work", err)
 		}
 	})
 }
@@ -414,7 +415,7 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	for _, o := range prev.GetObjects() {
 		keys = append(keys, o.GetKey())
 	}
-	if prev.GetBucket() != "acme-exports" || strings.Join(keys, " ") != "c360/C360_03-07-2026.csv.gz c360/c360.DONE c360/c360.manifest.json" {
+	if prev.GetBucket() != "acme-exports" || strings.Join(keys, " ") != "c360/C360_03-07-2026.csv.gz c360/c360.manifest.json c360/c360.DONE" {
 		t.Fatalf("preview: bucket %s, keys %v", prev.GetBucket(), keys)
 	}
 	inline, err := dests.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Destination{
@@ -552,4 +553,13 @@ func errorReason(err error) string {
 		}
 	}
 	return ""
+}
+
+func errorMetadata(err error) map[string]string {
+	for _, d := range status.Convert(err).Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok {
+			return ei.GetMetadata()
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"path/filepath"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
@@ -15,6 +16,9 @@ import (
 // registered on srv. What it opens closes when srv shuts down.
 func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Config, destinationAddr, credentialAddr string) error {
 	cfg.DatabaseDSN = launch.OrSQLite(cfg.DatabaseDSN, env.DataDir, "delivery")
+	if cfg.StagingDir == "" {
+		cfg.StagingDir = filepath.Join(env.DataDir, "staging")
+	}
 	destConn, err := env.Dial(destinationAddr)
 	if err != nil {
 		return err

@@ -37,6 +37,20 @@ type Config struct {
 	// ProgressInterval is how often a running delivery's counters are
 	// stored, so that GetDelivery shows them live.
 	ProgressInterval time.Duration
+	// Staging keeps each delivery's Arrow input (see pkg/staging), so that
+	// a failed delivery can run again and an interrupted stream resume
+	// without the caller sending it twice. Off, a failed delivery needs
+	// its caller to send again.
+	Staging bool
+	// StagingDir holds staged input; {data-dir}/staging when empty.
+	StagingDir string
+	// StagingMaxBytes caps the staging directory: past it, new deliveries
+	// are refused with RESOURCE_EXHAUSTED rather than the disk filled.
+	StagingMaxBytes int64
+	// StagingRetention is how long a failed delivery's input is kept.
+	StagingRetention time.Duration
+	// ResumeWindow is how long an interrupted stream may be resumed.
+	ResumeWindow time.Duration
 }
 
 // DefaultConfig answers the defaults: 16 MiB parts, 8 buffers (128 MiB),
@@ -48,6 +62,10 @@ func DefaultConfig() Config {
 		PartConcurrency:  4,
 		Ingest:           arrowingest.DefaultLimits,
 		ProgressInterval: time.Second,
+		Staging:          true,
+		StagingMaxBytes:  50 << 30,
+		StagingRetention: 7 * 24 * time.Hour,
+		ResumeWindow:     time.Hour,
 	}
 }
 
@@ -58,6 +76,11 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.PartBuffers, "part-buffers", c.PartBuffers, "part buffers shared by all deliveries: their number times --part-size bounds upload memory")
 	fs.IntVar(&c.PartConcurrency, "part-concurrency", c.PartConcurrency, "parts of one object uploaded at once")
 	fs.Int64Var(&c.Ingest.MaxBatchBytes, "max-batch-bytes", c.Ingest.MaxBatchBytes, "largest Arrow record batch body accepted, also once decompressed")
+	fs.BoolVar(&c.Staging, "staging", c.Staging, "keep each delivery's Arrow input so a failed delivery can run again and an interrupted stream resume (off: a failed delivery needs its caller to send again)")
+	fs.StringVar(&c.StagingDir, "staging-dir", c.StagingDir, "directory of staged input (default {data-dir}/staging)")
+	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
+	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
 }
 
 func (c Config) check() error {

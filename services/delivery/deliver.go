@@ -22,9 +22,8 @@ import (
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/resourcename"
-	"github.com/sluicehq/sluice/pkg/resourcestore"
+	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/pkg/validate"
-	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
 // stalledAfter is how long a running delivery may go without storing its
@@ -75,10 +74,40 @@ func newID(t time.Time) string {
 }
 
 // source is where a delivery's Arrow IPC bytes come from: a Deliver stream
-// or a Flight DoPut. It counts the bytes it reads into prog.
+// or a Flight DoPut. It counts the bytes it reads into prog, and stages
+// each message it receives before the pipeline sees it.
 type source interface {
 	io.Reader
 	count(prog *progress)
+	stage(w staging.Writer)
+}
+
+// streamBroke is a caller's stream that failed before its end: the caller
+// went away or the network dropped, not the data's fault. With staging, the
+// delivery waits to be resumed.
+type streamBroke struct{ err error }
+
+func (e *streamBroke) Error() string { return "the stream broke: " + e.err.Error() }
+func (e *streamBroke) Unwrap() error { return e.err }
+
+// stagingFailed is staging refusing or failing a write.
+type stagingFailed struct{ err error }
+
+func (e *stagingFailed) Error() string { return "stage the input: " + e.err.Error() }
+func (e *stagingFailed) Unwrap() error { return e.err }
+
+// staged writes b to w, when staging, and counts it.
+func staged(w staging.Writer, prog *progress, b ...[]byte) error {
+	if w == nil {
+		return nil
+	}
+	for _, x := range b {
+		if _, err := w.Write(x); err != nil {
+			return &stagingFailed{err}
+		}
+	}
+	prog.staged.Store(w.Staged())
+	return nil
 }
 
 // recvReader reads the Arrow IPC bytes of a Deliver stream, one message at
@@ -88,15 +117,20 @@ type recvReader struct {
 	stream deliveryv1.DeliveryService_DeliverServer
 	buf    []byte
 	prog   *progress
+	w      staging.Writer
 }
 
 func (r *recvReader) count(prog *progress) { r.prog = prog }
+func (r *recvReader) stage(w staging.Writer) { r.w = w }
 
 func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
 		msg, err := r.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return 0, io.EOF // the caller closed its side
+		}
 		if err != nil {
-			return 0, err // io.EOF when the caller closed its side
+			return 0, &streamBroke{err}
 		}
 		if msg.GetStart() != nil {
 			var v apierror.Violations
@@ -105,6 +139,9 @@ func (r *recvReader) Read(p []byte) (int, error) {
 		}
 		r.buf = msg.GetArrowIpc()
 		r.prog.bytesIn.Add(int64(len(r.buf)))
+		if err := staged(r.w, r.prog, r.buf); err != nil {
+			return 0, err
+		}
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
@@ -145,14 +182,32 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 	if err != nil {
 		return nil, err
 	}
+	if start.GetResumeOffset() < 0 {
+		var v apierror.Violations
+		v.Add("start.resume_offset", "must not be negative")
+		return nil, v.Err()
+	}
+	if start.GetResumeOffset() > 0 && start.GetIdempotencyKey() == "" {
+		var v apierror.Violations
+		v.Add("start.idempotency_key", "is required to resume: it names the interrupted delivery")
+		return nil, v.Err()
+	}
 	d, err := s.begin(ctx, dn.Parent.String(), start)
 	if errors.Is(err, apierror.ErrAlreadyExists) {
-		return s.replay(ctx, dn.Parent.String(), start)
+		return s.rejoin(ctx, dn.Parent.String(), start, dest, src)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return s.run(ctx, d, dest, src)
+	if start.GetResumeOffset() > 0 {
+		return nil, s.abandon(ctx, d, apierror.New(codes.FailedPrecondition, ReasonNothingToResume,
+			"no interrupted delivery holds this idempotency key: start from offset 0").With("resume_offset", "0"))
+	}
+	w, err := s.startStaging(ctx, d)
+	if err != nil {
+		return nil, s.abandon(ctx, d, err)
+	}
+	return s.run(ctx, d, dest, src, w)
 }
 
 // begin stores a new delivery in RECEIVING, or answers ErrAlreadyExists
@@ -168,28 +223,27 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 		Name: name, Destination: start.GetDestination(), IdempotencyKey: start.GetIdempotencyKey(),
 		OutputName: output, Labels: start.GetLabels(), State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
 		Progress: &deliveryv1.DeliveryProgress{}, Workflow: name + workflowLeaf,
+		StagedInput: &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
 	})
 }
 
 // replay answers the delivery that holds start's idempotency key, waiting
 // for its end when it is still running.
 func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, error) {
-	key := resourcestore.Where{Column: store.IdempotencyColumn, Value: store.IdempotencyKey(start.GetDestination(), start.GetIdempotencyKey())}
 	wait := 50 * time.Millisecond
 	for {
-		found, _, err := s.store.Deliveries.List(ctx, parent, "", 1, key)
+		d, err := s.byKey(ctx, parent, start)
 		if err != nil {
 			return nil, err
 		}
-		if len(found) == 0 {
-			return nil, apierror.New(codes.Aborted, apierror.ReasonFailedPrecondition, "the delivery holding this idempotency key went away; retry")
-		}
-		d := found[0]
 		switch d.GetState() {
 		case deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED:
 			return d, nil
 		case deliveryv1.DeliveryState_DELIVERY_STATE_FAILED:
 			return nil, replayed(d)
+		}
+		if d.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+			return nil, resumeAt(d.GetName(), d.GetStagedInput().GetBytes())
 		}
 		if since := time.Since(d.GetUpdateTime().AsTime()); since > stalledAfter {
 			return nil, apierror.New(codes.Unavailable, ReasonDeliveryStalled,
@@ -208,15 +262,31 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 
 // run delivers src to dest for the stored delivery d and stores how it
 // ended.
-func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source) (*deliveryv1.Delivery, error) {
+func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source, w staging.Writer) (*deliveryv1.Delivery, error) {
 	log := logging.FromContext(ctx).With(slog.String("delivery", d.GetName()))
 	prog := &progress{}
 	src.count(prog)
+	src.stage(w)
+	if w != nil {
+		prog.staged.Store(w.Staged())
+	}
 	stopTracking := s.track(ctx, d.GetName(), prog)
-	objects, bucket, err := s.convert(ctx, d, dest, src, prog)
+	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog)
 	stopTracking()
 
 	end := timestamppb.Now()
+	input := s.finishStaging(ctx, d, w, err == nil, complete)
+	var broke *streamBroke
+	if err != nil && input.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+		if errors.As(err, &broke) || ctx.Err() != nil {
+			return nil, s.interrupted(ctx, d, prog, input, err)
+		}
+		// The data was at fault: running again would fail the same way.
+		if derr := s.staging.Delete(context.WithoutCancel(ctx), deliveryID(d.GetName())); derr != nil {
+			log.WarnContext(ctx, "delete staged input", slog.String("error", derr.Error()))
+		}
+		input.State, input.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED, nil
+	}
 	var fail *apierror.Error
 	if err != nil {
 		fail = failure(err, d.GetName(), bucket)
@@ -228,7 +298,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	}
 	// Stored even when the caller has gone: the outcome must be kept.
 	stored, serr := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.Progress, sd.Bucket, sd.EndTime = prog.snapshot(), bucket, end
+		sd.Progress, sd.Bucket, sd.EndTime, sd.StagedInput = prog.snapshot(), bucket, end, input
 		if fail != nil {
 			sd.State, sd.Error = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, recorded(fail)
 			return nil
@@ -256,7 +326,14 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 
 // convert mints access and runs the pipeline, answering the objects and the
 // bucket written to.
-func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress) ([]*deliveryv1.DeliveredObject, string, error) {
+func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress) (objects []*deliveryv1.DeliveredObject, bucket string, complete bool, err error) {
+	objects, bucket, err = s.pipeline(ctx, d, dest, src, prog, &complete)
+	return objects, bucket, complete, err
+}
+
+// pipeline mints access and runs the pipeline; complete is set once the
+// whole stream has been read.
+func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress, complete *bool) ([]*deliveryv1.DeliveredObject, string, error) {
 	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: dest.GetCredential()})
 	if err != nil {
 		return nil, dest.GetBucketOverride(), err
@@ -283,6 +360,7 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
+			*complete = true
 			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 				sd.State = deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING
 				return nil
@@ -317,8 +395,12 @@ func (s *Service) track(ctx context.Context, name string, prog *progress) (stop 
 			if last != nil && now.GetBytesIn() == last.GetBytesIn() && now.GetParts() == last.GetParts() && time.Since(lastWrite) < heartbeat {
 				continue
 			}
+			staged := prog.staged.Load()
 			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), name, "", func(d *deliveryv1.Delivery) error {
 				d.Progress = now
+				if in := d.GetStagedInput(); in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING {
+					in.Bytes = staged
+				}
 				return nil
 			})
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/staging"
 )
 
 // Stable reasons of delivery failures that are not AWS's.
@@ -53,6 +54,9 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		if errors.As(err, &ue) {
 			e = e.With("column", ue.Column)
 		}
+	case errors.Is(err, staging.ErrFull):
+		e = apierror.Wrap(err, codes.ResourceExhausted, ReasonStagingFull,
+			"Sluice's staging space is full: try again once running deliveries end; nothing was kept")
 	case errors.Is(err, context.Canceled):
 		e = apierror.Wrap(err, codes.Canceled, "CANCELLED", "the caller cancelled the delivery; nothing was kept")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -11,6 +11,7 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/staging"
 )
 
 // FlightRules opens DoPut to any caller of a tenant, like Deliver, and
@@ -62,6 +63,10 @@ func (f *flightServer) DoPut(stream flightgen.FlightService_DoPutServer) error {
 	default:
 		if err := proto.Unmarshal(desc.GetCmd(), start); err != nil {
 			v.Add("flight_descriptor.cmd", "must be a serialized sluice.delivery.v1.DeliveryStart: %v", err)
+		} else if start.GetResumeOffset() != 0 {
+			// A Flight stream restarts with its schema; resuming at a byte
+			// offset is Deliver's.
+			v.Add("flight_descriptor.cmd.resume_offset", "resuming an interrupted stream is done with Deliver")
 		}
 	}
 	if err := v.Err(); err != nil {
@@ -89,9 +94,11 @@ type flightReader struct {
 	body   []byte                // the current message's body, after buf
 	ended  bool
 	prog   *progress
+	w      staging.Writer
 }
 
 func (r *flightReader) count(prog *progress) { r.prog = prog }
+func (r *flightReader) stage(w staging.Writer) { r.w = w }
 
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 
@@ -110,12 +117,18 @@ func (r *flightReader) Read(p []byte) (int, error) {
 			var err error
 			if msg, err = r.stream.Recv(); errors.Is(err, io.EOF) {
 				r.buf, r.ended = endOfStream, true
+				if err := staged(r.w, r.prog, endOfStream); err != nil {
+					return 0, err
+				}
 				break
 			} else if err != nil {
-				return 0, err
+				return 0, &streamBroke{err}
 			}
 		}
 		r.frame(msg)
+		if err := staged(r.w, r.prog, r.buf, r.body); err != nil {
+			return 0, err
+		}
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]

@@ -22,6 +22,8 @@ import (
 // progress counts what a running delivery has done; read at any time.
 type progress struct {
 	rows, bytesIn, bytesOut, parts atomic.Int64
+	// staged counts the input bytes staged.
+	staged atomic.Int64
 }
 
 func (p *progress) snapshot() *deliveryv1.DeliveryProgress {

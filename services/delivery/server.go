@@ -5,6 +5,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 
 	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/delivery/store"
 )
@@ -44,6 +46,8 @@ type Service struct {
 	peers Peers
 	// pool holds the part buffers every delivery of the process shares.
 	pool *multipart.Pool
+	// staging holds deliveries' input; nil when staging is off.
+	staging staging.Store
 }
 
 // New opens the store, allocates the part buffers and answers the service.
@@ -68,11 +72,20 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var stage staging.Store
+	if cfg.Staging {
+		if cfg.StagingDir == "" {
+			return nil, fmt.Errorf("staging needs a directory (--staging-dir)")
+		}
+		if stage, err = staging.NewDir(cfg.StagingDir, cfg.StagingMaxBytes); err != nil {
+			return nil, err
+		}
+	}
 	st, err := store.Open(ctx, cfg.DatabaseDSN)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, store: st, peers: peers, pool: pool}, nil
+	return &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage}, nil
 }
 
 // Rules says who may call each method: every delivery and workflow method

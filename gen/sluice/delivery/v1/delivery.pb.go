@@ -22,6 +22,78 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// StagedInputState is where a delivery's staged input is.
+type StagedInputState int32
+
+const (
+	// Not set.
+	StagedInputState_STAGED_INPUT_STATE_UNSPECIFIED StagedInputState = 0
+	// Staging is off in this service: a failed delivery needs its caller to
+	// send the data again.
+	StagedInputState_STAGED_INPUT_STATE_DISABLED StagedInputState = 1
+	// The stream is arriving and being staged.
+	StagedInputState_STAGED_INPUT_STATE_RECEIVING StagedInputState = 2
+	// The stream broke before its end; the caller may resume it from
+	// `bytes` until `expire_time`.
+	StagedInputState_STAGED_INPUT_STATE_INTERRUPTED StagedInputState = 3
+	// The whole stream is held: the delivery can run again from it.
+	StagedInputState_STAGED_INPUT_STATE_HELD StagedInputState = 4
+	// The delivery succeeded and the copy was deleted.
+	StagedInputState_STAGED_INPUT_STATE_DELETED StagedInputState = 5
+	// The copy was deleted when its retention period or resume window
+	// ended.
+	StagedInputState_STAGED_INPUT_STATE_EXPIRED StagedInputState = 6
+)
+
+// Enum value maps for StagedInputState.
+var (
+	StagedInputState_name = map[int32]string{
+		0: "STAGED_INPUT_STATE_UNSPECIFIED",
+		1: "STAGED_INPUT_STATE_DISABLED",
+		2: "STAGED_INPUT_STATE_RECEIVING",
+		3: "STAGED_INPUT_STATE_INTERRUPTED",
+		4: "STAGED_INPUT_STATE_HELD",
+		5: "STAGED_INPUT_STATE_DELETED",
+		6: "STAGED_INPUT_STATE_EXPIRED",
+	}
+	StagedInputState_value = map[string]int32{
+		"STAGED_INPUT_STATE_UNSPECIFIED": 0,
+		"STAGED_INPUT_STATE_DISABLED":    1,
+		"STAGED_INPUT_STATE_RECEIVING":   2,
+		"STAGED_INPUT_STATE_INTERRUPTED": 3,
+		"STAGED_INPUT_STATE_HELD":        4,
+		"STAGED_INPUT_STATE_DELETED":     5,
+		"STAGED_INPUT_STATE_EXPIRED":     6,
+	}
+)
+
+func (x StagedInputState) Enum() *StagedInputState {
+	p := new(StagedInputState)
+	*p = x
+	return p
+}
+
+func (x StagedInputState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (StagedInputState) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_delivery_v1_delivery_proto_enumTypes[0].Descriptor()
+}
+
+func (StagedInputState) Type() protoreflect.EnumType {
+	return &file_sluice_delivery_v1_delivery_proto_enumTypes[0]
+}
+
+func (x StagedInputState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use StagedInputState.Descriptor instead.
+func (StagedInputState) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{0}
+}
+
 // DeliveryState is where a delivery is.
 type DeliveryState int32
 
@@ -71,11 +143,11 @@ func (x DeliveryState) String() string {
 }
 
 func (DeliveryState) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_delivery_v1_delivery_proto_enumTypes[0].Descriptor()
+	return file_sluice_delivery_v1_delivery_proto_enumTypes[1].Descriptor()
 }
 
 func (DeliveryState) Type() protoreflect.EnumType {
-	return &file_sluice_delivery_v1_delivery_proto_enumTypes[0]
+	return &file_sluice_delivery_v1_delivery_proto_enumTypes[1]
 }
 
 func (x DeliveryState) Number() protoreflect.EnumNumber {
@@ -84,7 +156,7 @@ func (x DeliveryState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use DeliveryState.Descriptor instead.
 func (DeliveryState) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{0}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{1}
 }
 
 // One message of a Deliver stream.
@@ -194,7 +266,18 @@ type DeliveryStart struct {
 	// empty.
 	OutputName string `protobuf:"bytes,3,opt,name=output_name,json=outputName,proto3" json:"output_name,omitempty"`
 	// Caller labels kept with the delivery, at most 32.
-	Labels        map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Input only. Resumes an interrupted delivery. When a Deliver stream
+	// breaks, Sluice keeps the delivery RECEIVING and holds the Arrow bytes
+	// it received (`staged_input.bytes`, state INTERRUPTED) until
+	// `staged_input.expire_time`. Deliver again with the same destination
+	// and idempotency key and `resume_offset` equal to `staged_input.bytes`,
+	// then send the Arrow IPC stream from that byte on (its schema message
+	// is not sent again when the offset is past it); the delivery runs again
+	// over the held bytes and the rest, writing the same object keys. Any
+	// other offset answers FAILED_PRECONDITION with the right one in the
+	// ErrorInfo metadata `resume_offset`. 0 starts from the beginning.
+	ResumeOffset  int64 `protobuf:"varint,5,opt,name=resume_offset,json=resumeOffset,proto3" json:"resume_offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -257,6 +340,13 @@ func (x *DeliveryStart) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *DeliveryStart) GetResumeOffset() int64 {
+	if x != nil {
+		return x.ResumeOffset
+	}
+	return 0
+}
+
 // A delivery: one Arrow stream written to one destination.
 type Delivery struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -287,6 +377,10 @@ type Delivery struct {
 	Bucket string `protobuf:"bytes,11,opt,name=bucket,proto3" json:"bucket,omitempty"`
 	// Checksum of the stored delivery; changes whenever it does. Output only.
 	Etag string `protobuf:"bytes,12,opt,name=etag,proto3" json:"etag,omitempty"`
+	// The Arrow input Sluice holds for the delivery, so that it can run again
+	// without the caller, or the caller resume an interrupted stream.
+	// Output only.
+	StagedInput *StagedInput `protobuf:"bytes,13,opt,name=staged_input,json=stagedInput,proto3" json:"staged_input,omitempty"`
 	// When the delivery started. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the delivery last changed. Output only.
@@ -411,6 +505,13 @@ func (x *Delivery) GetEtag() string {
 	return ""
 }
 
+func (x *Delivery) GetStagedInput() *StagedInput {
+	if x != nil {
+		return x.StagedInput
+	}
+	return nil
+}
+
 func (x *Delivery) GetCreateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.CreateTime
@@ -432,6 +533,74 @@ func (x *Delivery) GetEndTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// StagedInput is the copy of a delivery's Arrow IPC stream that Sluice
+// keeps while the delivery runs and after it fails.
+type StagedInput struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where the copy is.
+	State StagedInputState `protobuf:"varint,1,opt,name=state,proto3,enum=sluice.delivery.v1.StagedInputState" json:"state,omitempty"`
+	// Bytes of the Arrow IPC stream held, from its first byte: where a
+	// caller resumes an interrupted stream.
+	Bytes int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// When the held bytes are deleted: for an interrupted stream, the end of
+	// the window to resume it; for a failed delivery, the end of the
+	// retention period. Empty while the delivery runs.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StagedInput) Reset() {
+	*x = StagedInput{}
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StagedInput) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StagedInput) ProtoMessage() {}
+
+func (x *StagedInput) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StagedInput.ProtoReflect.Descriptor instead.
+func (*StagedInput) Descriptor() ([]byte, []int) {
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StagedInput) GetState() StagedInputState {
+	if x != nil {
+		return x.State
+	}
+	return StagedInputState_STAGED_INPUT_STATE_UNSPECIFIED
+}
+
+func (x *StagedInput) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *StagedInput) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // DeliveryProgress counts what a delivery has done so far.
 type DeliveryProgress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -449,7 +618,7 @@ type DeliveryProgress struct {
 
 func (x *DeliveryProgress) Reset() {
 	*x = DeliveryProgress{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[3]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +630,7 @@ func (x *DeliveryProgress) String() string {
 func (*DeliveryProgress) ProtoMessage() {}
 
 func (x *DeliveryProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[3]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +643,7 @@ func (x *DeliveryProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryProgress.ProtoReflect.Descriptor instead.
 func (*DeliveryProgress) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{3}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeliveryProgress) GetRows() int64 {
@@ -530,7 +699,7 @@ type DeliveredObject struct {
 
 func (x *DeliveredObject) Reset() {
 	*x = DeliveredObject{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[4]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +711,7 @@ func (x *DeliveredObject) String() string {
 func (*DeliveredObject) ProtoMessage() {}
 
 func (x *DeliveredObject) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[4]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +724,7 @@ func (x *DeliveredObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveredObject.ProtoReflect.Descriptor instead.
 func (*DeliveredObject) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{4}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeliveredObject) GetKey() string {
@@ -623,7 +792,7 @@ type DeliveryError struct {
 
 func (x *DeliveryError) Reset() {
 	*x = DeliveryError{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[5]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +804,7 @@ func (x *DeliveryError) String() string {
 func (*DeliveryError) ProtoMessage() {}
 
 func (x *DeliveryError) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[5]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +817,7 @@ func (x *DeliveryError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryError.ProtoReflect.Descriptor instead.
 func (*DeliveryError) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{5}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeliveryError) GetReason() string {
@@ -683,7 +852,7 @@ type GetDeliveryRequest struct {
 
 func (x *GetDeliveryRequest) Reset() {
 	*x = GetDeliveryRequest{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[6]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +864,7 @@ func (x *GetDeliveryRequest) String() string {
 func (*GetDeliveryRequest) ProtoMessage() {}
 
 func (x *GetDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[6]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +877,7 @@ func (x *GetDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*GetDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{6}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetDeliveryRequest) GetName() string {
@@ -736,7 +905,7 @@ type ListDeliveriesRequest struct {
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[7]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +917,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[7]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +930,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{7}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListDeliveriesRequest) GetParent() string {
@@ -805,7 +974,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +986,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +999,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
@@ -855,16 +1024,17 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x0eDeliverRequest\x129\n" +
 	"\x05start\x18\x01 \x01(\v2!.sluice.delivery.v1.DeliveryStartH\x00R\x05start\x12\x1d\n" +
 	"\tarrow_ipc\x18\x02 \x01(\fH\x00R\barrowIpcB\t\n" +
-	"\apayload\"\xfd\x01\n" +
+	"\apayload\"\xa2\x02\n" +
 	"\rDeliveryStart\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
 	"\voutput_name\x18\x03 \x01(\tR\n" +
 	"outputName\x12E\n" +
-	"\x06labels\x18\x04 \x03(\v2-.sluice.delivery.v1.DeliveryStart.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v2-.sluice.delivery.v1.DeliveryStart.LabelsEntryR\x06labels\x12#\n" +
+	"\rresume_offset\x18\x05 \x01(\x03R\fresumeOffset\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf3\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x06\n" +
 	"\bDelivery\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12'\n" +
@@ -879,7 +1049,8 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\bworkflow\x18\n" +
 	" \x01(\tR\bworkflow\x12\x16\n" +
 	"\x06bucket\x18\v \x01(\tR\x06bucket\x12\x12\n" +
-	"\x04etag\x18\f \x01(\tR\x04etag\x12;\n" +
+	"\x04etag\x18\f \x01(\tR\x04etag\x12B\n" +
+	"\fstaged_input\x18\r \x01(\v2\x1f.sluice.delivery.v1.StagedInputR\vstagedInput\x12;\n" +
 	"\vcreate_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -887,7 +1058,12 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\bend_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"t\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x01\n" +
+	"\vStagedInput\x12:\n" +
+	"\x05state\x18\x01 \x01(\x0e2$.sluice.delivery.v1.StagedInputStateR\x05state\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes\x12;\n" +
+	"\vexpire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"t\n" +
 	"\x10DeliveryProgress\x12\x12\n" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12\x19\n" +
 	"\bbytes_in\x18\x02 \x01(\x03R\abytesIn\x12\x1b\n" +
@@ -917,7 +1093,15 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\x01 \x03(\v2\x1c.sluice.delivery.v1.DeliveryR\n" +
 	"deliveries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xc2\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xfa\x01\n" +
+	"\x10StagedInputState\x12\"\n" +
+	"\x1eSTAGED_INPUT_STATE_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bSTAGED_INPUT_STATE_DISABLED\x10\x01\x12 \n" +
+	"\x1cSTAGED_INPUT_STATE_RECEIVING\x10\x02\x12\"\n" +
+	"\x1eSTAGED_INPUT_STATE_INTERRUPTED\x10\x03\x12\x1b\n" +
+	"\x17STAGED_INPUT_STATE_HELD\x10\x04\x12\x1e\n" +
+	"\x1aSTAGED_INPUT_STATE_DELETED\x10\x05\x12\x1e\n" +
+	"\x1aSTAGED_INPUT_STATE_EXPIRED\x10\x06*\xc2\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DELIVERY_STATE_RECEIVING\x10\x01\x12\x1c\n" +
@@ -943,46 +1127,51 @@ func file_sluice_delivery_v1_delivery_proto_rawDescGZIP() []byte {
 	return file_sluice_delivery_v1_delivery_proto_rawDescData
 }
 
-var file_sluice_delivery_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sluice_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_delivery_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_sluice_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_delivery_v1_delivery_proto_goTypes = []any{
-	(DeliveryState)(0),             // 0: sluice.delivery.v1.DeliveryState
-	(*DeliverRequest)(nil),         // 1: sluice.delivery.v1.DeliverRequest
-	(*DeliveryStart)(nil),          // 2: sluice.delivery.v1.DeliveryStart
-	(*Delivery)(nil),               // 3: sluice.delivery.v1.Delivery
-	(*DeliveryProgress)(nil),       // 4: sluice.delivery.v1.DeliveryProgress
-	(*DeliveredObject)(nil),        // 5: sluice.delivery.v1.DeliveredObject
-	(*DeliveryError)(nil),          // 6: sluice.delivery.v1.DeliveryError
-	(*GetDeliveryRequest)(nil),     // 7: sluice.delivery.v1.GetDeliveryRequest
-	(*ListDeliveriesRequest)(nil),  // 8: sluice.delivery.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil), // 9: sluice.delivery.v1.ListDeliveriesResponse
-	nil,                            // 10: sluice.delivery.v1.DeliveryStart.LabelsEntry
-	nil,                            // 11: sluice.delivery.v1.Delivery.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
+	(StagedInputState)(0),          // 0: sluice.delivery.v1.StagedInputState
+	(DeliveryState)(0),             // 1: sluice.delivery.v1.DeliveryState
+	(*DeliverRequest)(nil),         // 2: sluice.delivery.v1.DeliverRequest
+	(*DeliveryStart)(nil),          // 3: sluice.delivery.v1.DeliveryStart
+	(*Delivery)(nil),               // 4: sluice.delivery.v1.Delivery
+	(*StagedInput)(nil),            // 5: sluice.delivery.v1.StagedInput
+	(*DeliveryProgress)(nil),       // 6: sluice.delivery.v1.DeliveryProgress
+	(*DeliveredObject)(nil),        // 7: sluice.delivery.v1.DeliveredObject
+	(*DeliveryError)(nil),          // 8: sluice.delivery.v1.DeliveryError
+	(*GetDeliveryRequest)(nil),     // 9: sluice.delivery.v1.GetDeliveryRequest
+	(*ListDeliveriesRequest)(nil),  // 10: sluice.delivery.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil), // 11: sluice.delivery.v1.ListDeliveriesResponse
+	nil,                            // 12: sluice.delivery.v1.DeliveryStart.LabelsEntry
+	nil,                            // 13: sluice.delivery.v1.Delivery.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
 }
 var file_sluice_delivery_v1_delivery_proto_depIdxs = []int32{
-	2,  // 0: sluice.delivery.v1.DeliverRequest.start:type_name -> sluice.delivery.v1.DeliveryStart
-	10, // 1: sluice.delivery.v1.DeliveryStart.labels:type_name -> sluice.delivery.v1.DeliveryStart.LabelsEntry
-	11, // 2: sluice.delivery.v1.Delivery.labels:type_name -> sluice.delivery.v1.Delivery.LabelsEntry
-	0,  // 3: sluice.delivery.v1.Delivery.state:type_name -> sluice.delivery.v1.DeliveryState
-	4,  // 4: sluice.delivery.v1.Delivery.progress:type_name -> sluice.delivery.v1.DeliveryProgress
-	5,  // 5: sluice.delivery.v1.Delivery.objects:type_name -> sluice.delivery.v1.DeliveredObject
-	6,  // 6: sluice.delivery.v1.Delivery.error:type_name -> sluice.delivery.v1.DeliveryError
-	12, // 7: sluice.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	12, // 8: sluice.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	12, // 9: sluice.delivery.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 10: sluice.delivery.v1.ListDeliveriesResponse.deliveries:type_name -> sluice.delivery.v1.Delivery
-	1,  // 11: sluice.delivery.v1.DeliveryService.Deliver:input_type -> sluice.delivery.v1.DeliverRequest
-	7,  // 12: sluice.delivery.v1.DeliveryService.GetDelivery:input_type -> sluice.delivery.v1.GetDeliveryRequest
-	8,  // 13: sluice.delivery.v1.DeliveryService.ListDeliveries:input_type -> sluice.delivery.v1.ListDeliveriesRequest
-	3,  // 14: sluice.delivery.v1.DeliveryService.Deliver:output_type -> sluice.delivery.v1.Delivery
-	3,  // 15: sluice.delivery.v1.DeliveryService.GetDelivery:output_type -> sluice.delivery.v1.Delivery
-	9,  // 16: sluice.delivery.v1.DeliveryService.ListDeliveries:output_type -> sluice.delivery.v1.ListDeliveriesResponse
-	14, // [14:17] is the sub-list for method output_type
-	11, // [11:14] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 0: sluice.delivery.v1.DeliverRequest.start:type_name -> sluice.delivery.v1.DeliveryStart
+	12, // 1: sluice.delivery.v1.DeliveryStart.labels:type_name -> sluice.delivery.v1.DeliveryStart.LabelsEntry
+	13, // 2: sluice.delivery.v1.Delivery.labels:type_name -> sluice.delivery.v1.Delivery.LabelsEntry
+	1,  // 3: sluice.delivery.v1.Delivery.state:type_name -> sluice.delivery.v1.DeliveryState
+	6,  // 4: sluice.delivery.v1.Delivery.progress:type_name -> sluice.delivery.v1.DeliveryProgress
+	7,  // 5: sluice.delivery.v1.Delivery.objects:type_name -> sluice.delivery.v1.DeliveredObject
+	8,  // 6: sluice.delivery.v1.Delivery.error:type_name -> sluice.delivery.v1.DeliveryError
+	5,  // 7: sluice.delivery.v1.Delivery.staged_input:type_name -> sluice.delivery.v1.StagedInput
+	14, // 8: sluice.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	14, // 9: sluice.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	14, // 10: sluice.delivery.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: sluice.delivery.v1.StagedInput.state:type_name -> sluice.delivery.v1.StagedInputState
+	14, // 12: sluice.delivery.v1.StagedInput.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 13: sluice.delivery.v1.ListDeliveriesResponse.deliveries:type_name -> sluice.delivery.v1.Delivery
+	2,  // 14: sluice.delivery.v1.DeliveryService.Deliver:input_type -> sluice.delivery.v1.DeliverRequest
+	9,  // 15: sluice.delivery.v1.DeliveryService.GetDelivery:input_type -> sluice.delivery.v1.GetDeliveryRequest
+	10, // 16: sluice.delivery.v1.DeliveryService.ListDeliveries:input_type -> sluice.delivery.v1.ListDeliveriesRequest
+	4,  // 17: sluice.delivery.v1.DeliveryService.Deliver:output_type -> sluice.delivery.v1.Delivery
+	4,  // 18: sluice.delivery.v1.DeliveryService.GetDelivery:output_type -> sluice.delivery.v1.Delivery
+	11, // 19: sluice.delivery.v1.DeliveryService.ListDeliveries:output_type -> sluice.delivery.v1.ListDeliveriesResponse
+	17, // [17:20] is the sub-list for method output_type
+	14, // [14:17] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_sluice_delivery_v1_delivery_proto_init() }
@@ -999,8 +1188,8 @@ func file_sluice_delivery_v1_delivery_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_delivery_v1_delivery_proto_rawDesc), len(file_sluice_delivery_v1_delivery_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

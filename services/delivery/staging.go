@@ -1,0 +1,260 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/logging"
+	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
+	"github.com/sluicehq/sluice/pkg/staging"
+	"github.com/sluicehq/sluice/services/delivery/store"
+)
+
+// Stable reasons of staging and resuming.
+const (
+	// ReasonStagingFull: the staging store is at its cap.
+	ReasonStagingFull = "STAGING_FULL"
+	// ReasonNothingToResume: a resume_offset names no interrupted delivery.
+	ReasonNothingToResume = "NOTHING_TO_RESUME"
+	// ReasonResumeOffsetMismatch: the offset is not where the held input ends.
+	ReasonResumeOffsetMismatch = "RESUME_OFFSET_MISMATCH"
+	// ReasonStreamEndedEarly: the stream broke and was not resumed in time.
+	ReasonStreamEndedEarly = "STREAM_ENDED_EARLY"
+)
+
+func deliveryID(name string) string {
+	n, _ := resourcename.Parse(name, deliveries)
+	return n.ID
+}
+
+// startStaging opens the staged copy of a new delivery's input; nil when
+// staging is off.
+func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (staging.Writer, error) {
+	if s.staging == nil {
+		return nil, nil
+	}
+	w, err := s.staging.Create(ctx, deliveryID(d.GetName()))
+	if errors.Is(err, staging.ErrFull) {
+		return nil, apierror.Wrap(err, codes.ResourceExhausted, ReasonStagingFull,
+			"Sluice's staging space is full: try again once running deliveries end").With("delivery", d.GetName())
+	}
+	if err != nil {
+		return nil, err
+	}
+	_, err = s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+		sd.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING}
+		return nil
+	})
+	if err != nil {
+		w.Close()
+		_ = s.staging.Delete(ctx, deliveryID(d.GetName()))
+		return nil, err
+	}
+	return w, nil
+}
+
+// abandon removes a delivery that never started, so that its idempotency
+// key stays free, and answers err.
+func (s *Service) abandon(ctx context.Context, d *deliveryv1.Delivery, err error) error {
+	if derr := s.store.Deliveries.Delete(context.WithoutCancel(ctx), d.GetName(), ""); derr != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "remove a delivery that never started", slog.String("delivery", d.GetName()), slog.String("error", derr.Error()))
+	}
+	return err
+}
+
+// finishStaging closes the staged copy and answers what is held now: the
+// copy is deleted after a success, kept for the retention period after a
+// failure of a complete stream, and kept for the resume window after a
+// stream that broke; a failure inside the data deletes it (a rerun would
+// fail the same way).
+func (s *Service) finishStaging(ctx context.Context, d *deliveryv1.Delivery, w staging.Writer, ok, complete bool) *deliveryv1.StagedInput {
+	if w == nil {
+		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED}
+	}
+	in := &deliveryv1.StagedInput{Bytes: w.Staged()}
+	ctx = context.WithoutCancel(ctx)
+	if err := w.Close(); err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "close staged input", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
+	}
+	del := func(state deliveryv1.StagedInputState) *deliveryv1.StagedInput {
+		if err := s.staging.Delete(ctx, deliveryID(d.GetName())); err != nil {
+			logging.FromContext(ctx).WarnContext(ctx, "delete staged input", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
+		}
+		in.State = state
+		return in
+	}
+	switch {
+	case ok:
+		return del(deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED)
+	case complete:
+		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, timestamppb.New(time.Now().Add(s.cfg.StagingRetention))
+	default:
+		// Whether the stream broke or the data was bad is decided by the
+		// caller of finishStaging; interrupted until then.
+		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))
+	}
+	return in
+}
+
+// interrupted keeps a delivery whose stream broke RECEIVING, holding its
+// input for the resume window, and answers the caller (if still there)
+// where to resume.
+func (s *Service) interrupted(ctx context.Context, d *deliveryv1.Delivery, prog *progress, in *deliveryv1.StagedInput, cause error) error {
+	ctx = context.WithoutCancel(ctx)
+	_, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+		sd.State, sd.Progress, sd.StagedInput, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING, prog.snapshot(), in, nil
+		return nil
+	})
+	if err != nil {
+		logging.FromContext(ctx).ErrorContext(ctx, "store an interrupted delivery", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
+	}
+	logging.FromContext(ctx).InfoContext(ctx, "delivery interrupted: resumable", slog.String("delivery", d.GetName()),
+		slog.Int64("staged_bytes", in.GetBytes()), slog.String("cause", cause.Error()))
+	name := d.GetName()
+	time.AfterFunc(s.cfg.ResumeWindow, func() { s.expireInterrupted(context.WithoutCancel(ctx), name) })
+	e := failure(cause, d.GetName(), "")
+	return e.With("resume_offset", strconv.FormatInt(in.GetBytes(), 10))
+}
+
+// expireInterrupted fails a delivery whose stream was not resumed within
+// the window, and deletes its input.
+func (s *Service) expireInterrupted(ctx context.Context, name string) {
+	expired := false
+	_, err := s.store.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error {
+		in := d.GetStagedInput()
+		if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || in.GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED ||
+			time.Now().Before(in.GetExpireTime().AsTime()) {
+			return nil
+		}
+		expired = true
+		d.State, d.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
+		d.Error = &deliveryv1.DeliveryError{Reason: ReasonStreamEndedEarly, Code: int32(codes.FailedPrecondition),
+			Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s", in.GetBytes(), s.cfg.ResumeWindow)}
+		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_EXPIRED, nil
+		return nil
+	})
+	if err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "expire an interrupted delivery", slog.String("delivery", name), slog.String("error", err.Error()))
+		return
+	}
+	if expired && s.staging != nil {
+		_ = s.staging.Delete(ctx, deliveryID(name))
+	}
+}
+
+// rejoin answers a Deliver whose idempotency key is taken: it resumes the
+// delivery when it was interrupted and the caller resumes it, and
+// otherwise answers the first delivery's result.
+func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart, dest *destinationv1.Destination, src source) (*deliveryv1.Delivery, error) {
+	found, err := s.byKey(ctx, parent, start)
+	if err != nil {
+		return nil, err
+	}
+	in := found.GetStagedInput()
+	if found.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || in.GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+		if start.GetResumeOffset() > 0 {
+			return nil, apierror.New(codes.FailedPrecondition, ReasonNothingToResume,
+				"the delivery holding this idempotency key is not interrupted: nothing to resume").With("delivery", found.GetName())
+		}
+		return s.replay(ctx, parent, start)
+	}
+	if start.GetResumeOffset() != in.GetBytes() {
+		return nil, resumeAt(found.GetName(), in.GetBytes())
+	}
+	// Claim it: of two callers resuming at once, one wins.
+	claimed, err := s.store.Deliveries.Update(ctx, found.GetName(), "", func(d *deliveryv1.Delivery) error {
+		if d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+			return apierror.New(codes.Aborted, ReasonNothingToResume, "another caller resumed this delivery").With("delivery", d.GetName())
+		}
+		d.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING, Bytes: d.GetStagedInput().GetBytes()}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	id := deliveryID(found.GetName())
+	w, held, err := s.staging.Append(ctx, id)
+	if err == nil && held != start.GetResumeOffset() {
+		w.Close()
+		err = resumeAt(found.GetName(), held)
+	}
+	var prefix io.ReadCloser
+	if err == nil {
+		if prefix, err = s.staging.Open(ctx, id); err != nil {
+			w.Close()
+		}
+	}
+	if err != nil {
+		// Leave it resumable as it was.
+		_, _ = s.store.Deliveries.Update(context.WithoutCancel(ctx), found.GetName(), "", func(d *deliveryv1.Delivery) error {
+			d.StagedInput = in
+			return nil
+		})
+		return nil, err
+	}
+	defer prefix.Close()
+	logging.FromContext(ctx).InfoContext(ctx, "delivery resumed", slog.String("delivery", found.GetName()), slog.Int64("offset", held))
+	return s.run(ctx, claimed, dest, &resumed{prefix: io.LimitReader(prefix, held), live: src}, w)
+}
+
+func resumeAt(delivery string, offset int64) error {
+	return apierror.New(codes.FailedPrecondition, ReasonResumeOffsetMismatch,
+		fmt.Sprintf("Sluice holds the first %d bytes of this delivery's Arrow stream: resume from offset %d", offset, offset)).
+		With("delivery", delivery).With("resume_offset", strconv.FormatInt(offset, 10))
+}
+
+// byKey answers the delivery holding start's idempotency key.
+func (s *Service) byKey(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, error) {
+	key := resourcestore.Where{Column: store.IdempotencyColumn, Value: store.IdempotencyKey(start.GetDestination(), start.GetIdempotencyKey())}
+	found, _, err := s.store.Deliveries.List(ctx, parent, "", 1, key)
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return nil, apierror.New(codes.Aborted, apierror.ReasonFailedPrecondition, "the delivery holding this idempotency key went away; retry")
+	}
+	return found[0], nil
+}
+
+// resumed is an interrupted delivery's input: the bytes held, read back
+// and verified, then the rest from the resumed stream.
+type resumed struct {
+	prefix io.Reader
+	live   source
+	done   bool
+	prog   *progress
+}
+
+func (r *resumed) count(prog *progress) {
+	r.prog = prog
+	r.live.count(prog)
+}
+
+func (r *resumed) stage(w staging.Writer) { r.live.stage(w) }
+
+func (r *resumed) Read(p []byte) (int, error) {
+	if !r.done {
+		n, err := r.prefix.Read(p)
+		r.prog.bytesIn.Add(int64(n))
+		if err == io.EOF {
+			r.done = true
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return r.live.Read(p)
+}
