@@ -120,7 +120,7 @@ type recvReader struct {
 	w      staging.Writer
 }
 
-func (r *recvReader) count(prog *progress) { r.prog = prog }
+func (r *recvReader) count(prog *progress)   { r.prog = prog }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
 
 func (r *recvReader) Read(p []byte) (int, error) {

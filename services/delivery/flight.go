@@ -97,7 +97,7 @@ type flightReader struct {
 	w      staging.Writer
 }
 
-func (r *flightReader) count(prog *progress) { r.prog = prog }
+func (r *flightReader) count(prog *progress)   { r.prog = prog }
 func (r *flightReader) stage(w staging.Writer) { r.w = w }
 
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
