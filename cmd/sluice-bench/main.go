@@ -80,7 +80,7 @@ func run(rows int64, runs int, rssGiB string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	b := &bench{ctx: ctx, work: work, tools: toolsDir(), procs: map[string]*exec.Cmd{}, addrs: map[string]string{}, rows: rows, runs: runs, dests: map[string]*destinationv1.Destination{}}
+	b := &bench{ctx: ctx, work: work, tools: localserver.ToolsDir(), procs: map[string]*exec.Cmd{}, addrs: map[string]string{}, rows: rows, runs: runs, dests: map[string]*destinationv1.Destination{}}
 	for _, tool := range []string{"s5cmd", "duckdb/node_modules/@duckdb/node-api"} {
 		if _, err := os.Stat(filepath.Join(b.tools, tool)); err != nil {
 			return fmt.Errorf("%s is missing from %s: run `make tools`", tool, b.tools)
@@ -131,13 +131,6 @@ func numCPU() int {
 	return n
 }
 
-func toolsDir() string {
-	if d := os.Getenv("SLUICE_TOOLS_DIR"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "sluice", "tools")
-}
 
 // startServices builds the three service binaries and starts each as its
 // own process on the MinIO, so that the delivery service's memory is its

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -42,6 +44,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/sampledata"
@@ -988,5 +991,47 @@ func TestDeliverStagingCap(t *testing.T) {
 	}
 	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
 		t.Errorf("staged input kept: %v", files)
+	}
+}
+
+// grpcurl, with nothing but reflection, lists the delivery an engineer
+// looks for, with its objects.
+func TestGrpcurlListsDeliveries(t *testing.T) {
+	grpcurl := filepath.Join(localserver.ToolsDir(), "grpcurl")
+	if _, err := os.Stat(grpcurl); err != nil {
+		t.Fatalf("grpcurl is not built in %s: run `make tools`", localserver.ToolsDir())
+	}
+	e := startDelivering(t, nil)
+	dest := e.destination(t, "seen", &destinationv1.Destination{Format: csvFormat()})
+	d, err := e.deliver(context.Background(), dest.GetName(), reader(t, customerBatches(t, 100, 100)), e.admin, &deliveryv1.DeliveryStart{OutputName: "seen"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := e.r.users.Mint("eng@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(grpcurl, "-plaintext", "-H", "authorization: Bearer "+tok,
+		"-d", `{"parent":"`+production+`","filter":"state = SUCCEEDED"}`,
+		e.r.addrs["delivery"], "sluice.delivery.v1.DeliveryService/ListDeliveries").CombinedOutput()
+	if err != nil {
+		t.Fatalf("grpcurl: %v\n%s", err, out)
+	}
+	var listed struct {
+		Deliveries []struct {
+			Name    string `json:"name"`
+			State   string `json:"state"`
+			Objects []struct {
+				Key    string `json:"key"`
+				Crc32c string `json:"crc32c"`
+			} `json:"objects"`
+		} `json:"deliveries"`
+	}
+	if err := json.Unmarshal(out, &listed); err != nil {
+		t.Fatalf("grpcurl printed %s: %v", out, err)
+	}
+	if len(listed.Deliveries) != 1 || listed.Deliveries[0].Name != d.GetName() || listed.Deliveries[0].State != "DELIVERY_STATE_SUCCEEDED" ||
+		len(listed.Deliveries[0].Objects) != 1 || listed.Deliveries[0].Objects[0].Crc32c != d.GetObjects()[0].GetCrc32C() {
+		t.Fatalf("grpcurl listed %s", out)
 	}
 }
