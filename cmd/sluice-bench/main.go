@@ -131,7 +131,6 @@ func numCPU() int {
 	return n
 }
 
-
 // startServices builds the three service binaries and starts each as its
 // own process on the MinIO, so that the delivery service's memory is its
 // own.
