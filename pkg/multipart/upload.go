@@ -65,6 +65,11 @@ type Upload struct {
 	// each part once S3 has it (and of the object put in one request),
 	// from the goroutine that sent it.
 	OnPart func(bytes int)
+	// OnCreate, when set, is called with the upload id once the multipart
+	// upload exists and before any part is sent, so that the caller can
+	// record it: an upload a crash interrupts can then be found and
+	// aborted. An error aborts the upload.
+	OnCreate func(uploadID string) error
 
 	client      *s3.Client
 	pool        *Pool
@@ -199,6 +204,13 @@ func (u *Upload) send() error {
 			return u.failed()
 		}
 		u.uploadID = aws.ToString(out.UploadId)
+		if u.OnCreate != nil {
+			if err := u.OnCreate(u.uploadID); err != nil {
+				u.fail(fmt.Errorf("record upload of %s: %w", u.obj.Key, err))
+				u.release()
+				return u.failed()
+			}
+		}
 	}
 	if u.next > MaxParts {
 		err := fmt.Errorf("%s needs more than %d parts: configure a larger part size or more part buffers", u.obj.Key, MaxParts)

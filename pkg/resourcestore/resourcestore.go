@@ -277,6 +277,33 @@ func (t *Table[T]) list(ctx context.Context, parent, from string, desc bool, lim
 	return out, "", nil
 }
 
+// Find answers up to limit messages of any parent whose row matches cond,
+// a SQL condition on the table's columns with ? placeholders: for a
+// service's own upkeep (recovery, sweeps), never for a caller's request.
+func (t *Table[T]) Find(ctx context.Context, limit int, cond string, args ...any) ([]T, error) {
+	rows, err := t.db.QueryContext(ctx, t.db.Rebind(`SELECT data, etag FROM `+t.table+` WHERE `+cond+` ORDER BY name LIMIT ?`), append(args, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("find in %s: %w", t.table, err)
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var (
+			b    []byte
+			etag string
+		)
+		if err := rows.Scan(&b, &etag); err != nil {
+			return nil, fmt.Errorf("find in %s: %w", t.table, err)
+		}
+		msg, err := t.decode(b, etag)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msg)
+	}
+	return out, rows.Err()
+}
+
 // Update reads the message, checks etag when it is not empty (a mismatch
 // answers apierror.ErrEtagMismatch), lets mutate change it, and stores it
 // with a new update_time and etag, all in one transaction with also. The

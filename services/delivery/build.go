@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"log/slog"
 	"path/filepath"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -37,5 +38,6 @@ func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Con
 		return err
 	}
 	svc.Register(srv)
+	svc.Start(env.Logger.With(slog.String("component", "delivery")))
 	return nil
 }

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -51,6 +52,14 @@ type Config struct {
 	StagingRetention time.Duration
 	// ResumeWindow is how long an interrupted stream may be resumed.
 	ResumeWindow time.Duration
+	// Instance names this service instance: the deliveries it runs are
+	// recorded as its own, so that when it starts again it takes back
+	// what it was running. The host name by default; give each replica
+	// its own, stable across restarts (a StatefulSet's pod name).
+	Instance string
+	// RecoverInterval is how often the service looks for deliveries whose
+	// instance stopped reporting progress, to take them over.
+	RecoverInterval time.Duration
 }
 
 // DefaultConfig answers the defaults: 16 MiB parts, 8 buffers (128 MiB),
@@ -66,7 +75,17 @@ func DefaultConfig() Config {
 		StagingMaxBytes:  50 << 30,
 		StagingRetention: 7 * 24 * time.Hour,
 		ResumeWindow:     time.Hour,
+		Instance:         hostname(),
+		RecoverInterval:  30 * time.Second,
 	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "sluice-delivery"
+	}
+	return h
 }
 
 // AddFlags registers the delivery flags on fs (the AWS endpoints are
@@ -81,6 +100,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, stable across restarts: on start it takes back the deliveries it was running")
 }
 
 func (c Config) check() error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/pkg/validate"
+	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
 // stalledAfter is how long a running delivery may go without storing its
@@ -223,7 +225,8 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 		Name: name, Destination: start.GetDestination(), IdempotencyKey: start.GetIdempotencyKey(),
 		OutputName: output, Labels: start.GetLabels(), State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
 		Progress: &deliveryv1.DeliveryProgress{}, Workflow: name + workflowLeaf,
-		StagedInput: &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
+		StagedInput:     &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
+		ServiceInstance: s.cfg.Instance,
 	})
 }
 
@@ -264,6 +267,8 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 // ended.
 func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source, w staging.Writer) (*deliveryv1.Delivery, error) {
 	log := logging.FromContext(ctx).With(slog.String("delivery", d.GetName()))
+	s.running.Store(d.GetName(), true)
+	defer s.running.Delete(d.GetName())
 	prog := &progress{}
 	src.count(prog)
 	src.stage(w)
@@ -273,9 +278,18 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	stopTracking := s.track(ctx, d.GetName(), prog)
 	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog)
 	stopTracking()
+	// What landed is answered, or was taken back by the pipeline.
+	if ferr := s.store.ForgetWrites(context.WithoutCancel(ctx), d.GetName()); ferr != nil {
+		log.WarnContext(ctx, "forget the delivery's recorded writes", slog.String("error", ferr.Error()))
+	}
 
 	end := timestamppb.Now()
-	input := s.finishStaging(ctx, d, w, err == nil, complete)
+	var input *deliveryv1.StagedInput
+	if _, rerun := src.(*stagedSource); rerun {
+		input = s.finishRerun(ctx, d, err == nil)
+	} else {
+		input = s.finishStaging(ctx, d, w, err == nil, complete)
+	}
 	var broke *streamBroke
 	if err != nil && input.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
 		if errors.As(err, &broke) || ctx.Err() != nil {
@@ -356,7 +370,7 @@ func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *de
 	}), access.GetRegion())
 	out := &output{
 		cfg: cfg, limits: s.cfg.Ingest, prog: prog,
-		sink:     newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums()),
+		sink:     s.sink(ctx, d, client, dest, bucket, prog),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
@@ -372,6 +386,15 @@ func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *de
 	}
 	objects, err := out.run(ctx, src)
 	return objects, bucket, err
+}
+
+// sink answers the S3 sink of a delivery, recording each object it writes
+// before the first byte, so that a crash leaves nothing that cannot be
+// found and taken back.
+func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress) *s3Sink {
+	sk := newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums())
+	sk.record = func(w store.Write) error { return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), w) }
+	return sk
 }
 
 // track stores the delivery's counters every ProgressInterval (and at

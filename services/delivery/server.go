@@ -6,6 +6,8 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
 
 	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 	"strings"
@@ -48,6 +50,10 @@ type Service struct {
 	pool *multipart.Pool
 	// staging holds deliveries' input; nil when staging is off.
 	staging staging.Store
+	// running holds the names of the deliveries this process runs now.
+	running sync.Map
+	// stop ends the background work (recovery) before the store closes.
+	stop func()
 }
 
 // New opens the store, allocates the part buffers and answers the service.
@@ -110,8 +116,31 @@ func (s *Service) Register(srv *grpcserver.Server) {
 	srv.OnShutdown(s)
 }
 
-// Close closes the store.
-func (s *Service) Close() error { return s.store.Close() }
+// Close stops the background work and closes the store.
+func (s *Service) Close() error {
+	if s.stop != nil {
+		s.stop()
+	}
+	return s.store.Close()
+}
+
+// Start begins the background work: taking over the deliveries this
+// instance was running when it stopped, and those of instances that
+// stopped reporting progress.
+func (s *Service) Start(log *slog.Logger) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	var reruns sync.WaitGroup
+	go func() {
+		defer close(done)
+		s.recoverLoop(ctx, log, &reruns)
+	}()
+	s.stop = func() {
+		cancel()
+		<-done
+		reruns.Wait()
+	}
+}
 
 func named(ctx context.Context, field, name, collection string) error {
 	n, err := validate.Resource(field, name, collection)

@@ -15,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/outputspec"
+	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
 // landed is what an object that landed holds.
@@ -46,6 +47,9 @@ type s3Sink struct {
 	bucket      string
 	onPart      func(bytes int)
 	checksums   bool
+	// record, when set, records each object and its upload before any
+	// byte of it is sent.
+	record func(store.Write) error
 
 	mu   sync.Mutex
 	done map[string]landed
@@ -57,10 +61,18 @@ func newS3Sink(ctx context.Context, client *s3.Client, pool *multipart.Pool, con
 }
 
 func (s *s3Sink) Create(key string) (fileset.Object, error) {
+	if s.record != nil {
+		if err := s.record(store.Write{Bucket: s.bucket, Key: key}); err != nil {
+			return nil, err
+		}
+	}
 	obj := outputspec.Object(s.dest, s.bucket, key)
 	obj.NoChecksums = !s.checksums
 	u := multipart.New(s.ctx, s.client, s.pool, obj, s.concurrency)
 	u.OnPart = s.onPart
+	if s.record != nil {
+		u.OnCreate = func(id string) error { return s.record(store.Write{Bucket: s.bucket, Key: key, UploadID: id}) }
+	}
 	return &s3Object{sink: s, up: u, key: key, sum: sha256.New()}, nil
 }
 

@@ -179,6 +179,7 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 			return apierror.New(codes.Aborted, ReasonNothingToResume, "another caller resumed this delivery").With("delivery", d.GetName())
 		}
 		d.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING, Bytes: d.GetStagedInput().GetBytes()}
+		d.ServiceInstance = s.cfg.Instance
 		return nil
 	})
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
+	"time"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
@@ -60,6 +62,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		resourcestore.Column[*deliveryv1.Delivery]{Name: IdempotencyColumn, Value: func(d *deliveryv1.Delivery) any {
 			return IdempotencyKey(d.GetDestination(), d.GetIdempotencyKey())
 		}},
+		resourcestore.Column[*deliveryv1.Delivery]{Name: "owner", Value: func(d *deliveryv1.Delivery) any { return d.GetServiceInstance() }},
 	)
 	s.Workflows, e2 = resourcestore.New[*deliveryv1.Workflow](db, "workflows")
 	s.Notifications, e3 = resourcestore.New[*deliveryv1.Notification](db, "notifications")
@@ -68,6 +71,58 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Running answers deliveries that have not ended (RECEIVING, UPLOADING,
+// RESOLVING) and either belong to instance or stopped reporting progress
+// before stale: those a restarted or surviving instance must take over.
+func (s *Store) Running(ctx context.Context, instance string, stale time.Time, limit int) ([]*deliveryv1.Delivery, error) {
+	return s.Deliveries.Find(ctx, limit, `state IN (?, ?, ?) AND (owner = ? OR update_time < ?)`,
+		int32(deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING), int32(deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING),
+		int32(deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING), instance, stale.UnixMicro())
+}
+
+// Write is one object a delivery writes: its key, and its multipart
+// upload while one is open.
+type Write struct {
+	Bucket, Key, UploadID string
+}
+
+// RecordWrite records that delivery writes key (and, once started, its
+// upload), before any byte of it goes to S3.
+func (s *Store) RecordWrite(ctx context.Context, delivery string, w Write) error {
+	q := `INSERT INTO writes (delivery, bucket, object_key, upload_id, create_time) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (delivery, object_key) DO UPDATE SET bucket = excluded.bucket, upload_id = excluded.upload_id`
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(q), delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro())
+	if err != nil {
+		return fmt.Errorf("record the write of %s: %w", w.Key, err)
+	}
+	return nil
+}
+
+// Writes answers what delivery recorded, in key order.
+func (s *Store) Writes(ctx context.Context, delivery string) ([]Write, error) {
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT bucket, object_key, upload_id FROM writes WHERE delivery = ? ORDER BY object_key`), delivery)
+	if err != nil {
+		return nil, fmt.Errorf("writes of %s: %w", delivery, err)
+	}
+	defer rows.Close()
+	var out []Write
+	for rows.Next() {
+		var w Write
+		if err := rows.Scan(&w.Bucket, &w.Key, &w.UploadID); err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+// ForgetWrites drops delivery's records: its objects are complete and
+// answered, or taken back.
+func (s *Store) ForgetWrites(ctx context.Context, delivery string) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM writes WHERE delivery = ?`), delivery)
+	return err
 }
 
 // Dialect answers the engine behind the store.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
@@ -42,6 +43,7 @@ func TestConformance(t *testing.T) {
 			})
 			t.Run("OneDeliveryPerIdempotencyKey", func(t *testing.T) { oneDeliveryPerKey(t, open(t, b.DSN(t))) })
 			t.Run("ListByDestinationAndState", func(t *testing.T) { listByDestinationAndState(t, open(t, b.DSN(t))) })
+			t.Run("RunningAndWrites", func(t *testing.T) { runningAndWrites(t, open(t, b.DSN(t))) })
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -126,5 +128,50 @@ func listByDestinationAndState(t *testing.T, s *store.Store) {
 	}
 	if strings.Join(names, ",") != "d,b" {
 		t.Fatalf("failed deliveries to d1, newest first: got %v, want [d b]", names)
+	}
+}
+
+func runningAndWrites(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	mine := delivery("a", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING)
+	mine.ServiceInstance = "host-1"
+	theirs := delivery("b", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING)
+	theirs.ServiceInstance = "host-2"
+	done := delivery("c", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED)
+	done.ServiceInstance = "host-1"
+	for _, d := range []*deliveryv1.Delivery{mine, theirs, done} {
+		if _, err := s.Deliveries.Create(ctx, parent, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(ds []*deliveryv1.Delivery) string {
+		var out []string
+		for _, d := range ds {
+			out = append(out, d.GetName()[len(parent)+len("/deliveries/"):])
+		}
+		return strings.Join(out, ",")
+	}
+	got, err := s.Running(ctx, "host-1", time.Now().Add(-time.Minute), 10)
+	if err != nil || names(got) != "a" {
+		t.Fatalf("running of host-1, none stale: %s %v", names(got), err)
+	}
+	got, err = s.Running(ctx, "host-1", time.Now().Add(time.Minute), 10)
+	if err != nil || names(got) != "a,b" {
+		t.Fatalf("running of host-1 and stale: %s %v", names(got), err)
+	}
+	for _, w := range []store.Write{{Bucket: "b", Key: "k2"}, {Bucket: "b", Key: "k1"}, {Bucket: "b", Key: "k2", UploadID: "u2"}} {
+		if err := s.RecordWrite(ctx, mine.GetName(), w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws, err := s.Writes(ctx, mine.GetName())
+	if err != nil || len(ws) != 2 || ws[0].Key != "k1" || ws[1].UploadID != "u2" {
+		t.Fatalf("writes %+v %v", ws, err)
+	}
+	if err := s.ForgetWrites(ctx, mine.GetName()); err != nil {
+		t.Fatal(err)
+	}
+	if ws, _ := s.Writes(ctx, mine.GetName()); len(ws) != 0 {
+		t.Fatalf("writes after forget: %+v", ws)
 	}
 }

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/launch"
+	"github.com/sluicehq/sluice/pkg/localserver"
+	"github.com/sluicehq/sluice/pkg/sampledata"
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+// The delivery service is killed (SIGKILL, by its pid) while a delivery
+// is receiving, after some of its files landed. Started again, it takes
+// back what the delivery wrote (no object, no multipart upload left) and
+// holds its input for the caller, who resumes from the offset it reports:
+// what lands equals an uninterrupted delivery.
+func TestDeliveryServiceKilledMidDelivery(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	sl, err := localserver.StartSluice(localserver.SluiceOptions{MinIO: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sl.Stop)
+	ctx := context.Background()
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(sl.Dir, "data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.NewSigner(key).Mint("ops@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(tok))
+	dial := func(name string) *grpc.ClientConn {
+		cc, err := grpc.NewClient(sl.Addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	cred, err := credentialv1.NewCredentialServiceClient(dial("credential")).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dests := destinationv1.NewDestinationServiceClient(dial("destination"))
+	mk := func(id string) *destinationv1.Destination {
+		d, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: id, Destination: &destinationv1.Destination{
+			Credential: cred.GetName(), Prefix: id + "/", Format: csvFormat(), Split: &destinationv1.Split{MaxRows: 1500}, SuccessFile: true}}, as)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	whole, crashed := mk("whole"), mk("crashed")
+	delivs := deliveryv1.NewDeliveryServiceClient(dial("delivery"))
+	recs := sampledata.All(sampledata.NewCustomer360(nil, 6000, 500, 4))
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	want, err := deliverclient.DeliverStream(ctx, delivs, &deliveryv1.DeliveryStart{Destination: whole.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{as}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	start := &deliveryv1.DeliveryStart{Destination: crashed.GetName(), OutputName: "out", IdempotencyKey: "crash-1"}
+	call, err := delivs.Deliver(ctx, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: start}}); err != nil {
+		t.Fatal(err)
+	}
+	cut := len(stream) * 3 / 5
+	for off := 0; off < cut; off += 32 << 10 {
+		if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stream[off:min(cut, off+32<<10)]}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s3c := m.S3("", "")
+	landed := func() (objects []string, uploads int) {
+		list, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("crashed/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range list.Contents {
+			objects = append(objects, aws.ToString(o.Key))
+		}
+		ups, err := s3c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String("crashed/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return objects, len(ups.Uploads)
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for range 300 {
+			if ok() {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("waited in vain for %s; delivery service log:\n%s", what, sl.Log("delivery"))
+	}
+	waitFor("files to land before the crash", func() bool { objs, _ := landed(); return len(objs) >= 2 })
+
+	sl.Kill("delivery")
+	if err := sl.Start("delivery"); err != nil {
+		t.Fatal(err)
+	}
+	var held *deliveryv1.Delivery
+	waitFor("the restarted service to hold the input for the caller", func() bool {
+		list, err := delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: `destination = "` + crashed.GetName() + `"`}, as)
+		if err != nil || len(list.GetDeliveries()) != 1 {
+			return false
+		}
+		held = list.GetDeliveries()[0]
+		return held.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED
+	})
+	if objs, ups := landed(); len(objs) != 0 || ups != 0 {
+		t.Fatalf("after the restart the prefix holds %v and %d multipart uploads", objs, ups)
+	}
+	offset := held.GetStagedInput().GetBytes()
+	if offset == 0 || offset > int64(cut) {
+		t.Fatalf("the service holds %d bytes of the %d sent", offset, cut)
+	}
+	start.ResumeOffset = offset
+	got, err := deliverclient.DeliverStream(ctx, delivs, start, bytes.NewReader(stream[offset:]), deliverclient.Options{CallOptions: []grpc.CallOption{as}})
+	if err != nil {
+		t.Fatalf("resume at %d: %v", offset, err)
+	}
+	if got.GetName() != held.GetName() || len(got.GetObjects()) != len(want.GetObjects()) {
+		t.Fatalf("resumed %s with %d objects, uninterrupted %d", got.GetName(), len(got.GetObjects()), len(want.GetObjects()))
+	}
+	for i, obj := range got.GetObjects() {
+		if strings.TrimPrefix(obj.GetKey(), "crashed/") != strings.TrimPrefix(want.GetObjects()[i].GetKey(), "whole/") || obj.GetChecksum() != want.GetObjects()[i].GetChecksum() {
+			t.Errorf("object %d: %s %s, uninterrupted %s %s", i, obj.GetKey(), obj.GetChecksum(), want.GetObjects()[i].GetKey(), want.GetObjects()[i].GetChecksum())
+		}
+	}
+	if objs, ups := landed(); len(objs) != len(want.GetObjects()) || ups != 0 {
+		t.Errorf("the prefix holds %v and %d uploads", objs, ups)
+	}
+}

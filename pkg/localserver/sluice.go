@@ -1,0 +1,158 @@
+package localserver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Sluice runs the three services, built from this module's source, each
+// as its own process on 127.0.0.1, against a MinIO: for the tests that
+// kill a service by its process id, and for the benchmark that measures
+// one service's memory.
+type Sluice struct {
+	// Dir holds the shared data directory and the logs.
+	Dir string
+	// Addrs are the services' gRPC addresses by name: credential,
+	// destination, delivery.
+	Addrs map[string]string
+	bin   string
+	args  map[string][]string
+	procs map[string]*process
+}
+
+// SluiceOptions adjust the services.
+type SluiceOptions struct {
+	MinIO *MinIO
+	// Delivery adds flags to the delivery service.
+	Delivery []string
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// buildServices builds the service binaries once per process.
+func buildServices() (string, error) {
+	buildOnce.Do(func() {
+		root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("find the module: %w", err)
+			return
+		}
+		if buildDir, buildErr = os.MkdirTemp("", "sluice-bin-"); buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./services/credential/cmd/sluice-credential",
+			"./services/destination/cmd/sluice-destination", "./services/delivery/cmd/sluice-delivery")
+		cmd.Dir = strings.TrimSpace(string(root))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build the services: %v\n%s", err, out)
+		}
+	})
+	return buildDir, buildErr
+}
+
+// StartSluice builds the services if needed and starts them one by one
+// (the first creates the development keys the others read).
+func StartSluice(o SluiceOptions) (*Sluice, error) {
+	bin, err := buildServices()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "sluice-services-")
+	if err != nil {
+		return nil, err
+	}
+	s := &Sluice{Dir: dir, Addrs: map[string]string{}, bin: bin, procs: map[string]*process{}}
+	for _, name := range []string{"credential", "destination", "delivery"} {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Addrs[name] = hostPort(port)
+	}
+	s3 := []string{"--s3-endpoint", o.MinIO.Endpoint, "--s3-path-style", "--aws-region", o.MinIO.Region}
+	common := []string{"--data-dir", filepath.Join(dir, "data"), "--log-level", "info"}
+	s.args = map[string][]string{
+		"credential":  append(append([]string{"--destination-addr", s.Addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", o.MinIO.Endpoint}, s3...), common...),
+		"destination": append(append([]string{"--credential-addr", s.Addrs["credential"]}, s3...), common...),
+		"delivery":    append(append(append([]string{"--credential-addr", s.Addrs["credential"], "--destination-addr", s.Addrs["destination"]}, s3...), common...), o.Delivery...),
+	}
+	for _, name := range []string{"credential", "destination", "delivery"} {
+		if err := s.Start(name); err != nil {
+			s.Stop()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Start starts (or starts again) one service and waits until it serves.
+func (s *Sluice) Start(name string) error {
+	if p := s.procs[name]; p != nil && !p.exited() {
+		return fmt.Errorf("sluice-%s is running", name)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "sluice-"+name), append([]string{"--listen", s.Addrs[name]}, s.args[name]...)...)
+	p, err := startProcess("sluice-"+name, cmd, filepath.Join(s.Dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
+	if err != nil {
+		return err
+	}
+	s.procs[name] = p
+	return p.waitReady(60*time.Second, serving(s.Addrs[name]))
+}
+
+// Pid answers a service's process id.
+func (s *Sluice) Pid(name string) int { return s.procs[name].cmd.Process.Pid }
+
+// Kill ends a service at once with SIGKILL, by its process id, as a crash
+// would.
+func (s *Sluice) Kill(name string) {
+	p := s.procs[name]
+	_ = syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+	announce("killed sluice-%s (pid %d)", name, p.cmd.Process.Pid)
+}
+
+// Log answers the end of a service's current log.
+func (s *Sluice) Log(name string) string { return s.procs[name].tail() }
+
+// Stop stops every service (SIGTERM, then SIGKILL) and removes its files.
+func (s *Sluice) Stop() {
+	for _, name := range []string{"delivery", "destination", "credential"} {
+		if p := s.procs[name]; p != nil {
+			p.stop(syscall.SIGTERM, 10*time.Second)
+		}
+	}
+	os.RemoveAll(s.Dir)
+}
+
+func serving(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return err
+		}
+		if res.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			return fmt.Errorf("%s is %s", addr, res.GetStatus())
+		}
+		return nil
+	}
+}

@@ -1,0 +1,239 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/staging"
+)
+
+// ReasonServiceStopped: the service stopped while the delivery ran and no
+// staged input lets it run again.
+const ReasonServiceStopped = "SERVICE_STOPPED"
+
+// recoverLoop takes over, at start and then every RecoverInterval, the
+// deliveries this instance was running when it stopped and those whose
+// instance stopped reporting progress. It ends with ctx.
+func (s *Service) recoverLoop(ctx context.Context, log *slog.Logger, reruns *sync.WaitGroup) {
+	// The first pass waits a moment for the peer services, which may be
+	// starting beside this one; a pass that could not finish is tried
+	// again soon.
+	wait := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = s.cfg.RecoverInterval
+		if err := s.recoverRunning(ctx, log, reruns); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "take over stopped deliveries", slog.String("error", err.Error()))
+			wait = min(wait, 2*time.Second)
+		}
+	}
+}
+
+func (s *Service) recoverRunning(ctx context.Context, log *slog.Logger, reruns *sync.WaitGroup) error {
+	found, err := s.store.Running(ctx, s.cfg.Instance, time.Now().Add(-stalledAfter), 100)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range found {
+		if s.live(d.GetName()) {
+			continue // this process runs it now
+		}
+		if err := s.takeOver(ctx, d, log, reruns); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d.GetName(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// takeOver claims a delivery whose instance stopped, takes back what it
+// had written (aborting its multipart uploads, deleting its objects), and
+// then reruns it from staged input when its whole stream was received,
+// leaves it for its caller to resume when it was still receiving, or
+// fails it when nothing was staged.
+func (s *Service) takeOver(ctx context.Context, d *deliveryv1.Delivery, log *slog.Logger, reruns *sync.WaitGroup) error {
+	stale := time.Now().Add(-stalledAfter)
+	claimed, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+		running := sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING ||
+			sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING
+		mine := sd.GetServiceInstance() == s.cfg.Instance
+		if !running || (!mine && sd.GetUpdateTime().AsTime().After(stale)) ||
+			sd.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+			return errNotOrphan
+		}
+		sd.ServiceInstance = s.cfg.Instance
+		return nil
+	})
+	if errors.Is(err, errNotOrphan) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log = log.With(slog.String("delivery", d.GetName()))
+	dest, client, err := s.accessFor(ctx, claimed.GetDestination())
+	if err != nil {
+		return fmt.Errorf("access to take back its writes: %w", err)
+	}
+	if err := s.takeBack(ctx, claimed.GetName(), dest, client); err != nil {
+		return err
+	}
+	id := deliveryID(claimed.GetName())
+	if s.staging == nil {
+		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran, and staging is off: send the data again")
+	}
+	held, err := s.staging.Size(ctx, id)
+	if errors.Is(err, staging.ErrNotFound) {
+		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran and its input was not kept: send the data again")
+	}
+	if err != nil {
+		return err
+	}
+	if claimed.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING {
+		// The caller's stream died with the process: they may resume it.
+		in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, Bytes: held,
+			ExpireTime: timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))}
+		log.InfoContext(ctx, "took over an interrupted delivery: resumable", slog.Int64("staged_bytes", held))
+		return s.interrupted(ctx, claimed, &progress{}, in, errors.New("the delivery service stopped while receiving"))
+	}
+	// The whole stream was received: run it again from the staged copy.
+	log.InfoContext(ctx, "took over a stopped delivery: running it again from staged input", slog.Int64("staged_bytes", held))
+	// Stopped with the service: a rerun cut short is taken over again at
+	// the next start.
+	s.running.Store(claimed.GetName(), true)
+	reruns.Add(1)
+	go func() {
+		defer reruns.Done()
+		if _, err := s.rerun(ctx, claimed, dest); err != nil {
+			log.WarnContext(ctx, "rerun from staged input failed", slog.String("error", err.Error()))
+		}
+	}()
+	return nil
+}
+
+var errNotOrphan = errors.New("not an orphan")
+
+// rerun runs a delivery again from its staged input, with the destination
+// and credential as they are now, writing the same keys.
+func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination) (*deliveryv1.Delivery, error) {
+	if s.staging == nil {
+		return nil, apierror.New(codes.FailedPrecondition, ReasonServiceStopped, "staging is off: the delivery's input was not kept")
+	}
+	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return s.run(ctx, d, dest, &stagedSource{r: r}, nil)
+}
+
+// stagedSource reads a delivery's whole input back from staging.
+type stagedSource struct {
+	r    io.Reader
+	prog *progress
+}
+
+func (r *stagedSource) count(prog *progress) { r.prog = prog }
+func (r *stagedSource) stage(staging.Writer) {}
+func (r *stagedSource) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.prog.bytesIn.Add(int64(n))
+	return n, err
+}
+
+// endStopped fails a delivery that cannot run again.
+func (s *Service) endStopped(ctx context.Context, d *deliveryv1.Delivery, msg string) error {
+	_, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+		sd.State, sd.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
+		sd.Error = &deliveryv1.DeliveryError{Reason: ReasonServiceStopped, Message: msg, Code: int32(codes.Unavailable)}
+		return nil
+	})
+	return err
+}
+
+// accessFor resolves a destination and mints access to its bucket, as the
+// service itself: no caller is waiting.
+func (s *Service) accessFor(ctx context.Context, destination string) (*destinationv1.Destination, *s3.Client, error) {
+	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: destination})
+	if err != nil {
+		return nil, nil, err
+	}
+	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: dest.GetCredential()})
+	if err != nil {
+		return dest, nil, err
+	}
+	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
+		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
+	}), access.GetRegion())
+	return dest, client, nil
+}
+
+// takeBack aborts the recorded multipart uploads of a delivery and deletes
+// the objects it wrote, then forgets them.
+func (s *Service) takeBack(ctx context.Context, delivery string, dest *destinationv1.Destination, client *s3.Client) error {
+	writes, err := s.store.Writes(ctx, delivery)
+	if err != nil {
+		return err
+	}
+	owner := optional(dest.GetExpectedBucketOwner())
+	var errs []error
+	for _, w := range writes {
+		if w.UploadID != "" {
+			_, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID), ExpectedBucketOwner: owner})
+			if err != nil && !isNoSuchUpload(err) {
+				errs = append(errs, fmt.Errorf("abort the upload of %s: %w", w.Key, err))
+			}
+		}
+		if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), ExpectedBucketOwner: owner}); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", w.Key, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return s.store.ForgetWrites(ctx, delivery)
+}
+
+func isNoSuchUpload(err error) bool {
+	var api interface{ ErrorCode() string }
+	return errors.As(err, &api) && api.ErrorCode() == "NoSuchUpload"
+}
+
+// finishRerun answers what is held after a rerun from staged input: the
+// copy goes once the delivery succeeds, and is kept for the retention
+// period after another failure.
+func (s *Service) finishRerun(ctx context.Context, d *deliveryv1.Delivery, ok bool) *deliveryv1.StagedInput {
+	ctx = context.WithoutCancel(ctx)
+	id := deliveryID(d.GetName())
+	held, _ := s.staging.Size(ctx, id)
+	if ok {
+		_ = s.staging.Delete(ctx, id)
+		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED, Bytes: held}
+	}
+	return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, Bytes: held,
+		ExpireTime: timestamppb.New(time.Now().Add(s.cfg.StagingRetention))}
+}
+
+// live reports whether this process runs the delivery now.
+func (s *Service) live(name string) bool {
+	_, ok := s.running.Load(name)
+	return ok
+}
