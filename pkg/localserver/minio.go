@@ -117,6 +117,25 @@ func (m *MinIO) iamReady(ctx context.Context) error {
 	return fmt.Errorf("IAM not ready: %v", err)
 }
 
+// Outage stops the server by its process id (SIGTERM) for down, keeping
+// its data, then starts it again on the same address and waits until it
+// serves: an S3 outage, as a network partition or a restart makes one.
+func (m *MinIO) Outage(down time.Duration) error {
+	m.proc.stop(syscall.SIGTERM, 10*time.Second)
+	time.Sleep(down)
+	old := m.proc.cmd
+	cmd := exec.Command(old.Path, old.Args[1:]...)
+	cmd.Env = old.Env
+	var err error
+	if m.proc, err = startProcess("MinIO", cmd, filepath.Join(m.dir, "minio.log")); err != nil {
+		return err
+	}
+	if err := m.proc.waitReady(60*time.Second, httpOK(m.Endpoint+"/minio/health/ready")); err != nil {
+		return err
+	}
+	return m.proc.waitReady(60*time.Second, m.iamReady)
+}
+
 // Stop stops the server by its process id and removes its data.
 func (m *MinIO) Stop() {
 	m.proc.stop(syscall.SIGTERM, 10*time.Second)

@@ -57,6 +57,9 @@ type Config struct {
 	// what it was running. The host name by default; give each replica
 	// its own, stable across restarts (a StatefulSet's pod name).
 	Instance string
+	// TransientRetries is how many times a delivery runs again from staged
+	// input after a transient fault before it fails.
+	TransientRetries int
 	// RecoverInterval is how often the service looks for deliveries whose
 	// instance stopped reporting progress, to take them over.
 	RecoverInterval time.Duration
@@ -77,6 +80,7 @@ func DefaultConfig() Config {
 		ResumeWindow:     time.Hour,
 		Instance:         hostname(),
 		RecoverInterval:  30 * time.Second,
+		TransientRetries: 4,
 	}
 }
 
@@ -100,6 +104,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
+	fs.IntVar(&c.TransientRetries, "transient-retries", c.TransientRetries, "times a delivery runs again from staged input after a transient fault (S3 unavailable, throttled, timing out) before it fails")
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, stable across restarts: on start it takes back the deliveries it was running")
 }
 

@@ -82,6 +82,9 @@ type source interface {
 	io.Reader
 	count(prog *progress)
 	stage(w staging.Writer)
+	// drop discards bytes received but not yet read: a retry reads them
+	// back from staging.
+	drop()
 }
 
 // streamBroke is a caller's stream that failed before its end: the caller
@@ -124,6 +127,7 @@ type recvReader struct {
 
 func (r *recvReader) count(prog *progress)   { r.prog = prog }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
+func (r *recvReader) drop()                  { r.buf = nil }
 
 func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
@@ -277,15 +281,42 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	}
 	stopTracking := s.track(ctx, d.GetName(), prog)
 	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog)
+	// A transient fault (S3 or a peer unavailable, throttled, timing out)
+	// runs the delivery again over what was staged and the rest of the
+	// stream, after a growing pause, before anyone is told.
+	for attempt := 1; err != nil && attempt <= s.cfg.TransientRetries && transient(err) && ctx.Err() == nil && (w != nil || isRerun(src)); attempt++ {
+		log.WarnContext(ctx, "transient fault: running the delivery again from staged input", slog.Int("attempt", attempt+1), slog.String("error", err.Error()))
+		if !pause(ctx, attempt) {
+			break
+		}
+		next, closer, rerr := s.restart(ctx, d, src, w)
+		if rerr != nil {
+			err = errors.Join(err, rerr)
+			break
+		}
+		if terr := s.takeBackFor(ctx, d, dest); terr != nil {
+			closer.Close()
+			err = terr
+			continue
+		}
+		prog.reset()
+		src = next
+		src.count(prog)
+		objects, bucket, complete, err = s.convert(ctx, d, dest, src, prog)
+		closer.Close()
+	}
 	stopTracking()
-	// What landed is answered, or was taken back by the pipeline.
-	if ferr := s.store.ForgetWrites(context.WithoutCancel(ctx), d.GetName()); ferr != nil {
-		log.WarnContext(ctx, "forget the delivery's recorded writes", slog.String("error", ferr.Error()))
+	// What landed is answered, or was taken back; a failure that could not
+	// take back what it wrote keeps the records for the next takeover.
+	if err == nil || s.takeBackFor(ctx, d, dest) == nil {
+		if ferr := s.store.ForgetWrites(context.WithoutCancel(ctx), d.GetName()); ferr != nil {
+			log.WarnContext(ctx, "forget the delivery's recorded writes", slog.String("error", ferr.Error()))
+		}
 	}
 
 	end := timestamppb.Now()
 	var input *deliveryv1.StagedInput
-	if _, rerun := src.(*stagedSource); rerun {
+	if isRerun(src) {
 		input = s.finishRerun(ctx, d, err == nil)
 	} else {
 		input = s.finishStaging(ctx, d, w, err == nil, complete)

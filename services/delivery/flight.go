@@ -99,6 +99,7 @@ type flightReader struct {
 
 func (r *flightReader) count(prog *progress)   { r.prog = prog }
 func (r *flightReader) stage(w staging.Writer) { r.w = w }
+func (r *flightReader) drop()                  { r.buf, r.body = nil, nil }
 
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 

@@ -30,6 +30,14 @@ func (p *progress) snapshot() *deliveryv1.DeliveryProgress {
 	return &deliveryv1.DeliveryProgress{Rows: p.rows.Load(), BytesIn: p.bytesIn.Load(), BytesOut: p.bytesOut.Load(), Parts: p.parts.Load()}
 }
 
+// reset starts the counts of another attempt (staged bytes stay).
+func (p *progress) reset() {
+	p.rows.Store(0)
+	p.bytesIn.Store(0)
+	p.bytesOut.Store(0)
+	p.parts.Store(0)
+}
+
 func (p *progress) part(n int) {
 	p.bytesOut.Add(int64(n))
 	p.parts.Add(1)

@@ -6,18 +6,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
+	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
 
@@ -153,6 +157,7 @@ type stagedSource struct {
 
 func (r *stagedSource) count(prog *progress) { r.prog = prog }
 func (r *stagedSource) stage(staging.Writer) {}
+func (r *stagedSource) drop()                {}
 func (r *stagedSource) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.prog.bytesIn.Add(int64(n))
@@ -236,4 +241,68 @@ func (s *Service) finishRerun(ctx context.Context, d *deliveryv1.Delivery, ok bo
 func (s *Service) live(name string) bool {
 	_, ok := s.running.Load(name)
 	return ok
+}
+
+func isRerun(src source) bool {
+	_, ok := src.(*stagedSource)
+	return ok
+}
+
+// transient reports whether a failure may go away by itself: S3 or a peer
+// unavailable, throttling, a timeout, a dropped connection. The caller's
+// own stream breaking, bad data and a full staging store are not.
+func transient(err error) bool {
+	var (
+		broke  *streamBroke
+		ingest *arrowingest.Error
+		schema *schemaError
+	)
+	if errors.As(err, &broke) || errors.As(err, &ingest) || errors.As(err, &schema) || errors.Is(err, staging.ErrFull) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
+		return st.Code() == codes.Unavailable || st.Code() == codes.DeadlineExceeded || st.Code() == codes.ResourceExhausted
+	}
+	return awserror.Classify(err, "").Retryable
+}
+
+// pause waits before attempt+1: exponential, with jitter, at most 30 s.
+func pause(ctx context.Context, attempt int) bool {
+	d := min(30*time.Second, time.Second<<(attempt-1))
+	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// restart answers the source of another attempt: every byte staged so
+// far, read back and verified, then the rest of the live stream (whose
+// buffered bytes are already among the staged ones).
+func (s *Service) restart(ctx context.Context, d *deliveryv1.Delivery, src source, w staging.Writer) (source, io.Closer, error) {
+	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
+	if err != nil {
+		return nil, nil, err
+	}
+	if isRerun(src) {
+		return &stagedSource{r: r}, r, nil
+	}
+	live := src
+	if res, ok := src.(*resumed); ok {
+		live = res.live
+	}
+	live.drop()
+	return &resumed{prefix: io.LimitReader(r, w.Staged()), live: live}, r, nil
+}
+
+// takeBackFor takes back what a delivery wrote, with fresh access.
+func (s *Service) takeBackFor(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination) error {
+	ctx = context.WithoutCancel(ctx)
+	_, client, err := s.accessFor(ctx, dest.GetName())
+	if err != nil {
+		return err
+	}
+	return s.takeBack(ctx, d.GetName(), dest, client)
 }

@@ -244,6 +244,7 @@ func (r *resumed) count(prog *progress) {
 }
 
 func (r *resumed) stage(w staging.Writer) { r.live.stage(w) }
+func (r *resumed) drop()                  { r.live.drop() }
 
 func (r *resumed) Read(p []byte) (int, error) {
 	if !r.done {
