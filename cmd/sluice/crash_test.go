@@ -107,11 +107,7 @@ func TestDeliveryServiceKilledMidDelivery(t *testing.T) {
 		for _, o := range list.Contents {
 			objects = append(objects, aws.ToString(o.Key))
 		}
-		ups, err := s3c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String("crashed/")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return objects, len(ups.Uploads)
+		return objects, len(uploadsUnder(t, s3c, bucket, "crashed/"))
 	}
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()

@@ -154,11 +154,31 @@ func (e *delivering) left(t *testing.T, prefix string) (objects []string, upload
 	for _, o := range list.Contents {
 		objects = append(objects, aws.ToString(o.Key))
 	}
-	ups, err := s3c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(e.bucket), Prefix: aws.String(prefix)})
-	if err != nil {
-		t.Fatal(err)
+	return objects, len(uploadsUnder(t, s3c, e.bucket, prefix))
+}
+
+// uploadsUnder answers the multipart uploads of bucket under prefix, by
+// id. It lists the whole bucket and filters: MinIO lists uploads by an
+// exact key only, so a prefix would find none and prove nothing.
+func uploadsUnder(t *testing.T, c *s3.Client, bucket, prefix string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)}
+	for {
+		page, err := c.ListMultipartUploads(context.Background(), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range page.Uploads {
+			if strings.HasPrefix(aws.ToString(u.Key), prefix) {
+				out[aws.ToString(u.UploadId)] = aws.ToString(u.Key)
+			}
+		}
+		if !aws.ToBool(page.IsTruncated) {
+			return out
+		}
+		in.KeyMarker, in.UploadIdMarker = page.NextKeyMarker, page.NextUploadIdMarker
 	}
-	return objects, len(ups.Uploads)
 }
 
 // checkObject checks an object against the answer: its bytes hash to the
@@ -1117,4 +1137,72 @@ func (b *blockingAfter) Next() bool {
 		<-b.release
 	}
 	return b.RecordReader.Next()
+}
+
+// The sweeper aborts an upload no delivery owns under a destination's
+// prefix once it is older than the grace period, and never touches the
+// upload of a running delivery.
+func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
+	e := startDelivering(t, func(c *serveConfig) {
+		c.Delivery.SweepInterval, c.Delivery.SweepGrace = 200*time.Millisecond, 3*time.Second
+		c.Delivery.PartSize = multipart.MinPartSize
+	})
+	ctx := context.Background()
+	dest := e.destination(t, "swept", &destinationv1.Destination{Format: csvFormat()})
+	if _, err := e.deliver(ctx, dest.GetName(), reader(t, customerBatches(t, 10, 10)), e.admin, &deliveryv1.DeliveryStart{OutputName: "first"}); err != nil {
+		t.Fatal(err)
+	}
+	s3c := e.m.S3("", "")
+	stray, err := s3c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(e.bucket), Key: aws.String("swept/left-by-someone.bin")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A delivery that has an upload open, and pauses.
+	br := &blockingAfter{RecordReader: reader(t, customerBatches(t, 60_000, 5000)), after: 8, release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := deliverclient.Deliver(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "live"}, br,
+			deliverclient.Options{MessageBytes: 256 << 10, CallOptions: []grpc.CallOption{e.admin}})
+		done <- err
+	}()
+	uploads := func() map[string]bool {
+		ids := map[string]bool{}
+		for id := range uploadsUnder(t, s3c, e.bucket, "swept/") {
+			ids[id] = true
+		}
+		return ids
+	}
+	var live string
+	for range 200 {
+		for id := range uploads() {
+			if id != aws.ToString(stray.UploadId) {
+				live = id
+			}
+		}
+		if live != "" {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if live == "" {
+		list, _ := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production}, e.admin)
+		t.Fatalf("the running delivery never opened an upload: %v", list.GetDeliveries())
+	}
+	time.Sleep(time.Second) // several sweeps, all within the grace period
+	if ids := uploads(); !ids[aws.ToString(stray.UploadId)] || !ids[live] {
+		t.Fatalf("within the grace period the sweeper took %v", ids)
+	}
+	for range 100 { // past the grace period
+		if ids := uploads(); !ids[aws.ToString(stray.UploadId)] {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if ids := uploads(); ids[aws.ToString(stray.UploadId)] || !ids[live] {
+		t.Fatalf("past the grace period: stray kept %v, live kept %v", ids[aws.ToString(stray.UploadId)], ids[live])
+	}
+	close(br.release)
+	if err := <-done; err != nil {
+		t.Fatalf("the running delivery, its upload untouched: %v", err)
+	}
 }

@@ -60,6 +60,9 @@ type Config struct {
 	// TransientRetries is how many times a delivery runs again from staged
 	// input after a transient fault before it fails.
 	TransientRetries int
+	// SweepInterval is how often the sweeper looks for multipart uploads
+	// left behind; SweepGrace how old one must be before it is aborted.
+	SweepInterval, SweepGrace time.Duration
 	// RecoverInterval is how often the service looks for deliveries whose
 	// instance stopped reporting progress, to take them over.
 	RecoverInterval time.Duration
@@ -81,6 +84,8 @@ func DefaultConfig() Config {
 		Instance:         hostname(),
 		RecoverInterval:  30 * time.Second,
 		TransientRetries: 4,
+		SweepInterval:    10 * time.Minute,
+		SweepGrace:       time.Hour,
 	}
 }
 
@@ -105,6 +110,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
 	fs.IntVar(&c.TransientRetries, "transient-retries", c.TransientRetries, "times a delivery runs again from staged input after a transient fault (S3 unavailable, throttled, timing out) before it fails")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often the sweeper aborts multipart uploads no delivery owns under the prefixes deliveries write")
+	fs.DurationVar(&c.SweepGrace, "sweep-grace", c.SweepGrace, "how old an upload no delivery owns must be before the sweeper aborts it")
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, stable across restarts: on start it takes back the deliveries it was running")
 }
 

@@ -177,18 +177,28 @@ func (s *Service) endStopped(ctx context.Context, d *deliveryv1.Delivery, msg st
 // accessFor resolves a destination and mints access to its bucket, as the
 // service itself: no caller is waiting.
 func (s *Service) accessFor(ctx context.Context, destination string) (*destinationv1.Destination, *s3.Client, error) {
+	dest, client, _, err := s.bucketAccess(ctx, destination)
+	return dest, client, err
+}
+
+// bucketAccess is accessFor with the bucket the destination writes to.
+func (s *Service) bucketAccess(ctx context.Context, destination string) (*destinationv1.Destination, *s3.Client, string, error) {
 	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: destination})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: dest.GetCredential()})
 	if err != nil {
-		return dest, nil, err
+		return dest, nil, "", err
 	}
 	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
 		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
 	}), access.GetRegion())
-	return dest, client, nil
+	bucket := dest.GetBucketOverride()
+	if bucket == "" {
+		bucket = access.GetBucket()
+	}
+	return dest, client, bucket, nil
 }
 
 // takeBack aborts the recorded multipart uploads of a delivery and deletes

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 	"strings"
@@ -52,6 +53,8 @@ type Service struct {
 	staging staging.Store
 	// running holds the names of the deliveries this process runs now.
 	running sync.Map
+	// swept counts the uploads the sweeper aborted.
+	swept atomic.Int64
 	// stop ends the background work (recovery) before the store closes.
 	stop func()
 }
@@ -70,6 +73,18 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	}
 	if cfg.ProgressInterval <= 0 {
 		cfg.ProgressInterval = def.ProgressInterval
+	}
+	if cfg.RecoverInterval <= 0 {
+		cfg.RecoverInterval = def.RecoverInterval
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = def.SweepInterval
+	}
+	if cfg.SweepGrace <= 0 {
+		cfg.SweepGrace = def.SweepGrace
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = def.Instance
 	}
 	if err := cfg.check(); err != nil {
 		return nil, err
@@ -133,7 +148,14 @@ func (s *Service) Start(log *slog.Logger) {
 	var reruns sync.WaitGroup
 	go func() {
 		defer close(done)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.sweepLoop(ctx, log)
+		}()
 		s.recoverLoop(ctx, log, &reruns)
+		wg.Wait()
 	}()
 	s.stop = func() {
 		cancel()

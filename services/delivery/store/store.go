@@ -125,6 +125,44 @@ func (s *Store) ForgetWrites(ctx context.Context, delivery string) error {
 	return err
 }
 
+// Destinations answers every destination deliveries were made to: where
+// the sweeper looks for uploads left behind.
+func (s *Store) Destinations(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT destination FROM deliveries WHERE destination <> '' ORDER BY destination`)
+	if err != nil {
+		return nil, fmt.Errorf("destinations delivered to: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// RecordedUploads answers the ids of the multipart uploads running
+// deliveries recorded: uploads the sweeper leaves alone.
+func (s *Store) RecordedUploads(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT upload_id FROM writes WHERE upload_id <> ''`)
+	if err != nil {
+		return nil, fmt.Errorf("recorded uploads: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}
+
 // Dialect answers the engine behind the store.
 func (s *Store) Dialect() sqlstore.Dialect { return s.db.Dialect }
 
