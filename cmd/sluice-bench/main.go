@@ -28,7 +28,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -62,7 +61,7 @@ type bench struct {
 	minio   *localserver.MinIO
 	bucket  string
 	tools   string
-	procs   map[string]*exec.Cmd
+	sluice  *localserver.Sluice
 	addrs   map[string]string
 	token   grpc.CallOption
 	conn    *grpc.ClientConn
@@ -80,7 +79,7 @@ func run(rows int64, runs int, rssGiB string) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	b := &bench{ctx: ctx, work: work, tools: localserver.ToolsDir(), procs: map[string]*exec.Cmd{}, addrs: map[string]string{}, rows: rows, runs: runs, dests: map[string]*destinationv1.Destination{}}
+	b := &bench{ctx: ctx, work: work, tools: localserver.ToolsDir(), rows: rows, runs: runs, dests: map[string]*destinationv1.Destination{}}
 	for _, tool := range []string{"s5cmd", "duckdb/node_modules/@duckdb/node-api"} {
 		if _, err := os.Stat(filepath.Join(b.tools, tool)); err != nil {
 			return fmt.Errorf("%s is missing from %s: run `make tools`", tool, b.tools)
@@ -95,10 +94,13 @@ func run(rows int64, runs int, rssGiB string) error {
 	if b.bucket, err = b.minio.CreateBucket(ctx, "bench"); err != nil {
 		return err
 	}
-	if err := b.startServices(); err != nil {
+	// The services run as their own processes, so that the delivery
+	// service's memory is its own.
+	if b.sluice, err = localserver.StartSluice(localserver.SluiceOptions{MinIO: b.minio}); err != nil {
 		return err
 	}
-	defer b.stopServices()
+	defer b.sluice.Stop()
+	b.addrs = b.sluice.Addrs
 	if err := b.setup(); err != nil {
 		return err
 	}
@@ -107,6 +109,9 @@ func run(rows int64, runs int, rssGiB string) error {
 		return err
 	}
 	if err := b.formats(); err != nil {
+		return err
+	}
+	if err := b.stagingOverhead(); err != nil {
 		return err
 	}
 	if rssGiB != "" {
@@ -131,92 +136,9 @@ func numCPU() int {
 	return n
 }
 
-// startServices builds the three service binaries and starts each as its
-// own process on the MinIO, so that the delivery service's memory is its
-// own.
-func (b *bench) startServices() error {
-	bin := filepath.Join(b.work, "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "./services/credential/cmd/sluice-credential",
-		"./services/destination/cmd/sluice-destination", "./services/delivery/cmd/sluice-delivery")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build the services: %w", err)
-	}
-	for _, name := range []string{"credential", "destination", "delivery"} {
-		b.addrs[name] = freeAddr()
-	}
-	s3 := []string{"--s3-endpoint", b.minio.Endpoint, "--s3-path-style", "--aws-region", b.minio.Region}
-	common := []string{"--data-dir", filepath.Join(b.work, "data"), "--log-level", "warn"}
-	args := map[string][]string{
-		"credential":  append([]string{"--destination-addr", b.addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", b.minio.Endpoint}, s3...),
-		"destination": append([]string{"--credential-addr", b.addrs["credential"]}, s3...),
-		"delivery":    append([]string{"--credential-addr", b.addrs["credential"], "--destination-addr", b.addrs["destination"]}, s3...),
-	}
-	// One at a time: the first creates the development keys the others read.
-	for _, name := range []string{"credential", "destination", "delivery"} {
-		log, err := os.Create(filepath.Join(b.work, name+".log"))
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command(filepath.Join(bin, "sluice-"+name), append(append([]string{"--listen", b.addrs[name]}, common...), args[name]...)...)
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		b.procs[name] = cmd
-		if err := waitServing(b.ctx, b.addrs[name]); err != nil {
-			out, _ := os.ReadFile(log.Name())
-			return fmt.Errorf("sluice-%s did not start: %w\n%s", name, err, out)
-		}
-	}
-	return nil
-}
-
-func (b *bench) stopServices() {
-	for _, name := range []string{"delivery", "destination", "credential"} {
-		if p := b.procs[name]; p != nil {
-			_ = p.Process.Signal(os.Interrupt)
-			_ = p.Wait()
-		}
-	}
-	if b.conn != nil {
-		b.conn.Close()
-	}
-}
-
-func freeAddr() string {
-	lis, err := launch.Listen("127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
-
-func waitServing(ctx context.Context, addr string) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		res, err := healthpb.NewHealthClient(cc).Check(cctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && res.GetStatus() == healthpb.HealthCheckResponse_SERVING {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not serving after 30s: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // setup makes the token, the credential and one destination per format.
 func (b *bench) setup() error {
-	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(b.work, "data")))
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(b.sluice.Dir, "data")))
 	if err != nil {
 		return err
 	}
@@ -448,7 +370,7 @@ func (b *bench) rss(sizes string) error {
 	fmt.Println()
 	fmt.Println("| Arrow input | rows | seconds | output MB | delivery service peak RSS |")
 	fmt.Println("|---|---|---|---|---|")
-	pid := b.procs["delivery"].Process.Pid
+	pid := b.sluice.Pid("delivery")
 	var one bytes.Buffer
 	w := ipc.NewWriter(&one, ipc.WithSchema(sampledata.Customer360Schema))
 	if err := w.Write(b.recs[0]); err != nil {
@@ -559,4 +481,51 @@ type fileObject struct{ *os.File }
 func (f fileObject) Abort() error {
 	f.File.Close()
 	return os.Remove(f.Name())
+}
+
+// stagingOverhead delivers with staging on and off (the delivery service
+// restarted with --staging=false) and prints what staging costs.
+func (b *bench) stagingOverhead() error {
+	fmt.Println()
+	fmt.Println("| output | end to end, staging on | staging off | staging overhead |")
+	fmt.Println("|---|---|---|---|")
+	measure := func(id string) (time.Duration, error) {
+		var ds []time.Duration
+		for i := range b.runs {
+			rr, err := array.NewRecordReader(sampledata.Customer360Schema, b.recs)
+			if err != nil {
+				return 0, err
+			}
+			start := time.Now()
+			if _, err := deliverclient.Deliver(b.ctx, deliveryv1.NewDeliveryServiceClient(b.conn),
+				&deliveryv1.DeliveryStart{Destination: b.dests[id].GetName(), OutputName: fmt.Sprintf("staging-%d-%d", i, time.Now().UnixNano())}, rr,
+				deliverclient.Options{CallOptions: []grpc.CallOption{b.token}}); err != nil {
+				return 0, err
+			}
+			ds = append(ds, time.Since(start))
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2], nil
+	}
+	ids := []string{"csv-gzip", "ndjson"}
+	on := map[string]time.Duration{}
+	for _, id := range ids {
+		d, err := measure(id)
+		if err != nil {
+			return err
+		}
+		on[id] = d
+	}
+	if err := b.sluice.Restart("delivery", "--staging=false"); err != nil {
+		return err
+	}
+	defer func() { _ = b.sluice.Restart("delivery") }()
+	for _, id := range ids {
+		off, err := measure(id)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("| %s | %.2f s | %.2f s | %+.1f %% |\n", id, on[id].Seconds(), off.Seconds(), 100*(on[id].Seconds()-off.Seconds())/off.Seconds())
+	}
+	return nil
 }

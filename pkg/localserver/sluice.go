@@ -114,6 +114,17 @@ func (s *Sluice) Start(name string) error {
 	return p.waitReady(60*time.Second, serving(s.Addrs[name]))
 }
 
+// Restart stops a service gracefully (SIGTERM) and starts it again with
+// extra flags after its own.
+func (s *Sluice) Restart(name string, extra ...string) error {
+	s.procs[name].stop(syscall.SIGTERM, 10*time.Second)
+	base := s.args[name]
+	s.args[name] = append(append([]string{}, base...), extra...)
+	err := s.Start(name)
+	s.args[name] = base
+	return err
+}
+
 // Pid answers a service's process id.
 func (s *Sluice) Pid(name string) int { return s.procs[name].cmd.Process.Pid }
 
