@@ -135,7 +135,7 @@ func TestDirCorruptionIsCaught(t *testing.T) {
 }
 
 // The cap refuses new streams, and a stream that would pass it.
-func TestDirCap(t *testing.T) {
+func TestDirCapCountsFraming(t *testing.T) {
 	s, _ := staging.NewDir(t.TempDir(), 9000)
 	w, err := s.Create(context.Background(), "d1")
 	if err != nil {

@@ -45,6 +45,10 @@ type Config struct {
 	Staging bool
 	// StagingDir holds staged input; {data-dir}/staging when empty.
 	StagingDir string
+	// StagingURL, `s3://bucket/prefix`, stages in a bucket of Sluice's own
+	// instead, written as Sluice's platform identity: for replicas that
+	// share their work or keep no disk.
+	StagingURL string
 	// StagingMaxBytes caps the staging directory: past it, new deliveries
 	// are refused with RESOURCE_EXHAUSTED rather than the disk filled.
 	StagingMaxBytes int64
@@ -106,6 +110,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.Ingest.MaxBatchBytes, "max-batch-bytes", c.Ingest.MaxBatchBytes, "largest Arrow record batch body accepted, also once decompressed")
 	fs.BoolVar(&c.Staging, "staging", c.Staging, "keep each delivery's Arrow input so a failed delivery can run again and an interrupted stream resume (off: a failed delivery needs its caller to send again)")
 	fs.StringVar(&c.StagingDir, "staging-dir", c.StagingDir, "directory of staged input (default {data-dir}/staging)")
+	fs.StringVar(&c.StagingURL, "staging-url", c.StagingURL, "stage in S3 instead: s3://bucket/prefix, a bucket of Sluice's own, written as its platform identity")
 	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")

@@ -292,6 +292,11 @@ func pause(ctx context.Context, attempt int) bool {
 // far, read back and verified, then the rest of the live stream (whose
 // buffered bytes are already among the staged ones).
 func (s *Service) restart(ctx context.Context, d *deliveryv1.Delivery, src source, w staging.Writer) (source, io.Closer, error) {
+	if w != nil {
+		if err := w.Flush(); err != nil { // all received is readable
+			return nil, nil, err
+		}
+	}
 	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
 	if err != nil {
 		return nil, nil, err

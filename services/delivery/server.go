@@ -7,17 +7,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
-	"strings"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/staging"
@@ -94,10 +96,15 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 		return nil, err
 	}
 	var stage staging.Store
-	if cfg.Staging {
-		if cfg.StagingDir == "" {
-			return nil, fmt.Errorf("staging needs a directory (--staging-dir)")
+	switch {
+	case !cfg.Staging:
+	case cfg.StagingURL != "":
+		if stage, err = stagingOnS3(ctx, cfg); err != nil {
+			return nil, err
 		}
+	case cfg.StagingDir == "":
+		return nil, fmt.Errorf("staging needs a directory (--staging-dir) or a bucket (--staging-url)")
+	default:
 		if stage, err = staging.NewDir(cfg.StagingDir, cfg.StagingMaxBytes); err != nil {
 			return nil, err
 		}
@@ -107,6 +114,26 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 		return nil, err
 	}
 	return &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage}, nil
+}
+
+// stagingOnS3 opens the staging store of --staging-url.
+func stagingOnS3(ctx context.Context, cfg Config) (staging.Store, error) {
+	u, err := url.Parse(cfg.StagingURL)
+	if err != nil || u.Scheme != "s3" || u.Host == "" {
+		return nil, fmt.Errorf("--staging-url %q: want s3://bucket/prefix", cfg.StagingURL)
+	}
+	if err := awsname.CheckBucketName(u.Host); err != nil {
+		return nil, fmt.Errorf("--staging-url: %w", err)
+	}
+	awsCfg, err := cfg.AWS.Platform(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := staging.NewS3Pool(4)
+	if err != nil {
+		return nil, err
+	}
+	return staging.NewS3(ctx, cfg.AWS.S3(awsCfg, ""), u.Host, strings.TrimPrefix(u.Path, "/"), pool, cfg.StagingMaxBytes)
 }
 
 // Rules says who may call each method: every delivery and workflow method

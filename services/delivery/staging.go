@@ -45,7 +45,8 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 	if s.staging == nil {
 		return nil, nil
 	}
-	w, err := s.staging.Create(ctx, deliveryID(d.GetName()))
+	// Staged writes outlive the caller: what arrived is kept when it goes.
+	w, err := s.staging.Create(context.WithoutCancel(ctx), deliveryID(d.GetName()))
 	if errors.Is(err, staging.ErrFull) {
 		return nil, apierror.Wrap(err, codes.ResourceExhausted, ReasonStagingFull,
 			"Sluice's staging space is full: try again once running deliveries end").With("delivery", d.GetName())
@@ -83,11 +84,12 @@ func (s *Service) finishStaging(ctx context.Context, d *deliveryv1.Delivery, w s
 	if w == nil {
 		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED}
 	}
-	in := &deliveryv1.StagedInput{Bytes: w.Staged()}
 	ctx = context.WithoutCancel(ctx)
+	// Closed first: a store may hold back the last bytes until then.
 	if err := w.Close(); err != nil {
 		logging.FromContext(ctx).WarnContext(ctx, "close staged input", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
 	}
+	in := &deliveryv1.StagedInput{Bytes: w.Staged()}
 	del := func(state deliveryv1.StagedInputState) *deliveryv1.StagedInput {
 		if err := s.staging.Delete(ctx, deliveryID(d.GetName())); err != nil {
 			logging.FromContext(ctx).WarnContext(ctx, "delete staged input", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
@@ -186,7 +188,7 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 		return nil, err
 	}
 	id := deliveryID(found.GetName())
-	w, held, err := s.staging.Append(ctx, id)
+	w, held, err := s.staging.Append(context.WithoutCancel(ctx), id)
 	if err == nil && held != start.GetResumeOffset() {
 		w.Close()
 		err = resumeAt(found.GetName(), held)
