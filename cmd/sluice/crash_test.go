@@ -158,3 +158,137 @@ func TestDeliveryServiceKilledMidDelivery(t *testing.T) {
 		t.Errorf("the prefix holds %v and %d uploads", objs, ups)
 	}
 }
+
+// The delivery service is killed (SIGKILL) after the whole stream arrived,
+// while it waits on S3 to take the last object (MinIO frozen). Started
+// again, it runs the delivery from its staged input without the caller,
+// and the caller, asking again with the same idempotency key, gets the
+// delivery that landed what an uninterrupted one lands.
+func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
+	m := testenv.NewMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	sl, err := localserver.StartSluice(localserver.SluiceOptions{MinIO: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sl.Stop)
+	t.Cleanup(func() { _ = m.Thaw() })
+	ctx := context.Background()
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(sl.Dir, "data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.NewSigner(key).Mint("ops@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(tok))
+	conn := func(name string) *grpc.ClientConn {
+		cc, err := grpc.NewClient(sl.Addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	cred, err := credentialv1.NewCredentialServiceClient(conn("credential")).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dests := destinationv1.NewDestinationServiceClient(conn("destination"))
+	mk := func(id string) *destinationv1.Destination {
+		d, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: id, Destination: &destinationv1.Destination{
+			Credential: cred.GetName(), Prefix: id + "/", Format: csvFormat(), SuccessFile: true}}, as)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	whole, crashed := mk("whole"), mk("crashed")
+	delivs := deliveryv1.NewDeliveryServiceClient(conn("delivery"))
+	recs := sampledata.All(sampledata.NewCustomer360(nil, 2000, 500, 8))
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	opts := deliverclient.Options{CallOptions: []grpc.CallOption{as}}
+	want, err := deliverclient.DeliverStream(ctx, delivs, &deliveryv1.DeliveryStart{Destination: whole.GetName(), OutputName: "out"}, bytes.NewReader(stream), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	start := &deliveryv1.DeliveryStart{Destination: crashed.GetName(), OutputName: "out", IdempotencyKey: "upload-crash"}
+	call, err := delivs.Deliver(ctx, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(b []byte) {
+		if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: b}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: start}}); err != nil {
+		t.Fatal(err)
+	}
+	half := len(stream) / 2
+	send(stream[:half])
+	get := func() *deliveryv1.Delivery {
+		list, err := delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: `destination = "` + crashed.GetName() + `"`}, as)
+		if err != nil || len(list.GetDeliveries()) != 1 {
+			return nil
+		}
+		return list.GetDeliveries()[0]
+	}
+	wait := func(what string, ok func(*deliveryv1.Delivery) bool) *deliveryv1.Delivery {
+		t.Helper()
+		for range 400 {
+			if d := get(); d != nil && ok(d) {
+				return d
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Fatalf("waited in vain for %s; delivery log:\n%s", what, sl.Log("delivery"))
+		return nil
+	}
+	wait("the first half to arrive", func(d *deliveryv1.Delivery) bool { return d.GetProgress().GetBytesIn() == int64(half) })
+	// S3 stalls; the rest of the stream and its end arrive.
+	if err := m.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	send(stream[half:])
+	if err := call.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	wait("the stream to end and the upload to wait on S3", func(d *deliveryv1.Delivery) bool {
+		return d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING
+	})
+	sl.Kill("delivery")
+	if err := m.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sl.Start("delivery"); err != nil {
+		t.Fatal(err)
+	}
+	// The caller asks again with its key: the answer waits for the rerun.
+	got, err := deliverclient.DeliverStream(ctx, delivs, start, bytes.NewReader(stream), opts)
+	if err != nil {
+		t.Fatalf("asking again after the crash: %v\n%s", err, sl.Log("delivery"))
+	}
+	if got.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || got.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED {
+		t.Fatalf("after the rerun: %v", got)
+	}
+	if len(got.GetObjects()) != len(want.GetObjects()) {
+		t.Fatalf("rerun landed %d objects, uninterrupted %d", len(got.GetObjects()), len(want.GetObjects()))
+	}
+	for i, obj := range got.GetObjects() {
+		if strings.TrimPrefix(obj.GetKey(), "crashed/") != strings.TrimPrefix(want.GetObjects()[i].GetKey(), "whole/") || obj.GetChecksum() != want.GetObjects()[i].GetChecksum() {
+			t.Errorf("object %d: %s %s, uninterrupted %s %s", i, obj.GetKey(), obj.GetChecksum(), want.GetObjects()[i].GetKey(), want.GetObjects()[i].GetChecksum())
+		}
+	}
+	if ups := uploadsUnder(t, m.S3("", ""), bucket, "crashed/"); len(ups) != 0 {
+		t.Errorf("uploads left: %v", ups)
+	}
+}
