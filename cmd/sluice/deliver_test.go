@@ -13,11 +13,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1233,5 +1235,112 @@ func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
 	close(br.release)
 	if err := <-done; err != nil {
 		t.Fatalf("the running delivery, its upload untouched: %v", err)
+	}
+}
+
+// cuttingProxy forwards TCP to target and, once, drops every connection
+// after cutAfter bytes went from client to server: a network that fails
+// in the middle of a stream.
+type cuttingProxy struct {
+	lis      net.Listener
+	target   string
+	cutAfter int64
+	sent     atomic.Int64
+	cut      atomic.Bool
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func startCuttingProxy(t *testing.T, target string, cutAfter int64) *cuttingProxy {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cuttingProxy{lis: lis, target: target, cutAfter: cutAfter}
+	t.Cleanup(func() { lis.Close(); p.dropAll() })
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, &counting{r: c, p: p}); s.Close() }()
+			go func() { _, _ = io.Copy(c, s); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cuttingProxy) dropAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+type counting struct {
+	r io.Reader
+	p *cuttingProxy
+}
+
+func (c *counting) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if c.p.sent.Add(int64(n)) > c.p.cutAfter && c.p.cut.CompareAndSwap(false, true) {
+		go c.p.dropAll()
+	}
+	return n, err
+}
+
+// The Go client resumes by itself when the network drops the connection in
+// the middle of a delivery: it asks where to resume and sends the rest,
+// and what lands equals an uninterrupted delivery.
+func TestDeliverClientResumesAfterTheNetworkDrops(t *testing.T) {
+	e := startDelivering(t, nil)
+	recs := customerBatches(t, 6000, 500)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	settings := func() *destinationv1.Destination {
+		return &destinationv1.Destination{Format: csvFormat(), Split: &destinationv1.Split{MaxRows: 2500}}
+	}
+	whole, dropped := e.destination(t, "whole", settings()), e.destination(t, "dropped", settings())
+	ctx := context.Background()
+	want, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: whole.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := startCuttingProxy(t, e.r.addrs["delivery"], int64(len(stream)/2))
+	cc, err := grpc.NewClient(proxy.lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	opens := 0
+	got, err := deliverclient.DeliverResumable(ctx, deliveryv1.NewDeliveryServiceClient(cc),
+		&deliveryv1.DeliveryStart{Destination: dropped.GetName(), OutputName: "out", IdempotencyKey: "flaky-network"},
+		func() (io.Reader, error) { opens++; return bytes.NewReader(stream), nil },
+		deliverclient.Options{MessageBytes: 64 << 10, CallOptions: []grpc.CallOption{e.admin}}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proxy.cut.Load() || opens < 2 {
+		t.Fatalf("the network never dropped (cut %v, %d attempts)", proxy.cut.Load(), opens)
+	}
+	if got.GetStagedInput().GetBytes() != int64(len(stream)) || len(got.GetObjects()) != len(want.GetObjects()) {
+		t.Fatalf("resumed delivery: %v", got)
+	}
+	for i, obj := range got.GetObjects() {
+		if strings.TrimPrefix(obj.GetKey(), "dropped/") != strings.TrimPrefix(want.GetObjects()[i].GetKey(), "whole/") || obj.GetChecksum() != want.GetObjects()[i].GetChecksum() {
+			t.Errorf("object %d: %s %s, uninterrupted %s %s", i, obj.GetKey(), obj.GetChecksum(), want.GetObjects()[i].GetKey(), want.GetObjects()[i].GetChecksum())
+		}
 	}
 }

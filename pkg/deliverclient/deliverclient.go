@@ -9,11 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 )
@@ -158,5 +164,71 @@ func (w *messageWriter) flush() error {
 	}
 	w.sent += int64(len(w.buf))
 	w.buf = w.buf[:0]
+	return nil
+}
+
+// DeliverResumable delivers a stream it can read again from its start
+// (open answers a fresh reader each time), resuming after a broken
+// connection instead of sending everything again: it asks the service
+// where to resume (a Deliver whose offset is wrong answers the right one
+// in the ErrorInfo metadata `resume_offset`), skips that many bytes, and
+// sends the rest, at most attempts times. start must carry an idempotency
+// key: it names the delivery to resume.
+func DeliverResumable(ctx context.Context, client deliveryv1.DeliveryServiceClient, start *deliveryv1.DeliveryStart, open func() (io.Reader, error), o Options, attempts int) (*deliveryv1.Delivery, error) {
+	if start.GetIdempotencyKey() == "" {
+		return nil, errors.New("deliverclient: resuming needs an idempotency key in the start")
+	}
+	var offset int64
+	for attempt := 1; ; attempt++ {
+		r, err := open()
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.CopyN(io.Discard, r, offset); err != nil {
+			return nil, fmt.Errorf("skip the %d bytes the service holds: %w", offset, err)
+		}
+		s := proto.Clone(start).(*deliveryv1.DeliveryStart)
+		s.ResumeOffset = offset
+		d, err := DeliverStream(ctx, client, s, r, o)
+		if err == nil || ctx.Err() != nil || attempt >= attempts {
+			return d, err
+		}
+		st := status.Convert(err)
+		switch {
+		case reason(st) == "RESUME_OFFSET_MISMATCH":
+			n, perr := strconv.ParseInt(metadata(st)["resume_offset"], 10, 64)
+			if perr != nil {
+				return nil, err
+			}
+			offset = n
+		case st.Code() == codes.Unavailable || st.Code() == codes.Canceled || st.Code() == codes.Internal || st.Code() == codes.Aborted:
+			// The connection broke: ask where to resume.
+			offset = 0
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
+		default:
+			return nil, err
+		}
+	}
+}
+
+func reason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+func metadata(st *status.Status) map[string]string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetMetadata()
+		}
+	}
 	return nil
 }
