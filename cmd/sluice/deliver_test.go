@@ -1344,3 +1344,68 @@ func TestDeliverClientResumesAfterTheNetworkDrops(t *testing.T) {
 		}
 	}
 }
+
+// Held input does not outlive its time: an interrupted stream not resumed
+// within the window fails with STREAM_ENDED_EARLY, and a failed delivery's
+// input is deleted after the retention period, the delivery saying so.
+func TestStagedInputExpires(t *testing.T) {
+	e := startDelivering(t, func(c *serveConfig) {
+		c.Delivery.ResumeWindow, c.Delivery.StagingRetention, c.Delivery.RecoverInterval = time.Second, time.Second, 200*time.Millisecond
+	})
+	ctx := context.Background()
+	recs := customerBatches(t, 2000, 500)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+
+	// A delivery to a bucket its credential may not write fails once its
+	// stream is in.
+	missing := e.destination(t, "missing", &destinationv1.Destination{Format: csvFormat(), BucketOverride: "no-such-bucket-" + e.bucket})
+	_, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: missing.GetName()}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	if errorReason(err) != "ACCESS_DENIED" {
+		t.Fatalf("got %v, want ACCESS_DENIED", err)
+	}
+	// A delivery whose caller goes away halfway.
+	cut := e.destination(t, "cut", &destinationv1.Destination{Format: csvFormat()})
+	cctx, cancel := context.WithCancel(ctx)
+	call, err := e.delivs.Deliver(cctx, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: &deliveryv1.DeliveryStart{Destination: cut.GetName(), IdempotencyKey: "k"}}})
+	_ = call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stream[:len(stream)/2]}})
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+
+	var failed, ended *deliveryv1.Delivery
+	for range 100 {
+		list, err := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: "state = FAILED"}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		failed, ended = nil, nil
+		for _, d := range list.GetDeliveries() {
+			if d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_EXPIRED {
+				continue
+			}
+			switch d.GetDestination() {
+			case missing.GetName():
+				failed = d
+			case cut.GetName():
+				ended = d
+			}
+		}
+		if failed != nil && ended != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if failed == nil || !strings.Contains(failed.GetError().GetMessage(), "has expired") || failed.GetError().GetReason() != "ACCESS_DENIED" {
+		t.Fatalf("the failed delivery after its retention: %v", failed)
+	}
+	if ended == nil || ended.GetError().GetReason() != "STREAM_ENDED_EARLY" {
+		t.Fatalf("the interrupted delivery after its window: %v", ended)
+	}
+	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
+		t.Errorf("expired input still staged: %v", files)
+	}
+}

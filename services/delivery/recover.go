@@ -44,6 +44,9 @@ func (s *Service) recoverLoop(ctx context.Context, log *slog.Logger, reruns *syn
 		case <-time.After(wait):
 		}
 		wait = s.cfg.RecoverInterval
+		if err := s.expirePass(ctx); err != nil && ctx.Err() == nil {
+			log.WarnContext(ctx, "expire staged input", slog.String("error", err.Error()))
+		}
 		if err := s.recoverRunning(ctx, log, reruns); err != nil && ctx.Err() == nil {
 			log.WarnContext(ctx, "take over stopped deliveries", slog.String("error", err.Error()))
 			wait = min(wait, 2*time.Second)

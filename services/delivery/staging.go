@@ -125,35 +125,54 @@ func (s *Service) interrupted(ctx context.Context, d *deliveryv1.Delivery, prog 
 	logging.FromContext(ctx).InfoContext(ctx, "delivery interrupted: resumable", slog.String("delivery", d.GetName()),
 		slog.Int64("staged_bytes", in.GetBytes()), slog.String("cause", cause.Error()))
 	name := d.GetName()
-	time.AfterFunc(s.cfg.ResumeWindow, func() { s.expireInterrupted(context.WithoutCancel(ctx), name) })
+	time.AfterFunc(s.cfg.ResumeWindow, func() { s.expire(context.WithoutCancel(ctx), name) })
 	e := failure(cause, d.GetName(), "")
 	return e.With("resume_offset", strconv.FormatInt(in.GetBytes(), 10))
 }
 
-// expireInterrupted fails a delivery whose stream was not resumed within
-// the window, and deletes its input.
-func (s *Service) expireInterrupted(ctx context.Context, name string) {
+// expire deletes the held input of a delivery whose resume window or
+// retention period ended: an interrupted delivery fails with
+// STREAM_ENDED_EARLY, a failed one says its data expired.
+func (s *Service) expire(ctx context.Context, name string) {
 	expired := false
 	_, err := s.store.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error {
 		in := d.GetStagedInput()
-		if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || in.GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED ||
-			time.Now().Before(in.GetExpireTime().AsTime()) {
+		if in.GetExpireTime() == nil || time.Now().Before(in.GetExpireTime().AsTime()) {
+			return nil
+		}
+		switch {
+		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED:
+			d.State, d.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
+			d.Error = &deliveryv1.DeliveryError{Reason: ReasonStreamEndedEarly, Code: int32(codes.FailedPrecondition),
+				Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s", in.GetBytes(), s.cfg.ResumeWindow)}
+		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD:
+			if d.Error != nil {
+				d.Error.Message += fmt.Sprintf(" (its data was kept for %s and has expired: send it again)", s.cfg.StagingRetention)
+			}
+		default:
 			return nil
 		}
 		expired = true
-		d.State, d.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
-		d.Error = &deliveryv1.DeliveryError{Reason: ReasonStreamEndedEarly, Code: int32(codes.FailedPrecondition),
-			Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s", in.GetBytes(), s.cfg.ResumeWindow)}
 		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_EXPIRED, nil
 		return nil
 	})
 	if err != nil {
-		logging.FromContext(ctx).WarnContext(ctx, "expire an interrupted delivery", slog.String("delivery", name), slog.String("error", err.Error()))
+		logging.FromContext(ctx).WarnContext(ctx, "expire staged input", slog.String("delivery", name), slog.String("error", err.Error()))
 		return
 	}
 	if expired && s.staging != nil {
 		_ = s.staging.Delete(ctx, deliveryID(name))
 	}
+}
+
+// expirePass expires every held input past its time: the timers of a
+// process that stopped are gone, the records are not.
+func (s *Service) expirePass(ctx context.Context) error {
+	found, err := s.store.Expired(ctx, time.Now(), 100)
+	for _, d := range found {
+		s.expire(ctx, d.GetName())
+	}
+	return err
 }
 
 // rejoin answers a Deliver whose idempotency key is taken: it resumes the

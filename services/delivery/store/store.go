@@ -63,6 +63,14 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return IdempotencyKey(d.GetDestination(), d.GetIdempotencyKey())
 		}},
 		resourcestore.Column[*deliveryv1.Delivery]{Name: "owner", Value: func(d *deliveryv1.Delivery) any { return d.GetServiceInstance() }},
+		resourcestore.Column[*deliveryv1.Delivery]{Name: "staged_expire", Value: func(d *deliveryv1.Delivery) any {
+			in := d.GetStagedInput()
+			held := in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED || in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
+			if !held || in.GetExpireTime() == nil {
+				return int64(0)
+			}
+			return in.GetExpireTime().AsTime().UnixMicro()
+		}},
 	)
 	s.Workflows, e2 = resourcestore.New[*deliveryv1.Workflow](db, "workflows")
 	s.Notifications, e3 = resourcestore.New[*deliveryv1.Notification](db, "notifications")
@@ -80,6 +88,11 @@ func (s *Store) Running(ctx context.Context, instance string, stale time.Time, l
 	return s.Deliveries.Find(ctx, limit, `state IN (?, ?, ?) AND (owner = ? OR update_time < ?)`,
 		int32(deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING), int32(deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING),
 		int32(deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING), instance, stale.UnixMicro())
+}
+
+// Expired answers deliveries whose held input expired before now.
+func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]*deliveryv1.Delivery, error) {
+	return s.Deliveries.Find(ctx, limit, `staged_expire > 0 AND staged_expire < ?`, now.UnixMicro())
 }
 
 // Write is one object a delivery writes: its key, and its multipart
