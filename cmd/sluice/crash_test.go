@@ -30,9 +30,21 @@ import (
 // holds its input for the caller, who resumes from the offset it reports:
 // what lands equals an uninterrupted delivery.
 func TestDeliveryServiceKilledMidDelivery(t *testing.T) {
+	for _, store := range []string{"dir", "s3"} {
+		t.Run("staging on "+store, func(t *testing.T) { killedMidDelivery(t, store) })
+	}
+}
+
+func killedMidDelivery(t *testing.T, store string) {
 	m := testenv.SharedMinIO(t)
 	bucket := testenv.NewBucket(t, m)
-	sl, err := localserver.StartSluice(localserver.SluiceOptions{MinIO: m})
+	o := localserver.SluiceOptions{MinIO: m}
+	if store == "s3" {
+		// A bucket of Sluice's own, written as its platform identity.
+		o.Delivery = []string{"--staging-url", "s3://" + testenv.NewBucket(t, m) + "/staging"}
+		o.DeliveryEnv = []string{"AWS_ACCESS_KEY_ID=" + m.RootUser, "AWS_SECRET_ACCESS_KEY=" + m.RootPassword, "AWS_REGION=" + m.Region}
+	}
+	sl, err := localserver.StartSluice(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +150,8 @@ func TestDeliveryServiceKilledMidDelivery(t *testing.T) {
 		t.Fatalf("after the restart the prefix holds %v and %d multipart uploads", objs, ups)
 	}
 	offset := held.GetStagedInput().GetBytes()
-	if offset == 0 || offset > int64(cut) {
+	// On disk every message is held; S3 holds whole segments (here none).
+	if (store == "dir" && offset == 0) || offset > int64(cut) {
 		t.Fatalf("the service holds %d bytes of the %d sent", offset, cut)
 	}
 	start.ResumeOffset = offset

@@ -28,6 +28,7 @@ type Sluice struct {
 	Addrs map[string]string
 	bin   string
 	args  map[string][]string
+	env   map[string][]string
 	procs map[string]*process
 }
 
@@ -36,6 +37,9 @@ type SluiceOptions struct {
 	MinIO *MinIO
 	// Delivery adds flags to the delivery service.
 	Delivery []string
+	// DeliveryEnv adds environment variables to the delivery service (its
+	// platform identity, for staging on S3).
+	DeliveryEnv []string
 }
 
 var (
@@ -76,7 +80,7 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sluice{Dir: dir, Addrs: map[string]string{}, bin: bin, procs: map[string]*process{}}
+	s := &Sluice{Dir: dir, Addrs: map[string]string{}, bin: bin, procs: map[string]*process{}, env: map[string][]string{"delivery": o.DeliveryEnv}}
 	for _, name := range []string{"credential", "destination", "delivery"} {
 		port, err := freePort()
 		if err != nil {
@@ -106,6 +110,7 @@ func (s *Sluice) Start(name string) error {
 		return fmt.Errorf("sluice-%s is running", name)
 	}
 	cmd := exec.Command(filepath.Join(s.bin, "sluice-"+name), append([]string{"--listen", s.Addrs[name]}, s.args[name]...)...)
+	cmd.Env = append(os.Environ(), s.env[name]...)
 	p, err := startProcess("sluice-"+name, cmd, filepath.Join(s.Dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
 	if err != nil {
 		return err

@@ -92,8 +92,11 @@ type segment struct {
 	size          int64
 }
 
+// marker is the empty object that says a stream exists, segments or not.
+const marker = "stream"
+
 // segments answers a stream's segments in order, and the input they hold
-// from the start without a gap.
+// from the start without a gap; ErrNotFound when there is no stream.
 func (s *S3) segments(ctx context.Context, id string) ([]segment, int64, error) {
 	if !idPattern.MatchString(id) {
 		return nil, 0, fmt.Errorf("staging: bad stream id %q", id)
@@ -101,6 +104,9 @@ func (s *S3) segments(ctx context.Context, id string) ([]segment, int64, error) 
 	objs, err := s.list(ctx, s.prefix+id+"/")
 	if err != nil {
 		return nil, 0, fmt.Errorf("staging: %w", err)
+	}
+	if len(objs) == 0 {
+		return nil, 0, ErrNotFound
 	}
 	var segs []segment
 	for _, o := range objs {
@@ -137,27 +143,24 @@ func (s *S3) Create(ctx context.Context, id string) (Writer, error) {
 	if err := s.Delete(ctx, id); err != nil {
 		return nil, err
 	}
+	if _, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(s.prefix + id + "/" + marker), Body: strings.NewReader("")}); err != nil {
+		return nil, fmt.Errorf("staging: %w", err)
+	}
 	return &s3Writer{s: s, ctx: ctx, id: id}, nil
 }
 
 // Append implements Store.
 func (s *S3) Append(ctx context.Context, id string) (Writer, int64, error) {
-	segs, held, err := s.segments(ctx, id)
+	_, held, err := s.segments(ctx, id)
 	if err != nil {
 		return nil, 0, err
-	}
-	if len(segs) == 0 {
-		return nil, 0, ErrNotFound
 	}
 	return &s3Writer{s: s, ctx: ctx, id: id, staged: held}, held, nil
 }
 
 // Size implements Store.
 func (s *S3) Size(ctx context.Context, id string) (int64, error) {
-	segs, held, err := s.segments(ctx, id)
-	if err == nil && len(segs) == 0 {
-		return 0, ErrNotFound
-	}
+	_, held, err := s.segments(ctx, id)
 	return held, err
 }
 
@@ -166,9 +169,6 @@ func (s *S3) Open(ctx context.Context, id string) (io.ReadCloser, error) {
 	segs, _, err := s.segments(ctx, id)
 	if err != nil {
 		return nil, err
-	}
-	if len(segs) == 0 {
-		return nil, ErrNotFound
 	}
 	return &s3Reader{s: s, ctx: ctx, segs: segs}, nil
 }

@@ -133,7 +133,15 @@ func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
 		msg, err := r.stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return 0, io.EOF // the caller closed its side
+			// The caller closed its side: what it sent is made durable
+			// before the pipeline learns the stream is whole.
+			if r.w != nil {
+				if err := r.w.Flush(); err != nil {
+					return 0, &stagingFailed{err}
+				}
+				r.prog.staged.Store(r.w.Staged())
+			}
+			return 0, io.EOF
 		}
 		if err != nil {
 			return 0, &streamBroke{err}

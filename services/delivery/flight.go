@@ -121,6 +121,11 @@ func (r *flightReader) Read(p []byte) (int, error) {
 				if err := staged(r.w, r.prog, endOfStream); err != nil {
 					return 0, err
 				}
+				if r.w != nil {
+					if err := r.w.Flush(); err != nil {
+						return 0, &stagingFailed{err}
+					}
+				}
 				break
 			} else if err != nil {
 				return 0, &streamBroke{err}

@@ -108,13 +108,23 @@ func (s *Service) takeOver(ctx context.Context, d *deliveryv1.Delivery, log *slo
 		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran, and staging is off: send the data again")
 	}
 	held, err := s.staging.Size(ctx, id)
+	receiving := claimed.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING
+	if errors.Is(err, staging.ErrNotFound) && receiving {
+		// Nothing reached the store yet (S3 staging stores whole
+		// segments): the caller resumes from the first byte.
+		var w staging.Writer
+		if w, err = s.staging.Create(ctx, id); err == nil {
+			err = w.Close()
+		}
+		held = 0
+	}
 	if errors.Is(err, staging.ErrNotFound) {
 		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran and its input was not kept: send the data again")
 	}
 	if err != nil {
 		return err
 	}
-	if claimed.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING {
+	if receiving {
 		// The caller's stream died with the process: they may resume it.
 		in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, Bytes: held,
 			ExpireTime: timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))}
