@@ -173,14 +173,15 @@ func killedMidDelivery(t *testing.T, store string) {
 }
 
 // The delivery service is killed (SIGKILL) after the whole stream arrived,
-// while it waits on S3 to take the last object (MinIO frozen). Started
+// while it waits on S3 to take the last parts (MinIO frozen). Started
 // again, it runs the delivery from its staged input without the caller,
-// and the caller, asking again with the same idempotency key, gets the
-// delivery that landed what an uninterrupted one lands.
+// keeping the parts S3 already holds, and the caller, asking again with
+// the same idempotency key, gets the delivery that landed what an
+// uninterrupted one lands.
 func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 	m := testenv.NewMinIO(t)
 	bucket := testenv.NewBucket(t, m)
-	sl, err := localserver.StartSluice(localserver.SluiceOptions{MinIO: m})
+	sl, err := localserver.StartSluice(localserver.SluiceOptions{MinIO: m, Delivery: []string{"--part-size", "5242880"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 	}
 	whole, crashed := mk("whole"), mk("crashed")
 	delivs := deliveryv1.NewDeliveryServiceClient(conn("delivery"))
-	recs := sampledata.All(sampledata.NewCustomer360(nil, 2000, 500, 8))
+	recs := sampledata.All(sampledata.NewCustomer360(nil, 80_000, 8000, 8))
 	defer func() {
 		for _, r := range recs {
 			r.Release()
@@ -246,8 +247,10 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: start}}); err != nil {
 		t.Fatal(err)
 	}
-	half := len(stream) / 2
-	send(stream[:half])
+	half := len(stream) * 7 / 10
+	for off := 0; off < half; off += 1 << 20 {
+		send(stream[off:min(half, off+1<<20)])
+	}
 	get := func() *deliveryv1.Delivery {
 		list, err := delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: `destination = "` + crashed.GetName() + `"`}, as)
 		if err != nil || len(list.GetDeliveries()) != 1 {
@@ -266,12 +269,16 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 		t.Fatalf("waited in vain for %s; delivery log:\n%s", what, sl.Log("delivery"))
 		return nil
 	}
-	wait("the first half to arrive", func(d *deliveryv1.Delivery) bool { return d.GetProgress().GetBytesIn() == int64(half) })
+	wait("most of the stream to arrive and two parts to be stored", func(d *deliveryv1.Delivery) bool {
+		return d.GetProgress().GetBytesIn() == int64(half) && d.GetProgress().GetParts() >= 2
+	})
 	// S3 stalls; the rest of the stream and its end arrive.
 	if err := m.Freeze(); err != nil {
 		t.Fatal(err)
 	}
-	send(stream[half:])
+	for off := half; off < len(stream); off += 1 << 20 {
+		send(stream[off:min(len(stream), off+1<<20)])
+	}
 	if err := call.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
@@ -303,5 +310,8 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 	}
 	if ups := uploadsUnder(t, m.S3("", ""), bucket, "crashed/"); len(ups) != 0 {
 		t.Errorf("uploads left: %v", ups)
+	}
+	if log := sl.Log("delivery"); !strings.Contains(log, "resumed an interrupted upload") {
+		t.Errorf("the rerun sent every part again; its log:\n%s", log)
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"io"
+	"slices"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -118,5 +121,68 @@ func TestGrowingPartsLandAsOneObject(t *testing.T) {
 	}
 	if now, peak := pool.InUse(); now != 0 || peak > 8 {
 		t.Fatalf("buffers out %d, peak %d", now, peak)
+	}
+}
+
+// An upload a crash interrupted is continued: the same bytes written
+// again keep the parts S3 already holds (same number, size and CRC32C),
+// send the rest, and the object is whole; a part that differs is sent.
+func TestResumeFromKeepsMatchingParts(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, err := NewPool(6, MinPartSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 4*MinPartSize+1000)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var id string
+	crashed := New(ctx, client, pool, Object{Bucket: bucket, Key: "resumed.bin"}, 1)
+	crashed.OnCreate = func(uploadID string) error { id = uploadID; return nil }
+	if _, err := crashed.Write(data[:3*MinPartSize]); err != nil {
+		t.Fatal(err)
+	}
+	var parts []types.Part
+	for range 100 { // the crash comes once two parts are stored
+		out, err := client.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(bucket), Key: aws.String("resumed.bin"), UploadId: aws.String(id)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if parts = out.Parts; len(parts) >= 2 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(parts) < 2 {
+		t.Fatalf("%d parts stored before the crash", len(parts))
+	}
+	changed := bytes.Clone(data)
+	changed[10] ^= 1 // part 1 differs now: it must be sent again
+	resumed := New(ctx, client, pool, Object{Bucket: bucket, Key: "resumed.bin"}, 2)
+	resumed.ResumeFrom(id, parts)
+	var kept []int32
+	var mu sync.Mutex
+	resumed.OnReuse = func(n int32) { mu.Lock(); kept = append(kept, n); mu.Unlock() }
+	if _, err := resumed.Write(changed); err != nil {
+		t.Fatal(err)
+	}
+	res, err := resumed.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != len(parts)-1 || slices.Contains(kept, 1) {
+		t.Fatalf("kept parts %v of the %d stored, want all but part 1", kept, len(parts))
+	}
+	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("resumed.bin")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if !bytes.Equal(got, changed) || res.Parts != 5 {
+		t.Fatalf("the resumed object differs from what was written (%d parts)", res.Parts)
 	}
 }

@@ -409,7 +409,7 @@ func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *de
 	}), access.GetRegion())
 	out := &output{
 		cfg: cfg, limits: s.cfg.Ingest, prog: prog,
-		sink:     s.sink(ctx, d, client, dest, bucket, prog),
+		sink:     s.sink(ctx, d, client, dest, bucket, prog, src),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
@@ -430,9 +430,12 @@ func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *de
 // sink answers the S3 sink of a delivery, recording each object it writes
 // before the first byte, so that a crash leaves nothing that cannot be
 // found and taken back.
-func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress) *s3Sink {
+func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader) *s3Sink {
 	sk := newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums())
 	sk.record = func(w store.Write) error { return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), w) }
+	if rerun, ok := src.(*stagedSource); ok {
+		sk.resume, rerun.resume = rerun.resume, nil // only the first attempt resumes
+	}
 	return sk
 }
 

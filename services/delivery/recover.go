@@ -100,10 +100,18 @@ func (s *Service) takeOver(ctx context.Context, d *deliveryv1.Delivery, log *slo
 	if err != nil {
 		return fmt.Errorf("access to take back its writes: %w", err)
 	}
-	if err := s.takeBack(ctx, claimed.GetName(), dest, client); err != nil {
+	id := deliveryID(claimed.GetName())
+	// A delivery whose stream had arrived runs again from staging and
+	// continues its interrupted uploads; any other takes back its writes.
+	var resume map[string]resumable
+	rerun := claimed.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && s.staging != nil
+	if rerun {
+		if resume, err = s.interruptedUploads(ctx, claimed.GetName(), client); err != nil {
+			return err
+		}
+	} else if err := s.takeBack(ctx, claimed.GetName(), dest, client); err != nil {
 		return err
 	}
-	id := deliveryID(claimed.GetName())
 	if s.staging == nil {
 		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran, and staging is off: send the data again")
 	}
@@ -139,7 +147,7 @@ func (s *Service) takeOver(ctx context.Context, d *deliveryv1.Delivery, log *slo
 	reruns.Add(1)
 	go func() {
 		defer reruns.Done()
-		if _, err := s.rerun(ctx, claimed, dest); err != nil {
+		if _, err := s.rerun(ctx, claimed, dest, resume); err != nil {
 			log.WarnContext(ctx, "rerun from staged input failed", slog.String("error", err.Error()))
 		}
 	}()
@@ -150,7 +158,7 @@ var errNotOrphan = errors.New("not an orphan")
 
 // rerun runs a delivery again from its staged input, with the destination
 // and credential as they are now, writing the same keys.
-func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination) (*deliveryv1.Delivery, error) {
+func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, resume map[string]resumable) (*deliveryv1.Delivery, error) {
 	if s.staging == nil {
 		return nil, apierror.New(codes.FailedPrecondition, ReasonServiceStopped, "staging is off: the delivery's input was not kept")
 	}
@@ -159,13 +167,15 @@ func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *desti
 		return nil, err
 	}
 	defer r.Close()
-	return s.run(ctx, d, dest, &stagedSource{r: r}, nil)
+	return s.run(ctx, d, dest, &stagedSource{r: r, resume: resume}, nil)
 }
 
 // stagedSource reads a delivery's whole input back from staging.
 type stagedSource struct {
 	r    io.Reader
 	prog *progress
+	// resume holds the uploads the run continues, by key.
+	resume map[string]resumable
 }
 
 func (r *stagedSource) count(prog *progress) { r.prog = prog }
@@ -212,6 +222,43 @@ func (s *Service) bucketAccess(ctx context.Context, destination string) (*destin
 		bucket = access.GetBucket()
 	}
 	return dest, client, bucket, nil
+}
+
+// interruptedUploads answers the recorded uploads of a delivery that S3
+// still holds, with their parts, by key; an upload S3 no longer has (it
+// completed, or was aborted) is rewritten from scratch.
+func (s *Service) interruptedUploads(ctx context.Context, delivery string, client *s3.Client) (map[string]resumable, error) {
+	writes, err := s.store.Writes(ctx, delivery)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]resumable{}
+	for _, w := range writes {
+		if w.UploadID == "" {
+			continue
+		}
+		r := resumable{uploadID: w.UploadID}
+		in := &s3.ListPartsInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID)}
+		for {
+			page, err := client.ListParts(ctx, in)
+			if isNoSuchUpload(err) {
+				r.uploadID = ""
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("list the parts of %s: %w", w.Key, err)
+			}
+			r.parts = append(r.parts, page.Parts...)
+			if !aws.ToBool(page.IsTruncated) {
+				break
+			}
+			in.PartNumberMarker = page.NextPartNumberMarker
+		}
+		if r.uploadID != "" {
+			out[w.Key] = r
+		}
+	}
+	return out, nil
 }
 
 // takeBack aborts the recorded multipart uploads of a delivery and deletes

@@ -6,13 +6,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/services/delivery/store"
@@ -50,6 +55,8 @@ type s3Sink struct {
 	// record, when set, records each object and its upload before any
 	// byte of it is sent.
 	record func(store.Write) error
+	// resume holds the interrupted uploads a rerun continues, by key.
+	resume map[string]resumable
 
 	mu   sync.Mutex
 	done map[string]landed
@@ -70,10 +77,20 @@ func (s *s3Sink) Create(key string) (fileset.Object, error) {
 	obj.NoChecksums = !s.checksums
 	u := multipart.New(s.ctx, s.client, s.pool, obj, s.concurrency)
 	u.OnPart = s.onPart
+	o := &s3Object{sink: s, up: u, key: key, sum: sha256.New()}
+	if r, ok := s.resume[key]; ok {
+		u.ResumeFrom(r.uploadID, r.parts)
+		u.OnReuse = func(int32) { o.reused.Add(1) }
+		if s.record != nil {
+			if err := s.record(store.Write{Bucket: s.bucket, Key: key, UploadID: r.uploadID}); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if s.record != nil {
 		u.OnCreate = func(id string) error { return s.record(store.Write{Bucket: s.bucket, Key: key, UploadID: id}) }
 	}
-	return &s3Object{sink: s, up: u, key: key, sum: sha256.New()}, nil
+	return o, nil
 }
 
 func (s *s3Sink) landed(key string) landed {
@@ -105,10 +122,11 @@ func optional(s string) *string {
 }
 
 type s3Object struct {
-	sink *s3Sink
-	up   *multipart.Upload
-	key  string
-	sum  hash.Hash
+	sink   *s3Sink
+	up     *multipart.Upload
+	key    string
+	sum    hash.Hash
+	reused atomic.Int64 // parts kept from an interrupted upload
 }
 
 func (o *s3Object) Write(p []byte) (int, error) {
@@ -122,6 +140,10 @@ func (o *s3Object) Close() error {
 	if err != nil {
 		return err
 	}
+	if n := o.reused.Load(); n > 0 {
+		logging.FromContext(o.sink.ctx).InfoContext(o.sink.ctx, "resumed an interrupted upload",
+			slog.String("key", o.key), slog.Int64("parts_kept", n), slog.Int("parts", res.Parts))
+	}
 	o.sink.mu.Lock()
 	o.sink.done[o.key] = landed{bytes: res.Bytes, parts: res.Parts, crc32c: res.CRC32C, sha256: hex.EncodeToString(o.sum.Sum(nil))}
 	o.sink.keys = append(o.sink.keys, o.key)
@@ -130,3 +152,9 @@ func (o *s3Object) Close() error {
 }
 
 func (o *s3Object) Abort() error { return o.up.Abort() }
+
+// resumable is an interrupted multipart upload and the parts S3 holds.
+type resumable struct {
+	uploadID string
+	parts    []types.Part
+}
