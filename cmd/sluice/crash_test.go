@@ -38,51 +38,19 @@ func TestDeliveryServiceKilledMidDelivery(t *testing.T) {
 func killedMidDelivery(t *testing.T, store string) {
 	m := testenv.SharedMinIO(t)
 	bucket := testenv.NewBucket(t, m)
-	o := localserver.SluiceOptions{MinIO: m}
+	var o localserver.SluiceOptions
 	if store == "s3" {
 		// A bucket of Sluice's own, written as its platform identity.
 		o.Delivery = []string{"--staging-url", "s3://" + testenv.NewBucket(t, m) + "/staging"}
 		o.DeliveryEnv = []string{"AWS_ACCESS_KEY_ID=" + m.RootUser, "AWS_SECRET_ACCESS_KEY=" + m.RootPassword, "AWS_REGION=" + m.Region}
 	}
-	sl, err := localserver.StartSluice(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sl.Stop)
-	ctx := context.Background()
-	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(sl.Dir, "data")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := auth.NewSigner(key).Mint("ops@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as := grpc.PerRPCCredentials(auth.BearerCredentials(tok))
-	dial := func(name string) *grpc.ClientConn {
-		cc, err := grpc.NewClient(sl.Addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
-	}
-	cred, err := credentialv1.NewCredentialServiceClient(dial("credential")).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "minio",
-		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dests := destinationv1.NewDestinationServiceClient(dial("destination"))
+	p := startProcesses(t, m, bucket, o)
+	sl, as, ctx := p.sl, p.as, context.Background()
 	mk := func(id string) *destinationv1.Destination {
-		d, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: id, Destination: &destinationv1.Destination{
-			Credential: cred.GetName(), Prefix: id + "/", Format: csvFormat(), Split: &destinationv1.Split{MaxRows: 1500}, SuccessFile: true}}, as)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
+		return p.destination(t, id, &destinationv1.Split{MaxRows: 1500})
 	}
 	whole, crashed := mk("whole"), mk("crashed")
-	delivs := deliveryv1.NewDeliveryServiceClient(dial("delivery"))
+	delivs := p.delivs
 	recs := sampledata.All(sampledata.NewCustomer360(nil, 6000, 500, 4))
 	defer func() {
 		for _, r := range recs {
@@ -181,46 +149,12 @@ func killedMidDelivery(t *testing.T, store string) {
 func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 	m := testenv.NewMinIO(t)
 	bucket := testenv.NewBucket(t, m)
-	sl, err := localserver.StartSluice(localserver.SluiceOptions{MinIO: m, Delivery: []string{"--part-size", "5242880"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sl.Stop)
+	p := startProcesses(t, m, bucket, localserver.SluiceOptions{Delivery: []string{"--part-size", "5242880"}})
+	sl, as, ctx := p.sl, p.as, context.Background()
 	t.Cleanup(func() { _ = m.Thaw() })
-	ctx := context.Background()
-	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(sl.Dir, "data")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := auth.NewSigner(key).Mint("ops@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as := grpc.PerRPCCredentials(auth.BearerCredentials(tok))
-	conn := func(name string) *grpc.ClientConn {
-		cc, err := grpc.NewClient(sl.Addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
-	}
-	cred, err := credentialv1.NewCredentialServiceClient(conn("credential")).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "minio",
-		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, as)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dests := destinationv1.NewDestinationServiceClient(conn("destination"))
-	mk := func(id string) *destinationv1.Destination {
-		d, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: id, Destination: &destinationv1.Destination{
-			Credential: cred.GetName(), Prefix: id + "/", Format: csvFormat(), SuccessFile: true}}, as)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
+	mk := func(id string) *destinationv1.Destination { return p.destination(t, id, nil) }
 	whole, crashed := mk("whole"), mk("crashed")
-	delivs := deliveryv1.NewDeliveryServiceClient(conn("delivery"))
+	delivs := p.delivs
 	recs := sampledata.All(sampledata.NewCustomer360(nil, 80_000, 8000, 8))
 	defer func() {
 		for _, r := range recs {
@@ -314,4 +248,61 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 	if log := sl.Log("delivery"); !strings.Contains(log, "resumed an interrupted upload") {
 		t.Errorf("the rerun sent every part again; its log:\n%s", log)
 	}
+}
+
+// processes is sluice's three services running as their own processes on
+// a MinIO, with an administrator's call option and a credential on bucket.
+type processes struct {
+	sl     *localserver.Sluice
+	as     grpc.CallOption
+	cred   string
+	dests  destinationv1.DestinationServiceClient
+	delivs deliveryv1.DeliveryServiceClient
+}
+
+func startProcesses(t *testing.T, m *testenv.MinIO, bucket string, o localserver.SluiceOptions) *processes {
+	t.Helper()
+	o.MinIO = m
+	sl, err := localserver.StartSluice(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sl.Stop)
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(sl.Dir, "data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.NewSigner(key).Mint("ops@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &processes{sl: sl, as: grpc.PerRPCCredentials(auth.BearerCredentials(tok))}
+	dial := func(name string) *grpc.ClientConn {
+		cc, err := grpc.NewClient(sl.Addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	cred, err := credentialv1.NewCredentialServiceClient(dial("credential")).CreateCredential(context.Background(), &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, p.as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cred = cred.GetName()
+	p.dests = destinationv1.NewDestinationServiceClient(dial("destination"))
+	p.delivs = deliveryv1.NewDeliveryServiceClient(dial("delivery"))
+	return p
+}
+
+// destination creates a CSV destination under its own prefix.
+func (p *processes) destination(t *testing.T, id string, split *destinationv1.Split) *destinationv1.Destination {
+	t.Helper()
+	d, err := p.dests.CreateDestination(context.Background(), &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: id, Destination: &destinationv1.Destination{
+		Credential: p.cred, Prefix: id + "/", Format: csvFormat(), Split: split, SuccessFile: true}}, p.as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
