@@ -141,17 +141,30 @@ func killedMidDelivery(t *testing.T, store string) {
 }
 
 // The delivery service is killed (SIGKILL) after the whole stream arrived,
-// while it waits on S3 to take the last parts (MinIO frozen). Started
+// while it waits on S3 to take the last parts (requests to the
+// destination's bucket held by a proxy, as a stalled S3 holds them). Started
 // again, it runs the delivery from its staged input without the caller,
 // keeping the parts S3 already holds, and the caller, asking again with
 // the same idempotency key, gets the delivery that landed what an
-// uninterrupted one lands.
+// uninterrupted one lands. With staging on S3 the staging bucket stays
+// reachable, as Sluice's own bucket would while a customer's stalls.
 func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
-	m := testenv.NewMinIO(t)
+	for _, store := range []string{"dir", "s3"} {
+		t.Run("staging on "+store, func(t *testing.T) { killedWhileUploading(t, store) })
+	}
+}
+
+func killedWhileUploading(t *testing.T, store string) {
+	m := testenv.SharedMinIO(t)
 	bucket := testenv.NewBucket(t, m)
-	p := startProcesses(t, m, bucket, localserver.SluiceOptions{Delivery: []string{"--part-size", "5242880"}})
+	fault := testenv.NewS3Fault(t, m)
+	o := localserver.SluiceOptions{S3Endpoint: fault.Endpoint, Delivery: []string{"--part-size", "5242880"}}
+	if store == "s3" {
+		o.Delivery = append(o.Delivery, "--staging-url", "s3://"+testenv.NewBucket(t, m)+"/staging")
+		o.DeliveryEnv = []string{"AWS_ACCESS_KEY_ID=" + m.RootUser, "AWS_SECRET_ACCESS_KEY=" + m.RootPassword, "AWS_REGION=" + m.Region}
+	}
+	p := startProcesses(t, m, bucket, o)
 	sl, as, ctx := p.sl, p.as, context.Background()
-	t.Cleanup(func() { _ = m.Thaw() })
 	mk := func(id string) *destinationv1.Destination { return p.destination(t, id, nil) }
 	whole, crashed := mk("whole"), mk("crashed")
 	delivs := p.delivs
@@ -207,9 +220,7 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 		return d.GetProgress().GetBytesIn() == int64(half) && d.GetProgress().GetParts() >= 2
 	})
 	// S3 stalls; the rest of the stream and its end arrive.
-	if err := m.Freeze(); err != nil {
-		t.Fatal(err)
-	}
+	fault.Hold(func(r testenv.S3Request) bool { return r.Bucket == bucket })
 	for off := half; off < len(stream); off += 1 << 20 {
 		send(stream[off:min(len(stream), off+1<<20)])
 	}
@@ -220,9 +231,7 @@ func TestDeliveryServiceKilledWhileUploading(t *testing.T) {
 		return d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING
 	})
 	sl.Kill("delivery")
-	if err := m.Thaw(); err != nil {
-		t.Fatal(err)
-	}
+	fault.Release()
 	if err := sl.Start("delivery"); err != nil {
 		t.Fatal(err)
 	}

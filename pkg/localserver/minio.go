@@ -136,13 +136,6 @@ func (m *MinIO) Outage(down time.Duration) error {
 	return m.proc.waitReady(60*time.Second, m.iamReady)
 }
 
-// Freeze stops the server's process (SIGSTOP, by pid) without closing its
-// connections: requests hang, as with a stalled store. Thaw resumes it.
-func (m *MinIO) Freeze() error { return syscall.Kill(m.proc.cmd.Process.Pid, syscall.SIGSTOP) }
-
-// Thaw resumes a frozen server (SIGCONT).
-func (m *MinIO) Thaw() error { return syscall.Kill(m.proc.cmd.Process.Pid, syscall.SIGCONT) }
-
 // Stop stops the server by its process id and removes its data.
 func (m *MinIO) Stop() {
 	m.proc.stop(syscall.SIGTERM, 10*time.Second)

@@ -35,6 +35,9 @@ type Sluice struct {
 // SluiceOptions adjust the services.
 type SluiceOptions struct {
 	MinIO *MinIO
+	// S3Endpoint, when set, is where the services send S3 requests instead
+	// of MinIO's own endpoint (a fault-injecting proxy in front of it).
+	S3Endpoint string
 	// Delivery adds flags to the delivery service.
 	Delivery []string
 	// DeliveryEnv adds environment variables to the delivery service (its
@@ -88,7 +91,11 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 		}
 		s.Addrs[name] = hostPort(port)
 	}
-	s3 := []string{"--s3-endpoint", o.MinIO.Endpoint, "--s3-path-style", "--aws-region", o.MinIO.Region}
+	endpoint := o.MinIO.Endpoint
+	if o.S3Endpoint != "" {
+		endpoint = o.S3Endpoint
+	}
+	s3 := []string{"--s3-endpoint", endpoint, "--s3-path-style", "--aws-region", o.MinIO.Region}
 	common := []string{"--data-dir", filepath.Join(dir, "data"), "--log-level", "info"}
 	s.args = map[string][]string{
 		"credential":  append(append([]string{"--destination-addr", s.Addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", o.MinIO.Endpoint}, s3...), common...),

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -152,4 +154,57 @@ func apiCode(err error) string {
 		return ae.ErrorCode()
 	}
 	return ""
+}
+
+// The fault proxy passes requests through with their signatures intact,
+// answers S3's own error codes for the requests it is told to, and holds
+// requests until released.
+func TestS3FaultProxy(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	f := testenv.NewS3Fault(t, m)
+	client := f.S3(m)
+	ctx := context.Background()
+	put := func(key string) error {
+		_, err := client.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: aws.String(key), Body: strings.NewReader("x")})
+		return err
+	}
+	if err := put("through"); err != nil {
+		t.Fatalf("through the proxy: %v", err)
+	}
+	f.Fail(testenv.SlowDown, 1, func(r testenv.S3Request) bool { return r.Bucket == bucket && r.Method == http.MethodPut })
+	if err := put("slow"); apiCode(err) != "SlowDown" {
+		t.Fatalf("first put after Fail: %v, want SlowDown", err)
+	}
+	if err := put("slow"); err != nil {
+		t.Fatalf("second put after Fail(…, 1, …): %v", err)
+	}
+	f.Fail(testenv.InternalError, -1, func(r testenv.S3Request) bool { return r.Key == "broken" })
+	for range 2 {
+		if err := put("broken"); apiCode(err) != "InternalError" {
+			t.Fatalf("put of a broken key: %v, want InternalError", err)
+		}
+	}
+	if f.Count(testenv.SlowDown) != 1 || f.Count(testenv.InternalError) != 2 {
+		t.Fatalf("counted %d SlowDown, %d InternalError", f.Count(testenv.SlowDown), f.Count(testenv.InternalError))
+	}
+	f.Clear()
+	f.Hold(func(r testenv.S3Request) bool { return r.Key == "held" })
+	done := make(chan error, 1)
+	go func() { done <- put("held") }()
+	for f.Count("held") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a held put answered before Release: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	f.Release()
+	if err := <-done; err != nil {
+		t.Fatalf("held put after Release: %v", err)
+	}
+	if _, err := m.S3("", "").HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: aws.String("held")}); err != nil {
+		t.Fatalf("the held put did not land: %v", err)
+	}
 }
