@@ -42,6 +42,8 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/filename"
@@ -527,10 +529,10 @@ func TestDeliverRefusesBadInputLeavingNothing(t *testing.T) {
 				t.Fatalf("got %v, want %v", err, c.code)
 			}
 			if c.reason != "" {
-				if got := errorReason(err); got != c.reason || !strings.Contains(status.Convert(err).Message(), c.contains) {
+				if got := apierror.ReasonName(apierror.FromStatus(err).Reason); got != c.reason || !strings.Contains(status.Convert(err).Message(), c.contains) {
 					t.Errorf("got reason %s and %q, want %s saying %q", got, status.Convert(err).Message(), c.reason, c.contains)
 				}
-				if v := violations(err); v["arrow_ipc"] == "" {
+				if v := apierror.FromStatus(err).Fields(); v["arrow_ipc"] == "" {
 					t.Errorf("no field violation on arrow_ipc: %v", v)
 				}
 			}
@@ -738,7 +740,7 @@ func TestDeliverEnablesPromotion(t *testing.T) {
 	dest, err := e.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: "tenants/acme/environments/sandbox", DestinationId: "trial",
 		Destination: &destinationv1.Destination{Credential: e.credential(t, "tenants/acme/environments/sandbox"), Format: csvFormat(), Prefix: "trial/"}}, e.admin)
 	if err != nil {
-		t.Fatalf("%v %v", err, violations(err))
+		t.Fatalf("%v %v", err, apierror.FromStatus(err).Fields())
 	}
 	promote := &destinationv1.PromoteDestinationRequest{Name: dest.GetName(), TargetEnvironment: "production"}
 	if _, err := e.dests.PromoteDestination(ctx, promote, e.admin); status.Code(err) != codes.FailedPrecondition {
@@ -994,8 +996,8 @@ func resumeAnInterruptedStream(t *testing.T, store string) {
 	}
 	for _, wrong := range []int{0, cut - 1, cut + 1} {
 		_, err := resume(wrong)
-		if status.Code(err) != codes.FailedPrecondition || errorReason(err) != "RESUME_OFFSET_MISMATCH" || errorMetadata(err)["resume_offset"] != fmt.Sprint(cut) {
-			t.Fatalf("resume at %d: %v (metadata %v), want RESUME_OFFSET_MISMATCH naming %d", wrong, err, errorMetadata(err), cut)
+		if status.Code(err) != codes.FailedPrecondition || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_RESUME_OFFSET_MISMATCH || apierror.FromStatus(err).Metadata["resume_offset"] != fmt.Sprint(cut) {
+			t.Fatalf("resume at %d: %v (metadata %v), want RESUME_OFFSET_MISMATCH naming %d", wrong, err, apierror.FromStatus(err).Metadata, cut)
 		}
 	}
 	got, err := resume(cut)
@@ -1031,7 +1033,7 @@ func resumeAnInterruptedStream(t *testing.T, store string) {
 	if again, err := resume(0); err != nil || again.GetName() != got.GetName() {
 		t.Errorf("the key after success: %v %v", again.GetName(), err)
 	}
-	if _, err := resume(cut); errorReason(err) != "NOTHING_TO_RESUME" {
+	if _, err := resume(cut); apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME {
 		t.Errorf("resuming a finished delivery: %v", err)
 	}
 }
@@ -1042,7 +1044,7 @@ func TestDeliverStagingCap(t *testing.T) {
 	e := startDelivering(t, func(c *serveConfig) { c.Delivery.StagingMaxBytes = 64 << 10 })
 	dest := e.destination(t, "capped", &destinationv1.Destination{Format: csvFormat()})
 	_, err := e.deliver(context.Background(), dest.GetName(), reader(t, customerBatches(t, 5000, 1000)), e.admin, nil)
-	if status.Code(err) != codes.ResourceExhausted || errorReason(err) != "STAGING_FULL" {
+	if status.Code(err) != codes.ResourceExhausted || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL {
 		t.Fatalf("got %v, want RESOURCE_EXHAUSTED STAGING_FULL", err)
 	}
 	if objs, ups := e.left(t, dest.GetPrefix()); len(objs) != 0 || ups != 0 {
@@ -1357,7 +1359,7 @@ func TestStagedInputExpires(t *testing.T) {
 	missing := e.destination(t, "missing", &destinationv1.Destination{Format: csvFormat(), BucketOverride: "no-such-bucket-" + e.bucket})
 	_, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: missing.GetName()}, bytes.NewReader(stream),
 		deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
-	if errorReason(err) != "ACCESS_DENIED" {
+	if apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED {
 		t.Fatalf("got %v, want ACCESS_DENIED", err)
 	}
 	// A delivery whose caller goes away halfway.

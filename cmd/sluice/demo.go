@@ -15,14 +15,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/spf13/cobra"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/launch"
@@ -317,14 +316,10 @@ func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *l
 }
 
 func describe(err error) string {
-	st := status.Convert(err)
-	s := st.Code().String() + ": " + st.Message()
-	for _, d := range st.Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				s += fmt.Sprintf("\n                          - %s: %s", v.GetField(), v.GetDescription())
-			}
-		}
+	e := apierror.FromStatus(err)
+	s := e.Code.String() + ": " + e.Message
+	for _, v := range e.Violations {
+		s += fmt.Sprintf("\n                          - %s: %s", v.Field, v.Description)
 	}
 	return s
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,6 +24,8 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/launch"
@@ -198,18 +199,6 @@ func TestServeReflectionWithComments(t *testing.T) {
 	}
 }
 
-func violations(err error) map[string]string {
-	out := map[string]string{}
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				out[v.GetField()] = v.GetDescription()
-			}
-		}
-	}
-	return out
-}
-
 func TestServeIdentityAndValidation(t *testing.T) {
 	r := startServe(t)
 	ctx := context.Background()
@@ -231,7 +220,7 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		_, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{
 			Parent: prod, CredentialId: "Bad_ID", Credential: &credentialv1.Credential{},
 		}, acme)
-		v := violations(err)
+		v := apierror.FromStatus(err).Fields()
 		if status.Code(err) != codes.InvalidArgument || v["credential_id"] == "" || v["credential.bucket"] == "" || v["credential.type"] == "" {
 			t.Fatalf("got %v with violations %v", err, v)
 		}
@@ -243,7 +232,7 @@ func TestServeIdentityAndValidation(t *testing.T) {
 				Format:     &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "||"}}},
 			},
 		}, acme)
-		v = violations(err)
+		v = apierror.FromStatus(err).Fields()
 		for _, f := range []string{"destination.credential", "destination.split.max_bytes", "destination.format.delimited.delimiter"} {
 			if v[f] == "" {
 				t.Errorf("no violation for %s in %v (%v)", f, v, err)
@@ -257,7 +246,7 @@ func TestServeIdentityAndValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = stream.CloseAndRecv()
-		if status.Code(err) != codes.InvalidArgument || violations(err)["start"] == "" {
+		if status.Code(err) != codes.InvalidArgument || apierror.FromStatus(err).Fields()["start"] == "" {
 			t.Fatalf("Deliver without a start: %v", err)
 		}
 	})
@@ -323,7 +312,7 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := create("ghost", nil, sandbox+"/credentials/missing"); status.Code(err) != codes.InvalidArgument || violations(err)["destination.credential"] == "" {
+	if _, err := create("ghost", nil, sandbox+"/credentials/missing"); status.Code(err) != codes.InvalidArgument || apierror.FromStatus(err).Fields()["destination.credential"] == "" {
 		t.Fatalf("a destination on a missing credential: %v", err)
 	}
 
@@ -436,21 +425,13 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	promote := func(force bool, as grpc.CallOption) (*destinationv1.Destination, error) {
 		return dests.PromoteDestination(ctx, &destinationv1.PromoteDestinationRequest{Name: d1.GetName(), TargetEnvironment: "production", Force: force}, as)
 	}
-	reason := func(err error) string {
-		for _, d := range status.Convert(err).Details() {
-			if ei, ok := d.(*errdetails.ErrorInfo); ok {
-				return ei.GetReason()
-			}
-		}
-		return ""
-	}
-	if _, err := promote(false, admin); status.Code(err) != codes.FailedPrecondition || reason(err) != "NO_SUCCESSFUL_DELIVERY" {
+	if _, err := promote(false, admin); status.Code(err) != codes.FailedPrecondition || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_NO_SUCCESSFUL_DELIVERY {
 		t.Fatalf("promoting an unverified destination: %v", err)
 	}
 	if _, err := promote(true, plain); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("force by a user: %v", err)
 	}
-	if _, err := promote(true, admin); status.Code(err) != codes.FailedPrecondition || reason(err) != "CREDENTIAL_MISSING_IN_TARGET" {
+	if _, err := promote(true, admin); status.Code(err) != codes.FailedPrecondition || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_MISSING_IN_TARGET {
 		t.Fatalf("promoting without a production credential: %v", err)
 	}
 	prodCred, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: "tenants/acme/environments/production", CredentialId: "keys",
@@ -517,7 +498,7 @@ func TestServeStopsInDependencyOrderUnderLoad(t *testing.T) {
 				switch {
 				case err == nil:
 					ok.Add(1)
-				case errorReason(err) != "":
+				case apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED:
 					// An answer from inside a handler: the call was accepted.
 					failedInside.Add(1)
 					t.Errorf("an accepted call failed during shutdown: %v", err)
@@ -544,22 +525,4 @@ func TestServeStopsInDependencyOrderUnderLoad(t *testing.T) {
 	if refused.Load() == 0 {
 		t.Fatal("no call met the stopping server: the test did not test shutdown under load")
 	}
-}
-
-func errorReason(err error) string {
-	for _, d := range status.Convert(err).Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok {
-			return ei.GetReason()
-		}
-	}
-	return ""
-}
-
-func errorMetadata(err error) map[string]string {
-	for _, d := range status.Convert(err).Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok {
-			return ei.GetMetadata()
-		}
-	}
-	return nil
 }

@@ -15,24 +15,28 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 )
 
 // Domain is the ErrorInfo domain of every Sluice error.
 const Domain = "sluice.dev"
 
-// Stable reasons for ErrorInfo. Callers switch on these, never on messages.
-const (
-	ReasonInvalidArgument    = "INVALID_ARGUMENT"
-	ReasonNotFound           = "NOT_FOUND"
-	ReasonAlreadyExists      = "ALREADY_EXISTS"
-	ReasonEtagMismatch       = "ETAG_MISMATCH"
-	ReasonFailedPrecondition = "FAILED_PRECONDITION"
-	ReasonUnauthenticated    = "UNAUTHENTICATED"
-	ReasonPermissionDenied   = "PERMISSION_DENIED"
-	ReasonNotImplemented     = "NOT_IMPLEMENTED"
-	ReasonInternal           = "INTERNAL"
-	ReasonUnavailable        = "UNAVAILABLE"
-)
+// Reason is a stable reason, declared once in the API (ErrorReason in
+// proto/sluice/errors/v1) so that buf breaking guards it.
+type Reason = errorsv1.ErrorReason
+
+const reasonPrefix = "ERROR_REASON_"
+
+// ReasonName answers a reason as it goes on the wire: its name without the
+// ERROR_REASON_ prefix, e.g. INVALID_BUCKET_NAME.
+func ReasonName(r Reason) string { return strings.TrimPrefix(r.String(), reasonPrefix) }
+
+// ParseReason answers the reason a wire name stands for, and
+// ERROR_REASON_UNSPECIFIED for a name it does not know (a newer peer's).
+func ParseReason(name string) Reason {
+	return Reason(errorsv1.ErrorReason_value[reasonPrefix+name])
+}
 
 // Sentinel errors returned by stores and handlers; Status maps them with
 // errors.Is, so wrapping them with context keeps their meaning.
@@ -47,7 +51,7 @@ var (
 // safe to show, and optional metadata and field violations.
 type Error struct {
 	Code       codes.Code
-	Reason     string
+	Reason     Reason
 	Message    string
 	Metadata   map[string]string
 	Violations []FieldViolation
@@ -78,13 +82,13 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.cause }
 
 // New makes an Error with a stable reason.
-func New(code codes.Code, reason, message string) *Error {
+func New(code codes.Code, reason Reason, message string) *Error {
 	return &Error{Code: code, Reason: reason, Message: message}
 }
 
 // Wrap makes an Error that keeps cause for errors.Is and for logs. The cause
 // is never sent to the caller.
-func Wrap(cause error, code codes.Code, reason, message string) *Error {
+func Wrap(cause error, code codes.Code, reason Reason, message string) *Error {
 	return &Error{Code: code, Reason: reason, Message: message, cause: cause}
 }
 
@@ -99,13 +103,13 @@ func (e *Error) With(key, value string) *Error {
 
 // NotFound says that a resource does not exist or is not the caller's.
 func NotFound(resource string) *Error {
-	return Wrap(ErrNotFound, codes.NotFound, ReasonNotFound,
+	return Wrap(ErrNotFound, codes.NotFound, errorsv1.ErrorReason_ERROR_REASON_NOT_FOUND,
 		fmt.Sprintf("%s not found", resource)).With("resource", resource)
 }
 
 // Unimplemented says which later work will bring a method.
 func Unimplemented(method, plan string) *Error {
-	return New(codes.Unimplemented, ReasonNotImplemented,
+	return New(codes.Unimplemented, errorsv1.ErrorReason_ERROR_REASON_NOT_IMPLEMENTED,
 		fmt.Sprintf("%s is not implemented yet: %s", method, plan)).With("method", method)
 }
 
@@ -126,7 +130,7 @@ func (v *Violations) Err() error {
 	}
 	return &Error{
 		Code:       codes.InvalidArgument,
-		Reason:     ReasonInvalidArgument,
+		Reason:     errorsv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT,
 		Message:    "the request is invalid",
 		Violations: v.list,
 	}
@@ -149,20 +153,20 @@ func Status(ctx context.Context, logger *slog.Logger, err error) error {
 	switch {
 	case errors.As(err, &e):
 	case errors.Is(err, context.Canceled):
-		e = New(codes.Canceled, "CANCELLED", "the request was cancelled")
+		e = New(codes.Canceled, errorsv1.ErrorReason_ERROR_REASON_CANCELLED, "the request was cancelled")
 	case errors.Is(err, context.DeadlineExceeded):
-		e = New(codes.DeadlineExceeded, "DEADLINE_EXCEEDED", "the request ran out of time")
+		e = New(codes.DeadlineExceeded, errorsv1.ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED, "the request ran out of time")
 	case errors.Is(err, ErrNotFound):
-		e = New(codes.NotFound, ReasonNotFound, "not found")
+		e = New(codes.NotFound, errorsv1.ErrorReason_ERROR_REASON_NOT_FOUND, "not found")
 	case errors.Is(err, ErrAlreadyExists):
-		e = New(codes.AlreadyExists, ReasonAlreadyExists, "already exists")
+		e = New(codes.AlreadyExists, errorsv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS, "already exists")
 	case errors.Is(err, ErrEtagMismatch):
-		e = New(codes.Aborted, ReasonEtagMismatch, "the resource changed since it was read; get it again and retry with its etag")
+		e = New(codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_ETAG_MISMATCH, "the resource changed since it was read; get it again and retry with its etag")
 	case errors.Is(err, ErrFailedPrecondition):
-		e = New(codes.FailedPrecondition, ReasonFailedPrecondition, "the resource is not in a state that allows this")
+		e = New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION, "the resource is not in a state that allows this")
 	default:
 		logger.ErrorContext(ctx, "internal error", slog.String("error", err.Error()))
-		e = New(codes.Internal, ReasonInternal, "internal error; the cause is logged on the server")
+		e = New(codes.Internal, errorsv1.ErrorReason_ERROR_REASON_INTERNAL, "internal error; the cause is logged on the server")
 	}
 	if e.Code == codes.Internal && e.cause != nil {
 		logger.ErrorContext(ctx, "internal error", slog.String("error", e.cause.Error()))
@@ -174,7 +178,7 @@ func Status(ctx context.Context, logger *slog.Logger, err error) error {
 // violations, BadRequest. It lets status.FromError recognise an *Error.
 func (e *Error) GRPCStatus() *status.Status {
 	st := status.New(e.Code, e.Message)
-	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: e.Reason, Domain: Domain, Metadata: e.Metadata}}
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonName(e.Reason), Domain: Domain, Metadata: e.Metadata}}
 	if len(e.Violations) > 0 {
 		br := &errdetails.BadRequest{}
 		for _, v := range e.Violations {
@@ -190,4 +194,69 @@ func (e *Error) GRPCStatus() *status.Status {
 		return st
 	}
 	return withDetails
+}
+
+// codeReasons are the reasons that stand for statuses which carry no
+// ErrorInfo (gRPC's own, a proxy's).
+var codeReasons = map[codes.Code]Reason{
+	codes.Canceled:           errorsv1.ErrorReason_ERROR_REASON_CANCELLED,
+	codes.DeadlineExceeded:   errorsv1.ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED,
+	codes.Unavailable:        errorsv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
+	codes.ResourceExhausted:  errorsv1.ErrorReason_ERROR_REASON_RESOURCE_EXHAUSTED,
+	codes.InvalidArgument:    errorsv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT,
+	codes.NotFound:           errorsv1.ErrorReason_ERROR_REASON_NOT_FOUND,
+	codes.AlreadyExists:      errorsv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS,
+	codes.PermissionDenied:   errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
+	codes.Unauthenticated:    errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED,
+	codes.FailedPrecondition: errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION,
+	codes.Unimplemented:      errorsv1.ErrorReason_ERROR_REASON_NOT_IMPLEMENTED,
+}
+
+// CodeReason answers the reason that stands for a status code, for
+// answers that carry no reason of their own: INTERNAL when none fits.
+func CodeReason(c codes.Code) Reason {
+	if r, ok := codeReasons[c]; ok {
+		return r
+	}
+	return errorsv1.ErrorReason_ERROR_REASON_INTERNAL
+}
+
+// FromStatus decodes what a Sluice service answered: the code, the
+// message, the ErrorInfo reason and metadata, and the BadRequest field
+// violations. Reason stays ERROR_REASON_UNSPECIFIED when no Sluice
+// ErrorInfo came (gRPC's own statuses, a proxy's) or it names a reason this
+// build does not know; an error that is no status reads as Unknown, and nil
+// answers nil. The clients of Sluice (services calling each other, the
+// CLI, tests) read errors with it.
+func FromStatus(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(err)
+	e := &Error{Code: st.Code(), Message: st.Message()}
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			if d.GetDomain() == Domain {
+				e.Reason = ParseReason(d.GetReason())
+			}
+			for k, v := range d.GetMetadata() {
+				e = e.With(k, v)
+			}
+		case *errdetails.BadRequest:
+			for _, v := range d.GetFieldViolations() {
+				e.Violations = append(e.Violations, FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
+			}
+		}
+	}
+	return e
+}
+
+// Fields answers the field violations as field path to description.
+func (e *Error) Fields() map[string]string {
+	out := make(map[string]string, len(e.Violations))
+	for _, v := range e.Violations {
+		out[v.Field] = v.Description
+	}
+	return out
 }

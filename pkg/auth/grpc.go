@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 )
 
@@ -62,7 +63,7 @@ func FromContext(ctx context.Context) (*Caller, bool) {
 	return c, ok
 }
 
-var errUnauthenticated = apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+var errUnauthenticated = apierror.New(codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED,
 	"missing bearer token: send `authorization: Bearer <JWT>` (`sluice token` mints one for local use)")
 
 // Require answers the caller or Unauthenticated.
@@ -115,7 +116,7 @@ func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	}
 	claims, kind, err := v.Verify(raw)
 	if err != nil {
-		return nil, apierror.Wrap(err, codes.Unauthenticated, apierror.ReasonUnauthenticated, err.Error())
+		return nil, apierror.Wrap(err, codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED, err.Error())
 	}
 	if kind == UserToken {
 		return &Caller{Subject: claims.Subject, Tenant: claims.Tenant, Policies: claims.Policies, token: raw}, nil
@@ -130,7 +131,7 @@ func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	}
 	end, err := v.VerifyUser(endRaw)
 	if err != nil {
-		return nil, apierror.Wrap(err, codes.Unauthenticated, apierror.ReasonUnauthenticated,
+		return nil, apierror.Wrap(err, codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED,
 			"end caller's token: "+err.Error())
 	}
 	caller.Subject, caller.Tenant, caller.Policies, caller.token = end.Subject, end.Tenant, end.Policies, endRaw
@@ -143,15 +144,15 @@ func bearer(md metadata.MD, key string) (string, error) {
 		return "", nil
 	}
 	if len(vals) > 1 {
-		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated, "more than one "+key+" header")
+		return "", apierror.New(codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED, "more than one "+key+" header")
 	}
 	if len(vals[0]) > MaxTokenBytes+64 {
-		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+		return "", apierror.New(codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED,
 			fmt.Sprintf("%s is longer than a token may be (%d bytes)", key, MaxTokenBytes))
 	}
 	scheme, tok, ok := strings.Cut(vals[0], " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(tok) == "" {
-		return "", apierror.New(codes.Unauthenticated, apierror.ReasonUnauthenticated,
+		return "", apierror.New(codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED,
 			key+" must be `Bearer <JWT>`")
 	}
 	return strings.TrimSpace(tok), nil
@@ -171,7 +172,7 @@ func (a Authorizer) authorize(ctx context.Context, method string) (context.Conte
 		return ctx, nil
 	}
 	if rule == Deny {
-		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+		return nil, apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
 			"this method has no authorization rule, so it is denied to everyone").With("method", method)
 	}
 	c, err := a.Verifier.Authenticate(ctx)
@@ -276,7 +277,7 @@ func AsService(ctx context.Context) context.Context {
 func outgoing(ctx context.Context, ts TokenSource) (context.Context, error) {
 	tok, err := ts.Token(ctx)
 	if err != nil {
-		return nil, apierror.Wrap(err, codes.Internal, apierror.ReasonInternal, "service token unavailable")
+		return nil, apierror.Wrap(err, codes.Internal, errorsv1.ErrorReason_ERROR_REASON_INTERNAL, "service token unavailable")
 	}
 	ctx = metadata.AppendToOutgoingContext(ctx, AuthorizationHeader, "Bearer "+tok)
 	if self, _ := ctx.Value(asServiceKey{}).(bool); self {

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 )
 
@@ -59,16 +60,16 @@ func (r Rule) check(c *Caller) error {
 		if c.IsAdmin() {
 			return nil
 		}
-		return apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+		return apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
 			"this needs the Datagrid Administrator or Datagrid Operator policy").With("policy", PolicyAdministrator)
 	case ServiceOnly:
 		if c.IsService() {
 			return nil
 		}
-		return apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+		return apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
 			"this method is internal: only Sluice services may call it").With("policy", PolicyService)
 	default:
-		return apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+		return apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
 			"this method has no authorization rule, so it is denied to everyone")
 	}
 }

@@ -15,25 +15,17 @@ import (
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
-)
 
-// Stable reasons.
-const (
-	RoleNotAssumable   = "ROLE_NOT_ASSUMABLE"
-	InvalidCredentials = "INVALID_CREDENTIALS"
-	BucketNotFound     = "BUCKET_NOT_FOUND"
-	InvalidBucketName  = "INVALID_BUCKET_NAME"
-	AccessDenied       = "ACCESS_DENIED"
-	RegionMismatch     = "REGION_MISMATCH"
-	KMSKeyNotUsable    = "KMS_KEY_NOT_USABLE"
-	Transient          = "TRANSIENT"
-	Unknown            = "UNKNOWN"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 )
 
 // Cause is a classified AWS failure.
 type Cause struct {
-	// Reason is one of the constants above.
-	Reason string
+	// Reason is the stable reason: ROLE_NOT_ASSUMABLE, INVALID_CREDENTIALS,
+	// BUCKET_NOT_FOUND, INVALID_BUCKET_NAME, ACCESS_DENIED, REGION_MISMATCH,
+	// KMS_KEY_NOT_USABLE, TRANSIENT or UNKNOWN.
+	Reason errorsv1.ErrorReason
 	// Message says what happened and what to do, in plain words.
 	Message string
 	// MissingPermission is the IAM action refused, for AccessDenied.
@@ -46,7 +38,7 @@ type Cause struct {
 }
 
 func (c *Cause) Error() string {
-	return fmt.Sprintf("%s: %s", c.Reason, c.Message)
+	return fmt.Sprintf("%s: %s", apierror.ReasonName(c.Reason), c.Message)
 }
 
 // Unwrap keeps the SDK error for logs and errors.As.
@@ -105,24 +97,24 @@ func Classify(err error, bucket string) *Cause {
 	action := actions[operation]
 	switch {
 	case errors.Is(err, context.Canceled):
-		c.Reason, c.Message = Unknown, "the request was cancelled"
+		c.Reason, c.Message = errorsv1.ErrorReason_ERROR_REASON_UNKNOWN, "the request was cancelled"
 	case operation == "AssumeRole" && (c.Code == "AccessDenied" || status == http.StatusForbidden):
-		c.Reason = RoleNotAssumable
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_ROLE_NOT_ASSUMABLE
 		c.Message = "Sluice could not assume the role: check that the role's trust policy names Sluice's platform role as principal and requires exactly this credential's External ID, and that the role ARN is right"
 	case in(c.Code, "InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "UnrecognizedClientException", "ExpiredToken", "TokenRefreshRequired"):
-		c.Reason = InvalidCredentials
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS
 		c.Message = "AWS does not accept these credentials: check the access key id and secret access key (or that the key is active), then update the credential"
 	case c.Code == "InvalidBucketName":
-		c.Reason = InvalidBucketName
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_INVALID_BUCKET_NAME
 		c.Message = fmt.Sprintf("%q is not a valid bucket name: verify the name in the AWS console and correct it", bucket)
 	case c.Code == "NoSuchBucket" || (operation == "HeadBucket" && status == http.StatusNotFound):
-		c.Reason = BucketNotFound
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND
 		c.Message = fmt.Sprintf("bucket %q does not exist: verify the name in the AWS console and correct it", bucket)
 	case in(c.Code, "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException") || status == http.StatusMovedPermanently:
-		c.Reason = RegionMismatch
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_REGION_MISMATCH
 		c.Message = fmt.Sprintf("bucket %q is in another region than the one configured: correct the region", bucket)
 	case service == "KMS" || strings.HasPrefix(c.Code, "KMS.") || strings.HasPrefix(c.Code, "kms:") || in(c.Code, "DisabledException", "KMSInvalidStateException", "NotFoundException", "KMS.DisabledException", "KMS.NotFoundException", "KMS.KMSInvalidStateException"):
-		c.Reason = KMSKeyNotUsable
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_KMS_KEY_NOT_USABLE
 		if strings.Contains(c.Code, "AccessDenied") || status == http.StatusForbidden {
 			// Writing with SSE-KMS needs a data key; reading needs to decrypt it.
 			switch service {
@@ -137,11 +129,11 @@ func Classify(err error, bucket string) *Cause {
 		}
 		c.Message = "the KMS key cannot be used: check that it exists, is enabled, and that the role may use it for encryption"
 	case service == "STS" && (in(c.Code, "AccessDenied") || status == http.StatusForbidden):
-		c.Reason = AccessDenied
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED
 		c.MissingPermission = action
 		c.Message = fmt.Sprintf("the credential's IAM user may not call %s: allow it in the user's policy", action)
 	case in(c.Code, "AccessDenied", "Forbidden", "AllAccessDisabled") || status == http.StatusForbidden:
-		c.Reason = AccessDenied
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED
 		c.MissingPermission = action
 		if action != "" {
 			c.Message = fmt.Sprintf("access to bucket %q is denied: grant %s on it (and the prefix) to the role or user", bucket, action)
@@ -149,10 +141,10 @@ func Classify(err error, bucket string) *Cause {
 			c.Message = fmt.Sprintf("access to bucket %q is denied: check the bucket policy and the role's permissions", bucket)
 		}
 	case transient(err, c.Code, status):
-		c.Reason, c.Retryable = Transient, true
+		c.Reason, c.Retryable = errorsv1.ErrorReason_ERROR_REASON_TRANSIENT, true
 		c.Message = "AWS did not answer in time or asked to slow down; Sluice retries by itself"
 	default:
-		c.Reason = Unknown
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_UNKNOWN
 		c.Message = "AWS refused the request for a reason Sluice does not recognise; the details are in the service log"
 	}
 	return c

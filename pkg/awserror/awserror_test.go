@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
@@ -35,14 +36,14 @@ func TestClassifyRealAnswers(t *testing.T) {
 	tests := []struct {
 		name       string
 		err        error
-		reason     string
+		reason     errorsv1.ErrorReason
 		permission string
 	}{
-		{"invalid bucket name", invalidName, awserror.InvalidBucketName, ""},
-		{"missing bucket", missing, awserror.BucketNotFound, ""},
-		{"wrong secret", badKeys, awserror.InvalidCredentials, ""},
-		{"wrong External ID", assume, awserror.RoleNotAssumable, ""},
-		{"unknown key", unknownKey, awserror.InvalidCredentials, ""},
+		{"invalid bucket name", invalidName, errorsv1.ErrorReason_ERROR_REASON_INVALID_BUCKET_NAME, ""},
+		{"missing bucket", missing, errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND, ""},
+		{"wrong secret", badKeys, errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS, ""},
+		{"wrong External ID", assume, errorsv1.ErrorReason_ERROR_REASON_ROLE_NOT_ASSUMABLE, ""},
+		{"unknown key", unknownKey, errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,7 +63,7 @@ func TestClassifyRealAnswers(t *testing.T) {
 
 func TestClassifyTransient(t *testing.T) {
 	var netErr error = &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connection refused")}
-	if c := awserror.Classify(netErr, "b"); c.Reason != awserror.Transient || !c.Retryable {
+	if c := awserror.Classify(netErr, "b"); c.Reason != errorsv1.ErrorReason_ERROR_REASON_TRANSIENT || !c.Retryable {
 		t.Fatalf("a network error: %+v", c)
 	}
 	if awserror.Classify(nil, "b") != nil {

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/logging"
 )
@@ -51,8 +53,8 @@ func (r *Run) Check(name string, fn func() error) {
 	r.failed = true
 	cause := awserror.Classify(err, r.bucket)
 	check.Outcome = credentialv1.TestOutcome_TEST_OUTCOME_FAILED
-	check.Reason, check.Message, check.MissingPermission = cause.Reason, cause.Message, cause.MissingPermission
-	if cause.Reason == awserror.Unknown {
+	check.Reason, check.Message, check.MissingPermission = apierror.ReasonName(cause.Reason), cause.Message, cause.MissingPermission
+	if cause.Reason == errorsv1.ErrorReason_ERROR_REASON_UNKNOWN {
 		// The message tells the user the details are in the service log:
 		// they are, with the request id the user can quote.
 		logging.FromContext(r.ctx).WarnContext(r.ctx, "connection test check failed for a reason Sluice does not recognise",

@@ -15,13 +15,13 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 )
 
 // DefaultMessageBytes is the size of each message of the stream.
@@ -193,15 +193,15 @@ func DeliverResumable(ctx context.Context, client deliveryv1.DeliveryServiceClie
 		if err == nil || ctx.Err() != nil || attempt >= attempts {
 			return d, err
 		}
-		st := status.Convert(err)
+		e := apierror.FromStatus(err)
 		switch {
-		case reason(st) == "RESUME_OFFSET_MISMATCH":
-			n, perr := strconv.ParseInt(metadata(st)["resume_offset"], 10, 64)
+		case e.Reason == errorsv1.ErrorReason_ERROR_REASON_RESUME_OFFSET_MISMATCH:
+			n, perr := strconv.ParseInt(e.Metadata["resume_offset"], 10, 64)
 			if perr != nil {
 				return nil, err
 			}
 			offset = n
-		case st.Code() == codes.Unavailable || st.Code() == codes.Canceled || st.Code() == codes.Internal || st.Code() == codes.Aborted:
+		case e.Code == codes.Unavailable || e.Code == codes.Canceled || e.Code == codes.Internal || e.Code == codes.Aborted:
 			// The connection broke: ask where to resume.
 			offset = 0
 			select {
@@ -213,22 +213,4 @@ func DeliverResumable(ctx context.Context, client deliveryv1.DeliveryServiceClie
 			return nil, err
 		}
 	}
-}
-
-func reason(st *status.Status) string {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info.GetReason()
-		}
-	}
-	return ""
-}
-
-func metadata(st *status.Status) map[string]string {
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			return info.GetMetadata()
-		}
-	}
-	return nil
 }

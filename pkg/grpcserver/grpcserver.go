@@ -29,6 +29,7 @@ import (
 	reflectionv1alphapb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apidescriptor"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
@@ -256,7 +257,7 @@ func requestContext(ctx context.Context) context.Context {
 func (s *Server) panicked(ctx context.Context, method string, p any) error {
 	s.logger.ErrorContext(ctx, "handler panicked",
 		slog.String("method", method), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
-	return apierror.Status(ctx, s.logger, apierror.New(codes.Internal, apierror.ReasonInternal,
+	return apierror.Status(ctx, s.logger, apierror.New(codes.Internal, errorsv1.ErrorReason_ERROR_REASON_INTERNAL,
 		"internal error; the cause is logged on the server"))
 }
 

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcclient"
@@ -183,24 +183,13 @@ func (h *harness) authed() context.Context {
 	return metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+h.token)
 }
 
-func errorInfo(t *testing.T, err error) *errdetails.ErrorInfo {
-	t.Helper()
-	for _, d := range status.Convert(err).Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok {
-			return ei
-		}
-	}
-	t.Fatalf("no ErrorInfo in %v", err)
-	return nil
-}
-
 func TestNoTokenIsUnauthenticated(t *testing.T) {
 	h := start(t)
 	_, err := h.call(context.Background(), "ok")
 	if status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("got %v, want Unauthenticated", err)
 	}
-	if r := errorInfo(t, err).GetReason(); r != apierror.ReasonUnauthenticated {
+	if r := apierror.FromStatus(err).Reason; r != errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED {
 		t.Fatalf("reason %q", r)
 	}
 	_, err = h.call(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer forged.token.value"), "ok")
@@ -237,7 +226,7 @@ func TestPanicIsInternalAndServerKeepsServing(t *testing.T) {
 func TestErrorMapping(t *testing.T) {
 	h := start(t)
 	_, err := h.call(h.authed(), "notfound")
-	if status.Code(err) != codes.NotFound || errorInfo(t, err).GetReason() != apierror.ReasonNotFound {
+	if status.Code(err) != codes.NotFound || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_NOT_FOUND {
 		t.Fatalf("sentinel: got %v, want NotFound", err)
 	}
 
@@ -245,15 +234,8 @@ func TestErrorMapping(t *testing.T) {
 	if status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("violations: got %v, want InvalidArgument", err)
 	}
-	var found bool
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 &&
-			br.GetFieldViolations()[0].GetField() == "thing.name" {
-			found = true
-		}
-	}
-	if !found {
-		t.Fatalf("no BadRequest field violation for thing.name in %v", status.Convert(err).Details())
+	if v := apierror.FromStatus(err).Violations; len(v) != 1 || v[0].Field != "thing.name" {
+		t.Fatalf("want one BadRequest field violation, for thing.name: %v", v)
 	}
 
 	_, err = h.call(h.authed(), "secret")
@@ -414,12 +396,8 @@ func TestHeaderListIsBounded(t *testing.T) {
 
 func violationText(err error) string {
 	var b strings.Builder
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				fmt.Fprintf(&b, "%s: %s\n", v.GetField(), v.GetDescription())
-			}
-		}
+	for _, v := range apierror.FromStatus(err).Violations {
+		fmt.Fprintf(&b, "%s: %s\n", v.Field, v.Description)
 	}
 	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/validate"
 )
@@ -22,7 +23,7 @@ func checkRequest(req any) error {
 	}
 	m, ok := req.(proto.Message)
 	if !ok {
-		return apierror.New(codes.Internal, apierror.ReasonInternal, "request is not a protobuf message")
+		return apierror.New(codes.Internal, errorsv1.ErrorReason_ERROR_REASON_INTERNAL, "request is not a protobuf message")
 	}
 	var v validate.Violations
 	validate.Bounds(&v, m)

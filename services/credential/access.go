@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/awsname"
@@ -109,9 +110,9 @@ func (s *Service) open(ctx context.Context, c *credentialv1.Credential) (a acces
 			// user's keys with a session of that user's rights; the role
 			// ARN is required by the API and ignored by them.
 			a.creds, err = s.assume(ctx, ends, ends.Static(keys), anyRoleARN, "", sessionName(c))
-			if err != nil && awserror.Classify(err, c.GetBucket()).Reason == awserror.RoleNotAssumable {
+			if err != nil && awserror.Classify(err, c.GetBucket()).Reason == errorsv1.ErrorReason_ERROR_REASON_ROLE_NOT_ASSUMABLE {
 				// There is no role here: the store refused the keys.
-				err = &awserror.Cause{Reason: awserror.InvalidCredentials,
+				err = &awserror.Cause{Reason: errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS,
 					Message: "the storage service does not accept these keys: check the access key id and secret access key (or that the key is active), then update the credential"}
 			}
 			return a, stepSession, err
@@ -177,7 +178,7 @@ func (s *Service) test(ctx context.Context, c *credentialv1.Credential) *credent
 				got = "us-east-1" // S3 answers no constraint for us-east-1
 			}
 			if want := c.GetRegion(); want != "" && want != got {
-				return &awserror.Cause{Reason: awserror.RegionMismatch,
+				return &awserror.Cause{Reason: errorsv1.ErrorReason_ERROR_REASON_REGION_MISMATCH,
 					Message: fmt.Sprintf("bucket %q is in %s, but the credential says %s: correct the region", bucket, got, want)}
 			}
 			return nil

@@ -17,16 +17,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
-	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -97,15 +97,6 @@ func startAWS(t *testing.T, platformARN string, endpoints awsclient.Endpoints, a
 	})
 	return &awsFixture{svc: svc, grpc: g, rec: rec,
 		client: credentialv1.NewCredentialServiceClient(g.Conn), access: credentialv1.NewCredentialAccessServiceClient(g.Conn)}
-}
-
-func errorReason(err error) string {
-	for _, d := range status.Convert(err).Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok {
-			return ei.GetReason()
-		}
-	}
-	return ""
 }
 
 // Role to role on moto, which enforces trust policies and the role's
@@ -203,7 +194,7 @@ func TestRoleToRoleOnMoto(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = f.access.MintAccess(svcCtx, &credentialv1.MintAccessRequest{Name: c.GetName()})
-	if status.Code(err) != codes.FailedPrecondition || errorReason(err) != awserror.RoleNotAssumable {
+	if status.Code(err) != codes.FailedPrecondition || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_ROLE_NOT_ASSUMABLE {
 		t.Fatalf("MintAccess with a stale trust policy: %v", err)
 	}
 	setTrust(regen.GetRoleToRole().GetTrustPolicyJson())
@@ -313,7 +304,7 @@ func TestAccessKeysOnMinIO(t *testing.T) {
 	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String("exports/by-session.txt"), Body: strings.NewReader("hi")}); err != nil {
 		t.Fatalf("writing with the minted session: %v", err)
 	}
-	if _, err := f.access.MintAccess(f.grpc.AsServiceFor(t, "acme"), &credentialv1.MintAccessRequest{Name: wrong.GetName()}); status.Code(err) != codes.FailedPrecondition || errorReason(err) != "INVALID_CREDENTIALS" {
+	if _, err := f.access.MintAccess(f.grpc.AsServiceFor(t, "acme"), &credentialv1.MintAccessRequest{Name: wrong.GetName()}); status.Code(err) != codes.FailedPrecondition || apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS {
 		t.Fatalf("MintAccess for a wrong secret: %v", err)
 	}
 	// The run created, tested, rotated access and failed credentials:

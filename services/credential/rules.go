@@ -8,6 +8,7 @@ import (
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/pagination"
@@ -57,7 +58,7 @@ func (s *Service) destinationsOn(ctx context.Context, parent, credential string,
 	for range maxDestinationPages {
 		resp, err := s.peers.Destinations.ListDestinations(ctx, req)
 		if err != nil {
-			return nil, apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable,
+			return nil, apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
 				"cannot tell which destinations use the credential: the destination service did not answer; try again")
 		}
 		for _, d := range resp.GetDestinations() {

@@ -23,6 +23,7 @@ import (
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
@@ -38,12 +39,6 @@ import (
 )
 
 const collection = "credentials"
-
-// Reasons specific to credentials.
-const (
-	ReasonPlatformIdentityUnset = "PLATFORM_IDENTITY_NOT_CONFIGURED"
-	ReasonWrongCredentialType   = "WRONG_CREDENTIAL_TYPE"
-)
 
 // Config configures the credential service.
 type Config struct {
@@ -323,7 +318,7 @@ func (s *Service) CreateCredential(ctx context.Context, req *credentialv1.Create
 	switch t := c.GetType().(type) {
 	case *credentialv1.Credential_RoleToRole:
 		if s.cfg.PlatformRoleARN == "" {
-			return nil, apierror.New(codes.FailedPrecondition, ReasonPlatformIdentityUnset,
+			return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_PLATFORM_IDENTITY_NOT_CONFIGURED,
 				"role-to-role credentials need Sluice's platform identity: start the credential service with --platform-role-arn")
 		}
 		id, err := newExternalID()
@@ -352,7 +347,7 @@ func (s *Service) CreateCredential(ctx context.Context, req *credentialv1.Create
 
 func alreadyExists(err error, name string) error {
 	if errors.Is(err, apierror.ErrAlreadyExists) {
-		return apierror.Wrap(err, codes.AlreadyExists, apierror.ReasonAlreadyExists,
+		return apierror.Wrap(err, codes.AlreadyExists, errorsv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS,
 			fmt.Sprintf("%s already exists", name)).With("resource", name)
 	}
 	return err
@@ -555,9 +550,6 @@ func (s *Service) DeleteCredential(ctx context.Context, req *credentialv1.Delete
 	return &emptypb.Empty{}, nil
 }
 
-// ReasonCredentialInUse says destinations still use a credential.
-const ReasonCredentialInUse = "CREDENTIAL_IN_USE"
-
 // notInUse asks the destination service, as this service and not as the
 // caller (who may not see every destination), whether any destination uses
 // the credential. The answer names only the destinations the caller may
@@ -587,7 +579,7 @@ func (s *Service) notInUse(ctx context.Context, name string) error {
 	if hidden > 0 {
 		parts = append(parts, fmt.Sprintf("%d you cannot see", hidden))
 	}
-	return apierror.New(codes.FailedPrecondition, ReasonCredentialInUse,
+	return apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_IN_USE,
 		fmt.Sprintf("destinations still use this credential: %s; point them at another credential first, or delete with force", strings.Join(parts, " and "))).
 		With("destinations", strings.Join(visible, ",")).
 		With("hidden_destinations", fmt.Sprint(hidden))
@@ -605,7 +597,7 @@ func (s *Service) RegenerateExternalId(ctx context.Context, req *credentialv1.Re
 	updated, err := s.store.Credentials.Update(ctx, req.GetName(), req.GetEtag(), func(c *credentialv1.Credential) error {
 		r := c.GetRoleToRole()
 		if r == nil {
-			return apierror.New(codes.FailedPrecondition, ReasonWrongCredentialType,
+			return apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_WRONG_CREDENTIAL_TYPE,
 				"only role-to-role credentials have an External ID")
 		}
 		r.ExternalId = id
@@ -663,7 +655,7 @@ func accessError(err error, c *credentialv1.Credential) error {
 	if cause.Retryable {
 		code = codes.Unavailable
 	}
-	if cause.Reason == awserror.Unknown {
+	if cause.Reason == errorsv1.ErrorReason_ERROR_REASON_UNKNOWN {
 		return fmt.Errorf("mint access for %s: %w", c.GetName(), err)
 	}
 	e := apierror.Wrap(err, code, cause.Reason, cause.Message).With("credential", c.GetName())

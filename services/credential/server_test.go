@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,6 +14,7 @@ import (
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -71,18 +71,6 @@ func accessKey() *credentialv1.Credential {
 			AccessKeyId: "AKIAIOSFODNN7EXAMPLE", SecretAccessKey: secret,
 		}},
 	}
-}
-
-func fieldViolations(err error) map[string]string {
-	out := map[string]string{}
-	for _, d := range status.Convert(err).Details() {
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				out[v.GetField()] = v.GetDescription()
-			}
-		}
-	}
-	return out
 }
 
 func TestCredentials(t *testing.T) {
@@ -228,7 +216,7 @@ func (f *fixture) testList(t *testing.T) {
 		t.Fatalf("listed %s", got)
 	}
 	_, err := f.client.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: parent, PageToken: pageTokenFor(t, f, other)}, f.admin)
-	if status.Code(err) != codes.InvalidArgument || fieldViolations(err)["page_token"] == "" {
+	if status.Code(err) != codes.InvalidArgument || apierror.FromStatus(err).Fields()["page_token"] == "" {
 		t.Fatalf("a token of another parent: %v", err)
 	}
 }
@@ -282,7 +270,7 @@ func (f *fixture) testUpdate(t *testing.T) {
 		{[]string{"bucket"}, &credentialv1.Credential{Name: c.GetName(), Bucket: "Not_A_Bucket"}},
 	} {
 		_, err := f.client.UpdateCredential(ctx, &credentialv1.UpdateCredentialRequest{Credential: tc.cred, UpdateMask: &fieldmaskpb.FieldMask{Paths: tc.paths}}, f.admin)
-		if status.Code(err) != codes.InvalidArgument || len(fieldViolations(err)) == 0 {
+		if status.Code(err) != codes.InvalidArgument || len(apierror.FromStatus(err).Fields()) == 0 {
 			t.Errorf("update of %v: %v, want InvalidArgument with a field violation", tc.paths, err)
 		}
 	}
@@ -343,7 +331,7 @@ func (f *fixture) testValidation(t *testing.T) {
 		}},
 	}
 	_, err := f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "bad", Credential: bad}, f.admin)
-	v := fieldViolations(err)
+	v := apierror.FromStatus(err).Fields()
 	for _, field := range []string{"credential.region", "credential.prefix", "credential.access_key.access_key_id", "credential.access_key.secret_access_key", "credential.access_key.role_arn"} {
 		if v[field] == "" {
 			t.Errorf("no violation for %s; got %v", field, v)
@@ -353,7 +341,7 @@ func (f *fixture) testValidation(t *testing.T) {
 		t.Error("the error echoes the secret that was sent")
 	}
 	_, err = f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "bad", Credential: roleToRole("192.168.0.1")}, f.admin)
-	if fieldViolations(err)["credential.bucket"] == "" {
+	if apierror.FromStatus(err).Fields()["credential.bucket"] == "" {
 		t.Errorf("an IP address as bucket: %v", err)
 	}
 	// Issue 9, items 9 and 10: a prefix that widens the pasted policy or
@@ -369,7 +357,7 @@ func (f *fixture) testValidation(t *testing.T) {
 		c := roleToRole("acme-exports")
 		change(c)
 		_, err := f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "bad", Credential: c}, f.admin)
-		if fieldViolations(err)[strings.TrimSpace(field)] == "" {
+		if apierror.FromStatus(err).Fields()[strings.TrimSpace(field)] == "" {
 			t.Errorf("%s: %v", field, err)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/filename"
@@ -214,7 +215,7 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 		return nil, err
 	}
 	if start.GetResumeOffset() > 0 {
-		return nil, s.abandon(ctx, d, apierror.New(codes.FailedPrecondition, ReasonNothingToResume,
+		return nil, s.abandon(ctx, d, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME,
 			"no interrupted delivery holds this idempotency key: start from offset 0").With("resume_offset", "0"))
 	}
 	w, err := s.startStaging(ctx, d)
@@ -261,13 +262,13 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 			return nil, resumeAt(d.GetName(), d.GetStagedInput().GetBytes())
 		}
 		if since := time.Since(d.GetUpdateTime().AsTime()); since > stalledAfter {
-			return nil, apierror.New(codes.Unavailable, ReasonDeliveryStalled,
+			return nil, apierror.New(codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_DELIVERY_STALLED,
 				fmt.Sprintf("the delivery holding this idempotency key has not made progress for %s; its server may have stopped", since.Round(time.Second))).
 				With("delivery", d.GetName())
 		}
 		select {
 		case <-ctx.Done():
-			return nil, apierror.Wrap(ctx.Err(), codes.DeadlineExceeded, "DEADLINE_EXCEEDED",
+			return nil, apierror.Wrap(ctx.Err(), codes.DeadlineExceeded, errorsv1.ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED,
 				"the delivery holding this idempotency key is still running; ask again, or GetDelivery").With("delivery", d.GetName())
 		case <-time.After(wait):
 		}
@@ -346,7 +347,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		if fail.Code == codes.Internal {
 			log.ErrorContext(ctx, "delivery failed", slog.String("error", err.Error()))
 		} else {
-			log.InfoContext(ctx, "delivery failed", slog.String("reason", fail.Reason), slog.String("error", err.Error()))
+			log.InfoContext(ctx, "delivery failed", slog.String("reason", apierror.ReasonName(fail.Reason)), slog.String("error", err.Error()))
 		}
 	}
 	// Stored even when the caller has gone: the outcome must be kept.

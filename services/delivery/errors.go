@@ -5,29 +5,16 @@ import (
 	"errors"
 	"strconv"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/staging"
-)
-
-// Stable reasons of delivery failures that are not AWS's.
-const (
-	// ReasonInvalidArrowStream: the bytes are not a valid Arrow IPC
-	// stream, or a batch contradicts the schema.
-	ReasonInvalidArrowStream = "INVALID_ARROW_STREAM"
-	// ReasonSchemaNotSupported: the destination's format cannot carry a
-	// column of the schema.
-	ReasonSchemaNotSupported = "SCHEMA_NOT_SUPPORTED"
-	// ReasonDeliveryStalled: the delivery holding an idempotency key
-	// stopped reporting progress.
-	ReasonDeliveryStalled = "DELIVERY_STALLED"
 )
 
 // failure is the one place a delivery's failure becomes the error its
@@ -43,30 +30,33 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 	case errors.As(err, &e):
 		// Already a caller's error (a second DeliveryStart, ...).
 	case errors.As(err, &ingest):
-		e = apierror.Wrap(err, codes.InvalidArgument, ReasonInvalidArrowStream, ingest.Error()).
+		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM, ingest.Error()).
 			With("offset", strconv.FormatInt(ingest.Offset, 10)).With("batch", strconv.Itoa(ingest.Batch))
 		e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: ingest.Error()}}
 	case errors.As(err, &schema):
 		msg := "the destination's format cannot carry the stream's schema: " + schema.Error()
-		e = apierror.Wrap(err, codes.InvalidArgument, ReasonSchemaNotSupported, msg)
+		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_SCHEMA_NOT_SUPPORTED, msg)
 		e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: msg}}
 		var ue *arrowfmt.UnsupportedError
 		if errors.As(err, &ue) {
 			e = e.With("column", ue.Column)
 		}
 	case errors.Is(err, staging.ErrFull):
-		e = apierror.Wrap(err, codes.ResourceExhausted, ReasonStagingFull,
+		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
 			"Sluice's staging space is full: try again once running deliveries end; nothing was kept")
 	case errors.Is(err, context.Canceled):
-		e = apierror.Wrap(err, codes.Canceled, "CANCELLED", "the caller cancelled the delivery; nothing was kept")
+		e = apierror.Wrap(err, codes.Canceled, errorsv1.ErrorReason_ERROR_REASON_CANCELLED, "the caller cancelled the delivery; nothing was kept")
 	case errors.Is(err, context.DeadlineExceeded):
-		e = apierror.Wrap(err, codes.DeadlineExceeded, "DEADLINE_EXCEEDED", "the delivery ran out of time; nothing was kept")
+		e = apierror.Wrap(err, codes.DeadlineExceeded, errorsv1.ErrorReason_ERROR_REASON_DEADLINE_EXCEEDED, "the delivery ran out of time; nothing was kept")
 	default:
 		if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {
-			e = fromStatus(st)
+			e = apierror.FromStatus(st.Err()) // a peer's answer, its reason kept
+			if e.Reason == errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
+				e.Reason = apierror.CodeReason(e.Code)
+			}
 			break
 		}
-		if cause := awserror.Classify(err, bucket); cause.Reason != awserror.Unknown {
+		if cause := awserror.Classify(err, bucket); cause.Reason != errorsv1.ErrorReason_ERROR_REASON_UNKNOWN {
 			code := codes.FailedPrecondition
 			if cause.Retryable {
 				code = codes.Unavailable
@@ -77,35 +67,9 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 			}
 			break
 		}
-		e = apierror.Wrap(err, codes.Internal, apierror.ReasonInternal, "internal error; the cause is logged on the server")
+		e = apierror.Wrap(err, codes.Internal, errorsv1.ErrorReason_ERROR_REASON_INTERNAL, "internal error; the cause is logged on the server")
 	}
 	return e.With("delivery", delivery)
-}
-
-// fromStatus keeps a peer's answer (its code, reason and metadata).
-func fromStatus(st *status.Status) *apierror.Error {
-	reason := map[codes.Code]string{
-		codes.Canceled: "CANCELLED", codes.DeadlineExceeded: "DEADLINE_EXCEEDED", codes.Unavailable: apierror.ReasonUnavailable,
-		codes.ResourceExhausted: "RESOURCE_EXHAUSTED", codes.InvalidArgument: apierror.ReasonInvalidArgument,
-	}[st.Code()]
-	if reason == "" {
-		reason = apierror.ReasonInternal
-	}
-	e := apierror.New(st.Code(), reason, st.Message())
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok {
-			e.Reason = info.GetReason()
-			for k, v := range info.GetMetadata() {
-				e = e.With(k, v)
-			}
-		}
-		if br, ok := d.(*errdetails.BadRequest); ok {
-			for _, v := range br.GetFieldViolations() {
-				e.Violations = append(e.Violations, apierror.FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
-			}
-		}
-	}
-	return e
 }
 
 // recorded is the error stored with a failed delivery.
@@ -116,7 +80,7 @@ func recorded(e *apierror.Error) *deliveryv1.DeliveryError {
 			msg += "; " + v.Field + ": " + v.Description
 		}
 	}
-	return &deliveryv1.DeliveryError{Reason: e.Reason, Message: msg, Code: int32(e.Code)}
+	return &deliveryv1.DeliveryError{Reason: apierror.ReasonName(e.Reason), Message: msg, Code: int32(e.Code)}
 }
 
 // replayed is the error a second Deliver with the same key answers.
@@ -125,5 +89,5 @@ func replayed(d *deliveryv1.Delivery) *apierror.Error {
 	if code == codes.OK {
 		code = codes.FailedPrecondition
 	}
-	return apierror.New(code, d.GetError().GetReason(), d.GetError().GetMessage()).With("delivery", d.GetName())
+	return apierror.New(code, apierror.ParseReason(d.GetError().GetReason()), d.GetError().GetMessage()).With("delivery", d.GetName())
 }

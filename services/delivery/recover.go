@@ -19,15 +19,12 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
-
-// ReasonServiceStopped: the service stopped while the delivery ran and no
-// staged input lets it run again.
-const ReasonServiceStopped = "SERVICE_STOPPED"
 
 // recoverLoop takes over, at start and then every RecoverInterval, the
 // deliveries this instance was running when it stopped and those whose
@@ -160,7 +157,7 @@ var errNotOrphan = errors.New("not an orphan")
 // and credential as they are now, writing the same keys.
 func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, resume map[string]resumable) (*deliveryv1.Delivery, error) {
 	if s.staging == nil {
-		return nil, apierror.New(codes.FailedPrecondition, ReasonServiceStopped, "staging is off: the delivery's input was not kept")
+		return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED, "staging is off: the delivery's input was not kept")
 	}
 	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
 	if err != nil {
@@ -191,7 +188,7 @@ func (r *stagedSource) Read(p []byte) (int, error) {
 func (s *Service) endStopped(ctx context.Context, d *deliveryv1.Delivery, msg string) error {
 	_, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 		sd.State, sd.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
-		sd.Error = &deliveryv1.DeliveryError{Reason: ReasonServiceStopped, Message: msg, Code: int32(codes.Unavailable)}
+		sd.Error = &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED), Message: msg, Code: int32(codes.Unavailable)}
 		return nil
 	})
 	return err

@@ -14,24 +14,13 @@ import (
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/services/delivery/store"
-)
-
-// Stable reasons of staging and resuming.
-const (
-	// ReasonStagingFull: the staging store is at its cap.
-	ReasonStagingFull = "STAGING_FULL"
-	// ReasonNothingToResume: a resume_offset names no interrupted delivery.
-	ReasonNothingToResume = "NOTHING_TO_RESUME"
-	// ReasonResumeOffsetMismatch: the offset is not where the held input ends.
-	ReasonResumeOffsetMismatch = "RESUME_OFFSET_MISMATCH"
-	// ReasonStreamEndedEarly: the stream broke and was not resumed in time.
-	ReasonStreamEndedEarly = "STREAM_ENDED_EARLY"
 )
 
 func deliveryID(name string) string {
@@ -48,7 +37,7 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 	// Staged writes outlive the caller: what arrived is kept when it goes.
 	w, err := s.staging.Create(context.WithoutCancel(ctx), deliveryID(d.GetName()))
 	if errors.Is(err, staging.ErrFull) {
-		return nil, apierror.Wrap(err, codes.ResourceExhausted, ReasonStagingFull,
+		return nil, apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
 			"Sluice's staging space is full: try again once running deliveries end").With("delivery", d.GetName())
 	}
 	if err != nil {
@@ -143,7 +132,7 @@ func (s *Service) expire(ctx context.Context, name string) {
 		switch {
 		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED:
 			d.State, d.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
-			d.Error = &deliveryv1.DeliveryError{Reason: ReasonStreamEndedEarly, Code: int32(codes.FailedPrecondition),
+			d.Error = &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_STREAM_ENDED_EARLY), Code: int32(codes.FailedPrecondition),
 				Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s", in.GetBytes(), s.cfg.ResumeWindow)}
 		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD:
 			if d.Error != nil {
@@ -186,7 +175,7 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 	in := found.GetStagedInput()
 	if found.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || in.GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
 		if start.GetResumeOffset() > 0 {
-			return nil, apierror.New(codes.FailedPrecondition, ReasonNothingToResume,
+			return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME,
 				"the delivery holding this idempotency key is not interrupted: nothing to resume").With("delivery", found.GetName())
 		}
 		return s.replay(ctx, parent, start)
@@ -197,7 +186,7 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 	// Claim it: of two callers resuming at once, one wins.
 	claimed, err := s.store.Deliveries.Update(ctx, found.GetName(), "", func(d *deliveryv1.Delivery) error {
 		if d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
-			return apierror.New(codes.Aborted, ReasonNothingToResume, "another caller resumed this delivery").With("delivery", d.GetName())
+			return apierror.New(codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME, "another caller resumed this delivery").With("delivery", d.GetName())
 		}
 		d.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING, Bytes: d.GetStagedInput().GetBytes()}
 		d.ServiceInstance = s.cfg.Instance
@@ -232,7 +221,7 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 }
 
 func resumeAt(delivery string, offset int64) error {
-	return apierror.New(codes.FailedPrecondition, ReasonResumeOffsetMismatch,
+	return apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_RESUME_OFFSET_MISMATCH,
 		fmt.Sprintf("Sluice holds the first %d bytes of this delivery's Arrow stream: resume from offset %d", offset, offset)).
 		With("delivery", delivery).With("resume_offset", strconv.FormatInt(offset, 10))
 }
@@ -245,7 +234,7 @@ func (s *Service) byKey(ctx context.Context, parent string, start *deliveryv1.De
 		return nil, err
 	}
 	if len(found) == 0 {
-		return nil, apierror.New(codes.Aborted, apierror.ReasonFailedPrecondition, "the delivery holding this idempotency key went away; retry")
+		return nil, apierror.New(codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION, "the delivery holding this idempotency key went away; retry")
 	}
 	return found[0], nil
 }

@@ -12,6 +12,7 @@ import (
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/multipart"
@@ -56,7 +57,7 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 	}
 	r.Check("put_object", func() error {
 		err := put(o)
-		if err == nil || awserror.Classify(err, bucket).Reason != awserror.AccessDenied {
+		if err == nil || awserror.Classify(err, bucket).Reason != errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED {
 			return err
 		}
 		// S3 answers a bare AccessDenied whether s3:PutObject or the
@@ -73,7 +74,7 @@ func (s *Service) probe(ctx context.Context, d *destinationv1.Destination, acces
 			if !try.drop(&without) || put(without) != nil {
 				continue
 			}
-			return &awserror.Cause{Reason: awserror.AccessDenied, MissingPermission: try.permission,
+			return &awserror.Cause{Reason: errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED, MissingPermission: try.permission,
 				Message: fmt.Sprintf("writing to bucket %q works, but not with the destination's settings: grant %s on the prefix to the role or user", bucket, try.permission)}
 		}
 		return err

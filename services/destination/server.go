@@ -12,7 +12,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -21,6 +20,7 @@ import (
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsclient"
@@ -38,9 +38,6 @@ import (
 )
 
 const collection = "destinations"
-
-// ReasonDestinationNotAllowed says the caller may not use the destination.
-const ReasonDestinationNotAllowed = "DESTINATION_NOT_ALLOWED"
 
 // Config configures the destination service.
 type Config struct {
@@ -279,7 +276,7 @@ func (s *Service) checkCredential(ctx context.Context, name string) error {
 		v.Add("destination.credential", "%s does not exist or is not visible to you", name)
 		return v.Err()
 	case codes.Unavailable, codes.DeadlineExceeded:
-		return apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable,
+		return apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_UNAVAILABLE,
 			"the credential service did not answer; try again").With("credential", name)
 	default:
 		return fmt.Errorf("check credential %s: %w", name, err)
@@ -294,7 +291,7 @@ func storedDestination(d *destinationv1.Destination) *destinationv1.Destination 
 	return d
 }
 
-var errCannotUse = apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+var errCannotUse = apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
 	"you could not use a destination with these access settings: admin only needs the Datagrid Administrator or Operator policy, and callers under Restrict PII access need allow limited PII access")
 
 // CreateDestination stores a destination after checking its credential
@@ -328,7 +325,7 @@ func (s *Service) CreateDestination(ctx context.Context, req *destinationv1.Crea
 	}
 	created, err := s.store.Destinations.Create(ctx, req.GetParent(), d)
 	if errors.Is(err, apierror.ErrAlreadyExists) {
-		return nil, apierror.Wrap(err, codes.AlreadyExists, apierror.ReasonAlreadyExists, d.GetName()+" already exists").With("resource", d.GetName())
+		return nil, apierror.Wrap(err, codes.AlreadyExists, errorsv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS, d.GetName()+" already exists").With("resource", d.GetName())
 	}
 	return created, err
 }
@@ -462,16 +459,12 @@ func (s *Service) TestDestination(ctx context.Context, req *destinationv1.TestDe
 	if err != nil {
 		// The credential's own failure (role not assumable, ...) is the
 		// test's answer, in the same form as the other checks.
-		st := status.Convert(err)
-		check := &credentialv1.TestCheck{Check: "get_access", Outcome: credentialv1.TestOutcome_TEST_OUTCOME_FAILED, Message: st.Message()}
-		for _, det := range st.Details() {
-			if ei, ok := det.(*errdetails.ErrorInfo); ok {
-				check.Reason, check.MissingPermission = ei.GetReason(), ei.GetMetadata()["missing_permission"]
-			}
-		}
-		if st.Code() == codes.Unavailable || st.Code() == codes.Internal || check.Reason == "" {
+		e := apierror.FromStatus(err)
+		if e.Code == codes.Unavailable || e.Code == codes.Internal || e.Reason == errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED {
 			return nil, err
 		}
+		check := &credentialv1.TestCheck{Check: "get_access", Outcome: credentialv1.TestOutcome_TEST_OUTCOME_FAILED, Message: e.Message,
+			Reason: apierror.ReasonName(e.Reason), MissingPermission: e.Metadata["missing_permission"]}
 		return &credentialv1.TestResult{Checks: []*credentialv1.TestCheck{check}}, nil
 	}
 	return s.probe(ctx, d, access), nil
@@ -527,7 +520,7 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	if bucket == "" {
 		c, err := s.peers.Credentials.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: d.GetCredential()})
 		if err != nil {
-			return nil, apierror.Wrap(err, codes.FailedPrecondition, apierror.ReasonFailedPrecondition,
+			return nil, apierror.Wrap(err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION,
 				"the destination's credential cannot be read, so its bucket is unknown: "+status.Convert(err).Message())
 		}
 		bucket = c.GetBucket()
@@ -556,13 +549,6 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	return resp, nil
 }
 
-// Reasons of promotion.
-const (
-	ReasonNotVerified        = "NO_SUCCESSFUL_DELIVERY"
-	ReasonCredentialMissing  = "CREDENTIAL_MISSING_IN_TARGET"
-	ReasonAlreadyInTargetEnv = "DESTINATION_EXISTS_IN_TARGET"
-)
-
 // PromoteDestination copies a verified destination into another
 // environment under the same id, pointing at the credential of the same id
 // there. A destination without a successful delivery is refused unless an
@@ -582,11 +568,11 @@ func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.Pro
 		return nil, err
 	}
 	if req.GetForce() && !caller.IsAdmin() {
-		return nil, apierror.New(codes.PermissionDenied, apierror.ReasonPermissionDenied,
+		return nil, apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_PERMISSION_DENIED,
 			"force needs the Datagrid Administrator or Operator policy").With("policy", auth.PolicyAdministrator)
 	}
 	if src.GetLastSuccessfulDeliveryTime() == nil && !req.GetForce() {
-		return nil, apierror.New(codes.FailedPrecondition, ReasonNotVerified,
+		return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_NO_SUCCESSFUL_DELIVERY,
 			"verify the destination with a successful test delivery in "+n.Environment+" before promoting it, or have an administrator force the promotion").
 			With("destination", req.GetName())
 	}
@@ -595,11 +581,11 @@ func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.Pro
 	targetCred := target.Child("credentials", cred.ID).String()
 	if _, err := s.peers.Credentials.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: targetCred}); err != nil {
 		if status.Code(err) == codes.NotFound {
-			return nil, apierror.New(codes.FailedPrecondition, ReasonCredentialMissing,
+			return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_MISSING_IN_TARGET,
 				fmt.Sprintf("%s has no credential %q: create it there (with the production bucket and role) and promote again", target, cred.ID)).
 				With("credential", targetCred)
 		}
-		return nil, apierror.Wrap(err, codes.Unavailable, apierror.ReasonUnavailable, "the credential service did not answer; try again")
+		return nil, apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_UNAVAILABLE, "the credential service did not answer; try again")
 	}
 	copyTo := func(d *destinationv1.Destination) {
 		keep := d.GetName()
@@ -618,7 +604,7 @@ func (s *Service) PromoteDestination(ctx context.Context, req *destinationv1.Pro
 	}
 	return s.store.Destinations.Update(ctx, targetName, "", func(d *destinationv1.Destination) error {
 		if d.GetPromotedFrom() != req.GetName() && !req.GetForce() {
-			return apierror.New(codes.FailedPrecondition, ReasonAlreadyInTargetEnv,
+			return apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_DESTINATION_EXISTS_IN_TARGET,
 				targetName+" exists and was not promoted from this destination; an administrator may force replacing it").With("destination", targetName)
 		}
 		copyTo(d)
@@ -645,7 +631,7 @@ func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.Res
 		return nil, err
 	}
 	if !MayUse(c, d) {
-		return nil, apierror.New(codes.PermissionDenied, ReasonDestinationNotAllowed,
+		return nil, apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_DESTINATION_NOT_ALLOWED,
 			"the caller may not send data to this destination: it is admin only or does not allow limited PII access").With("destination", req.GetName())
 	}
 	return d, nil
