@@ -206,7 +206,6 @@ func TestServeIdentityAndValidation(t *testing.T) {
 	access := credentialv1.NewCredentialAccessServiceClient(r.conns["credential"])
 	dests := destinationv1.NewDestinationServiceClient(r.conns["destination"])
 	delivs := deliveryv1.NewDeliveryServiceClient(r.conns["delivery"])
-	workflows := deliveryv1.NewWorkflowServiceClient(r.conns["delivery"])
 	acme := r.token("acme", auth.PolicyAdministrator)
 	const prod = "tenants/acme/environments/production"
 
@@ -270,12 +269,6 @@ func TestServeIdentityAndValidation(t *testing.T) {
 		_, err := creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: prod + "/credentials/c", Force: true}, r.token("acme"))
 		if status.Code(err) != codes.PermissionDenied {
 			t.Fatalf("got %v, want PermissionDenied", err)
-		}
-	})
-	t.Run("later work says so", func(t *testing.T) {
-		_, err := workflows.ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: prod}, acme)
-		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "workflow work") {
-			t.Fatalf("got %v, want Unimplemented naming the workflow work", err)
 		}
 	})
 }

@@ -7,6 +7,7 @@ package awsclient
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -101,9 +102,9 @@ func (e Endpoints) STS(cfg aws.Config) *sts.Client {
 }
 
 // S3 answers an S3 client acting as cfg's identity in region (the default
-// region when empty).
-func (e Endpoints) S3(cfg aws.Config, region string) *s3.Client {
-	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+// region when empty); opts adjust it further (retries, middleware).
+func (e Endpoints) S3(cfg aws.Config, region string, opts ...func(*s3.Options)) *s3.Client {
+	return s3.NewFromConfig(cfg, append([]func(*s3.Options){func(o *s3.Options) {
 		if region != "" {
 			o.Region = region
 		}
@@ -115,7 +116,7 @@ func (e Endpoints) S3(cfg aws.Config, region string) *s3.Client {
 			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		}
-	})
+	}}, opts...)...)
 }
 
 // KMS answers a KMS client acting as cfg's identity.
@@ -133,6 +134,21 @@ func (e Endpoints) Static(creds aws.Credentials) aws.Config {
 	cfg := aws.Config{
 		Region:      e.region(),
 		Credentials: aws.NewCredentialsCache(staticProvider{creds}),
+	}
+	if e.HTTPClient != nil {
+		cfg.HTTPClient = e.HTTPClient
+	}
+	return cfg
+}
+
+// Provided answers a configuration whose credentials come from p, cached
+// and refreshed a minute before they expire.
+func (e Endpoints) Provided(p aws.CredentialsProvider) aws.Config {
+	cfg := aws.Config{
+		Region: e.region(),
+		Credentials: aws.NewCredentialsCache(p, func(o *aws.CredentialsCacheOptions) {
+			o.ExpiryWindow = time.Minute
+		}),
 	}
 	if e.HTTPClient != nil {
 		cfg.HTTPClient = e.HTTPClient

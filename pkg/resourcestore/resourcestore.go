@@ -138,31 +138,9 @@ type Also func(ctx context.Context, tx *sql.Tx) error
 func (t *Table[T]) Create(ctx context.Context, parent string, msg T, also ...Also) (T, error) {
 	var zero T
 	msg = proto.Clone(msg).(T)
-	name := getString(msg, "name")
-	if name == "" || parent == "" {
-		return zero, errors.New("resourcestore: create needs a name and a parent")
-	}
-	now := time.Now().UTC()
-	setTime(msg, "create_time", now)
-	setTime(msg, "update_time", now)
-	b, etag, err := encode(msg)
-	if err != nil {
-		return zero, err
-	}
-	names, marks := "", ""
-	args := []any{name, parent, b, etag, now.UnixMicro(), now.UnixMicro()}
-	for _, c := range t.cols {
-		names, marks = names+", "+c.Name, marks+", ?"
-		args = append(args, c.Value(msg))
-	}
-	err = t.db.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, t.db.Rebind(`INSERT INTO `+t.table+
-			` (name, parent, data, etag, create_time, update_time`+names+`) VALUES (?, ?, ?, ?, ?, ?`+marks+`)`), args...)
-		if sqlstore.IsUniqueViolation(err) {
-			return fmt.Errorf("create %s: %w", name, apierror.ErrAlreadyExists)
-		}
-		if err != nil {
-			return fmt.Errorf("create %s: %w", name, err)
+	err := t.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := t.insert(ctx, tx, parent, msg); err != nil {
+			return err
 		}
 		return runAlso(ctx, tx, also)
 	})
@@ -170,6 +148,43 @@ func (t *Table[T]) Create(ctx context.Context, parent string, msg T, also ...Als
 		return zero, err
 	}
 	return msg, nil
+}
+
+// Creating answers the creation of msg as work for another table's write,
+// so that the two commit together (a delivery and its workflow).
+func (t *Table[T]) Creating(parent string, msg T) Also {
+	msg = proto.Clone(msg).(T)
+	return func(ctx context.Context, tx *sql.Tx) error { return t.insert(ctx, tx, parent, msg) }
+}
+
+// insert stamps msg and inserts it in tx.
+func (t *Table[T]) insert(ctx context.Context, tx *sql.Tx, parent string, msg T) error {
+	name := getString(msg, "name")
+	if name == "" || parent == "" {
+		return errors.New("resourcestore: create needs a name and a parent")
+	}
+	now := time.Now().UTC()
+	setTime(msg, "create_time", now)
+	setTime(msg, "update_time", now)
+	b, etag, err := encode(msg)
+	if err != nil {
+		return err
+	}
+	names, marks := "", ""
+	args := []any{name, parent, b, etag, now.UnixMicro(), now.UnixMicro()}
+	for _, c := range t.cols {
+		names, marks = names+", "+c.Name, marks+", ?"
+		args = append(args, c.Value(msg))
+	}
+	_, err = tx.ExecContext(ctx, t.db.Rebind(`INSERT INTO `+t.table+
+		` (name, parent, data, etag, create_time, update_time`+names+`) VALUES (?, ?, ?, ?, ?, ?`+marks+`)`), args...)
+	if sqlstore.IsUniqueViolation(err) {
+		return fmt.Errorf("create %s: %w", name, apierror.ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	return nil
 }
 
 type querier interface {
@@ -343,6 +358,17 @@ func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T)
 		return runAlso(ctx, tx, also)
 	})
 	return out, err
+}
+
+// Deleting answers the removal of name, if it exists, as work for another
+// table's write, so that the two commit together.
+func (t *Table[T]) Deleting(name string) Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, t.db.Rebind(`DELETE FROM `+t.table+` WHERE name = ?`), name); err != nil {
+			return fmt.Errorf("delete %s: %w", name, err)
+		}
+		return nil
+	}
 }
 
 // Delete removes the message, checking etag when it is not empty; also runs

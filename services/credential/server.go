@@ -29,6 +29,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/awsname"
+	"github.com/sluicehq/sluice/pkg/awspolicy"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/resourcename"
@@ -286,8 +287,8 @@ func stored(c *credentialv1.Credential) *credentialv1.Credential {
 func (s *Service) present(c *credentialv1.Credential) *credentialv1.Credential {
 	if r := c.GetRoleToRole(); r != nil {
 		r.PlatformRoleArn = s.cfg.PlatformRoleARN
-		r.TrustPolicyJson = trustPolicy(s.cfg.PlatformRoleARN, r.GetExternalId())
-		r.PermissionsPolicyJson = permissionsPolicy(c.GetBucket(), c.GetPrefix())
+		r.TrustPolicyJson = awspolicy.Trust(s.cfg.PlatformRoleARN, r.GetExternalId())
+		r.PermissionsPolicyJson = awspolicy.Permissions(c.GetBucket(), c.GetPrefix())
 	}
 	if a := c.GetAccessKey(); a != nil {
 		a.SecretAccessKey = "" // never answered, whatever happened before

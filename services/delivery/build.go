@@ -33,6 +33,7 @@ func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Con
 	svc, err := New(ctx, cfg, Peers{
 		Destinations: destinationv1.NewDestinationServiceClient(destConn),
 		Access:       credentialv1.NewCredentialAccessServiceClient(credConn),
+		Credentials:  credentialv1.NewCredentialServiceClient(credConn),
 	})
 	if err != nil {
 		return err

@@ -64,6 +64,12 @@ type Config struct {
 	// TransientRetries is how many times a delivery runs again from staged
 	// input after a transient fault before it fails.
 	TransientRetries int
+	// RequestAttempts is how many times one S3 request (a part, a
+	// completion) is tried when S3 answers with a transient fault, before
+	// the delivery runs again from staged input.
+	RequestAttempts int
+	// RequestMaxBackoff caps the pause between two attempts of a request.
+	RequestMaxBackoff time.Duration
 	// SweepInterval is how often the sweeper looks for multipart uploads
 	// left behind; SweepGrace how old one must be before it is aborted.
 	SweepInterval, SweepGrace time.Duration
@@ -76,20 +82,22 @@ type Config struct {
 // 4 parts in flight per object.
 func DefaultConfig() Config {
 	return Config{
-		PartSize:         multipart.DefaultPartSize,
-		PartBuffers:      8,
-		PartConcurrency:  4,
-		Ingest:           arrowingest.DefaultLimits,
-		ProgressInterval: time.Second,
-		Staging:          true,
-		StagingMaxBytes:  50 << 30,
-		StagingRetention: 7 * 24 * time.Hour,
-		ResumeWindow:     time.Hour,
-		Instance:         hostname(),
-		RecoverInterval:  30 * time.Second,
-		TransientRetries: 4,
-		SweepInterval:    10 * time.Minute,
-		SweepGrace:       time.Hour,
+		PartSize:          multipart.DefaultPartSize,
+		PartBuffers:       8,
+		PartConcurrency:   4,
+		Ingest:            arrowingest.DefaultLimits,
+		ProgressInterval:  time.Second,
+		Staging:           true,
+		StagingMaxBytes:   50 << 30,
+		StagingRetention:  7 * 24 * time.Hour,
+		ResumeWindow:      time.Hour,
+		Instance:          hostname(),
+		RecoverInterval:   30 * time.Second,
+		TransientRetries:  4,
+		RequestAttempts:   5,
+		RequestMaxBackoff: 20 * time.Second,
+		SweepInterval:     10 * time.Minute,
+		SweepGrace:        time.Hour,
 	}
 }
 
@@ -114,6 +122,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
+	fs.IntVar(&c.RequestAttempts, "s3-attempts", c.RequestAttempts, "times one S3 request (a part, a completion) is tried on a transient fault, with exponential backoff and full jitter, before the delivery runs again from staged input")
+	fs.DurationVar(&c.RequestMaxBackoff, "s3-max-backoff", c.RequestMaxBackoff, "longest pause between two attempts of one S3 request")
 	fs.IntVar(&c.TransientRetries, "transient-retries", c.TransientRetries, "times a delivery runs again from staged input after a transient fault (S3 unavailable, throttled, timing out) before it fails")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often the sweeper aborts multipart uploads no delivery owns under the prefixes deliveries write")
 	fs.DurationVar(&c.SweepGrace, "sweep-grace", c.SweepGrace, "how old an upload no delivery owns must be before the sweeper aborts it")
@@ -129,6 +139,12 @@ func (c Config) check() error {
 	}
 	if c.PartConcurrency < 1 {
 		return fmt.Errorf("--part-concurrency must be at least 1")
+	}
+	if c.RequestAttempts < 1 || c.RequestAttempts > 20 {
+		return fmt.Errorf("--s3-attempts must be between 1 and 20")
+	}
+	if c.TransientRetries < 0 {
+		return fmt.Errorf("--transient-retries must not be negative")
 	}
 	return c.AWS.CheckS3Checksums()
 }

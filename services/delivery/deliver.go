@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -234,13 +234,14 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 	if output == "" {
 		output = id
 	}
-	return s.store.Deliveries.Create(ctx, parent, &deliveryv1.Delivery{
+	d := &deliveryv1.Delivery{
 		Name: name, Destination: start.GetDestination(), IdempotencyKey: start.GetIdempotencyKey(),
 		OutputName: output, Labels: start.GetLabels(), State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
 		Progress: &deliveryv1.DeliveryProgress{}, Workflow: name + workflowLeaf,
 		StagedInput:     &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
-		ServiceInstance: s.cfg.Instance,
-	})
+		ServiceInstance: s.cfg.Instance, CreateTime: timestamppb.Now(),
+	}
+	return s.store.Deliveries.Create(ctx, parent, d, s.store.Workflows.Creating(parent, newWorkflow(d)))
 }
 
 // replay answers the delivery that holds start's idempotency key, waiting
@@ -289,7 +290,8 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		prog.staged.Store(w.Staged())
 	}
 	stopTracking := s.track(ctx, d.GetName(), prog)
-	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog)
+	f := s.flowOf(d.GetName())
+	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog, f)
 	// A transient fault (S3 or a peer unavailable, throttled, timing out)
 	// runs the delivery again over what was staged and the rest of the
 	// stream, after a growing pause, before anyone is told.
@@ -311,8 +313,18 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		prog.reset()
 		src = next
 		src.count(prog)
-		objects, bucket, complete, err = s.convert(ctx, d, dest, src, prog)
+		objects, bucket, complete, err = s.convert(ctx, d, dest, src, prog, f)
 		closer.Close()
+	}
+	// A failure that is not the data's (access, the bucket, S3 giving
+	// up) keeps the whole input, so that a resolution can run it again
+	// without the caller: the rest of the stream is read into staging.
+	if err != nil && !complete && w != nil && !isRerun(src) && keepsInput(err) && ctx.Err() == nil {
+		if _, derr := io.Copy(io.Discard, src); derr != nil {
+			log.InfoContext(ctx, "the stream broke while its rest was kept after a failure", slog.String("error", derr.Error()))
+		} else {
+			complete = true
+		}
 	}
 	stopTracking()
 	// What landed is answered, or was taken back; a failure that could not
@@ -332,10 +344,13 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	}
 	var broke *streamBroke
 	if err != nil && input.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
-		if errors.As(err, &broke) || ctx.Err() != nil {
+		// Not the data's fault, and the stream did not reach its end: the
+		// caller may resume it.
+		if errors.As(err, &broke) || ctx.Err() != nil || keepsInput(err) {
 			return nil, s.interrupted(ctx, d, prog, input, err)
 		}
-		// The data was at fault: running again would fail the same way.
+		// The data was at fault (running again would fail the same way), or
+		// staging is full: nothing is kept.
 		if derr := s.staging.Delete(context.WithoutCancel(ctx), deliveryID(d.GetName())); derr != nil {
 			log.WarnContext(ctx, "delete staged input", slog.String("error", derr.Error()))
 		}
@@ -367,8 +382,14 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		}
 	}
 	if fail != nil {
+		s.failWorkflow(ctx, d, stepOf(err), recorded(fail), fixContext{
+			destination: dest.GetName(), credential: dest.GetCredential(), bucket: bucket, prefix: dest.GetPrefix(),
+			kmsKey: dest.GetEncryption().GetKmsKeyId(), missingPermission: fail.Metadata["missing_permission"],
+			rerunnable: input.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD,
+		})
 		return nil, fail
 	}
+	f.succeeded(ctx)
 	if _, err := s.peers.Destinations.RecordDelivery(ctx, &destinationv1.RecordDeliveryRequest{
 		Name: dest.GetName(), Delivery: d.GetName(), DeliveryTime: end,
 	}); err != nil {
@@ -378,43 +399,51 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	return stored, nil
 }
 
-// convert mints access and runs the pipeline, answering the objects and the
-// bucket written to.
-func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress) (objects []*deliveryv1.DeliveredObject, bucket string, complete bool, err error) {
-	objects, bucket, err = s.pipeline(ctx, d, dest, src, prog, &complete)
-	return objects, bucket, complete, err
-}
-
-// pipeline mints access and runs the pipeline; complete is set once the
-// whole stream has been read.
-func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress, complete *bool) ([]*deliveryv1.DeliveredObject, string, error) {
-	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: dest.GetCredential()})
+// convert runs one attempt of the delivery's steps: it mints access, reads
+// the destination's settings, and runs the pipeline, answering the objects
+// and the bucket written to, and whether the whole stream was read. Each
+// step is recorded in the workflow as it starts and ends; an error says
+// its step.
+func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress, f *flow) (objects []*deliveryv1.DeliveredObject, bucket string, complete bool, err error) {
+	bucket = dest.GetBucketOverride()
+	f.start(ctx, stepGetAccess)
+	access, err := s.mint(ctx, dest.GetCredential(), f)
 	if err != nil {
-		return nil, dest.GetBucketOverride(), err
+		return nil, bucket, false, inStep(stepGetAccess, err)
 	}
-	bucket := dest.GetBucketOverride()
+	f.succeed(ctx, stepGetAccess)
 	if bucket == "" {
 		bucket = access.GetBucket()
 	}
+	f.start(ctx, stepCheckDestination)
 	cfg, err := outputspec.Config(dest, filename.Values{Now: d.GetCreateTime().AsTime(), OutputName: d.GetOutputName()})
 	if err != nil {
-		return nil, bucket, fmt.Errorf("the destination's settings: %w", err)
+		return nil, bucket, false, inStep(stepCheckDestination, fmt.Errorf("the destination's settings: %w", err))
 	}
 	if err := outputspec.CheckKeys(cfg, 1); err != nil {
 		var v apierror.Violations
 		v.Add("start.output_name", "%v", err)
-		return nil, bucket, v.Err()
+		return nil, bucket, false, inStep(stepCheckDestination, v.Err())
 	}
-	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
-		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
-	}), access.GetRegion())
+	f.succeed(ctx, stepCheckDestination)
+	var retries atomic.Int32
+	client := s.cfg.AWS.S3(s.cfg.AWS.Provided(&mintedCredentials{s: s, credential: dest.GetCredential(), first: access}), access.GetRegion(),
+		s.retrying(func() { retries.Add(1) }))
+	f.start(ctx, stepConvert, stepUpload)
+	uploadStep := stepUpload
+	countRetries := func() {
+		if n := retries.Swap(0); n > 0 {
+			f.retried(ctx, uploadStep, n)
+		}
+	}
 	out := &output{
 		cfg: cfg, limits: s.cfg.Ingest, prog: prog,
 		sink:     s.sink(ctx, d, client, dest, bucket, prog, src),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
-			*complete = true
+			complete = true
+			f.succeed(ctx, stepConvert)
 			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 				sd.State = deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING
 				return nil
@@ -423,9 +452,29 @@ func (s *Service) pipeline(ctx context.Context, d *deliveryv1.Delivery, dest *de
 				logging.FromContext(ctx).WarnContext(ctx, "store delivery state", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
 			}
 		},
+		uploaded: func() {
+			countRetries()
+			uploadStep = stepFinish
+			f.succeed(ctx, stepUpload)
+			f.start(ctx, stepFinish)
+		},
 	}
-	objects, err := out.run(ctx, src)
-	return objects, bucket, err
+	objects, err = out.run(ctx, src)
+	countRetries()
+	return objects, bucket, complete, err
+}
+
+// mint asks the credential service for access, trying again after a
+// transient failure (the service unavailable, STS throttling) the way S3
+// requests are; each attempt after the first counts on get_access.
+func (s *Service) mint(ctx context.Context, credential string, f *flow) (*credentialv1.TemporaryAccess, error) {
+	for attempt := 1; ; attempt++ {
+		access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: credential})
+		if err == nil || attempt >= s.cfg.RequestAttempts || !transient(err) || !backoff(ctx, attempt, s.cfg.RequestMaxBackoff) {
+			return access, err
+		}
+		f.retried(ctx, stepGetAccess, 1)
+	}
 }
 
 // sink answers the S3 sink of a delivery, recording each object it writes

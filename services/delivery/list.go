@@ -3,7 +3,9 @@ package delivery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -66,18 +68,57 @@ func (s *Service) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRe
 	return d, nil
 }
 
-var filterTerm = regexp.MustCompile(`^\s*(destination|state)\s*=\s*("([^"]*)"|[A-Z_]+)\s*$`)
+var filterTerm = regexp.MustCompile(`^\s*([a-z_]+)\s*=\s*("([^"]*)"|[A-Za-z_]+)\s*$`)
 
-// parseFilter reads `destination = "<name>"` and `state = FAILED`, joined
-// by AND.
-func parseFilter(filter string) ([]resourcestore.Where, error) {
+// filterField is one field a list filters on: its column, and how a value
+// becomes what the column holds.
+type filterField struct {
+	name, column string
+	// hint says the values it takes, for the error.
+	hint  string
+	value func(raw string, quoted bool) (any, bool)
+}
+
+var (
+	destinationField = filterField{name: "destination", column: store.DestinationColumn, hint: `"<destination name>"`,
+		value: func(raw string, quoted bool) (any, bool) { return raw, quoted }}
+	deliveryStateField = enumField("state", store.StateColumn, "DELIVERY_STATE_", deliveryv1.DeliveryState_value, "RECEIVING|UPLOADING|SUCCEEDED|FAILED|RESOLVING")
+	workflowStateField = enumField("state", store.StateColumn, "WORKFLOW_STATE_", deliveryv1.WorkflowState_value, "RUNNING|SUCCEEDED|FAILED|RESOLVING")
+	acknowledgedField  = filterField{name: "acknowledged", column: store.AcknowledgedColumn, hint: "true|false",
+		value: func(raw string, quoted bool) (any, bool) {
+			switch {
+			case quoted:
+				return nil, false
+			case raw == "true":
+				return int32(1), true
+			case raw == "false":
+				return int32(0), true
+			}
+			return nil, false
+		}}
+)
+
+func enumField(name, column, prefix string, values map[string]int32, hint string) filterField {
+	return filterField{name: name, column: column, hint: hint, value: func(raw string, quoted bool) (any, bool) {
+		v, ok := values[prefix+strings.TrimPrefix(raw, prefix)]
+		return v, ok && v != 0 && !quoted
+	}}
+}
+
+// parseFilter reads terms `field = value` joined by AND, on the fields
+// given.
+func parseFilter(filter string, fields ...filterField) ([]resourcestore.Where, error) {
 	if strings.TrimSpace(filter) == "" {
 		return nil, nil
 	}
 	var where []resourcestore.Where
 	bad := func(why string) error {
+		var help []string
+		for _, f := range fields {
+			help = append(help, f.name+" = "+f.hint)
+		}
 		var v apierror.Violations
-		v.Add("filter", `%s: use destination = "<destination name>" and state = <RECEIVING|UPLOADING|SUCCEEDED|FAILED|RESOLVING>, joined by AND`, why)
+		v.Add("filter", "%s: use %s, joined by AND", why, strings.Join(help, " and "))
 		return v.Err()
 	}
 	seen := map[string]bool{}
@@ -90,19 +131,20 @@ func parseFilter(filter string) ([]resourcestore.Where, error) {
 			return nil, bad(m[1] + " appears twice")
 		}
 		seen[m[1]] = true
-		switch m[1] {
-		case "destination":
-			if m[3] == "" && !strings.HasPrefix(m[2], `"`) {
-				return nil, bad("the destination must be a quoted name")
-			}
-			where = append(where, resourcestore.Where{Column: store.DestinationColumn, Value: m[3]})
-		case "state":
-			v, ok := deliveryv1.DeliveryState_value["DELIVERY_STATE_"+strings.TrimPrefix(m[2], "DELIVERY_STATE_")]
-			if !ok || v == 0 {
-				return nil, bad("unknown state " + m[2])
-			}
-			where = append(where, resourcestore.Where{Column: store.StateColumn, Value: v})
+		i := slices.IndexFunc(fields, func(f filterField) bool { return f.name == m[1] })
+		if i < 0 {
+			return nil, bad("cannot filter on " + m[1])
 		}
+		quoted := strings.HasPrefix(m[2], `"`)
+		raw := m[2]
+		if quoted {
+			raw = m[3]
+		}
+		val, ok := fields[i].value(raw, quoted)
+		if !ok {
+			return nil, bad(fmt.Sprintf("%s cannot be %s", m[1], m[2]))
+		}
+		where = append(where, resourcestore.Where{Column: fields[i].column, Value: val})
 	}
 	return where, nil
 }
@@ -110,7 +152,7 @@ func parseFilter(filter string) ([]resourcestore.Where, error) {
 // ListDeliveries answers a page of the deliveries the caller may see,
 // newest first.
 func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
-	where, err := parseFilter(req.GetFilter())
+	where, err := parseFilter(req.GetFilter(), destinationField, deliveryStateField)
 	if err != nil {
 		return nil, err
 	}

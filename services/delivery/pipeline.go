@@ -60,8 +60,9 @@ type output struct {
 	manifest, success                 bool
 	delivery, destination, outputName string
 	// received is called when the stream has ended, before the last
-	// files are finished.
-	received func()
+	// files are finished; uploaded when every data file has landed, before
+	// the manifest and the success file.
+	received, uploaded func()
 }
 
 // run reads src to its end, converting and uploading as batches arrive,
@@ -113,6 +114,9 @@ func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.
 	if err != nil {
 		return nil, err
 	}
+	if o.uploaded != nil {
+		o.uploaded()
+	}
 	for _, f := range files {
 		l := o.sink.landed(f.Key)
 		objects = append(objects, &deliveryv1.DeliveredObject{
@@ -122,18 +126,18 @@ func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.
 	if o.manifest {
 		m, err := o.manifestOf(schema, objects)
 		if err != nil {
-			return nil, err
+			return nil, inStep(stepFinish, err)
 		}
 		obj, err := o.put(fileset.ManifestKey(o.cfg.Prefix, o.outputName), "manifest", m)
 		if err != nil {
-			return nil, err
+			return nil, inStep(stepFinish, err)
 		}
 		objects = append(objects, obj)
 	}
 	if o.success {
 		obj, err := o.put(fileset.SuccessKey(o.cfg.Prefix, o.outputName), "success", nil)
 		if err != nil {
-			return nil, err
+			return nil, inStep(stepFinish, err)
 		}
 		objects = append(objects, obj)
 	}

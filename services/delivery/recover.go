@@ -186,11 +186,18 @@ func (r *stagedSource) Read(p []byte) (int, error) {
 
 // endStopped fails a delivery that cannot run again.
 func (s *Service) endStopped(ctx context.Context, d *deliveryv1.Delivery, msg string) error {
-	_, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+	stored, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 		sd.State, sd.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
 		sd.Error = &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED), Message: msg, Code: int32(codes.Unavailable)}
 		return nil
 	})
+	if err == nil {
+		step := stepConvert
+		if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING {
+			step = stepUpload
+		}
+		s.failWorkflow(ctx, stored, step, stored.GetError(), fixContext{})
+	}
 	return err
 }
 
@@ -333,10 +340,31 @@ func transient(err error) bool {
 	return awserror.Classify(err, "").Retryable
 }
 
-// pause waits before attempt+1: exponential, with jitter, at most 30 s.
-func pause(ctx context.Context, attempt int) bool {
-	d := min(30*time.Second, time.Second<<(attempt-1))
-	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+// dataFault reports whether a failure lies in the data the caller sent (an
+// invalid stream, a schema the format cannot carry, an invalid request):
+// running it again would fail the same way.
+func dataFault(err error) bool {
+	var (
+		ingest *arrowingest.Error
+		schema *schemaError
+		e      *apierror.Error
+	)
+	return errors.As(err, &ingest) || errors.As(err, &schema) || (errors.As(err, &e) && e.Code == codes.InvalidArgument)
+}
+
+// keepsInput reports whether a failed delivery's input is worth keeping for
+// a rerun: not when the data is at fault, nor when staging is full.
+func keepsInput(err error) bool { return !dataFault(err) && !errors.Is(err, staging.ErrFull) }
+
+// pause waits before running a delivery again for the attempt+1st time.
+func pause(ctx context.Context, attempt int) bool { return backoff(ctx, attempt, 30*time.Second) }
+
+// backoff waits before attempt+1: exponential from one second, at most
+// limit, with full jitter (a uniform draw below the exponential bound), so
+// that many deliveries failing together do not come back together.
+func backoff(ctx context.Context, attempt int, limit time.Duration) bool {
+	d := min(limit, time.Second<<min(attempt-1, 30))
+	d = time.Duration(rand.Int64N(int64(d) + 1))
 	select {
 	case <-ctx.Done():
 		return false

@@ -33,12 +33,13 @@ const (
 	workflowLeaf  = "/workflow"
 )
 
-const laterWorkflow = "workflows, actions and notifications arrive with the workflow work, after the delivery pipeline"
-
 // Peers are the services the delivery service calls over gRPC.
 type Peers struct {
 	Destinations destinationv1.DestinationServiceClient
 	Access       credentialv1.CredentialAccessServiceClient
+	// Credentials reads a credential as the caller sees it (the trust
+	// policy a workflow action shows).
+	Credentials credentialv1.CredentialServiceClient
 }
 
 // Service implements DeliveryService and WorkflowService.
@@ -216,49 +217,4 @@ func workflowNamed(ctx context.Context, name string) error {
 		return v.Err()
 	}
 	return named(ctx, "name", delivery, deliveries)
-}
-
-// GetWorkflow validates the request.
-func (s *Service) GetWorkflow(ctx context.Context, req *deliveryv1.GetWorkflowRequest) (*deliveryv1.Workflow, error) {
-	if err := workflowNamed(ctx, req.GetName()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("GetWorkflow", laterWorkflow)
-}
-
-// ListWorkflows validates the request.
-func (s *Service) ListWorkflows(ctx context.Context, req *deliveryv1.ListWorkflowsRequest) (*deliveryv1.ListWorkflowsResponse, error) {
-	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("ListWorkflows", laterWorkflow)
-}
-
-// ResolveWorkflow validates the request.
-func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWorkflowRequest) (*deliveryv1.Delivery, error) {
-	var v apierror.Violations
-	validate.Required(&v, "action_id", req.GetActionId())
-	if err := v.Err(); err != nil {
-		return nil, err
-	}
-	if err := workflowNamed(ctx, req.GetName()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("ResolveWorkflow", laterWorkflow)
-}
-
-// ListNotifications validates the request.
-func (s *Service) ListNotifications(ctx context.Context, req *deliveryv1.ListNotificationsRequest) (*deliveryv1.ListNotificationsResponse, error) {
-	if err := listed(ctx, req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter()); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("ListNotifications", laterWorkflow)
-}
-
-// AcknowledgeNotification validates the request.
-func (s *Service) AcknowledgeNotification(ctx context.Context, req *deliveryv1.AcknowledgeNotificationRequest) (*deliveryv1.Notification, error) {
-	if err := named(ctx, "name", req.GetName(), notifications); err != nil {
-		return nil, err
-	}
-	return nil, apierror.Unimplemented("AcknowledgeNotification", laterWorkflow)
 }

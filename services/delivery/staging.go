@@ -58,7 +58,7 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 // abandon removes a delivery that never started, so that its idempotency
 // key stays free, and answers err.
 func (s *Service) abandon(ctx context.Context, d *deliveryv1.Delivery, err error) error {
-	if derr := s.store.Deliveries.Delete(context.WithoutCancel(ctx), d.GetName(), ""); derr != nil {
+	if derr := s.store.Deliveries.Delete(context.WithoutCancel(ctx), d.GetName(), "", s.store.Workflows.Deleting(d.GetName()+workflowLeaf)); derr != nil {
 		logging.FromContext(ctx).WarnContext(ctx, "remove a delivery that never started", slog.String("delivery", d.GetName()), slog.String("error", derr.Error()))
 	}
 	return err
@@ -123,8 +123,8 @@ func (s *Service) interrupted(ctx context.Context, d *deliveryv1.Delivery, prog 
 // retention period ended: an interrupted delivery fails with
 // STREAM_ENDED_EARLY, a failed one says its data expired.
 func (s *Service) expire(ctx context.Context, name string) {
-	expired := false
-	_, err := s.store.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error {
+	expired, ended := false, false
+	stored, err := s.store.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error {
 		in := d.GetStagedInput()
 		if in.GetExpireTime() == nil || time.Now().Before(in.GetExpireTime().AsTime()) {
 			return nil
@@ -133,7 +133,8 @@ func (s *Service) expire(ctx context.Context, name string) {
 		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED:
 			d.State, d.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
 			d.Error = &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_STREAM_ENDED_EARLY), Code: int32(codes.FailedPrecondition),
-				Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s", in.GetBytes(), s.cfg.ResumeWindow)}
+				Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s: send the data again", in.GetBytes(), s.cfg.ResumeWindow)}
+			ended = true
 		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD:
 			if d.Error != nil {
 				d.Error.Message += fmt.Sprintf(" (its data was kept for %s and has expired: send it again)", s.cfg.StagingRetention)
@@ -149,9 +150,24 @@ func (s *Service) expire(ctx context.Context, name string) {
 		logging.FromContext(ctx).WarnContext(ctx, "expire staged input", slog.String("delivery", name), slog.String("error", err.Error()))
 		return
 	}
-	if expired && s.staging != nil {
+	if !expired {
+		return
+	}
+	if s.staging != nil {
 		_ = s.staging.Delete(ctx, deliveryID(name))
 	}
+	if ended {
+		s.failWorkflow(ctx, stored, stepConvert, stored.GetError(), fixContext{})
+		return
+	}
+	// Nothing is left to run again: the actions go, and the failure says
+	// why.
+	s.flowOf(name).update(ctx, "expiry", func(w *deliveryv1.Workflow) {
+		w.Actions = nil
+		if st := failedStep(w.GetSteps()); st != nil && st.GetError() != nil {
+			st.Error.Message = stored.GetError().GetMessage()
+		}
+	})
 }
 
 // expirePass expires every held input past its time: the timers of a

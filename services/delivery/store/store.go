@@ -25,6 +25,8 @@ const (
 	// IdempotencyColumn holds IdempotencyKey of a delivery with a key:
 	// unique, so that two deliveries with one key cannot both be created.
 	IdempotencyColumn = "idempotency"
+	// AcknowledgedColumn of notifications is 1 once acknowledged, else 0.
+	AcknowledgedColumn = "acknowledged"
 )
 
 // IdempotencyKey answers what the idempotency column holds for a delivery
@@ -72,8 +74,19 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return in.GetExpireTime().AsTime().UnixMicro()
 		}},
 	)
-	s.Workflows, e2 = resourcestore.New[*deliveryv1.Workflow](db, "workflows")
-	s.Notifications, e3 = resourcestore.New[*deliveryv1.Notification](db, "notifications")
+	s.Workflows, e2 = resourcestore.New(db, "workflows",
+		resourcestore.Column[*deliveryv1.Workflow]{Name: DestinationColumn, Value: func(w *deliveryv1.Workflow) any { return w.GetDestination() }},
+		resourcestore.Column[*deliveryv1.Workflow]{Name: StateColumn, Value: func(w *deliveryv1.Workflow) any { return int32(w.GetState()) }},
+	)
+	s.Notifications, e3 = resourcestore.New(db, "notifications",
+		resourcestore.Column[*deliveryv1.Notification]{Name: DestinationColumn, Value: func(n *deliveryv1.Notification) any { return n.GetDestination() }},
+		resourcestore.Column[*deliveryv1.Notification]{Name: AcknowledgedColumn, Value: func(n *deliveryv1.Notification) any {
+			if n.GetAcknowledged() {
+				return int32(1)
+			}
+			return int32(0)
+		}},
+	)
 	if err := errors.Join(e1, e2, e3); err != nil {
 		db.Close()
 		return nil, err

@@ -300,7 +300,18 @@ type Workflow struct {
 	// When the workflow was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When it last changed. Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The destination the delivery writes to. Output only.
+	Destination string `protobuf:"bytes,9,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The runs before the current one, oldest first: the first run of the
+	// delivery, then each resolution that ran again and how it ended. Output
+	// only.
+	History []*WorkflowRun `protobuf:"bytes,10,rep,name=history,proto3" json:"history,omitempty"`
+	// The run the steps show: its number (1 for the delivery's own run, then
+	// one more for each resolution), the action that started it and who ran
+	// it. Its state and steps are the workflow's own; they go into history
+	// with it when the next resolution starts. Output only.
+	CurrentRun    *WorkflowRun `protobuf:"bytes,11,opt,name=current_run,json=currentRun,proto3" json:"current_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -391,6 +402,136 @@ func (x *Workflow) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Workflow) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Workflow) GetHistory() []*WorkflowRun {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *Workflow) GetCurrentRun() *WorkflowRun {
+	if x != nil {
+		return x.CurrentRun
+	}
+	return nil
+}
+
+// WorkflowRun is one past run of a workflow's steps.
+type WorkflowRun struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 1 for the delivery's own run, then one more for each resolution.
+	Run int32 `protobuf:"varint,1,opt,name=run,proto3" json:"run,omitempty"`
+	// The action that started the run; empty for the delivery's own run.
+	ActionId string `protobuf:"bytes,2,opt,name=action_id,json=actionId,proto3" json:"action_id,omitempty"`
+	// The kind of that action.
+	ActionKind ActionKind `protobuf:"varint,3,opt,name=action_kind,json=actionKind,proto3,enum=sluice.delivery.v1.ActionKind" json:"action_kind,omitempty"`
+	// Who started it: the caller's subject; empty for the delivery's own run.
+	Subject string `protobuf:"bytes,4,opt,name=subject,proto3" json:"subject,omitempty"`
+	// How the run ended.
+	State WorkflowState `protobuf:"varint,5,opt,name=state,proto3,enum=sluice.delivery.v1.WorkflowState" json:"state,omitempty"`
+	// The steps as the run left them.
+	Steps []*WorkflowStep `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
+	// When it started.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// When it ended.
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkflowRun) Reset() {
+	*x = WorkflowRun{}
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkflowRun) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkflowRun) ProtoMessage() {}
+
+func (x *WorkflowRun) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkflowRun.ProtoReflect.Descriptor instead.
+func (*WorkflowRun) Descriptor() ([]byte, []int) {
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WorkflowRun) GetRun() int32 {
+	if x != nil {
+		return x.Run
+	}
+	return 0
+}
+
+func (x *WorkflowRun) GetActionId() string {
+	if x != nil {
+		return x.ActionId
+	}
+	return ""
+}
+
+func (x *WorkflowRun) GetActionKind() ActionKind {
+	if x != nil {
+		return x.ActionKind
+	}
+	return ActionKind_ACTION_KIND_UNSPECIFIED
+}
+
+func (x *WorkflowRun) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *WorkflowRun) GetState() WorkflowState {
+	if x != nil {
+		return x.State
+	}
+	return WorkflowState_WORKFLOW_STATE_UNSPECIFIED
+}
+
+func (x *WorkflowRun) GetSteps() []*WorkflowStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *WorkflowRun) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *WorkflowRun) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
 // WorkflowStep is one step of a workflow.
 type WorkflowStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -413,7 +554,7 @@ type WorkflowStep struct {
 
 func (x *WorkflowStep) Reset() {
 	*x = WorkflowStep{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[1]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +566,7 @@ func (x *WorkflowStep) String() string {
 func (*WorkflowStep) ProtoMessage() {}
 
 func (x *WorkflowStep) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[1]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +579,7 @@ func (x *WorkflowStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowStep.ProtoReflect.Descriptor instead.
 func (*WorkflowStep) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{1}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *WorkflowStep) GetStep() string {
@@ -496,14 +637,21 @@ type WorkflowAction struct {
 	Instructions []string `protobuf:"bytes,4,rep,name=instructions,proto3" json:"instructions,omitempty"`
 	// The resource the user must open to fix the cause (a destination or a
 	// credential), if any.
-	Target        string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	Target string `protobuf:"bytes,5,opt,name=target,proto3" json:"target,omitempty"`
+	// For GRANT_PERMISSION, the IAM action that is missing, e.g.
+	// `s3:PutObject`.
+	MissingPermission string `protobuf:"bytes,6,opt,name=missing_permission,json=missingPermission,proto3" json:"missing_permission,omitempty"`
+	// A policy document to paste, as JSON: for GRANT_PERMISSION the statement
+	// to add to the role's or user's permissions, for FIX_TRUST_POLICY the
+	// role's whole trust policy.
+	PolicyJson    string `protobuf:"bytes,7,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkflowAction) Reset() {
 	*x = WorkflowAction{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[2]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +663,7 @@ func (x *WorkflowAction) String() string {
 func (*WorkflowAction) ProtoMessage() {}
 
 func (x *WorkflowAction) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[2]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +676,7 @@ func (x *WorkflowAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowAction.ProtoReflect.Descriptor instead.
 func (*WorkflowAction) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{2}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WorkflowAction) GetId() string {
@@ -566,6 +714,20 @@ func (x *WorkflowAction) GetTarget() string {
 	return ""
 }
 
+func (x *WorkflowAction) GetMissingPermission() string {
+	if x != nil {
+		return x.MissingPermission
+	}
+	return ""
+}
+
+func (x *WorkflowAction) GetPolicyJson() string {
+	if x != nil {
+		return x.PolicyJson
+	}
+	return ""
+}
+
 // Notification is an alert raised when a delivery fails.
 type Notification struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -589,14 +751,21 @@ type Notification struct {
 	// Checksum of the stored notification. Output only.
 	Etag string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
 	// When it last changed. Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// The delivery that failed. Output only.
+	Delivery string `protobuf:"bytes,11,opt,name=delivery,proto3" json:"delivery,omitempty"`
+	// The destination it wrote to. Output only.
+	Destination string `protobuf:"bytes,12,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The stable reason of the failure, e.g. `INVALID_BUCKET_NAME`. Output
+	// only.
+	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[3]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +777,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[3]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +790,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{3}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Notification) GetName() string {
@@ -694,6 +863,27 @@ func (x *Notification) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Notification) GetDelivery() string {
+	if x != nil {
+		return x.Delivery
+	}
+	return ""
+}
+
+func (x *Notification) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *Notification) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // Request for GetWorkflow.
 type GetWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -705,7 +895,7 @@ type GetWorkflowRequest struct {
 
 func (x *GetWorkflowRequest) Reset() {
 	*x = GetWorkflowRequest{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[4]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +907,7 @@ func (x *GetWorkflowRequest) String() string {
 func (*GetWorkflowRequest) ProtoMessage() {}
 
 func (x *GetWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[4]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +920,7 @@ func (x *GetWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*GetWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{4}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetWorkflowRequest) GetName() string {
@@ -749,7 +939,8 @@ type ListWorkflowsRequest struct {
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of a previous call.
 	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Optional filter on `state`, e.g. `state = FAILED`.
+	// Optional filter on `state` and `destination`, joined by AND, e.g.
+	// `state = FAILED AND destination = "tenants/acme/environments/production/destinations/s3"`.
 	Filter        string `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -757,7 +948,7 @@ type ListWorkflowsRequest struct {
 
 func (x *ListWorkflowsRequest) Reset() {
 	*x = ListWorkflowsRequest{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[5]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +960,7 @@ func (x *ListWorkflowsRequest) String() string {
 func (*ListWorkflowsRequest) ProtoMessage() {}
 
 func (x *ListWorkflowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[5]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +973,7 @@ func (x *ListWorkflowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkflowsRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkflowsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{5}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListWorkflowsRequest) GetParent() string {
@@ -826,7 +1017,7 @@ type ListWorkflowsResponse struct {
 
 func (x *ListWorkflowsResponse) Reset() {
 	*x = ListWorkflowsResponse{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[6]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +1029,7 @@ func (x *ListWorkflowsResponse) String() string {
 func (*ListWorkflowsResponse) ProtoMessage() {}
 
 func (x *ListWorkflowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[6]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1042,7 @@ func (x *ListWorkflowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkflowsResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkflowsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{6}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListWorkflowsResponse) GetWorkflows() []*Workflow {
@@ -883,7 +1074,7 @@ type ResolveWorkflowRequest struct {
 
 func (x *ResolveWorkflowRequest) Reset() {
 	*x = ResolveWorkflowRequest{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[7]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -895,7 +1086,7 @@ func (x *ResolveWorkflowRequest) String() string {
 func (*ResolveWorkflowRequest) ProtoMessage() {}
 
 func (x *ResolveWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[7]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -908,7 +1099,7 @@ func (x *ResolveWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*ResolveWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{7}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResolveWorkflowRequest) GetName() string {
@@ -941,7 +1132,8 @@ type ListNotificationsRequest struct {
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The next_page_token of a previous call.
 	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	// Optional filter on `acknowledged`, e.g. `acknowledged = false`.
+	// Optional filter on `acknowledged` and `destination`, joined by AND,
+	// e.g. `acknowledged = false`.
 	Filter        string `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -949,7 +1141,7 @@ type ListNotificationsRequest struct {
 
 func (x *ListNotificationsRequest) Reset() {
 	*x = ListNotificationsRequest{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[8]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1153,7 @@ func (x *ListNotificationsRequest) String() string {
 func (*ListNotificationsRequest) ProtoMessage() {}
 
 func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[8]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1166,7 @@ func (x *ListNotificationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNotificationsRequest.ProtoReflect.Descriptor instead.
 func (*ListNotificationsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{8}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListNotificationsRequest) GetParent() string {
@@ -1018,7 +1210,7 @@ type ListNotificationsResponse struct {
 
 func (x *ListNotificationsResponse) Reset() {
 	*x = ListNotificationsResponse{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[9]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1222,7 @@ func (x *ListNotificationsResponse) String() string {
 func (*ListNotificationsResponse) ProtoMessage() {}
 
 func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[9]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1235,7 @@ func (x *ListNotificationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNotificationsResponse.ProtoReflect.Descriptor instead.
 func (*ListNotificationsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{9}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListNotificationsResponse) GetNotifications() []*Notification {
@@ -1071,7 +1263,7 @@ type AcknowledgeNotificationRequest struct {
 
 func (x *AcknowledgeNotificationRequest) Reset() {
 	*x = AcknowledgeNotificationRequest{}
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[10]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1275,7 @@ func (x *AcknowledgeNotificationRequest) String() string {
 func (*AcknowledgeNotificationRequest) ProtoMessage() {}
 
 func (x *AcknowledgeNotificationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[10]
+	mi := &file_sluice_delivery_v1_workflow_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1288,7 @@ func (x *AcknowledgeNotificationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeNotificationRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeNotificationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{10}
+	return file_sluice_delivery_v1_workflow_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AcknowledgeNotificationRequest) GetName() string {
@@ -1110,7 +1302,7 @@ var File_sluice_delivery_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"!sluice/delivery/v1/workflow.proto\x12\x12sluice.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!sluice/delivery/v1/delivery.proto\"\xf7\x02\n" +
+	"!sluice/delivery/v1/workflow.proto\x12\x12sluice.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!sluice/delivery/v1/delivery.proto\"\x96\x04\n" +
 	"\bWorkflow\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bdelivery\x18\x02 \x01(\tR\bdelivery\x127\n" +
@@ -1121,7 +1313,23 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x9e\x02\n" +
+	"updateTime\x12 \n" +
+	"\vdestination\x18\t \x01(\tR\vdestination\x129\n" +
+	"\ahistory\x18\n" +
+	" \x03(\v2\x1f.sluice.delivery.v1.WorkflowRunR\ahistory\x12@\n" +
+	"\vcurrent_run\x18\v \x01(\v2\x1f.sluice.delivery.v1.WorkflowRunR\n" +
+	"currentRun\"\xfa\x02\n" +
+	"\vWorkflowRun\x12\x10\n" +
+	"\x03run\x18\x01 \x01(\x05R\x03run\x12\x1b\n" +
+	"\taction_id\x18\x02 \x01(\tR\bactionId\x12?\n" +
+	"\vaction_kind\x18\x03 \x01(\x0e2\x1e.sluice.delivery.v1.ActionKindR\n" +
+	"actionKind\x12\x18\n" +
+	"\asubject\x18\x04 \x01(\tR\asubject\x127\n" +
+	"\x05state\x18\x05 \x01(\x0e2!.sluice.delivery.v1.WorkflowStateR\x05state\x126\n" +
+	"\x05steps\x18\x06 \x03(\v2 .sluice.delivery.v1.WorkflowStepR\x05steps\x129\n" +
+	"\n" +
+	"start_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\x9e\x02\n" +
 	"\fWorkflowStep\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x123\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1d.sluice.delivery.v1.StepStateR\x05state\x129\n" +
@@ -1129,13 +1337,16 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"start_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
 	"\bend_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\x127\n" +
 	"\x05error\x18\x05 \x01(\v2!.sluice.delivery.v1.DeliveryErrorR\x05error\x12\x1a\n" +
-	"\battempts\x18\x06 \x01(\x05R\battempts\"\xa6\x01\n" +
+	"\battempts\x18\x06 \x01(\x05R\battempts\"\xf6\x01\n" +
 	"\x0eWorkflowAction\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x122\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x1e.sluice.delivery.v1.ActionKindR\x04kind\x12\x14\n" +
 	"\x05title\x18\x03 \x01(\tR\x05title\x12\"\n" +
 	"\finstructions\x18\x04 \x03(\tR\finstructions\x12\x16\n" +
-	"\x06target\x18\x05 \x01(\tR\x06target\"\xa1\x03\n" +
+	"\x06target\x18\x05 \x01(\tR\x06target\x12-\n" +
+	"\x12missing_permission\x18\x06 \x01(\tR\x11missingPermission\x12\x1f\n" +
+	"\vpolicy_json\x18\a \x01(\tR\n" +
+	"policyJson\"\xf7\x03\n" +
 	"\fNotification\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x1c.sluice.delivery.v1.SeverityR\bseverity\x12\x14\n" +
@@ -1149,7 +1360,10 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\x04etag\x18\t \x01(\tR\x04etag\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"(\n" +
+	"updateTime\x12\x1a\n" +
+	"\bdelivery\x18\v \x01(\tR\bdelivery\x12 \n" +
+	"\vdestination\x18\f \x01(\tR\vdestination\x12\x16\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\"(\n" +
 	"\x12GetWorkflowRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x82\x01\n" +
 	"\x14ListWorkflowsRequest\x12\x16\n" +
@@ -1225,59 +1439,67 @@ func file_sluice_delivery_v1_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_delivery_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_sluice_delivery_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_sluice_delivery_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_sluice_delivery_v1_workflow_proto_goTypes = []any{
 	(WorkflowState)(0),                     // 0: sluice.delivery.v1.WorkflowState
 	(StepState)(0),                         // 1: sluice.delivery.v1.StepState
 	(ActionKind)(0),                        // 2: sluice.delivery.v1.ActionKind
 	(Severity)(0),                          // 3: sluice.delivery.v1.Severity
 	(*Workflow)(nil),                       // 4: sluice.delivery.v1.Workflow
-	(*WorkflowStep)(nil),                   // 5: sluice.delivery.v1.WorkflowStep
-	(*WorkflowAction)(nil),                 // 6: sluice.delivery.v1.WorkflowAction
-	(*Notification)(nil),                   // 7: sluice.delivery.v1.Notification
-	(*GetWorkflowRequest)(nil),             // 8: sluice.delivery.v1.GetWorkflowRequest
-	(*ListWorkflowsRequest)(nil),           // 9: sluice.delivery.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil),          // 10: sluice.delivery.v1.ListWorkflowsResponse
-	(*ResolveWorkflowRequest)(nil),         // 11: sluice.delivery.v1.ResolveWorkflowRequest
-	(*ListNotificationsRequest)(nil),       // 12: sluice.delivery.v1.ListNotificationsRequest
-	(*ListNotificationsResponse)(nil),      // 13: sluice.delivery.v1.ListNotificationsResponse
-	(*AcknowledgeNotificationRequest)(nil), // 14: sluice.delivery.v1.AcknowledgeNotificationRequest
-	(*timestamppb.Timestamp)(nil),          // 15: google.protobuf.Timestamp
-	(*DeliveryError)(nil),                  // 16: sluice.delivery.v1.DeliveryError
-	(*Delivery)(nil),                       // 17: sluice.delivery.v1.Delivery
+	(*WorkflowRun)(nil),                    // 5: sluice.delivery.v1.WorkflowRun
+	(*WorkflowStep)(nil),                   // 6: sluice.delivery.v1.WorkflowStep
+	(*WorkflowAction)(nil),                 // 7: sluice.delivery.v1.WorkflowAction
+	(*Notification)(nil),                   // 8: sluice.delivery.v1.Notification
+	(*GetWorkflowRequest)(nil),             // 9: sluice.delivery.v1.GetWorkflowRequest
+	(*ListWorkflowsRequest)(nil),           // 10: sluice.delivery.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),          // 11: sluice.delivery.v1.ListWorkflowsResponse
+	(*ResolveWorkflowRequest)(nil),         // 12: sluice.delivery.v1.ResolveWorkflowRequest
+	(*ListNotificationsRequest)(nil),       // 13: sluice.delivery.v1.ListNotificationsRequest
+	(*ListNotificationsResponse)(nil),      // 14: sluice.delivery.v1.ListNotificationsResponse
+	(*AcknowledgeNotificationRequest)(nil), // 15: sluice.delivery.v1.AcknowledgeNotificationRequest
+	(*timestamppb.Timestamp)(nil),          // 16: google.protobuf.Timestamp
+	(*DeliveryError)(nil),                  // 17: sluice.delivery.v1.DeliveryError
+	(*Delivery)(nil),                       // 18: sluice.delivery.v1.Delivery
 }
 var file_sluice_delivery_v1_workflow_proto_depIdxs = []int32{
 	0,  // 0: sluice.delivery.v1.Workflow.state:type_name -> sluice.delivery.v1.WorkflowState
-	5,  // 1: sluice.delivery.v1.Workflow.steps:type_name -> sluice.delivery.v1.WorkflowStep
-	6,  // 2: sluice.delivery.v1.Workflow.actions:type_name -> sluice.delivery.v1.WorkflowAction
-	15, // 3: sluice.delivery.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
-	15, // 4: sluice.delivery.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 5: sluice.delivery.v1.WorkflowStep.state:type_name -> sluice.delivery.v1.StepState
-	15, // 6: sluice.delivery.v1.WorkflowStep.start_time:type_name -> google.protobuf.Timestamp
-	15, // 7: sluice.delivery.v1.WorkflowStep.end_time:type_name -> google.protobuf.Timestamp
-	16, // 8: sluice.delivery.v1.WorkflowStep.error:type_name -> sluice.delivery.v1.DeliveryError
-	2,  // 9: sluice.delivery.v1.WorkflowAction.kind:type_name -> sluice.delivery.v1.ActionKind
-	3,  // 10: sluice.delivery.v1.Notification.severity:type_name -> sluice.delivery.v1.Severity
-	15, // 11: sluice.delivery.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
-	15, // 12: sluice.delivery.v1.Notification.acknowledge_time:type_name -> google.protobuf.Timestamp
-	15, // 13: sluice.delivery.v1.Notification.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 14: sluice.delivery.v1.ListWorkflowsResponse.workflows:type_name -> sluice.delivery.v1.Workflow
-	7,  // 15: sluice.delivery.v1.ListNotificationsResponse.notifications:type_name -> sluice.delivery.v1.Notification
-	8,  // 16: sluice.delivery.v1.WorkflowService.GetWorkflow:input_type -> sluice.delivery.v1.GetWorkflowRequest
-	9,  // 17: sluice.delivery.v1.WorkflowService.ListWorkflows:input_type -> sluice.delivery.v1.ListWorkflowsRequest
-	11, // 18: sluice.delivery.v1.WorkflowService.ResolveWorkflow:input_type -> sluice.delivery.v1.ResolveWorkflowRequest
-	12, // 19: sluice.delivery.v1.WorkflowService.ListNotifications:input_type -> sluice.delivery.v1.ListNotificationsRequest
-	14, // 20: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:input_type -> sluice.delivery.v1.AcknowledgeNotificationRequest
-	4,  // 21: sluice.delivery.v1.WorkflowService.GetWorkflow:output_type -> sluice.delivery.v1.Workflow
-	10, // 22: sluice.delivery.v1.WorkflowService.ListWorkflows:output_type -> sluice.delivery.v1.ListWorkflowsResponse
-	17, // 23: sluice.delivery.v1.WorkflowService.ResolveWorkflow:output_type -> sluice.delivery.v1.Delivery
-	13, // 24: sluice.delivery.v1.WorkflowService.ListNotifications:output_type -> sluice.delivery.v1.ListNotificationsResponse
-	7,  // 25: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:output_type -> sluice.delivery.v1.Notification
-	21, // [21:26] is the sub-list for method output_type
-	16, // [16:21] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	6,  // 1: sluice.delivery.v1.Workflow.steps:type_name -> sluice.delivery.v1.WorkflowStep
+	7,  // 2: sluice.delivery.v1.Workflow.actions:type_name -> sluice.delivery.v1.WorkflowAction
+	16, // 3: sluice.delivery.v1.Workflow.create_time:type_name -> google.protobuf.Timestamp
+	16, // 4: sluice.delivery.v1.Workflow.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 5: sluice.delivery.v1.Workflow.history:type_name -> sluice.delivery.v1.WorkflowRun
+	5,  // 6: sluice.delivery.v1.Workflow.current_run:type_name -> sluice.delivery.v1.WorkflowRun
+	2,  // 7: sluice.delivery.v1.WorkflowRun.action_kind:type_name -> sluice.delivery.v1.ActionKind
+	0,  // 8: sluice.delivery.v1.WorkflowRun.state:type_name -> sluice.delivery.v1.WorkflowState
+	6,  // 9: sluice.delivery.v1.WorkflowRun.steps:type_name -> sluice.delivery.v1.WorkflowStep
+	16, // 10: sluice.delivery.v1.WorkflowRun.start_time:type_name -> google.protobuf.Timestamp
+	16, // 11: sluice.delivery.v1.WorkflowRun.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 12: sluice.delivery.v1.WorkflowStep.state:type_name -> sluice.delivery.v1.StepState
+	16, // 13: sluice.delivery.v1.WorkflowStep.start_time:type_name -> google.protobuf.Timestamp
+	16, // 14: sluice.delivery.v1.WorkflowStep.end_time:type_name -> google.protobuf.Timestamp
+	17, // 15: sluice.delivery.v1.WorkflowStep.error:type_name -> sluice.delivery.v1.DeliveryError
+	2,  // 16: sluice.delivery.v1.WorkflowAction.kind:type_name -> sluice.delivery.v1.ActionKind
+	3,  // 17: sluice.delivery.v1.Notification.severity:type_name -> sluice.delivery.v1.Severity
+	16, // 18: sluice.delivery.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
+	16, // 19: sluice.delivery.v1.Notification.acknowledge_time:type_name -> google.protobuf.Timestamp
+	16, // 20: sluice.delivery.v1.Notification.update_time:type_name -> google.protobuf.Timestamp
+	4,  // 21: sluice.delivery.v1.ListWorkflowsResponse.workflows:type_name -> sluice.delivery.v1.Workflow
+	8,  // 22: sluice.delivery.v1.ListNotificationsResponse.notifications:type_name -> sluice.delivery.v1.Notification
+	9,  // 23: sluice.delivery.v1.WorkflowService.GetWorkflow:input_type -> sluice.delivery.v1.GetWorkflowRequest
+	10, // 24: sluice.delivery.v1.WorkflowService.ListWorkflows:input_type -> sluice.delivery.v1.ListWorkflowsRequest
+	12, // 25: sluice.delivery.v1.WorkflowService.ResolveWorkflow:input_type -> sluice.delivery.v1.ResolveWorkflowRequest
+	13, // 26: sluice.delivery.v1.WorkflowService.ListNotifications:input_type -> sluice.delivery.v1.ListNotificationsRequest
+	15, // 27: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:input_type -> sluice.delivery.v1.AcknowledgeNotificationRequest
+	4,  // 28: sluice.delivery.v1.WorkflowService.GetWorkflow:output_type -> sluice.delivery.v1.Workflow
+	11, // 29: sluice.delivery.v1.WorkflowService.ListWorkflows:output_type -> sluice.delivery.v1.ListWorkflowsResponse
+	18, // 30: sluice.delivery.v1.WorkflowService.ResolveWorkflow:output_type -> sluice.delivery.v1.Delivery
+	14, // 31: sluice.delivery.v1.WorkflowService.ListNotifications:output_type -> sluice.delivery.v1.ListNotificationsResponse
+	8,  // 32: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:output_type -> sluice.delivery.v1.Notification
+	28, // [28:33] is the sub-list for method output_type
+	23, // [23:28] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_sluice_delivery_v1_workflow_proto_init() }
@@ -1292,7 +1514,7 @@ func file_sluice_delivery_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_delivery_v1_workflow_proto_rawDesc), len(file_sluice_delivery_v1_workflow_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,7 +42,12 @@ type WorkflowServiceClient interface {
 	// Lists the workflows of one tenant environment, newest first.
 	ListWorkflows(ctx context.Context, in *ListWorkflowsRequest, opts ...grpc.CallOption) (*ListWorkflowsResponse, error)
 	// Runs one of the workflow's actions, rerunning the delivery from the data
-	// Sluice kept, and answers the delivery.
+	// Sluice kept with its destination and credential as they are now, and
+	// answers the delivery once the run ends. Only a FAILED workflow can be
+	// resolved; two resolutions at once run once (the second answers
+	// Aborted). A run that fails again answers its error, with the same
+	// reason when the cause is still there, and the workflow shows the new
+	// failure with the old run in its history.
 	ResolveWorkflow(ctx context.Context, in *ResolveWorkflowRequest, opts ...grpc.CallOption) (*Delivery, error)
 	// Lists notifications, newest first.
 	ListNotifications(ctx context.Context, in *ListNotificationsRequest, opts ...grpc.CallOption) (*ListNotificationsResponse, error)
@@ -124,7 +129,12 @@ type WorkflowServiceServer interface {
 	// Lists the workflows of one tenant environment, newest first.
 	ListWorkflows(context.Context, *ListWorkflowsRequest) (*ListWorkflowsResponse, error)
 	// Runs one of the workflow's actions, rerunning the delivery from the data
-	// Sluice kept, and answers the delivery.
+	// Sluice kept with its destination and credential as they are now, and
+	// answers the delivery once the run ends. Only a FAILED workflow can be
+	// resolved; two resolutions at once run once (the second answers
+	// Aborted). A run that fails again answers its error, with the same
+	// reason when the cause is still there, and the workflow shows the new
+	// failure with the old run in its history.
 	ResolveWorkflow(context.Context, *ResolveWorkflowRequest) (*Delivery, error)
 	// Lists notifications, newest first.
 	ListNotifications(context.Context, *ListNotificationsRequest) (*ListNotificationsResponse, error)

@@ -1,0 +1,483 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+// workflows is a delivering environment with the workflow API at hand.
+type workflows struct {
+	*delivering
+	flows deliveryv1.WorkflowServiceClient
+	creds credentialv1.CredentialServiceClient
+}
+
+func startWorkflows(t *testing.T, adjust func(*serveConfig)) *workflows {
+	t.Helper()
+	return startWorkflowsOn(t, testenv.SharedMinIO(t), adjust)
+}
+
+func startWorkflowsOn(t *testing.T, m *testenv.MinIO, adjust func(*serveConfig)) *workflows {
+	t.Helper()
+	e := startDeliveringOn(t, m, adjust)
+	return &workflows{delivering: e, flows: deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"]),
+		creds: credentialv1.NewCredentialServiceClient(e.r.conns["credential"])}
+}
+
+// mayUseAnyBucket lets the credential's MinIO user reach any bucket, so
+// that MinIO answers a misspelled bucket with NoSuchBucket, as S3 does,
+// rather than with AccessDenied for a bucket outside the user's policy.
+func (w *workflows) mayUseAnyBucket(t *testing.T) {
+	t.Helper()
+	if err := testenv.SetMinIOUser(context.Background(), w.m, w.key, w.secret,
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}]}`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// failedDelivery delivers rows to dest, expects the delivery to fail with
+// reason, and answers the failed delivery as GetDelivery shows it.
+func (w *workflows) failedDelivery(t *testing.T, dest string, stream []byte, reason errorsv1.ErrorReason) *deliveryv1.Delivery {
+	t.Helper()
+	ctx := context.Background()
+	_, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: dest, OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+	e := apierror.FromStatus(err)
+	if e == nil || e.Reason != reason {
+		t.Fatalf("delivery to %s: %v, want %s", dest, err, apierror.ReasonName(reason))
+	}
+	d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: e.Metadata["delivery"]}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_FAILED || d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD {
+		t.Fatalf("failed delivery: %v", d)
+	}
+	return d
+}
+
+func (w *workflows) workflow(t *testing.T, name string) *deliveryv1.Workflow {
+	t.Helper()
+	wf, err := w.flows.GetWorkflow(context.Background(), &deliveryv1.GetWorkflowRequest{Name: name}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wf
+}
+
+// checkFailed checks a failed workflow: every step before failing
+// succeeded, failing failed with reason, the later ones were skipped, and
+// the actions are the cause's own (if any) and then the common two.
+func checkFailed(t *testing.T, wf *deliveryv1.Workflow, failing string, reason errorsv1.ErrorReason, own string) {
+	t.Helper()
+	if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED {
+		t.Fatalf("workflow %s, want FAILED: %v", wf.GetState(), wf)
+	}
+	var names []string
+	before := true
+	for _, st := range wf.GetSteps() {
+		names = append(names, st.GetStep())
+		switch {
+		case st.GetStep() == failing:
+			before = false
+			if st.GetState() != deliveryv1.StepState_STEP_STATE_FAILED || st.GetError().GetReason() != apierror.ReasonName(reason) || st.GetError().GetMessage() == "" || st.GetAttempts() < 1 || st.GetEndTime() == nil {
+				t.Errorf("failing step %s: %v", failing, st)
+			}
+		case before && failing != "upload" || before && st.GetStep() != "convert":
+			if st.GetState() != deliveryv1.StepState_STEP_STATE_SUCCEEDED || st.GetAttempts() < 1 || st.GetStartTime() == nil || st.GetEndTime() == nil {
+				t.Errorf("step %s before the failing %s: %v", st.GetStep(), failing, st)
+			}
+		case !before:
+			if st.GetState() != deliveryv1.StepState_STEP_STATE_SKIPPED {
+				t.Errorf("step %s after the failing %s: %v", st.GetStep(), failing, st)
+			}
+		}
+	}
+	if want := []string{"get_access", "check_destination", "convert", "upload", "finish"}; !slices.Equal(names, want) {
+		t.Errorf("steps %v, want %v", names, want)
+	}
+	var ids []string
+	for _, a := range wf.GetActions() {
+		ids = append(ids, a.GetId())
+		if a.GetTitle() == "" || len(a.GetInstructions()) == 0 {
+			t.Errorf("action %s has no title or no instructions: %v", a.GetId(), a)
+		}
+	}
+	want := []string{"retry-task", "restart-workflow"}
+	if own != "" {
+		want = append([]string{own}, want...)
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("actions %v, want %v", ids, want)
+	}
+}
+
+func (w *workflows) resolve(ctx context.Context, wf *deliveryv1.Workflow, action string) (*deliveryv1.Delivery, error) {
+	return w.flows.ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: wf.GetName(), ActionId: action, Etag: wf.GetEtag()}, w.admin)
+}
+
+// checkLanded reads a delivery's CSV objects back and compares their ids
+// with those sent.
+func (w *workflows) checkLanded(t *testing.T, d *deliveryv1.Delivery, wantIDs []string) {
+	t.Helper()
+	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
+		t.Fatalf("delivery %s: %v", d.GetState(), d)
+	}
+	var ids []string
+	for _, obj := range d.GetObjects() {
+		b := w.checkObject(t, obj)
+		if obj.GetKind() == "data" {
+			got, _, _ := readBack(t, b, csvFormat())
+			ids = append(ids, got...)
+		}
+	}
+	if !slices.Equal(ids, wantIDs) {
+		t.Fatalf("landed %d ids, sent %d (first %v)", len(ids), len(wantIDs), ids[:min(3, len(ids))])
+	}
+}
+
+// A delivery to a misspelled bucket fails at upload; its workflow and a
+// notification say so with the steps a person follows; resolving before
+// the fix fails again with the same cause, and says so; once the
+// destination's bucket is corrected, Resolve reruns from the kept data and
+// it lands, equal to what was sent.
+func TestWorkflowMisspelledBucketResolved(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	w.mayUseAnyBucket(t)
+	dest := w.destination(t, "typo", &destinationv1.Destination{Format: csvFormat(), BucketOverride: w.bucket + "-typo", SuccessFile: true})
+	recs := customerBatches(t, 3000, 500)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	d := w.failedDelivery(t, dest.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+
+	wf := w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "upload", errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND, "fix-bucket-name")
+	fix := wf.GetActions()[0]
+	if fix.GetKind() != deliveryv1.ActionKind_ACTION_KIND_FIX_BUCKET_NAME || fix.GetTarget() != dest.GetName() || len(fix.GetInstructions()) != 4 ||
+		!strings.Contains(fix.GetInstructions()[0], "AWS management console") || !strings.Contains(fix.GetInstructions()[1], dest.GetName()) ||
+		!strings.Contains(fix.GetInstructions()[2], "bucket name") || !strings.Contains(fix.GetInstructions()[3], "Resolve") {
+		t.Errorf("fix-bucket-name action: %v", fix)
+	}
+
+	notes, err := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production, Filter: "acknowledged = false"}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(notes.GetNotifications()) != 1 {
+		t.Fatalf("notifications: %v", notes)
+	}
+	note := notes.GetNotifications()[0]
+	if note.GetWorkflow() != wf.GetName() || note.GetSeverity() != deliveryv1.Severity_SEVERITY_ERROR || note.GetReason() != "BUCKET_NOT_FOUND" ||
+		!strings.Contains(note.GetTitle(), "typo") || !strings.Contains(note.GetMessage(), wf.GetName()) || note.GetAcknowledged() {
+		t.Errorf("notification: %v", note)
+	}
+
+	// Resolved before the fix: the same cause, which says it is still there.
+	if _, err := w.resolve(ctx, wf, "retry-task"); apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND {
+		t.Fatalf("resolving before the fix: %v", err)
+	}
+	wf = w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "upload", errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND, "fix-bucket-name")
+	if len(wf.GetHistory()) != 1 || wf.GetCurrentRun().GetRun() != 2 || wf.GetCurrentRun().GetActionId() != "retry-task" || wf.GetCurrentRun().GetSubject() == "" {
+		t.Errorf("after one resolution: history %v, current run %v", wf.GetHistory(), wf.GetCurrentRun())
+	}
+	if msg := wf.GetSteps()[3].GetError().GetMessage(); !strings.Contains(msg, "still there") {
+		t.Errorf("the second failure does not say its cause is still there: %q", msg)
+	}
+
+	// The stale etag of the first read is refused.
+	if _, err := w.flows.ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: wf.GetName(), ActionId: "fix-bucket-name", Etag: "stale"}, w.admin); apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_ETAG_MISMATCH {
+		t.Fatalf("resolving with a stale etag: %v", err)
+	}
+	if _, err := w.flows.ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: wf.GetName(), ActionId: "no-such-action"}, w.admin); apierror.FromStatus(err).Fields()["action_id"] == "" {
+		t.Fatalf("resolving with an unknown action: %v", err)
+	}
+
+	// The user corrects the bucket through the API, then resolves.
+	if _, err := w.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: dest.GetName(), BucketOverride: w.bucket},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
+	}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.resolve(ctx, wf, "fix-bucket-name")
+	if err != nil {
+		t.Fatalf("resolving after the fix: %v", err)
+	}
+	w.checkLanded(t, got, column(recs, "customer_id"))
+	if got.GetName() != d.GetName() || got.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED {
+		t.Errorf("resolved delivery: %v", got)
+	}
+	wf = w.workflow(t, d.GetWorkflow())
+	if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_SUCCEEDED || len(wf.GetHistory()) != 2 || len(wf.GetActions()) != 0 {
+		t.Fatalf("after the fix: %v", wf)
+	}
+	for _, st := range wf.GetSteps() {
+		if st.GetState() != deliveryv1.StepState_STEP_STATE_SUCCEEDED {
+			t.Errorf("step %s after the fix: %v", st.GetStep(), st)
+		}
+	}
+	for i, run := range wf.GetHistory() {
+		if run.GetRun() != int32(i+1) || run.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED || failedOf(run) != "upload" {
+			t.Errorf("history run %d: %v", i+1, run)
+		}
+	}
+	// A succeeded workflow has nothing to resolve.
+	if _, err := w.resolve(ctx, wf, "retry-task"); apierror.FromStatus(err).Code != codes.FailedPrecondition {
+		t.Errorf("resolving a succeeded workflow: %v", err)
+	}
+
+	// Acknowledged, the notification leaves the unacknowledged list.
+	acked, err := w.flows.AcknowledgeNotification(ctx, &deliveryv1.AcknowledgeNotificationRequest{Name: note.GetName()}, w.admin)
+	if err != nil || !acked.GetAcknowledged() || acked.GetAcknowledgeTime() == nil {
+		t.Fatalf("acknowledge: %v %v", acked, err)
+	}
+	notes, err = w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production, Filter: "acknowledged = false"}, w.admin)
+	if err != nil || len(notes.GetNotifications()) != 1 || notes.GetNotifications()[0].GetName() == note.GetName() {
+		// The second failure raised a notification of its own.
+		t.Fatalf("unacknowledged after acknowledging the first: %v %v", notes, err)
+	}
+	listed, err := w.flows.ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: production, Filter: `state = SUCCEEDED AND destination = "` + dest.GetName() + `"`}, w.admin)
+	if err != nil || len(listed.GetWorkflows()) != 1 || listed.GetWorkflows()[0].GetName() != wf.GetName() {
+		t.Fatalf("listing succeeded workflows of the destination: %v %v", listed, err)
+	}
+}
+
+func failedOf(run *deliveryv1.WorkflowRun) string {
+	for _, st := range run.GetSteps() {
+		if st.GetState() == deliveryv1.StepState_STEP_STATE_FAILED {
+			return st.GetStep()
+		}
+	}
+	return ""
+}
+
+// A wrong secret key fails at get_access; the workflow points at the
+// credential; updating it and resolving lands the data. Two resolutions at
+// once run once.
+func TestWorkflowInvalidCredentialsResolved(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	cred, err := w.creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "wrong-secret",
+		Credential: &credentialv1.Credential{Bucket: w.bucket, Region: w.m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{
+			AccessKeyId: w.key, SecretAccessKey: "not-the-secret-" + w.secret}}}}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest, err := w.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: "creds",
+		Destination: &destinationv1.Destination{Credential: cred.GetName(), Prefix: "creds/", Format: csvFormat()}}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := customerBatches(t, 2000, 500)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	d := w.failedDelivery(t, dest.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS)
+	wf := w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "get_access", errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS, "fix-credential")
+	fix := wf.GetActions()[0]
+	if fix.GetTarget() != cred.GetName() || len(fix.GetInstructions()) != 3 || !strings.Contains(fix.GetInstructions()[0], "credentials") ||
+		!strings.Contains(fix.GetInstructions()[1], cred.GetName()) || !strings.Contains(fix.GetInstructions()[2], "Resolve") {
+		t.Errorf("fix-credential action: %v", fix)
+	}
+	if strings.Contains(fmt.Sprint(wf), w.secret) {
+		t.Fatal("the workflow carries the secret key")
+	}
+
+	if _, err := w.creds.UpdateCredential(ctx, &credentialv1.UpdateCredentialRequest{
+		Credential: &credentialv1.Credential{Name: cred.GetName(), Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: w.key, SecretAccessKey: w.secret}}},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"access_key.secret_access_key"}},
+	}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	// Two resolutions at once: one runs, the other is refused.
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		landed   []*deliveryv1.Delivery
+		refusals []error
+	)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := w.resolve(ctx, wf, "fix-credential")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				refusals = append(refusals, err)
+				return
+			}
+			landed = append(landed, got)
+		}()
+	}
+	wg.Wait()
+	if len(landed) != 1 || len(refusals) != 1 || apierror.FromStatus(refusals[0]).Code != codes.Aborted {
+		t.Fatalf("two resolutions at once: %d landed, refusals %v", len(landed), refusals)
+	}
+	w.checkLanded(t, landed[0], column(recs, "customer_id"))
+	if wf := w.workflow(t, d.GetWorkflow()); len(wf.GetHistory()) != 1 || wf.GetCurrentRun().GetRun() != 2 || wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_SUCCEEDED {
+		t.Fatalf("after two resolutions at once: %v", wf)
+	}
+	if objs, ups := w.left(t, "creds/"); len(objs) != len(landed[0].GetObjects()) || ups != 0 {
+		t.Errorf("the prefix holds %v and %d uploads", objs, ups)
+	}
+}
+
+// A MinIO user without s3:PutObject: the workflow names the permission and
+// the statement to add; granted, Resolve lands the data.
+func TestWorkflowAccessDeniedResolved(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	readOnly := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:ListBucket","s3:GetBucketLocation","s3:GetObject","s3:DeleteObject","s3:AbortMultipartUpload","s3:ListMultipartUploadParts"],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, w.bucket, w.bucket)
+	if err := testenv.SetMinIOUser(ctx, w.m, w.key, w.secret, readOnly); err != nil {
+		t.Fatal(err)
+	}
+	dest := w.destination(t, "denied", &destinationv1.Destination{Format: csvFormat()})
+	recs := customerBatches(t, 2000, 500)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	d := w.failedDelivery(t, dest.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED)
+	wf := w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "upload", errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED, "grant-permission")
+	grant := wf.GetActions()[0]
+	if grant.GetMissingPermission() != "s3:PutObject" || !strings.Contains(grant.GetPolicyJson(), `"s3:PutObject"`) ||
+		!strings.Contains(grant.GetPolicyJson(), "arn:aws:s3:::"+w.bucket+"/denied/*") || grant.GetTarget() != w.cred {
+		t.Fatalf("grant-permission action: %v", grant)
+	}
+	full := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, w.bucket, w.bucket)
+	if err := testenv.SetMinIOUser(ctx, w.m, w.key, w.secret, full); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.resolve(ctx, wf, "grant-permission")
+	if err != nil {
+		t.Fatalf("resolving after the grant: %v", err)
+	}
+	w.checkLanded(t, got, column(recs, "customer_id"))
+}
+
+// Who may see and resolve a workflow follows the delivery's destination:
+// a user restricted from PII does not see a workflow of a destination
+// that does not allow limited PII access, exactly as if it did not exist.
+func TestWorkflowVisibilityFollowsTheDestination(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	w.mayUseAnyBucket(t)
+	dest := w.destination(t, "pii", &destinationv1.Destination{Format: csvFormat(), BucketOverride: w.bucket + "-typo"})
+	recs := customerBatches(t, 500, 500)
+	d := w.failedDelivery(t, dest.GetName(), ipcBytes(t, recs[0].Schema(), recs...), errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+	restricted := w.r.token("acme", auth.PolicyRestrictPII)
+	other := w.r.token("globex", auth.PolicyAdministrator)
+	for name, as := range map[string]grpc.CallOption{"restricted": restricted, "other tenant": other} {
+		if _, err := w.flows.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: d.GetWorkflow()}, as); apierror.FromStatus(err).Code != codes.NotFound {
+			t.Errorf("%s: GetWorkflow %v, want NotFound", name, err)
+		}
+		if _, err := w.flows.ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: d.GetWorkflow(), ActionId: "retry-task"}, as); apierror.FromStatus(err).Code != codes.NotFound {
+			t.Errorf("%s: ResolveWorkflow %v, want NotFound", name, err)
+		}
+	}
+	list, err := w.flows.ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: production}, restricted)
+	if err != nil || len(list.GetWorkflows()) != 0 {
+		t.Errorf("restricted user lists %v %v", list, err)
+	}
+	notes, err := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, restricted)
+	if err != nil || len(notes.GetNotifications()) != 0 {
+		t.Errorf("restricted user lists notifications %v %v", notes, err)
+	}
+	all, err := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, w.admin)
+	if err != nil || len(all.GetNotifications()) != 1 {
+		t.Fatalf("admin lists notifications %v %v", all, err)
+	}
+	if _, err := w.flows.AcknowledgeNotification(ctx, &deliveryv1.AcknowledgeNotificationRequest{Name: all.GetNotifications()[0].GetName()}, restricted); apierror.FromStatus(err).Code != codes.NotFound {
+		t.Errorf("restricted user acknowledges: %v, want NotFound", err)
+	}
+	for _, filter := range []string{"state = BROKEN", "acknowledged = maybe", "owner = x", `state = "FAILED"`} {
+		_, err1 := w.flows.ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: production, Filter: filter}, w.admin)
+		_, err2 := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production, Filter: filter}, w.admin)
+		if apierror.FromStatus(err1).Fields()["filter"] == "" || apierror.FromStatus(err2).Fields()["filter"] == "" {
+			t.Errorf("filter %q: %v / %v", filter, err1, err2)
+		}
+	}
+}
+
+// S3 faults from a proxy in front of MinIO. Shorter than the retries
+// (SlowDown on two parts, InternalError on a completion): the delivery
+// succeeds with the right bytes, each retried request counted on the
+// upload step, nothing run twice. Outlasting them: a TRANSIENT workflow,
+// whose Resolve lands the data once the fault is lifted.
+func TestWorkflowTransientS3Faults(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	fault := testenv.NewS3Fault(t, m)
+	w := startWorkflowsOn(t, m, func(c *serveConfig) {
+		c.Credential.AWS.S3URL = fault.Endpoint
+		c.Delivery.PartSize = 5 << 20
+		c.Delivery.RequestAttempts, c.Delivery.RequestMaxBackoff = 3, 100*time.Millisecond
+		c.Delivery.TransientRetries = 1
+	})
+	ctx := context.Background()
+	recs := customerBatches(t, 40_000, 4000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	want := column(recs, "customer_id")
+	ours := func(r testenv.S3Request) bool { return r.Bucket == w.bucket }
+
+	short := w.destination(t, "short", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	fault.Fail(testenv.SlowDown, 2, func(r testenv.S3Request) bool { return ours(r) && r.UploadPart() })
+	fault.Fail(testenv.InternalError, 1, func(r testenv.S3Request) bool { return ours(r) && r.Complete() })
+	got, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: short.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+	if err != nil {
+		t.Fatalf("a fault shorter than the retries failed the delivery: %v", err)
+	}
+	injected := fault.Count(testenv.SlowDown) + fault.Count(testenv.InternalError)
+	if injected != 3 {
+		t.Fatalf("the proxy injected %d faults, want 3", injected)
+	}
+	w.checkLanded(t, got, want)
+	if got.GetObjects()[0].GetParts() < 2 {
+		t.Fatalf("the data object has %d parts: the test needs a multipart upload", got.GetObjects()[0].GetParts())
+	}
+	wf := w.workflow(t, got.GetWorkflow())
+	attempts := map[string]int32{}
+	for _, st := range wf.GetSteps() {
+		attempts[st.GetStep()] = st.GetAttempts()
+	}
+	if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_SUCCEEDED || attempts["upload"] != 1+int32(injected) ||
+		attempts["convert"] != 1 || attempts["get_access"] != 1 || attempts["finish"] != 1 {
+		t.Fatalf("after %d injected faults: attempts %v, workflow %s", injected, attempts, wf.GetState())
+	}
+
+	long := w.destination(t, "long", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	fault.Fail(testenv.SlowDown, -1, func(r testenv.S3Request) bool { return ours(r) && r.UploadPart() })
+	d := w.failedDelivery(t, long.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_TRANSIENT)
+	wf = w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "upload", errorsv1.ErrorReason_ERROR_REASON_TRANSIENT, "")
+	if up := wf.GetSteps()[3]; up.GetAttempts() <= 3 {
+		t.Errorf("upload attempts %d: the retries were not counted", up.GetAttempts())
+	}
+	if objs, ups := w.left(t, "long/"); len(objs) != 0 || ups != 0 {
+		t.Errorf("a failed delivery left %v and %d uploads", objs, ups)
+	}
+	fault.Clear()
+	got, err = w.resolve(ctx, wf, "retry-task")
+	if err != nil {
+		t.Fatalf("resolving once the fault is lifted: %v", err)
+	}
+	w.checkLanded(t, got, want)
+}

@@ -1,0 +1,321 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/aws/smithy-go"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/logging"
+	"github.com/sluicehq/sluice/pkg/resourcename"
+)
+
+// The steps of a delivery's workflow, in order. Convert and upload run
+// together, since output is uploaded while the stream still arrives:
+// convert ends when the whole stream was read, upload when every data
+// object has landed, and finish writes the manifest and the success file.
+const (
+	stepGetAccess        = "get_access"
+	stepCheckDestination = "check_destination"
+	stepConvert          = "convert"
+	stepUpload           = "upload"
+	stepFinish           = "finish"
+)
+
+var stepOrder = []string{stepGetAccess, stepCheckDestination, stepConvert, stepUpload, stepFinish}
+
+// stepError says which step of the workflow an error belongs to.
+type stepError struct {
+	step string
+	err  error
+}
+
+func (e *stepError) Error() string { return e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+// inStep marks err as a failure of step; nil stays nil.
+func inStep(step string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var already *stepError
+	if errors.As(err, &already) {
+		return err
+	}
+	return &stepError{step: step, err: err}
+}
+
+// stepOf answers the step a failure belongs to: the one it was marked
+// with, else upload for S3's answers, else convert (the stream, the data,
+// staging).
+func stepOf(err error) string {
+	var se *stepError
+	if errors.As(err, &se) {
+		return se.step
+	}
+	var op *smithy.OperationError
+	if errors.As(err, &op) {
+		return stepUpload
+	}
+	return stepConvert
+}
+
+// newWorkflow answers the workflow a new delivery starts with.
+func newWorkflow(d *deliveryv1.Delivery) *deliveryv1.Workflow {
+	w := &deliveryv1.Workflow{Name: d.GetName() + workflowLeaf, Delivery: d.GetName(), Destination: d.GetDestination(),
+		State: deliveryv1.WorkflowState_WORKFLOW_STATE_RUNNING, CurrentRun: &deliveryv1.WorkflowRun{Run: 1, StartTime: d.GetCreateTime()}}
+	w.Steps = pendingSteps()
+	return w
+}
+
+func pendingSteps() []*deliveryv1.WorkflowStep {
+	steps := make([]*deliveryv1.WorkflowStep, len(stepOrder))
+	for i, name := range stepOrder {
+		steps[i] = &deliveryv1.WorkflowStep{Step: name, State: deliveryv1.StepState_STEP_STATE_PENDING}
+	}
+	return steps
+}
+
+func stepIn(w *deliveryv1.Workflow, name string) *deliveryv1.WorkflowStep {
+	for _, st := range w.GetSteps() {
+		if st.GetStep() == name {
+			return st
+		}
+	}
+	st := &deliveryv1.WorkflowStep{Step: name, State: deliveryv1.StepState_STEP_STATE_PENDING}
+	w.Steps = append(w.Steps, st)
+	return st
+}
+
+// flow records a delivery's run in its workflow as its steps start, retry
+// and end. What it cannot store is logged: the delivery itself goes on.
+type flow struct {
+	s    *Service
+	name string
+}
+
+func (s *Service) flowOf(delivery string) *flow {
+	return &flow{s: s, name: delivery + workflowLeaf}
+}
+
+func (f *flow) update(ctx context.Context, what string, mutate func(w *deliveryv1.Workflow)) *deliveryv1.Workflow {
+	if f == nil {
+		return nil
+	}
+	w, err := f.s.store.Workflows.Update(context.WithoutCancel(ctx), f.name, "", func(w *deliveryv1.Workflow) error {
+		mutate(w)
+		return nil
+	})
+	if err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "store the workflow's "+what, slog.String("workflow", f.name), slog.String("error", err.Error()))
+		return nil
+	}
+	return w
+}
+
+// start marks a step running; each start is one attempt.
+func (f *flow) start(ctx context.Context, steps ...string) {
+	f.update(ctx, "step start", func(w *deliveryv1.Workflow) {
+		for _, name := range steps {
+			st := stepIn(w, name)
+			st.State, st.StartTime, st.EndTime, st.Error = deliveryv1.StepState_STEP_STATE_RUNNING, timestamppb.Now(), nil, nil
+			st.Attempts++
+		}
+	})
+}
+
+// succeed marks steps done.
+func (f *flow) succeed(ctx context.Context, steps ...string) {
+	f.update(ctx, "step end", func(w *deliveryv1.Workflow) {
+		for _, name := range steps {
+			st := stepIn(w, name)
+			st.State, st.EndTime, st.Error = deliveryv1.StepState_STEP_STATE_SUCCEEDED, timestamppb.Now(), nil
+		}
+	})
+}
+
+// retried counts n more attempts of a step (a part or a request tried
+// again, without running the step again).
+func (f *flow) retried(ctx context.Context, step string, n int32) {
+	f.update(ctx, "attempts", func(w *deliveryv1.Workflow) {
+		stepIn(w, step).Attempts += n
+	})
+}
+
+// succeeded ends the workflow's run: every step done.
+func (f *flow) succeeded(ctx context.Context) {
+	f.update(ctx, "success", func(w *deliveryv1.Workflow) {
+		now := timestamppb.Now()
+		for _, st := range w.GetSteps() {
+			if st.GetState() != deliveryv1.StepState_STEP_STATE_SUCCEEDED {
+				st.State, st.EndTime = deliveryv1.StepState_STEP_STATE_SUCCEEDED, now
+			}
+		}
+		w.State, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_SUCCEEDED, nil
+	})
+}
+
+// failed ends the workflow's run with step failed for good: later steps
+// (and those cut short beside it) are SKIPPED, and the actions say how to
+// resolve it. A cause that is still there after a resolution says so.
+func (f *flow) failed(ctx context.Context, step string, cause *deliveryv1.DeliveryError, actions []*deliveryv1.WorkflowAction) *deliveryv1.Workflow {
+	return f.update(ctx, "failure", func(w *deliveryv1.Workflow) {
+		now := timestamppb.Now()
+		if n := len(w.GetHistory()); n > 0 {
+			if prev := failedStep(w.GetHistory()[n-1].GetSteps()); prev != nil && prev.GetError().GetReason() == cause.GetReason() {
+				cause.Message = "The cause is still there after the resolution: " + cause.GetMessage()
+			}
+		}
+		for _, st := range w.GetSteps() {
+			switch {
+			case st.GetStep() == step:
+				st.State, st.EndTime, st.Error = deliveryv1.StepState_STEP_STATE_FAILED, now, cause
+				if st.StartTime == nil {
+					st.StartTime = now
+				}
+				if st.Attempts == 0 {
+					st.Attempts = 1
+				}
+			case st.GetState() == deliveryv1.StepState_STEP_STATE_RUNNING || st.GetState() == deliveryv1.StepState_STEP_STATE_PENDING:
+				st.State = deliveryv1.StepState_STEP_STATE_SKIPPED
+				if st.StartTime != nil {
+					st.EndTime = now
+				}
+			}
+		}
+		w.State, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED, actions
+	})
+}
+
+func failedStep(steps []*deliveryv1.WorkflowStep) *deliveryv1.WorkflowStep {
+	for _, st := range steps {
+		if st.GetState() == deliveryv1.StepState_STEP_STATE_FAILED {
+			return st
+		}
+	}
+	return nil
+}
+
+// failWorkflow records a failure of delivery d in its workflow, with the
+// actions that resolve it, and raises a notification.
+func (s *Service) failWorkflow(ctx context.Context, d *deliveryv1.Delivery, step string, cause *deliveryv1.DeliveryError, fix fixContext) {
+	ctx = context.WithoutCancel(ctx)
+	actions := s.actionsFor(ctx, d, apierror.ParseReason(cause.GetReason()), cause, fix)
+	w := s.flowOf(d.GetName()).failed(ctx, step, cause, actions)
+	if w == nil {
+		return
+	}
+	s.notify(ctx, d, w, cause)
+}
+
+// notify raises a notification for a failed workflow.
+func (s *Service) notify(ctx context.Context, d *deliveryv1.Delivery, w *deliveryv1.Workflow, cause *deliveryv1.DeliveryError) {
+	n, err := resourcename.Parse(d.GetName(), deliveries)
+	if err != nil {
+		return
+	}
+	dest := d.GetDestination()
+	if dn, err := resourcename.Parse(dest, "destinations"); err == nil {
+		dest = dn.ID
+	}
+	reason := apierror.ParseReason(cause.GetReason())
+	title := fmt.Sprintf("Delivery to %s failed: %s", dest, plainReason(reason))
+	msg := cause.GetMessage()
+	if len(w.GetActions()) > 0 {
+		msg += ". Open the workflow to see how to resolve it: " + w.GetName()
+	}
+	parent := n.Parent.String()
+	id := newID(time.Now())
+	_, err = s.store.Notifications.Create(ctx, parent, &deliveryv1.Notification{
+		Name: parent + "/" + notifications + "/" + id, Severity: deliveryv1.Severity_SEVERITY_ERROR,
+		Title: title, Message: msg, Workflow: w.GetName(), Delivery: d.GetName(), Destination: d.GetDestination(),
+		Reason: cause.GetReason(),
+	})
+	if err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "raise a notification", slog.String("workflow", w.GetName()), slog.String("error", err.Error()))
+	}
+}
+
+// plainReason says a reason in words for a title.
+func plainReason(r errorsv1.ErrorReason) string {
+	switch r {
+	case errorsv1.ErrorReason_ERROR_REASON_INVALID_BUCKET_NAME:
+		return "the bucket name is not valid"
+	case errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND:
+		return "the bucket does not exist"
+	case errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS:
+		return "the credentials are not valid"
+	case errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED:
+		return "a permission is missing"
+	case errorsv1.ErrorReason_ERROR_REASON_ROLE_NOT_ASSUMABLE:
+		return "Sluice cannot assume the role"
+	case errorsv1.ErrorReason_ERROR_REASON_KMS_KEY_NOT_USABLE:
+		return "the KMS key cannot be used"
+	case errorsv1.ErrorReason_ERROR_REASON_REGION_MISMATCH:
+		return "the bucket is in another region"
+	case errorsv1.ErrorReason_ERROR_REASON_TRANSIENT, errorsv1.ErrorReason_ERROR_REASON_UNAVAILABLE:
+		return "S3 or a service kept failing after retries"
+	case errorsv1.ErrorReason_ERROR_REASON_STREAM_ENDED_EARLY:
+		return "the data stopped arriving"
+	case errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM:
+		return "the data is not a valid Arrow stream"
+	case errorsv1.ErrorReason_ERROR_REASON_SCHEMA_NOT_SUPPORTED:
+		return "the file format cannot carry a column"
+	case errorsv1.ErrorReason_ERROR_REASON_DESTINATION_DELETED:
+		return "the destination was deleted"
+	case errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED:
+		return "the credential was deleted"
+	case errorsv1.ErrorReason_ERROR_REASON_PGP_KEY_NOT_USABLE:
+		return "the PGP key cannot encrypt"
+	}
+	return strings.ToLower(strings.ReplaceAll(apierror.ReasonName(r), "_", " "))
+}
+
+// startRun moves the workflow's current run into its history and starts
+// the next for an action, if the workflow is still FAILED and has etag
+// (when given): two resolutions at once run once.
+func (s *Service) startRun(ctx context.Context, name, etag string, action *deliveryv1.WorkflowAction, subject string) (*deliveryv1.Workflow, error) {
+	return s.store.Workflows.Update(ctx, name, etag, func(w *deliveryv1.Workflow) error {
+		if w.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED {
+			return fmt.Errorf("%w: the workflow is %s", apierror.ErrEtagMismatch, stateWord(w.GetState()))
+		}
+		past := proto.Clone(w.GetCurrentRun()).(*deliveryv1.WorkflowRun)
+		if past.GetRun() == 0 {
+			past.Run = 1
+		}
+		past.State, past.Steps, past.EndTime = w.GetState(), w.GetSteps(), w.GetUpdateTime()
+		if past.StartTime == nil {
+			past.StartTime = runStart(w)
+		}
+		w.History = append(w.History, past)
+		w.CurrentRun = &deliveryv1.WorkflowRun{Run: past.GetRun() + 1, ActionId: action.GetId(), ActionKind: action.GetKind(), Subject: subject, StartTime: timestamppb.Now()}
+		w.State, w.Steps, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_RESOLVING, pendingSteps(), nil
+		return nil
+	})
+}
+
+func runStart(w *deliveryv1.Workflow) *timestamppb.Timestamp {
+	var first *timestamppb.Timestamp
+	for _, st := range w.GetSteps() {
+		if t := st.GetStartTime(); t != nil && (first == nil || t.AsTime().Before(first.AsTime())) {
+			first = t
+		}
+	}
+	if first == nil {
+		return w.GetCreateTime()
+	}
+	return first
+}
+
+func stateWord(s deliveryv1.WorkflowState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "WORKFLOW_STATE_"))
+}
