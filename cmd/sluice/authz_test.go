@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/launch"
@@ -54,6 +55,15 @@ func authorizationTable() string {
 	}
 	use := func(a *destinationv1.Access) func(*auth.Caller) string {
 		return func(c *auth.Caller) string {
+			for _, m := range []string{
+				deliveryv1.DeliveryService_Deliver_FullMethodName, deliveryv1.DeliveryService_ListDeliveries_FullMethodName,
+				deliveryv1.WorkflowService_GetWorkflow_FullMethodName, deliveryv1.WorkflowService_ResolveWorkflow_FullMethodName,
+				deliveryv1.WorkflowService_ListNotifications_FullMethodName, deliveryv1.WorkflowService_AcknowledgeNotification_FullMethodName,
+			} {
+				if !delivery.Rules[m].Allows(c) {
+					return "no"
+				}
+			}
 			if !destination.Rules[destinationv1.DestinationService_GetDestination_FullMethodName].Allows(c) {
 				return "no"
 			}
@@ -89,7 +99,7 @@ func authorizationTable() string {
 			return "no"
 		}},
 		{"mint short-lived access (MintAccess)", method(credential.Rules, credentialv1.CredentialAccessService_MintAccess_FullMethodName)},
-		{"see, create, change, test, preview, deliver to a destination (default access)", use(nil)},
+		{"see, create, change, test, preview, deliver to a destination, and see its deliveries, workflows and notifications and resolve them (default access)", use(nil)},
 		{"... to an admin only destination", use(&destinationv1.Access{AdminOnly: true})},
 		{"... to a destination allowing limited PII access", use(&destinationv1.Access{AllowLimitedPii: true})},
 		{"... to an admin only destination allowing limited PII access", use(&destinationv1.Access{AdminOnly: true, AllowLimitedPii: true})},

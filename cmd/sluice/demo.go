@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -122,10 +123,14 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 		return err
 	}
 
+	fmt.Fprintln(w, "\n== 8. A delivery to a misspelled bucket fails: its notification, workflow and resolutions; fix the bucket, resolve")
+	if err := workflowTour(ctx, w, token, addrs["destination"], addrs["delivery"], bucket); err != nil {
+		return err
+	}
+
 	fmt.Fprintln(w, `
 == What later steps add to this demo
-  - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)
-  - failures: workflows, notifications and resolutions that rerun from staged data`)
+  - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)`)
 	if keep {
 		fmt.Fprintf(w, "\nRunning until Ctrl-C. MinIO: %s (user %s, password %s)\n", minio.Endpoint, minio.RootUser, minio.RootPassword)
 		<-ctx.Done()
@@ -322,4 +327,91 @@ func describe(err error) string {
 		s += fmt.Sprintf("\n                          - %s: %s", v.Field, v.Description)
 	}
 	return s
+}
+
+// workflowTour delivers to a destination whose bucket is misspelled, shows
+// the notification and the workflow with its resolutions, corrects the
+// bucket and resolves: the delivery runs again from the data Sluice kept.
+func workflowTour(ctx context.Context, w io.Writer, token, destAddr, delivAddr, bucket string) error {
+	dc, err := grpc.NewClient(destAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer dc.Close()
+	cc, err := grpc.NewClient(delivAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	dests, delivs, flows := destinationv1.NewDestinationServiceClient(dc), deliveryv1.NewDeliveryServiceClient(cc), deliveryv1.NewWorkflowServiceClient(cc)
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
+	const env = "tenants/acme/environments/sandbox"
+	typo := bucket + "-typo"
+	dest, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: env, DestinationId: "c360-typo",
+		Destination: &destinationv1.Destination{
+			DisplayName: "Customer 360, bucket misspelled", Credential: env + "/credentials/minio-exports", BucketOverride: typo,
+			Prefix: "c360-fixed/", SuccessFile: true,
+			Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}},
+		}}, as)
+	if err != nil {
+		return fmt.Errorf("create destination: %w", err)
+	}
+	rows := sampledata.NewCustomer360(nil, 20_000, 0, 2)
+	defer rows.Release()
+	_, err = deliverclient.Deliver(ctx, delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "c360"}, rows,
+		deliverclient.Options{CallOptions: []grpc.CallOption{as}})
+	if err == nil {
+		return errors.New("the delivery to a misspelled bucket succeeded")
+	}
+	e := apierror.FromStatus(err)
+	fmt.Fprintf(w, "  Deliver to s3://%s: %s %s\n", typo, e.Code, apierror.ReasonName(e.Reason))
+	notes, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: env, Filter: "acknowledged = false"}, as)
+	if err != nil || len(notes.GetNotifications()) == 0 {
+		return fmt.Errorf("list notifications: %v", err)
+	}
+	note := notes.GetNotifications()[0]
+	fmt.Fprintf(w, "  notification (%s): %s\n    %s\n", strings.TrimPrefix(note.GetSeverity().String(), "SEVERITY_"), note.GetTitle(), note.GetMessage())
+	wf, err := flows.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: note.GetWorkflow()}, as)
+	if err != nil {
+		return fmt.Errorf("get workflow: %w", err)
+	}
+	printWorkflow(w, wf)
+	fmt.Fprintln(w, "  Resolutions:")
+	for _, a := range wf.GetActions() {
+		fmt.Fprintf(w, "    [%s] %s\n", a.GetId(), a.GetTitle())
+		for i, step := range a.GetInstructions() {
+			fmt.Fprintf(w, "        %d. %s\n", i+1, step)
+		}
+	}
+	if _, err := dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: dest.GetName(), BucketOverride: bucket},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
+	}, as); err != nil {
+		return fmt.Errorf("correct the bucket: %w", err)
+	}
+	fmt.Fprintf(w, "  corrected the destination's bucket to %s; ResolveWorkflow %s\n", bucket, wf.GetActions()[0].GetId())
+	d, err := flows.ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: wf.GetName(), ActionId: wf.GetActions()[0].GetId(), Etag: wf.GetEtag()}, as)
+	if err != nil {
+		return fmt.Errorf("resolve: %s", describe(err))
+	}
+	fmt.Fprintf(w, "  %s %s from the kept data: %d rows\n", d.GetName(), strings.TrimPrefix(d.GetState().String(), "DELIVERY_STATE_"), d.GetProgress().GetRows())
+	for _, o := range d.GetObjects() {
+		fmt.Fprintf(w, "    s3://%s/%s  %s  %d rows  %d bytes\n", d.GetBucket(), o.GetKey(), o.GetKind(), o.GetRows(), o.GetBytes())
+	}
+	if wf, err = flows.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: wf.GetName()}, as); err != nil {
+		return err
+	}
+	printWorkflow(w, wf)
+	return nil
+}
+
+func printWorkflow(w io.Writer, wf *deliveryv1.Workflow) {
+	fmt.Fprintf(w, "  workflow %s, run %d\n", strings.TrimPrefix(wf.GetState().String(), "WORKFLOW_STATE_"), wf.GetCurrentRun().GetRun())
+	for _, st := range wf.GetSteps() {
+		line := fmt.Sprintf("    %-18s %-9s attempts %d", st.GetStep(), strings.TrimPrefix(st.GetState().String(), "STEP_STATE_"), st.GetAttempts())
+		if st.GetError() != nil {
+			line += "  " + st.GetError().GetReason() + ": " + st.GetError().GetMessage()
+		}
+		fmt.Fprintln(w, line)
+	}
 }

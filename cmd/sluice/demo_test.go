@@ -40,6 +40,14 @@ func TestDemo(t *testing.T) {
 		"250000 rows",
 		"c360/C360_",
 		"ListDeliveries (state = SUCCEEDED): 1 delivery",
+		"Deliver to s3://",
+		"FailedPrecondition BUCKET_NOT_FOUND",
+		"notification (ERROR): Delivery to c360-typo failed",
+		"upload             FAILED",
+		"[fix-bucket-name] Correct the bucket name",
+		"1. Open the AWS management console",
+		"SUCCEEDED from the kept data: 20000 rows",
+		"workflow SUCCEEDED, run 2",
 		"services stopped gracefully",
 	} {
 		if !strings.Contains(got, want) {

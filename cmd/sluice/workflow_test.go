@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
@@ -480,4 +485,70 @@ func TestWorkflowTransientS3Faults(t *testing.T) {
 		t.Fatalf("resolving once the fault is lifted: %v", err)
 	}
 	w.checkLanded(t, got, want)
+}
+
+// With sluice serve, grpcurl (reflection only) lists the notification and
+// the workflow of a failed delivery, shows its resolutions, and
+// ResolveWorkflow answers with the rerun's result.
+func TestGrpcurlResolvesAWorkflow(t *testing.T) {
+	grpcurl := filepath.Join(localserver.ToolsDir(), "grpcurl")
+	if _, err := os.Stat(grpcurl); err != nil {
+		t.Fatalf("grpcurl is not built in %s: run `make tools`", localserver.ToolsDir())
+	}
+	w := startWorkflows(t, nil)
+	w.mayUseAnyBucket(t)
+	ctx := context.Background()
+	dest := w.destination(t, "grpcurl", &destinationv1.Destination{Format: csvFormat(), BucketOverride: w.bucket + "-typo"})
+	recs := customerBatches(t, 1000, 500)
+	d := w.failedDelivery(t, dest.GetName(), ipcBytes(t, recs[0].Schema(), recs...), errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+	tok, err := w.r.users.Mint("eng@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, body string, into any) {
+		t.Helper()
+		out, err := exec.Command(grpcurl, "-plaintext", "-H", "authorization: Bearer "+tok, "-d", body,
+			w.r.addrs["delivery"], "sluice.delivery.v1.WorkflowService/"+method).CombinedOutput()
+		if err != nil {
+			t.Fatalf("grpcurl %s: %v\n%s", method, err, out)
+		}
+		if err := json.Unmarshal(out, into); err != nil {
+			t.Fatalf("grpcurl %s printed %s: %v", method, out, err)
+		}
+	}
+	var notes struct {
+		Notifications []struct{ Workflow, Title, Reason string } `json:"notifications"`
+	}
+	call("ListNotifications", `{"parent":"`+production+`","filter":"acknowledged = false"}`, &notes)
+	if len(notes.Notifications) != 1 || notes.Notifications[0].Workflow != d.GetWorkflow() || notes.Notifications[0].Reason != "BUCKET_NOT_FOUND" {
+		t.Fatalf("grpcurl listed notifications %+v", notes)
+	}
+	var wf struct {
+		State   string
+		Etag    string
+		Actions []struct {
+			ID           string `json:"id"`
+			Kind         string
+			Instructions []string
+		}
+	}
+	call("GetWorkflow", `{"name":"`+d.GetWorkflow()+`"}`, &wf)
+	if wf.State != "WORKFLOW_STATE_FAILED" || len(wf.Actions) != 3 || wf.Actions[0].Kind != "ACTION_KIND_FIX_BUCKET_NAME" || len(wf.Actions[0].Instructions) != 4 {
+		t.Fatalf("grpcurl showed the workflow %+v", wf)
+	}
+	if _, err := w.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: dest.GetName(), BucketOverride: w.bucket},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
+	}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	var resolved struct {
+		Name    string
+		State   string
+		Objects []struct{ Key string }
+	}
+	call("ResolveWorkflow", `{"name":"`+d.GetWorkflow()+`","action_id":"`+wf.Actions[0].ID+`","etag":"`+wf.Etag+`"}`, &resolved)
+	if resolved.Name != d.GetName() || resolved.State != "DELIVERY_STATE_SUCCEEDED" || len(resolved.Objects) != 1 {
+		t.Fatalf("grpcurl resolved %+v", resolved)
+	}
 }
