@@ -631,3 +631,22 @@ func TestWorkflowRoleNotAssumableResolved(t *testing.T) {
 		t.Fatalf("the customer's bucket holds %d ids, %d sent", len(ids), len(recs))
 	}
 }
+
+// A destination whose credential an administrator deleted (force) fails at
+// get_access with CREDENTIAL_DELETED, pointing at the credential to make
+// again.
+func TestWorkflowCredentialDeleted(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	dest := w.destination(t, "orphan", &destinationv1.Destination{Format: csvFormat()})
+	if _, err := w.creds.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: w.cred, Force: true}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	recs := customerBatches(t, 500, 500)
+	d := w.failedDelivery(t, dest.GetName(), ipcBytes(t, recs[0].Schema(), recs...), errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED)
+	wf := w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "get_access", errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED, "fix-credential")
+	if msg := wf.GetSteps()[0].GetError().GetMessage(); !strings.Contains(msg, w.cred) || !strings.Contains(msg, "no longer exists") {
+		t.Errorf("the cause in words: %q", msg)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -408,6 +409,10 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	bucket = dest.GetBucketOverride()
 	f.start(ctx, stepGetAccess)
 	access, err := s.mint(ctx, dest.GetCredential(), f)
+	if status.Code(err) == codes.NotFound {
+		err = apierror.Wrap(err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED,
+			fmt.Sprintf("the destination's credential %s no longer exists: create it again, or give the destination another credential", dest.GetCredential()))
+	}
 	if err != nil {
 		return nil, bucket, false, inStep(stepGetAccess, err)
 	}
