@@ -1406,4 +1406,27 @@ func TestStagedInputExpires(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
 		t.Errorf("expired input still staged: %v", files)
 	}
+	// Nothing is left to run again: the workflows offer no action, say why,
+	// and Resolve answers that the data expired.
+	flows := deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"])
+	for _, d := range []*deliveryv1.Delivery{failed, ended} {
+		wf, err := flows.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: d.GetWorkflow()}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var failing *deliveryv1.WorkflowStep
+		for _, st := range wf.GetSteps() {
+			if st.GetState() == deliveryv1.StepState_STEP_STATE_FAILED {
+				failing = st
+			}
+		}
+		if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED || len(wf.GetActions()) != 0 || failing.GetError().GetReason() != d.GetError().GetReason() ||
+			failing.GetError().GetMessage() != d.GetError().GetMessage() {
+			t.Errorf("workflow of %s after its input expired: %v", d.GetError().GetReason(), wf)
+		}
+	}
+	_, err = deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"]).ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: failed.GetWorkflow(), ActionId: "retry-task"}, e.admin)
+	if apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_STAGED_INPUT_EXPIRED {
+		t.Errorf("resolving after the input expired: %v", err)
+	}
 }
