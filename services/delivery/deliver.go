@@ -87,6 +87,9 @@ type source interface {
 	// drop discards bytes received but not yet read: a retry reads them
 	// back from staging.
 	drop()
+	// whole reports whether the caller's stream reached its end, so that
+	// all of it is staged, whatever an attempt read of it.
+	whole() bool
 }
 
 // streamBroke is a caller's stream that failed before its end: the caller
@@ -125,14 +128,19 @@ type recvReader struct {
 	buf    []byte
 	prog   *progress
 	w      staging.Writer
+	ended  bool
 }
 
 func (r *recvReader) count(prog *progress)   { r.prog = prog }
+func (r *recvReader) whole() bool            { return r.ended }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
 func (r *recvReader) drop()                  { r.buf = nil }
 
 func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
+		if r.ended {
+			return 0, io.EOF
+		}
 		msg, err := r.stream.Recv()
 		if errors.Is(err, io.EOF) {
 			// The caller closed its side: what it sent is made durable
@@ -143,6 +151,7 @@ func (r *recvReader) Read(p []byte) (int, error) {
 				}
 				r.prog.staged.Store(r.w.Staged())
 			}
+			r.ended = true
 			return 0, io.EOF
 		}
 		if err != nil {
@@ -320,8 +329,17 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	// A failure that is not the data's (access, the bucket, S3 giving
 	// up) keeps the whole input, so that a resolution can run it again
 	// without the caller: the rest of the stream is read into staging.
+	if err != nil && !complete && src.whole() {
+		complete = true // an earlier attempt read it all
+	}
 	if err != nil && !complete && w != nil && !isRerun(src) && keepsInput(err) && ctx.Err() == nil {
-		if _, derr := io.Copy(io.Discard, src); derr != nil {
+		// Only the live stream: the staged prefix of a retried attempt is
+		// kept already (and its reader closed).
+		var live io.Reader = src
+		if res, ok := src.(*resumed); ok {
+			live = res.live
+		}
+		if _, derr := io.Copy(io.Discard, live); derr != nil {
 			log.InfoContext(ctx, "the stream broke while its rest was kept after a failure", slog.String("error", derr.Error()))
 		} else {
 			complete = true

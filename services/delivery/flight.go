@@ -100,6 +100,7 @@ type flightReader struct {
 func (r *flightReader) count(prog *progress)   { r.prog = prog }
 func (r *flightReader) stage(w staging.Writer) { r.w = w }
 func (r *flightReader) drop()                  { r.buf, r.body = nil, nil }
+func (r *flightReader) whole() bool            { return r.ended }
 
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 

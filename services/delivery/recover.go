@@ -178,6 +178,7 @@ type stagedSource struct {
 func (r *stagedSource) count(prog *progress) { r.prog = prog }
 func (r *stagedSource) stage(staging.Writer) {}
 func (r *stagedSource) drop()                {}
+func (r *stagedSource) whole() bool          { return true }
 func (r *stagedSource) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.prog.bytesIn.Add(int64(n))

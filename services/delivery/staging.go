@@ -271,6 +271,7 @@ func (r *resumed) count(prog *progress) {
 
 func (r *resumed) stage(w staging.Writer) { r.live.stage(w) }
 func (r *resumed) drop()                  { r.live.drop() }
+func (r *resumed) whole() bool            { return r.live.whole() }
 
 func (r *resumed) Read(p []byte) (int, error) {
 	if !r.done {
