@@ -650,3 +650,50 @@ func TestWorkflowCredentialDeleted(t *testing.T) {
 		t.Errorf("the cause in words: %q", msg)
 	}
 }
+
+// A destination's PGP key whose encryption subkey expired after it was
+// set: the delivery fails at check_destination with PGP_KEY_NOT_USABLE and
+// the fix-pgp-key action; a new key pasted, Resolve lands files the
+// recipient decrypts.
+func TestWorkflowExpiredPGPKeyResolved(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	g := testenv.NewGnuPG(t)
+	g.Run(nil, "--quick-gen-key", "expiring@acme.test", "ed25519", "sign", "never")
+	var fpr string
+	for _, line := range strings.Split(string(g.Run(nil, "--with-colons", "--list-keys", "expiring@acme.test")), "\n") {
+		if strings.HasPrefix(line, "fpr:") {
+			fpr = strings.Split(line, ":")[9] // the primary key's, listed first
+			break
+		}
+	}
+	g.Run(nil, "--quick-add-key", fpr, "cv25519", "encr", "seconds=2")
+	expiring := string(g.Run(nil, "--armor", "--export", "expiring@acme.test"))
+	dest := w.destination(t, "pgp", &destinationv1.Destination{Format: csvFormat(), PgpPublicKey: expiring})
+	time.Sleep(3 * time.Second) // the subkey expires
+	recs := customerBatches(t, 500, 500)
+	d := w.failedDelivery(t, dest.GetName(), ipcBytes(t, recs[0].Schema(), recs...), errorsv1.ErrorReason_ERROR_REASON_PGP_KEY_NOT_USABLE)
+	wf := w.workflow(t, d.GetWorkflow())
+	checkFailed(t, wf, "check_destination", errorsv1.ErrorReason_ERROR_REASON_PGP_KEY_NOT_USABLE, "fix-pgp-key")
+	if a := wf.GetActions()[0]; a.GetTarget() != dest.GetName() || a.GetKind() != deliveryv1.ActionKind_ACTION_KIND_FIX_PGP_KEY {
+		t.Errorf("fix-pgp-key action: %v", a)
+	}
+	fresh := g.Key("fresh@acme.test", "default", "default")
+	if _, err := w.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: dest.GetName(), PgpPublicKey: fresh},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"pgp_public_key"}},
+	}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.resolve(ctx, wf, "fix-pgp-key")
+	if err != nil {
+		t.Fatalf("resolving with a fresh key: %v", err)
+	}
+	if got.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || len(got.GetObjects()) != 1 {
+		t.Fatalf("resolved: %v", got)
+	}
+	ids, _, _ := readBack(t, g.Decrypt(w.get(t, got.GetObjects()[0].GetKey())), csvFormat())
+	if !slices.Equal(ids, column(recs, "customer_id")) {
+		t.Fatalf("decrypted %d ids, sent %d", len(ids), len(column(recs, "customer_id")))
+	}
+}

@@ -5,6 +5,7 @@
 package outputspec
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -95,11 +96,15 @@ func Config(d *destinationv1.Destination, values filename.Values) (fileset.Confi
 	c.Template = t
 	if k := d.GetPgpPublicKey(); k != "" {
 		if c.PGP, err = pgpstream.ParseRecipient(k); err != nil {
-			return c, fmt.Errorf("PGP public key: %w", err)
+			return c, fmt.Errorf("PGP public key: %w: %w", ErrPGPKey, err)
 		}
 	}
 	return c, nil
 }
+
+// ErrPGPKey is a destination's PGP public key that cannot encrypt (its
+// encryption subkey expired or was revoked since it was set).
+var ErrPGPKey = errors.New("the key cannot encrypt")
 
 // Object answers how an object of d is written: its bucket and key, and
 // the settings S3 applies to it (encryption, storage class, ACL, tags, and

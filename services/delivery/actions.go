@@ -19,6 +19,7 @@ const (
 	actionGrantPermission = "grant-permission"
 	actionFixTrustPolicy  = "fix-trust-policy"
 	actionFixKMSKey       = "fix-kms-key"
+	actionFixPGPKey       = "fix-pgp-key"
 	actionRetryTask       = "retry-task"
 	actionRestart         = "restart-workflow"
 )
@@ -102,6 +103,17 @@ func (s *Service) actionsFor(ctx context.Context, d *deliveryv1.Delivery, reason
 			},
 		}
 		actions = append(actions, a)
+	case errorsv1.ErrorReason_ERROR_REASON_PGP_KEY_NOT_USABLE:
+		actions = append(actions, &deliveryv1.WorkflowAction{
+			Id: actionFixPGPKey, Kind: deliveryv1.ActionKind_ACTION_KIND_FIX_PGP_KEY, Title: "Replace the PGP public key",
+			Target: fix.destination,
+			Instructions: []string{
+				"Ask the recipient for their current public key: its encryption subkey has expired or was revoked (extend it with `gpg --quick-set-expire <fingerprint> 1y '*'`, or add a new one with `gpg --quick-add-key <fingerprint> cv25519 encr`, then export it with `gpg --armor --export`).",
+				"Open the destination of this workflow: " + fix.destination + ".",
+				"Paste the new key as its PGP public key.",
+				"Resolve to retry.",
+			},
+		})
 	case errorsv1.ErrorReason_ERROR_REASON_KMS_KEY_NOT_USABLE:
 		a := &deliveryv1.WorkflowAction{
 			Id: actionFixKMSKey, Kind: deliveryv1.ActionKind_ACTION_KIND_FIX_KMS_KEY, Title: "Make the KMS key usable",

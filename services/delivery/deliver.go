@@ -440,6 +440,10 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	}
 	f.start(ctx, stepCheckDestination)
 	cfg, err := outputspec.Config(dest, filename.Values{Now: d.GetCreateTime().AsTime(), OutputName: d.GetOutputName()})
+	if errors.Is(err, outputspec.ErrPGPKey) {
+		return nil, bucket, false, inStep(stepCheckDestination, apierror.Wrap(err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_PGP_KEY_NOT_USABLE,
+			fmt.Sprintf("the destination's %v: give it a public key with a valid encryption subkey", err)))
+	}
 	if err != nil {
 		return nil, bucket, false, inStep(stepCheckDestination, fmt.Errorf("the destination's settings: %w", err))
 	}

@@ -168,6 +168,8 @@ const (
 	ActionKind_ACTION_KIND_FIX_TRUST_POLICY ActionKind = 6
 	// Make the KMS key usable by the role, then retry.
 	ActionKind_ACTION_KIND_FIX_KMS_KEY ActionKind = 7
+	// Give the destination a PGP public key that can encrypt, then retry.
+	ActionKind_ACTION_KIND_FIX_PGP_KEY ActionKind = 8
 )
 
 // Enum value maps for ActionKind.
@@ -181,6 +183,7 @@ var (
 		5: "ACTION_KIND_GRANT_PERMISSION",
 		6: "ACTION_KIND_FIX_TRUST_POLICY",
 		7: "ACTION_KIND_FIX_KMS_KEY",
+		8: "ACTION_KIND_FIX_PGP_KEY",
 	}
 	ActionKind_value = map[string]int32{
 		"ACTION_KIND_UNSPECIFIED":      0,
@@ -191,6 +194,7 @@ var (
 		"ACTION_KIND_GRANT_PERMISSION": 5,
 		"ACTION_KIND_FIX_TRUST_POLICY": 6,
 		"ACTION_KIND_FIX_KMS_KEY":      7,
+		"ACTION_KIND_FIX_PGP_KEY":      8,
 	}
 )
 
@@ -1402,7 +1406,7 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n" +
 	"\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n" +
 	"\x11STEP_STATE_FAILED\x10\x04\x12\x16\n" +
-	"\x12STEP_STATE_SKIPPED\x10\x05*\x89\x02\n" +
+	"\x12STEP_STATE_SKIPPED\x10\x05*\xa6\x02\n" +
 	"\n" +
 	"ActionKind\x12\x1b\n" +
 	"\x17ACTION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
@@ -1412,7 +1416,8 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\x1aACTION_KIND_FIX_CREDENTIAL\x10\x04\x12 \n" +
 	"\x1cACTION_KIND_GRANT_PERMISSION\x10\x05\x12 \n" +
 	"\x1cACTION_KIND_FIX_TRUST_POLICY\x10\x06\x12\x1b\n" +
-	"\x17ACTION_KIND_FIX_KMS_KEY\x10\a*a\n" +
+	"\x17ACTION_KIND_FIX_KMS_KEY\x10\a\x12\x1b\n" +
+	"\x17ACTION_KIND_FIX_PGP_KEY\x10\b*a\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSEVERITY_INFO\x10\x01\x12\x14\n" +
