@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
@@ -46,26 +47,37 @@ func (s *Service) mayView(ctx context.Context, destination string, seen map[stri
 	return seen[destination], nil
 }
 
+// getVisible answers one resource of table when the caller may use its
+// destination, and NotFound otherwise, exactly as for one that does not
+// exist.
+func getVisible[T interface {
+	proto.Message
+	GetDestination() string
+}](ctx context.Context, s *Service, table *resourcestore.Table[T], name string) (T, error) {
+	var zero T
+	item, err := table.Get(ctx, name)
+	if errors.Is(err, apierror.ErrNotFound) {
+		return zero, apierror.NotFound(name)
+	}
+	if err != nil {
+		return zero, err
+	}
+	ok, err := s.mayView(ctx, item.GetDestination(), map[string]bool{})
+	if err != nil {
+		return zero, err
+	}
+	if !ok {
+		return zero, apierror.NotFound(name)
+	}
+	return item, nil
+}
+
 // GetDelivery answers one delivery, with its live progress while it runs.
 func (s *Service) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRequest) (*deliveryv1.Delivery, error) {
 	if err := named(ctx, "name", req.GetName(), deliveries); err != nil {
 		return nil, err
 	}
-	d, err := s.store.Deliveries.Get(ctx, req.GetName())
-	if errors.Is(err, apierror.ErrNotFound) {
-		return nil, apierror.NotFound(req.GetName())
-	}
-	if err != nil {
-		return nil, err
-	}
-	ok, err := s.mayView(ctx, d.GetDestination(), map[string]bool{})
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, apierror.NotFound(req.GetName())
-	}
-	return d, nil
+	return getVisible(ctx, s, s.store.Deliveries, req.GetName())
 }
 
 var filterTerm = regexp.MustCompile(`^\s*([a-z_]+)\s*=\s*("([^"]*)"|[A-Za-z_]+)\s*$`)
@@ -149,37 +161,59 @@ func parseFilter(filter string, fields ...filterField) ([]resourcestore.Where, e
 	return where, nil
 }
 
-// ListDeliveries answers a page of the deliveries the caller may see,
-// newest first.
-func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
-	where, err := parseFilter(req.GetFilter(), destinationField, deliveryStateField)
+// listRequest is what every list request of the delivery service carries.
+type listRequest interface {
+	GetParent() string
+	GetPageSize() int32
+	GetPageToken() string
+	GetFilter() string
+}
+
+// listVisible answers a page of table's resources under the request's
+// parent, newest first, filtered on fields, keeping those whose
+// destination the caller may use, and the next page's token.
+func listVisible[T interface {
+	proto.Message
+	GetDestination() string
+}](ctx context.Context, s *Service, table *resourcestore.Table[T], req listRequest, fields ...filterField) ([]T, string, error) {
+	where, err := parseFilter(req.GetFilter(), fields...)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	p, size, before, err := validate.Listing(req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if err := auth.Visible(ctx, p.Tenant, req.GetParent()); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	items, next, err := s.store.Deliveries.ListDescending(ctx, req.GetParent(), before, size, where...)
+	items, next, err := table.ListDescending(ctx, req.GetParent(), before, size, where...)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	resp := &deliveryv1.ListDeliveriesResponse{}
+	var out []T
 	seen := map[string]bool{}
-	for _, d := range items {
-		ok, err := s.mayView(ctx, d.GetDestination(), seen)
+	for _, item := range items {
+		ok, err := s.mayView(ctx, item.GetDestination(), seen)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if ok {
-			resp.Deliveries = append(resp.Deliveries, d)
+			out = append(out, item)
 		}
 	}
 	if next != "" {
-		resp.NextPageToken = pagination.Encode(next, pagination.Digest(req.GetParent(), req.GetFilter()))
+		next = pagination.Encode(next, pagination.Digest(req.GetParent(), req.GetFilter()))
 	}
-	return resp, nil
+	return out, next, nil
+}
+
+// ListDeliveries answers a page of the deliveries the caller may see,
+// newest first.
+func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
+	items, next, err := listVisible(ctx, s, s.store.Deliveries, req, destinationField, deliveryStateField)
+	if err != nil {
+		return nil, err
+	}
+	return &deliveryv1.ListDeliveriesResponse{Deliveries: items, NextPageToken: next}, nil
 }

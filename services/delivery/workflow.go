@@ -108,9 +108,6 @@ func (s *Service) flowOf(delivery string) *flow {
 }
 
 func (f *flow) update(ctx context.Context, what string, mutate func(w *deliveryv1.Workflow)) *deliveryv1.Workflow {
-	if f == nil {
-		return nil
-	}
 	w, err := f.s.store.Workflows.Update(context.WithoutCancel(ctx), f.name, "", func(w *deliveryv1.Workflow) error {
 		mutate(w)
 		return nil

@@ -14,7 +14,6 @@ import (
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
-	"github.com/sluicehq/sluice/pkg/pagination"
 	"github.com/sluicehq/sluice/pkg/validate"
 )
 
@@ -25,19 +24,9 @@ func (s *Service) visibleWorkflow(ctx context.Context, name string) (*deliveryv1
 	if err := workflowNamed(ctx, name); err != nil {
 		return nil, nil, err
 	}
-	w, err := s.store.Workflows.Get(ctx, name)
-	if errors.Is(err, apierror.ErrNotFound) {
-		return nil, nil, apierror.NotFound(name)
-	}
+	w, err := getVisible(ctx, s, s.store.Workflows, name)
 	if err != nil {
 		return nil, nil, err
-	}
-	ok, err := s.mayView(ctx, w.GetDestination(), map[string]bool{})
-	if err != nil {
-		return nil, nil, err
-	}
-	if !ok {
-		return nil, nil, apierror.NotFound(name)
 	}
 	d, err := s.store.Deliveries.Get(ctx, w.GetDelivery())
 	if err != nil {
@@ -48,78 +37,30 @@ func (s *Service) visibleWorkflow(ctx context.Context, name string) (*deliveryv1
 
 // GetWorkflow answers one workflow.
 func (s *Service) GetWorkflow(ctx context.Context, req *deliveryv1.GetWorkflowRequest) (*deliveryv1.Workflow, error) {
-	w, _, err := s.visibleWorkflow(ctx, req.GetName())
-	return w, err
+	if err := workflowNamed(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	return getVisible(ctx, s, s.store.Workflows, req.GetName())
 }
 
 // ListWorkflows answers a page of the workflows the caller may see, newest
 // first.
 func (s *Service) ListWorkflows(ctx context.Context, req *deliveryv1.ListWorkflowsRequest) (*deliveryv1.ListWorkflowsResponse, error) {
-	where, err := parseFilter(req.GetFilter(), workflowStateField, destinationField)
+	items, next, err := listVisible(ctx, s, s.store.Workflows, req, workflowStateField, destinationField)
 	if err != nil {
 		return nil, err
 	}
-	p, size, before, err := validate.Listing(req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
-	if err != nil {
-		return nil, err
-	}
-	if err := auth.Visible(ctx, p.Tenant, req.GetParent()); err != nil {
-		return nil, err
-	}
-	items, next, err := s.store.Workflows.ListDescending(ctx, req.GetParent(), before, size, where...)
-	if err != nil {
-		return nil, err
-	}
-	resp := &deliveryv1.ListWorkflowsResponse{}
-	seen := map[string]bool{}
-	for _, w := range items {
-		ok, err := s.mayView(ctx, w.GetDestination(), seen)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			resp.Workflows = append(resp.Workflows, w)
-		}
-	}
-	if next != "" {
-		resp.NextPageToken = pagination.Encode(next, pagination.Digest(req.GetParent(), req.GetFilter()))
-	}
-	return resp, nil
+	return &deliveryv1.ListWorkflowsResponse{Workflows: items, NextPageToken: next}, nil
 }
 
 // ListNotifications answers a page of the notifications the caller may
 // see, newest first.
 func (s *Service) ListNotifications(ctx context.Context, req *deliveryv1.ListNotificationsRequest) (*deliveryv1.ListNotificationsResponse, error) {
-	where, err := parseFilter(req.GetFilter(), acknowledgedField, destinationField)
+	items, next, err := listVisible(ctx, s, s.store.Notifications, req, acknowledgedField, destinationField)
 	if err != nil {
 		return nil, err
 	}
-	p, size, before, err := validate.Listing(req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
-	if err != nil {
-		return nil, err
-	}
-	if err := auth.Visible(ctx, p.Tenant, req.GetParent()); err != nil {
-		return nil, err
-	}
-	items, next, err := s.store.Notifications.ListDescending(ctx, req.GetParent(), before, size, where...)
-	if err != nil {
-		return nil, err
-	}
-	resp := &deliveryv1.ListNotificationsResponse{}
-	seen := map[string]bool{}
-	for _, n := range items {
-		ok, err := s.mayView(ctx, n.GetDestination(), seen)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			resp.Notifications = append(resp.Notifications, n)
-		}
-	}
-	if next != "" {
-		resp.NextPageToken = pagination.Encode(next, pagination.Digest(req.GetParent(), req.GetFilter()))
-	}
-	return resp, nil
+	return &deliveryv1.ListNotificationsResponse{Notifications: items, NextPageToken: next}, nil
 }
 
 // AcknowledgeNotification marks a notification seen; acknowledging it
@@ -128,19 +69,9 @@ func (s *Service) AcknowledgeNotification(ctx context.Context, req *deliveryv1.A
 	if err := named(ctx, "name", req.GetName(), notifications); err != nil {
 		return nil, err
 	}
-	n, err := s.store.Notifications.Get(ctx, req.GetName())
-	if errors.Is(err, apierror.ErrNotFound) {
-		return nil, apierror.NotFound(req.GetName())
-	}
+	n, err := getVisible(ctx, s, s.store.Notifications, req.GetName())
 	if err != nil {
 		return nil, err
-	}
-	ok, err := s.mayView(ctx, n.GetDestination(), map[string]bool{})
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, apierror.NotFound(req.GetName())
 	}
 	if n.GetAcknowledged() {
 		return n, nil
