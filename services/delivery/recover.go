@@ -221,7 +221,7 @@ func (s *Service) bucketAccess(ctx context.Context, destination string) (*destin
 	}
 	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
 		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
-	}), access.GetRegion())
+	}), access.GetRegion(), s.retrying(func() {}))
 	bucket := dest.GetBucketOverride()
 	if bucket == "" {
 		bucket = access.GetBucket()

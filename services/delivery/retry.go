@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -24,6 +25,11 @@ func (s *Service) retrying(onRetry func()) func(*s3.Options) {
 		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
 			so.MaxAttempts = s.cfg.RequestAttempts
 			so.MaxBackoff = s.cfg.RequestMaxBackoff
+			// The SDK's own base is 50ms, which spends all the attempts
+			// within a second: too short to outlast an S3 node restarting
+			// or a throttling burst. From one second, as the delivery's
+			// own reruns pause.
+			so.BaseDelay = time.Second
 			// The client-wide retry quota would stop retrying the parts of
 			// one large delivery after a burst of faults: attempts per
 			// request bound it instead.
