@@ -142,11 +142,33 @@ func (db *DB) Rebind(query string) string {
 	return b.String()
 }
 
-// InTx runs fn in a transaction, committing when it returns nil.
+// Guard is a check that runs first in every transaction of a context,
+// refusing the write when it fails: a lease's fencing token, so that a
+// holder that lost its work to another cannot write over its successor.
+type Guard func(ctx context.Context, tx *sql.Tx) error
+
+type guardKey struct{}
+
+// WithGuard answers ctx with g run first in every transaction InTx opens
+// under it, after the guards ctx already has.
+func WithGuard(ctx context.Context, g Guard) context.Context {
+	gs, _ := ctx.Value(guardKey{}).([]Guard)
+	return context.WithValue(ctx, guardKey{}, append(slices.Clip(gs), g))
+}
+
+// InTx runs fn in a transaction, committing when it returns nil. The
+// guards of ctx run first, in the same transaction.
 func (db *DB) InTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
+	}
+	gs, _ := ctx.Value(guardKey{}).([]Guard)
+	for _, g := range gs {
+		if err := g(ctx, tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
