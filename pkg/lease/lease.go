@@ -154,14 +154,26 @@ func (q *Queue) Claim(ctx context.Context) (*Lease, error) {
 	return q.scan(q.db.QueryRowContext(ctx, q.db.Rebind(stmt), q.holder, q.ttl.Microseconds()))
 }
 
-// ClaimOwn takes the next work held in this holder's name, whatever its
-// lease: called when the instance starts, before it runs anything, so
+// ClaimOwn takes all the work held in this holder's name, whatever its
+// leases: called once as the instance starts, before it runs anything, so
 // that the work it held when it stopped need not wait for its leases to
 // run out.
-func (q *Queue) ClaimOwn(ctx context.Context) (*Lease, error) {
-	stmt := `UPDATE ` + q.table + ` SET token = token + 1, lease_until = ` + q.now + ` + ?, attempts = attempts + 1
-		WHERE id = (SELECT id FROM ` + q.table + ` WHERE holder = ? AND lease_until > 0 ORDER BY id LIMIT 1` + q.lock + `)` + returning
-	return q.scan(q.db.QueryRowContext(ctx, q.db.Rebind(stmt), q.ttl.Microseconds(), q.holder))
+func (q *Queue) ClaimOwn(ctx context.Context) ([]*Lease, error) {
+	rows, err := q.db.QueryContext(ctx, q.db.Rebind(`UPDATE `+q.table+` SET token = token + 1, lease_until = `+q.now+` + ?, attempts = attempts + 1
+		WHERE holder = ? AND lease_until > 0`+returning), q.ttl.Microseconds(), q.holder)
+	if err != nil {
+		return nil, fmt.Errorf("claim own work: %w", err)
+	}
+	defer rows.Close()
+	var out []*Lease
+	for rows.Next() {
+		l := &Lease{q: q}
+		if err := rows.Scan(&l.ID, &l.Kind, &l.Subject, &l.Trace, &l.Token, &l.Attempt); err != nil {
+			return nil, fmt.Errorf("claim own work: %w", err)
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }
 
 // Add adds work nobody holds, due at once, unless work of that id exists:

@@ -234,11 +234,11 @@ func doneAgainAddAndOwn(t *testing.T, db *sqlstore.DB) {
 	}
 	// An instance that starts again takes back what it held at once.
 	mine := take(t, db, a, "w2")
-	if got, _ := b.ClaimOwn(ctx); got != nil {
+	if got, _ := b.ClaimOwn(ctx); len(got) != 0 {
 		t.Errorf("b took a's work as its own: %+v", got)
 	}
 	own, err := a.ClaimOwn(ctx)
-	if err != nil || own == nil || own.ID != "w2" || own.Token != mine.Token+1 {
+	if err != nil || len(own) != 1 || own[0].ID != "w2" || own[0].Token != mine.Token+1 {
 		t.Errorf("a's own work after a restart: %+v, %v", own, err)
 	}
 }

@@ -73,9 +73,16 @@ type Config struct {
 	// SweepInterval is how often the sweeper looks for multipart uploads
 	// left behind; SweepGrace how old one must be before it is aborted.
 	SweepInterval, SweepGrace time.Duration
-	// RecoverInterval is how often the service looks for deliveries whose
-	// instance stopped reporting progress, to take them over.
+	// RecoverInterval is how often the service looks for work whose holder
+	// stopped keeping its lease (deliveries to take over), and for held
+	// input past its time.
 	RecoverInterval time.Duration
+	// LeaseTTL is how long work stays with a replica that stopped beating:
+	// how soon another takes over the deliveries of one that died.
+	LeaseTTL time.Duration
+	// Workers bounds the claimed work (taken-over deliveries, the sweeper)
+	// a replica runs at once.
+	Workers int
 }
 
 // DefaultConfig answers the defaults: 16 MiB parts, 8 buffers (128 MiB),
@@ -92,7 +99,9 @@ func DefaultConfig() Config {
 		StagingRetention:  7 * 24 * time.Hour,
 		ResumeWindow:      time.Hour,
 		Instance:          hostname(),
-		RecoverInterval:   30 * time.Second,
+		RecoverInterval:   5 * time.Second,
+		LeaseTTL:          10 * time.Second,
+		Workers:           4,
 		TransientRetries:  4,
 		RequestAttempts:   5,
 		RequestMaxBackoff: 20 * time.Second,
@@ -127,7 +136,10 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.TransientRetries, "transient-retries", c.TransientRetries, "times a delivery runs again from staged input after a transient fault (S3 unavailable, throttled, timing out) before it fails")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often the sweeper aborts multipart uploads no delivery owns under the prefixes deliveries write")
 	fs.DurationVar(&c.SweepGrace, "sweep-grace", c.SweepGrace, "how old an upload no delivery owns must be before the sweeper aborts it")
-	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, stable across restarts: on start it takes back the deliveries it was running")
+	fs.DurationVar(&c.RecoverInterval, "recover-interval", c.RecoverInterval, "how often to look for work other replicas stopped keeping (deliveries to take over) and for held input past its time")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a replica's work stays its own once it stops beating: how soon another replica takes over the deliveries of one that died")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "taken-over deliveries and periodic passes a replica runs at once")
+	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, unique among the replicas and stable across restarts (a pod name): on start it takes back at once the work it held")
 }
 
 func (c Config) check() error {
@@ -142,6 +154,9 @@ func (c Config) check() error {
 	}
 	if c.RequestAttempts < 1 || c.RequestAttempts > 20 {
 		return fmt.Errorf("--s3-attempts must be between 1 and 20")
+	}
+	if c.LeaseTTL < 300*time.Millisecond {
+		return fmt.Errorf("--lease-ttl must be at least 300ms")
 	}
 	if c.TransientRetries < 0 {
 		return fmt.Errorf("--transient-retries must not be negative")

@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/resourcename"
@@ -217,13 +218,17 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 		v.Add("start.idempotency_key", "is required to resume: it names the interrupted delivery")
 		return nil, v.Err()
 	}
-	d, err := s.begin(ctx, dn.Parent.String(), start)
+	d, l, err := s.begin(ctx, dn.Parent.String(), start)
 	if errors.Is(err, apierror.ErrAlreadyExists) {
 		return s.rejoin(ctx, dn.Parent.String(), start, dest, src)
 	}
 	if err != nil {
 		return nil, err
 	}
+	// The delivery is this replica's work until it ends: were the process
+	// to die, another takes it over once the lease runs out.
+	ctx, h := s.holding(ctx, l)
+	defer h.done()
 	if start.GetResumeOffset() > 0 {
 		return nil, s.abandon(ctx, d, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME,
 			"no interrupted delivery holds this idempotency key: start from offset 0").With("resume_offset", "0"))
@@ -235,9 +240,10 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 	return s.run(ctx, d, dest, src, w)
 }
 
-// begin stores a new delivery in RECEIVING, or answers ErrAlreadyExists
-// when its idempotency key is taken.
-func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, error) {
+// begin stores a new delivery in RECEIVING, with its workflow and the
+// lease on running it, or answers ErrAlreadyExists when its idempotency
+// key is taken.
+func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, *lease.Lease, error) {
 	id := newID(time.Now())
 	name := parent + "/" + deliveries + "/" + id
 	output := start.GetOutputName()
@@ -251,7 +257,9 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 		StagedInput:     &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
 		ServiceInstance: s.cfg.Instance, CreateTime: timestamppb.Now(),
 	}
-	return s.store.Deliveries.Create(ctx, parent, d, s.store.Workflows.Creating(parent, newWorkflow(d)))
+	l := s.work.Take(deliveryWork(name, kindDelivery))
+	d, err := s.store.Deliveries.Create(ctx, parent, d, s.store.Workflows.Creating(parent, newWorkflow(d)), l.Hold)
+	return d, l, err
 }
 
 // replay answers the delivery that holds start's idempotency key, waiting
@@ -325,6 +333,14 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		src.count(prog)
 		objects, bucket, complete, err = s.convert(ctx, d, dest, src, prog, f)
 		closer.Close()
+	}
+	// Stopped from outside: the service is stopping, or another replica
+	// took the delivery over. What it wrote and recorded stays as it is,
+	// for whoever runs it next to continue.
+	if cause := context.Cause(ctx); err != nil && (errors.Is(cause, errStopping) || errors.Is(cause, lease.ErrLost)) {
+		stopTracking()
+		return nil, apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED,
+			"the delivery service stopped running this delivery ("+cause.Error()+"); another replica continues it: GetDelivery shows how it ends").With("delivery", d.GetName())
 	}
 	// A failure that is not the data's (access, the bucket, S3 giving
 	// up) keeps the whole input, so that a resolution can run it again

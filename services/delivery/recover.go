@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -23,76 +22,58 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
 
-// recoverLoop takes over, at start and then every RecoverInterval, the
-// deliveries this instance was running when it stopped and those whose
-// instance stopped reporting progress. It ends with ctx.
-func (s *Service) recoverLoop(ctx context.Context, log *slog.Logger, reruns *sync.WaitGroup) {
-	// The first pass waits a moment for the peer services, which may be
-	// starting beside this one; a pass that could not finish is tried
-	// again soon.
-	wait := time.Second
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = s.cfg.RecoverInterval
-		if err := s.expirePass(ctx); err != nil && ctx.Err() == nil {
-			log.WarnContext(ctx, "expire staged input", slog.String("error", err.Error()))
-		}
-		if err := s.recoverRunning(ctx, log, reruns); err != nil && ctx.Err() == nil {
-			log.WarnContext(ctx, "take over stopped deliveries", slog.String("error", err.Error()))
-			wait = min(wait, 2*time.Second)
-		}
+// takeOver runs a delivery whose holder stopped (its lease l ran out, or
+// this instance held it when it stopped): it takes back what had been
+// written (aborting multipart uploads, deleting objects), and then reruns
+// it from staged input when its whole stream was received (continuing
+// the interrupted uploads), leaves it for its caller to resume when it was
+// still receiving, or fails it when nothing was staged. A failure to take
+// it over frees the work for another try after a pause, by any replica.
+func (s *Service) takeOver(ctx context.Context, l *lease.Lease, log *slog.Logger) {
+	ctx, h := s.holding(ctx, l)
+	err := s.takeOverHeld(ctx, l, log)
+	switch {
+	case errors.Is(context.Cause(ctx), errStopping):
+		h.again(0) // for whichever replica comes first, this one restarted included
+	case err != nil && ctx.Err() == nil:
+		log.WarnContext(ctx, "take over a stopped delivery", slog.String("error", err.Error()))
+		h.again(s.cfg.RecoverInterval)
+	default:
+		h.done()
 	}
 }
 
-func (s *Service) recoverRunning(ctx context.Context, log *slog.Logger, reruns *sync.WaitGroup) error {
-	found, err := s.store.Running(ctx, s.cfg.Instance, time.Now().Add(-stalledAfter), 100)
-	if err != nil {
-		return err
+func (s *Service) takeOverHeld(ctx context.Context, l *lease.Lease, log *slog.Logger) error {
+	if s.live(l.Subject) {
+		return nil // this process runs it (a holder's second claim): nothing to take over
 	}
-	var errs []error
-	for _, d := range found {
-		if s.live(d.GetName()) {
-			continue // this process runs it now
-		}
-		if err := s.takeOver(ctx, d, log, reruns); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", d.GetName(), err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// takeOver claims a delivery whose instance stopped, takes back what it
-// had written (aborting its multipart uploads, deleting its objects), and
-// then reruns it from staged input when its whole stream was received,
-// leaves it for its caller to resume when it was still receiving, or
-// fails it when nothing was staged.
-func (s *Service) takeOver(ctx context.Context, d *deliveryv1.Delivery, log *slog.Logger, reruns *sync.WaitGroup) error {
-	stale := time.Now().Add(-stalledAfter)
-	claimed, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+	claimed, err := s.store.Deliveries.Update(ctx, l.Subject, "", func(sd *deliveryv1.Delivery) error {
 		running := sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING ||
 			sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING
-		mine := sd.GetServiceInstance() == s.cfg.Instance
-		if !running || (!mine && sd.GetUpdateTime().AsTime().After(stale)) ||
-			sd.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+		// A resolution whose holder stopped before the delivery said so.
+		startedResolving := l.Kind == kindResolve && sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED &&
+			sd.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
+		if (!running && !startedResolving) || sd.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
 			return errNotOrphan
+		}
+		if startedResolving {
+			sd.State, sd.Error, sd.EndTime, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING, nil, nil, nil
+			sd.Progress = &deliveryv1.DeliveryProgress{}
 		}
 		sd.ServiceInstance = s.cfg.Instance
 		return nil
 	})
-	if errors.Is(err, errNotOrphan) {
+	if errors.Is(err, errNotOrphan) || errors.Is(err, apierror.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	log = log.With(slog.String("delivery", d.GetName()))
+	log = log.With(slog.String("delivery", claimed.GetName()))
 	dest, client, err := s.accessFor(ctx, claimed.GetDestination())
 	if err != nil {
 		return fmt.Errorf("access to take back its writes: %w", err)
@@ -134,20 +115,16 @@ func (s *Service) takeOver(ctx context.Context, d *deliveryv1.Delivery, log *slo
 		in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, Bytes: held,
 			ExpireTime: timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))}
 		log.InfoContext(ctx, "took over an interrupted delivery: resumable", slog.Int64("staged_bytes", held))
-		return s.interrupted(ctx, claimed, &progress{}, in, errors.New("the delivery service stopped while receiving"))
+		_ = s.interrupted(ctx, claimed, &progress{}, in, errors.New("the delivery service stopped while receiving"))
+		return nil
 	}
 	// The whole stream was received: run it again from the staged copy.
-	log.InfoContext(ctx, "took over a stopped delivery: running it again from staged input", slog.Int64("staged_bytes", held))
-	// Stopped with the service: a rerun cut short is taken over again at
-	// the next start.
+	// Stopped with the service, a rerun cut short is taken over again.
+	log.InfoContext(ctx, "took over a stopped delivery: running it again from staged input", slog.Int64("staged_bytes", held), slog.Int("claim", l.Attempt))
 	s.running.Store(claimed.GetName(), true)
-	reruns.Add(1)
-	go func() {
-		defer reruns.Done()
-		if _, err := s.rerun(ctx, claimed, dest, resume); err != nil {
-			log.WarnContext(ctx, "rerun from staged input failed", slog.String("error", err.Error()))
-		}
-	}()
+	if _, err := s.rerun(ctx, claimed, dest, resume); err != nil {
+		log.WarnContext(ctx, "rerun from staged input failed", slog.String("error", err.Error()))
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/multipart"
 	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/pkg/validate"
@@ -56,8 +58,13 @@ type Service struct {
 	staging staging.Store
 	// running holds the names of the deliveries this process runs now.
 	running sync.Map
+	// work is the work that outlives a request, leased to one replica at
+	// a time.
+	work *lease.Queue
 	// swept counts the uploads the sweeper aborted.
 	swept atomic.Int64
+	// log is for the background work.
+	log *slog.Logger
 	// stop ends the background work (recovery) before the store closes.
 	stop func()
 }
@@ -89,6 +96,12 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if cfg.Instance == "" {
 		cfg.Instance = def.Instance
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = def.LeaseTTL
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = def.Workers
+	}
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -114,7 +127,7 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage}, nil
+	return &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default()}, nil
 }
 
 // stagingOnS3 opens the staging store of --staging-url.
@@ -167,28 +180,28 @@ func (s *Service) Close() error {
 	return s.store.Close()
 }
 
-// Start begins the background work: taking over the deliveries this
-// instance was running when it stopped, and those of instances that
-// stopped reporting progress.
+// errStopping is the cause of the background work's end: the service is
+// stopping, and what it was running is left for the next holder.
+var errStopping = errors.New("the delivery service is stopping")
+
+// Start begins the background work: it takes back at once what this
+// instance held when it stopped, then claims, as their leases run out,
+// the work of replicas that stopped, and runs the sweeper and the expiry
+// of held input, one replica at a time.
 func (s *Service) Start(log *slog.Logger) {
-	ctx, cancel := context.WithCancel(context.Background())
+	s.log = log
+	ctx, cancel := context.WithCancelCause(context.Background())
+	own := s.claimOwn(ctx)
 	done := make(chan struct{})
-	var reruns sync.WaitGroup
+	var wg sync.WaitGroup
 	go func() {
 		defer close(done)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.sweepLoop(ctx, log)
-		}()
-		s.recoverLoop(ctx, log, &reruns)
-		wg.Wait()
+		s.workLoop(ctx, own, &wg)
 	}()
 	s.stop = func() {
-		cancel()
+		cancel(errStopping)
 		<-done
-		reruns.Wait()
+		wg.Wait()
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
@@ -199,7 +200,9 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 	if start.GetResumeOffset() != in.GetBytes() {
 		return nil, resumeAt(found.GetName(), in.GetBytes())
 	}
-	// Claim it: of two callers resuming at once, one wins.
+	// Claim it: of two callers resuming at once, one wins, and the
+	// delivery is this replica's work again.
+	l := s.work.Take(deliveryWork(found.GetName(), kindDelivery))
 	claimed, err := s.store.Deliveries.Update(ctx, found.GetName(), "", func(d *deliveryv1.Delivery) error {
 		if d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
 			return apierror.New(codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME, "another caller resumed this delivery").With("delivery", d.GetName())
@@ -207,10 +210,16 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 		d.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING, Bytes: d.GetStagedInput().GetBytes()}
 		d.ServiceInstance = s.cfg.Instance
 		return nil
-	})
+	}, l.Hold)
+	if errors.Is(err, lease.ErrHeld) {
+		return nil, apierror.Wrap(err, codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME,
+			"another replica is taking this delivery over: ask again in a moment").With("delivery", found.GetName())
+	}
 	if err != nil {
 		return nil, err
 	}
+	ctx, h := s.holding(ctx, l)
+	defer h.done()
 	id := deliveryID(found.GetName())
 	w, held, err := s.staging.Append(context.WithoutCancel(ctx), id)
 	if err == nil && held != start.GetResumeOffset() {

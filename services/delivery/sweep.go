@@ -12,22 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
-// sweepLoop runs the sweeper every SweepInterval until ctx ends.
-func (s *Service) sweepLoop(ctx context.Context, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(s.cfg.SweepInterval):
-		}
-		n, err := s.sweep(ctx, log)
-		if err != nil && ctx.Err() == nil {
-			log.WarnContext(ctx, "sweep multipart uploads", slog.String("error", err.Error()))
-		}
-		s.swept.Add(int64(n))
-	}
-}
-
 // sweep aborts the multipart uploads under the prefixes deliveries have
 // written that no running delivery recorded and that started more than
 // SweepGrace ago: what a crash, a lost abort or another tool left behind,

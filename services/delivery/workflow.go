@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
 )
 
 // The steps of a delivery's workflow, in order. Convert and upload run
@@ -280,7 +281,7 @@ func plainReason(r errorsv1.ErrorReason) string {
 // startRun moves the workflow's current run into its history and starts
 // the next for an action, if the workflow is still FAILED and has etag
 // (when given): two resolutions at once run once.
-func (s *Service) startRun(ctx context.Context, name, etag string, action *deliveryv1.WorkflowAction, subject string) (*deliveryv1.Workflow, error) {
+func (s *Service) startRun(ctx context.Context, name, etag string, action *deliveryv1.WorkflowAction, subject string, also ...resourcestore.Also) (*deliveryv1.Workflow, error) {
 	return s.store.Workflows.Update(ctx, name, etag, func(w *deliveryv1.Workflow) error {
 		if w.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED {
 			return fmt.Errorf("%w: the workflow is %s", apierror.ErrEtagMismatch, stateWord(w.GetState()))
@@ -297,7 +298,7 @@ func (s *Service) startRun(ctx context.Context, name, etag string, action *deliv
 		w.CurrentRun = &deliveryv1.WorkflowRun{Run: past.GetRun() + 1, ActionId: action.GetId(), ActionKind: action.GetKind(), Subject: subject, StartTime: timestamppb.Now()}
 		w.State, w.Steps, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_RESOLVING, pendingSteps(), nil
 		return nil
-	})
+	}, also...)
 }
 
 func runStart(w *deliveryv1.Workflow) *timestamppb.Timestamp {

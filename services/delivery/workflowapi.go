@@ -14,6 +14,7 @@ import (
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/validate"
 )
 
@@ -132,22 +133,29 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	if c, ok := auth.FromContext(ctx); ok {
 		subject = c.Subject
 	}
-	if _, err := s.startRun(ctx, w.GetName(), w.GetEtag(), action, subject); err != nil {
-		if errors.Is(err, apierror.ErrEtagMismatch) {
+	// The run is leased work, taken with the workflow's new run: were
+	// this replica to die, another takes it over once the lease runs out.
+	l := s.work.Take(deliveryWork(d.GetName(), kindResolve))
+	if _, err := s.startRun(ctx, w.GetName(), w.GetEtag(), action, subject, l.Hold); err != nil {
+		if errors.Is(err, apierror.ErrEtagMismatch) || errors.Is(err, lease.ErrHeld) {
 			return nil, changed(w.GetName())
 		}
 		return nil, err
 	}
-	d, err = s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+	// The run goes on when the caller leaves: the workflow shows how it
+	// ends.
+	run, h := s.holding(context.WithoutCancel(ctx), l)
+	d, err = s.store.Deliveries.Update(run, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 		sd.State, sd.Error, sd.EndTime, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING, nil, nil, nil
 		sd.Progress, sd.ServiceInstance = &deliveryv1.DeliveryProgress{}, s.cfg.Instance
 		return nil
 	})
 	if err != nil {
+		// The workflow is resolving: whoever claims the work next starts
+		// the run.
+		h.again(0)
 		return nil, err
 	}
-	// The run goes on when the caller leaves: the workflow shows how it
-	// ends.
 	type outcome struct {
 		d   *deliveryv1.Delivery
 		err error
@@ -155,7 +163,8 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	done := make(chan outcome, 1)
 	s.running.Store(d.GetName(), true)
 	go func() {
-		rd, err := s.rerun(context.WithoutCancel(ctx), d, dest, nil)
+		defer h.done()
+		rd, err := s.rerun(run, d, dest, nil)
 		done <- outcome{rd, err}
 	}()
 	select {

@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/sqlstore"
 )
@@ -94,13 +96,10 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return s, nil
 }
 
-// Running answers deliveries that have not ended (RECEIVING, UPLOADING,
-// RESOLVING) and either belong to instance or stopped reporting progress
-// before stale: those a restarted or surviving instance must take over.
-func (s *Store) Running(ctx context.Context, instance string, stale time.Time, limit int) ([]*deliveryv1.Delivery, error) {
-	return s.Deliveries.Find(ctx, limit, `state IN (?, ?, ?) AND (owner = ? OR update_time < ?)`,
-		int32(deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING), int32(deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING),
-		int32(deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING), instance, stale.UnixMicro())
+// Work answers the work table (running deliveries, resolutions, the
+// sweeper) as holder sees it, with leases of ttl.
+func (s *Store) Work(holder string, ttl time.Duration) *lease.Queue {
+	return lease.New(s.db, "work", holder, ttl)
 }
 
 // Expired answers deliveries whose held input expired before now.
@@ -119,7 +118,10 @@ type Write struct {
 func (s *Store) RecordWrite(ctx context.Context, delivery string, w Write) error {
 	q := `INSERT INTO writes (delivery, bucket, object_key, upload_id, create_time) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (delivery, object_key) DO UPDATE SET bucket = excluded.bucket, upload_id = excluded.upload_id`
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(q), delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro())
+	err := s.db.InTx(ctx, func(tx *sql.Tx) error { // fenced, as every write of a lease's holder
+		_, err := tx.ExecContext(ctx, s.db.Rebind(q), delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro())
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record the write of %s: %w", w.Key, err)
 	}
@@ -147,8 +149,10 @@ func (s *Store) Writes(ctx context.Context, delivery string) ([]Write, error) {
 // ForgetWrites drops delivery's records: its objects are complete and
 // answered, or taken back.
 func (s *Store) ForgetWrites(ctx context.Context, delivery string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM writes WHERE delivery = ?`), delivery)
-	return err
+	return s.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM writes WHERE delivery = ?`), delivery)
+		return err
+	})
 }
 
 // Destinations answers every destination deliveries were made to: where

@@ -9,6 +9,7 @@ import (
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/resourcestore/resourcestoretest"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -43,7 +44,7 @@ func TestConformance(t *testing.T) {
 			})
 			t.Run("OneDeliveryPerIdempotencyKey", func(t *testing.T) { oneDeliveryPerKey(t, open(t, b.DSN(t))) })
 			t.Run("ListByDestinationAndState", func(t *testing.T) { listByDestinationAndState(t, open(t, b.DSN(t))) })
-			t.Run("RunningAndWrites", func(t *testing.T) { runningAndWrites(t, open(t, b.DSN(t))) })
+			t.Run("LeasedWrites", func(t *testing.T) { leasedWrites(t, open(t, b.DSN(t))) })
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -131,34 +132,41 @@ func listByDestinationAndState(t *testing.T, s *store.Store) {
 	}
 }
 
-func runningAndWrites(t *testing.T, s *store.Store) {
+// leasedWrites: a delivery is created with its lease in one transaction,
+// and once another holder claims it, the first holder's writes (its
+// records, its delivery) are refused while the successor's go through.
+func leasedWrites(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	mine := delivery("a", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING)
-	mine.ServiceInstance = "host-1"
-	theirs := delivery("b", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING)
-	theirs.ServiceInstance = "host-2"
-	done := delivery("c", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED)
-	done.ServiceInstance = "host-1"
-	for _, d := range []*deliveryv1.Delivery{mine, theirs, done} {
-		if _, err := s.Deliveries.Create(ctx, parent, d); err != nil {
+	first := s.Work("host-1", 200*time.Millisecond).Take(lease.Work{ID: "delivery:" + mine.GetName(), Kind: "delivery", Subject: mine.GetName()})
+	if _, err := s.Deliveries.Create(ctx, parent, mine, first.Hold); err != nil {
+		t.Fatal(err)
+	}
+	_, stop := first.Keep(ctx)
+	stop() // its heartbeat stops: a pause, a partition
+	var next *lease.Lease
+	for deadline := time.Now().Add(10 * time.Second); next == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var err error
+		if next, err = s.Work("host-2", time.Minute).Claim(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
-	names := func(ds []*deliveryv1.Delivery) string {
-		var out []string
-		for _, d := range ds {
-			out = append(out, d.GetName()[len(parent)+len("/deliveries/"):])
-		}
-		return strings.Join(out, ",")
+	if next == nil || next.Subject != mine.GetName() || next.Kind != "delivery" {
+		t.Fatalf("claimed %+v, want the delivery", next)
 	}
-	got, err := s.Running(ctx, "host-1", time.Now().Add(-time.Minute), 10)
-	if err != nil || names(got) != "a" {
-		t.Fatalf("running of host-1, none stale: %s %v", names(got), err)
+	late, stopLate := first.Keep(ctx)
+	defer stopLate()
+	if err := s.RecordWrite(late, mine.GetName(), store.Write{Bucket: "b", Key: "late"}); !errors.Is(err, lease.ErrLost) {
+		t.Errorf("the first holder records a write: %v, want ErrLost", err)
 	}
-	got, err = s.Running(ctx, "host-1", time.Now().Add(time.Minute), 10)
-	if err != nil || names(got) != "a,b" {
-		t.Fatalf("running of host-1 and stale: %s %v", names(got), err)
+	if _, err := s.Deliveries.Update(late, mine.GetName(), "", func(d *deliveryv1.Delivery) error {
+		d.State = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED
+		return nil
+	}); !errors.Is(err, lease.ErrLost) {
+		t.Errorf("the first holder ends the delivery: %v, want ErrLost", err)
 	}
+	ctx, stopNext := next.Keep(ctx)
+	defer stopNext()
 	for _, w := range []store.Write{{Bucket: "b", Key: "k2"}, {Bucket: "b", Key: "k1"}, {Bucket: "b", Key: "k2", UploadID: "u2"}} {
 		if err := s.RecordWrite(ctx, mine.GetName(), w); err != nil {
 			t.Fatal(err)
