@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,7 +17,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// Sluice runs the three services, built from this module's source, each
+// Sluice runs the three services (the delivery service possibly as
+// several replicas), built from this module's source, each
 // as its own process on 127.0.0.1, against a MinIO: for the tests that
 // kill a service by its process id, and for the benchmark that measures
 // one service's memory.
@@ -30,6 +32,7 @@ type Sluice struct {
 	args  map[string][]string
 	env   map[string][]string
 	procs map[string]*process
+	names []string
 }
 
 // SluiceOptions adjust the services.
@@ -43,6 +46,11 @@ type SluiceOptions struct {
 	// DeliveryEnv adds environment variables to the delivery service (its
 	// platform identity, for staging on S3).
 	DeliveryEnv []string
+	// DeliveryReplicas is how many delivery processes run (1 when zero):
+	// the second is named delivery-2, and so on, each with its own address
+	// and --instance, all with the same flags (give them one PostgreSQL
+	// with --database, and staging on S3 with --staging-url).
+	DeliveryReplicas int
 }
 
 var (
@@ -83,8 +91,12 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sluice{Dir: dir, Addrs: map[string]string{}, bin: bin, procs: map[string]*process{}, env: map[string][]string{"delivery": o.DeliveryEnv}}
-	for _, name := range []string{"credential", "destination", "delivery"} {
+	s := &Sluice{Dir: dir, Addrs: map[string]string{}, bin: bin, procs: map[string]*process{}, env: map[string][]string{}}
+	s.names = []string{"credential", "destination", "delivery"}
+	for i := 2; i <= o.DeliveryReplicas; i++ {
+		s.names = append(s.names, fmt.Sprintf("delivery-%d", i))
+	}
+	for _, name := range s.names {
 		port, err := freePort()
 		if err != nil {
 			return nil, err
@@ -100,9 +112,16 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 	s.args = map[string][]string{
 		"credential":  append(append([]string{"--destination-addr", s.Addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", o.MinIO.Endpoint}, s3...), common...),
 		"destination": append(append([]string{"--credential-addr", s.Addrs["credential"]}, s3...), common...),
-		"delivery":    append(append(append([]string{"--credential-addr", s.Addrs["credential"], "--destination-addr", s.Addrs["destination"]}, s3...), common...), o.Delivery...),
 	}
-	for _, name := range []string{"credential", "destination", "delivery"} {
+	for _, name := range s.names[2:] {
+		args := []string{"--credential-addr", s.Addrs["credential"], "--destination-addr", s.Addrs["destination"]}
+		if o.DeliveryReplicas > 1 {
+			args = append(args, "--instance", name)
+		}
+		s.args[name] = append(append(append(args, s3...), common...), o.Delivery...)
+		s.env[name] = o.DeliveryEnv
+	}
+	for _, name := range s.names {
 		if err := s.Start(name); err != nil {
 			s.Stop()
 			return nil, err
@@ -116,7 +135,8 @@ func (s *Sluice) Start(name string) error {
 	if p := s.procs[name]; p != nil && !p.exited() {
 		return fmt.Errorf("sluice-%s is running", name)
 	}
-	cmd := exec.Command(filepath.Join(s.bin, "sluice-"+name), append([]string{"--listen", s.Addrs[name]}, s.args[name]...)...)
+	binary, _, _ := strings.Cut(name, "-") // delivery-2 runs sluice-delivery
+	cmd := exec.Command(filepath.Join(s.bin, "sluice-"+binary), append([]string{"--listen", s.Addrs[name]}, s.args[name]...)...)
 	cmd.Env = append(os.Environ(), s.env[name]...)
 	p, err := startProcess("sluice-"+name, cmd, filepath.Join(s.Dir, fmt.Sprintf("%s-%d.log", name, time.Now().UnixNano())))
 	if err != nil {
@@ -154,7 +174,7 @@ func (s *Sluice) Log(name string) string { return s.procs[name].tail() }
 
 // Stop stops every service (SIGTERM, then SIGKILL) and removes its files.
 func (s *Sluice) Stop() {
-	for _, name := range []string{"delivery", "destination", "credential"} {
+	for _, name := range slices.Backward(s.names) {
 		if p := s.procs[name]; p != nil {
 			p.stop(syscall.SIGTERM, 10*time.Second)
 		}
