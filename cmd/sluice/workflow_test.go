@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,6 +492,100 @@ func TestWorkflowTransientS3Faults(t *testing.T) {
 		t.Fatalf("resolving once the fault is lifted: %v", err)
 	}
 	w.checkLanded(t, got, want)
+}
+
+// Faults of the network between Sluice and S3, from toxiproxy (as a
+// library) in front of the S3 proxy in front of MinIO: the connection of a
+// part upload reset by the peer, a path that drops every byte of S3's
+// answer (only Sluice's read timeout ends it), and a connection cut after
+// 64 KiB of a part's body. Each strikes while the second part is in
+// flight (held by the S3 proxy until the toxic is on, then let go) and
+// lasts until that part is tried again: the delivery succeeds with the
+// right bytes, the retries counted on the upload step, no upload left.
+func TestWorkflowNetworkFaults(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	fault := testenv.NewS3Fault(t, m)
+	network := testenv.NewNetwork(t, fault.Endpoint)
+	w := startWorkflowsOn(t, m, func(c *serveConfig) {
+		c.Credential.AWS.S3URL = network.Endpoint
+		c.Credential.AWS.S3ReadTimeout = 3 * time.Second
+		c.Delivery.PartSize = 5 << 20
+		c.Delivery.RequestAttempts, c.Delivery.RequestMaxBackoff = 5, 500*time.Millisecond
+		c.Delivery.TransientRetries = 0
+	})
+	recs := customerBatches(t, 60_000, 4000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	want := column(recs, "customer_id")
+	for _, tc := range []struct {
+		name, toxic, stream, attributes string
+	}{
+		{"connection reset", testenv.ResetPeer, "downstream", `{"timeout":0}`},
+		{"answer dropped", testenv.Blackhole, "downstream", `{"timeout":0}`},
+		{"connection cut", testenv.LimitData, "upstream", `{"bytes":65536}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := strings.ReplaceAll(tc.name, " ", "-")
+			dest := w.destination(t, prefix, &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+			ours := func(r testenv.S3Request) bool { return r.Bucket == w.bucket && strings.HasPrefix(r.Key, prefix+"/") }
+			var held atomic.Bool
+			heldBefore := fault.Count("held")
+			fault.Hold(func(r testenv.S3Request) bool {
+				return ours(r) && r.UploadPart() && r.Query.Get("partNumber") == "2" && !held.Swap(true)
+			})
+			type answer struct {
+				d   *deliveryv1.Delivery
+				err error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				d, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+					deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+				done <- answer{d, err}
+			}()
+			for i := 0; fault.Count("held") == heldBefore; i++ {
+				if i == 1200 {
+					t.Fatal("the second part never reached S3")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			toxic := network.Add(t, tc.toxic, tc.stream, tc.attributes)
+			// The toxic stays until a request is tried again.
+			parts := map[string]bool{}
+			var lifted atomic.Bool
+			fault.When(func(r testenv.S3Request) bool {
+				id := r.Method + " " + r.Key + "?" + r.Query.Encode()
+				again := parts[id]
+				parts[id] = true
+				return ours(r) && again
+			}, func() {
+				network.Remove(toxic)
+				lifted.Store(true)
+			})
+			fault.Release()
+			a := <-done
+			if a.err != nil {
+				t.Fatalf("a network fault shorter than the retries failed the delivery: %v", a.err)
+			}
+			if !lifted.Load() {
+				t.Fatal("no part was tried again: the toxic never struck")
+			}
+			w.checkLanded(t, a.d, want)
+			if a.d.GetObjects()[0].GetParts() < 3 {
+				t.Fatalf("the data object has %d parts: the test needs three", a.d.GetObjects()[0].GetParts())
+			}
+			wf := w.workflow(t, a.d.GetWorkflow())
+			for _, st := range wf.GetSteps() {
+				if st.GetStep() == "upload" && st.GetAttempts() < 2 {
+					t.Errorf("upload attempts %d: the retried part was not counted", st.GetAttempts())
+				}
+			}
+			if objs, ups := w.left(t, prefix+"/"); ups != 0 || len(objs) != len(a.d.GetObjects()) {
+				t.Errorf("after the delivery: objects %v, %d uploads left", objs, ups)
+			}
+		})
+	}
 }
 
 // With sluice serve, grpcurl (reflection only) lists the notification and

@@ -7,9 +7,11 @@ package awsclient
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -30,6 +32,14 @@ type Endpoints struct {
 	// S3-compatible stores refuse the SDK's defaults: ChecksumsFull (the
 	// default), ChecksumsRequired or ChecksumsNone.
 	S3Checksums string
+	// S3ReadTimeout fails an S3 request whose connection delivers nothing
+	// for this long (DefaultS3ReadTimeout when zero, none when negative),
+	// as a retryable timeout. The SDK exempts S3 from its read timeouts,
+	// so a connection that goes silent (a black-holed packet path, a
+	// stalled S3 node) would otherwise hold a part, and its delivery,
+	// forever. The window restarts on every byte received; a part's body
+	// must be sent within it once S3 answered "100 Continue".
+	S3ReadTimeout time.Duration
 	// PlatformCredentials, when set, replace the SDK's default chain for
 	// Sluice's own identity (tests, local runs against moto).
 	PlatformCredentials aws.CredentialsProvider
@@ -44,6 +54,7 @@ func (e *Endpoints) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.S3URL, "s3-endpoint", e.S3URL, "S3 endpoint URL instead of AWS (e.g. MinIO)")
 	fs.StringVar(&e.KMSURL, "kms-endpoint", e.KMSURL, "KMS endpoint URL instead of AWS")
 	fs.BoolVar(&e.S3PathStyle, "s3-path-style", e.S3PathStyle, "address buckets in the URL path (MinIO)")
+	fs.DurationVar(&e.S3ReadTimeout, "s3-read-timeout", e.S3ReadTimeout, "fail (and retry) an S3 request whose connection delivers nothing for this long (default 2m; negative for never); a part's body must be sent within it")
 	fs.StringVar(&e.S3Checksums, "s3-checksums", e.S3Checksums, "checksums sent to S3: full (CRC32C on every part and object, and the SDK's own wherever supported; the default), required (ours, and the SDK's only where an operation requires one), none (no checksum headers, for stores that refuse them; CRC32C is still computed and answered)")
 }
 
@@ -101,6 +112,29 @@ func (e Endpoints) STS(cfg aws.Config) *sts.Client {
 	})
 }
 
+// DefaultS3ReadTimeout is S3ReadTimeout's default: a 64 MiB part sent at
+// 0.5 MB/s, slower than any link a delivery should take.
+const DefaultS3ReadTimeout = 2 * time.Minute
+
+// s3HTTP holds one HTTP client per read timeout, so that every S3 client
+// of the process shares its connections.
+var s3HTTP sync.Map // time.Duration -> *awshttp.BuildableClient
+
+func (e Endpoints) s3HTTPClient() aws.HTTPClient {
+	if e.HTTPClient != nil {
+		return e.HTTPClient
+	}
+	t := e.S3ReadTimeout
+	if t == 0 {
+		t = DefaultS3ReadTimeout
+	}
+	if t < 0 {
+		t = 0 // the SDK reads no timeout as none
+	}
+	c, _ := s3HTTP.LoadOrStore(t, awshttp.NewBuildableClient().WithReadTimeout(t))
+	return c.(*awshttp.BuildableClient)
+}
+
 // S3 answers an S3 client acting as cfg's identity in region (the default
 // region when empty); opts adjust it further (retries, middleware).
 func (e Endpoints) S3(cfg aws.Config, region string, opts ...func(*s3.Options)) *s3.Client {
@@ -108,6 +142,7 @@ func (e Endpoints) S3(cfg aws.Config, region string, opts ...func(*s3.Options)) 
 		if region != "" {
 			o.Region = region
 		}
+		o.HTTPClient = e.s3HTTPClient()
 		if e.S3URL != "" {
 			o.BaseEndpoint = aws.String(e.S3URL)
 		}

@@ -26,6 +26,7 @@ type S3Fault struct {
 
 	mu      sync.Mutex
 	rules   []*s3Rule
+	hooks   []*s3Hook
 	seen    map[string]int
 	release chan struct{}
 }
@@ -43,6 +44,15 @@ func (r S3Request) UploadPart() bool {
 	return r.Method == http.MethodPut && r.Query.Has("partNumber") && r.Query.Has("uploadId")
 }
 
+// Part answers the part number of an UploadPart request with its upload
+// id ("" for other requests), unique to one part of one object.
+func (r S3Request) Part() string {
+	if !r.UploadPart() {
+		return ""
+	}
+	return r.Query.Get("uploadId") + "#" + r.Query.Get("partNumber")
+}
+
 // Complete reports whether the request completes a multipart upload.
 func (r S3Request) Complete() bool {
 	return r.Method == http.MethodPost && r.Query.Has("uploadId")
@@ -53,6 +63,12 @@ const (
 	SlowDown      = "SlowDown"
 	InternalError = "InternalError"
 )
+
+// s3Hook runs fn once, on the first request that matches.
+type s3Hook struct {
+	match func(S3Request) bool
+	fn    func()
+}
 
 type s3Rule struct {
 	match func(S3Request) bool
@@ -115,6 +131,15 @@ func describe(r *http.Request) S3Request {
 func (f *S3Fault) fault(req S3Request) (string, <-chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	kept := f.hooks[:0]
+	for _, h := range f.hooks {
+		if h.match(req) {
+			h.fn()
+			continue
+		}
+		kept = append(kept, h)
+	}
+	f.hooks = kept
 	for _, r := range f.rules {
 		if r.left == 0 || !r.match(req) {
 			continue
@@ -138,6 +163,15 @@ func (f *S3Fault) Fail(code string, n int, match func(S3Request) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rules = append(f.rules, &s3Rule{match: match, code: code, left: n})
+}
+
+// When runs fn once, on the first request that matches, before the
+// request goes on (or gets its fault). Every request is matched in the
+// order it arrives, so match may keep a record of them.
+func (f *S3Fault) When(match func(S3Request) bool, fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hooks = append(f.hooks, &s3Hook{match: match, fn: fn})
 }
 
 // Hold keeps every request that matches waiting until Release.
