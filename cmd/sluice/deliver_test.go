@@ -1180,6 +1180,7 @@ func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
 	e := startDelivering(t, func(c *serveConfig) {
 		c.Delivery.SweepInterval, c.Delivery.SweepGrace = 200*time.Millisecond, grace
 		c.Delivery.PartSize = multipart.MinPartSize
+		c.MetricsAddr = "127.0.0.1:0"
 	})
 	ctx := context.Background()
 	dest := e.destination(t, "swept", &destinationv1.Destination{Format: csvFormat()})
@@ -1233,6 +1234,10 @@ func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
 	close(br.release)
 	if err := <-done; err != nil {
 		t.Fatalf("the running delivery, its upload untouched: %v", err)
+	}
+	// The metric says what the sweeper aborted: the stray, once.
+	if fams, _ := scrape(t, e.r.metrics); sum(fams, "sluice_delivery_sweeper_aborted_uploads_total") != 1 {
+		t.Errorf("sweeper aborted uploads: %v, want 1", sum(fams, "sluice_delivery_sweeper_aborted_uploads_total"))
 	}
 }
 

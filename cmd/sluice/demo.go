@@ -81,14 +81,17 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 	defer cancel()
 	ready := make(chan []launch.Endpoint, 1)
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, func(eps []launch.Endpoint) { ready <- eps }) }()
+	var env *launch.Env
+	go func() {
+		served <- serve(ctx, cfg, func(eps []launch.Endpoint, e *launch.Env) { env = e; ready <- eps })
+	}()
 	var eps []launch.Endpoint
 	select {
 	case eps = <-ready:
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
-	printEndpoints(w, cfg.DataDir, eps)
+	printEndpoints(w, cfg.DataDir, eps, env)
 	addrs := map[string]string{}
 	for _, ep := range eps {
 		addrs[ep.Name] = ep.Listener.Addr().String()

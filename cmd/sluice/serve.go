@@ -69,17 +69,20 @@ wired to each other through real gRPC connections. State lives under
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, func(eps []launch.Endpoint) { printEndpoints(cmd.OutOrStdout(), cfg.DataDir, eps) })
+			return serve(ctx, cfg, func(eps []launch.Endpoint, env *launch.Env) { printEndpoints(cmd.OutOrStdout(), cfg.DataDir, eps, env) })
 		},
 	}
 	cfg.addFlags(cmd)
 	return cmd
 }
 
-func printEndpoints(w io.Writer, dataDir string, eps []launch.Endpoint) {
+func printEndpoints(w io.Writer, dataDir string, eps []launch.Endpoint, env *launch.Env) {
 	fmt.Fprintln(w, "Sluice is serving:")
 	for _, ep := range eps {
 		fmt.Fprintf(w, "  %-12s %s\n", ep.Name, ep.Listener.Addr())
+	}
+	if a := env.MetricsAddr(); a != nil {
+		fmt.Fprintf(w, "  %-12s http://%s/metrics\n", "metrics", a)
 	}
 	fmt.Fprintf(w, "Mint a token with: sluice token --data-dir %s --tenant acme --subject you@acme.test\n", dataDir)
 }
@@ -88,7 +91,7 @@ func printEndpoints(w io.Writer, dataDir string, eps []launch.Endpoint) {
 // listen, and serves until ctx ends. Shutdown goes from callers to callees:
 // delivery, then destination, then credential, so that calls still in
 // flight can reach the services they need.
-func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint)) (err error) {
+func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint, *launch.Env)) (err error) {
 	env, err := launch.Setup(ctx, cfg.Common, "sluice")
 	if err != nil {
 		return err
@@ -103,7 +106,7 @@ func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint)) 
 		return err
 	}
 	if ready != nil {
-		ready(eps)
+		ready(eps, env)
 	}
 	return launch.Serve(ctx, eps)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,8 @@ type running struct {
 	// users signs user tokens, services service tokens, as serve trusts.
 	users, services *auth.Signer
 	servers         map[string]*grpcserver.Server
+	// metrics is the URL of /metrics, when the configuration serves it.
+	metrics string
 	// stop shuts serve down as SIGTERM does and waits for it.
 	stop func()
 }
@@ -78,11 +81,15 @@ func startServeWith(t testing.TB, adjust func(*serveConfig)) *running {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan []launch.Endpoint, 1)
+	metricsAt := make(chan net.Addr, 1)
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, func(eps []launch.Endpoint) { ready <- eps }) }()
+	go func() { served <- serve(ctx, cfg, func(eps []launch.Endpoint, env *launch.Env) { ready <- eps; metricsAt <- env.MetricsAddr() }) }()
 	r := &running{dataDir: cfg.DataDir, addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}, servers: map[string]*grpcserver.Server{}}
 	select {
 	case eps := <-ready:
+		if a := <-metricsAt; a != nil {
+			r.metrics = "http://" + a.String() + "/metrics"
+		}
 		for _, ep := range eps {
 			r.addrs[ep.Name] = ep.Listener.Addr().String()
 			r.servers[ep.Name] = ep.Server

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -53,6 +54,12 @@ type Common struct {
 	ServiceTokenFile string
 	// ShutdownTimeout bounds the graceful stop.
 	ShutdownTimeout time.Duration
+	// MetricsAddr is where /metrics is served over HTTP for Prometheus;
+	// empty for nowhere (OTLP export still runs when configured).
+	MetricsAddr string
+	// Telemetry adds span processors and metric readers (tests keep
+	// spans and metrics in memory); not a flag.
+	Telemetry telemetry.Options
 }
 
 // DefaultCommon answers the defaults: state under ./.data, info logs.
@@ -70,6 +77,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.ServicePublicKeys, "service-public-key", c.ServicePublicKeys, "file of more Ed25519 public keys trusted for service tokens; repeatable")
 	fs.StringVar(&c.ServiceTokenFile, "service-token-file", c.ServiceTokenFile, "file holding this service's own token, when another issuer mints it")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight calls may finish after SIGTERM")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus metrics on, at /metrics (e.g. 127.0.0.1:9464; empty for none)")
 }
 
 // DevUserKeyPath is the development key users' tokens are signed with when
@@ -109,20 +117,39 @@ type Env struct {
 	// Tokens gives this process's service token.
 	Tokens auth.TokenSource
 	// DataDir is the process's data directory.
-	DataDir         string
+	DataDir string
+	// Telemetry is the process's tracer and meter providers.
+	Telemetry       *telemetry.Telemetry
 	shutdownTimeout time.Duration
-	flushTelemetry  func(context.Context) error
+	metrics         *http.Server
+	metricsLis      net.Listener
 }
 
 // Setup builds the logger, telemetry and identity for a process named
 // service (e.g. `sluice-credential`).
 func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 	logger := logging.New(os.Stderr, logging.ParseLevel(c.LogLevel), service)
-	flush, err := telemetry.Setup(ctx, service)
+	topts := c.Telemetry
+	topts.ServiceName = service
+	if topts.Instance == "" {
+		topts.Instance, _ = os.Hostname()
+	}
+	tel, err := telemetry.Setup(ctx, topts)
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Logger: logger, DataDir: c.DataDir, shutdownTimeout: c.ShutdownTimeout, flushTelemetry: flush}
+	e := &Env{Logger: logger, DataDir: c.DataDir, shutdownTimeout: c.ShutdownTimeout, Telemetry: tel}
+	if c.MetricsAddr != "" {
+		if e.metricsLis, err = Listen(c.MetricsAddr); err != nil {
+			_ = tel.Shutdown(ctx)
+			return nil, fmt.Errorf("--metrics-addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", tel.Metrics)
+		e.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = e.metrics.Serve(e.metricsLis) }()
+		logger.Info("serving metrics", slog.String("addr", "http://"+e.metricsLis.Addr().String()+"/metrics"))
+	}
 
 	var userKeys []ed25519.PublicKey
 	if len(c.PublicKeys) > 0 {
@@ -196,11 +223,23 @@ func (e *Env) Dial(target string) (*grpc.ClientConn, error) {
 	return grpcclient.Dial(target, e.Tokens, nil)
 }
 
-// Close flushes telemetry.
+// MetricsAddr answers where /metrics is served, or nil.
+func (e *Env) MetricsAddr() net.Addr {
+	if e.metricsLis == nil {
+		return nil
+	}
+	return e.metricsLis.Addr()
+}
+
+// Close stops serving metrics and flushes telemetry.
 func (e *Env) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return e.flushTelemetry(ctx)
+	var errs []error
+	if e.metrics != nil {
+		errs = append(errs, e.metrics.Shutdown(ctx))
+	}
+	return errors.Join(append(errs, e.Telemetry.Shutdown(ctx))...)
 }
 
 // Listen opens a TCP listener on addr (host:port; port 0 picks one).

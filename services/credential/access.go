@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -252,10 +254,18 @@ func (c *accessCache) put(name string, e cachedAccess) {
 // mint answers temporary access for c, from the cache when still fresh.
 func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*credentialv1.TemporaryAccess, error) {
 	now := s.now()
+	kind := "access_key"
+	if c.GetRoleToRole() != nil {
+		kind = "role_to_role"
+	}
 	e, ok := s.cache.get(c.GetName(), c.GetEtag(), now)
+	cache := "hit"
 	if !ok {
+		cache = "miss"
 		a, _, err := s.open(ctx, c)
 		if err != nil {
+			s.mints.Add(ctx, 1, metric.WithAttributes(attribute.String("sluice.credential.type", kind), attribute.String("sluice.cache", cache),
+				attribute.String("sluice.outcome", "failed")))
 			return nil, err
 		}
 		e = cachedAccess{etag: c.GetEtag(), access: a, handedOut: now.Add(s.cache.ttl), expires: now.Add(s.cache.ttl)}
@@ -268,6 +278,8 @@ func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*creden
 		}
 		s.cache.put(c.GetName(), e)
 	}
+	s.mints.Add(ctx, 1, metric.WithAttributes(attribute.String("sluice.credential.type", kind), attribute.String("sluice.cache", cache),
+		attribute.String("sluice.outcome", "succeeded")))
 	region := e.access.region
 	if region == "" {
 		region = s.cfg.AWS.Region

@@ -15,6 +15,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -140,6 +142,8 @@ type Service struct {
 	now      func() time.Time
 	platform aws.Config
 	cache    accessCache
+	// mints counts MintAccess answers.
+	mints metric.Int64Counter
 }
 
 // New opens the store and answers the service.
@@ -180,7 +184,13 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, peers: peers, store: st, now: time.Now, platform: platform, cache: accessCache{ttl: cfg.AccessCacheTTL}}, nil
+	mints, err := otel.Meter("github.com/sluicehq/sluice/services/credential").Int64Counter("sluice.credential.access.mints",
+		metric.WithUnit("{mint}"), metric.WithDescription("Short-lived access handed to the other services, by credential type and whether the cache had it (sluice.cache hit or miss) and outcome."))
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("credential metrics: %w", err)
+	}
+	return &Service{cfg: cfg, peers: peers, store: st, now: time.Now, platform: platform, cache: accessCache{ttl: cfg.AccessCacheTTL}, mints: mints}, nil
 }
 
 // Register adds both services to srv and closes the store on shutdown.

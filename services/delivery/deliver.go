@@ -308,6 +308,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		prog.staged.Store(w.Staged())
 	}
 	stopTracking := s.track(ctx, d.GetName(), prog)
+	ended := s.metrics.began(ctx, formatName(dest))
 	f := s.flowOf(d.GetName())
 	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog, f)
 	// A transient fault (S3 or a peer unavailable, throttled, timing out)
@@ -315,6 +316,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	// stream, after a growing pause, before anyone is told.
 	for attempt := 1; err != nil && attempt <= s.cfg.TransientRetries && transient(err) && ctx.Err() == nil && (w != nil || isRerun(src)); attempt++ {
 		log.WarnContext(ctx, "transient fault: running the delivery again from staged input", slog.Int("attempt", attempt+1), slog.String("error", err.Error()))
+		s.metrics.reruns.Add(ctx, 1)
 		if !pause(ctx, attempt) {
 			break
 		}
@@ -339,6 +341,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	// for whoever runs it next to continue.
 	if cause := context.Cause(ctx); err != nil && (errors.Is(cause, errStopping) || errors.Is(cause, lease.ErrLost)) {
 		stopTracking()
+		ended(prog, apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED))
 		return nil, apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED,
 			"the delivery service stopped running this delivery ("+cause.Error()+"); another replica continues it: GetDelivery shows how it ends").With("delivery", d.GetName())
 	}
@@ -394,6 +397,11 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	var fail *apierror.Error
 	if err != nil {
 		fail = failure(err, d.GetName(), bucket)
+		ended(prog, apierror.ReasonName(fail.Reason))
+	} else {
+		ended(prog, "")
+	}
+	if err != nil {
 		if fail.Code == codes.Internal {
 			log.ErrorContext(ctx, "delivery failed", slog.String("error", err.Error()))
 		} else {
@@ -476,6 +484,7 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	uploadStep := stepUpload
 	countRetries := func() {
 		if n := retries.Swap(0); n > 0 {
+			s.metrics.partRetries.Add(ctx, int64(n))
 			f.retried(ctx, uploadStep, n)
 		}
 	}

@@ -63,6 +63,8 @@ type Service struct {
 	work *lease.Queue
 	// swept counts the uploads the sweeper aborted.
 	swept atomic.Int64
+	// metrics are the service's instruments.
+	metrics *metrics
 	// log is for the background work.
 	log *slog.Logger
 	// stop ends the background work (recovery) before the store closes.
@@ -127,7 +129,12 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default()}, nil
+	s := &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default()}
+	if s.metrics, err = s.newMetrics(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("delivery metrics: %w", err)
+	}
+	return s, nil
 }
 
 // stagingOnS3 opens the staging store of --staging-url.
@@ -177,6 +184,7 @@ func (s *Service) Close() error {
 	if s.stop != nil {
 		s.stop()
 	}
+	_ = s.metrics.registration.Unregister()
 	return s.store.Close()
 }
 

@@ -123,6 +123,7 @@ func (s *Service) runWork(ctx context.Context, l *lease.Lease) {
 		s.periodic(ctx, l, s.cfg.SweepInterval, func(ctx context.Context) error {
 			n, err := s.sweep(ctx, log)
 			s.swept.Add(int64(n))
+			s.metrics.sweptUploads.Add(ctx, int64(n))
 			return err
 		})
 	case kindExpire:
