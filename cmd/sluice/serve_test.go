@@ -83,7 +83,9 @@ func startServeWith(t testing.TB, adjust func(*serveConfig)) *running {
 	ready := make(chan []launch.Endpoint, 1)
 	metricsAt := make(chan net.Addr, 1)
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, func(eps []launch.Endpoint, env *launch.Env) { ready <- eps; metricsAt <- env.MetricsAddr() }) }()
+	go func() {
+		served <- serve(ctx, cfg, func(eps []launch.Endpoint, env *launch.Env) { ready <- eps; metricsAt <- env.MetricsAddr() })
+	}()
 	r := &running{dataDir: cfg.DataDir, addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}, servers: map[string]*grpcserver.Server{}}
 	select {
 	case eps := <-ready:
