@@ -6,12 +6,18 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
@@ -134,5 +140,240 @@ func TestMetricsCountDeliveries(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("scrape:\n%s", text)
+	}
+}
+
+// syncBuffer collects a process's logs from every goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// traced is a delivering environment whose spans, metrics and logs the
+// test keeps.
+type traced struct {
+	*workflows
+	spans *tracetest.SpanRecorder
+	logs  *syncBuffer
+}
+
+func startTraced(t *testing.T) *traced {
+	t.Helper()
+	rec, logs := tracetest.NewSpanRecorder(), &syncBuffer{}
+	w := startWorkflows(t, func(c *serveConfig) {
+		c.Telemetry.SpanProcessors = []sdktrace.SpanProcessor{rec}
+		c.LogOutput, c.LogLevel = logs, "debug"
+		c.MetricsAddr = "127.0.0.1:0"
+		c.Delivery.PartSize = 5 << 20
+	})
+	return &traced{workflows: w, spans: rec, logs: logs}
+}
+
+// trace answers the ended spans of the trace a span named root (a server
+// span of a request) began, for the first such root whose trace holds a
+// span named within.
+func (tr *traced) trace(t *testing.T, root, within string) (sdktrace.ReadOnlySpan, []sdktrace.ReadOnlySpan) {
+	t.Helper()
+	all := tr.spans.Ended()
+	for _, r := range all {
+		if r.Name() != root {
+			continue
+		}
+		var in []sdktrace.ReadOnlySpan
+		found := false
+		for _, s := range all {
+			if s.SpanContext().TraceID() == r.SpanContext().TraceID() {
+				in = append(in, s)
+				found = found || s.Name() == within
+			}
+		}
+		if found {
+			return r, in
+		}
+	}
+	t.Fatalf("no trace from a %q span holds %q; spans: %v", root, within, names(all))
+	return nil, nil
+}
+
+func names(spans []sdktrace.ReadOnlySpan) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name())
+	}
+	return out
+}
+
+// checkTree checks that spans form one tree under root: every span but
+// the root has its parent among them.
+func checkTree(t *testing.T, root sdktrace.ReadOnlySpan, spans []sdktrace.ReadOnlySpan) {
+	t.Helper()
+	ids := map[oteltrace.SpanID]string{}
+	for _, s := range spans {
+		ids[s.SpanContext().SpanID()] = s.Name()
+	}
+	for _, s := range spans {
+		if s.SpanContext().SpanID() == root.SpanContext().SpanID() {
+			if s.Parent().IsValid() {
+				t.Errorf("the root %q has a parent", s.Name())
+			}
+			continue
+		}
+		if _, ok := ids[s.Parent().SpanID()]; !ok {
+			t.Errorf("span %q has no parent in the trace (parent %s)", s.Name(), s.Parent().SpanID())
+		}
+	}
+}
+
+func count(spans []sdktrace.ReadOnlySpan, name string) int {
+	n := 0
+	for _, s := range spans {
+		if s.Name() == name {
+			n++
+		}
+	}
+	return n
+}
+
+// parentName answers the name of span's parent among spans.
+func parentName(spans []sdktrace.ReadOnlySpan, s sdktrace.ReadOnlySpan) string {
+	for _, p := range spans {
+		if p.SpanContext().SpanID() == s.Parent().SpanID() {
+			return p.Name()
+		}
+	}
+	return ""
+}
+
+// One delivery is one trace across the three services: the Deliver
+// request's server span is its root, the destination service's
+// ResolveDestination and the credential service's MintAccess (each with
+// its own span inside) are in it, and so are the delivery's run, its
+// workflow steps, one span per part uploaded (with its number, bytes and
+// attempts, and S3's own span under it) and the completion. A failed
+// delivery resolved later: the resolution's trace holds its run, which
+// links to the first trace.
+func TestTraceOfOneDelivery(t *testing.T) {
+	tr := startTraced(t)
+	tr.mayUseAnyBucket(t)
+	ctx := context.Background()
+	recs := customerBatches(t, 60_000, 4000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	dest := tr.destination(t, "traced", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	d, err := deliverclient.DeliverStream(ctx, tr.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{tr.admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, spans := tr.trace(t, "sluice.delivery.v1.DeliveryService/Deliver", "delivery run")
+	checkTree(t, root, spans)
+	if got := root.SpanContext().TraceID().String(); !strings.Contains(d.GetTraceParent(), got) {
+		t.Errorf("the delivery's trace_parent %q does not name its trace %s", d.GetTraceParent(), got)
+	}
+	for _, want := range []string{
+		"sluice.destination.v1.DestinationService/ResolveDestination", "resolve destination",
+		"sluice.credential.v1.CredentialAccessService/MintAccess", "mint access",
+		"delivery run", "step get_access", "step check_destination", "step convert", "step upload", "step finish",
+		"complete upload", "S3.CompleteMultipartUpload", "S3.PutObject",
+		"sluice.destination.v1.DestinationService/RecordDelivery",
+	} {
+		if count(spans, want) == 0 {
+			t.Errorf("the delivery's trace has no %q span", want)
+		}
+	}
+	var parts int64
+	for _, obj := range d.GetObjects() {
+		if obj.GetParts() > 1 {
+			parts += obj.GetParts()
+		}
+	}
+	if parts < 2 || count(spans, "upload part") != int(parts) {
+		t.Errorf("%d upload part spans, the delivery answers %d parts", count(spans, "upload part"), parts)
+	}
+	for _, s := range spans {
+		switch s.Name() {
+		case "upload part":
+			attrs := map[string]int64{}
+			for _, kv := range s.Attributes() {
+				attrs[string(kv.Key)] = kv.Value.AsInt64()
+			}
+			if attrs["sluice.part.number"] < 1 || attrs["sluice.part.bytes"] < 5<<20 && attrs["sluice.part.number"] < int64(parts) || attrs["sluice.part.attempts"] != 1 {
+				t.Errorf("part span attributes: %v", attrs)
+			}
+		case "S3.UploadPart":
+			if p := parentName(spans, s); p != "upload part" {
+				t.Errorf("S3's UploadPart span is under %q", p)
+			}
+		case "mint access":
+			if p := parentName(spans, s); p != "sluice.credential.v1.CredentialAccessService/MintAccess" {
+				t.Errorf("the mint access span is under %q", p)
+			}
+		case "step get_access", "step upload":
+			if p := parentName(spans, s); p != "delivery run" {
+				t.Errorf("%s is under %q", s.Name(), p)
+			}
+		}
+	}
+
+	// Failed, then resolved.
+	typo := tr.destination(t, "traced-typo", &destinationv1.Destination{Format: csvFormat(), BucketOverride: tr.bucket + "-typo"})
+	failed := tr.failedDelivery(t, typo.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+	var first []sdktrace.ReadOnlySpan
+	var failedTrace oteltrace.TraceID
+	for _, s := range tr.spans.Ended() {
+		if id := s.SpanContext().TraceID(); strings.Contains(failed.GetTraceParent(), id.String()) {
+			first, failedTrace = append(first, s), id
+		}
+	}
+	if count(first, "step upload") != 1 {
+		t.Fatalf("the failed delivery's trace (trace_parent %q): %v", failed.GetTraceParent(), names(first))
+	}
+	for _, s := range first {
+		if s.Name() == "step upload" && s.Status().Code != otelcodes.Error {
+			t.Errorf("the failed upload step's span has status %v", s.Status())
+		}
+	}
+	if _, err := tr.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: typo.GetName(), BucketOverride: tr.bucket},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
+	}, tr.admin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.resolve(ctx, tr.workflow(t, failed.GetWorkflow()), "fix-bucket-name"); err != nil {
+		t.Fatal(err)
+	}
+	resRoot, resolution := tr.trace(t, "sluice.delivery.v1.WorkflowService/ResolveWorkflow", "resolve workflow")
+	checkTree(t, resRoot, resolution)
+	if resRoot.SpanContext().TraceID() == failedTrace {
+		t.Fatal("the resolution ran in the failed delivery's trace")
+	}
+	linked := false
+	for _, s := range resolution {
+		if s.Name() != "delivery run" {
+			continue
+		}
+		if p := parentName(resolution, s); p != "resolve workflow" {
+			t.Errorf("the resolution's run is under %q", p)
+		}
+		for _, l := range s.Links() {
+			linked = linked || l.SpanContext.TraceID() == failedTrace
+		}
+	}
+	if !linked {
+		t.Errorf("the resolution's run does not link to the failed delivery's trace (its trace_parent %q)", failed.GetTraceParent())
+	}
+	if count(resolution, "upload part")+count(resolution, "put object") == 0 {
+		t.Errorf("the resolution's trace has no upload: %v", names(resolution))
 	}
 }

@@ -17,7 +17,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/contrib/instrumentation/github.com/aws/aws-sdk-go-v2/otelaws"
+	"go.opentelemetry.io/otel/propagation"
 )
+
+// traced adds a span per AWS operation (S3, STS, KMS) to cfg's clients,
+// under the caller's span. The trace context is not sent in the requests:
+// a customer's bucket is not part of Sluice's traces.
+func traced(cfg *aws.Config) {
+	otelaws.AppendMiddlewares(&cfg.APIOptions, otelaws.WithTextMapPropagator(propagation.NewCompositeTextMapPropagator()))
+}
 
 // Endpoints overrides where the SDK sends requests; empty means AWS.
 type Endpoints struct {
@@ -100,6 +109,7 @@ func (e Endpoints) Platform(ctx context.Context) (aws.Config, error) {
 		// AWS_CA_BUNDLE is set, as it is on many machines.
 		cfg.HTTPClient = e.HTTPClient
 	}
+	traced(&cfg)
 	return cfg, nil
 }
 
@@ -173,6 +183,7 @@ func (e Endpoints) Static(creds aws.Credentials) aws.Config {
 	if e.HTTPClient != nil {
 		cfg.HTTPClient = e.HTTPClient
 	}
+	traced(&cfg)
 	return cfg
 }
 
@@ -188,6 +199,7 @@ func (e Endpoints) Provided(p aws.CredentialsProvider) aws.Config {
 	if e.HTTPClient != nil {
 		cfg.HTTPClient = e.HTTPClient
 	}
+	traced(&cfg)
 	return cfg
 }
 

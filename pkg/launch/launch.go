@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -60,6 +61,9 @@ type Common struct {
 	// Telemetry adds span processors and metric readers (tests keep
 	// spans and metrics in memory); not a flag.
 	Telemetry telemetry.Options
+	// LogOutput receives the logs instead of stderr (tests read them);
+	// not a flag.
+	LogOutput io.Writer
 }
 
 // DefaultCommon answers the defaults: state under ./.data, info logs.
@@ -128,7 +132,11 @@ type Env struct {
 // Setup builds the logger, telemetry and identity for a process named
 // service (e.g. `sluice-credential`).
 func Setup(ctx context.Context, c Common, service string) (*Env, error) {
-	logger := logging.New(os.Stderr, logging.ParseLevel(c.LogLevel), service)
+	var out io.Writer = os.Stderr
+	if c.LogOutput != nil {
+		out = c.LogOutput
+	}
+	logger := logging.New(out, logging.ParseLevel(c.LogLevel), service)
 	topts := c.Telemetry
 	topts.ServiceName = service
 	if topts.Instance == "" {

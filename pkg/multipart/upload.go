@@ -14,9 +14,27 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// tracer makes the spans of parts and completions, from the global
+// provider when asked (tests and processes install theirs first).
+func tracer() trace.Tracer { return otel.Tracer("github.com/sluicehq/sluice/pkg/multipart") }
+
+// attempts answers how many times the SDK sent a request (1 without retries).
+func attempts(md middleware.Metadata) int {
+	if r, ok := retry.GetAttemptResults(md); ok && len(r.Results) > 0 {
+		return len(r.Results)
+	}
+	return 1
+}
 
 // castagnoli is the CRC32C table S3's checksums use.
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -277,11 +295,17 @@ func (u *Upload) send() error {
 		if u.obj.NoChecksums {
 			in.ChecksumAlgorithm, in.ChecksumCRC32C = "", nil
 		}
-		out, err := u.client.UploadPart(u.ctx, in)
+		ctx, span := tracer().Start(u.ctx, "upload part", trace.WithAttributes(
+			attribute.Int("sluice.part.number", int(number)), attribute.Int("sluice.part.bytes", size)))
+		out, err := u.client.UploadPart(ctx, in)
 		if err != nil {
+			span.SetStatus(codes.Error, "the part did not land")
+			span.End()
 			u.fail(fmt.Errorf("part %d: %w", number, err))
 			return
 		}
+		span.SetAttributes(attribute.Int("sluice.part.attempts", attempts(out.ResultMetadata)))
+		span.End()
 		u.mu.Lock()
 		part := types.CompletedPart{PartNumber: aws.Int32(number), ETag: out.ETag, ChecksumCRC32C: aws.String(sum)}
 		if u.obj.NoChecksums {
@@ -331,11 +355,16 @@ func (u *Upload) Close() (Result, error) {
 	if u.obj.NoChecksums {
 		complete.ChecksumCRC32C, complete.ChecksumType = nil, ""
 	}
-	_, err := u.client.CompleteMultipartUpload(u.ctx, complete)
+	ctx, span := tracer().Start(u.ctx, "complete upload", trace.WithAttributes(attribute.Int("sluice.parts", len(u.done)), attribute.Int64("sluice.bytes", u.bytes)))
+	out, err := u.client.CompleteMultipartUpload(ctx, complete)
 	if err != nil {
+		span.SetStatus(codes.Error, "the upload did not complete")
+		span.End()
 		u.Abort()
 		return res, fmt.Errorf("complete %s: %w", u.obj.Key, err)
 	}
+	span.SetAttributes(attribute.Int("sluice.attempts", attempts(out.ResultMetadata)))
+	span.End()
 	u.cancel()
 	u.uploadID = "" // completed: nothing left to abort
 	res.Parts = len(u.done)
@@ -360,11 +389,16 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 	if u.obj.NoChecksums {
 		put.ChecksumAlgorithm, put.ChecksumCRC32C = "", nil
 	}
-	_, err := u.client.PutObject(u.ctx, put)
+	ctx, span := tracer().Start(u.ctx, "put object", trace.WithAttributes(attribute.Int("sluice.bytes", len(body))))
+	out, err := u.client.PutObject(ctx, put)
 	u.release()
 	if err != nil {
+		span.SetStatus(codes.Error, "the object did not land")
+		span.End()
 		return res, fmt.Errorf("put %s: %w", u.obj.Key, err)
 	}
+	span.SetAttributes(attribute.Int("sluice.attempts", attempts(out.ResultMetadata)))
+	span.End()
 	if u.OnPart != nil {
 		u.OnPart(len(body))
 	}

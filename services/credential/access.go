@@ -14,8 +14,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -258,6 +261,9 @@ func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*creden
 	if c.GetRoleToRole() != nil {
 		kind = "role_to_role"
 	}
+	ctx, span := otel.Tracer("github.com/sluicehq/sluice/services/credential").Start(ctx, "mint access",
+		trace.WithAttributes(attribute.String("sluice.credential", c.GetName()), attribute.String("sluice.credential.type", kind)))
+	defer span.End()
 	e, ok := s.cache.get(c.GetName(), c.GetEtag(), now)
 	cache := "hit"
 	if !ok {
@@ -266,6 +272,8 @@ func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*creden
 		if err != nil {
 			s.mints.Add(ctx, 1, metric.WithAttributes(attribute.String("sluice.credential.type", kind), attribute.String("sluice.cache", cache),
 				attribute.String("sluice.outcome", "failed")))
+			span.SetAttributes(attribute.String("sluice.cache", cache))
+			span.SetStatus(otelcodes.Error, "no access")
 			return nil, err
 		}
 		e = cachedAccess{etag: c.GetEtag(), access: a, handedOut: now.Add(s.cache.ttl), expires: now.Add(s.cache.ttl)}
@@ -280,6 +288,7 @@ func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*creden
 	}
 	s.mints.Add(ctx, 1, metric.WithAttributes(attribute.String("sluice.credential.type", kind), attribute.String("sluice.cache", cache),
 		attribute.String("sluice.outcome", "succeeded")))
+	span.SetAttributes(attribute.String("sluice.cache", cache))
 	region := e.access.region
 	if region == "" {
 		region = s.cfg.AWS.Region

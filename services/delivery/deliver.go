@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -255,9 +258,11 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 		OutputName: output, Labels: start.GetLabels(), State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
 		Progress: &deliveryv1.DeliveryProgress{}, Workflow: name + workflowLeaf,
 		StagedInput:     &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
-		ServiceInstance: s.cfg.Instance, CreateTime: timestamppb.Now(),
+		ServiceInstance: s.cfg.Instance, CreateTime: timestamppb.Now(), TraceParent: traceParent(ctx),
 	}
-	l := s.work.Take(deliveryWork(name, kindDelivery))
+	work := deliveryWork(name, kindDelivery)
+	work.Trace = d.TraceParent
+	l := s.work.Take(work)
 	d, err := s.store.Deliveries.Create(ctx, parent, d, s.store.Workflows.Creating(parent, newWorkflow(d)), l.Hold)
 	return d, l, err
 }
@@ -297,7 +302,25 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 
 // run delivers src to dest for the stored delivery d and stores how it
 // ended.
-func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source, w staging.Writer) (*deliveryv1.Delivery, error) {
+func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source, w staging.Writer) (_ *deliveryv1.Delivery, err error) {
+	opts := []trace.SpanStartOption{trace.WithAttributes(attrDelivery.String(d.GetName()), attrDestination.String(d.GetDestination()),
+		attribute.Bool("sluice.rerun", isRerun(src)))}
+	if trace.SpanContextFromContext(ctx).TraceID().String() != traceIDOf(d.GetTraceParent()) {
+		// Another trace than the delivery's first (a resolution, a
+		// takeover): linked to it.
+		opts = append(opts, linkTo(d.GetTraceParent())...)
+	}
+	ctx, span := tracer().Start(ctx, "delivery run", opts...)
+	defer func() {
+		if err != nil {
+			span.SetStatus(otelcodes.Error, "the delivery failed")
+			var e *apierror.Error
+			if errors.As(err, &e) {
+				span.SetAttributes(attribute.String("error.type", apierror.ReasonName(e.Reason)))
+			}
+		}
+		span.End()
+	}()
 	log := logging.FromContext(ctx).With(slog.String("delivery", d.GetName()))
 	s.running.Store(d.GetName(), true)
 	defer s.running.Delete(d.GetName())
@@ -311,6 +334,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 	ended := s.metrics.began(ctx, formatName(dest))
 	f := s.flowOf(d.GetName())
 	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog, f)
+	defer f.endSpans("", nil) // those still open
 	// A transient fault (S3 or a peer unavailable, throttled, timing out)
 	// runs the delivery again over what was staged and the rest of the
 	// stream, after a growing pause, before anyone is told.
@@ -425,6 +449,7 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		}
 	}
 	if fail != nil {
+		f.endSpans(stepOf(err), err)
 		s.failWorkflow(ctx, d, stepOf(err), recorded(fail), fixContext{
 			destination: dest.GetName(), credential: dest.GetCredential(), bucket: bucket, prefix: dest.GetPrefix(),
 			kmsKey: dest.GetEncryption().GetKmsKeyId(), missingPermission: fail.Metadata["missing_permission"],

@@ -11,6 +11,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -34,6 +37,11 @@ import (
 // still receiving, or fails it when nothing was staged. A failure to take
 // it over frees the work for another try after a pause, by any replica.
 func (s *Service) takeOver(ctx context.Context, l *lease.Lease, log *slog.Logger) {
+	// The story goes on in the trace of the request that started the work.
+	ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier{"traceparent": l.Trace})
+	ctx, span := tracer().Start(ctx, "take over", trace.WithAttributes(attrDelivery.String(l.Subject),
+		attribute.String("sluice.work", l.Kind), attribute.Int("sluice.claim", l.Attempt)))
+	defer span.End()
 	ctx, h := s.holding(ctx, l)
 	err := s.takeOverHeld(ctx, l, log)
 	switch {

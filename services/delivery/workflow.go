@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/smithy-go"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -102,10 +107,44 @@ func stepIn(w *deliveryv1.Workflow, name string) *deliveryv1.WorkflowStep {
 type flow struct {
 	s    *Service
 	name string
+	// spans are the steps' spans of the run this flow records, open from
+	// their start to their end.
+	mu    sync.Mutex
+	spans map[string]trace.Span
 }
 
 func (s *Service) flowOf(delivery string) *flow {
-	return &flow{s: s, name: delivery + workflowLeaf}
+	return &flow{s: s, name: delivery + workflowLeaf, spans: map[string]trace.Span{}}
+}
+
+// startSpans opens a span per step under ctx's span, ending one of an
+// earlier attempt.
+func (f *flow) startSpans(ctx context.Context, steps []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, name := range steps {
+		if sp := f.spans[name]; sp != nil {
+			sp.End()
+		}
+		_, f.spans[name] = tracer().Start(ctx, "step "+name, trace.WithAttributes(attrStep.String(name)))
+	}
+}
+
+// endSpans ends the steps' spans that are open: failing with err (when
+// not nil), the others as they are.
+func (f *flow) endSpans(failing string, err error, steps ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for name, sp := range f.spans {
+		if len(steps) > 0 && !slices.Contains(steps, name) {
+			continue
+		}
+		if err != nil && name == failing {
+			sp.SetStatus(otelcodes.Error, err.Error())
+		}
+		sp.End()
+		delete(f.spans, name)
+	}
 }
 
 func (f *flow) update(ctx context.Context, what string, mutate func(w *deliveryv1.Workflow)) *deliveryv1.Workflow {
@@ -129,6 +168,7 @@ func (f *flow) start(ctx context.Context, steps ...string) {
 			st.Attempts++
 		}
 	})
+	f.startSpans(ctx, steps)
 }
 
 // succeed marks steps done.
@@ -139,6 +179,7 @@ func (f *flow) succeed(ctx context.Context, steps ...string) {
 			st.State, st.EndTime, st.Error = deliveryv1.StepState_STEP_STATE_SUCCEEDED, timestamppb.Now(), nil
 		}
 	})
+	f.endSpans("", nil, steps...)
 }
 
 // retried counts n more attempts of a step (a part or a request tried
@@ -147,6 +188,11 @@ func (f *flow) retried(ctx context.Context, step string, n int32) {
 	f.update(ctx, "attempts", func(w *deliveryv1.Workflow) {
 		stepIn(w, step).Attempts += n
 	})
+	f.mu.Lock()
+	if sp := f.spans[step]; sp != nil {
+		sp.AddEvent("requests tried again", trace.WithAttributes(attribute.Int("sluice.retries", int(n))))
+	}
+	f.mu.Unlock()
 }
 
 // succeeded ends the workflow's run: every step done.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -135,7 +137,9 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	}
 	// The run is leased work, taken with the workflow's new run: were
 	// this replica to die, another takes it over once the lease runs out.
-	l := s.work.Take(deliveryWork(d.GetName(), kindResolve))
+	work := deliveryWork(d.GetName(), kindResolve)
+	work.Trace = traceParent(ctx)
+	l := s.work.Take(work)
 	if _, err := s.startRun(ctx, w.GetName(), w.GetEtag(), action, subject, l.Hold); err != nil {
 		if errors.Is(err, apierror.ErrEtagMismatch) || errors.Is(err, lease.ErrHeld) {
 			return nil, changed(w.GetName())
@@ -145,6 +149,8 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	// The run goes on when the caller leaves: the workflow shows how it
 	// ends.
 	run, h := s.holding(context.WithoutCancel(ctx), l)
+	run, span := tracer().Start(run, "resolve workflow", trace.WithAttributes(attrDelivery.String(d.GetName()),
+		attrAction.String(action.GetId()), attrRun.Int(len(w.GetHistory())+2)))
 	d, err = s.store.Deliveries.Update(run, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 		sd.State, sd.Error, sd.EndTime, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING, nil, nil, nil
 		sd.Progress, sd.ServiceInstance = &deliveryv1.DeliveryProgress{}, s.cfg.Instance
@@ -165,6 +171,10 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	go func() {
 		defer h.done()
 		rd, err := s.rerun(run, d, dest, nil)
+		if err != nil {
+			span.SetStatus(otelcodes.Error, "the resolution's run failed")
+		}
+		span.End()
 		done <- outcome{rd, err}
 	}()
 	select {

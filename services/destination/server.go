@@ -12,6 +12,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -630,6 +633,11 @@ func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.Res
 	if err != nil {
 		return nil, err
 	}
+	// The access decision, for an operator following a refused delivery.
+	_, span := otel.Tracer("github.com/sluicehq/sluice/services/destination").Start(ctx, "resolve destination",
+		trace.WithAttributes(attribute.String("sluice.destination", d.GetName()), attribute.Bool("sluice.allowed", MayUse(c, d)),
+			attribute.Bool("sluice.admin_only", d.GetAccess().GetAdminOnly()), attribute.Bool("sluice.allow_limited_pii", d.GetAccess().GetAllowLimitedPii())))
+	span.End()
 	if !MayUse(c, d) {
 		return nil, apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_DESTINATION_NOT_ALLOWED,
 			"the caller may not send data to this destination: it is admin only or does not allow limited PII access").With("destination", req.GetName())

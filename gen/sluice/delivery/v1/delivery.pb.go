@@ -385,6 +385,11 @@ type Delivery struct {
 	// (`--instance`, the host name by default), for operators following it.
 	// Output only.
 	ServiceInstance string `protobuf:"bytes,14,opt,name=service_instance,json=serviceInstance,proto3" json:"service_instance,omitempty"`
+	// The W3C trace context (`traceparent`) of the request that started the
+	// delivery: its trace id finds the delivery's trace in a tracing
+	// backend, and the runs of its resolutions link to it. Empty when the
+	// request carried no sampled trace. Output only.
+	TraceParent string `protobuf:"bytes,15,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
 	// When the delivery started. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the delivery last changed. Output only.
@@ -519,6 +524,13 @@ func (x *Delivery) GetStagedInput() *StagedInput {
 func (x *Delivery) GetServiceInstance() string {
 	if x != nil {
 		return x.ServiceInstance
+	}
+	return ""
+}
+
+func (x *Delivery) GetTraceParent() string {
+	if x != nil {
+		return x.TraceParent
 	}
 	return ""
 }
@@ -1045,7 +1057,7 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\rresume_offset\x18\x05 \x01(\x03R\fresumeOffset\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe2\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\a\n" +
 	"\bDelivery\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x12'\n" +
@@ -1062,7 +1074,8 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x06bucket\x18\v \x01(\tR\x06bucket\x12\x12\n" +
 	"\x04etag\x18\f \x01(\tR\x04etag\x12B\n" +
 	"\fstaged_input\x18\r \x01(\v2\x1f.sluice.delivery.v1.StagedInputR\vstagedInput\x12)\n" +
-	"\x10service_instance\x18\x0e \x01(\tR\x0fserviceInstance\x12;\n" +
+	"\x10service_instance\x18\x0e \x01(\tR\x0fserviceInstance\x12!\n" +
+	"\ftrace_parent\x18\x0f \x01(\tR\vtraceParent\x12;\n" +
 	"\vcreate_time\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x15 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
