@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -19,10 +23,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
 // scrape reads url's Prometheus text, as Prometheus would.
@@ -375,5 +382,102 @@ func TestTraceOfOneDelivery(t *testing.T) {
 	}
 	if count(resolution, "upload part")+count(resolution, "put object") == 0 {
 		t.Errorf("the resolution's trace has no upload: %v", names(resolution))
+	}
+}
+
+// Nothing Sluice exports carries a secret: through a delivery that lands,
+// one whose credential holds a wrong secret key, and one to a misspelled
+// bucket resolved later, every span (names, attributes, events, status),
+// the whole /metrics scrape and every log line at debug level are
+// searched for the credential's secret keys, the caller's token, and the
+// session the credential service minted. The request's log lines carry
+// the trace, the caller's subject and the delivery.
+func TestTelemetryCarriesNoSecrets(t *testing.T) {
+	tr := startTraced(t)
+	tr.mayUseAnyBucket(t)
+	ctx := context.Background()
+	token, err := tr.r.users.Mint("operator@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
+	opts := deliverclient.Options{CallOptions: []grpc.CallOption{as}}
+	recs := customerBatches(t, 20_000, 2000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+
+	ok := tr.destination(t, "kept", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	landed, err := deliverclient.DeliverStream(ctx, tr.delivs, &deliveryv1.DeliveryStart{Destination: ok.GetName(), OutputName: "out"}, bytes.NewReader(stream), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := "not-the-secret-" + tr.secret
+	cred, err := tr.creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "wrong",
+		Credential: &credentialv1.Credential{Bucket: tr.bucket, Region: tr.m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{
+			AccessKeyId: tr.key, SecretAccessKey: wrong}}}}, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := tr.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: "wrong",
+		Destination: &destinationv1.Destination{Credential: cred.GetName(), Prefix: "wrong/", Format: csvFormat()}}, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.failedDelivery(t, bad.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_INVALID_CREDENTIALS)
+	typo := tr.destination(t, "typo", &destinationv1.Destination{Format: csvFormat(), BucketOverride: tr.bucket + "-typo"})
+	failed := tr.failedDelivery(t, typo.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+	if _, err := tr.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: typo.GetName(), BucketOverride: tr.bucket},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
+	}, as); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.resolve(ctx, tr.workflow(t, failed.GetWorkflow()), "fix-bucket-name"); err != nil {
+		t.Fatal(err)
+	}
+	// The session the deliveries used: the cache hands out the same one.
+	minted, err := credentialv1.NewCredentialAccessServiceClient(tr.r.conns["credential"]).MintAccess(
+		tr.r.asServiceFor(t, "acme", auth.PolicyAdministrator), &credentialv1.MintAccessRequest{Name: tr.cred})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{
+		"the credential's secret key": tr.secret, "a wrong secret key": wrong, "the caller's token": token,
+		"the minted secret key": minted.GetSecretAccessKey(), "the minted session token": minted.GetSessionToken(),
+		"MinIO's root password": tr.m.RootPassword,
+	}
+	_, metricsText := scrape(t, tr.r.metrics)
+	exported := map[string]string{"spans": testenv.SpanText(tr.spans.Ended()), "/metrics": metricsText, "logs": tr.logs.String()}
+	for what, text := range exported {
+		for name, secret := range secrets {
+			if secret == "" {
+				t.Fatalf("%s is empty: the test proves nothing", name)
+			}
+			if strings.Contains(text, secret) {
+				t.Errorf("%s carry %s", what, name)
+			}
+		}
+	}
+	if len(tr.spans.Ended()) < 50 || len(tr.logs.String()) < 1000 {
+		t.Fatalf("too little was exported to search: %d spans, %d bytes of logs", len(tr.spans.Ended()), len(tr.logs.String()))
+	}
+
+	// The Deliver request's closing line: trace, subject and delivery.
+	found := false
+	for _, line := range strings.Split(tr.logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["method"] != "/sluice.delivery.v1.DeliveryService/Deliver" || rec["delivery"] != landed.GetName() {
+			continue
+		}
+		found = true
+		if rec["subject"] != "operator@acme.test" || rec["tenant"] != "acme" || rec["trace_id"] == nil || rec["span_id"] == nil ||
+			!strings.Contains(landed.GetTraceParent(), fmt.Sprint(rec["trace_id"])) {
+			t.Errorf("the Deliver request's log line: %v", rec)
+		}
+	}
+	if os.Getenv("SLUICE_SHOW_LOGS") != "" {
+		t.Log(tr.logs.String())
+	}
+	if !found {
+		t.Errorf("no Deliver log line names the delivery %s:\n%s", landed.GetName(), tr.logs.String())
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/logging"
 )
 
 // Metadata keys. The authorization header carries whoever calls; between
@@ -178,6 +180,13 @@ func (a Authorizer) authorize(ctx context.Context, method string) (context.Conte
 	c, err := a.Verifier.Authenticate(ctx)
 	if err != nil {
 		return nil, err
+	}
+	// Who called, on every line of the request from here (and on its
+	// closing line), refused or not. Subjects and tenants are identities,
+	// not secrets; the token never is logged.
+	logging.Add(ctx, slog.String("subject", c.Subject), slog.String("tenant", c.Tenant))
+	if c.IsService() {
+		logging.Add(ctx, slog.String("caller_service", c.Service))
 	}
 	if err := rule.check(c); err != nil {
 		return nil, err

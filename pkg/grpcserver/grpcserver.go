@@ -297,9 +297,6 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 		slog.String("code", code.String()),
 		slog.Duration("duration", time.Since(start)),
 	}
-	if c, ok := auth.FromContext(ctx); ok {
-		attrs = append(attrs, slog.String("subject", c.Subject), slog.String("tenant", c.Tenant))
-	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", status.Convert(err).Message()))
 	}
@@ -307,7 +304,7 @@ func (s *Server) logCall(ctx context.Context, method string, start time.Time, er
 }
 
 func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	ctx = logging.WithLogger(requestContext(ctx), s.logger)
+	ctx = logging.WithFields(logging.WithLogger(requestContext(ctx), s.logger))
 	start := time.Now()
 	resp, err := h(ctx, req)
 	s.logCall(ctx, info.FullMethod, start, err)
@@ -315,7 +312,7 @@ func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerIn
 }
 
 func (s *Server) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-	ctx := logging.WithLogger(requestContext(ss.Context()), s.logger)
+	ctx := logging.WithFields(logging.WithLogger(requestContext(ss.Context()), s.logger))
 	start := time.Now()
 	err := h(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
 	s.logCall(ctx, info.FullMethod, start, err)

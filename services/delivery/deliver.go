@@ -321,7 +321,9 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		}
 		span.End()
 	}()
-	log := logging.FromContext(ctx).With(slog.String("delivery", d.GetName()))
+	ctx = logging.WithFields(ctx)
+	logging.Add(ctx, slog.String("delivery", d.GetName()))
+	log := logging.FromContext(ctx)
 	s.running.Store(d.GetName(), true)
 	defer s.running.Delete(d.GetName())
 	prog := &progress{}
