@@ -18,7 +18,16 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
+tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/promtool $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, promtool, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
+
+# promtool checks the alert rules; its module is its own (tools/promtool),
+# since Prometheus's dependencies would move the versions MinIO builds with.
+$(TOOLS_DIR)/promtool: tools/promtool/go.mod tools/promtool/go.sum
+	@mkdir -p $(TOOLS_DIR)
+	@cd tools/promtool && ver=$$(go list -m -f '{{.Version}}' github.com/prometheus/prometheus) && \
+	 if [ -x $@ ] && [ "$$(cat $@.version 2>/dev/null)" = "$$ver" ]; then touch $@; exit 0; fi && \
+	 echo "building promtool@$$ver into $(TOOLS_DIR) (minutes the first time, then cached)" && \
+	 GOBIN=$(TOOLS_DIR) go install github.com/prometheus/prometheus/cmd/promtool && echo $$ver > $@.version
 
 # DuckDB for Node, pinned in tools/duckdb, reads format output back in tests.
 $(TOOLS_DIR)/duckdb/.installed: tools/duckdb/package.json tools/duckdb/package-lock.json

@@ -8,6 +8,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +25,7 @@ import (
 	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+	"gopkg.in/yaml.v3"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -29,6 +33,7 @@ import (
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
@@ -479,5 +484,172 @@ func TestTelemetryCarriesNoSecrets(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no Deliver log line names the delivery %s:\n%s", landed.GetName(), tr.logs.String())
+	}
+}
+
+// The alert rules and the Grafana dashboard in deploy/observability are
+// sound: promtool (Prometheus's own checker, built by make tools) passes
+// the rules, and every dashboard query checked as a recording rule, and
+// every metric either names is one a running Sluice exports after a
+// delivery.
+func TestDashboardAndAlertRules(t *testing.T) {
+	promtool := filepath.Join(localserver.ToolsDir(), "promtool")
+	if _, err := os.Stat(promtool); err != nil {
+		t.Fatalf("promtool is missing (%v): run `make tools`, which builds it into %s", err, localserver.ToolsDir())
+	}
+	w := startWorkflows(t, func(c *serveConfig) { c.MetricsAddr = "127.0.0.1:0" })
+	recs := customerBatches(t, 1000, 500)
+	dest := w.destination(t, "scraped", &destinationv1.Destination{Format: csvFormat()})
+	if _, err := deliverclient.DeliverStream(context.Background(), w.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName()},
+		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}}); err != nil {
+		t.Fatal(err)
+	}
+	fams, _ := scrape(t, w.r.metrics)
+	metricName := regexp.MustCompile(`\bsluice_[a-z0-9_]+\b`)
+	// Label names are not metrics: matchers, and by/on/without lists, go.
+	labelsOnly := regexp.MustCompile(`\{[^}]*\}|\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	checkNames := func(where, expr string) {
+		t.Helper()
+		names := metricName.FindAllString(labelsOnly.ReplaceAllString(expr, ""), -1)
+		if len(names) == 0 {
+			t.Errorf("%s names no Sluice metric: %s", where, expr)
+		}
+		for _, name := range names {
+			found := false
+			for _, suffix := range []string{"", "_bucket", "_sum", "_count"} {
+				found = found || strings.HasSuffix(name, suffix) && fams[strings.TrimSuffix(name, suffix)] != nil
+			}
+			if !found {
+				t.Errorf("%s names %s, which Sluice does not export", where, name)
+			}
+		}
+	}
+	check := func(file string) {
+		t.Helper()
+		if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
+			t.Errorf("promtool check rules %s: %v\n%s", file, err, out)
+		}
+	}
+
+	rulesFile := "../../deploy/observability/alerts.yaml"
+	check(rulesFile)
+	raw, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert, Expr string
+				Labels      map[string]string
+				Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(raw, &rules); err != nil {
+		t.Fatal(err)
+	}
+	alerts := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			alerts++
+			if r.Annotations["summary"] == "" || r.Labels["severity"] == "" {
+				t.Errorf("alert %s has no summary or severity", r.Alert)
+			}
+			checkNames("alert "+r.Alert, r.Expr)
+		}
+	}
+	if alerts < 4 {
+		t.Errorf("%d alert rules, want those for failing deliveries, part retries, the sweeper and pool pressure", alerts)
+	}
+
+	raw, err = os.ReadFile("../../deploy/observability/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("grafana-dashboard.json: %v", err)
+	}
+	// Each query as a recording rule, so that promtool parses it.
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	queries := 0
+	for _, p := range dash.Panels {
+		for _, q := range p.Targets {
+			queries++
+			expr := strings.ReplaceAll(q.Expr, "$__rate_interval", "5m") // as Grafana substitutes it
+			checkNames("panel "+p.Title, expr)
+			quoted, _ := json.Marshal(expr)
+			fmt.Fprintf(&b, "      - record: sluice:dashboard:query%d\n        expr: %s\n", queries, quoted)
+		}
+	}
+	if dash.Title == "" || queries < 8 {
+		t.Errorf("dashboard %q has %d queries", dash.Title, queries)
+	}
+	queriesFile := filepath.Join(t.TempDir(), "dashboard-queries.yaml")
+	if err := os.WriteFile(queriesFile, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check(queriesFile)
+}
+
+// With OTEL_EXPORTER_OTLP_ENDPOINT set, spans and metrics go over the
+// wire to an OTLP/gRPC receiver: a delivery's run and part spans, and its
+// counters, under the resource the OTEL_* variables name.
+func TestOTLPExport(t *testing.T) {
+	recv := testenv.NewOTLP(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.Endpoint)
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+	w := startWorkflows(t, nil)
+	recs := customerBatches(t, 2000, 500)
+	dest := w.destination(t, "exported", &destinationv1.Destination{Format: csvFormat()})
+	d, err := deliverclient.DeliverStream(context.Background(), w.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName()},
+		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gotRun, gotPut, gotCounter, gotResource bool
+	for i := 0; i < 300 && !(gotRun && gotPut && gotCounter && gotResource); i++ {
+		time.Sleep(100 * time.Millisecond)
+		for _, rs := range recv.Spans() {
+			attrs := map[string]string{}
+			for _, kv := range rs.GetResource().GetAttributes() {
+				attrs[kv.GetKey()] = kv.GetValue().GetStringValue()
+			}
+			gotResource = gotResource || attrs["service.name"] == "sluice" && attrs["deployment.environment.name"] == "test" && attrs["service.version"] != ""
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					inTrace := strings.Contains(d.GetTraceParent(), fmt.Sprintf("%x", s.GetTraceId()))
+					gotRun = gotRun || s.GetName() == "delivery run" && inTrace
+					gotPut = gotPut || s.GetName() == "put object" && inTrace
+				}
+			}
+		}
+		for _, rm := range recv.Metrics() {
+			for _, sm := range rm.GetScopeMetrics() {
+				for _, m := range sm.GetMetrics() {
+					if m.GetName() != "sluice.delivery.completed" {
+						continue
+					}
+					for _, p := range m.GetSum().GetDataPoints() {
+						gotCounter = gotCounter || p.GetAsInt() >= 1
+					}
+				}
+			}
+		}
+	}
+	if !gotRun || !gotPut || !gotCounter || !gotResource {
+		t.Fatalf("over OTLP: run span %v, put span %v, completed counter %v, resource %v", gotRun, gotPut, gotCounter, gotResource)
 	}
 }

@@ -190,6 +190,7 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 		st.Close()
 		return nil, fmt.Errorf("credential metrics: %w", err)
 	}
+	mints.Add(ctx, 0)
 	return &Service{cfg: cfg, peers: peers, store: st, now: time.Now, platform: platform, cache: accessCache{ttl: cfg.AccessCacheTTL}, mints: mints}, nil
 }
 

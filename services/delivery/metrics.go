@@ -47,6 +47,9 @@ func (s *Service) newMetrics() (*metrics, error) {
 		if err == nil {
 			err = e
 		}
+		// Exported from the start, at 0: an alert's rate() over a series
+		// that appears with its first event would miss that event.
+		c.Add(context.Background(), 0)
 		return c
 	}
 	mt.started = counter("sluice.delivery.started", "{delivery}", "Deliveries started, by destination format.")
