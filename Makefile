@@ -90,6 +90,10 @@ bench: tools ## Run the benchmarks and print their figures
 serve: ## Run the three services in one process (state in .data/)
 	go run ./cmd/sluice serve
 
+.PHONY: trace-picture
+trace-picture: tools ## Run the demo and draw its delivery's trace into docs/delivery-trace.png
+	go run ./cmd/sluice demo --log-level error --trace-png docs/delivery-trace.png
+
 .PHONY: demo
 demo: tools ## Run Sluice end to end on the embedded defaults against a local MinIO
 	go run ./cmd/sluice demo

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -28,13 +30,14 @@ import (
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/pkg/sampledata"
+	"github.com/sluicehq/sluice/pkg/tracechart"
 )
 
 func demoCommand() *cobra.Command {
 	cfg := defaultServeConfig()
 	cfg.DataDir = "" // a fresh temporary directory per run
 	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	var keep bool
+	var o demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run Sluice end to end on the embedded defaults against a local MinIO",
@@ -45,15 +48,30 @@ With --keep it keeps running until Ctrl-C.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return demo(ctx, cmd.OutOrStdout(), cfg, keep)
+			return demo(ctx, cmd.OutOrStdout(), cfg, o)
 		},
 	}
 	cfg.addFlags(cmd)
-	cmd.Flags().BoolVar(&keep, "keep", false, "keep MinIO and the services running until Ctrl-C")
+	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep MinIO and the services running until Ctrl-C")
+	cmd.Flags().StringVar(&o.tracePNG, "trace-png", "", "draw the trace of the demo's delivery across the three services into this PNG file")
 	return cmd
 }
 
-func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
+// demoOptions adjust the demo.
+type demoOptions struct {
+	// keep keeps everything running until Ctrl-C.
+	keep bool
+	// tracePNG is where to draw the delivery's trace, if anywhere.
+	tracePNG string
+}
+
+func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) error {
+	var spans *tracetest.SpanRecorder
+	if o.tracePNG != "" {
+		// Spans kept in memory, to draw one delivery's trace.
+		spans = tracetest.NewSpanRecorder()
+		cfg.Telemetry.SpanProcessors = append(cfg.Telemetry.SpanProcessors, spans)
+	}
 	if cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "sluice-demo-")
 		if err != nil {
@@ -122,8 +140,14 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 	}
 
 	fmt.Fprintln(w, "\n== 7. Deliver 250,000 customer rows to it, streamed as Arrow, and list what landed")
-	if err := deliveryTour(ctx, w, token, addrs["delivery"], minio, bucket); err != nil {
+	d, err := deliveryTour(ctx, w, token, addrs["delivery"], minio, bucket)
+	if err != nil {
 		return err
+	}
+	if spans != nil {
+		if err := drawTrace(ctx, w, spans, d, o.tracePNG); err != nil {
+			return err
+		}
 	}
 
 	fmt.Fprintln(w, "\n== 8. A delivery to a misspelled bucket fails: its notification, workflow and resolutions; fix the bucket, resolve")
@@ -134,7 +158,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, keep bool) error {
 	fmt.Fprintln(w, `
 == What later steps add to this demo
   - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)`)
-	if keep {
+	if o.keep {
 		fmt.Fprintf(w, "\nRunning until Ctrl-C. MinIO: %s (user %s, password %s)\n", minio.Endpoint, minio.RootUser, minio.RootPassword)
 		<-ctx.Done()
 	}
@@ -287,10 +311,10 @@ func destinationTour(ctx context.Context, w io.Writer, token, addr string) error
 // deliveryTour streams a generated customer table to the demo destination
 // with the Go client, lists the objects the answer names, checks one
 // against MinIO, and shows the delivery as ListDeliveries has it.
-func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket string) error {
+func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket string) (*deliveryv1.Delivery, error) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cc.Close()
 	client := deliveryv1.NewDeliveryServiceClient(cc)
@@ -302,7 +326,7 @@ func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *l
 		Destination: "tenants/acme/environments/sandbox/destinations/c360-csv", OutputName: "c360", IdempotencyKey: "demo-c360",
 	}, rows, deliverclient.Options{CallOptions: []grpc.CallOption{as}})
 	if err != nil {
-		return fmt.Errorf("deliver: %s", describe(err))
+		return nil, fmt.Errorf("deliver: %s", describe(err))
 	}
 	fmt.Fprintf(w, "  %s %s in %s: %d rows, %.1f MB of Arrow in, %.1f MB out\n", d.GetName(),
 		strings.TrimPrefix(d.GetState().String(), "DELIVERY_STATE_"), time.Since(start).Round(time.Millisecond),
@@ -312,16 +336,46 @@ func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *l
 	}
 	head, err := minio.S3("", "").HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(d.GetObjects()[0].GetKey()), ChecksumMode: s3types.ChecksumModeEnabled})
 	if err != nil {
-		return fmt.Errorf("head the first object: %w", err)
+		return nil, fmt.Errorf("head the first object: %w", err)
 	}
 	fmt.Fprintf(w, "  MinIO's own CRC32C of the first object: %s (the answer says %s)\n", aws.ToString(head.ChecksumCRC32C), d.GetObjects()[0].GetCrc32C())
 	list, err := client.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: "tenants/acme/environments/sandbox", Filter: "state = SUCCEEDED"}, as)
 	if err != nil {
-		return fmt.Errorf("list deliveries: %w", err)
+		return nil, fmt.Errorf("list deliveries: %w", err)
 	}
 	fmt.Fprintf(w, "  ListDeliveries (state = SUCCEEDED): %d delivery\n", len(list.GetDeliveries()))
-	return nil
+	return d, nil
 }
+
+// drawTrace draws the trace of delivery d, from the spans kept in memory,
+// into file.
+func drawTrace(ctx context.Context, w io.Writer, spans *tracetest.SpanRecorder, d *deliveryv1.Delivery, file string) error {
+	// The request's own span ends as its answer goes out: wait for it.
+	for wait := 0; ; wait++ {
+		for _, s := range spans.Ended() {
+			if s.Parent().IsValid() || !strings.Contains(d.GetTraceParent(), s.SpanContext().TraceID().String()) {
+				continue
+			}
+			rows := tracechart.Rows(s, spans.Ended())
+			var buf bytes.Buffer
+			title := fmt.Sprintf("One delivery, one trace (%s): %d rows of CSV + gzip, %d spans across the three services", s.SpanContext().TraceID(), d.GetProgress().GetRows(), len(rows))
+			if err := tracechart.PNG(&buf, title, rows, 1400); err != nil {
+				return err
+			}
+			if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
+				return fmt.Errorf("write the trace's picture: %w", err)
+			}
+			fmt.Fprintf(w, "  drew its trace, %d spans from the Deliver request down to each part, into %s\n", len(rows), file)
+			return nil
+		}
+		if wait == 50 || ctx.Err() != nil {
+			return fmt.Errorf("the delivery's trace %s was not recorded", d.GetTraceParent())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+
 
 func describe(err error) string {
 	e := apierror.FromStatus(err)

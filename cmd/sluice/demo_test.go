@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"image/png"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,7 +22,8 @@ func TestDemo(t *testing.T) {
 	cfg.DataDir = ""
 	cfg.LogLevel = "error"
 	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	if err := demo(context.Background(), &out, cfg, false); err != nil {
+	picture := filepath.Join(t.TempDir(), "trace.png")
+	if err := demo(context.Background(), &out, cfg, demoOptions{tracePNG: picture}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	got := out.String()
@@ -53,6 +57,19 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, got)
 		}
+	}
+	// The delivery's trace, drawn: a PNG of its spans.
+	f, err := os.Open(picture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil || img.Bounds().Dx() != 1400 || img.Bounds().Dy() < 600 {
+		t.Errorf("the trace's picture: %v, %v", err, img.Bounds())
+	}
+	if !strings.Contains(got, "drew its trace") {
+		t.Errorf("the demo does not say where the trace's picture is:\n%s", got)
 	}
 	if n := strings.Count(got, "SERVING"); n != 5 {
 		t.Errorf("%d services SERVING, want 5", n)
