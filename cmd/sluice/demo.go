@@ -375,8 +375,6 @@ func drawTrace(ctx context.Context, w io.Writer, spans *tracetest.SpanRecorder, 
 	}
 }
 
-
-
 func describe(err error) string {
 	e := apierror.FromStatus(err)
 	s := e.Code.String() + ": " + e.Message

@@ -23,7 +23,9 @@ func TestRowsAndPicture(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	delivery, parts := tp.Tracer("github.com/sluicehq/sluice/services/delivery"), tp.Tracer("github.com/sluicehq/sluice/pkg/multipart")
 	t0 := time.Date(2026, 12, 2, 6, 0, 0, 0, time.UTC)
-	at := func(ms int) trace.SpanEventOption { return trace.WithTimestamp(t0.Add(time.Duration(ms) * time.Millisecond)) }
+	at := func(ms int) trace.SpanEventOption {
+		return trace.WithTimestamp(t0.Add(time.Duration(ms) * time.Millisecond))
+	}
 	ctx, root := delivery.Start(context.Background(), "Deliver", at(0))
 	ctx, run := delivery.Start(ctx, "delivery run", at(5))
 	_, p2 := parts.Start(ctx, "upload part", at(40), trace.WithAttributes(attribute.Int("sluice.part.number", 2)))
