@@ -150,7 +150,7 @@ func TestReplicasTakeOverAResolution(t *testing.T) {
 	if ups := uploadsUnder(t, m.S3("", ""), bucket, "typo/"); len(ups) != 0 {
 		t.Errorf("uploads left: %v", ups)
 	}
-	if log := p.sl.Log("delivery-2"); !strings.Contains(log, "took over a stopped delivery") || !strings.Contains(log, "resumed an interrupted upload") {
-		t.Errorf("the second replica did not continue the first one's upload; its log:\n%s", log)
+	if log := p.sl.WholeLog("delivery-2"); !strings.Contains(log, "took over a stopped delivery") || !strings.Contains(log, "resumed an interrupted upload") {
+		t.Errorf("the second replica did not continue the first one's upload; its log ends:\n%s", p.sl.Log("delivery-2"))
 	}
 }

@@ -136,6 +136,9 @@ func TestMetricsCountDeliveries(t *testing.T) {
 	if landed.GetProgress().GetRows() != 30_000 || landed.GetProgress().GetBytesOut() == 0 {
 		t.Errorf("the landed delivery's progress: %v", landed.GetProgress())
 	}
+	// Every part and single-request object timed: the landed delivery's,
+	// and the failed one's that S3 refused (none landed).
+	check("parts timed", sum(fams, "sluice_upload_part_duration_seconds", "sluice_landed", "true"), float64(landed.GetProgress().GetParts()))
 	check("part buffer pool", sum(fams, "sluice_delivery_part_buffers_limit_bytes"), float64(8*(5<<20)))
 	check("part buffers held between deliveries", sum(fams, "sluice_delivery_part_buffers_used_bytes"), 0)
 	if n := sum(fams, "sluice_credential_access_mints_total", "sluice_outcome", "succeeded"); n < 2 {

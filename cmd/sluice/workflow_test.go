@@ -511,7 +511,9 @@ func TestWorkflowNetworkFaults(t *testing.T) {
 		c.Credential.AWS.S3ReadTimeout = 3 * time.Second
 		c.Delivery.PartSize = 5 << 20
 		c.Delivery.RequestAttempts, c.Delivery.RequestMaxBackoff = 5, 500*time.Millisecond
-		c.Delivery.TransientRetries = 0
+		// Should the toxic come off late (it waits for stalled links),
+		// a rerun from staged input is still a retry before anyone is told.
+		c.Delivery.TransientRetries = 1
 	})
 	recs := customerBatches(t, 60_000, 4000)
 	stream := ipcBytes(t, recs[0].Schema(), recs...)
@@ -550,20 +552,39 @@ func TestWorkflowNetworkFaults(t *testing.T) {
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
-			toxic := network.Add(t, tc.toxic, tc.stream, tc.attributes)
-			// The toxic stays until a request is tried again.
+			// The toxic stays until a request is tried again (taken off on
+			// a goroutine of its own: the proxy's handler must not wait).
 			parts := map[string]bool{}
 			var lifted atomic.Bool
+			name := make(chan string, 1)
 			fault.When(func(r testenv.S3Request) bool {
 				id := r.Method + " " + r.Key + "?" + r.Query.Encode()
 				again := parts[id]
 				parts[id] = true
 				return ours(r) && again
 			}, func() {
-				network.Remove(toxic)
 				lifted.Store(true)
+				go func() { network.Remove(<-name) }()
 			})
-			fault.Release()
+			// A toxic on requests cannot go onto the held one's link until
+			// its body moves: let it go when the toxic is not on by then.
+			added := make(chan error, 1)
+			go func() {
+				n, err := network.Add(tc.toxic, tc.stream, tc.attributes)
+				name <- n
+				added <- err
+			}()
+			var err error
+			select {
+			case err = <-added:
+				fault.Release()
+			case <-time.After(2 * time.Second):
+				fault.Release()
+				err = <-added
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
 			a := <-done
 			if a.err != nil {
 				t.Fatalf("a network fault shorter than the retries failed the delivery: %v", a.err)

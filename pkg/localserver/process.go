@@ -80,6 +80,12 @@ func (p *process) stop(sig syscall.Signal, grace time.Duration) {
 	announce("stopped %s (pid %d)", p.name, pid)
 }
 
+// whole answers the process's log as written so far.
+func (p *process) whole() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
 // tail answers the end of the process's log, for failure messages.
 func (p *process) tail() string {
 	b, err := os.ReadFile(p.log)

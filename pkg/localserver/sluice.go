@@ -172,6 +172,10 @@ func (s *Sluice) Kill(name string) {
 // Log answers the end of a service's current log.
 func (s *Sluice) Log(name string) string { return s.procs[name].tail() }
 
+// WholeLog answers everything service name logged so far (since it was
+// last started), for tests that look for a line.
+func (s *Sluice) WholeLog(name string) string { return s.procs[name].whole() }
+
 // Stop stops every service (SIGTERM, then SIGKILL) and removes its files.
 func (s *Sluice) Stop() {
 	for _, name := range slices.Backward(s.names) {

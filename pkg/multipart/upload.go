@@ -12,6 +12,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -21,12 +22,23 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // tracer makes the spans of parts and completions, from the global
 // provider when asked (tests and processes install theirs first).
 func tracer() trace.Tracer { return otel.Tracer("github.com/sluicehq/sluice/pkg/multipart") }
+
+// partDuration records how long each part took to land, attempts
+// included; made on the global meter provider when asked (the SDK hands
+// back the same instrument each time).
+func partDuration() metric.Float64Histogram {
+	h, _ := otel.Meter("github.com/sluicehq/sluice/pkg/multipart").Float64Histogram("sluice.upload.part.duration",
+		metric.WithUnit("s"), metric.WithDescription("Time for one multipart part (or single-request object) to land in S3, retries included, by outcome."),
+		metric.WithExplicitBucketBoundaries(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120))
+	return h
+}
 
 // attempts answers how many times the SDK sent a request (1 without retries).
 func attempts(md middleware.Metadata) int {
@@ -297,7 +309,9 @@ func (u *Upload) send() error {
 		}
 		ctx, span := tracer().Start(u.ctx, "upload part", trace.WithAttributes(
 			attribute.Int("sluice.part.number", int(number)), attribute.Int("sluice.part.bytes", size)))
+		began := time.Now()
 		out, err := u.client.UploadPart(ctx, in)
+		partDuration().Record(context.WithoutCancel(ctx), time.Since(began).Seconds(), metric.WithAttributes(attribute.Bool("sluice.landed", err == nil)))
 		if err != nil {
 			span.SetStatus(codes.Error, "the part did not land")
 			span.End()
@@ -390,7 +404,9 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 		put.ChecksumAlgorithm, put.ChecksumCRC32C = "", nil
 	}
 	ctx, span := tracer().Start(u.ctx, "put object", trace.WithAttributes(attribute.Int("sluice.bytes", len(body))))
+	began := time.Now()
 	out, err := u.client.PutObject(ctx, put)
+	partDuration().Record(context.WithoutCancel(ctx), time.Since(began).Seconds(), metric.WithAttributes(attribute.Bool("sluice.landed", err == nil)))
 	u.release()
 	if err != nil {
 		span.SetStatus(codes.Error, "the object did not land")

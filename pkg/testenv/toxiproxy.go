@@ -57,21 +57,24 @@ func NewNetwork(t testing.TB, upstream string) *Network {
 // Add puts a toxic on every connection, open ones included, in stream
 // ("upstream", towards the server, or "downstream", towards the client),
 // with its attributes (e.g. {"bytes": 65536} for LimitData), and answers
-// its name for Remove.
-func (n *Network) Add(t testing.TB, toxic, stream string, attributes string) string {
-	t.Helper()
+// its name for Remove. Toxiproxy swaps a toxic into each open link only
+// when the link's data moves, so Add waits while a connection in that
+// direction is stalled (the server not reading a request it holds): call
+// it from a goroutine of its own when one may be.
+func (n *Network) Add(toxic, stream string, attributes string) (string, error) {
 	if attributes == "" {
 		attributes = "{}"
 	}
 	name := toxic + "_" + stream
 	spec := fmt.Sprintf(`{"name":%q,"type":%q,"stream":%q,"toxicity":1,"attributes":%s}`, name, toxic, stream, attributes)
 	if _, err := n.proxy.Toxics.AddToxicJson(strings.NewReader(spec)); err != nil {
-		t.Fatalf("add toxic %s: %v", spec, err)
+		return "", fmt.Errorf("add toxic %s: %w", spec, err)
 	}
-	return name
+	return name, nil
 }
 
-// Remove takes a toxic off; removing one that is gone does nothing.
+// Remove takes a toxic off; removing one that is gone does nothing. Like
+// Add, it waits for stalled links.
 func (n *Network) Remove(name string) {
 	_ = n.proxy.Toxics.RemoveToxic(context.Background(), name)
 }
