@@ -65,7 +65,7 @@ func TestDemo(t *testing.T) {
 	}
 	defer f.Close()
 	img, err := png.Decode(f)
-	if err != nil || img.Bounds().Dx() != 1400 || img.Bounds().Dy() < 600 {
+	if err != nil || img.Bounds().Dx() != 1400 || img.Bounds().Dy() < 90+19*15 { // 15 spans at least
 		t.Errorf("the trace's picture: %v, %v", err, img.Bounds())
 	}
 	if !strings.Contains(got, "drew its trace") {

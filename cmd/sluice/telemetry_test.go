@@ -301,7 +301,7 @@ func TestTraceOfOneDelivery(t *testing.T) {
 		"sluice.credential.v1.CredentialAccessService/MintAccess", "mint access",
 		"delivery run", "step get_access", "step check_destination", "step convert", "step upload", "step finish",
 		"complete upload", "S3.CompleteMultipartUpload", "S3.PutObject",
-		"sluice.destination.v1.DestinationService/RecordDelivery",
+		"sluice.destination.v1.DestinationService/RecordDelivery", "stage input",
 	} {
 		if count(spans, want) == 0 {
 			t.Errorf("the delivery's trace has no %q span", want)

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -53,7 +56,31 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 		_ = s.staging.Delete(ctx, deliveryID(d.GetName()))
 		return nil, err
 	}
-	return w, nil
+	_, span := tracer().Start(ctx, "stage input", trace.WithAttributes(attrDelivery.String(d.GetName())))
+	return &stagingSpan{Writer: w, span: span}, nil
+}
+
+// stagingSpan is a delivery's staged input as a span, from its first byte
+// to the close that makes it durable, with what was flushed and closed.
+type stagingSpan struct {
+	staging.Writer
+	span    trace.Span
+	flushes int
+}
+
+func (w *stagingSpan) Flush() error {
+	w.flushes++
+	return w.Writer.Flush()
+}
+
+func (w *stagingSpan) Close() error {
+	err := w.Writer.Close()
+	w.span.SetAttributes(attribute.Int64("sluice.staged_bytes", w.Staged()), attribute.Int("sluice.flushes", w.flushes))
+	if err != nil {
+		w.span.SetStatus(otelcodes.Error, "the staged input was not made durable")
+	}
+	w.span.End()
+	return err
 }
 
 // abandon removes a delivery that never started, so that its idempotency
