@@ -5,13 +5,12 @@
 package main
 
 import (
-	"fmt"
 	"os"
 )
 
 func main() {
 	if err := rootCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "sluice:", err)
-		os.Exit(1)
+		printError(os.Stderr, err)
+		os.Exit(exitCode(err))
 	}
 }

@@ -20,6 +20,8 @@ func rootCommand() *cobra.Command {
 			return nil
 		},
 	}
-	root.AddCommand(serveCommand(), tokenCommand(), healthCommand(), demoCommand())
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitInvalid, err: err} })
+	root.AddCommand(serveCommand(), tokenCommand(), healthCommand(), demoCommand(), loginCommand(),
+		credentialCommand(), destinationCommand(), deliverCommand(), deliveryCommand(), workflowCommand(), notificationCommand())
 	return root
 }
