@@ -80,7 +80,20 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 		defer os.RemoveAll(dir)
 		cfg.DataDir = dir
 	}
-	fmt.Fprintln(w, "== 1. MinIO, the S3 server deliveries will land in")
+	if cfg.LogOutput == nil {
+		// The services' JSON logs go to a file of their own, so that the
+		// story below reads without them.
+		logs, err := os.CreateTemp("", "sluice-demo-*.log")
+		if err != nil {
+			return err
+		}
+		defer logs.Close()
+		cfg.LogOutput = logs
+		fmt.Fprintf(w, "The services' logs go to %s\n\n", logs.Name())
+	}
+	st := &stepTimer{w: w}
+	defer st.end()
+	st.begin("== 1. MinIO, the S3 server deliveries will land in")
 	minio, err := localserver.StartMinIO()
 	if err != nil {
 		return err
@@ -94,7 +107,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 	// The services reach this MinIO as customers' S3.
 	cfg.useMinIO(minio)
 
-	fmt.Fprintln(w, "\n== 2. sluice serve: three services, each on its own port, wired over gRPC")
+	st.begin("== 2. sluice serve: three services, each on its own port, wired over gRPC")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ready := make(chan []launch.Endpoint, 1)
@@ -115,7 +128,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 		addrs[ep.Name] = ep.Listener.Addr().String()
 	}
 
-	fmt.Fprintln(w, "\n== 3. Health over the standard gRPC health protocol")
+	st.begin("== 3. Health over the standard gRPC health protocol")
 	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
 	err = checkHealth(hctx, w, addrs)
 	hcancel()
@@ -123,23 +136,23 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 		return err
 	}
 
-	fmt.Fprintln(w, "\n== 4. Caller identity and validation on the credential service")
+	st.begin("== 4. Caller identity and validation on the credential service")
 	token, err := identityTour(ctx, w, cfg.DataDir, addrs["credential"])
 	if err != nil {
 		return err
 	}
 
-	fmt.Fprintln(w, "\n== 5. A credential for the MinIO bucket, tested against it")
+	st.begin("== 5. A credential for the MinIO bucket, tested against it")
 	if err := credentialTour(ctx, w, token, addrs["credential"], minio, bucket); err != nil {
 		return err
 	}
 
-	fmt.Fprintln(w, "\n== 6. A destination on that credential: preview its keys, test its connection")
+	st.begin("== 6. A destination on that credential: preview its keys, test its connection")
 	if err := destinationTour(ctx, w, token, addrs["destination"]); err != nil {
 		return err
 	}
 
-	fmt.Fprintln(w, "\n== 7. Deliver 250,000 customer rows to it, streamed as Arrow, and list what landed")
+	st.begin("== 7. Deliver 250,000 customer rows to it, streamed as Arrow, and list what landed")
 	d, err := deliveryTour(ctx, w, token, addrs["delivery"], minio, bucket)
 	if err != nil {
 		return err
@@ -150,11 +163,12 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 		}
 	}
 
-	fmt.Fprintln(w, "\n== 8. A delivery to a misspelled bucket fails: its notification, workflow and resolutions; fix the bucket, resolve")
+	st.begin("== 8. A delivery to a misspelled bucket fails: its notification, workflow and resolutions; fix the bucket, resolve")
 	if err := workflowTour(ctx, w, token, addrs["destination"], addrs["delivery"], bucket); err != nil {
 		return err
 	}
 
+	st.end()
 	fmt.Fprintln(w, `
 == What later steps add to this demo
   - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)`)
@@ -469,4 +483,31 @@ func printWorkflow(w io.Writer, wf *deliveryv1.Workflow) {
 		}
 		fmt.Fprintln(w, line)
 	}
+}
+
+// stepTimer prints each step's header and, when the next begins, how long
+// the last one took.
+type stepTimer struct {
+	w     io.Writer
+	title string
+	start time.Time
+}
+
+func (s *stepTimer) begin(title string) {
+	s.end()
+	if s.start.IsZero() {
+		fmt.Fprintln(s.w, title)
+	} else {
+		fmt.Fprintln(s.w, "\n"+title)
+	}
+	s.title, s.start = title, time.Now()
+}
+
+// end prints the running step's time, once.
+func (s *stepTimer) end() {
+	if s.title == "" {
+		return
+	}
+	fmt.Fprintf(s.w, "  (step took %s)\n", time.Since(s.start).Round(10*time.Millisecond))
+	s.title = ""
 }

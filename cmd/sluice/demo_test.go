@@ -20,7 +20,8 @@ func TestDemo(t *testing.T) {
 	var out bytes.Buffer
 	cfg := defaultServeConfig()
 	cfg.DataDir = ""
-	cfg.LogLevel = "error"
+	logs := &syncBuffer{}
+	cfg.LogOutput = logs
 	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	picture := filepath.Join(t.TempDir(), "trace.png")
 	if err := demo(context.Background(), &out, cfg, demoOptions{tracePNG: picture}); err != nil {
@@ -57,6 +58,14 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, got)
 		}
+	}
+	// Every step says how long it took; the services' logs went to their
+	// own place, not into the story.
+	if n := strings.Count(got, "(step took "); n != 8 {
+		t.Errorf("%d steps timed, want 8", n)
+	}
+	if strings.Contains(got, `{"time":`) || !strings.Contains(logs.String(), `"msg":"rpc"`) {
+		t.Errorf("the services' logs are mixed into the story, or missing from their file")
 	}
 	// The delivery's trace, drawn: a PNG of its spans.
 	f, err := os.Open(picture)
