@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/mtls"
 )
 
 // Exit codes of the client commands: stable, for scripts.
@@ -125,6 +126,10 @@ type clientConfig struct {
 	// Environment is the default environment of names given by id.
 	Environment string `yaml:"environment"`
 
+	// TLS is the client's certificate and the CA, for services that
+	// speak mutual TLS.
+	TLS mtls.Config `yaml:"tls"`
+
 	configFile string
 	output     string
 	timeout    time.Duration
@@ -151,6 +156,7 @@ func (c *clientConfig) addClientFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.configFile, "config", defaultConfigFile(), "config file with addr, token and environment")
 	fs.StringVarP(&c.output, "output", "o", "table", "output: table, json or yaml")
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long a call may take (deliveries and watches excepted)")
+	c.TLS.AddFlags(fs)
 }
 
 // load fills what flags and SLUICE_* left empty from the config file.
@@ -206,10 +212,21 @@ func (c *clientConfig) addrOf(service string) string {
 	return net.JoinHostPort(c.Addr, map[string]string{"credential": "7401", "destination": "7402", "delivery": "7403"}[service])
 }
 
-// dial connects to service. Plaintext: Sluice's services listen on
-// loopback without TLS for local use.
+// dial connects to service: with mutual TLS when configured (the server
+// must prove it is that service), else plaintext, as Sluice's services
+// speak on loopback.
 func (c *clientConfig) dial(service string) (*grpc.ClientConn, error) {
-	return grpc.NewClient(c.addrOf(service), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	creds := insecure.NewCredentials()
+	if c.TLS.Enabled() {
+		if err := c.TLS.Check(); err != nil {
+			return nil, usageError("%v", err)
+		}
+		var err error
+		if creds, err = c.TLS.Client(service); err != nil {
+			return nil, usageError("%v", err)
+		}
+	}
+	return grpc.NewClient(c.addrOf(service), grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 }
 

@@ -21,7 +21,7 @@ func rootCommand() *cobra.Command {
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitInvalid, err: err} })
-	root.AddCommand(serveCommand(), tokenCommand(), healthCommand(), demoCommand(), loginCommand(),
+	root.AddCommand(serveCommand(), tokenCommand(), healthCommand(), demoCommand(), loginCommand(), certsCommand(),
 		credentialCommand(), destinationCommand(), deliverCommand(), deliveryCommand(), workflowCommand(), notificationCommand())
 	return root
 }

@@ -136,7 +136,7 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 		if err != nil {
 			return eps, err
 		}
-		lis, err := launch.Listen(sv.addr)
+		lis, err := env.Listen(sv.addr)
 		if err != nil {
 			srv.Shutdown()
 			return eps, fmt.Errorf("%s: %w", sv.name, err)

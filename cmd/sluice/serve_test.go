@@ -95,7 +95,16 @@ func startServeWith(t testing.TB, adjust func(*serveConfig)) *running {
 		for _, ep := range eps {
 			r.addrs[ep.Name] = ep.Listener.Addr().String()
 			r.servers[ep.Name] = ep.Server
-			cc, err := grpc.NewClient(r.addrs[ep.Name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+			creds := insecure.NewCredentials()
+			if cfg.TLS.Enabled() {
+				// With mutual TLS the test calls with the process's own
+				// certificate, checking the service's.
+				var err error
+				if creds, err = cfg.TLS.Client(ep.Name); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cc, err := grpc.NewClient(r.addrs[ep.Name], grpc.WithTransportCredentials(creds))
 			if err != nil {
 				t.Fatal(err)
 			}

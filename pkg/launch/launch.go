@@ -23,11 +23,13 @@ import (
 
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcclient"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/logging"
+	"github.com/sluicehq/sluice/pkg/mtls"
 	"github.com/sluicehq/sluice/pkg/telemetry"
 )
 
@@ -64,6 +66,9 @@ type Common struct {
 	// LogOutput receives the logs instead of stderr (tests read them);
 	// not a flag.
 	LogOutput io.Writer
+	// TLS is mutual TLS between the services; without it they listen
+	// on loopback only.
+	TLS mtls.Config
 }
 
 // DefaultCommon answers the defaults: state under ./.data, info logs.
@@ -81,6 +86,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.ServicePublicKeys, "service-public-key", c.ServicePublicKeys, "file of more Ed25519 public keys trusted for service tokens; repeatable")
 	fs.StringVar(&c.ServiceTokenFile, "service-token-file", c.ServiceTokenFile, "file holding this service's own token, when another issuer mints it")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight calls may finish after SIGTERM")
+	c.TLS.AddFlags(fs)
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus metrics on, at /metrics (e.g. 127.0.0.1:9464; empty for none)")
 }
 
@@ -122,6 +128,8 @@ type Env struct {
 	Tokens auth.TokenSource
 	// DataDir is the process's data directory.
 	DataDir string
+	// TLS is the process's mutual TLS, when configured.
+	TLS mtls.Config
 	// Telemetry is the process's tracer and meter providers.
 	Telemetry       *telemetry.Telemetry
 	shutdownTimeout time.Duration
@@ -146,7 +154,11 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Logger: logger, DataDir: c.DataDir, shutdownTimeout: c.ShutdownTimeout, Telemetry: tel}
+	if err := c.TLS.Check(); err != nil {
+		_ = tel.Shutdown(ctx)
+		return nil, err
+	}
+	e := &Env{Logger: logger, DataDir: c.DataDir, shutdownTimeout: c.ShutdownTimeout, Telemetry: tel, TLS: c.TLS}
 	if c.MetricsAddr != "" {
 		if e.metricsLis, err = Listen(c.MetricsAddr); err != nil {
 			_ = tel.Shutdown(ctx)
@@ -219,16 +231,40 @@ func (e *Env) NewServer(component string, opts ...func(*grpcserver.Config)) (*gr
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if e.TLS.Enabled() {
+		creds, err := e.TLS.Server()
+		if err != nil {
+			return nil, err
+		}
+		cfg.ServerOptions = append(cfg.ServerOptions, grpc.Creds(creds))
+	}
 	return grpcserver.New(cfg)
 }
 
-// Dial connects to a peer service, sending this process's service token
-// and the end caller's token on.
-func (e *Env) Dial(target string) (*grpc.ClientConn, error) {
+// Dial connects to the peer service (credential, destination or
+// delivery) at target, sending this process's service token and the end
+// caller's token on; with TLS, the peer must prove it is that service.
+func (e *Env) Dial(target, service string) (*grpc.ClientConn, error) {
 	if e.Tokens == nil {
 		return nil, errors.New("calling other services needs a service token: configure --signing-key or --service-token-file")
 	}
-	return grpcclient.Dial(target, e.Tokens, nil)
+	var creds credentials.TransportCredentials
+	if e.TLS.Enabled() {
+		var err error
+		if creds, err = e.TLS.Client(service); err != nil {
+			return nil, err
+		}
+	}
+	return grpcclient.Dial(target, e.Tokens, creds)
+}
+
+// Listen opens a TCP listener on addr for a server of this process:
+// plaintext is refused anywhere but loopback, where no one else listens in.
+func (e *Env) Listen(addr string) (net.Listener, error) {
+	if !e.TLS.Enabled() && !mtls.Loopback(addr) {
+		return nil, fmt.Errorf("listen on %s: plaintext gRPC is only served on loopback; configure --tls-cert, --tls-key and --tls-ca (sluice certs makes development ones)", addr)
+	}
+	return Listen(addr)
 }
 
 // MetricsAddr answers where /metrics is served, or nil.
@@ -376,7 +412,7 @@ func runService(ctx context.Context, s Service, common Common, addr string) (err
 	if err != nil {
 		return err
 	}
-	lis, err := Listen(addr)
+	lis, err := env.Listen(addr)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Con
 	if cfg.MasterKeyFile == "" && cfg.KMSKeyID == "" && cfg.Sealer == nil {
 		cfg.MasterKeyFile = filepath.Join(env.DataDir, "keys", "master.key")
 	}
-	cc, err := env.Dial(destinationAddr)
+	cc, err := env.Dial(destinationAddr, "destination")
 	if err != nil {
 		return err
 	}

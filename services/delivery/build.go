@@ -20,12 +20,12 @@ func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Con
 	if cfg.StagingDir == "" {
 		cfg.StagingDir = filepath.Join(env.DataDir, "staging")
 	}
-	destConn, err := env.Dial(destinationAddr)
+	destConn, err := env.Dial(destinationAddr, "destination")
 	if err != nil {
 		return err
 	}
 	srv.OnShutdown(destConn)
-	credConn, err := env.Dial(credentialAddr)
+	credConn, err := env.Dial(credentialAddr, "credential")
 	if err != nil {
 		return err
 	}

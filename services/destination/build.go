@@ -14,7 +14,7 @@ import (
 // the service registered on srv. What it opens closes when srv shuts down.
 func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Config, credentialAddr string) error {
 	cfg.DatabaseDSN = launch.OrSQLite(cfg.DatabaseDSN, env.DataDir, "destination")
-	cc, err := env.Dial(credentialAddr)
+	cc, err := env.Dial(credentialAddr, "credential")
 	if err != nil {
 		return err
 	}
