@@ -130,7 +130,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 
 	st.begin("== 3. Health over the standard gRPC health protocol")
 	hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
-	err = checkHealth(hctx, w, addrs)
+	err = checkHealth(hctx, w, addrs, plaintext)
 	hcancel()
 	if err != nil {
 		return err

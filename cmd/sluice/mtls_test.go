@@ -68,6 +68,12 @@ func TestMutualTLS(t *testing.T) {
 	if err := check(w.r.addrs["delivery"], cli); err != nil {
 		t.Fatalf("a client with its certificate: %v", err)
 	}
+	// The probe a container runs: sluice health for one service, over mTLS.
+	var probe bytes.Buffer
+	if err := checkHealth(context.Background(), &probe, map[string]string{"delivery": w.r.addrs["delivery"]}, tlsOf(dir, "cli").Client); err != nil ||
+		strings.Count(probe.String(), "SERVING") != 2 {
+		t.Errorf("sluice health --service delivery over mTLS: %v\n%s", err, probe.String())
+	}
 	noCert, err := (mtls.Config{Cert: filepath.Join(other, "cli.pem"), Key: filepath.Join(other, "cli-key.pem"), CA: filepath.Join(dir, "ca.pem")}).Client("delivery")
 	if err != nil {
 		t.Fatal(err)

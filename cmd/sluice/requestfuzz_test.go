@@ -307,7 +307,7 @@ func TestServeRandomRequests(t *testing.T) {
 	wg.Wait()
 	t.Logf("answers: %s", &answers)
 	var out strings.Builder
-	if err := checkHealth(context.Background(), &out, r.addrs); err != nil {
+	if err := checkHealth(context.Background(), &out, r.addrs, plaintext); err != nil {
 		t.Fatalf("after the run: %v", err)
 	}
 }

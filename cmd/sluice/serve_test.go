@@ -154,7 +154,7 @@ func TestServeHealthForEveryService(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := checkHealth(ctx, &out, r.addrs); err != nil {
+	if err := checkHealth(ctx, &out, r.addrs, plaintext); err != nil {
 		t.Fatalf("health: %v\n%s", err, out.String())
 	}
 	if n := strings.Count(out.String(), "SERVING"); n != 5 {
