@@ -103,4 +103,6 @@ func checkHealth(ctx context.Context, w io.Writer, addrs map[string]string, cred
 }
 
 // plaintext is the transport of services on loopback without TLS.
-func plaintext(string) (credentials.TransportCredentials, error) { return insecure.NewCredentials(), nil }
+func plaintext(string) (credentials.TransportCredentials, error) {
+	return insecure.NewCredentials(), nil
+}
