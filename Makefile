@@ -74,8 +74,12 @@ lint: ## buf lint and breaking, gofmt, go vet
 build: ## Build bin/sluice and the three service binaries
 	go build -o bin/ ./cmd/sluice ./services/credential/cmd/sluice-credential ./services/destination/cmd/sluice-destination ./services/delivery/cmd/sluice-delivery
 
+.PHONY: manifests
+manifests: ## Build the Kubernetes kustomizations and check every resource against the Kubernetes API's types
+	cd tools/k8s && go run ./checkmanifests ../../deploy/k8s/base ../../deploy/k8s/overlays/production
+
 .PHONY: test
-test: tools ## Run every test, with real MinIO, moto and PostgreSQL
+test: tools manifests ## Run every test, with real MinIO, moto and PostgreSQL, and check the manifests
 	go test $(GO_TEST_FLAGS) -v ./... | grep -vE '^=== (RUN|PAUSE|CONT|NAME)'
 
 .PHONY: bench
