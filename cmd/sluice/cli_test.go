@@ -229,6 +229,25 @@ func TestCLI(t *testing.T) {
 		t.Errorf("the resolution: %s", resolved.stdout)
 	}
 
+	// watch follows a delivery to its end; the resolved one has ended.
+	watched := c.must(0, "delivery", "watch", last(delivery), "--every", "100ms")
+	if !strings.Contains(watched.stderr, "SUCCEEDED") || !strings.Contains(watched.stdout, "state") {
+		t.Errorf("delivery watch:\nstdout %s\nstderr %s", watched.stdout, watched.stderr)
+	}
+
+	// login keeps a token and the address in a config file the other
+	// commands read, with nothing given on the command line or in SLUICE_*.
+	cfgFile := filepath.Join(t.TempDir(), "config.yaml")
+	c.must(0, "login", "--data-dir", r.dataDir, "--subject", "me@acme.test", "--config", cfgFile)
+	if fi, err := os.Stat(cfgFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the config file: %v %v", fi, err)
+	}
+	bare := &cli{t: t, bin: c.bin, env: []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH"), "SLUICE_CONFIG=" + cfgFile,
+		"SLUICE_CREDENTIAL_ADDR=" + r.addrs["credential"]}}
+	if got := bare.must(0, "credential", "list"); !strings.Contains(got.stdout, "minio") {
+		t.Errorf("credential list with the config file's token:\n%s", got.stdout)
+	}
+
 	// Errors: invalid input, not found, unavailable; each its exit code.
 	bad := c.must(exitInvalid, "credential", "create", "bad", "--bucket", "Not_A_Bucket", "--access-key-id", key, "--secret-from-env", "MINIO_SECRET")
 	if !strings.Contains(bad.stderr, "InvalidArgument") || !strings.Contains(bad.stderr, "  - credential.bucket: ") {
