@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/csv"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/schollz/progressbar/v3"
@@ -96,7 +97,11 @@ func openInput(path, kind string, types map[string]arrow.DataType) (*input, erro
 	counted := &countingReader{r: f, n: in.read}
 	switch kind {
 	case "parquet":
-		pf, err := file.NewParquetReader(&countingReaderAt{f: f, n: in.read})
+		// Pages are read as they are decoded, not whole column chunks:
+		// memory follows the page size, not the row group's.
+		props := parquet.NewReaderProperties(memory.DefaultAllocator)
+		props.BufferedStreamEnabled = true
+		pf, err := file.NewParquetReader(&countingReaderAt{f: f, n: in.read}, file.WithReadProps(props))
 		if err != nil {
 			f.Close()
 			return nil, usageError("%s: not a Parquet file: %v", path, err)

@@ -8,10 +8,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -53,6 +57,7 @@ With --keep it keeps running until Ctrl-C.`,
 	}
 	cfg.addFlags(cmd)
 	cmd.Flags().BoolVar(&o.keep, "keep", false, "keep MinIO and the services running until Ctrl-C")
+	cmd.Flags().Int64Var(&o.rows, "rows", 1_000_000, "customer rows the demo delivers")
 	cmd.Flags().StringVar(&o.tracePNG, "trace-png", "", "draw the trace of the demo's delivery across the three services into this PNG file")
 	return cmd
 }
@@ -63,6 +68,15 @@ type demoOptions struct {
 	keep bool
 	// tracePNG is where to draw the delivery's trace, if anywhere.
 	tracePNG string
+	// rows is how many customer rows the demo delivers (1,000,000 when 0).
+	rows int64
+}
+
+func (o demoOptions) rowCount() int64 {
+	if o.rows <= 0 {
+		return 1_000_000
+	}
+	return o.rows
 }
 
 func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) error {
@@ -152,8 +166,8 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 		return err
 	}
 
-	st.begin("== 7. Deliver 250,000 customer rows to it, streamed as Arrow, and list what landed")
-	d, err := deliveryTour(ctx, w, token, addrs["delivery"], minio, bucket)
+	st.begin(fmt.Sprintf("== 7. Deliver %d customer rows from a Parquet file with the sluice CLI, streamed as Arrow, and list what landed", o.rowCount()))
+	d, err := deliveryTour(ctx, w, token, addrs["delivery"], minio, bucket, cfg.DataDir, o.rowCount())
 	if err != nil {
 		return err
 	}
@@ -325,7 +339,7 @@ func destinationTour(ctx context.Context, w io.Writer, token, addr string) error
 // deliveryTour streams a generated customer table to the demo destination
 // with the Go client, lists the objects the answer names, checks one
 // against MinIO, and shows the delivery as ListDeliveries has it.
-func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket string) (*deliveryv1.Delivery, error) {
+func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket, dataDir string, rowCount int64) (*deliveryv1.Delivery, error) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
@@ -333,32 +347,72 @@ func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *l
 	defer cc.Close()
 	client := deliveryv1.NewDeliveryServiceClient(cc)
 	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
-	start := time.Now()
-	rows := sampledata.NewCustomer360(nil, 250_000, 0, 1)
-	defer rows.Release()
-	d, err := deliverclient.Deliver(ctx, client, &deliveryv1.DeliveryStart{
-		Destination: "tenants/acme/environments/sandbox/destinations/c360-csv", OutputName: "c360", IdempotencyKey: "demo-c360",
-	}, rows, deliverclient.Options{CallOptions: []grpc.CallOption{as}})
+	// The customer table as a file a person would have, then the CLI.
+	file := filepath.Join(dataDir, "customer_360.parquet")
+	if err := writeCustomers(file, rowCount); err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(file)
 	if err != nil {
-		return nil, fmt.Errorf("deliver: %s", describe(err))
+		return nil, err
 	}
-	fmt.Fprintf(w, "  %s %s in %s: %d rows, %.1f MB of Arrow in, %.1f MB out\n", d.GetName(),
-		strings.TrimPrefix(d.GetState().String(), "DELIVERY_STATE_"), time.Since(start).Round(time.Millisecond),
-		d.GetProgress().GetRows(), float64(d.GetProgress().GetBytesIn())/1e6, float64(d.GetProgress().GetBytesOut())/1e6)
-	for _, o := range d.GetObjects() {
-		fmt.Fprintf(w, "    s3://%s/%s  %s  %d rows  %d bytes  %d part(s)  crc32c %s\n", d.GetBucket(), o.GetKey(), o.GetKind(), o.GetRows(), o.GetBytes(), o.GetParts(), o.GetCrc32C())
+	fmt.Fprintf(w, "  wrote %d generated customer rows to %s (%.1f MB of Parquet)\n", rowCount, file, float64(fi.Size())/1e6)
+	args := []string{"deliver", file, "--destination", "c360-csv", "--environment", "sandbox", "--output-name", "c360", "--idempotency-key", "demo-c360"}
+	fmt.Fprintf(w, "  $ sluice %s\n", strings.Join(args, " "))
+	if err := runCLI(ctx, w, append(args, "--delivery-addr", addr, "--token", token, "--config", "")...); err != nil {
+		return nil, fmt.Errorf("sluice deliver: %w", err)
 	}
+	list, err := client.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: "tenants/acme/environments/sandbox", Filter: "state = SUCCEEDED"}, as)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	if len(list.GetDeliveries()) != 1 {
+		return nil, fmt.Errorf("%d deliveries succeeded, want the one just run", len(list.GetDeliveries()))
+	}
+	d := list.GetDeliveries()[0]
 	head, err := minio.S3("", "").HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(d.GetObjects()[0].GetKey()), ChecksumMode: s3types.ChecksumModeEnabled})
 	if err != nil {
 		return nil, fmt.Errorf("head the first object: %w", err)
 	}
 	fmt.Fprintf(w, "  MinIO's own CRC32C of the first object: %s (the answer says %s)\n", aws.ToString(head.ChecksumCRC32C), d.GetObjects()[0].GetCrc32C())
-	list, err := client.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: "tenants/acme/environments/sandbox", Filter: "state = SUCCEEDED"}, as)
-	if err != nil {
-		return nil, fmt.Errorf("list deliveries: %w", err)
-	}
 	fmt.Fprintf(w, "  ListDeliveries (state = SUCCEEDED): %d delivery\n", len(list.GetDeliveries()))
 	return d, nil
+}
+
+// runCLI runs a sluice command in this process, printing to w, as the
+// binary would.
+func runCLI(ctx context.Context, w io.Writer, args ...string) error {
+	cmd := rootCommand()
+	cmd.SetArgs(args)
+	cmd.SetOut(w)
+	cmd.SetErr(w)
+	if err := cmd.ExecuteContext(ctx); err != nil {
+		printError(w, err)
+		return err
+	}
+	return nil
+}
+
+// writeCustomers writes rows of the generated customer 360 table to a
+// Parquet file.
+func writeCustomers(path string, rows int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rr := sampledata.NewCustomer360(nil, rows, 0, 1)
+	defer rr.Release()
+	pw, err := pqarrow.NewFileWriter(rr.Schema(), f, parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Snappy), parquet.WithMaxRowGroupLength(128<<10)), pqarrow.DefaultWriterProps())
+	if err != nil {
+		return err
+	}
+	for rr.Next() {
+		if err := pw.WriteBuffered(rr.RecordBatch()); err != nil {
+			return err
+		}
+	}
+	return pw.Close()
 }
 
 // drawTrace draws the trace of delivery d, from the spans kept in memory,

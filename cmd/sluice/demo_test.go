@@ -24,7 +24,7 @@ func TestDemo(t *testing.T) {
 	cfg.LogOutput = logs
 	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	picture := filepath.Join(t.TempDir(), "trace.png")
-	if err := demo(context.Background(), &out, cfg, demoOptions{tracePNG: picture}); err != nil {
+	if err := demo(context.Background(), &out, cfg, demoOptions{tracePNG: picture, rows: 100_000}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	got := out.String()
@@ -41,8 +41,11 @@ func TestDemo(t *testing.T) {
 		"_2.csv.gz",
 		"multipart_upload PASSED",
 		"delete_object    PASSED",
-		"SUCCEEDED in",
-		"250000 rows",
+		"wrote 100000 generated customer rows",
+		"$ sluice deliver ",
+		"sent 100000 rows",
+		"SUCCEEDED",
+		"100000 rows, ",
 		"c360/C360_",
 		"ListDeliveries (state = SUCCEEDED): 1 delivery",
 		"Deliver to s3://",
