@@ -832,29 +832,8 @@ func TestDeliverThroughFlightDoPut(t *testing.T) {
 	}
 	defer client.Close()
 	doPut := func(as grpc.CallOption, dest string) (*deliveryv1.Delivery, error) {
-		stream, err := client.DoPut(ctx, as)
-		if err != nil {
-			return nil, err
-		}
-		cmd, err := proto.Marshal(&deliveryv1.DeliveryStart{Destination: dest, OutputName: "out"})
-		if err != nil {
-			return nil, err
-		}
-		w := flight.NewRecordWriter(stream, ipc.WithSchema(recs[0].Schema()))
-		w.SetFlightDescriptor(&flight.FlightDescriptor{Type: flight.DescriptorCMD, Cmd: cmd})
-		for _, r := range recs {
-			if err := w.Write(r); err != nil {
-				break // the server answered early; Recv says why
-			}
-		}
-		_ = w.Close()
-		_ = stream.CloseSend()
-		res, err := stream.Recv()
-		if err != nil {
-			return nil, err
-		}
-		d := &deliveryv1.Delivery{}
-		return d, proto.Unmarshal(res.GetAppMetadata(), d)
+		return deliverclient.DeliverFlight(ctx, client, &deliveryv1.DeliveryStart{Destination: dest, OutputName: "out"}, reader(t, recs),
+			deliverclient.Options{CallOptions: []grpc.CallOption{as}})
 	}
 	got, err := doPut(e.admin, viaFlight.GetName())
 	if err != nil {
