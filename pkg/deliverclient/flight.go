@@ -61,4 +61,3 @@ func DeliverFlight(ctx context.Context, client flight.Client, start *deliveryv1.
 	}
 	return d, nil
 }
-
