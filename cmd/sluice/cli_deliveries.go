@@ -173,6 +173,7 @@ func destinationCommand() *cobra.Command {
 		})
 	})}
 	var at, outputName string
+	var files int32
 	preview := &cobra.Command{Use: "preview ID|NAME", Short: "The object keys a delivery would write", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
 		name, err := c.name("destinations", args[0])
 		if err != nil {
@@ -188,7 +189,7 @@ func destinationCommand() *cobra.Command {
 			ctx, cancel := c.context(cmd)
 			defer cancel()
 			res, err := cl.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{
-				Target: &destinationv1.PreviewDestinationRequest_Name{Name: name}, Time: timestamppb.New(t), OutputName: outputName}, c.call()...)
+				Target: &destinationv1.PreviewDestinationRequest_Name{Name: name}, Time: timestamppb.New(t), OutputName: outputName, FileCount: files}, c.call()...)
 			if err != nil {
 				return err
 			}
@@ -203,6 +204,7 @@ func destinationCommand() *cobra.Command {
 	})}
 	preview.Flags().StringVar(&at, "time", "", "when the delivery would run (RFC 3339; default now)")
 	preview.Flags().StringVar(&outputName, "output-name", "", "the delivery's output name")
+	preview.Flags().Int32Var(&files, "files", 0, "how many files of a split output to show")
 	var target string
 	var force bool
 	promote := &cobra.Command{Use: "promote ID|NAME --to ENVIRONMENT", Short: "Promote a sandbox destination to another environment (production)", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {

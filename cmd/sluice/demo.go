@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -23,14 +25,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
-	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
-	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/pkg/sampledata"
@@ -162,7 +161,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 	}
 
 	st.begin("== 6. A destination on that credential: preview its keys, test its connection")
-	if err := destinationTour(ctx, w, token, addrs["destination"]); err != nil {
+	if err := destinationTour(ctx, w, token, addrs["destination"], cfg.DataDir); err != nil {
 		return err
 	}
 
@@ -178,14 +177,11 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 	}
 
 	st.begin("== 8. A delivery to a misspelled bucket fails: its notification, workflow and resolutions; fix the bucket, resolve")
-	if err := workflowTour(ctx, w, token, addrs["destination"], addrs["delivery"], bucket); err != nil {
+	if err := workflowTour(ctx, w, token, addrs["destination"], addrs["delivery"], bucket, cfg.DataDir); err != nil {
 		return err
 	}
 
 	st.end()
-	fmt.Fprintln(w, `
-== What later steps add to this demo
-  - credentials: role-to-role access through STS (needs --platform-role-arn and an STS endpoint)`)
 	if o.keep {
 		fmt.Fprintf(w, "\nRunning until Ctrl-C. MinIO: %s (user %s, password %s)\n", minio.Endpoint, minio.RootUser, minio.RootPassword)
 		<-ctx.Done()
@@ -254,91 +250,70 @@ func identityTour(ctx context.Context, w io.Writer, dataDir, addr string) (strin
 	return token, nil
 }
 
-// credentialTour stores MinIO's keys as an access-key credential, shows
-// that the secret never comes back, and tests it, then a misspelled bucket.
+// credentialTour stores MinIO's keys as an access-key credential with the
+// CLI (the secret never comes back), and tests it, then a misspelled bucket.
 func credentialTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket string) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+	// The secret key comes from a variable, never a flag a shell history keeps.
+	if err := os.Setenv("SLUICE_DEMO_SECRET", minio.RootPassword); err != nil {
 		return err
 	}
-	defer cc.Close()
-	client := credentialv1.NewCredentialServiceClient(cc)
-	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
-	const parent = "tenants/acme/environments/sandbox"
+	defer os.Unsetenv("SLUICE_DEMO_SECRET")
 	for _, tc := range []struct{ id, bucket string }{{"minio-exports", bucket}, {"misspelled", bucket + "-typo"}} {
-		c, err := client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{
-			Parent: parent, CredentialId: tc.id,
-			Credential: &credentialv1.Credential{
-				DisplayName: "Demo " + tc.id, Bucket: tc.bucket, Prefix: "exports/", Region: minio.Region,
-				Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: minio.RootUser, SecretAccessKey: minio.RootPassword}},
-			},
-		}, as)
-		if err != nil {
-			return fmt.Errorf("create credential: %w", err)
+		if err := demoCLI(ctx, w, addr, token, "credential", "create", tc.id, "--bucket", tc.bucket, "--region", minio.Region,
+			"--access-key-id", minio.RootUser, "--secret-from-env", "SLUICE_DEMO_SECRET"); err != nil {
+			return err
 		}
-		fmt.Fprintf(w, "  %s: bucket %s, secret set %v, secret returned %q\n", c.GetName(), c.GetBucket(),
-			c.GetAccessKey().GetSecretSet(), c.GetAccessKey().GetSecretAccessKey())
-		res, err := client.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: c.GetName()}, as)
-		if err != nil {
-			return fmt.Errorf("test credential: %w", err)
-		}
-		for _, ch := range res.GetChecks() {
-			line := fmt.Sprintf("    %-14s %s", ch.GetCheck(), strings.TrimPrefix(ch.GetOutcome().String(), "TEST_OUTCOME_"))
-			if ch.GetReason() != "" {
-				line += "  " + ch.GetReason() + ": " + ch.GetMessage()
-			}
-			fmt.Fprintln(w, line)
+		// The misspelled bucket's test fails, and says why: shown, not fatal.
+		if err := demoCLI(ctx, w, addr, token, "credential", "test", tc.id); err != nil && tc.id != "misspelled" {
+			return err
 		}
 	}
 	return nil
 }
 
-// destinationTour makes a gzipped CSV destination on the demo credential,
-// previews the keys a delivery would write, and tests the connection.
-func destinationTour(ctx context.Context, w io.Writer, token, addr string) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+// demoCLI shows and runs one sluice command against the demo's services.
+func demoCLI(ctx context.Context, w io.Writer, addr, token string, args ...string) error {
+	fmt.Fprintf(w, "  $ sluice %s\n", strings.Join(args, " "))
+	service := map[string]string{"credential": "--credential-addr", "destination": "--destination-addr"}[args[0]]
+	if service == "" {
+		service = "--delivery-addr"
+	}
+	return runCLI(ctx, w, append(args, service, addr, "--token", token, "--config", "", "--environment", "sandbox")...)
+}
+
+// destinationTour creates the demo's destination from a settings file with
+// the CLI, previews the keys a delivery would write, and tests it.
+func destinationTour(ctx context.Context, w io.Writer, token, addr, dataDir string) error {
+	// Settings as a person keeps them: a YAML file of the API's fields.
+	settings := filepath.Join(dataDir, "c360-csv.yaml")
+	if err := os.WriteFile(settings, []byte(`display_name: Customer 360 as CSV
+credential: tenants/acme/environments/sandbox/credentials/minio-exports
+prefix: c360/
+filename_template: "C360_{{now|local:'America/Los_Angeles'|format:'MM-dd-yyyy'}}_{{file_number}}.csv.gz"
+format: {delimited: {}}
+compression: {kind: COMPRESSION_KIND_GZIP}
+split: {max_rows: 1000000}
+success_file: true
+tags: {source: sluice-demo}
+`), 0o600); err != nil {
 		return err
 	}
-	defer cc.Close()
-	client := destinationv1.NewDestinationServiceClient(cc)
-	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
-	d, err := client.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{
-		Parent: "tenants/acme/environments/sandbox", DestinationId: "c360-csv",
-		Destination: &destinationv1.Destination{
-			DisplayName: "Customer 360 as CSV", Credential: "tenants/acme/environments/sandbox/credentials/minio-exports",
-			Prefix: "c360/", SuccessFile: true, Tags: map[string]string{"source": "sluice-demo"},
-			FilenameTemplate: "C360_{{now|local:'America/Los_Angeles'|format:'MM-dd-yyyy'}}_{{file_number}}.csv.gz",
-			Format:           &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
-			Compression:      &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP},
-			Split:            &destinationv1.Split{MaxRows: 1_000_000},
-		},
-	}, as)
-	if err != nil {
-		return fmt.Errorf("create destination: %w", err)
-	}
-	fmt.Fprintf(w, "  %s\n", d.GetName())
-	prev, err := client.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{
-		Target: &destinationv1.PreviewDestinationRequest_Name{Name: d.GetName()}, OutputName: "c360", FileCount: 2}, as)
-	if err != nil {
-		return fmt.Errorf("preview: %w", err)
-	}
-	for _, o := range prev.GetObjects() {
-		fmt.Fprintf(w, "    would write s3://%s/%s\n", prev.GetBucket(), o.GetKey())
-	}
-	res, err := client.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: d.GetName()}, as)
-	if err != nil {
-		return fmt.Errorf("test destination: %w", err)
-	}
-	for _, ch := range res.GetChecks() {
-		fmt.Fprintf(w, "    %-16s %s\n", ch.GetCheck(), strings.TrimPrefix(ch.GetOutcome().String(), "TEST_OUTCOME_"))
+	for _, args := range [][]string{
+		{"destination", "create", "c360-csv", "--from-file", settings},
+		{"destination", "preview", "c360-csv", "--output-name", "c360", "--files", "2"},
+		{"destination", "test", "c360-csv"},
+	} {
+		if err := demoCLI(ctx, w, addr, token, args...); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// deliveryTour streams a generated customer table to the demo destination
-// with the Go client, lists the objects the answer names, checks one
-// against MinIO, and shows the delivery as ListDeliveries has it.
+// deliveryTour writes a generated customer table to a Parquet file and
+// delivers it with the sluice CLI, which lists the objects that landed;
+// checks the first against MinIO's own checksum, and shows the delivery as
+// ListDeliveries has it.
 func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *localserver.MinIO, bucket, dataDir string, rowCount int64) (*deliveryv1.Delivery, error) {
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -375,6 +350,26 @@ func deliveryTour(ctx context.Context, w io.Writer, token, addr string, minio *l
 		return nil, fmt.Errorf("head the first object: %w", err)
 	}
 	fmt.Fprintf(w, "  MinIO's own CRC32C of the first object: %s (the answer says %s)\n", aws.ToString(head.ChecksumCRC32C), d.GetObjects()[0].GetCrc32C())
+	// Read it back as its reader would: gunzip, and the first lines.
+	obj, err := minio.S3("", "").GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(d.GetObjects()[0].GetKey())})
+	if err != nil {
+		return nil, fmt.Errorf("read the first object back: %w", err)
+	}
+	defer obj.Body.Close()
+	zr, err := gzip.NewReader(obj.Body)
+	if err != nil {
+		return nil, fmt.Errorf("the first object is not gzip: %w", err)
+	}
+	lines := bufio.NewScanner(zr)
+	lines.Buffer(make([]byte, 64<<10), 1<<20)
+	fmt.Fprintf(w, "  read back s3://%s/%s, gunzipped; its first lines:\n", bucket, d.GetObjects()[0].GetKey())
+	for i := 0; i < 3 && lines.Scan(); i++ {
+		line := lines.Text()
+		if len(line) > 150 {
+			line = line[:150] + "..."
+		}
+		fmt.Fprintf(w, "    %s\n", line)
+	}
 	fmt.Fprintf(w, "  ListDeliveries (state = SUCCEEDED): %d delivery\n", len(list.GetDeliveries()))
 	return d, nil
 }
@@ -455,88 +450,55 @@ func describe(err error) string {
 // workflowTour delivers to a destination whose bucket is misspelled, shows
 // the notification and the workflow with its resolutions, corrects the
 // bucket and resolves: the delivery runs again from the data Sluice kept.
-func workflowTour(ctx context.Context, w io.Writer, token, destAddr, delivAddr, bucket string) error {
-	dc, err := grpc.NewClient(destAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+// Every step is a sluice command.
+func workflowTour(ctx context.Context, w io.Writer, token, destAddr, delivAddr, bucket, dataDir string) error {
+	typo := bucket + "-typo"
+	if err := demoCLI(ctx, w, destAddr, token, "destination", "create", "c360-typo", "--credential", "minio-exports", "--format", "ndjson",
+		"--bucket-override", typo, "--prefix", "c360-fixed/", "--success-file", "-o", "yaml"); err != nil {
 		return err
 	}
-	defer dc.Close()
+	file := filepath.Join(dataDir, "c360-small.parquet")
+	if err := writeCustomers(file, 20_000); err != nil {
+		return err
+	}
+	err := demoCLI(ctx, w, delivAddr, token, "deliver", file, "--destination", "c360-typo", "--output-name", "c360", "--progress", "none")
+	if exitCode(err) != exitDeliveryFailed {
+		return fmt.Errorf("the delivery to a misspelled bucket: %v, want it to fail", err)
+	}
+	fmt.Fprintf(w, "  (exit code %d: the delivery failed; Sluice kept its data)\n", exitCode(err))
+	// The failed delivery's id, for the commands that follow.
 	cc, err := grpc.NewClient(delivAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
 	defer cc.Close()
-	dests, delivs, flows := destinationv1.NewDestinationServiceClient(dc), deliveryv1.NewDeliveryServiceClient(cc), deliveryv1.NewWorkflowServiceClient(cc)
-	as := grpc.PerRPCCredentials(auth.BearerCredentials(token))
-	const env = "tenants/acme/environments/sandbox"
-	typo := bucket + "-typo"
-	dest, err := dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: env, DestinationId: "c360-typo",
-		Destination: &destinationv1.Destination{
-			DisplayName: "Customer 360, bucket misspelled", Credential: env + "/credentials/minio-exports", BucketOverride: typo,
-			Prefix: "c360-fixed/", SuccessFile: true,
-			Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}},
-		}}, as)
-	if err != nil {
-		return fmt.Errorf("create destination: %w", err)
+	list, err := deliveryv1.NewDeliveryServiceClient(cc).ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{
+		Parent: "tenants/acme/environments/sandbox", Filter: "state = FAILED"}, grpc.PerRPCCredentials(auth.BearerCredentials(token)))
+	if err != nil || len(list.GetDeliveries()) != 1 {
+		return fmt.Errorf("the failed delivery: %v", err)
 	}
-	rows := sampledata.NewCustomer360(nil, 20_000, 0, 2)
-	defer rows.Release()
-	_, err = deliverclient.Deliver(ctx, delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "c360"}, rows,
-		deliverclient.Options{CallOptions: []grpc.CallOption{as}})
-	if err == nil {
-		return errors.New("the delivery to a misspelled bucket succeeded")
-	}
-	e := apierror.FromStatus(err)
-	fmt.Fprintf(w, "  Deliver to s3://%s: %s %s\n", typo, e.Code, apierror.ReasonName(e.Reason))
-	notes, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: env, Filter: "acknowledged = false"}, as)
-	if err != nil || len(notes.GetNotifications()) == 0 {
-		return fmt.Errorf("list notifications: %v", err)
-	}
-	note := notes.GetNotifications()[0]
-	fmt.Fprintf(w, "  notification (%s): %s\n    %s\n", strings.TrimPrefix(note.GetSeverity().String(), "SEVERITY_"), note.GetTitle(), note.GetMessage())
-	wf, err := flows.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: note.GetWorkflow()}, as)
-	if err != nil {
-		return fmt.Errorf("get workflow: %w", err)
-	}
-	printWorkflow(w, wf)
-	fmt.Fprintln(w, "  Resolutions:")
-	for _, a := range wf.GetActions() {
-		fmt.Fprintf(w, "    [%s] %s\n", a.GetId(), a.GetTitle())
-		for i, step := range a.GetInstructions() {
-			fmt.Fprintf(w, "        %d. %s\n", i+1, step)
+	id := last(list.GetDeliveries()[0].GetName())
+	for _, args := range [][]string{
+		{"notification", "list"},
+		{"workflow", "show", id},
+	} {
+		if err := demoCLI(ctx, w, delivAddr, token, args...); err != nil {
+			return err
 		}
 	}
-	if _, err := dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
-		Destination: &destinationv1.Destination{Name: dest.GetName(), BucketOverride: bucket},
-		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
-	}, as); err != nil {
-		return fmt.Errorf("correct the bucket: %w", err)
-	}
-	fmt.Fprintf(w, "  corrected the destination's bucket to %s; ResolveWorkflow %s\n", bucket, wf.GetActions()[0].GetId())
-	d, err := flows.ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: wf.GetName(), ActionId: wf.GetActions()[0].GetId(), Etag: wf.GetEtag()}, as)
-	if err != nil {
-		return fmt.Errorf("resolve: %s", describe(err))
-	}
-	fmt.Fprintf(w, "  %s %s from the kept data: %d rows\n", d.GetName(), strings.TrimPrefix(d.GetState().String(), "DELIVERY_STATE_"), d.GetProgress().GetRows())
-	for _, o := range d.GetObjects() {
-		fmt.Fprintf(w, "    s3://%s/%s  %s  %d rows  %d bytes\n", d.GetBucket(), o.GetKey(), o.GetKind(), o.GetRows(), o.GetBytes())
-	}
-	if wf, err = flows.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: wf.GetName()}, as); err != nil {
+	fmt.Fprintln(w, "  Following the fix-bucket-name resolution: correct the bucket, then resolve.")
+	if err := demoCLI(ctx, w, destAddr, token, "destination", "update", "c360-typo", "--bucket-override", bucket, "-o", "yaml"); err != nil {
 		return err
 	}
-	printWorkflow(w, wf)
-	return nil
-}
-
-func printWorkflow(w io.Writer, wf *deliveryv1.Workflow) {
-	fmt.Fprintf(w, "  workflow %s, run %d\n", strings.TrimPrefix(wf.GetState().String(), "WORKFLOW_STATE_"), wf.GetCurrentRun().GetRun())
-	for _, st := range wf.GetSteps() {
-		line := fmt.Sprintf("    %-18s %-9s attempts %d", st.GetStep(), strings.TrimPrefix(st.GetState().String(), "STEP_STATE_"), st.GetAttempts())
-		if st.GetError() != nil {
-			line += "  " + st.GetError().GetReason() + ": " + st.GetError().GetMessage()
+	for _, args := range [][]string{
+		{"workflow", "resolve", id, "fix-bucket-name"},
+		{"workflow", "show", id},
+	} {
+		if err := demoCLI(ctx, w, delivAddr, token, args...); err != nil {
+			return err
 		}
-		fmt.Fprintln(w, line)
 	}
+	return nil
 }
 
 // stepTimer prints each step's header and, when the next begins, how long

@@ -6,6 +6,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -34,33 +35,47 @@ func TestDemo(t *testing.T) {
 		"without a token:        Unauthenticated",
 		"- page_size: must not be negative",
 		"another tenant's data:  NotFound",
-		"delete_object  PASSED",
+		"$ sluice credential create minio-exports",
+		"bucket_region",
 		"BUCKET_NOT_FOUND",
-		`secret returned ""`,
 		"c360/C360_",
 		"_2.csv.gz",
-		"multipart_upload PASSED",
-		"delete_object    PASSED",
+		"$ sluice destination create c360-csv --from-file",
+		"multipart_upload",
+		"$ sluice destination test c360-csv",
 		"wrote 100000 generated customer rows",
 		"$ sluice deliver ",
+		"gunzipped; its first lines:",
+		"customer_id,",
 		"sent 100000 rows",
 		"SUCCEEDED",
 		"100000 rows, ",
 		"c360/C360_",
 		"ListDeliveries (state = SUCCEEDED): 1 delivery",
-		"Deliver to s3://",
-		"FailedPrecondition BUCKET_NOT_FOUND",
-		"notification (ERROR): Delivery to c360-typo failed",
-		"upload             FAILED",
-		"[fix-bucket-name] Correct the bucket name",
+		"exit code 4: the delivery failed",
+		"sluice: BUCKET_NOT_FOUND (",
+		"Delivery to c360-typo failed",
+		"resolution [fix-bucket-name]",
+		"Correct the bucket name",
 		"1. Open the AWS management console",
-		"SUCCEEDED from the kept data: 20000 rows",
-		"workflow SUCCEEDED, run 2",
+		"$ sluice workflow resolve ",
+		"20000 rows, ",
 		"services stopped gracefully",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, got)
 		}
+	}
+	if strings.Contains(got, "FAILED") && !strings.Contains(got, "BUCKET_NOT_FOUND") {
+		t.Errorf("a check failed for another cause than the misspelled bucket:\n%s", got)
+	}
+	for _, re := range []string{`step upload\s+FAILED`, `state\s+SUCCEEDED\s+run 2`} {
+		if !regexp.MustCompile(re).MatchString(got) {
+			t.Errorf("the demo's workflow lacks %s:\n%s", re, got)
+		}
+	}
+	if !regexp.MustCompile(`secret set\s+true`).MatchString(got) {
+		t.Errorf("the credential's secret is not set:\n%s", got)
 	}
 	// Every step says how long it took; the services' logs went to their
 	// own place, not into the story.
