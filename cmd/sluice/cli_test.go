@@ -194,9 +194,30 @@ func TestCLI(t *testing.T) {
 	if pf.NumRows() != 20_000 || pf.MetaData().Schema.NumColumns() != 20 {
 		t.Errorf("the Parquet that landed: %d rows, %d columns", pf.NumRows(), pf.MetaData().Schema.NumColumns())
 	}
+	// An Arrow IPC stream file, sent as it is; and the CSV again with a
+	// column's type overridden (customer_id as text keeps its digits).
+	recs := customerBatches(t, 3000, 1000)
+	arrowFile := filepath.Join(dir, "c360.arrows")
+	if err := os.WriteFile(arrowFile, ipcBytes(t, recs[0].Schema(), recs...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.json(c.must(0, "deliver", arrowFile, "--destination", "pq", "-o", "json", "--progress", "none"), &d)
+	if d.State != "DELIVERY_STATE_SUCCEEDED" || d.Progress.Rows != "3000" {
+		t.Fatalf("deliver the Arrow IPC stream: %+v", d)
+	}
+	c.json(c.must(0, "deliver", csvFile, "--destination", "pq", "--csv-type", "customer_id=string", "-o", "json", "--progress", "none"), &d)
+	pf, err = file.NewParquetReader(bytes.NewReader(get(t, m, bucket, d.Objects[0].Key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if col := pf.MetaData().Schema.Column(0); col.Name() != "customer_id" || col.PhysicalType() != parquet.Types.ByteArray {
+		t.Errorf("--csv-type customer_id=string: the column landed as %s %s", col.Name(), col.PhysicalType())
+	}
+	c.must(exitInvalid, "deliver", csvFile, "--destination", "pq", "--csv-type", "customer_id=decimal")
+
 	var delivs []map[string]any
 	c.json(c.must(0, "delivery", "list", "-o", "json", "--filter", "state = SUCCEEDED"), &delivs)
-	if len(delivs) != 2 {
+	if len(delivs) != 4 {
 		t.Errorf("delivery list: %d deliveries", len(delivs))
 	}
 
