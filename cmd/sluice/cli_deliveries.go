@@ -18,6 +18,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/launch"
+	"github.com/sluicehq/sluice/pkg/outputspec"
 )
 
 // conn dials one service for a command and closes it after.
@@ -295,23 +296,8 @@ func destinationCommand() *cobra.Command {
 
 // formatName names a destination's format as its flag does.
 func formatName(x *destinationv1.Destination) string {
-	switch f := x.GetFormat().GetKind().(type) {
-	case *destinationv1.FileFormat_Parquet:
-		return "parquet"
-	case *destinationv1.FileFormat_Json:
-		return "json"
-	case *destinationv1.FileFormat_Ndjson:
-		return "ndjson"
-	case *destinationv1.FileFormat_Delimited:
-		switch f.Delimited.GetDelimiter() {
-		case "", ",":
-			return "csv"
-		case "\t":
-			return "tsv"
-		case "|":
-			return "psv"
-		}
-		return "delimited " + f.Delimited.GetDelimiter()
+	if f := outputspec.FormatName(x); f != "" {
+		return f
 	}
 	return "-"
 }

@@ -196,3 +196,28 @@ func CheckKeys(c fileset.Config, files int) error {
 	}
 	return nil
 }
+
+// FormatName names a destination's format as people and metrics do:
+// parquet, csv, tsv, psv, "delimited" for another delimiter, json or
+// ndjson ("" when it has none).
+func FormatName(d *destinationv1.Destination) string {
+	switch f := d.GetFormat().GetKind().(type) {
+	case *destinationv1.FileFormat_Parquet:
+		return "parquet"
+	case *destinationv1.FileFormat_Json:
+		return "json"
+	case *destinationv1.FileFormat_Ndjson:
+		return "ndjson"
+	case *destinationv1.FileFormat_Delimited:
+		switch f.Delimited.GetDelimiter() {
+		case "", ",":
+			return "csv"
+		case "\t":
+			return "tsv"
+		case "|":
+			return "psv"
+		}
+		return "delimited"
+	}
+	return ""
+}

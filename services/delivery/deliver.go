@@ -333,7 +333,11 @@ func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destina
 		prog.staged.Store(w.Staged())
 	}
 	stopTracking := s.track(ctx, d.GetName(), prog)
-	ended := s.metrics.began(ctx, formatName(dest))
+	format := outputspec.FormatName(dest)
+	if format == "" {
+		format = "unknown"
+	}
+	ended := s.metrics.began(ctx, format)
 	f := s.flowOf(d.GetName())
 	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog, f)
 	defer f.endSpans("", nil) // those still open

@@ -7,8 +7,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-
-	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 )
 
 // meterName is the instrumentation scope of the delivery service's metrics.
@@ -119,28 +117,4 @@ func (m *metrics) began(ctx context.Context, format string) func(p *progress, re
 		m.io.Add(ctx, p.bytesOut.Load(), metric.WithAttributes(attrFormat.String(format), attrDirection.String("out")))
 		m.parts.Add(ctx, p.parts.Load(), f)
 	}
-}
-
-// formatName names a destination's format for the metrics: parquet, csv,
-// tsv, psv, delimited (another delimiter), json or ndjson.
-func formatName(dest *destinationv1.Destination) string {
-	switch f := dest.GetFormat().GetKind().(type) {
-	case *destinationv1.FileFormat_Parquet:
-		return "parquet"
-	case *destinationv1.FileFormat_Json:
-		return "json"
-	case *destinationv1.FileFormat_Ndjson:
-		return "ndjson"
-	case *destinationv1.FileFormat_Delimited:
-		switch f.Delimited.GetDelimiter() {
-		case "", ",":
-			return "csv"
-		case "\t":
-			return "tsv"
-		case "|":
-			return "psv"
-		}
-		return "delimited"
-	}
-	return "unknown"
 }
