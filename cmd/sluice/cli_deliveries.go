@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -49,9 +50,6 @@ func destinationCommand() *cobra.Command {
 			fmt.Fprintf(w, "last delivery\t%s\netag\t%s\n", when(x.GetLastSuccessfulDeliveryTime()), x.GetEtag())
 		})
 	}
-	client := func(body func(destinationv1.DestinationServiceClient) error) error {
-		return conn(c, "destination", func(cc *grpc.ClientConn) error { return body(destinationv1.NewDestinationServiceClient(cc)) })
-	}
 	var (
 		file, credential, prefix, format, compression, template, bucketOverride string
 		successFile, manifest                                                   bool
@@ -99,9 +97,7 @@ func destinationCommand() *cobra.Command {
 			if fs.Changed("manifest") {
 				d.Manifest = manifest
 			}
-			return client(func(cl destinationv1.DestinationServiceClient) error {
-				ctx, cancel := c.context(cmd)
-				defer cancel()
+			return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 				out, err := cl.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: parent, DestinationId: args[0], Destination: d}, c.call()...)
 				if err != nil {
 					return err
@@ -126,9 +122,7 @@ func destinationCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return client(func(cl destinationv1.DestinationServiceClient) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 			out, err := cl.GetDestination(ctx, &destinationv1.GetDestinationRequest{Name: name}, c.call()...)
 			if err != nil {
 				return err
@@ -141,9 +135,7 @@ func destinationCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return client(func(cl destinationv1.DestinationServiceClient) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 			var all []*destinationv1.Destination
 			for token := ""; ; {
 				page, err := cl.ListDestinations(ctx, &destinationv1.ListDestinationsRequest{Parent: parent, PageToken: token}, c.call()...)
@@ -163,9 +155,7 @@ func destinationCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return client(func(cl destinationv1.DestinationServiceClient) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 			res, err := cl.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: name}, c.call()...)
 			if err != nil {
 				return err
@@ -186,9 +176,7 @@ func destinationCommand() *cobra.Command {
 				return usageError("--time %q: want RFC 3339, e.g. 2026-12-01T09:00:00Z", at)
 			}
 		}
-		return client(func(cl destinationv1.DestinationServiceClient) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 			res, err := cl.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{
 				Target: &destinationv1.PreviewDestinationRequest_Name{Name: name}, Time: timestamppb.New(t), OutputName: outputName, FileCount: files}, c.call()...)
 			if err != nil {
@@ -213,9 +201,7 @@ func destinationCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return client(func(cl destinationv1.DestinationServiceClient) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 			out, err := cl.PromoteDestination(ctx, &destinationv1.PromoteDestinationRequest{Name: name, TargetEnvironment: target, Force: force}, c.call()...)
 			if err != nil {
 				return err
@@ -262,9 +248,7 @@ func destinationCommand() *cobra.Command {
 			if len(paths) == 0 {
 				return usageError("nothing to change: give a setting's flag or --from-file")
 			}
-			return client(func(cl destinationv1.DestinationServiceClient) error {
-				ctx, cancel := c.context(cmd)
-				defer cancel()
+			return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 				out, err := cl.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{Destination: d, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}}, c.call()...)
 				if err != nil {
 					return err
@@ -281,9 +265,7 @@ func destinationCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return client(func(cl destinationv1.DestinationServiceClient) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 			if _, err := cl.DeleteDestination(ctx, &destinationv1.DeleteDestinationRequest{Name: name}, c.call()...); err != nil {
 				return err
 			}

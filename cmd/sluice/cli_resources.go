@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,6 +19,16 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 )
+
+// withService runs body with a client of service, made by newClient, in a
+// context bounded by --timeout, and closes the connection after.
+func withService[C any](c *clientConfig, cmd *cobra.Command, service string, newClient func(grpc.ClientConnInterface) C, body func(context.Context, C) error) error {
+	return conn(c, service, func(cc *grpc.ClientConn) error {
+		ctx, cancel := c.context(cmd)
+		defer cancel()
+		return body(ctx, newClient(cc))
+	})
+}
 
 // clientCommand is a client command group: its subcommands share the
 // client flags, loaded before they run.
@@ -81,13 +93,6 @@ func credentialCommand() *cobra.Command {
 			fmt.Fprintf(w, "etag\t%s\nupdated\t%s\n", x.GetEtag(), when(x.GetUpdateTime()))
 		})
 	}
-	client := func() (credentialv1.CredentialServiceClient, func(), error) {
-		cc, err := c.dial("credential")
-		if err != nil {
-			return nil, nil, err
-		}
-		return credentialv1.NewCredentialServiceClient(cc), func() { cc.Close() }, nil
-	}
 
 	var (
 		roleARN, bucket, region, keyID, description string
@@ -114,18 +119,13 @@ func credentialCommand() *cobra.Command {
 			default:
 				return usageError("give either --target-role-arn or --access-key-id")
 			}
-			cl, done, err := client()
-			if err != nil {
-				return err
-			}
-			defer done()
-			ctx, cancel := c.context(cmd)
-			defer cancel()
-			out, err := cl.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: args[0], Credential: cred}, c.call()...)
-			if err != nil {
-				return err
-			}
-			return one(p, out)
+			return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+				out, err := cl.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: args[0], Credential: cred}, c.call()...)
+				if err != nil {
+					return err
+				}
+				return one(p, out)
+			})
 		}),
 	}
 	create.Flags().StringVar(&roleARN, "target-role-arn", "", "the customer's role Sluice assumes (iam-role-to-role)")
@@ -140,61 +140,46 @@ func credentialCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		cl, done, err := client()
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, cancel := c.context(cmd)
-		defer cancel()
-		out, err := cl.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: name}, c.call()...)
-		if err != nil {
-			return err
-		}
-		return one(p, out)
+		return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+			out, err := cl.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: name}, c.call()...)
+			if err != nil {
+				return err
+			}
+			return one(p, out)
+		})
 	})}
 	list := &cobra.Command{Use: "list", Short: "List the environment's credentials", RunE: run(c, 0, func(cmd *cobra.Command, p printer, _ []string) error {
 		parent, err := c.parent()
 		if err != nil {
 			return err
 		}
-		cl, done, err := client()
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, cancel := c.context(cmd)
-		defer cancel()
-		var all []*credentialv1.Credential
-		for token := ""; ; {
-			page, err := cl.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: parent, PageToken: token}, c.call()...)
-			if err != nil {
-				return err
+		return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+			var all []*credentialv1.Credential
+			for token := ""; ; {
+				page, err := cl.ListCredentials(ctx, &credentialv1.ListCredentialsRequest{Parent: parent, PageToken: token}, c.call()...)
+				if err != nil {
+					return err
+				}
+				all = append(all, page.GetCredentials()...)
+				if token = page.GetNextPageToken(); token == "" {
+					break
+				}
 			}
-			all = append(all, page.GetCredentials()...)
-			if token = page.GetNextPageToken(); token == "" {
-				break
-			}
-		}
-		return printList(p, all, cols)
+			return printList(p, all, cols)
+		})
 	})}
 	test := &cobra.Command{Use: "test ID|NAME", Short: "Test a credential against its bucket", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
 		name, err := c.name("credentials", args[0])
 		if err != nil {
 			return err
 		}
-		cl, done, err := client()
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, cancel := c.context(cmd)
-		defer cancel()
-		res, err := cl.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: name}, c.call()...)
-		if err != nil {
-			return err
-		}
-		return printTest(p, res)
+		return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+			res, err := cl.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: name}, c.call()...)
+			if err != nil {
+				return err
+			}
+			return printTest(p, res)
+		})
 	})}
 	var rotateFromEnv string
 	rotate := &cobra.Command{Use: "rotate ID|NAME --secret-from-env VAR", Short: "Replace an access key credential's secret key", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
@@ -206,21 +191,16 @@ func credentialCommand() *cobra.Command {
 		if rotateFromEnv == "" || secret == "" {
 			return usageError("the new secret is read from the variable --secret-from-env names")
 		}
-		cl, done, err := client()
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, cancel := c.context(cmd)
-		defer cancel()
-		out, err := cl.UpdateCredential(ctx, &credentialv1.UpdateCredentialRequest{
-			Credential: &credentialv1.Credential{Name: name, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{SecretAccessKey: secret}}},
-			UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"access_key.secret_access_key"}},
-		}, c.call()...)
-		if err != nil {
-			return err
-		}
-		return one(p, out)
+		return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+			out, err := cl.UpdateCredential(ctx, &credentialv1.UpdateCredentialRequest{
+				Credential: &credentialv1.Credential{Name: name, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{SecretAccessKey: secret}}},
+				UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"access_key.secret_access_key"}},
+			}, c.call()...)
+			if err != nil {
+				return err
+			}
+			return one(p, out)
+		})
 	})}
 	rotate.Flags().StringVar(&rotateFromEnv, "secret-from-env", "", "the environment variable holding the new IAM secret key")
 	regen := &cobra.Command{Use: "regenerate-external-id ID|NAME", Short: "Give a role-to-role credential a new External ID (update the trust policy after)", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
@@ -228,18 +208,13 @@ func credentialCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		cl, done, err := client()
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, cancel := c.context(cmd)
-		defer cancel()
-		out, err := cl.RegenerateExternalId(ctx, &credentialv1.RegenerateExternalIdRequest{Name: name}, c.call()...)
-		if err != nil {
-			return err
-		}
-		return one(p, out)
+		return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+			out, err := cl.RegenerateExternalId(ctx, &credentialv1.RegenerateExternalIdRequest{Name: name}, c.call()...)
+			if err != nil {
+				return err
+			}
+			return one(p, out)
+		})
 	})}
 	var force bool
 	del := &cobra.Command{Use: "delete ID|NAME", Short: "Delete a credential (--force, for administrators, even with destinations on it)", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
@@ -247,18 +222,13 @@ func credentialCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		cl, done, err := client()
-		if err != nil {
-			return err
-		}
-		defer done()
-		ctx, cancel := c.context(cmd)
-		defer cancel()
-		if _, err := cl.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: name, Force: force}, c.call()...); err != nil {
-			return err
-		}
-		fmt.Fprintf(p.w, "deleted %s\n", name)
-		return nil
+		return withService(c, cmd, "credential", credentialv1.NewCredentialServiceClient, func(ctx context.Context, cl credentialv1.CredentialServiceClient) error {
+			if _, err := cl.DeleteCredential(ctx, &credentialv1.DeleteCredentialRequest{Name: name, Force: force}, c.call()...); err != nil {
+				return err
+			}
+			fmt.Fprintf(p.w, "deleted %s\n", name)
+			return nil
+		})
 	})}
 	del.Flags().BoolVar(&force, "force", false, "delete even when destinations use it (administrators)")
 	return clientCommand("credential", "Create, show, test, rotate and delete S3 credentials", c, create, get, list, test, rotate, regen, del)
