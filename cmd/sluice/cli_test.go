@@ -7,7 +7,6 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,8 +18,6 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
@@ -103,6 +100,7 @@ func TestCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	store := &delivering{m: m, bucket: bucket} // reads objects back
 	c := &cli{t: t, bin: buildSluice(t), env: append(os.Environ(),
 		"SLUICE_CREDENTIAL_ADDR="+r.addrs["credential"], "SLUICE_DESTINATION_ADDR="+r.addrs["destination"], "SLUICE_DELIVERY_ADDR="+r.addrs["delivery"],
 		"SLUICE_TOKEN="+token, "SLUICE_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"), "MINIO_SECRET="+secret)}
@@ -167,7 +165,7 @@ func TestCLI(t *testing.T) {
 	if lines := strings.Split(strings.TrimSpace(res.stderr), "\n"); !strings.HasPrefix(lines[len(lines)-1], "sent 5000 rows") || strings.Contains(res.stderr, "\r") {
 		t.Errorf("progress without a terminal is lines ending with the totals:\n%q", res.stderr)
 	}
-	obj := get(t, m, bucket, d.Objects[0].Key)
+	obj := store.get(t, d.Objects[0].Key)
 	zr, err := gzip.NewReader(bytes.NewReader(obj))
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +185,7 @@ func TestCLI(t *testing.T) {
 	if d.State != "DELIVERY_STATE_SUCCEEDED" || d.Progress.Rows != "20000" {
 		t.Fatalf("deliver the Parquet file: %+v", d)
 	}
-	pf, err := file.NewParquetReader(bytes.NewReader(get(t, m, bucket, d.Objects[0].Key)))
+	pf, err := file.NewParquetReader(bytes.NewReader(store.get(t, d.Objects[0].Key)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +204,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("deliver the Arrow IPC stream: %+v", d)
 	}
 	c.json(c.must(0, "deliver", csvFile, "--destination", "pq", "--csv-type", "customer_id=string", "-o", "json", "--progress", "none"), &d)
-	pf, err = file.NewParquetReader(bytes.NewReader(get(t, m, bucket, d.Objects[0].Key)))
+	pf, err = file.NewParquetReader(bytes.NewReader(store.get(t, d.Objects[0].Key)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,19 +332,4 @@ func writeParquet(t *testing.T, path string, rows int64) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// get reads an object from MinIO as its root user.
-func get(t *testing.T, m *testenv.MinIO, bucket, key string) []byte {
-	t.Helper()
-	out, err := m.S3("", "").GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-	if err != nil {
-		t.Fatalf("get %s: %v", key, err)
-	}
-	defer out.Body.Close()
-	b, err := io.ReadAll(out.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
