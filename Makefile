@@ -18,16 +18,17 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/promtool $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, promtool, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
+tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/checkrules $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, checkrules, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
 
-# promtool checks the alert rules; its module is its own (tools/promtool),
-# since Prometheus's dependencies would move the versions MinIO builds with.
-$(TOOLS_DIR)/promtool: tools/promtool/go.mod tools/promtool/go.sum
+# checkrules checks the alert rules with Prometheus's rule library; its
+# module is its own (tools/rules), since Prometheus's dependencies would
+# move the versions MinIO builds with.
+$(TOOLS_DIR)/checkrules: tools/rules/go.mod tools/rules/go.sum tools/rules/checkrules/main.go
 	@mkdir -p $(TOOLS_DIR)
-	@cd tools/promtool && ver=$$(go list -m -f '{{.Version}}' github.com/prometheus/prometheus) && \
+	@cd tools/rules && ver=$$(go list -m -f '{{.Version}}' github.com/prometheus/prometheus)-$$(cksum checkrules/main.go | cut -d' ' -f1) && \
 	 if [ -x $@ ] && [ "$$(cat $@.version 2>/dev/null)" = "$$ver" ]; then touch $@; exit 0; fi && \
-	 echo "building promtool@$$ver into $(TOOLS_DIR) (minutes the first time, then cached)" && \
-	 GOBIN=$(TOOLS_DIR) go install github.com/prometheus/prometheus/cmd/promtool && echo $$ver > $@.version
+	 echo "building checkrules (Prometheus $$ver) into $(TOOLS_DIR)" && \
+	 GOBIN=$(TOOLS_DIR) go install ./checkrules && echo $$ver > $@.version
 
 # DuckDB for Node, pinned in tools/duckdb, reads format output back in tests.
 $(TOOLS_DIR)/duckdb/.installed: tools/duckdb/package.json tools/duckdb/package-lock.json

@@ -491,14 +491,14 @@ func TestTelemetryCarriesNoSecrets(t *testing.T) {
 }
 
 // The alert rules and the Grafana dashboard in deploy/observability are
-// sound: promtool (Prometheus's own checker, built by make tools) passes
-// the rules, and every dashboard query checked as a recording rule, and
-// every metric either names is one a running Sluice exports after a
-// delivery.
+// sound: Prometheus's own rule library (checkrules, built by make tools)
+// passes the rules, and every dashboard query checked as a recording
+// rule, and every metric either names is one a running Sluice exports
+// after a delivery.
 func TestDashboardAndAlertRules(t *testing.T) {
-	promtool := filepath.Join(localserver.ToolsDir(), "promtool")
-	if _, err := os.Stat(promtool); err != nil {
-		t.Fatalf("promtool is missing (%v): run `make tools`, which builds it into %s", err, localserver.ToolsDir())
+	checkrules := filepath.Join(localserver.ToolsDir(), "checkrules")
+	if _, err := os.Stat(checkrules); err != nil {
+		t.Fatalf("checkrules is missing (%v): run `make tools`, which builds it into %s", err, localserver.ToolsDir())
 	}
 	w := startWorkflows(t, func(c *serveConfig) { c.MetricsAddr = "127.0.0.1:0" })
 	recs := customerBatches(t, 1000, 500)
@@ -529,8 +529,8 @@ func TestDashboardAndAlertRules(t *testing.T) {
 	}
 	check := func(file string) {
 		t.Helper()
-		if out, err := exec.Command(promtool, "check", "rules", file).CombinedOutput(); err != nil {
-			t.Errorf("promtool check rules %s: %v\n%s", file, err, out)
+		if out, err := exec.Command(checkrules, file).CombinedOutput(); err != nil {
+			t.Errorf("checkrules %s: %v\n%s", file, err, out)
 		}
 	}
 
@@ -582,7 +582,7 @@ func TestDashboardAndAlertRules(t *testing.T) {
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("grafana-dashboard.json: %v", err)
 	}
-	// Each query as a recording rule, so that promtool parses it.
+	// Each query as a recording rule, so that the rule library parses it.
 	var b strings.Builder
 	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
 	queries := 0
