@@ -313,11 +313,9 @@ func deliveryCommand() *cobra.Command {
 	c := &clientConfig{}
 	get := func(cmd *cobra.Command, name string) (*deliveryv1.Delivery, error) {
 		var d *deliveryv1.Delivery
-		err := conn(c, "delivery", func(cc *grpc.ClientConn) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
+		err := withService(c, cmd, "delivery", deliveryv1.NewDeliveryServiceClient, func(ctx context.Context, cl deliveryv1.DeliveryServiceClient) error {
 			var err error
-			d, err = deliveryv1.NewDeliveryServiceClient(cc).GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: name}, c.call()...)
+			d, err = cl.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: name}, c.call()...)
 			return err
 		})
 		return d, err
@@ -339,10 +337,8 @@ func deliveryCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return conn(c, "delivery", func(cc *grpc.ClientConn) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
-			page, err := deliveryv1.NewDeliveryServiceClient(cc).ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: parent, Filter: filter, PageSize: 100}, c.call()...)
+		return withService(c, cmd, "delivery", deliveryv1.NewDeliveryServiceClient, func(ctx context.Context, cl deliveryv1.DeliveryServiceClient) error {
+			page, err := cl.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: parent, Filter: filter, PageSize: 100}, c.call()...)
 			if err != nil {
 				return err
 			}
@@ -392,10 +388,8 @@ func workflowCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return conn(c, "delivery", func(cc *grpc.ClientConn) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
-			page, err := deliveryv1.NewWorkflowServiceClient(cc).ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: parent, Filter: filter, PageSize: 100}, c.call()...)
+		return withService(c, cmd, "delivery", deliveryv1.NewWorkflowServiceClient, func(ctx context.Context, cl deliveryv1.WorkflowServiceClient) error {
+			page, err := cl.ListWorkflows(ctx, &deliveryv1.ListWorkflowsRequest{Parent: parent, Filter: filter, PageSize: 100}, c.call()...)
 			if err != nil {
 				return err
 			}
@@ -430,10 +424,8 @@ func workflowCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return conn(c, "delivery", func(cc *grpc.ClientConn) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
-			w, err := deliveryv1.NewWorkflowServiceClient(cc).GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: name}, c.call()...)
+		return withService(c, cmd, "delivery", deliveryv1.NewWorkflowServiceClient, func(ctx context.Context, cl deliveryv1.WorkflowServiceClient) error {
+			w, err := cl.GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: name}, c.call()...)
 			if err != nil {
 				return err
 			}
@@ -490,10 +482,8 @@ func notificationCommand() *cobra.Command {
 		if all {
 			filter = ""
 		}
-		return conn(c, "delivery", func(cc *grpc.ClientConn) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
-			page, err := deliveryv1.NewWorkflowServiceClient(cc).ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: parent, Filter: filter, PageSize: 100}, c.call()...)
+		return withService(c, cmd, "delivery", deliveryv1.NewWorkflowServiceClient, func(ctx context.Context, cl deliveryv1.WorkflowServiceClient) error {
+			page, err := cl.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: parent, Filter: filter, PageSize: 100}, c.call()...)
 			if err != nil {
 				return err
 			}
@@ -512,10 +502,8 @@ func notificationCommand() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return conn(c, "delivery", func(cc *grpc.ClientConn) error {
-			ctx, cancel := c.context(cmd)
-			defer cancel()
-			n, err := deliveryv1.NewWorkflowServiceClient(cc).AcknowledgeNotification(ctx, &deliveryv1.AcknowledgeNotificationRequest{Name: name}, c.call()...)
+		return withService(c, cmd, "delivery", deliveryv1.NewWorkflowServiceClient, func(ctx context.Context, cl deliveryv1.WorkflowServiceClient) error {
+			n, err := cl.AcknowledgeNotification(ctx, &deliveryv1.AcknowledgeNotificationRequest{Name: name}, c.call()...)
 			if err != nil {
 				return err
 			}
