@@ -1,8 +1,10 @@
 // Prints, for each Parquet file given, each column's compressed bytes,
 // encodings, row groups and physical type, as DuckDB reads the file's
 // metadata: the column-by-column comparison of our files with DuckDB's
-// (issue #14). Run from the DuckDB tool directory make tools fills:
-//   cd ~/.cache/sluice/tools/duckdb && node /path/to/parquet-columns.mjs a.parquet b.parquet
+// (issue #14). Node resolves the import beside the script, so run it from
+// the DuckDB tool directory make tools fills:
+//   cp tools/duckdb/parquet-columns.mjs ~/.cache/sluice/tools/duckdb/
+//   node ~/.cache/sluice/tools/duckdb/parquet-columns.mjs ours.parquet duckdb.parquet
 import { DuckDBInstance } from '@duckdb/node-api';
 
 const db = await DuckDBInstance.create(':memory:', { threads: '2' });
