@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/bitutil"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
@@ -29,12 +29,44 @@ const (
 // writer buffers: a row group is encoded whole before it is written.
 const DefaultRowGroupRows = 128 * 1024
 
+// DataPageVersion is the version of the data pages in a Parquet file.
+type DataPageVersion int
+
+// Data page versions; V1 is the default, the one every reader knows.
+const (
+	DataPageV1 DataPageVersion = iota
+	DataPageV2
+)
+
+// Dictionary says which columns are dictionary encoded.
+type Dictionary int
+
+// Dictionary choices. DictionaryAuto, the default, encodes a column with a
+// dictionary where the first row group shows few distinct values (and
+// always for Arrow dictionary columns), and otherwise with the encoding
+// that suits its type: delta for integers, dates and timestamps, delta
+// strings for strings and binaries, plain for floats and booleans.
+const (
+	DictionaryAuto Dictionary = iota
+	// DictionaryAlways tries a dictionary on every column, falling back
+	// to plain within a column chunk once it passes 1 MiB.
+	DictionaryAlways
+	// DictionaryNever encodes no column with a dictionary.
+	DictionaryNever
+)
+
 // ParquetOptions configure a Parquet writer.
 type ParquetOptions struct {
 	Codec Codec
 	// RowGroupRows is the most rows in one row group; DefaultRowGroupRows
 	// when zero.
 	RowGroupRows int64
+	DataPage     DataPageVersion
+	Dictionary   Dictionary
+	// Serial encodes with pqarrow's own FileWriter, one column after the
+	// other on the caller's goroutine: the reference the column-parallel
+	// writer is tested against, and the path for types it cannot shred.
+	Serial bool
 }
 
 // Parquet writes record batches as one Parquet file, keeping Arrow's
@@ -46,10 +78,31 @@ type ParquetOptions struct {
 // durations become 64-bit integers of their unit, named in the field
 // metadata under "sluice.duration_unit". Intervals are refused. Timestamps
 // in seconds are stored in milliseconds, Parquet's coarsest unit.
+//
+// Row groups are encoded column-parallel: each top-level column of a row
+// group is encoded on its own goroutine (see parquet_levels.go), on a
+// goroutine of its own while the caller gathers the next row group.
 type Parquet struct {
-	fw     *pqarrow.FileWriter
-	schema *arrow.Schema
+	w      io.Writer
+	schema *arrow.Schema // ParquetSchema's
+	opts   ParquetOptions
+	rgRows int64
+	plans  []*shredPlan // nil on the serial path
 	rows   int64
+
+	pending     []arrow.RecordBatch // the row group being gathered
+	pendingRows int64
+
+	// Set by the first row group, which chooses the encodings.
+	arrowProps pqarrow.ArrowWriterProperties
+	serial     *pqarrow.FileWriter
+	fw         *file.Writer
+
+	work   chan []arrow.RecordBatch // row groups to the encoding goroutine
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error // the encoding goroutine's first failure
+	closed bool
 }
 
 // Field metadata keys that say what a converted column was.
@@ -189,78 +242,4 @@ func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, 
 		a.Release()
 	}
 	return converted, nil
-}
-
-func (o ParquetOptions) properties() (*parquet.WriterProperties, pqarrow.ArrowWriterProperties) {
-	codec := map[Codec]compress.Compression{
-		Snappy: compress.Codecs.Snappy, Zstd: compress.Codecs.Zstd, Gzip: compress.Codecs.Gzip, Uncompressed: compress.Codecs.Uncompressed,
-	}[o.Codec]
-	rows := o.RowGroupRows
-	if rows <= 0 {
-		rows = DefaultRowGroupRows
-	}
-	props := parquet.NewWriterProperties(
-		parquet.WithCompression(codec),
-		parquet.WithMaxRowGroupLength(rows),
-		parquet.WithDictionaryDefault(true),
-		parquet.WithVersion(parquet.V2_LATEST),
-	)
-	return props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
-}
-
-// CheckParquet answers an *UnsupportedError for the first column Parquet
-// cannot carry, before any byte is written.
-func CheckParquet(schema *arrow.Schema, o ParquetOptions) error {
-	schema = ParquetSchema(schema)
-	props, arrowProps := o.properties()
-	if _, err := pqarrow.ToParquet(schema, props, arrowProps); err == nil {
-		return nil
-	}
-	for _, f := range schema.Fields() {
-		if _, err := pqarrow.ToParquet(arrow.NewSchema([]arrow.Field{f}, nil), props, arrowProps); err != nil {
-			return &UnsupportedError{Column: f.Name, Type: f.Type, Format: "Parquet"}
-		}
-	}
-	return fmt.Errorf("the schema cannot be written as Parquet")
-}
-
-// NewParquet checks schema and answers a writer to w.
-func NewParquet(w io.Writer, schema *arrow.Schema, o ParquetOptions) (*Parquet, error) {
-	if err := CheckParquet(schema, o); err != nil {
-		return nil, err
-	}
-	props, arrowProps := o.properties()
-	pschema := ParquetSchema(schema)
-	fw, err := pqarrow.NewFileWriter(pschema, w, props, arrowProps)
-	if err != nil {
-		return nil, fmt.Errorf("parquet writer: %w", err)
-	}
-	return &Parquet{fw: fw, schema: pschema}, nil
-}
-
-// Write buffers rec into the current row group, which is written when it
-// reaches RowGroupRows.
-func (p *Parquet) Write(rec arrow.RecordBatch) error {
-	converted, err := toParquet(rec, p.schema)
-	if err != nil {
-		return err
-	}
-	defer converted.Release()
-	if err := p.fw.WriteBuffered(converted); err != nil {
-		return fmt.Errorf("parquet: %w", err)
-	}
-	p.rows += rec.NumRows()
-	return nil
-}
-
-// Rows answers how many rows were written.
-func (p *Parquet) Rows() int64 { return p.rows }
-
-// Close writes the last row group and the footer. pqarrow closes the
-// underlying writer when it is an io.Closer; wrap it to prevent that.
-func (p *Parquet) Close() error {
-	if err := p.fw.Close(); err != nil {
-		return fmt.Errorf("parquet: %w", err)
-	}
-	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -59,7 +60,8 @@ type Config struct {
 	MaxRows int64
 	// MaxBytes cuts a new file once the format has written this many bytes
 	// (before compression); 0 means no limit. A text file passes it by at
-	// most one row; a Parquet file by at most one row group.
+	// most one row; a Parquet file by at most two row groups (one is encoded
+	// while the next is gathered).
 	MaxBytes int64
 	// Concurrency is how many files of an output split by rows are encoded
 	// at once, each on its own goroutine, so that Parquet part files use
@@ -169,16 +171,23 @@ type batchWriter interface {
 	Close() error
 }
 
+// counter counts what the format writes. Atomic: the Parquet writer
+// writes from its encoding goroutine while Write reads the count to cut by
+// size.
 type counter struct {
 	w io.Writer
-	n int64
+	n atomic.Int64
 }
 
 func (c *counter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
+
+// aborter is a format with work of its own to stop when its file is
+// discarded (the Parquet writer's encoding goroutine).
+type aborter interface{ Abort() }
 
 type countingCloser struct {
 	Object
@@ -292,9 +301,17 @@ func (o *open) encode() {
 	if err == nil {
 		err = o.finish()
 	} else {
-		_ = o.out.Abort()
+		o.abort()
 	}
 	o.result <- err
+}
+
+// abort stops the format and discards the object.
+func (o *open) abort() {
+	if a, ok := o.format.(aborter); ok {
+		a.Abort()
+	}
+	_ = o.out.Abort()
 }
 
 // finish closes the format and the layers, keeping the object.
@@ -379,19 +396,20 @@ func (w *Writer) sizedChunk() int64 {
 	if _, ok := o.format.(flusher); !ok {
 		return chunkRows
 	}
-	if o.file.Rows == 0 || o.raw.n == 0 {
+	written := o.raw.n.Load()
+	if o.file.Rows == 0 || written == 0 {
 		return 16 // measure a few rows first
 	}
 	// Half of what seems to fit: rows vary in width, and halving lands the
 	// last row within one row of the limit in a few more writes.
-	perRow := max(1, o.raw.n/o.file.Rows)
-	return max(1, min(chunkRows, (w.cfg.MaxBytes-o.raw.n)/perRow/2))
+	perRow := max(1, written/o.file.Rows)
+	return max(1, min(chunkRows, (w.cfg.MaxBytes-written)/perRow/2))
 }
 
 // full reports whether the current file reached a limit.
 func (w *Writer) full() bool {
 	o := w.cur
-	return (w.cfg.MaxRows > 0 && o.file.Rows >= w.cfg.MaxRows) || (w.cfg.MaxBytes > 0 && o.raw.n >= w.cfg.MaxBytes)
+	return (w.cfg.MaxRows > 0 && o.file.Rows >= w.cfg.MaxRows) || (w.cfg.MaxBytes > 0 && o.raw.n.Load() >= w.cfg.MaxBytes)
 }
 
 // Write adds rec's rows, cutting files at the limits.
@@ -451,7 +469,7 @@ func (w *Writer) Abort() {
 			close(w.cur.ch)
 			<-w.cur.result
 		}
-		_ = w.cur.out.Abort()
+		w.cur.abort()
 		w.cur = nil
 	}
 	for _, o := range w.pending {

@@ -49,9 +49,28 @@ var (
 	interests  = []string{"running", "cooking", "travel", "games", "music"}
 )
 
-// Customers yields the rows of a customer 360 table in batches. It
+// CustomerSchema is the narrow customer table: 8 columns, the kind of
+// table most exports are (a sorted id, a unique string, low-cardinality
+// strings, a money amount in cents, a small count, a flag, and a creation
+// time that grows with the id).
+var CustomerSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "email", Type: arrow.BinaryTypes.String},
+	{Name: "first_name", Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: "ltv", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+	{Name: "orders", Type: arrow.PrimitiveTypes.Int32},
+	{Name: "active", Type: arrow.FixedWidthTypes.Boolean},
+	{Name: "created_at", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	{Name: "state", Type: arrow.BinaryTypes.String, Nullable: true},
+}, nil)
+
+var states = []string{"CA", "NY", "TX", "WA", "FL", "IL", "OR", "MA"}
+
+// Customers yields the rows of a customer table in batches. It
 // implements array.RecordReader.
 type Customers struct {
+	schema    *arrow.Schema
+	fill      func(c *Customers, b *array.RecordBuilder, n int64)
 	mem       memory.Allocator
 	rows      int64
 	batchRows int
@@ -64,17 +83,28 @@ type Customers struct {
 // NewCustomer360 answers a reader of rows customers in batches of
 // batchRows (64Ki when 0), the same rows for the same seed.
 func NewCustomer360(mem memory.Allocator, rows int64, batchRows int, seed uint64) *Customers {
+	return newCustomers(Customer360Schema, fill360, mem, rows, batchRows, seed, 360)
+}
+
+// NewCustomers answers a reader of rows of the narrow customer table
+// (CustomerSchema) in batches of batchRows (64Ki when 0), the same rows for
+// the same seed.
+func NewCustomers(mem memory.Allocator, rows int64, batchRows int, seed uint64) *Customers {
+	return newCustomers(CustomerSchema, fillNarrow, mem, rows, batchRows, seed, 8)
+}
+
+func newCustomers(schema *arrow.Schema, fill func(*Customers, *array.RecordBuilder, int64), mem memory.Allocator, rows int64, batchRows int, seed, stream uint64) *Customers {
 	if mem == nil {
 		mem = memory.DefaultAllocator
 	}
 	if batchRows <= 0 {
 		batchRows = 64 * 1024
 	}
-	return &Customers{mem: mem, rows: rows, batchRows: batchRows, r: rand.New(rand.NewPCG(seed, 360)), refs: 1}
+	return &Customers{schema: schema, fill: fill, mem: mem, rows: rows, batchRows: batchRows, r: rand.New(rand.NewPCG(seed, stream)), refs: 1}
 }
 
 // Schema implements array.RecordReader.
-func (c *Customers) Schema() *arrow.Schema { return Customer360Schema }
+func (c *Customers) Schema() *arrow.Schema { return c.schema }
 
 // Retain implements array.RecordReader.
 func (c *Customers) Retain() { c.refs++ }
@@ -108,8 +138,31 @@ func (c *Customers) Next() bool {
 		return false
 	}
 	n := min(int64(c.batchRows), c.rows-c.next)
-	b := array.NewRecordBuilder(c.mem, Customer360Schema)
+	b := array.NewRecordBuilder(c.mem, c.schema)
 	defer b.Release()
+	c.fill(c, b, n)
+	c.cur = b.NewRecordBatch()
+	return true
+}
+
+func fillNarrow(c *Customers, b *array.RecordBuilder, n int64) {
+	r := c.r
+	for range n {
+		c.next++
+		id := c.next
+		b.Field(0).(*array.Int64Builder).Append(id)
+		b.Field(1).(*array.StringBuilder).Append(fmt.Sprintf("customer%d@example.com", id))
+		b.Field(2).(*array.StringBuilder).Append(firstNames[r.IntN(len(firstNames))])
+		b.Field(3).(*array.Float64Builder).Append(float64(r.IntN(500_000)) / 100)
+		b.Field(4).(*array.Int32Builder).Append(int32(r.IntN(200)))
+		b.Field(5).(*array.BooleanBuilder).Append(r.IntN(4) != 0)
+		// Customers sign up about every 30 s, in id order.
+		b.Field(6).(*array.TimestampBuilder).Append(arrow.Timestamp(1.6e15 + id*30_000_000 + r.Int64N(30_000_000)))
+		b.Field(7).(*array.StringBuilder).Append(states[r.IntN(len(states))])
+	}
+}
+
+func fill360(c *Customers, b *array.RecordBuilder, n int64) {
 	r := c.r
 	for range n {
 		c.next++
@@ -143,8 +196,6 @@ func (c *Customers) Next() bool {
 		}
 		b.Field(19).(*array.Int64Builder).Append(r.Int64N(100000))
 	}
-	c.cur = b.NewRecordBatch()
-	return true
 }
 
 // All answers every batch of a table small enough to hold, for tests and

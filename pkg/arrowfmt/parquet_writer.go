@@ -1,0 +1,417 @@
+package arrowfmt
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/flight"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/metadata"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// baseProperties are the properties every column shares; columnProperties
+// adds each column's dictionary and encoding.
+func (o ParquetOptions) baseProperties() []parquet.WriterProperty {
+	codec := map[Codec]compress.Compression{
+		Snappy: compress.Codecs.Snappy, Zstd: compress.Codecs.Zstd, Gzip: compress.Codecs.Gzip, Uncompressed: compress.Codecs.Uncompressed,
+	}[o.Codec]
+	page := parquet.DataPageV1
+	if o.DataPage == DataPageV2 {
+		page = parquet.DataPageV2
+	}
+	return []parquet.WriterProperty{
+		parquet.WithCompression(codec),
+		parquet.WithMaxRowGroupLength(o.rowGroupRows()),
+		parquet.WithDictionaryDefault(o.Dictionary != DictionaryNever),
+		parquet.WithVersion(parquet.V2_LATEST),
+		parquet.WithDataPageVersion(page),
+		// Decimals of up to 18 digits as INT32/INT64 (DECIMAL logical
+		// type), which readers take as decimals and which encode far
+		// smaller than 16-byte fixed-length binaries.
+		parquet.WithStoreDecimalAsInteger(true),
+	}
+}
+
+func (o ParquetOptions) rowGroupRows() int64 {
+	if o.RowGroupRows <= 0 {
+		return DefaultRowGroupRows
+	}
+	return o.RowGroupRows
+}
+
+func arrowProperties() pqarrow.ArrowWriterProperties {
+	return pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
+}
+
+// CheckParquet answers an *UnsupportedError for the first column Parquet
+// cannot carry, before any byte is written.
+func CheckParquet(schema *arrow.Schema, o ParquetOptions) error {
+	schema = ParquetSchema(schema)
+	props := parquet.NewWriterProperties(o.baseProperties()...)
+	if _, err := pqarrow.ToParquet(schema, props, arrowProperties()); err == nil {
+		return nil
+	}
+	for _, f := range schema.Fields() {
+		if _, err := pqarrow.ToParquet(arrow.NewSchema([]arrow.Field{f}, nil), props, arrowProperties()); err != nil {
+			return &UnsupportedError{Column: f.Name, Type: f.Type, Format: "Parquet"}
+		}
+	}
+	return fmt.Errorf("the schema cannot be written as Parquet")
+}
+
+// NewParquet checks schema and answers a writer to w.
+func NewParquet(w io.Writer, schema *arrow.Schema, o ParquetOptions) (*Parquet, error) {
+	if err := CheckParquet(schema, o); err != nil {
+		return nil, err
+	}
+	p := &Parquet{w: w, schema: ParquetSchema(schema), opts: o, rgRows: o.rowGroupRows(), arrowProps: arrowProperties()}
+	if !o.Serial {
+		p.plans = plansFor(p.schema, parquet.NewWriterProperties(o.baseProperties()...))
+	}
+	return p, nil
+}
+
+// plansFor answers each column's shredding plan, or nil when a column's
+// type is not one shredding knows or its levels disagree with the Parquet
+// schema pqarrow makes: then the file is written serially.
+func plansFor(s *arrow.Schema, props *parquet.WriterProperties) []*shredPlan {
+	pq, err := pqarrow.ToParquet(s, props, arrowProperties())
+	if err != nil {
+		return nil
+	}
+	var plans []*shredPlan
+	leaf := 0
+	for _, f := range s.Fields() {
+		plan, ok := planShred(f)
+		if !ok {
+			return nil
+		}
+		for k := range plan.leafCount {
+			if leaf+k >= pq.NumColumns() {
+				return nil
+			}
+			c := pq.Column(leaf + k)
+			if int16(c.MaxDefinitionLevel()) != plan.maxDef[k] || int16(c.MaxRepetitionLevel()) != plan.maxRep[k] {
+				return nil
+			}
+		}
+		leaf += plan.leafCount
+		plans = append(plans, plan)
+	}
+	if leaf != pq.NumColumns() {
+		return nil
+	}
+	return plans
+}
+
+// Write adds rec's rows to the row group being gathered; a full row group
+// goes to the encoding goroutine.
+func (p *Parquet) Write(rec arrow.RecordBatch) error {
+	if err := p.failure(); err != nil {
+		return err
+	}
+	converted, err := toParquet(rec, p.schema)
+	if err != nil {
+		return err
+	}
+	defer converted.Release()
+	for off := int64(0); off < converted.NumRows(); {
+		n := min(converted.NumRows()-off, p.rgRows-p.pendingRows)
+		p.pending = append(p.pending, converted.NewSlice(off, off+n))
+		p.pendingRows += n
+		off += n
+		if p.pendingRows == p.rgRows {
+			if err := p.flushRowGroup(); err != nil {
+				return err
+			}
+		}
+	}
+	p.rows += rec.NumRows()
+	return nil
+}
+
+// Rows answers how many rows were written.
+func (p *Parquet) Rows() int64 { return p.rows }
+
+// flushRowGroup hands the gathered row group on.
+func (p *Parquet) flushRowGroup() error {
+	group := p.pending
+	p.pending, p.pendingRows = nil, 0
+	if p.serial == nil && p.fw == nil {
+		if err := p.open(group); err != nil {
+			release(group)
+			return err
+		}
+	}
+	if p.serial != nil {
+		defer release(group)
+		for _, b := range group {
+			if err := p.serial.WriteBuffered(b); err != nil {
+				return fmt.Errorf("parquet: %w", err)
+			}
+		}
+		return nil
+	}
+	if len(group) == 0 {
+		return nil
+	}
+	select {
+	case p.work <- group:
+		return nil
+	case <-p.done:
+		release(group)
+		return p.failure()
+	}
+}
+
+func release(group []arrow.RecordBatch) {
+	for _, b := range group {
+		b.Release()
+	}
+}
+
+func (p *Parquet) failure() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+func (p *Parquet) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil {
+		p.err = err
+	}
+}
+
+// open chooses the encodings from the first row group and starts the file.
+func (p *Parquet) open(first []arrow.RecordBatch) error {
+	opts := append(p.opts.baseProperties(), columnProperties(p.schema, first, p.opts)...)
+	props := parquet.NewWriterProperties(opts...)
+	if p.plans == nil {
+		fw, err := pqarrow.NewFileWriter(p.schema, p.w, props, p.arrowProps)
+		if err != nil {
+			return fmt.Errorf("parquet writer: %w", err)
+		}
+		p.serial = fw
+		return nil
+	}
+	pq, err := pqarrow.ToParquet(p.schema, props, p.arrowProps)
+	if err != nil {
+		return fmt.Errorf("parquet writer: %w", err)
+	}
+	meta, err := fileMetadata(p.schema)
+	if err != nil {
+		return err
+	}
+	fw, err := file.NewParquetWriterWithError(p.w, pq.Root(), file.WithWriterProps(props), file.WithWriteMetadata(meta))
+	if err != nil {
+		return fmt.Errorf("parquet writer: %w", err)
+	}
+	p.fw = fw
+	p.work, p.done = make(chan []arrow.RecordBatch), make(chan struct{})
+	go p.encodeLoop()
+	return nil
+}
+
+// fileMetadata answers the key-value metadata pqarrow's FileWriter writes:
+// the schema's own, then the Arrow schema itself (with list elements named
+// as Parquet names them), so that readers get back the types written.
+func fileMetadata(s *arrow.Schema) (metadata.KeyValueMetadata, error) {
+	meta := make(metadata.KeyValueMetadata, 0)
+	md := s.Metadata()
+	for i := range md.Len() {
+		if err := meta.Append(md.Keys()[i], md.Values()[i]); err != nil {
+			return nil, err
+		}
+	}
+	fields := make([]arrow.Field, s.NumFields())
+	for i, f := range s.Fields() {
+		fields[i] = elementNames(f)
+	}
+	stored := arrow.NewSchema(fields, &md)
+	if err := meta.Append("ARROW:schema", base64.StdEncoding.EncodeToString(flight.SerializeSchema(stored, memory.DefaultAllocator))); err != nil {
+		return nil, err
+	}
+	return meta, nil
+}
+
+// elementNames names list elements "element", as the Parquet groups are.
+func elementNames(f arrow.Field) arrow.Field {
+	switch t := f.Type.(type) {
+	case *arrow.ListType:
+		e := elementNames(t.ElemField())
+		e.Name = "element"
+		f.Type = arrow.ListOfField(e)
+	case *arrow.LargeListType:
+		e := elementNames(t.ElemField())
+		e.Name = "element"
+		f.Type = arrow.LargeListOfField(e)
+	case *arrow.FixedSizeListType:
+		e := elementNames(t.ElemField())
+		e.Name = "element"
+		f.Type = arrow.FixedSizeListOfField(t.Len(), e)
+	case *arrow.StructType:
+		fields := make([]arrow.Field, t.NumFields())
+		for i := range fields {
+			fields[i] = elementNames(t.Field(i))
+		}
+		f.Type = arrow.StructOf(fields...)
+	case *arrow.MapType:
+		m := arrow.MapOfFields(elementNames(t.KeyField()), elementNames(t.ItemField()))
+		m.KeysSorted = t.KeysSorted
+		f.Type = m
+	}
+	return f
+}
+
+// encodeLoop encodes row groups until the work channel closes.
+func (p *Parquet) encodeLoop() {
+	defer close(p.done)
+	for group := range p.work {
+		if p.failure() == nil {
+			if err := p.encodeRowGroup(group); err != nil {
+				p.fail(err)
+			}
+		}
+		release(group)
+	}
+}
+
+// encodeRowGroup encodes each top-level column on its own goroutine into a
+// buffered row group, then writes the row group out.
+func (p *Parquet) encodeRowGroup(group []arrow.RecordBatch) (err error) {
+	rgw, err := p.fw.AppendBufferedRowGroupChecked()
+	if err != nil {
+		return fmt.Errorf("parquet: %w", err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(p.plans))
+	leaf := 0
+	for k, plan := range p.plans {
+		wg.Add(1)
+		go func(k, leaf int, plan *shredPlan) {
+			defer wg.Done()
+			defer func() {
+				if r := recover(); r != nil {
+					errs[k] = fmt.Errorf("column %q: %v", p.schema.Field(k).Name, r)
+				}
+			}()
+			if err := p.encodeColumn(rgw, k, leaf, plan, group); err != nil {
+				errs[k] = fmt.Errorf("column %q: %w", p.schema.Field(k).Name, err)
+			}
+		}(k, leaf, plan)
+		leaf += plan.leafCount
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("parquet: %w", err)
+	}
+	if err := rgw.Close(); err != nil {
+		return fmt.Errorf("parquet: %w", err)
+	}
+	return nil
+}
+
+// encodeColumn writes column k of every batch of a row group to its leaf
+// column writers, with a write context of its own (they are not safe to
+// share between goroutines).
+func (p *Parquet) encodeColumn(rgw file.BufferedRowGroupWriter, k, leaf int, plan *shredPlan, group []arrow.RecordBatch) error {
+	ctx := pqarrow.NewArrowWriteContext(context.Background(), &p.arrowProps)
+	chunks := make([]arrow.Array, len(group))
+	for i, b := range group {
+		chunks[i] = b.Column(k)
+	}
+	if p.schema.Field(k).Type.ID() == arrow.DICTIONARY && len(chunks) > 1 {
+		// pqarrow falls back to plain when a chunk's dictionary differs from
+		// the last one's (each Arrow batch may bring its own): one
+		// dictionary for the row group keeps the column dictionary encoded.
+		unified, err := array.UnifyChunkedDicts(memory.DefaultAllocator, arrow.NewChunked(p.schema.Field(k).Type, chunks))
+		if err != nil {
+			return err
+		}
+		defer unified.Release()
+		chunks = unified.Chunks()
+	}
+	for _, chunk := range chunks {
+		leaves, err := plan.shred(chunk)
+		if err != nil {
+			return err
+		}
+		for j, l := range leaves {
+			cw, err := rgw.Column(leaf + j)
+			if err != nil {
+				return err
+			}
+			var values arrow.Array
+			if l.arr == nil {
+				values = array.MakeArrayOfNull(memory.DefaultAllocator, plan.leafTypes[j], 0)
+			} else {
+				values = array.NewSlice(l.arr, int64(l.first), int64(l.next))
+			}
+			err = pqarrow.WriteArrowToColumn(ctx, cw, values, l.def, l.rep, plan.leafNullable[j])
+			values.Release()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Close writes the last row group and the footer. Like pqarrow's writer it
+// closes the underlying writer when it is an io.Closer; wrap it to prevent
+// that.
+func (p *Parquet) Close() error {
+	if p.closed {
+		return p.failure()
+	}
+	if p.pendingRows > 0 || (p.serial == nil && p.fw == nil) {
+		if err := p.flushRowGroup(); err != nil {
+			p.Abort()
+			return err
+		}
+	}
+	p.closed = true
+	if p.serial != nil {
+		if err := p.serial.Close(); err != nil {
+			return fmt.Errorf("parquet: %w", err)
+		}
+		return nil
+	}
+	close(p.work)
+	<-p.done
+	if err := p.failure(); err != nil {
+		return err
+	}
+	if err := p.fw.Close(); err != nil {
+		return fmt.Errorf("parquet: %w", err)
+	}
+	return nil
+}
+
+// Abort stops the encoding goroutine and drops what is buffered, writing
+// no footer: for a file that is being discarded.
+func (p *Parquet) Abort() {
+	if p.closed {
+		return
+	}
+	p.closed = true
+	p.fail(errors.New("parquet: writer aborted"))
+	release(p.pending)
+	p.pending = nil
+	if p.work != nil {
+		close(p.work)
+		<-p.done
+	}
+}
