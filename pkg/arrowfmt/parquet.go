@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -88,7 +89,11 @@ type Parquet struct {
 	opts   ParquetOptions
 	rgRows int64
 	plans  []*shredPlan // nil on the serial path
-	rows   int64
+	// leafStart is each column's first leaf; cost what encoding it took
+	// in the last row group, to schedule the costliest first.
+	leafStart []int
+	cost      []time.Duration
+	rows      int64
 
 	pending     []arrow.RecordBatch // the row group being gathered
 	pendingRows int64

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -77,6 +81,21 @@ func NewParquet(w io.Writer, schema *arrow.Schema, o ParquetOptions) (*Parquet, 
 	p := &Parquet{w: w, schema: ParquetSchema(schema), opts: o, rgRows: o.rowGroupRows(), arrowProps: arrowProperties()}
 	if !o.Serial {
 		p.plans = plansFor(p.schema, parquet.NewWriterProperties(o.baseProperties()...))
+	}
+	leaf := 0
+	for k, plan := range p.plans {
+		p.leafStart = append(p.leafStart, leaf)
+		leaf += plan.leafCount
+		// Until a row group is measured: nested and variable-width columns
+		// cost most.
+		switch f := p.schema.Field(k); {
+		case isNested(f.Type):
+			p.cost = append(p.cost, 3)
+		case arrow.IsBinaryLike(f.Type.ID()) || f.Type.ID() == arrow.DICTIONARY:
+			p.cost = append(p.cost, 2)
+		default:
+			p.cost = append(p.cost, 1)
+		}
 	}
 	return p, nil
 }
@@ -295,23 +314,32 @@ func (p *Parquet) encodeRowGroup(group []arrow.RecordBatch) (err error) {
 	if err != nil {
 		return fmt.Errorf("parquet: %w", err)
 	}
-	var wg sync.WaitGroup
+	// A few workers (one per core) take columns costliest first, by what
+	// each cost in the last row group: the row group ends with its slowest
+	// column, so the long ones must not be left for last.
+	order := make([]int, len(p.plans))
+	for k := range order {
+		order[k] = k
+	}
+	sort.SliceStable(order, func(a, b int) bool { return p.cost[order[a]] > p.cost[order[b]] })
 	errs := make([]error, len(p.plans))
-	leaf := 0
-	for k, plan := range p.plans {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(order)) {
 		wg.Add(1)
-		go func(k, leaf int, plan *shredPlan) {
+		go func() {
 			defer wg.Done()
-			defer func() {
-				if r := recover(); r != nil {
-					errs[k] = fmt.Errorf("column %q: %v", p.schema.Field(k).Name, r)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(order) {
+					return
 				}
-			}()
-			if err := p.encodeColumn(rgw, k, leaf, plan, group); err != nil {
-				errs[k] = fmt.Errorf("column %q: %w", p.schema.Field(k).Name, err)
+				k := order[i]
+				start := time.Now()
+				errs[k] = p.encodeColumnSafely(rgw, k, group)
+				p.cost[k] = time.Since(start)
 			}
-		}(k, leaf, plan)
-		leaf += plan.leafCount
+		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -319,6 +347,19 @@ func (p *Parquet) encodeRowGroup(group []arrow.RecordBatch) (err error) {
 	}
 	if err := rgw.Close(); err != nil {
 		return fmt.Errorf("parquet: %w", err)
+	}
+	return nil
+}
+
+// encodeColumnSafely encodes column k, answering a panic as an error.
+func (p *Parquet) encodeColumnSafely(rgw file.BufferedRowGroupWriter, k int, group []arrow.RecordBatch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("column %q: %v", p.schema.Field(k).Name, r)
+		}
+	}()
+	if err := p.encodeColumn(rgw, k, p.leafStart[k], p.plans[k], group); err != nil {
+		return fmt.Errorf("column %q: %w", p.schema.Field(k).Name, err)
 	}
 	return nil
 }
@@ -343,6 +384,35 @@ func (p *Parquet) encodeColumn(rgw file.BufferedRowGroupWriter, k, leaf int, pla
 		defer unified.Release()
 		chunks = unified.Chunks()
 	}
+	if err := p.writeChunks(rgw, leaf, plan, chunks, ctx); err != nil {
+		return err
+	}
+	// Cut each leaf's last page here, in parallel: the row group's Close,
+	// which runs serially, would otherwise encode and compress it.
+	// Closing a column after this finds no buffered values and only copies
+	// its pages out.
+	for j := range plan.leafCount {
+		cw, err := rgw.Column(leaf + j)
+		if err != nil {
+			return err
+		}
+		if f, ok := cw.(pageFlusher); ok && f.EstimatedBufferedValueBytes() > 0 {
+			if err := f.FlushCurrentPage(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// pageFlusher is what arrow-go's column chunk writers promote from their
+// shared base, though ColumnChunkWriter does not list it.
+type pageFlusher interface {
+	EstimatedBufferedValueBytes() int64
+	FlushCurrentPage() error
+}
+
+func (p *Parquet) writeChunks(rgw file.BufferedRowGroupWriter, leaf int, plan *shredPlan, chunks []arrow.Array, ctx context.Context) error {
 	for _, chunk := range chunks {
 		leaves, err := plan.shred(chunk)
 		if err != nil {
