@@ -38,7 +38,14 @@ func Config(d *destinationv1.Destination, values filename.Values) (fileset.Confi
 			destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD:        arrowfmt.Zstd,
 			destinationv1.ParquetCodec_PARQUET_CODEC_GZIP:        arrowfmt.Gzip,
 			destinationv1.ParquetCodec_PARQUET_CODEC_NONE:        arrowfmt.Uncompressed,
-		}[f.Parquet.GetCodec()]}
+		}[f.Parquet.GetCodec()],
+			DataPage: map[destinationv1.ParquetDataPageVersion]arrowfmt.DataPageVersion{
+				destinationv1.ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_2: arrowfmt.DataPageV2,
+			}[f.Parquet.GetDataPageVersion()],
+			Dictionary: map[destinationv1.ParquetDictionary]arrowfmt.Dictionary{
+				destinationv1.ParquetDictionary_PARQUET_DICTIONARY_ALWAYS: arrowfmt.DictionaryAlways,
+				destinationv1.ParquetDictionary_PARQUET_DICTIONARY_NEVER:  arrowfmt.DictionaryNever,
+			}[f.Parquet.GetDictionary()]}
 		c.ParquetExtension = f.Parquet.Extension == nil || f.Parquet.GetExtension()
 	case *destinationv1.FileFormat_Delimited:
 		c.Format = fileset.Delimited

@@ -39,13 +39,14 @@ func TestConfig(t *testing.T) {
 	}
 
 	parquet := &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{
-		Codec: destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD, RowGroupRows: 5000}}},
+		Codec: destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD, RowGroupRows: 5000,
+		DataPageVersion: destinationv1.ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_2, Dictionary: destinationv1.ParquetDictionary_PARQUET_DICTIONARY_NEVER}}},
 		FilenameTemplate: "{{output_name}}/{{now|format:'yyyy-MM-dd'}}/part-{{file_number}}"}
 	c, err = outputspec.Config(parquet, values)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Parquet.Codec != arrowfmt.Zstd || c.Parquet.RowGroupRows != 5000 || !c.ParquetExtension || c.Key(1) != "c360/2026-03-08/part-1.parquet" {
+	if c.Parquet.Codec != arrowfmt.Zstd || c.Parquet.RowGroupRows != 5000 || c.Parquet.DataPage != arrowfmt.DataPageV2 || c.Parquet.Dictionary != arrowfmt.DictionaryNever || !c.ParquetExtension || c.Key(1) != "c360/2026-03-08/part-1.parquet" {
 		t.Fatalf("parquet config %+v key %q", c.Parquet, c.Key(1))
 	}
 	if n := outputspec.WorstCaseKeyBytes(c); n <= 200 || n > 300 {

@@ -207,8 +207,18 @@ func splits(d *destinationv1.Destination) bool {
 func validateFormat(v *apierror.Violations, f *destinationv1.FileFormat) {
 	switch k := f.GetKind().(type) {
 	case *destinationv1.FileFormat_Parquet:
-		if k.Parquet.GetRowGroupRows() < 0 {
+		pq := k.Parquet
+		if pq.GetRowGroupRows() < 0 {
 			v.Add("destination.format.parquet.row_group_rows", "must not be negative")
+		}
+		if _, ok := destinationv1.ParquetCodec_name[int32(pq.GetCodec())]; !ok {
+			v.Add("destination.format.parquet.codec", "must be one of SNAPPY, ZSTD, GZIP or NONE")
+		}
+		if _, ok := destinationv1.ParquetDataPageVersion_name[int32(pq.GetDataPageVersion())]; !ok {
+			v.Add("destination.format.parquet.data_page_version", "must be 1 or 2")
+		}
+		if _, ok := destinationv1.ParquetDictionary_name[int32(pq.GetDictionary())]; !ok {
+			v.Add("destination.format.parquet.dictionary", "must be one of AUTO, ALWAYS or NEVER")
 		}
 	case *destinationv1.FileFormat_Delimited:
 		d := k.Delimited

@@ -38,6 +38,15 @@ func TestValidateDestination(t *testing.T) {
 		{"tab delimiter", func(d *destinationv1.Destination) {
 			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "\t"}}}
 		}, ""},
+		{"parquet v2 pages, no dictionary, zstd", func(d *destinationv1.Destination) {
+			d.Format.GetParquet().DataPageVersion = destinationv1.ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_2
+			d.Format.GetParquet().Dictionary = destinationv1.ParquetDictionary_PARQUET_DICTIONARY_NEVER
+			d.Format.GetParquet().Codec = destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD
+		}, ""},
+		{"unknown parquet codec", func(d *destinationv1.Destination) { d.Format.GetParquet().Codec = 9 }, "destination.format.parquet.codec"},
+		{"unknown data page version", func(d *destinationv1.Destination) { d.Format.GetParquet().DataPageVersion = 3 }, "destination.format.parquet.data_page_version"},
+		{"unknown dictionary choice", func(d *destinationv1.Destination) { d.Format.GetParquet().Dictionary = 7 }, "destination.format.parquet.dictionary"},
+		{"negative row group rows", func(d *destinationv1.Destination) { d.Format.GetParquet().RowGroupRows = -1 }, "destination.format.parquet.row_group_rows"},
 		{"split under 5 MiB", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxBytes: 1 << 20} }, "destination.split.max_bytes"},
 		{"negative rows", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxRows: -1} }, "destination.split.max_rows"},
 		{"KMS without key", func(d *destinationv1.Destination) {

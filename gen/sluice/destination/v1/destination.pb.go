@@ -25,6 +25,120 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ParquetDataPageVersion is the version of the data pages in Parquet files.
+type ParquetDataPageVersion int32
+
+const (
+	// Version 1.
+	ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_UNSPECIFIED ParquetDataPageVersion = 0
+	// Version 1: the most widely read.
+	ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_1 ParquetDataPageVersion = 1
+	// Version 2.
+	ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_2 ParquetDataPageVersion = 2
+)
+
+// Enum value maps for ParquetDataPageVersion.
+var (
+	ParquetDataPageVersion_name = map[int32]string{
+		0: "PARQUET_DATA_PAGE_VERSION_UNSPECIFIED",
+		1: "PARQUET_DATA_PAGE_VERSION_1",
+		2: "PARQUET_DATA_PAGE_VERSION_2",
+	}
+	ParquetDataPageVersion_value = map[string]int32{
+		"PARQUET_DATA_PAGE_VERSION_UNSPECIFIED": 0,
+		"PARQUET_DATA_PAGE_VERSION_1":           1,
+		"PARQUET_DATA_PAGE_VERSION_2":           2,
+	}
+)
+
+func (x ParquetDataPageVersion) Enum() *ParquetDataPageVersion {
+	p := new(ParquetDataPageVersion)
+	*p = x
+	return p
+}
+
+func (x ParquetDataPageVersion) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ParquetDataPageVersion) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_destination_v1_destination_proto_enumTypes[0].Descriptor()
+}
+
+func (ParquetDataPageVersion) Type() protoreflect.EnumType {
+	return &file_sluice_destination_v1_destination_proto_enumTypes[0]
+}
+
+func (x ParquetDataPageVersion) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ParquetDataPageVersion.Descriptor instead.
+func (ParquetDataPageVersion) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{0}
+}
+
+// ParquetDictionary says which Parquet columns are dictionary encoded.
+type ParquetDictionary int32
+
+const (
+	// Automatic.
+	ParquetDictionary_PARQUET_DICTIONARY_UNSPECIFIED ParquetDictionary = 0
+	// A column gets a dictionary where the first row group shows few
+	// distinct values (and always for Arrow dictionary columns); other
+	// columns are encoded for their type: delta integers, dates and
+	// timestamps, delta strings, plain floats.
+	ParquetDictionary_PARQUET_DICTIONARY_AUTO ParquetDictionary = 1
+	// Every column tries a dictionary, falling back to plain encoding
+	// within a column chunk once the dictionary passes 1 MiB.
+	ParquetDictionary_PARQUET_DICTIONARY_ALWAYS ParquetDictionary = 2
+	// No column is dictionary encoded.
+	ParquetDictionary_PARQUET_DICTIONARY_NEVER ParquetDictionary = 3
+)
+
+// Enum value maps for ParquetDictionary.
+var (
+	ParquetDictionary_name = map[int32]string{
+		0: "PARQUET_DICTIONARY_UNSPECIFIED",
+		1: "PARQUET_DICTIONARY_AUTO",
+		2: "PARQUET_DICTIONARY_ALWAYS",
+		3: "PARQUET_DICTIONARY_NEVER",
+	}
+	ParquetDictionary_value = map[string]int32{
+		"PARQUET_DICTIONARY_UNSPECIFIED": 0,
+		"PARQUET_DICTIONARY_AUTO":        1,
+		"PARQUET_DICTIONARY_ALWAYS":      2,
+		"PARQUET_DICTIONARY_NEVER":       3,
+	}
+)
+
+func (x ParquetDictionary) Enum() *ParquetDictionary {
+	p := new(ParquetDictionary)
+	*p = x
+	return p
+}
+
+func (x ParquetDictionary) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ParquetDictionary) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_destination_v1_destination_proto_enumTypes[1].Descriptor()
+}
+
+func (ParquetDictionary) Type() protoreflect.EnumType {
+	return &file_sluice_destination_v1_destination_proto_enumTypes[1]
+}
+
+func (x ParquetDictionary) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ParquetDictionary.Descriptor instead.
+func (ParquetDictionary) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{1}
+}
+
 // ParquetCodec is the compression codec inside Parquet files.
 type ParquetCodec int32
 
@@ -70,11 +184,11 @@ func (x ParquetCodec) String() string {
 }
 
 func (ParquetCodec) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[0].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[2].Descriptor()
 }
 
 func (ParquetCodec) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[0]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[2]
 }
 
 func (x ParquetCodec) Number() protoreflect.EnumNumber {
@@ -83,7 +197,7 @@ func (x ParquetCodec) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ParquetCodec.Descriptor instead.
 func (ParquetCodec) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{0}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{2}
 }
 
 // QuoteMode says which delimited fields are quoted.
@@ -135,11 +249,11 @@ func (x QuoteMode) String() string {
 }
 
 func (QuoteMode) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[1].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[3].Descriptor()
 }
 
 func (QuoteMode) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[1]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[3]
 }
 
 func (x QuoteMode) Number() protoreflect.EnumNumber {
@@ -148,7 +262,7 @@ func (x QuoteMode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use QuoteMode.Descriptor instead.
 func (QuoteMode) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{1}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{3}
 }
 
 // LineEnding is the end of each delimited or NDJSON line.
@@ -188,11 +302,11 @@ func (x LineEnding) String() string {
 }
 
 func (LineEnding) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[2].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[4].Descriptor()
 }
 
 func (LineEnding) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[2]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[4]
 }
 
 func (x LineEnding) Number() protoreflect.EnumNumber {
@@ -201,7 +315,7 @@ func (x LineEnding) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LineEnding.Descriptor instead.
 func (LineEnding) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{2}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{4}
 }
 
 // CompressionKind is the compression around each file.
@@ -253,11 +367,11 @@ func (x CompressionKind) String() string {
 }
 
 func (CompressionKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[3].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[5].Descriptor()
 }
 
 func (CompressionKind) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[3]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[5]
 }
 
 func (x CompressionKind) Number() protoreflect.EnumNumber {
@@ -266,7 +380,7 @@ func (x CompressionKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CompressionKind.Descriptor instead.
 func (CompressionKind) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{3}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{5}
 }
 
 // EncryptionKind is a kind of S3 server-side encryption.
@@ -306,11 +420,11 @@ func (x EncryptionKind) String() string {
 }
 
 func (EncryptionKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[4].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[6].Descriptor()
 }
 
 func (EncryptionKind) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[4]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[6]
 }
 
 func (x EncryptionKind) Number() protoreflect.EnumNumber {
@@ -319,7 +433,7 @@ func (x EncryptionKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EncryptionKind.Descriptor instead.
 func (EncryptionKind) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{4}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{6}
 }
 
 // StorageClass is an S3 storage class.
@@ -379,11 +493,11 @@ func (x StorageClass) String() string {
 }
 
 func (StorageClass) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[5].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[7].Descriptor()
 }
 
 func (StorageClass) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[5]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[7]
 }
 
 func (x StorageClass) Number() protoreflect.EnumNumber {
@@ -392,7 +506,7 @@ func (x StorageClass) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StorageClass.Descriptor instead.
 func (StorageClass) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{5}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{7}
 }
 
 // CannedAcl is an S3 canned ACL.
@@ -436,11 +550,11 @@ func (x CannedAcl) String() string {
 }
 
 func (CannedAcl) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[6].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[8].Descriptor()
 }
 
 func (CannedAcl) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[6]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[8]
 }
 
 func (x CannedAcl) Number() protoreflect.EnumNumber {
@@ -449,7 +563,7 @@ func (x CannedAcl) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CannedAcl.Descriptor instead.
 func (CannedAcl) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{8}
 }
 
 // ObjectKind says what a delivered object holds.
@@ -493,11 +607,11 @@ func (x ObjectKind) String() string {
 }
 
 func (ObjectKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[7].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[9].Descriptor()
 }
 
 func (ObjectKind) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[7]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[9]
 }
 
 func (x ObjectKind) Number() protoreflect.EnumNumber {
@@ -506,7 +620,7 @@ func (x ObjectKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectKind.Descriptor instead.
 func (ObjectKind) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{7}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{9}
 }
 
 // A destination: a credential plus how files land in the bucket.
@@ -914,7 +1028,13 @@ type ParquetFormat struct {
 	// before it is written, so this bounds a Parquet writer's memory.
 	RowGroupRows int64 `protobuf:"varint,2,opt,name=row_group_rows,json=rowGroupRows,proto3" json:"row_group_rows,omitempty"`
 	// Whether part files end in `.parquet`; true when unset.
-	Extension     *bool `protobuf:"varint,3,opt,name=extension,proto3,oneof" json:"extension,omitempty"`
+	Extension *bool `protobuf:"varint,3,opt,name=extension,proto3,oneof" json:"extension,omitempty"`
+	// The data page version; version 1 when unspecified, which every
+	// reader knows. Version 2 pages keep levels uncompressed, so readers
+	// skip nulls without decompressing.
+	DataPageVersion ParquetDataPageVersion `protobuf:"varint,4,opt,name=data_page_version,json=dataPageVersion,proto3,enum=sluice.destination.v1.ParquetDataPageVersion" json:"data_page_version,omitempty"`
+	// Which columns are dictionary encoded; automatic when unspecified.
+	Dictionary    ParquetDictionary `protobuf:"varint,5,opt,name=dictionary,proto3,enum=sluice.destination.v1.ParquetDictionary" json:"dictionary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -968,6 +1088,20 @@ func (x *ParquetFormat) GetExtension() bool {
 		return *x.Extension
 	}
 	return false
+}
+
+func (x *ParquetFormat) GetDataPageVersion() ParquetDataPageVersion {
+	if x != nil {
+		return x.DataPageVersion
+	}
+	return ParquetDataPageVersion_PARQUET_DATA_PAGE_VERSION_UNSPECIFIED
+}
+
+func (x *ParquetFormat) GetDictionary() ParquetDictionary {
+	if x != nil {
+		return x.Dictionary
+	}
+	return ParquetDictionary_PARQUET_DICTIONARY_UNSPECIFIED
 }
 
 // DelimitedFormat configures delimited text output. Lists and structs are
@@ -2271,11 +2405,15 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\tdelimited\x18\x02 \x01(\v2&.sluice.destination.v1.DelimitedFormatH\x00R\tdelimited\x127\n" +
 	"\x04json\x18\x03 \x01(\v2!.sluice.destination.v1.JsonFormatH\x00R\x04json\x12=\n" +
 	"\x06ndjson\x18\x04 \x01(\v2#.sluice.destination.v1.NdjsonFormatH\x00R\x06ndjsonB\x06\n" +
-	"\x04kind\"\xa1\x01\n" +
+	"\x04kind\"\xc6\x02\n" +
 	"\rParquetFormat\x129\n" +
 	"\x05codec\x18\x01 \x01(\x0e2#.sluice.destination.v1.ParquetCodecR\x05codec\x12$\n" +
 	"\x0erow_group_rows\x18\x02 \x01(\x03R\frowGroupRows\x12!\n" +
-	"\textension\x18\x03 \x01(\bH\x00R\textension\x88\x01\x01B\f\n" +
+	"\textension\x18\x03 \x01(\bH\x00R\textension\x88\x01\x01\x12Y\n" +
+	"\x11data_page_version\x18\x04 \x01(\x0e2-.sluice.destination.v1.ParquetDataPageVersionR\x0fdataPageVersion\x12H\n" +
+	"\n" +
+	"dictionary\x18\x05 \x01(\x0e2(.sluice.destination.v1.ParquetDictionaryR\n" +
+	"dictionaryB\f\n" +
 	"\n" +
 	"_extension\"\x93\x02\n" +
 	"\x0fDelimitedFormat\x12\x1c\n" +
@@ -2360,7 +2498,16 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\bdelivery\x18\x02 \x01(\tR\bdelivery\x12?\n" +
 	"\rdelivery_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fdeliveryTime\"/\n" +
 	"\x19ResolveDestinationRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name*\x8f\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name*\x85\x01\n" +
+	"\x16ParquetDataPageVersion\x12)\n" +
+	"%PARQUET_DATA_PAGE_VERSION_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bPARQUET_DATA_PAGE_VERSION_1\x10\x01\x12\x1f\n" +
+	"\x1bPARQUET_DATA_PAGE_VERSION_2\x10\x02*\x91\x01\n" +
+	"\x11ParquetDictionary\x12\"\n" +
+	"\x1ePARQUET_DICTIONARY_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17PARQUET_DICTIONARY_AUTO\x10\x01\x12\x1d\n" +
+	"\x19PARQUET_DICTIONARY_ALWAYS\x10\x02\x12\x1c\n" +
+	"\x18PARQUET_DICTIONARY_NEVER\x10\x03*\x8f\x01\n" +
 	"\fParquetCodec\x12\x1d\n" +
 	"\x19PARQUET_CODEC_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PARQUET_CODEC_SNAPPY\x10\x01\x12\x16\n" +
@@ -2435,103 +2582,107 @@ func file_sluice_destination_v1_destination_proto_rawDescGZIP() []byte {
 	return file_sluice_destination_v1_destination_proto_rawDescData
 }
 
-var file_sluice_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_sluice_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
 var file_sluice_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_sluice_destination_v1_destination_proto_goTypes = []any{
-	(ParquetCodec)(0),                  // 0: sluice.destination.v1.ParquetCodec
-	(QuoteMode)(0),                     // 1: sluice.destination.v1.QuoteMode
-	(LineEnding)(0),                    // 2: sluice.destination.v1.LineEnding
-	(CompressionKind)(0),               // 3: sluice.destination.v1.CompressionKind
-	(EncryptionKind)(0),                // 4: sluice.destination.v1.EncryptionKind
-	(StorageClass)(0),                  // 5: sluice.destination.v1.StorageClass
-	(CannedAcl)(0),                     // 6: sluice.destination.v1.CannedAcl
-	(ObjectKind)(0),                    // 7: sluice.destination.v1.ObjectKind
-	(*Destination)(nil),                // 8: sluice.destination.v1.Destination
-	(*FileFormat)(nil),                 // 9: sluice.destination.v1.FileFormat
-	(*ParquetFormat)(nil),              // 10: sluice.destination.v1.ParquetFormat
-	(*DelimitedFormat)(nil),            // 11: sluice.destination.v1.DelimitedFormat
-	(*JsonFormat)(nil),                 // 12: sluice.destination.v1.JsonFormat
-	(*NdjsonFormat)(nil),               // 13: sluice.destination.v1.NdjsonFormat
-	(*Compression)(nil),                // 14: sluice.destination.v1.Compression
-	(*Split)(nil),                      // 15: sluice.destination.v1.Split
-	(*RowNumber)(nil),                  // 16: sluice.destination.v1.RowNumber
-	(*Encryption)(nil),                 // 17: sluice.destination.v1.Encryption
-	(*Access)(nil),                     // 18: sluice.destination.v1.Access
-	(*CreateDestinationRequest)(nil),   // 19: sluice.destination.v1.CreateDestinationRequest
-	(*GetDestinationRequest)(nil),      // 20: sluice.destination.v1.GetDestinationRequest
-	(*ListDestinationsRequest)(nil),    // 21: sluice.destination.v1.ListDestinationsRequest
-	(*ListDestinationsResponse)(nil),   // 22: sluice.destination.v1.ListDestinationsResponse
-	(*UpdateDestinationRequest)(nil),   // 23: sluice.destination.v1.UpdateDestinationRequest
-	(*DeleteDestinationRequest)(nil),   // 24: sluice.destination.v1.DeleteDestinationRequest
-	(*TestDestinationRequest)(nil),     // 25: sluice.destination.v1.TestDestinationRequest
-	(*PreviewDestinationRequest)(nil),  // 26: sluice.destination.v1.PreviewDestinationRequest
-	(*PreviewDestinationResponse)(nil), // 27: sluice.destination.v1.PreviewDestinationResponse
-	(*PreviewObject)(nil),              // 28: sluice.destination.v1.PreviewObject
-	(*PromoteDestinationRequest)(nil),  // 29: sluice.destination.v1.PromoteDestinationRequest
-	(*RecordDeliveryRequest)(nil),      // 30: sluice.destination.v1.RecordDeliveryRequest
-	(*ResolveDestinationRequest)(nil),  // 31: sluice.destination.v1.ResolveDestinationRequest
-	nil,                                // 32: sluice.destination.v1.Destination.TagsEntry
-	(*timestamppb.Timestamp)(nil),      // 33: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),      // 34: google.protobuf.FieldMask
-	(*emptypb.Empty)(nil),              // 35: google.protobuf.Empty
-	(*v1.TestResult)(nil),              // 36: sluice.credential.v1.TestResult
+	(ParquetDataPageVersion)(0),        // 0: sluice.destination.v1.ParquetDataPageVersion
+	(ParquetDictionary)(0),             // 1: sluice.destination.v1.ParquetDictionary
+	(ParquetCodec)(0),                  // 2: sluice.destination.v1.ParquetCodec
+	(QuoteMode)(0),                     // 3: sluice.destination.v1.QuoteMode
+	(LineEnding)(0),                    // 4: sluice.destination.v1.LineEnding
+	(CompressionKind)(0),               // 5: sluice.destination.v1.CompressionKind
+	(EncryptionKind)(0),                // 6: sluice.destination.v1.EncryptionKind
+	(StorageClass)(0),                  // 7: sluice.destination.v1.StorageClass
+	(CannedAcl)(0),                     // 8: sluice.destination.v1.CannedAcl
+	(ObjectKind)(0),                    // 9: sluice.destination.v1.ObjectKind
+	(*Destination)(nil),                // 10: sluice.destination.v1.Destination
+	(*FileFormat)(nil),                 // 11: sluice.destination.v1.FileFormat
+	(*ParquetFormat)(nil),              // 12: sluice.destination.v1.ParquetFormat
+	(*DelimitedFormat)(nil),            // 13: sluice.destination.v1.DelimitedFormat
+	(*JsonFormat)(nil),                 // 14: sluice.destination.v1.JsonFormat
+	(*NdjsonFormat)(nil),               // 15: sluice.destination.v1.NdjsonFormat
+	(*Compression)(nil),                // 16: sluice.destination.v1.Compression
+	(*Split)(nil),                      // 17: sluice.destination.v1.Split
+	(*RowNumber)(nil),                  // 18: sluice.destination.v1.RowNumber
+	(*Encryption)(nil),                 // 19: sluice.destination.v1.Encryption
+	(*Access)(nil),                     // 20: sluice.destination.v1.Access
+	(*CreateDestinationRequest)(nil),   // 21: sluice.destination.v1.CreateDestinationRequest
+	(*GetDestinationRequest)(nil),      // 22: sluice.destination.v1.GetDestinationRequest
+	(*ListDestinationsRequest)(nil),    // 23: sluice.destination.v1.ListDestinationsRequest
+	(*ListDestinationsResponse)(nil),   // 24: sluice.destination.v1.ListDestinationsResponse
+	(*UpdateDestinationRequest)(nil),   // 25: sluice.destination.v1.UpdateDestinationRequest
+	(*DeleteDestinationRequest)(nil),   // 26: sluice.destination.v1.DeleteDestinationRequest
+	(*TestDestinationRequest)(nil),     // 27: sluice.destination.v1.TestDestinationRequest
+	(*PreviewDestinationRequest)(nil),  // 28: sluice.destination.v1.PreviewDestinationRequest
+	(*PreviewDestinationResponse)(nil), // 29: sluice.destination.v1.PreviewDestinationResponse
+	(*PreviewObject)(nil),              // 30: sluice.destination.v1.PreviewObject
+	(*PromoteDestinationRequest)(nil),  // 31: sluice.destination.v1.PromoteDestinationRequest
+	(*RecordDeliveryRequest)(nil),      // 32: sluice.destination.v1.RecordDeliveryRequest
+	(*ResolveDestinationRequest)(nil),  // 33: sluice.destination.v1.ResolveDestinationRequest
+	nil,                                // 34: sluice.destination.v1.Destination.TagsEntry
+	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),      // 36: google.protobuf.FieldMask
+	(*emptypb.Empty)(nil),              // 37: google.protobuf.Empty
+	(*v1.TestResult)(nil),              // 38: sluice.credential.v1.TestResult
 }
 var file_sluice_destination_v1_destination_proto_depIdxs = []int32{
-	9,  // 0: sluice.destination.v1.Destination.format:type_name -> sluice.destination.v1.FileFormat
-	14, // 1: sluice.destination.v1.Destination.compression:type_name -> sluice.destination.v1.Compression
-	15, // 2: sluice.destination.v1.Destination.split:type_name -> sluice.destination.v1.Split
-	16, // 3: sluice.destination.v1.Destination.row_number:type_name -> sluice.destination.v1.RowNumber
-	17, // 4: sluice.destination.v1.Destination.encryption:type_name -> sluice.destination.v1.Encryption
-	5,  // 5: sluice.destination.v1.Destination.storage_class:type_name -> sluice.destination.v1.StorageClass
-	6,  // 6: sluice.destination.v1.Destination.canned_acl:type_name -> sluice.destination.v1.CannedAcl
-	32, // 7: sluice.destination.v1.Destination.tags:type_name -> sluice.destination.v1.Destination.TagsEntry
-	18, // 8: sluice.destination.v1.Destination.access:type_name -> sluice.destination.v1.Access
-	33, // 9: sluice.destination.v1.Destination.last_successful_delivery_time:type_name -> google.protobuf.Timestamp
-	33, // 10: sluice.destination.v1.Destination.create_time:type_name -> google.protobuf.Timestamp
-	33, // 11: sluice.destination.v1.Destination.update_time:type_name -> google.protobuf.Timestamp
-	10, // 12: sluice.destination.v1.FileFormat.parquet:type_name -> sluice.destination.v1.ParquetFormat
-	11, // 13: sluice.destination.v1.FileFormat.delimited:type_name -> sluice.destination.v1.DelimitedFormat
-	12, // 14: sluice.destination.v1.FileFormat.json:type_name -> sluice.destination.v1.JsonFormat
-	13, // 15: sluice.destination.v1.FileFormat.ndjson:type_name -> sluice.destination.v1.NdjsonFormat
-	0,  // 16: sluice.destination.v1.ParquetFormat.codec:type_name -> sluice.destination.v1.ParquetCodec
-	1,  // 17: sluice.destination.v1.DelimitedFormat.quote_mode:type_name -> sluice.destination.v1.QuoteMode
-	2,  // 18: sluice.destination.v1.DelimitedFormat.line_ending:type_name -> sluice.destination.v1.LineEnding
-	3,  // 19: sluice.destination.v1.Compression.kind:type_name -> sluice.destination.v1.CompressionKind
-	4,  // 20: sluice.destination.v1.Encryption.kind:type_name -> sluice.destination.v1.EncryptionKind
-	8,  // 21: sluice.destination.v1.CreateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	8,  // 22: sluice.destination.v1.ListDestinationsResponse.destinations:type_name -> sluice.destination.v1.Destination
-	8,  // 23: sluice.destination.v1.UpdateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	34, // 24: sluice.destination.v1.UpdateDestinationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	8,  // 25: sluice.destination.v1.PreviewDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	33, // 26: sluice.destination.v1.PreviewDestinationRequest.time:type_name -> google.protobuf.Timestamp
-	28, // 27: sluice.destination.v1.PreviewDestinationResponse.objects:type_name -> sluice.destination.v1.PreviewObject
-	7,  // 28: sluice.destination.v1.PreviewObject.kind:type_name -> sluice.destination.v1.ObjectKind
-	33, // 29: sluice.destination.v1.RecordDeliveryRequest.delivery_time:type_name -> google.protobuf.Timestamp
-	19, // 30: sluice.destination.v1.DestinationService.CreateDestination:input_type -> sluice.destination.v1.CreateDestinationRequest
-	20, // 31: sluice.destination.v1.DestinationService.GetDestination:input_type -> sluice.destination.v1.GetDestinationRequest
-	21, // 32: sluice.destination.v1.DestinationService.ListDestinations:input_type -> sluice.destination.v1.ListDestinationsRequest
-	23, // 33: sluice.destination.v1.DestinationService.UpdateDestination:input_type -> sluice.destination.v1.UpdateDestinationRequest
-	24, // 34: sluice.destination.v1.DestinationService.DeleteDestination:input_type -> sluice.destination.v1.DeleteDestinationRequest
-	25, // 35: sluice.destination.v1.DestinationService.TestDestination:input_type -> sluice.destination.v1.TestDestinationRequest
-	26, // 36: sluice.destination.v1.DestinationService.PreviewDestination:input_type -> sluice.destination.v1.PreviewDestinationRequest
-	29, // 37: sluice.destination.v1.DestinationService.PromoteDestination:input_type -> sluice.destination.v1.PromoteDestinationRequest
-	31, // 38: sluice.destination.v1.DestinationService.ResolveDestination:input_type -> sluice.destination.v1.ResolveDestinationRequest
-	30, // 39: sluice.destination.v1.DestinationService.RecordDelivery:input_type -> sluice.destination.v1.RecordDeliveryRequest
-	8,  // 40: sluice.destination.v1.DestinationService.CreateDestination:output_type -> sluice.destination.v1.Destination
-	8,  // 41: sluice.destination.v1.DestinationService.GetDestination:output_type -> sluice.destination.v1.Destination
-	22, // 42: sluice.destination.v1.DestinationService.ListDestinations:output_type -> sluice.destination.v1.ListDestinationsResponse
-	8,  // 43: sluice.destination.v1.DestinationService.UpdateDestination:output_type -> sluice.destination.v1.Destination
-	35, // 44: sluice.destination.v1.DestinationService.DeleteDestination:output_type -> google.protobuf.Empty
-	36, // 45: sluice.destination.v1.DestinationService.TestDestination:output_type -> sluice.credential.v1.TestResult
-	27, // 46: sluice.destination.v1.DestinationService.PreviewDestination:output_type -> sluice.destination.v1.PreviewDestinationResponse
-	8,  // 47: sluice.destination.v1.DestinationService.PromoteDestination:output_type -> sluice.destination.v1.Destination
-	8,  // 48: sluice.destination.v1.DestinationService.ResolveDestination:output_type -> sluice.destination.v1.Destination
-	8,  // 49: sluice.destination.v1.DestinationService.RecordDelivery:output_type -> sluice.destination.v1.Destination
-	40, // [40:50] is the sub-list for method output_type
-	30, // [30:40] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	11, // 0: sluice.destination.v1.Destination.format:type_name -> sluice.destination.v1.FileFormat
+	16, // 1: sluice.destination.v1.Destination.compression:type_name -> sluice.destination.v1.Compression
+	17, // 2: sluice.destination.v1.Destination.split:type_name -> sluice.destination.v1.Split
+	18, // 3: sluice.destination.v1.Destination.row_number:type_name -> sluice.destination.v1.RowNumber
+	19, // 4: sluice.destination.v1.Destination.encryption:type_name -> sluice.destination.v1.Encryption
+	7,  // 5: sluice.destination.v1.Destination.storage_class:type_name -> sluice.destination.v1.StorageClass
+	8,  // 6: sluice.destination.v1.Destination.canned_acl:type_name -> sluice.destination.v1.CannedAcl
+	34, // 7: sluice.destination.v1.Destination.tags:type_name -> sluice.destination.v1.Destination.TagsEntry
+	20, // 8: sluice.destination.v1.Destination.access:type_name -> sluice.destination.v1.Access
+	35, // 9: sluice.destination.v1.Destination.last_successful_delivery_time:type_name -> google.protobuf.Timestamp
+	35, // 10: sluice.destination.v1.Destination.create_time:type_name -> google.protobuf.Timestamp
+	35, // 11: sluice.destination.v1.Destination.update_time:type_name -> google.protobuf.Timestamp
+	12, // 12: sluice.destination.v1.FileFormat.parquet:type_name -> sluice.destination.v1.ParquetFormat
+	13, // 13: sluice.destination.v1.FileFormat.delimited:type_name -> sluice.destination.v1.DelimitedFormat
+	14, // 14: sluice.destination.v1.FileFormat.json:type_name -> sluice.destination.v1.JsonFormat
+	15, // 15: sluice.destination.v1.FileFormat.ndjson:type_name -> sluice.destination.v1.NdjsonFormat
+	2,  // 16: sluice.destination.v1.ParquetFormat.codec:type_name -> sluice.destination.v1.ParquetCodec
+	0,  // 17: sluice.destination.v1.ParquetFormat.data_page_version:type_name -> sluice.destination.v1.ParquetDataPageVersion
+	1,  // 18: sluice.destination.v1.ParquetFormat.dictionary:type_name -> sluice.destination.v1.ParquetDictionary
+	3,  // 19: sluice.destination.v1.DelimitedFormat.quote_mode:type_name -> sluice.destination.v1.QuoteMode
+	4,  // 20: sluice.destination.v1.DelimitedFormat.line_ending:type_name -> sluice.destination.v1.LineEnding
+	5,  // 21: sluice.destination.v1.Compression.kind:type_name -> sluice.destination.v1.CompressionKind
+	6,  // 22: sluice.destination.v1.Encryption.kind:type_name -> sluice.destination.v1.EncryptionKind
+	10, // 23: sluice.destination.v1.CreateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
+	10, // 24: sluice.destination.v1.ListDestinationsResponse.destinations:type_name -> sluice.destination.v1.Destination
+	10, // 25: sluice.destination.v1.UpdateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
+	36, // 26: sluice.destination.v1.UpdateDestinationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	10, // 27: sluice.destination.v1.PreviewDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
+	35, // 28: sluice.destination.v1.PreviewDestinationRequest.time:type_name -> google.protobuf.Timestamp
+	30, // 29: sluice.destination.v1.PreviewDestinationResponse.objects:type_name -> sluice.destination.v1.PreviewObject
+	9,  // 30: sluice.destination.v1.PreviewObject.kind:type_name -> sluice.destination.v1.ObjectKind
+	35, // 31: sluice.destination.v1.RecordDeliveryRequest.delivery_time:type_name -> google.protobuf.Timestamp
+	21, // 32: sluice.destination.v1.DestinationService.CreateDestination:input_type -> sluice.destination.v1.CreateDestinationRequest
+	22, // 33: sluice.destination.v1.DestinationService.GetDestination:input_type -> sluice.destination.v1.GetDestinationRequest
+	23, // 34: sluice.destination.v1.DestinationService.ListDestinations:input_type -> sluice.destination.v1.ListDestinationsRequest
+	25, // 35: sluice.destination.v1.DestinationService.UpdateDestination:input_type -> sluice.destination.v1.UpdateDestinationRequest
+	26, // 36: sluice.destination.v1.DestinationService.DeleteDestination:input_type -> sluice.destination.v1.DeleteDestinationRequest
+	27, // 37: sluice.destination.v1.DestinationService.TestDestination:input_type -> sluice.destination.v1.TestDestinationRequest
+	28, // 38: sluice.destination.v1.DestinationService.PreviewDestination:input_type -> sluice.destination.v1.PreviewDestinationRequest
+	31, // 39: sluice.destination.v1.DestinationService.PromoteDestination:input_type -> sluice.destination.v1.PromoteDestinationRequest
+	33, // 40: sluice.destination.v1.DestinationService.ResolveDestination:input_type -> sluice.destination.v1.ResolveDestinationRequest
+	32, // 41: sluice.destination.v1.DestinationService.RecordDelivery:input_type -> sluice.destination.v1.RecordDeliveryRequest
+	10, // 42: sluice.destination.v1.DestinationService.CreateDestination:output_type -> sluice.destination.v1.Destination
+	10, // 43: sluice.destination.v1.DestinationService.GetDestination:output_type -> sluice.destination.v1.Destination
+	24, // 44: sluice.destination.v1.DestinationService.ListDestinations:output_type -> sluice.destination.v1.ListDestinationsResponse
+	10, // 45: sluice.destination.v1.DestinationService.UpdateDestination:output_type -> sluice.destination.v1.Destination
+	37, // 46: sluice.destination.v1.DestinationService.DeleteDestination:output_type -> google.protobuf.Empty
+	38, // 47: sluice.destination.v1.DestinationService.TestDestination:output_type -> sluice.credential.v1.TestResult
+	29, // 48: sluice.destination.v1.DestinationService.PreviewDestination:output_type -> sluice.destination.v1.PreviewDestinationResponse
+	10, // 49: sluice.destination.v1.DestinationService.PromoteDestination:output_type -> sluice.destination.v1.Destination
+	10, // 50: sluice.destination.v1.DestinationService.ResolveDestination:output_type -> sluice.destination.v1.Destination
+	10, // 51: sluice.destination.v1.DestinationService.RecordDelivery:output_type -> sluice.destination.v1.Destination
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_sluice_destination_v1_destination_proto_init() }
@@ -2556,7 +2707,7 @@ func file_sluice_destination_v1_destination_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_destination_v1_destination_proto_rawDesc), len(file_sluice_destination_v1_destination_proto_rawDesc)),
-			NumEnums:      8,
+			NumEnums:      10,
 			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
