@@ -48,8 +48,10 @@ func main() {
 	rows := flag.Int64("rows", 1_000_000, "rows of the customer 360 table per delivery")
 	runs := flag.Int("runs", 3, "runs of each measurement; the median is printed")
 	rssGiB := flag.String("rss-gib", "1,8", "sizes in GiB of Arrow input for the peak RSS deliveries (empty to skip)")
+	encodeRuns := flag.Int("encode-runs", 5, "runs of each encode in the comparison with DuckDB; the median is printed")
+	encodeOnly := flag.Bool("encode-only", false, "print only the encode comparison with DuckDB")
 	flag.Parse()
-	if err := run(*rows, *runs, *rssGiB); err != nil {
+	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
 	}
@@ -72,7 +74,7 @@ type bench struct {
 	parquet string // the dataset as a Parquet file, for DuckDB to load
 }
 
-func run(rows int64, runs int, rssGiB string) error {
+func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
@@ -85,8 +87,15 @@ func run(rows int64, runs int, rssGiB string) error {
 			return fmt.Errorf("%s is missing from %s: run `make tools`", tool, b.tools)
 		}
 	}
-	fmt.Printf("sluice-bench: %d rows of the customer 360 table (%d columns), %d runs each, median; GOMAXPROCS %s, %d CPUs\n",
-		rows, len(sampledata.Customer360Schema.Fields()), runs, orDefault(os.Getenv("GOMAXPROCS"), "unset"), numCPU())
+	fmt.Printf("sluice-bench: GOMAXPROCS %s, %d CPUs\n", orDefault(os.Getenv("GOMAXPROCS"), "unset"), numCPU())
+	if err := encodeTables(work, b.tools, rows, encodeRuns); err != nil {
+		return err
+	}
+	if encodeOnly {
+		return nil
+	}
+	fmt.Printf("\nDeliveries: %d rows of the customer 360 table (%d columns), %d runs each, median\n",
+		rows, len(sampledata.Customer360Schema.Fields()), runs)
 	if b.minio, err = localserver.StartMinIO(); err != nil {
 		return err
 	}

@@ -66,6 +66,9 @@ type Delimited struct {
 	line    []byte
 	cell    []byte
 	wrote   bool
+	// ascii says every special character is ASCII, marked in specialByte.
+	ascii       bool
+	specialByte [256]bool
 }
 
 const quote = '"'
@@ -87,6 +90,14 @@ func NewDelimited(w io.Writer, schema *arrow.Schema, opts DelimitedOptions) (*De
 	if opts.CRLF {
 		d.eol = "\r\n"
 	}
+	if d.ascii = opts.Delimiter >= 0 && opts.Delimiter < utf8.RuneSelf && opts.Escape >= 0 && opts.Escape < utf8.RuneSelf; d.ascii {
+		for _, c := range []rune{opts.Delimiter, quote, '\r', '\n'} {
+			d.specialByte[c] = true
+		}
+		if opts.Escape != 0 {
+			d.specialByte[opts.Escape] = true
+		}
+	}
 	for _, f := range schema.Fields() {
 		a, err := textAppender(f.Type)
 		if err != nil {
@@ -99,6 +110,16 @@ func NewDelimited(w io.Writer, schema *arrow.Schema, opts DelimitedOptions) (*De
 }
 
 func (d *Delimited) special(s []byte) bool {
+	if d.ascii {
+		// Every special character is ASCII, and an ASCII byte is never
+		// part of a multi-byte UTF-8 sequence: bytes suffice.
+		for _, c := range s {
+			if d.specialByte[c] {
+				return true
+			}
+		}
+		return false
+	}
 	for _, r := range string(s) {
 		if r == d.opts.Delimiter || r == quote || r == '\r' || r == '\n' || (d.opts.Escape != 0 && r == d.opts.Escape) {
 			return true

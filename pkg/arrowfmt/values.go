@@ -298,6 +298,9 @@ func jsonValue(dt arrow.DataType) (appender, error) {
 					ts = ts.UTC()
 				}
 			}
+			if ts.Location() == time.UTC {
+				return appendQuotedUTC(dst, ts, len(fraction(t.Unit)), loc != nil)
+			}
 			return appendQuotedTime(dst, ts, layout)
 		}, nil
 	case *arrow.DurationType:
@@ -471,6 +474,40 @@ func uintAt(arr arrow.Array, i int) uint64 {
 func appendQuotedTime(dst []byte, t time.Time, layout string) []byte {
 	dst = append(dst, '"')
 	dst = t.AppendFormat(dst, layout)
+	return append(dst, '"')
+}
+
+// appendQuotedUTC writes t, a UTC time, as appendQuotedTime does with the
+// layout 2006-01-02T15:04:05 and a fraction of frac characters (".000",
+// 0 for none), then "Z" when zoned, without the layout interpreter, which
+// cost four times as much per timestamp.
+func appendQuotedUTC(dst []byte, t time.Time, frac int, zoned bool) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		layout := "2006-01-02T15:04:05" + ".000000000"[:frac]
+		if zoned {
+			layout += "Z07:00"
+		}
+		return appendQuotedTime(dst, t, layout)
+	}
+	hour, minute, sec := t.Clock()
+	dst = append(dst, '"')
+	dst = append(dst, byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+int(month)/10), byte('0'+int(month)%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':', byte('0'+sec/10), byte('0'+sec%10))
+	if frac > 0 {
+		dst = append(dst, '.')
+		ns := t.Nanosecond()
+		var digits [9]byte
+		for k := 8; k >= 0; k-- {
+			digits[k] = byte('0' + ns%10)
+			ns /= 10
+		}
+		dst = append(dst, digits[:frac-1]...)
+	}
+	if zoned {
+		dst = append(dst, 'Z')
+	}
 	return append(dst, '"')
 }
 

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/outputspec"
+	"github.com/sluicehq/sluice/pkg/sampledata"
+)
+
+// encodeOutput is one output of the encode comparison: our destination
+// settings and DuckDB's COPY options for the same file.
+type encodeOutput struct {
+	name string
+	dest *destinationv1.Destination
+	duck string
+}
+
+func parquetDest(c destinationv1.ParquetCodec) *destinationv1.Destination {
+	return &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{Codec: c}}},
+		FilenameTemplate: "{{output_name}}.parquet"}
+}
+
+var encodeOutputs = []encodeOutput{
+	{"Parquet snappy", parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_SNAPPY), "(FORMAT parquet, COMPRESSION snappy)"},
+	{"Parquet zstd", parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD), "(FORMAT parquet, COMPRESSION zstd)"},
+	{"CSV", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
+		FilenameTemplate: "{{output_name}}.csv"}, "(FORMAT csv, HEADER)"},
+	{"CSV + gzip", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
+		Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}, FilenameTemplate: "{{output_name}}.csv.gz"}, "(FORMAT csv, HEADER, COMPRESSION gzip)"},
+	{"NDJSON", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}},
+		FilenameTemplate: "{{output_name}}.ndjson"}, "(FORMAT json)"},
+}
+
+// encodeTables prints, for the 8-column customer table and the 20-column
+// customer 360 table, our encode beside DuckDB's COPY of the same rows
+// (DuckDB with 2 threads, to a local file; ours to a counting sink), and
+// what the second core buys a single Parquet file.
+func encodeTables(work string, tools string, rows int64, runs int) error {
+	tables := []struct {
+		name string
+		c    *sampledata.Customers
+	}{
+		{"customers (8 columns)", sampledata.NewCustomers(nil, rows, 0, 1)},
+		{"customer 360 (20 columns)", sampledata.NewCustomer360(nil, rows, 0, 1)},
+	}
+	fmt.Printf("\nEncode only, %d rows, median of %d runs; Sluice (pkg/fileset) to a counting sink at GOMAXPROCS %d, DuckDB COPY to a local file with threads=2\n",
+		rows, runs, runtime.GOMAXPROCS(0))
+	for _, tb := range tables {
+		schema := tb.c.Schema()
+		recs := sampledata.All(tb.c)
+		// DuckDB loads the rows from a Parquet file of them (zstd).
+		src := filepath.Join(work, "encode-src.parquet")
+		if _, err := encodeTo(schema, recs, parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD), dirSink(work), "encode-src"); err != nil {
+			return err
+		}
+		duck, err := duckCopies(tools, src, work, runs)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n%s\n\n", tb.name)
+		fmt.Println("| output | Sluice | DuckDB COPY | speed, Sluice / DuckDB | size, Sluice / DuckDB |")
+		fmt.Println("|---|---|---|---|---|")
+		for _, o := range encodeOutputs {
+			var ts []time.Duration
+			var size int64
+			for range runs {
+				start := time.Now()
+				n, err := encodeTo(schema, recs, o.dest, countingSink{}, "out")
+				if err != nil {
+					return fmt.Errorf("%s: %w", o.name, err)
+				}
+				ts = append(ts, time.Since(start))
+				size = n
+			}
+			ours, d := medianOf(ts), duck[o.name]
+			fmt.Printf("| %s | %.3f s, %.1f MB | %.3f s, %.1f MB | %.2f x | %.2f x |\n", o.name, ours.Seconds(), float64(size)/1e6,
+				d.time.Seconds(), float64(d.bytes)/1e6, d.time.Seconds()/ours.Seconds(), float64(size)/float64(d.bytes))
+		}
+		// The second core on one unsplit Parquet file.
+		fmt.Println()
+		fmt.Println("| one Parquet file | GOMAXPROCS 1 | GOMAXPROCS 2 | second core |")
+		fmt.Println("|---|---|---|---|")
+		for _, o := range encodeOutputs[:2] {
+			by := map[int]time.Duration{}
+			for _, procs := range []int{1, 2} {
+				prev := runtime.GOMAXPROCS(procs)
+				var ts []time.Duration
+				for range runs {
+					start := time.Now()
+					if _, err := encodeTo(schema, recs, o.dest, countingSink{}, "out"); err != nil {
+						runtime.GOMAXPROCS(prev)
+						return err
+					}
+					ts = append(ts, time.Since(start))
+				}
+				runtime.GOMAXPROCS(prev)
+				by[procs] = medianOf(ts)
+			}
+			fmt.Printf("| %s | %.3f s | %.3f s | %.2f x |\n", o.name, by[1].Seconds(), by[2].Seconds(), by[1].Seconds()/by[2].Seconds())
+		}
+		for _, r := range recs {
+			r.Release()
+		}
+	}
+	fmt.Println("\n(speed over 1.0 means Sluice is faster; size under 1.0 means Sluice's file is smaller)")
+	return nil
+}
+
+// encodeTo writes recs as d says into sink and answers the bytes.
+func encodeTo(schema *arrow.Schema, recs []arrow.RecordBatch, d *destinationv1.Destination, sink fileset.Sink, name string) (int64, error) {
+	cfg, err := outputspec.Config(d, filename.Values{Now: time.Now(), OutputName: name})
+	if err != nil {
+		return 0, err
+	}
+	fw, err := fileset.New(schema, cfg, sink)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range recs {
+		if err := fw.Write(r); err != nil {
+			return 0, err
+		}
+	}
+	files, err := fw.Close()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, f := range files {
+		n += f.Bytes
+	}
+	return n, nil
+}
+
+func medianOf(ds []time.Duration) time.Duration {
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[len(ds)/2]
+}
+
+type duckResult struct {
+	time  time.Duration
+	bytes int64
+}
+
+// duckCopies loads src into DuckDB (2 threads, not timed) and times each
+// output's COPY runs times, answering the median and the file's size.
+func duckCopies(tools, src, work string, runs int) (map[string]duckResult, error) {
+	dir := filepath.Join(tools, "duckdb")
+	script := filepath.Join(dir, fmt.Sprintf("encode-%d.mjs", os.Getpid()))
+	const js = `import { DuckDBInstance } from '@duckdb/node-api';
+import { readFileSync, statSync } from 'node:fs';
+const { src, runs, outputs } = JSON.parse(readFileSync(0, 'utf8'));
+const db = await DuckDBInstance.create(':memory:', { threads: '2' });
+const c = await db.connect();
+await c.run("CREATE TABLE t AS SELECT * FROM read_parquet('" + src + "')");
+const res = {};
+for (const o of outputs) {
+  const ms = [];
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    await c.run("COPY t TO '" + o.out + "' " + o.options);
+    ms.push(performance.now() - start);
+  }
+  res[o.name] = { ms, bytes: statSync(o.out).size };
+}
+console.log(JSON.stringify(res));
+`
+	if err := os.WriteFile(script, []byte(js), 0o644); err != nil {
+		return nil, err
+	}
+	defer os.Remove(script)
+	var outs []map[string]string
+	for i, o := range encodeOutputs {
+		outs = append(outs, map[string]string{"name": o.name, "out": filepath.Join(work, fmt.Sprintf("duck-%d", i)), "options": o.duck})
+	}
+	in, _ := json.Marshal(map[string]any{"src": src, "runs": runs, "outputs": outs})
+	cmd := exec.Command("node", script)
+	cmd.Stdin = bytes.NewReader(in)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: %v\n%s", err, stderr.String())
+	}
+	var res map[string]struct {
+		MS    []float64
+		Bytes int64
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, fmt.Errorf("duckdb answered %q: %v", out, err)
+	}
+	m := map[string]duckResult{}
+	for name, r := range res {
+		var ds []time.Duration
+		for _, ms := range r.MS {
+			ds = append(ds, time.Duration(ms*float64(time.Millisecond)))
+		}
+		m[name] = duckResult{time: medianOf(ds), bytes: r.Bytes}
+	}
+	return m, nil
+}
