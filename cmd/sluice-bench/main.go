@@ -373,12 +373,13 @@ console.log(JSON.stringify({ ms: performance.now() - start }));
 	return time.Duration(r.MS * float64(time.Millisecond)), nil
 }
 
-// rss delivers growing Arrow inputs as NDJSON and prints the delivery
-// service's peak resident memory for each, reset before each delivery.
+// rss delivers growing Arrow inputs as NDJSON and as Parquet (whose
+// writer holds row groups) and prints the delivery service's peak resident
+// memory for each, reset before each delivery.
 func (b *bench) rss(sizes string) error {
 	fmt.Println()
-	fmt.Println("| Arrow input | rows | seconds | output MB | delivery service peak RSS |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Println("| output | Arrow input | rows | seconds | output MB | delivery service peak RSS |")
+	fmt.Println("|---|---|---|---|---|---|")
 	pid := b.sluice.Pid("delivery")
 	var one bytes.Buffer
 	w := ipc.NewWriter(&one, ipc.WithSchema(sampledata.Customer360Schema))
@@ -393,22 +394,24 @@ func (b *bench) rss(sizes string) error {
 			return fmt.Errorf("--rss-gib: %w", err)
 		}
 		rows := int64(gib * (1 << 30) / perRow)
-		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
-			return fmt.Errorf("reset the peak RSS: %w", err)
+		for _, id := range []string{"ndjson", "parquet-snappy"} {
+			if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+				return fmt.Errorf("reset the peak RSS: %w", err)
+			}
+			start := time.Now()
+			d, err := deliverclient.Deliver(b.ctx, deliveryv1.NewDeliveryServiceClient(b.conn),
+				&deliveryv1.DeliveryStart{Destination: b.dests[id].GetName(), OutputName: fmt.Sprintf("rss-%sgib", strings.TrimSpace(s))},
+				&cycle{recs: b.recs, rows: rows}, deliverclient.Options{CallOptions: []grpc.CallOption{b.token}})
+			if err != nil {
+				return fmt.Errorf("deliver %s GiB as %s: %w", s, id, err)
+			}
+			peak, err := peakRSS(pid)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("| %s | %.2f GiB | %d | %.1f | %.0f | %.1f MiB |\n", id, float64(d.GetProgress().GetBytesIn())/(1<<30), d.GetProgress().GetRows(),
+				time.Since(start).Seconds(), float64(d.GetProgress().GetBytesOut())/1e6, float64(peak)/(1<<20))
 		}
-		start := time.Now()
-		d, err := deliverclient.Deliver(b.ctx, deliveryv1.NewDeliveryServiceClient(b.conn),
-			&deliveryv1.DeliveryStart{Destination: b.dests["ndjson"].GetName(), OutputName: fmt.Sprintf("rss-%sgib", strings.TrimSpace(s))},
-			&cycle{recs: b.recs, rows: rows}, deliverclient.Options{CallOptions: []grpc.CallOption{b.token}})
-		if err != nil {
-			return fmt.Errorf("deliver %s GiB: %w", s, err)
-		}
-		peak, err := peakRSS(pid)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("| %.2f GiB | %d | %.1f | %.0f | %.1f MiB |\n", float64(d.GetProgress().GetBytesIn())/(1<<30), d.GetProgress().GetRows(),
-			time.Since(start).Seconds(), float64(d.GetProgress().GetBytesOut())/1e6, float64(peak)/(1<<20))
 	}
 	return nil
 }
