@@ -67,9 +67,9 @@ func BenchmarkFormats(b *testing.B) {
 			return arrowfmt.NewJSON(w, schema, arrowfmt.JSONOptions{Lines: lines})
 		}
 	}
-	parquetw := func(c arrowfmt.Codec) func(io.Writer) (batchWriter, error) {
+	parquetw := func(c arrowfmt.Codec, serial bool) func(io.Writer) (batchWriter, error) {
 		return func(w io.Writer) (batchWriter, error) {
-			return arrowfmt.NewParquet(w, schema, arrowfmt.ParquetOptions{Codec: c})
+			return arrowfmt.NewParquet(w, schema, arrowfmt.ParquetOptions{Codec: c, Serial: serial})
 		}
 	}
 	raw := func(w io.Writer) (batchWriter, error) {
@@ -79,8 +79,11 @@ func BenchmarkFormats(b *testing.B) {
 	}
 	targets := []target{
 		{"pqarrow-raw-snappy", compression.None, raw},
-		{"parquet-snappy", compression.None, parquetw(arrowfmt.Snappy)},
-		{"parquet-zstd", compression.None, parquetw(arrowfmt.Zstd)},
+		{"parquet-snappy", compression.None, parquetw(arrowfmt.Snappy, false)},
+		{"parquet-zstd", compression.None, parquetw(arrowfmt.Zstd, false)},
+		// The same encodings through pqarrow's serial writer: what column
+		// parallelism adds.
+		{"parquet-zstd-serial", compression.None, parquetw(arrowfmt.Zstd, true)},
 		{"csv", compression.None, delimited(',')},
 		{"csv-gzip", compression.Gzip, delimited(',')},
 		{"tsv-zip", compression.Zip, delimited('\t')},
