@@ -3,7 +3,6 @@ package arrowfmt
 import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
 // Why these encodings (measured on the 1M-row customer tables, zstd):
@@ -27,7 +26,7 @@ func columnProperties(s *arrow.Schema, first []arrow.RecordBatch, o ParquetOptio
 	if o.Dictionary == DictionaryAlways {
 		return nil
 	}
-	pq, err := pqarrow.ToParquet(s, parquet.NewWriterProperties(o.baseProperties()...), arrowProperties())
+	pq, err := parquetSchema(s, parquet.NewWriterProperties(o.baseProperties()...))
 	if err != nil {
 		return nil
 	}

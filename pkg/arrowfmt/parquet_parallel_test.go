@@ -3,6 +3,7 @@ package arrowfmt_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -245,5 +246,20 @@ func deepColumns() []column {
 				ib.FieldBuilder(0).(*array.Int64Builder).Append(r.Int64N(9))
 			}
 		}},
+	}
+}
+
+// A decimal Parquet cannot type (scale past precision, or negative) is
+// refused before any byte, naming the column; pqarrow panics on it when
+// decimals are stored as integers, found by FuzzPipeline.
+func TestParquetRefusesDecimalsParquetCannotType(t *testing.T) {
+	for _, dt := range []arrow.DataType{&arrow.Decimal128Type{Precision: 5, Scale: 7}, &arrow.Decimal128Type{Precision: 5, Scale: -2},
+		&arrow.Decimal256Type{Precision: 40, Scale: 41}} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "ok", Type: arrow.PrimitiveTypes.Int64}, {Name: "amount", Type: dt, Nullable: true}}, nil)
+		_, err := arrowfmt.NewParquet(&bytes.Buffer{}, schema, arrowfmt.ParquetOptions{})
+		var unsupported *arrowfmt.UnsupportedError
+		if !errors.As(err, &unsupported) || unsupported.Column != "amount" {
+			t.Errorf("%s: %v, want the column refused", dt, err)
+		}
 	}
 }

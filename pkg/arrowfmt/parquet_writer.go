@@ -21,6 +21,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/apache/arrow-go/v18/parquet/schema"
 )
 
 // baseProperties are the properties every column shares; columnProperties
@@ -57,16 +58,28 @@ func arrowProperties() pqarrow.ArrowWriterProperties {
 	return pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
 }
 
+// parquetSchema is pqarrow.ToParquet answering, rather than raising, the
+// panics it raises for some types (a decimal whose scale exceeds its
+// precision, when stored as an integer).
+func parquetSchema(s *arrow.Schema, props *parquet.WriterProperties) (pq *schema.Schema, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			pq, err = nil, fmt.Errorf("%v", r)
+		}
+	}()
+	return pqarrow.ToParquet(s, props, arrowProperties())
+}
+
 // CheckParquet answers an *UnsupportedError for the first column Parquet
 // cannot carry, before any byte is written.
 func CheckParquet(schema *arrow.Schema, o ParquetOptions) error {
 	schema = ParquetSchema(schema)
 	props := parquet.NewWriterProperties(o.baseProperties()...)
-	if _, err := pqarrow.ToParquet(schema, props, arrowProperties()); err == nil {
+	if _, err := parquetSchema(schema, props); err == nil {
 		return nil
 	}
 	for _, f := range schema.Fields() {
-		if _, err := pqarrow.ToParquet(arrow.NewSchema([]arrow.Field{f}, nil), props, arrowProperties()); err != nil {
+		if _, err := parquetSchema(arrow.NewSchema([]arrow.Field{f}, nil), props); err != nil {
 			return &UnsupportedError{Column: f.Name, Type: f.Type, Format: "Parquet"}
 		}
 	}
@@ -104,7 +117,7 @@ func NewParquet(w io.Writer, schema *arrow.Schema, o ParquetOptions) (*Parquet, 
 // type is not one shredding knows or its levels disagree with the Parquet
 // schema pqarrow makes: then the file is written serially.
 func plansFor(s *arrow.Schema, props *parquet.WriterProperties) []*shredPlan {
-	pq, err := pqarrow.ToParquet(s, props, arrowProperties())
+	pq, err := parquetSchema(s, props)
 	if err != nil {
 		return nil
 	}
@@ -225,7 +238,7 @@ func (p *Parquet) open(first []arrow.RecordBatch) error {
 		p.serial = fw
 		return nil
 	}
-	pq, err := pqarrow.ToParquet(p.schema, props, p.arrowProps)
+	pq, err := parquetSchema(p.schema, props)
 	if err != nil {
 		return fmt.Errorf("parquet writer: %w", err)
 	}
