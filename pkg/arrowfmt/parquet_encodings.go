@@ -30,12 +30,19 @@ func columnProperties(s *arrow.Schema, first []arrow.RecordBatch, o ParquetOptio
 	if err != nil {
 		return nil
 	}
+	// Properties are keyed by the dotted path, which a top-level "a.b" and
+	// a struct a's field b share: a path that is not one column's alone
+	// keeps the defaults.
+	paths := map[string]int{}
+	for i := range pq.NumColumns() {
+		paths[pq.Column(i).Path()]++
+	}
 	var props []parquet.WriterProperty
 	leaf := 0
 	for k, f := range s.Fields() {
 		col := pq.Column(leaf)
 		leaf += leafCount(f.Type)
-		if isNested(f.Type) || col.Path() != f.Name {
+		if isNested(f.Type) || col.Path() != f.Name || paths[f.Name] != 1 {
 			continue
 		}
 		path := parquet.ColumnPath{f.Name}

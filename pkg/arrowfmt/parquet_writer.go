@@ -312,12 +312,23 @@ func (p *Parquet) encodeLoop() {
 	defer close(p.done)
 	for group := range p.work {
 		if p.failure() == nil {
-			if err := p.encodeRowGroup(group); err != nil {
+			if err := p.encodeRowGroupSafely(group); err != nil {
 				p.fail(err)
 			}
 		}
 		release(group)
 	}
+}
+
+// encodeRowGroupSafely answers a panic of the Parquet library as an error:
+// this goroutine is ours, and nothing above it would recover.
+func (p *Parquet) encodeRowGroupSafely(group []arrow.RecordBatch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("parquet: %v", r)
+		}
+	}()
+	return p.encodeRowGroup(group)
 }
 
 // encodeRowGroup encodes each top-level column on its own goroutine into a
