@@ -126,7 +126,40 @@ func NewReader(src io.Reader, lim Limits, mem memory.Allocator) (*Reader, error)
 	if err != nil {
 		return nil, r.msgs.explain(err, 0)
 	}
+	for _, f := range r.ipc.Schema().Fields() {
+		if msg := checkDecimals(f.Name, f.Type); msg != "" {
+			r.ipc.Release()
+			return nil, r.msgs.fault(0, "invalid schema: "+msg)
+		}
+	}
 	return r, nil
+}
+
+// checkDecimals answers what is wrong with a decimal type under name, or
+// "": arrow-go decodes any precision and scale, and panics formatting a
+// value whose scale its type cannot hold.
+func checkDecimals(name string, dt arrow.DataType) string {
+	switch t := dt.(type) {
+	case arrow.DecimalType:
+		maxPrecision := map[arrow.Type]int32{arrow.DECIMAL32: 9, arrow.DECIMAL64: 18, arrow.DECIMAL128: 38, arrow.DECIMAL256: 76}[t.ID()]
+		if p := t.GetPrecision(); p < 1 || p > maxPrecision {
+			return fmt.Sprintf("column %q: %s precision %d is not between 1 and %d", name, t.Name(), p, maxPrecision)
+		}
+		if s := t.GetScale(); s < -maxPrecision || s > maxPrecision {
+			return fmt.Sprintf("column %q: %s scale %d is not between -%d and %d", name, t.Name(), s, maxPrecision, maxPrecision)
+		}
+	case arrow.NestedType:
+		for _, f := range t.Fields() {
+			if msg := checkDecimals(name+"."+f.Name, f.Type); msg != "" {
+				return msg
+			}
+		}
+	case *arrow.DictionaryType:
+		return checkDecimals(name, t.ValueType)
+	case arrow.ExtensionType:
+		return checkDecimals(name, t.StorageType())
+	}
+	return ""
 }
 
 // Schema answers the stream's schema.

@@ -342,3 +342,31 @@ func TestSourceErrorsPassThrough(t *testing.T) {
 		}
 	}
 }
+
+// A decimal type arrow-go decodes but cannot format (found by
+// FuzzPipeline: decimal(181, -1246382844) panicked in the CSV writer) is
+// refused with the schema, naming the column.
+func TestRefusesDecimalsOutOfRange(t *testing.T) {
+	for _, c := range []struct {
+		dt   arrow.DataType
+		want string
+	}{
+		{&arrow.Decimal128Type{Precision: 181, Scale: 2}, `column "amount": decimal precision 181 is not between 1 and 38`},
+		{&arrow.Decimal128Type{Precision: 10, Scale: -1246382844}, `scale -1246382844 is not between -38 and 38`},
+		{arrow.StructOf(arrow.Field{Name: "v", Type: &arrow.Decimal256Type{Precision: 77, Scale: 0}}), `column "amount.v": decimal256 precision 77`},
+		{arrow.ListOf(&arrow.Decimal128Type{Precision: 0, Scale: 0}), `precision 0 is not between 1 and 38`},
+	} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "amount", Type: c.dt}}, nil)
+		e := refused(t, bytes.NewReader(stream(t, schema, nil)), Limits{})
+		if !strings.Contains(e.Error(), c.want) {
+			t.Errorf("%s: error %q does not say %q", c.dt, e, c.want)
+		}
+	}
+	// At the bounds, decimals are read.
+	schema := arrow.NewSchema([]arrow.Field{{Name: "a", Type: &arrow.Decimal128Type{Precision: 38, Scale: -38}}, {Name: "b", Type: &arrow.Decimal256Type{Precision: 76, Scale: 76}}}, nil)
+	r, err := NewReader(bytes.NewReader(stream(t, schema, nil)), Limits{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Release()
+}
