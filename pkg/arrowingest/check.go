@@ -13,6 +13,7 @@ const (
 
 // Slots of the tables read here, from Arrow's Message.fbs and Schema.fbs.
 const (
+	messageVersion    = 0
 	messageHeaderType = 1
 	messageHeader     = 2
 	messageBodyLength = 3
@@ -52,6 +53,7 @@ const (
 // message is one framed IPC message's metadata, checked.
 type message struct {
 	kind    uint8
+	version int16
 	bodyLen int64
 	header  table
 }
@@ -64,6 +66,10 @@ func parseMessage(meta []byte) (message, error) {
 		return message{}, err
 	}
 	kind, err := root.u8(messageHeaderType)
+	if err != nil {
+		return message{}, err
+	}
+	version, err := root.i16(messageVersion)
 	if err != nil {
 		return message{}, err
 	}
@@ -84,7 +90,7 @@ func parseMessage(meta []byte) (message, error) {
 	if !ok {
 		return message{}, fmt.Errorf("message has no header")
 	}
-	return message{kind: kind, bodyLen: bodyLen, header: header}, nil
+	return message{kind: kind, version: version, bodyLen: bodyLen, header: header}, nil
 }
 
 func checkKeyValues(t table, slot int) error {
@@ -106,6 +112,9 @@ func checkKeyValues(t table, slot int) error {
 // schemaShape is what a checked schema tells the batch checks.
 type schemaShape struct {
 	fields int // every field, nested ones included
+	// dictIDs are the dictionary ids of dictionary-encoded fields, depth
+	// first, the order of dictionaryValueTypes.
+	dictIDs []int64
 }
 
 // checkSchema walks the schema's fields, checking every offset and count
@@ -135,6 +144,13 @@ func checkSchema(schema table, lim Limits) (schemaShape, error) {
 			}
 			if err := checkField(f); err != nil {
 				return err
+			}
+			if dict, ok, _ := f.table(fieldDictionary); ok {
+				id, err := dict.i64(0)
+				if err != nil {
+					return err
+				}
+				shape.dictIDs = append(shape.dictIDs, id)
 			}
 			children, err := f.tables(fieldChildren)
 			if err != nil {
@@ -199,7 +215,11 @@ type batchShape struct {
 // counts bounded by what the body can hold, every buffer inside the body,
 // and compressed buffers' declared sizes within the batch limit, since
 // arrow-go allocates a compressed buffer's declared size before reading.
-func checkBatch(batch table, body []byte, lim Limits) (batchShape, error) {
+//
+// need is what arrow-go will read for the batch's schema: the vectors must
+// hold at least that many entries, since it reads them without looking at
+// their lengths.
+func checkBatch(batch table, body []byte, lim Limits, need layout) (batchShape, error) {
 	var shape batchShape
 	rows, err := batch.i64(batchLength)
 	if err != nil {
@@ -216,6 +236,9 @@ func checkBatch(batch table, body []byte, lim Limits) (batchShape, error) {
 	start, n, err := batch.vector(batchNodes, 16)
 	if err != nil {
 		return shape, err
+	}
+	if n < need.nodes {
+		return shape, fmt.Errorf("%d field nodes for a schema of %d", n, need.nodes)
 	}
 	for i := range n {
 		length, _ := batch.b.i64(start + 16*i)
@@ -276,13 +299,22 @@ func checkBatch(batch table, body []byte, lim Limits) (batchShape, error) {
 	if err != nil {
 		return shape, err
 	}
-	var variadic int64
+	if vn < need.views {
+		return shape, fmt.Errorf("%d variadic buffer counts for %d view columns", vn, need.views)
+	}
+	var variadic, viewBuffers int64
 	for i := range vn {
 		c, _ := batch.b.i64(vstart + 8*i)
 		if c < 0 || c > int64(n) {
 			return shape, fmt.Errorf("variadic buffer count %d of %d buffers", c, n)
 		}
 		variadic += c
+		if i < need.views {
+			viewBuffers += c
+		}
+	}
+	if int64(n) < int64(need.buffers)+viewBuffers {
+		return shape, fmt.Errorf("%d buffers for a schema of %d", n, int64(need.buffers)+viewBuffers)
 	}
 	if variadic > int64(n) {
 		return shape, fmt.Errorf("variadic buffer counts add to %d of %d buffers", variadic, n)

@@ -103,6 +103,15 @@ func (t table) u8(slot int) (uint8, error) {
 	return t.b.u8(pos)
 }
 
+func (t table) i16(slot int) (int16, error) {
+	pos, err := t.field(slot)
+	if err != nil || pos == 0 {
+		return 0, err
+	}
+	v, err := t.b.u16(pos)
+	return int16(v), err
+}
+
 func (t table) i64(slot int) (int64, error) {
 	pos, err := t.field(slot)
 	if err != nil || pos == 0 {

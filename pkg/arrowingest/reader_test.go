@@ -256,6 +256,28 @@ func TestRefusesForgedCounts(t *testing.T) {
 			t.Errorf("got %v", e)
 		}
 	})
+	// arrow-go reads nodes and buffers by index, past a vector's end: a
+	// vector shorter than the schema needs is refused (FuzzPipeline found
+	// one that made it allocate a forged 200 TB).
+	for _, c := range []struct {
+		name string
+		slot int
+		want string
+	}{
+		{"fewer buffers than the schema needs", batchBuffers, "buffers for a schema of"},
+		{"fewer field nodes than the schema has", batchNodes, "field nodes for a schema of"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := forged(good, batch, func(meta, _ []byte) {
+				msg, _ := parseMessage(meta)
+				pos, _ := msg.header.target(c.slot)
+				binary.LittleEndian.PutUint32(meta[pos:], 3)
+			})
+			if e := refused(t, bytes.NewReader(in), Limits{}); !strings.Contains(e.Error(), c.want) || e.Batch != 2 {
+				t.Errorf("got %v", e)
+			}
+		})
+	}
 	// The email column's offsets: buffers are id (validity, values), then
 	// email (validity, offsets, data).
 	emailOffsets := func(meta []byte) (off, length int64) {
