@@ -34,11 +34,9 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
-	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
-	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/sampledata"
 )
 
@@ -201,28 +199,7 @@ func (b *bench) writeParquetCopy() error {
 
 // encode writes the dataset as d says into sink and answers the bytes.
 func (b *bench) encode(d *destinationv1.Destination, sink fileset.Sink) (int64, error) {
-	cfg, err := outputspec.Config(d, filename.Values{Now: time.Now(), OutputName: "customers"})
-	if err != nil {
-		return 0, err
-	}
-	fw, err := fileset.New(sampledata.Customer360Schema, cfg, sink)
-	if err != nil {
-		return 0, err
-	}
-	for _, r := range b.recs {
-		if err := fw.Write(r); err != nil {
-			return 0, err
-		}
-	}
-	files, err := fw.Close()
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, f := range files {
-		n += f.Bytes
-	}
-	return n, nil
+	return encodeTo(sampledata.Customer360Schema, b.recs, d, sink, "customers")
 }
 
 type result struct {

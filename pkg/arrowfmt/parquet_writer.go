@@ -401,7 +401,9 @@ func (p *Parquet) encodeColumn(rgw file.BufferedRowGroupWriter, k, leaf int, pla
 		// pqarrow falls back to plain when a chunk's dictionary differs from
 		// the last one's (each Arrow batch may bring its own): one
 		// dictionary for the row group keeps the column dictionary encoded.
-		unified, err := array.UnifyChunkedDicts(memory.DefaultAllocator, arrow.NewChunked(p.schema.Field(k).Type, chunks))
+		column := arrow.NewChunked(p.schema.Field(k).Type, chunks)
+		unified, err := array.UnifyChunkedDicts(memory.DefaultAllocator, column)
+		column.Release()
 		if err != nil {
 			return err
 		}
