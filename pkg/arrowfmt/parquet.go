@@ -68,6 +68,10 @@ type ParquetOptions struct {
 	// other on the caller's goroutine: the reference the column-parallel
 	// writer is tested against, and the path for types it cannot shred.
 	Serial bool
+	// pageBytes, when set, bounds data pages and dictionaries (arrow-go's
+	// 1 MiB otherwise): tests set it small so that small tables cut pages
+	// and fall back from dictionaries at every boundary large ones do.
+	pageBytes int64
 }
 
 // Parquet writes record batches as one Parquet file, keeping Arrow's

@@ -34,7 +34,7 @@ func (o ParquetOptions) baseProperties() []parquet.WriterProperty {
 	if o.DataPage == DataPageV2 {
 		page = parquet.DataPageV2
 	}
-	return []parquet.WriterProperty{
+	props := []parquet.WriterProperty{
 		parquet.WithCompression(codec),
 		parquet.WithMaxRowGroupLength(o.rowGroupRows()),
 		parquet.WithDictionaryDefault(o.Dictionary != DictionaryNever),
@@ -45,6 +45,10 @@ func (o ParquetOptions) baseProperties() []parquet.WriterProperty {
 		// smaller than 16-byte fixed-length binaries.
 		parquet.WithStoreDecimalAsInteger(true),
 	}
+	if o.pageBytes > 0 {
+		props = append(props, parquet.WithDataPageSize(o.pageBytes), parquet.WithDictionaryPageSizeLimit(o.pageBytes))
+	}
+	return props
 }
 
 func (o ParquetOptions) rowGroupRows() int64 {
@@ -422,7 +426,7 @@ func (p *Parquet) encodeColumn(rgw file.BufferedRowGroupWriter, k, leaf int, pla
 		if err != nil {
 			return err
 		}
-		if f, ok := cw.(pageFlusher); ok && f.EstimatedBufferedValueBytes() > 0 {
+		if f, ok := cw.(pageFlusher); ok && hasBufferedLevels(cw) {
 			if err := f.FlushCurrentPage(); err != nil {
 				return err
 			}
@@ -434,8 +438,20 @@ func (p *Parquet) encodeColumn(rgw file.BufferedRowGroupWriter, k, leaf int, pla
 // pageFlusher is what arrow-go's column chunk writers promote from their
 // shared base, though ColumnChunkWriter does not list it.
 type pageFlusher interface {
-	EstimatedBufferedValueBytes() int64
 	FlushCurrentPage() error
+}
+
+// hasBufferedLevels reports whether cw holds levels not yet cut into a
+// page. FlushCurrentPage with none panics: a dictionary encoder always
+// estimates a few bytes, so a column whose last write ended exactly on a
+// page (8-byte values fill 1 MiB pages at 128Ki rows) was flushed empty
+// and crashed (#22). arrow-go does not export its count of buffered
+// levels, but its page statistics count each level written since the
+// last page as a value or a null; without them the page is left to the
+// row group's Close, which checks the count itself.
+func hasBufferedLevels(cw file.ColumnChunkWriter) bool {
+	s := cw.PageStatistics()
+	return s != nil && s.NumValues()+s.NullCount() > 0
 }
 
 func (p *Parquet) writeChunks(rgw file.BufferedRowGroupWriter, leaf int, plan *shredPlan, chunks []arrow.Array, ctx context.Context) error {
