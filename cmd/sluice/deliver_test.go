@@ -53,6 +53,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/sampledata"
 	"github.com/sluicehq/sluice/pkg/testenv"
+	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
 // delivering is `sluice serve` on MinIO with a credential on one bucket.
@@ -1151,14 +1152,20 @@ func (b *blockingAfter) Next() bool {
 	return b.RecordReader.Next()
 }
 
-// The sweeper aborts an upload no delivery owns under a destination's
-// prefix once it is older than the grace period, and never touches the
-// upload of a running delivery, however old.
-func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
-	const grace = 5 * time.Second
+// The sweeper touches only uploads Sluice recorded (#22: it aborted a
+// customer's own upload under the prefix): an upload recorded for a
+// delivery that ended and that no work will finish is aborted once past
+// the grace period, and so is an upload of a recorded key whose id was
+// never recorded (a crash between creating and recording it); a running
+// delivery's upload is never touched, however old; a customer's upload
+// under the destination's prefix survives every sweep.
+func TestSweeperAbortsOnlyUploadsSluiceRecorded(t *testing.T) {
+	const grace = 3 * time.Second
+	db := "sqlite:" + filepath.Join(t.TempDir(), "delivery.db")
 	e := startDelivering(t, func(c *serveConfig) {
 		c.Delivery.SweepInterval, c.Delivery.SweepGrace = 200*time.Millisecond, grace
 		c.Delivery.PartSize = multipart.MinPartSize
+		c.DeliveryDB = db
 		c.MetricsAddr = "127.0.0.1:0"
 	})
 	ctx := context.Background()
@@ -1171,7 +1178,35 @@ func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
 		}
 		return ids
 	}
-	// A delivery that has an upload open, and pauses.
+	create := func(key string) string {
+		out, err := s3c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(e.bucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.UploadId)
+	}
+	// The customer's own uploads, under the prefix and beside it.
+	foreign := []string{create("swept/customer-backup/huge.bin"), create("customer-backup/huge.bin")}
+	// A delivery that ended, with records left over: an upload it
+	// recorded, and a key whose upload it created but never recorded.
+	ended, err := e.deliver(ctx, dest.GetName(), reader(t, customerBatches(t, 100, 100)), e.admin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	recordedOrphan := create("swept/orphan.csv")
+	if err := st.RecordWrite(ctx, ended.GetName(), store.Write{Bucket: e.bucket, Key: "swept/orphan.csv", UploadID: recordedOrphan}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.RecordWrite(ctx, ended.GetName(), store.Write{Bucket: e.bucket, Key: "swept/window.csv"}); err != nil {
+		t.Fatal(err)
+	}
+	windowOrphan := create("swept/window.csv")
+	// A delivery that has an upload open, and pauses past the grace period.
 	br := &blockingAfter{RecordReader: reader(t, customerBatches(t, 60_000, 5000)), after: 8, release: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
@@ -1182,7 +1217,9 @@ func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
 	var live string
 	for range 400 {
 		for id := range uploads() {
-			live = id
+			if id != recordedOrphan && id != windowOrphan && id != foreign[0] {
+				live = id
+			}
 		}
 		if live != "" {
 			break
@@ -1192,31 +1229,47 @@ func TestSweeperAbortsOnlyUploadsNoDeliveryOwns(t *testing.T) {
 	if live == "" {
 		t.Fatal("the running delivery never opened an upload")
 	}
-	stray, err := s3c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(e.bucket), Key: aws.String("swept/left-by-someone.bin")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	strayID, created := aws.ToString(stray.UploadId), time.Now()
-	time.Sleep(time.Second) // several sweeps, within the grace period
-	if ids := uploads(); time.Since(created) < grace && (!ids[strayID] || !ids[live]) {
-		t.Fatalf("within the grace period the sweeper took the stray (%v) or the live one (%v)", !ids[strayID], !ids[live])
-	}
-	for range 200 { // past the grace period
-		if ids := uploads(); !ids[strayID] {
+	created := time.Now()
+	for range 300 { // past the grace period
+		if ids := uploads(); !ids[recordedOrphan] && !ids[windowOrphan] {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if ids := uploads(); ids[strayID] || !ids[live] {
-		t.Fatalf("past the grace period: stray kept %v, live kept %v", ids[strayID], ids[live])
+	if time.Since(created) < grace {
+		t.Fatalf("the sweeper aborted within the grace period")
+	}
+	time.Sleep(time.Second) // several more sweeps
+	ids := uploads()
+	if ids[recordedOrphan] || ids[windowOrphan] {
+		t.Fatalf("past the grace period: recorded orphan kept %v, unrecorded upload of a recorded key kept %v", ids[recordedOrphan], ids[windowOrphan])
+	}
+	if !ids[live] || !ids[foreign[0]] {
+		t.Fatalf("the sweeper aborted the running delivery's upload (%v) or the customer's own under the prefix (%v)", !ids[live], !ids[foreign[0]])
+	}
+	if all := uploadsUnder(t, s3c, e.bucket, ""); all[foreign[1]] == "" {
+		t.Fatal("the sweeper aborted the customer's upload outside the prefix")
 	}
 	close(br.release)
 	if err := <-done; err != nil {
 		t.Fatalf("the running delivery, its upload untouched: %v", err)
 	}
-	// The metric says what the sweeper aborted: the stray, once.
-	if fams, _ := scrape(t, e.r.metrics); sum(fams, "sluice_delivery_sweeper_aborted_uploads_total") != 1 {
-		t.Errorf("sweeper aborted uploads: %v, want 1", sum(fams, "sluice_delivery_sweeper_aborted_uploads_total"))
+	// The ended delivery's records go once nothing of them is open.
+	for range 100 {
+		if w, _ := st.Writes(ctx, ended.GetName()); len(w) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if w, _ := st.Writes(ctx, ended.GetName()); len(w) != 0 {
+		t.Errorf("the succeeded delivery's leftover records stay: %v", w)
+	}
+	// The metric says what the sweeper aborted: the two orphans, once each.
+	if fams, _ := scrape(t, e.r.metrics); sum(fams, "sluice_delivery_sweeper_aborted_uploads_total") != 2 {
+		t.Errorf("sweeper aborted uploads: %v, want 2", sum(fams, "sluice_delivery_sweeper_aborted_uploads_total"))
+	}
+	for _, id := range foreign {
+		_, _ = s3c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(e.bucket), Key: aws.String(map[string]string{foreign[0]: "swept/customer-backup/huge.bin", foreign[1]: "customer-backup/huge.bin"}[id]), UploadId: aws.String(id)})
 	}
 }
 

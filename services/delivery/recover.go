@@ -89,6 +89,9 @@ func (s *Service) takeOverHeld(ctx context.Context, l *lease.Lease, log *slog.Lo
 	id := deliveryID(claimed.GetName())
 	// A delivery whose stream had arrived runs again from staging and
 	// continues its interrupted uploads; any other takes back its writes.
+	if err := s.abortUnrecorded(ctx, claimed.GetName(), client, dest); err != nil {
+		return err
+	}
 	var resume map[string]resumable
 	rerun := claimed.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && s.staging != nil
 	if rerun {
@@ -249,6 +252,47 @@ func (s *Service) interruptedUploads(ctx context.Context, delivery string, clien
 		}
 	}
 	return out, nil
+}
+
+// abortUnrecorded aborts the uploads a delivery created but died before
+// recording: uploads of its recorded keys whose ids no record holds, begun
+// after the key was recorded and at least a lease's length ago (a live
+// delivery writing the same key records its upload's id at once). Its
+// takeover starts those keys afresh and then forgets them, so nothing else
+// would ever find these uploads.
+func (s *Service) abortUnrecorded(ctx context.Context, delivery string, client *s3.Client, dest *destinationv1.Destination) error {
+	all, err := s.store.RecordedWrites(ctx)
+	if err != nil {
+		return err
+	}
+	recorded := map[string]bool{}
+	for _, w := range all {
+		if w.UploadID != "" {
+			recorded[w.UploadID] = true
+		}
+	}
+	owner := optional(dest.GetExpectedBucketOwner())
+	var errs []error
+	for _, w := range all {
+		if w.Delivery != delivery || w.UploadID != "" {
+			continue
+		}
+		stray, err := s.unrecordedUploads(ctx, client, owner, w.Write, w.Recorded, recorded)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, u := range stray {
+			if time.Since(aws.ToTime(u.Initiated)) < s.cfg.LeaseTTL {
+				continue
+			}
+			_, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: u.UploadId, ExpectedBucketOwner: owner})
+			if err != nil && !isNoSuchUpload(err) {
+				errs = append(errs, fmt.Errorf("abort the unrecorded upload of %s: %w", w.Key, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // takeBack aborts the recorded multipart uploads of a delivery and deletes

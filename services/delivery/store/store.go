@@ -155,42 +155,53 @@ func (s *Store) ForgetWrites(ctx context.Context, delivery string) error {
 	})
 }
 
-// Destinations answers every destination deliveries were made to: where
-// the sweeper looks for uploads left behind.
-func (s *Store) Destinations(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT destination FROM deliveries WHERE destination <> '' ORDER BY destination`)
+// RecordedWrite is a recorded write as the sweeper sees it: with when it
+// was first recorded, and what became of its delivery.
+type RecordedWrite struct {
+	Write
+	Delivery    string
+	Recorded    time.Time
+	Destination string // "" when the delivery is gone
+	State       deliveryv1.DeliveryState
+	// Running says the delivery has work leased or waiting (it runs, or a
+	// replica will take it over): its writes are that work's to finish.
+	Running bool
+}
+
+// RecordedWrites answers every recorded write, by delivery and key: the
+// only uploads the sweeper may touch, since Sluice writes into buckets it
+// does not own.
+func (s *Store) RecordedWrites(ctx context.Context) ([]RecordedWrite, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT w.delivery, w.bucket, w.object_key, w.upload_id, w.create_time,
+		COALESCE(d.destination, ''), COALESCE(d.state, 0),
+		EXISTS (SELECT 1 FROM work k WHERE k.id = 'delivery:' || w.delivery)
+		FROM writes w LEFT JOIN deliveries d ON d.name = w.delivery ORDER BY w.delivery, w.object_key`)
 	if err != nil {
-		return nil, fmt.Errorf("destinations delivered to: %w", err)
+		return nil, fmt.Errorf("recorded writes: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	var out []RecordedWrite
 	for rows.Next() {
-		var d string
-		if err := rows.Scan(&d); err != nil {
+		var w RecordedWrite
+		var created int64
+		var state int32
+		if err := rows.Scan(&w.Delivery, &w.Bucket, &w.Key, &w.UploadID, &created, &w.Destination, &state, &w.Running); err != nil {
 			return nil, err
 		}
-		out = append(out, d)
+		w.Recorded, w.State = time.UnixMicro(created), deliveryv1.DeliveryState(state)
+		out = append(out, w)
 	}
 	return out, rows.Err()
 }
 
-// RecordedUploads answers the ids of the multipart uploads running
-// deliveries recorded: uploads the sweeper leaves alone.
-func (s *Store) RecordedUploads(ctx context.Context) (map[string]bool, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT upload_id FROM writes WHERE upload_id <> ''`)
-	if err != nil {
-		return nil, fmt.Errorf("recorded uploads: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]bool{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out[id] = true
-	}
-	return out, rows.Err()
+// ClearUpload forgets the upload recorded for delivery's key, when it is
+// still uploadID: the upload was aborted, the key's record stays for
+// taking back what landed under it.
+func (s *Store) ClearUpload(ctx context.Context, delivery, key, uploadID string) error {
+	return s.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.db.Rebind(`UPDATE writes SET upload_id = '' WHERE delivery = ? AND object_key = ? AND upload_id = ?`), delivery, key, uploadID)
+		return err
+	})
 }
 
 // Dialect answers the engine behind the store.

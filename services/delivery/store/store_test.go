@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,7 @@ func TestConformance(t *testing.T) {
 			t.Run("OneDeliveryPerIdempotencyKey", func(t *testing.T) { oneDeliveryPerKey(t, open(t, b.DSN(t))) })
 			t.Run("ListByDestinationAndState", func(t *testing.T) { listByDestinationAndState(t, open(t, b.DSN(t))) })
 			t.Run("LeasedWrites", func(t *testing.T) { leasedWrites(t, open(t, b.DSN(t))) })
+			t.Run("RecordedWrites", func(t *testing.T) { recordedWrites(t, open(t, b.DSN(t))) })
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -181,5 +183,64 @@ func leasedWrites(t *testing.T, s *store.Store) {
 	}
 	if ws, _ := s.Writes(ctx, mine.GetName()); len(ws) != 0 {
 		t.Fatalf("writes after forget: %+v", ws)
+	}
+}
+
+// recordedWrites: the sweeper's view of every record, with what became of
+// its delivery (state, destination, and whether work runs it), and an
+// upload cleared only while it is still the one recorded.
+func recordedWrites(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	running := delivery("run", "d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING)
+	l := s.Work("host-1", time.Minute).Take(lease.Work{ID: "delivery:" + running.GetName(), Kind: "delivery", Subject: running.GetName()})
+	if _, err := s.Deliveries.Create(ctx, parent, running, l.Hold); err != nil {
+		t.Fatal(err)
+	}
+	failed := delivery("failed", "d2", "", deliveryv1.DeliveryState_DELIVERY_STATE_FAILED)
+	if _, err := s.Deliveries.Create(ctx, parent, failed); err != nil {
+		t.Fatal(err)
+	}
+	held, stop := l.Keep(ctx)
+	defer stop()
+	if err := s.RecordWrite(held, running.GetName(), store.Write{Bucket: "b", Key: "r", UploadID: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []store.Write{{Bucket: "b", Key: "f1", UploadID: "u2"}, {Bucket: "b", Key: "f2"}} {
+		if err := s.RecordWrite(ctx, failed.GetName(), w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.RecordWrite(ctx, parent+"/deliveries/gone", store.Write{Bucket: "b", Key: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.RecordedWrites(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range all {
+		if time.Since(w.Recorded) > time.Minute || w.Recorded.After(time.Now()) {
+			t.Errorf("%s recorded at %v", w.Key, w.Recorded)
+		}
+		got = append(got, fmt.Sprintf("%s:%s:%s:%v:%v", w.Key, w.UploadID, strings.TrimPrefix(w.Destination, parent+"/destinations/"), w.State, w.Running))
+	}
+	want := "f1:u2:d2:DELIVERY_STATE_FAILED:false f2::d2:DELIVERY_STATE_FAILED:false g:::DELIVERY_STATE_UNSPECIFIED:false r:u1:d1:DELIVERY_STATE_UPLOADING:true"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("recorded writes:\n got %v\nwant %v", strings.Join(got, " "), want)
+	}
+	if err := s.ClearUpload(ctx, failed.GetName(), "f1", "other"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearUpload(ctx, failed.GetName(), "f2", ""); err != nil {
+		t.Fatal(err)
+	}
+	if ws, _ := s.Writes(ctx, failed.GetName()); len(ws) != 2 || ws[0].UploadID != "u2" {
+		t.Fatalf("clearing another upload changed the record: %+v", ws)
+	}
+	if err := s.ClearUpload(ctx, failed.GetName(), "f1", "u2"); err != nil {
+		t.Fatal(err)
+	}
+	if ws, _ := s.Writes(ctx, failed.GetName()); len(ws) != 2 || ws[0].UploadID != "" || ws[0].Key != "f1" {
+		t.Fatalf("after clearing f1's upload: %+v", ws)
 	}
 }
