@@ -65,7 +65,7 @@ func connect(dsn string) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}
-		sdb.SetMaxOpenConns(20)
+		sdb.SetMaxOpenConns(MaxConns)
 		sdb.SetConnMaxIdleTime(5 * time.Minute)
 		return &DB{DB: sdb, Dialect: Postgres}, nil
 	}
@@ -89,8 +89,18 @@ func connect(dsn string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
+	// Capped as PostgreSQL's pool is: uncapped, every caller waiting on
+	// the one writer opened a connection (two descriptors, with the WAL)
+	// of its own, and 20,000 stalled streams ran the process out of
+	// descriptors (#22). Callers past the cap wait for a connection.
+	sdb.SetMaxOpenConns(MaxConns)
+	sdb.SetMaxIdleConns(MaxConns)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
 	return &DB{DB: sdb, Dialect: SQLite}, nil
 }
+
+// MaxConns bounds the connections a DB opens, on either engine.
+const MaxConns = 16
 
 // private makes the database's directory 0700 and its files (the database,
 // its WAL and shared-memory files) 0600 before SQLite opens them: they hold

@@ -5,9 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/sluicehq/sluice/pkg/sqlstore"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -134,4 +137,84 @@ func TestSQLiteFilesArePrivate(t *testing.T) {
 		}
 		check(t, dir)
 	})
+}
+
+// However many callers at once, a DB holds at most MaxConns connections on
+// either engine: on SQLite that bounds its file descriptors (#22: 20,000
+// stalled streams opened 10,000 and starved the process).
+func TestConnectionsAreCapped(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range testenv.Backends() {
+		t.Run(b.Name, func(t *testing.T) {
+			dsn := b.DSN(t)
+			db, err := sqlstore.Open(ctx, dsn, migrations())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			before := dbFiles(t, dsn)
+			// Each caller holds its connection until all have asked for
+			// one, or until it is clear the rest are waiting.
+			const callers = 200
+			var wg sync.WaitGroup
+			release := make(chan struct{})
+			var holding atomic.Int64
+			for i := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					conn, err := db.Conn(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer conn.Close()
+					holding.Add(1)
+					if _, err := conn.ExecContext(ctx, db.Rebind(`SELECT count(*) FROM items WHERE id > ?`), i); err != nil {
+						t.Error(err)
+					}
+					<-release
+				}()
+			}
+			for range 100 {
+				if holding.Load() >= sqlstore.MaxConns {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			open, files := db.Stats().OpenConnections, dbFiles(t, dsn)-before
+			close(release)
+			wg.Wait()
+			if holding.Load() != callers {
+				t.Fatalf("%d of %d callers got a connection", holding.Load(), callers)
+			}
+			if open > sqlstore.MaxConns {
+				t.Fatalf("%d connections open at once, want at most %d", open, sqlstore.MaxConns)
+			}
+			if b.Name == "sqlite" && files > 3*sqlstore.MaxConns {
+				t.Fatalf("%d descriptors on the database files, want at most %d", files, 3*sqlstore.MaxConns)
+			}
+		})
+	}
+}
+
+// dbFiles answers how many of this process's descriptors are open on a
+// SQLite DSN's files (0 for PostgreSQL's).
+func dbFiles(t *testing.T, dsn string) int {
+	t.Helper()
+	if !strings.HasPrefix(dsn, "sqlite:") {
+		return 0
+	}
+	path := strings.TrimPrefix(dsn, "sqlite:")
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, path) {
+			n++
+		}
+	}
+	return n
 }
