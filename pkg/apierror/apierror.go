@@ -10,11 +10,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 )
@@ -55,6 +57,9 @@ type Error struct {
 	Message    string
 	Metadata   map[string]string
 	Violations []FieldViolation
+	// RetryAfter, when set, goes out as RetryInfo: how long to wait before
+	// trying again (a limit that frees itself).
+	RetryAfter time.Duration
 	cause      error
 }
 
@@ -179,6 +184,9 @@ func Status(ctx context.Context, logger *slog.Logger, err error) error {
 func (e *Error) GRPCStatus() *status.Status {
 	st := status.New(e.Code, e.Message)
 	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonName(e.Reason), Domain: Domain, Metadata: e.Metadata}}
+	if e.RetryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
 	if len(e.Violations) > 0 {
 		br := &errdetails.BadRequest{}
 		for _, v := range e.Violations {
@@ -243,6 +251,8 @@ func FromStatus(err error) *Error {
 			for k, v := range d.GetMetadata() {
 				e = e.With(k, v)
 			}
+		case *errdetails.RetryInfo:
+			e.RetryAfter = d.GetRetryDelay().AsDuration()
 		case *errdetails.BadRequest:
 			for _, v := range d.GetFieldViolations() {
 				e.Violations = append(e.Violations, FieldViolation{Field: v.GetField(), Description: v.GetDescription()})

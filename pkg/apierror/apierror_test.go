@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -64,6 +65,13 @@ func TestFromStatusDecodesWhatStatusSends(t *testing.T) {
 	got = apierror.FromStatus(fmt.Errorf("wrapped: %w", apierror.Status(context.Background(), logger, withMeta)))
 	if got.Code != codes.FailedPrecondition || got.Reason != errorsv1.ErrorReason_ERROR_REASON_RESUME_OFFSET_MISMATCH || got.Metadata["resume_offset"] != "42" {
 		t.Errorf("decoded %+v", got)
+	}
+
+	busy := apierror.New(codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS, "too many streams").With("limit", "tenant")
+	busy.RetryAfter = 1500 * time.Millisecond
+	got = apierror.FromStatus(apierror.Status(context.Background(), logger, busy))
+	if got.Code != codes.ResourceExhausted || got.Reason != errorsv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS || got.RetryAfter != 1500*time.Millisecond || got.Metadata["limit"] != "tenant" {
+		t.Errorf("decoded %+v, want the RetryInfo delay back", got)
 	}
 
 	got = apierror.FromStatus(status.Error(codes.Unavailable, "connection refused"))

@@ -30,6 +30,9 @@ const (
 // writer buffers: a row group is encoded whole before it is written.
 const DefaultRowGroupRows = 128 * 1024
 
+// DefaultRowGroupBytes bounds the Arrow bytes a row group gathers.
+const DefaultRowGroupBytes = 64 << 20
+
 // DataPageVersion is the version of the data pages in a Parquet file.
 type DataPageVersion int
 
@@ -62,8 +65,13 @@ type ParquetOptions struct {
 	// RowGroupRows is the most rows in one row group; DefaultRowGroupRows
 	// when zero.
 	RowGroupRows int64
-	DataPage     DataPageVersion
-	Dictionary   Dictionary
+	// RowGroupBytes cuts a row group early once the batches it gathers
+	// hold this many bytes (DefaultRowGroupBytes when zero): a row group
+	// is held whole until it is encoded, and 128Ki wide rows would
+	// otherwise hold gigabytes.
+	RowGroupBytes int64
+	DataPage      DataPageVersion
+	Dictionary    Dictionary
 	// Serial encodes with pqarrow's own FileWriter, one column after the
 	// other on the caller's goroutine: the reference the column-parallel
 	// writer is tested against, and the path for types it cannot shred.
@@ -99,8 +107,9 @@ type Parquet struct {
 	cost      []time.Duration
 	rows      int64
 
-	pending     []arrow.RecordBatch // the row group being gathered
-	pendingRows int64
+	pending      []arrow.RecordBatch // the row group being gathered
+	pendingRows  int64
+	pendingBytes int64 // of the batches it holds slices of, whole
 
 	// Set by the first row group, which chooses the encodings.
 	arrowProps pqarrow.ArrowWriterProperties

@@ -108,6 +108,7 @@ func drawTable(seed uint64, maxRows int) randomTable {
 		t.cols = append(t.cols, c)
 	}
 	t.opts.RowGroupRows = int64([]int{1, 7, 100, 1000, 4096, 10_000}[r.IntN(6)])
+	t.opts.RowGroupBytes = []int64{0, 0, 0, 4096, 100_000}[r.IntN(5)] // cut by bytes first, sometimes
 	t.rows = min(maxRows, int(t.opts.RowGroupRows)*(2+r.IntN(4))+r.IntN(int(t.opts.RowGroupRows)))
 	for left := t.rows; left > 0; {
 		n := min(left, []int{1, 3, 100, 1000, 4096, 65_536}[r.IntN(6)])
@@ -124,7 +125,7 @@ func drawTable(seed uint64, maxRows int) randomTable {
 	}
 	// Small pages and dictionaries, so that a small table cuts pages (and
 	// falls back from dictionaries) at as many places as a large one.
-	if t.pageBytes = []int64{0, 64, 1000, 8192, 65_536}[r.IntN(5)]; t.pageBytes > 0 {
+	if t.pageBytes = []int64{0, 1000, 8192, 65_536}[r.IntN(4)]; t.pageBytes > 0 {
 		t.opts = arrowfmt.WithPageBytes(t.opts, t.pageBytes)
 	}
 	return t

@@ -58,6 +58,13 @@ func (o ParquetOptions) rowGroupRows() int64 {
 	return o.RowGroupRows
 }
 
+func (o ParquetOptions) rowGroupBytes() int64 {
+	if o.RowGroupBytes <= 0 {
+		return DefaultRowGroupBytes
+	}
+	return o.RowGroupBytes
+}
+
 func arrowProperties() pqarrow.ArrowWriterProperties {
 	return pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
 }
@@ -161,12 +168,16 @@ func (p *Parquet) Write(rec arrow.RecordBatch) error {
 		return err
 	}
 	defer converted.Release()
+	// A slice keeps its whole batch's buffers: each row group holding a
+	// slice of this batch counts all of it.
+	size := batchBytes(converted)
 	for off := int64(0); off < converted.NumRows(); {
 		n := min(converted.NumRows()-off, p.rgRows-p.pendingRows)
 		p.pending = append(p.pending, converted.NewSlice(off, off+n))
 		p.pendingRows += n
+		p.pendingBytes += size
 		off += n
-		if p.pendingRows == p.rgRows {
+		if p.pendingRows == p.rgRows || p.pendingBytes >= p.opts.rowGroupBytes() {
 			if err := p.flushRowGroup(); err != nil {
 				return err
 			}
@@ -182,7 +193,7 @@ func (p *Parquet) Rows() int64 { return p.rows }
 // flushRowGroup hands the gathered row group on.
 func (p *Parquet) flushRowGroup() error {
 	group := p.pending
-	p.pending, p.pendingRows = nil, 0
+	p.pending, p.pendingRows, p.pendingBytes = nil, 0, 0
 	if p.serial == nil && p.fw == nil {
 		if err := p.open(group); err != nil {
 			release(group)
@@ -526,4 +537,30 @@ func (p *Parquet) Abort() {
 		close(p.work)
 		<-p.done
 	}
+}
+
+// batchBytes answers the bytes of a batch's buffers, whole (a slice's
+// too: it keeps them).
+func batchBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, col := range rec.Columns() {
+		n += dataBytes(col.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	if d.DataType().ID() == arrow.DICTIONARY {
+		n += dataBytes(d.Dictionary())
+	}
+	return n
 }

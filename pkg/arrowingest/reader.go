@@ -40,7 +40,30 @@ type Limits struct {
 	// MaxRowsWithoutData is how many rows a batch may claim beyond eight
 	// per body byte (all-null columns carry no values).
 	MaxRowsWithoutData int64
+	// Budget, when set, is charged for each message body before it is
+	// allocated and credited once the last batch decoded from it is
+	// released: a bound on what many streams hold together, beyond each
+	// one's MaxBatchBytes.
+	Budget Budget
 }
+
+// Budget is memory shared by streams.
+type Budget interface {
+	// Acquire takes n bytes, waiting while they are spent; its error is
+	// answered as the reader's (not the data's fault).
+	Acquire(n int64) error
+	// Release gives back n bytes taken.
+	Release(n int64)
+}
+
+// budgetFree credits a budget when the body it was charged for is freed.
+type budgetFree struct{ b Budget }
+
+func (f budgetFree) Allocate(n int) []byte { return memory.DefaultAllocator.Allocate(n) }
+func (f budgetFree) Reallocate(n int, b []byte) []byte {
+	return memory.DefaultAllocator.Reallocate(n, b)
+}
+func (f budgetFree) Free(b []byte) { f.b.Release(int64(len(b))) }
 
 // DefaultLimits are the limits when none are configured.
 var DefaultLimits = Limits{
@@ -53,6 +76,7 @@ var DefaultLimits = Limits{
 
 func (l Limits) orDefaults() Limits {
 	d := DefaultLimits
+	d.Budget = l.Budget
 	if l.MaxMetadataBytes > 0 {
 		d.MaxMetadataBytes = l.MaxMetadataBytes
 	}
@@ -378,18 +402,31 @@ func (m *messages) Message() (*ipc.Message, error) {
 	if err := m.check(msg); err != nil {
 		return nil, err
 	}
+	budget := m.r.lim.Budget
+	if budget != nil && msg.bodyLen > 0 {
+		if err := budget.Acquire(msg.bodyLen); err != nil {
+			m.srcErr = err
+			return nil, err
+		}
+	}
 	body := make([]byte, msg.bodyLen)
 	if eof, err = m.read(body); err == nil && eof && len(body) > 0 {
 		err = m.fault(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", len(body)))
 	}
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = m.checkBody(msg, body)
 	}
-	if err := m.checkBody(msg, body); err != nil {
+	if err != nil {
+		if budget != nil && len(body) > 0 {
+			budget.Release(int64(len(body)))
+		}
 		return nil, err
 	}
 	m.n++
 	mb, bb := memory.NewBufferBytes(meta), memory.NewBufferBytes(body)
+	if budget != nil && len(body) > 0 {
+		bb = memory.NewBufferWithAllocator(body, budgetFree{budget})
+	}
 	m.cur = ipc.NewMessage(mb, bb)
 	mb.Release()
 	bb.Release()

@@ -13,9 +13,13 @@ import (
 	"github.com/sluicehq/sluice/pkg/multipart"
 )
 
-// MaxMessageBytes bounds one DeliverRequest: a slice of an Arrow stream of
-// up to 64 MiB. 1 to 4 MiB per message goes fastest.
-const MaxMessageBytes = 64 << 20
+// MaxMessageBytes bounds one DeliverRequest (and one FlightData), also
+// once gRPC has decompressed it: a slice of an Arrow stream, cut anywhere,
+// so a 64 MiB record batch still goes as several messages. 1 to 4 MiB per
+// message goes fastest. Each stream may hold one message beyond the
+// receive budget while it arrives, so this bounds that too (#22: 64 MiB
+// messages gzipped to 63 KiB took 156 MiB per stalled stream).
+const MaxMessageBytes = 8 << 20
 
 // ServerConfig sets the delivery server's message limit.
 func ServerConfig(c *grpcserver.Config) { c.MaxRecvMsgBytes = MaxMessageBytes }
@@ -83,6 +87,23 @@ type Config struct {
 	// Workers bounds the claimed work (taken-over deliveries, the sweeper)
 	// a replica runs at once.
 	Workers int
+	// MaxStreams bounds the Deliver and DoPut streams open at once, and
+	// MaxTenantStreams those of one tenant: past them a stream is refused
+	// with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS) and RetryInfo.
+	MaxStreams, MaxTenantStreams int
+	// ReceiveBudget bounds the bytes all streams hold together: received
+	// messages not yet consumed, and Arrow message bodies until the
+	// batches decoded from them are released. A stream that needs more
+	// waits, at most BudgetWait, then is interrupted (resumable) with
+	// RESOURCE_EXHAUSTED (RECEIVE_BUDGET_SPENT) and RetryInfo.
+	ReceiveBudget int64
+	BudgetWait    time.Duration
+	// StreamIdleTimeout interrupts a stream that sends nothing for that
+	// long, and StreamMinRate one that sends fewer bytes a second over
+	// such a window (0: no minimum); interrupted, it is resumable like a
+	// broken stream (STREAM_IDLE).
+	StreamIdleTimeout time.Duration
+	StreamMinRate     int64
 }
 
 // DefaultConfig answers the defaults: 16 MiB parts, 8 buffers (128 MiB),
@@ -107,6 +128,12 @@ func DefaultConfig() Config {
 		RequestMaxBackoff: 20 * time.Second,
 		SweepInterval:     10 * time.Minute,
 		SweepGrace:        time.Hour,
+		MaxStreams:        64,
+		MaxTenantStreams:  16,
+		ReceiveBudget:     512 << 20,
+		BudgetWait:        30 * time.Second,
+		StreamIdleTimeout: 2 * time.Minute,
+		StreamMinRate:     256,
 	}
 }
 
@@ -139,7 +166,19 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.RecoverInterval, "recover-interval", c.RecoverInterval, "how often to look for work other replicas stopped keeping (deliveries to take over) and for held input past its time")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a replica's work stays its own once it stops beating: how soon another replica takes over the deliveries of one that died")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "taken-over deliveries and periodic passes a replica runs at once")
+	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "Deliver and DoPut streams open at once; past it streams are refused with RESOURCE_EXHAUSTED and RetryInfo")
+	fs.IntVar(&c.MaxTenantStreams, "max-tenant-streams", c.MaxTenantStreams, "streams one tenant may have open at once")
+	fs.Int64Var(&c.ReceiveBudget, "receive-budget", c.ReceiveBudget, "bytes all streams may hold together (received messages, Arrow message bodies until their batches are written); a stream that needs more waits --budget-wait, then is interrupted, resumable")
+	fs.DurationVar(&c.BudgetWait, "budget-wait", c.BudgetWait, "how long a stream waits for receive budget before it is interrupted")
+	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "interrupt (resumably) a stream that sends nothing for this long; 0 never")
+	fs.Int64Var(&c.StreamMinRate, "stream-min-rate", c.StreamMinRate, "interrupt (resumably) a stream that sends fewer bytes a second than this over an idle-timeout window; 0 no minimum")
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, unique among the replicas and stable across restarts (a pod name): on start it takes back at once the work it held")
+}
+
+// tenantBudget is one tenant's share of the receive budget: half, so that
+// the others always have room, but at least a record batch and a message.
+func (c Config) tenantBudget() int64 {
+	return max(c.ReceiveBudget/2, c.Ingest.MaxBatchBytes+MaxMessageBytes)
 }
 
 func (c Config) check() error {
@@ -160,6 +199,18 @@ func (c Config) check() error {
 	}
 	if c.TransientRetries < 0 {
 		return fmt.Errorf("--transient-retries must not be negative")
+	}
+	if c.MaxStreams < 1 || c.MaxTenantStreams < 1 {
+		return fmt.Errorf("--max-streams and --max-tenant-streams must be at least 1")
+	}
+	if min := c.Ingest.MaxBatchBytes + MaxMessageBytes; c.ReceiveBudget < min {
+		return fmt.Errorf("--receive-budget %d must hold at least one record batch and one message (--max-batch-bytes + %d = %d)", c.ReceiveBudget, MaxMessageBytes, min)
+	}
+	if c.BudgetWait <= 0 {
+		return fmt.Errorf("--budget-wait must be positive")
+	}
+	if c.StreamIdleTimeout < 0 || c.StreamMinRate < 0 {
+		return fmt.Errorf("--stream-idle-timeout and --stream-min-rate must not be negative")
 	}
 	return c.AWS.CheckS3Checksums()
 }

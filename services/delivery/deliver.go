@@ -23,6 +23,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/lease"
@@ -133,19 +134,43 @@ type recvReader struct {
 	prog   *progress
 	w      staging.Writer
 	ended  bool
+	pace   *pacer
+	budget *streamBudget
+	// charged is what the message in buf took of the receive budget.
+	charged int64
 }
 
 func (r *recvReader) count(prog *progress)   { r.prog = prog }
 func (r *recvReader) whole() bool            { return r.ended }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
-func (r *recvReader) drop()                  { r.buf = nil }
+func (r *recvReader) drop()                  { r.buf = nil; r.uncharge() }
+
+func (r *recvReader) receiveBudget() arrowingest.Budget {
+	if r.budget == nil {
+		return nil
+	}
+	return r.budget
+}
+
+// uncharge gives back what the consumed message took of the budget.
+func (r *recvReader) uncharge() {
+	if r.charged > 0 {
+		r.budget.Release(r.charged)
+		r.charged = 0
+	}
+}
 
 func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
+		r.uncharge()
 		if r.ended {
 			return 0, io.EOF
 		}
-		msg, err := r.stream.Recv()
+		msg, err := recvPaced(r.pace, r.stream.Recv, func(m *deliveryv1.DeliverRequest) int { return len(m.GetArrowIpc()) })
+		var broke *streamBroke
+		if errors.As(err, &broke) {
+			return 0, err // interrupted for idling
+		}
 		if errors.Is(err, io.EOF) {
 			// The caller closed its side: what it sent is made durable
 			// before the pipeline learns the stream is whole.
@@ -167,6 +192,13 @@ func (r *recvReader) Read(p []byte) (int, error) {
 			return 0, v.Err()
 		}
 		r.buf = msg.GetArrowIpc()
+		if r.budget != nil && len(r.buf) > 0 {
+			if err := r.budget.Acquire(int64(len(r.buf))); err != nil {
+				r.buf = nil
+				return 0, err
+			}
+			r.charged = int64(len(r.buf))
+		}
 		r.prog.bytesIn.Add(int64(len(r.buf)))
 		if err := staged(r.w, r.prog, r.buf); err != nil {
 			return 0, err
@@ -190,7 +222,7 @@ func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error
 	if err != nil {
 		return err
 	}
-	d, err := s.deliver(stream.Context(), first.GetStart(), &recvReader{stream: stream})
+	d, err := s.deliver(stream.Context(), first.GetStart(), &recvReader{stream: stream, pace: s.newPacer(), budget: s.admission.forStream(stream.Context())})
 	if err != nil {
 		return err
 	}
@@ -207,6 +239,11 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 	if err := auth.Visible(ctx, dn.Tenant, start.GetDestination()); err != nil {
 		return nil, err
 	}
+	release, err := s.admission.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: start.GetDestination()})
 	if err != nil {
 		return nil, err
@@ -520,7 +557,7 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 		}
 	}
 	out := &output{
-		cfg: cfg, limits: s.cfg.Ingest, prog: prog,
+		cfg: cfg, limits: ingestLimits(s.cfg.Ingest, src), prog: prog,
 		sink:     s.sink(ctx, d, client, dest, bucket, prog, src),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
@@ -611,4 +648,15 @@ func (s *Service) track(ctx context.Context, name string, prog *progress) (stop 
 		close(done)
 		<-finished
 	}
+}
+
+// ingestLimits answers the limits a source is read with: a caller's
+// stream's Arrow bodies count against the receive budget.
+func ingestLimits(base arrowingest.Limits, src io.Reader) arrowingest.Limits {
+	if b, ok := src.(interface{ receiveBudget() arrowingest.Budget }); ok {
+		if budget := b.receiveBudget(); budget != nil {
+			base.Budget = budget
+		}
+	}
+	return base
 }

@@ -10,6 +10,7 @@ import (
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
@@ -72,7 +73,7 @@ func (f *flightServer) DoPut(stream flightgen.FlightService_DoPutServer) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	d, err := f.svc.deliver(stream.Context(), start, &flightReader{stream: stream, next: first})
+	d, err := f.svc.deliver(stream.Context(), start, &flightReader{stream: stream, next: first, pace: f.svc.newPacer(), budget: f.svc.admission.forStream(stream.Context())})
 	if err != nil {
 		return err
 	}
@@ -95,11 +96,30 @@ type flightReader struct {
 	ended  bool
 	prog   *progress
 	w      staging.Writer
+	pace   *pacer
+	budget *streamBudget
+	// charged is what the message in buf and body took of the budget.
+	charged int64
+}
+
+func (r *flightReader) receiveBudget() arrowingest.Budget {
+	if r.budget == nil {
+		return nil
+	}
+	return r.budget
+}
+
+// uncharge gives back what the consumed message took of the budget.
+func (r *flightReader) uncharge() {
+	if r.charged > 0 {
+		r.budget.Release(r.charged)
+		r.charged = 0
+	}
 }
 
 func (r *flightReader) count(prog *progress)   { r.prog = prog }
 func (r *flightReader) stage(w staging.Writer) { r.w = w }
-func (r *flightReader) drop()                  { r.buf, r.body = nil, nil }
+func (r *flightReader) drop()                  { r.buf, r.body = nil, nil; r.uncharge() }
 func (r *flightReader) whole() bool            { return r.ended }
 
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
@@ -110,6 +130,7 @@ func (r *flightReader) Read(p []byte) (int, error) {
 			r.buf, r.body = r.body, nil
 			break
 		}
+		r.uncharge()
 		if r.ended {
 			return 0, io.EOF
 		}
@@ -117,7 +138,10 @@ func (r *flightReader) Read(p []byte) (int, error) {
 		r.next = nil
 		if msg == nil {
 			var err error
-			if msg, err = r.stream.Recv(); errors.Is(err, io.EOF) {
+			var broke *streamBroke
+			if msg, err = recvPaced(r.pace, r.stream.Recv, func(m *flightgen.FlightData) int { return len(m.GetDataHeader()) + len(m.GetDataBody()) }); errors.As(err, &broke) {
+				return 0, err // interrupted for idling
+			} else if errors.Is(err, io.EOF) {
 				r.buf, r.ended = endOfStream, true
 				if err := staged(r.w, r.prog, endOfStream); err != nil {
 					return 0, err
@@ -131,6 +155,12 @@ func (r *flightReader) Read(p []byte) (int, error) {
 			} else if err != nil {
 				return 0, &streamBroke{err}
 			}
+		}
+		if n := int64(len(msg.GetDataHeader()) + len(msg.GetDataBody())); r.budget != nil && n > 0 {
+			if err := r.budget.Acquire(n); err != nil {
+				return 0, err
+			}
+			r.charged = n
 		}
 		r.frame(msg)
 		if err := staged(r.w, r.prog, r.buf, r.body); err != nil {

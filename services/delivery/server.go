@@ -19,6 +19,7 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
@@ -54,6 +55,8 @@ type Service struct {
 	peers Peers
 	// pool holds the part buffers every delivery of the process shares.
 	pool *multipart.Pool
+	// admission bounds the streams open and the bytes they hold.
+	admission *admission
 	// staging holds deliveries' input; nil when staging is off.
 	staging staging.Store
 	// running holds the names of the deliveries this process runs now.
@@ -104,6 +107,21 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = def.Workers
 	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = def.MaxStreams
+	}
+	if cfg.MaxTenantStreams == 0 {
+		cfg.MaxTenantStreams = def.MaxTenantStreams
+	}
+	if cfg.ReceiveBudget == 0 {
+		cfg.ReceiveBudget = def.ReceiveBudget
+	}
+	if cfg.BudgetWait == 0 {
+		cfg.BudgetWait = def.BudgetWait
+	}
+	if cfg.Ingest.MaxBatchBytes == 0 {
+		cfg.Ingest.MaxBatchBytes = arrowingest.DefaultLimits.MaxBatchBytes
+	}
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -129,7 +147,8 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default()}
+	s := &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default(),
+		admission: newAdmission(cfg)}
 	if s.metrics, err = s.newMetrics(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("delivery metrics: %w", err)

@@ -120,6 +120,18 @@ const (
 	ErrorReason_ERROR_REASON_CREDENTIAL_DELETED ErrorReason = 71
 	// Staging was off, so the delivery cannot run again without its caller.
 	ErrorReason_ERROR_REASON_NO_STAGED_INPUT ErrorReason = 72
+	// Too many Deliver (or Flight DoPut) streams are open, for the caller's
+	// tenant or in all; metadata `limit` names which. Retry after the
+	// RetryInfo delay.
+	ErrorReason_ERROR_REASON_TOO_MANY_STREAMS ErrorReason = 73
+	// The stream sent nothing for the idle timeout, or less than the
+	// minimum rate: it was interrupted, and resumes from metadata
+	// `resume_offset` with the same idempotency key.
+	ErrorReason_ERROR_REASON_STREAM_IDLE ErrorReason = 74
+	// The bytes the service holds for all streams together reached its
+	// receive budget and stayed there; the stream resumes from metadata
+	// `resume_offset` after the RetryInfo delay.
+	ErrorReason_ERROR_REASON_RECEIVE_BUDGET_SPENT ErrorReason = 75
 )
 
 // Enum value maps for ErrorReason.
@@ -168,6 +180,9 @@ var (
 		70: "ERROR_REASON_DESTINATION_DELETED",
 		71: "ERROR_REASON_CREDENTIAL_DELETED",
 		72: "ERROR_REASON_NO_STAGED_INPUT",
+		73: "ERROR_REASON_TOO_MANY_STREAMS",
+		74: "ERROR_REASON_STREAM_IDLE",
+		75: "ERROR_REASON_RECEIVE_BUDGET_SPENT",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                      0,
@@ -213,6 +228,9 @@ var (
 		"ERROR_REASON_DESTINATION_DELETED":              70,
 		"ERROR_REASON_CREDENTIAL_DELETED":               71,
 		"ERROR_REASON_NO_STAGED_INPUT":                  72,
+		"ERROR_REASON_TOO_MANY_STREAMS":                 73,
+		"ERROR_REASON_STREAM_IDLE":                      74,
+		"ERROR_REASON_RECEIVE_BUDGET_SPENT":             75,
 	}
 )
 
@@ -247,7 +265,7 @@ var File_sluice_errors_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_sluice_errors_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#sluice/errors/v1/error_reason.proto\x12\x10sluice.errors.v1*\x95\f\n" +
+	"#sluice/errors/v1/error_reason.proto\x12\x10sluice.errors.v1*\xfd\f\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -292,7 +310,10 @@ const file_sluice_errors_v1_error_reason_proto_rawDesc = "" +
 	"!ERROR_REASON_STAGED_INPUT_EXPIRED\x10E\x12$\n" +
 	" ERROR_REASON_DESTINATION_DELETED\x10F\x12#\n" +
 	"\x1fERROR_REASON_CREDENTIAL_DELETED\x10G\x12 \n" +
-	"\x1cERROR_REASON_NO_STAGED_INPUT\x10HB\xc4\x01\n" +
+	"\x1cERROR_REASON_NO_STAGED_INPUT\x10H\x12!\n" +
+	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10I\x12\x1c\n" +
+	"\x18ERROR_REASON_STREAM_IDLE\x10J\x12%\n" +
+	"!ERROR_REASON_RECEIVE_BUDGET_SPENT\x10KB\xc4\x01\n" +
 	"\x14com.sluice.errors.v1B\x10ErrorReasonProtoP\x01Z8github.com/sluicehq/sluice/gen/sluice/errors/v1;errorsv1\xa2\x02\x03SEX\xaa\x02\x10Sluice.Errors.V1\xca\x02\x10Sluice\\Errors\\V1\xe2\x02\x1cSluice\\Errors\\V1\\GPBMetadata\xea\x02\x12Sluice::Errors::V1b\x06proto3"
 
 var (

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/launch"
+	"github.com/sluicehq/sluice/pkg/localserver"
+	"github.com/sluicehq/sluice/pkg/testenv"
+)
+
+// Idle clients cannot exhaust the delivery service (#22): one tenant opens
+// more streams than it may, each sending a large Arrow body gzipped (tiny
+// on the wire) and stalling before its end. The service refuses the
+// streams past the tenant's limit with TOO_MANY_STREAMS, holds no more of
+// the bodies than its receive budget (the rest wait, then are interrupted
+// with RECEIVE_BUDGET_SPENT), and interrupts the stalled ones after the
+// idle timeout, resumable; the delivery process's peak RSS stays within
+// the budget's bound, another tenant's delivery succeeds meanwhile, and no
+// stream is answered INTERNAL. Larger by hand: SLUICE_ABUSE_STREAMS.
+func TestIdleClientsCannotExhaustTheDeliveryService(t *testing.T) {
+	const (
+		budget      = 80 << 20
+		body        = 30 << 20
+		tenantLimit = 12
+	)
+	streams := 24
+	if s := os.Getenv("SLUICE_ABUSE_STREAMS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = n
+	}
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	p := startProcesses(t, m, bucket, localserver.SluiceOptions{Delivery: []string{
+		"--max-batch-bytes", strconv.Itoa(32 << 20), "--receive-budget", strconv.Itoa(budget), "--budget-wait", "3s",
+		"--stream-idle-timeout", "4s", "--max-tenant-streams", strconv.Itoa(tenantLimit), "--max-streams", "64",
+	}})
+	ctx := context.Background()
+	// The other tenant, with its own credential and destination.
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(p.sl.Dir, "data")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.NewSigner(key).Mint("mallory@evil.test", "evil", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evil := grpc.PerRPCCredentials(auth.BearerCredentials(tok))
+	evilParent := "tenants/evil/environments/production"
+	cc, err := grpc.NewClient(p.sl.Addrs["credential"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cred, err := credentialv1.NewCredentialServiceClient(cc).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: evilParent, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: bucket, Region: m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: m.RootUser, SecretAccessKey: m.RootPassword}}}}, evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evilDest, err := p.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: evilParent, DestinationId: "flood", Destination: &destinationv1.Destination{
+		Credential: cred.GetName(), Prefix: "flood/", Format: csvFormat()}}, evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := p.destination(t, "bystander", nil)
+
+	// One binary value of 30 MiB of zeros: a 30 MiB body that gzips to
+	// almost nothing. Each stream sends all but its last MiB, then stalls.
+	schema := arrow.NewSchema([]arrow.Field{{Name: "blob", Type: arrow.BinaryTypes.Binary}}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	b.Field(0).(*array.BinaryBuilder).Append(make([]byte, body))
+	rec := b.NewRecordBatch()
+	b.Release()
+	stream := ipcBytes(t, schema, rec)
+	rec.Release()
+	stall := stream[:len(stream)-(1<<20)]
+
+	rssBefore := peakRSS(t, p.sl.Pid("delivery"))
+	type outcome struct {
+		err  error
+		sent bool
+	}
+	results := make(chan outcome, streams)
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			call, err := p.delivs.Deliver(ctx, evil, grpc.UseCompressor(gzip.Name))
+			if err != nil {
+				results <- outcome{err: err}
+				return
+			}
+			start := &deliveryv1.DeliveryStart{Destination: evilDest.GetName(), OutputName: fmt.Sprint("flood-", i), IdempotencyKey: fmt.Sprint("flood-", i)}
+			if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: start}}); err != nil {
+				results <- outcome{err: err}
+				return
+			}
+			for off := 0; off < len(stall); off += 4 << 20 {
+				if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stall[off:min(len(stall), off+4<<20)]}}); err != nil {
+					break // the server ended the stream: its status says why
+				}
+			}
+			// Stalled: never closes its side. Whatever the server answers
+			// comes on RecvMsg.
+			err = call.RecvMsg(&deliveryv1.Delivery{})
+			results <- outcome{err: err, sent: true}
+		}()
+	}
+	// Meanwhile another tenant delivers, within a deadline.
+	time.Sleep(time.Second)
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	got, err := deliverclient.Deliver(bctx, p.delivs, &deliveryv1.DeliveryStart{Destination: mine.GetName(), OutputName: "bystander"},
+		reader(t, customerBatches(t, 1000, 1000)), deliverclient.Options{CallOptions: []grpc.CallOption{p.as}})
+	if err != nil {
+		t.Fatalf("the other tenant's delivery, beside the flood: %v", err)
+	}
+	if got.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || got.GetProgress().GetRows() != 1000 {
+		t.Fatalf("the other tenant's delivery: %v, %d rows", got.GetState(), got.GetProgress().GetRows())
+	}
+	wg.Wait()
+	close(results)
+	counts := map[string]int{}
+	for r := range results {
+		e := apierror.FromStatus(r.err)
+		reason := apierror.ReasonName(e.Reason)
+		switch e.Reason {
+		case errorsv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS, errorsv1.ErrorReason_ERROR_REASON_RECEIVE_BUDGET_SPENT:
+			if e.Code != codes.ResourceExhausted || e.RetryAfter <= 0 {
+				t.Errorf("%s answered %v with RetryInfo %v, want RESOURCE_EXHAUSTED with a delay", reason, e.Code, e.RetryAfter)
+			}
+		case errorsv1.ErrorReason_ERROR_REASON_STREAM_IDLE:
+			if e.Metadata["resume_offset"] == "" {
+				t.Errorf("an idle stream was interrupted without a resume offset: %+v", e)
+			}
+		default:
+			t.Errorf("a flooding stream was answered %v %s: %v", e.Code, reason, r.err)
+		}
+		counts[reason]++
+	}
+	t.Logf("the flood's streams were answered: %v", counts)
+	if counts["TOO_MANY_STREAMS"] != max(0, streams-tenantLimit) {
+		t.Errorf("%d streams refused for the tenant's limit, want %d", counts["TOO_MANY_STREAMS"], max(0, streams-tenantLimit))
+	}
+	// Every admitted stream's body is 30 MiB: the budget holds two.
+	if counts["STREAM_IDLE"] > budget/body || counts["STREAM_IDLE"] == 0 {
+		t.Errorf("%d streams held a body until they idled, want 1 to %d (the budget's worth)", counts["STREAM_IDLE"], budget/body)
+	}
+	// Peak RSS: the budget, one message in flight per stream, and as much
+	// again for the garbage collector's headroom.
+	bound := rssBefore + 2*(budget+tenantLimit*8<<20) + 64<<20
+	if peak := peakRSS(t, p.sl.Pid("delivery")); peak > bound {
+		t.Errorf("the delivery service's peak RSS rose from %d MiB to %d MiB, over the bound of %d MiB", rssBefore>>20, peak>>20, bound>>20)
+	} else {
+		t.Logf("the delivery service's peak RSS: %d MiB before the flood, %d MiB after (bound %d MiB)", rssBefore>>20, peak>>20, bound>>20)
+	}
+}
+
+// peakRSS answers a process's peak resident set (VmHWM), in bytes.
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
