@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -200,4 +203,81 @@ func peakRSS(t *testing.T, pid int) int64 {
 	}
 	t.Fatalf("no VmHWM in /proc/%d/status", pid)
 	return 0
+}
+
+// A delivery whose caller stalls gives its part buffers back (#22): with
+// two buffers (one per tenant at a time), three of a tenant's deliveries
+// stall after sending rows, and its fourth still goes through; then the
+// stalled ones go on and land every row, their parked bytes restored.
+func TestStalledDeliveriesGiveTheirPartBuffersBack(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	p := startProcesses(t, m, bucket, localserver.SluiceOptions{Delivery: []string{
+		"--part-buffers", "2", "--part-size", strconv.Itoa(5 << 20), "--stream-idle-timeout", "2m",
+	}})
+	ctx := context.Background()
+	dest := p.destination(t, "parked", nil)
+	type stalled struct {
+		call  deliveryv1.DeliveryService_DeliverClient
+		rest  []byte
+		rows  int64
+		name  string
+	}
+	var calls []stalled
+	for i := range 3 {
+		recs := customerBatches(t, 6000, 3000)
+		stream := ipcBytes(t, recs[0].Schema(), recs...)
+		call, err := p.delivs.Deliver(ctx, p.as)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprint("stalled-", i)
+		if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: name}}}); err != nil {
+			t.Fatal(err)
+		}
+		cut := len(stream) * 2 / 3 // past the first batch: rows are in a part
+		if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stream[:cut]}}); err != nil {
+			t.Fatal(err)
+		}
+		calls = append(calls, stalled{call: call, rest: stream[cut:], rows: 6000, name: name})
+	}
+	time.Sleep(3 * time.Second) // the three stall, past parkAfter
+	bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	got, err := deliverclient.Deliver(bctx, p.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "beside"},
+		reader(t, customerBatches(t, 1000, 1000)), deliverclient.Options{CallOptions: []grpc.CallOption{p.as}})
+	if err != nil {
+		t.Fatalf("a delivery beside three stalled ones, with two part buffers: %v", err)
+	}
+	if got.GetProgress().GetRows() != 1000 {
+		t.Fatalf("beside: %d rows", got.GetProgress().GetRows())
+	}
+	for _, c := range calls {
+		if err := c.call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: c.rest}}); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.call.CloseAndRecv()
+		if err != nil {
+			t.Fatalf("%s, once it went on: %v", c.name, err)
+		}
+		var rows int64
+		for _, obj := range d.GetObjects() {
+			if obj.GetKind() != "data" {
+				continue
+			}
+			out, err := m.S3("", "").GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(obj.GetKey())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			records, err := csv.NewReader(out.Body).ReadAll()
+			out.Body.Close()
+			if err != nil {
+				t.Fatalf("%s: %v", obj.GetKey(), err)
+			}
+			rows += int64(len(records)) - 1 // less the header
+		}
+		if rows != c.rows || d.GetProgress().GetRows() != c.rows {
+			t.Fatalf("%s landed %d rows (answered %d), want %d", c.name, rows, d.GetProgress().GetRows(), c.rows)
+		}
+	}
 }

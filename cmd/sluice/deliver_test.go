@@ -1440,7 +1440,15 @@ func TestStagedInputExpires(t *testing.T) {
 	if ended == nil || ended.GetError().GetReason() != "STREAM_ENDED_EARLY" {
 		t.Fatalf("the interrupted delivery after its window: %v", ended)
 	}
-	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
+	// The input is deleted right after the state says EXPIRED: wait for it.
+	var files []string
+	for range 100 {
+		if files, _ = filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(files) != 0 {
 		t.Errorf("expired input still staged: %v", files)
 	}
 	// Nothing is left to run again: the workflows offer no action, say why,

@@ -37,6 +37,9 @@ type Pool struct {
 	free    [][]byte
 	changed chan struct{} // closed and replaced whenever buffers return
 	maxUsed int
+	// held counts buffers out by owner (a tenant): no owner takes more
+	// than half the pool, so that another always finds buffers (#22).
+	held map[string]int
 }
 
 // NewPool answers a pool of n buffers of size bytes each, allocated up
@@ -48,7 +51,7 @@ func NewPool(n, size int) (*Pool, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("multipart: a pool needs at least one buffer")
 	}
-	p := &Pool{size: size, n: n, changed: make(chan struct{})}
+	p := &Pool{size: size, n: n, changed: make(chan struct{}), held: map[string]int{}}
 	mem, err := allocate(n * size)
 	if err != nil {
 		return nil, fmt.Errorf("multipart: allocate %d part buffers of %d bytes: %w", n, size, err)
@@ -65,16 +68,22 @@ func (p *Pool) BufferSize() int { return p.size }
 // Cap answers how many buffers the pool holds.
 func (p *Pool) Cap() int { return p.n }
 
-// get waits until k buffers are free, or for ctx to end, and takes them.
-func (p *Pool) get(ctx context.Context, k int) ([][]byte, error) {
+// ownerShare answers how many buffers one owner may hold at once: half
+// the pool, and at least a part's k.
+func (p *Pool) ownerShare(k int) int { return max(k, p.n/2) }
+
+// get waits until k buffers are free and owner holds few enough, or for
+// ctx to end, and takes them.
+func (p *Pool) get(ctx context.Context, owner string, k int) ([][]byte, error) {
 	for {
 		p.mu.Lock()
-		if len(p.free) >= k {
+		if len(p.free) >= k && p.held[owner]+k <= p.ownerShare(k) {
 			out := make([][]byte, k)
 			for i := range out {
 				out[i] = p.free[len(p.free)-1][:0]
 				p.free = p.free[:len(p.free)-1]
 			}
+			p.held[owner] += k
 			p.maxUsed = max(p.maxUsed, p.n-len(p.free))
 			p.mu.Unlock()
 			return out, nil
@@ -89,14 +98,17 @@ func (p *Pool) get(ctx context.Context, k int) ([][]byte, error) {
 	}
 }
 
-// put returns buffers.
-func (p *Pool) put(bufs ...[]byte) {
+// put returns buffers owner took.
+func (p *Pool) put(owner string, bufs ...[]byte) {
 	if len(bufs) == 0 {
 		return
 	}
 	p.mu.Lock()
 	for _, b := range bufs {
 		p.free = append(p.free, b[:0])
+	}
+	if p.held[owner] -= len(bufs); p.held[owner] <= 0 {
+		delete(p.held, owner)
 	}
 	close(p.changed)
 	p.changed = make(chan struct{})

@@ -103,6 +103,10 @@ type Upload struct {
 	// record it: an upload a crash interrupts can then be found and
 	// aborted. An error aborts the upload.
 	OnCreate func(uploadID string) error
+	// Owner, when set before the first Write, names whose share of the
+	// pool the upload's buffers count against (a tenant): no owner holds
+	// more than half the pool.
+	Owner string
 
 	client      *s3.Client
 	pool        *Pool
@@ -121,6 +125,14 @@ type Upload struct {
 	uploadID string
 
 	stored map[int32]types.Part // parts of a resumed upload, by number
+
+	// wmu is held by Write, Close and Abort, and tried by Park: a writer
+	// that stalls gives its part's buffers back in between.
+	wmu sync.Mutex
+	// parked holds the bytes of the part being filled while its buffers
+	// are back in the pool; unpark gives back what park took.
+	parked []byte
+	unpark func(int64)
 
 	slots chan struct{} // parts in flight
 	wg    sync.WaitGroup
@@ -158,6 +170,8 @@ func (u *Upload) ResumeFrom(uploadID string, parts []types.Part) {
 // Write adds p to the object, sending each part as it fills. It waits for
 // free buffers when the pool has too few: that wait is the backpressure.
 func (u *Upload) Write(p []byte) (int, error) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
 	written := 0
 	size := u.pool.size
 	for len(p) > 0 {
@@ -165,12 +179,9 @@ func (u *Upload) Write(p []byte) (int, error) {
 			return written, err
 		}
 		if u.cur == nil {
-			k := partBuffers(u.next, u.pool.Cap())
-			bufs, err := u.pool.get(u.ctx, k)
-			if err != nil {
-				return written, fmt.Errorf("wait for part buffers: %w", err)
+			if err := u.take(); err != nil {
+				return written, err
 			}
-			u.cur, u.curLen, u.curCap = bufs, 0, k*size
 		}
 		i := u.curLen / size
 		n := min(len(p), size-len(u.cur[i]))
@@ -189,6 +200,62 @@ func (u *Upload) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// take takes the buffers of the part being filled, with the bytes it
+// parked.
+func (u *Upload) take() error {
+	k := partBuffers(u.next, u.pool.Cap())
+	bufs, err := u.pool.get(u.ctx, u.Owner, k)
+	if err != nil {
+		return fmt.Errorf("wait for part buffers: %w", err)
+	}
+	u.cur, u.curLen, u.curCap = bufs, 0, k*u.pool.size
+	if u.parked != nil {
+		for i, off := 0, 0; off < len(u.parked); i++ {
+			n := min(u.pool.size, len(u.parked)-off)
+			u.cur[i] = append(u.cur[i], u.parked[off:off+n]...)
+			off += n
+		}
+		u.curLen = len(u.parked)
+		u.dropParked()
+	}
+	return nil
+}
+
+// dropParked forgets the parked bytes, giving back what they took.
+func (u *Upload) dropParked() {
+	if u.parked != nil && u.unpark != nil {
+		u.unpark(int64(len(u.parked)))
+	}
+	u.parked, u.unpark = nil, nil
+}
+
+// Park gives the buffers of the part being filled back to the pool,
+// keeping its bytes aside, when no Write runs and take allows as many
+// bytes (give gets them back): for a writer whose input stalled, so that
+// its buffers serve other uploads meanwhile. The next Write or Close takes
+// buffers again. It reports whether it parked.
+func (u *Upload) Park(take func(int64) bool, give func(int64)) bool {
+	if !u.wmu.TryLock() {
+		return false // a Write runs: not stalled
+	}
+	defer u.wmu.Unlock()
+	if u.cur == nil || u.failed() != nil {
+		return false
+	}
+	if u.curLen > 0 && take != nil && !take(int64(u.curLen)) {
+		return false
+	}
+	parked := make([]byte, 0, u.curLen)
+	for _, b := range u.cur {
+		parked = append(parked, b...)
+	}
+	u.release()
+	if len(parked) > 0 {
+		u.parked, u.unpark = parked, give
+	}
+	return true
+}
+
 // partsPerStep is how many parts have one size before parts double.
 var partsPerStep int32 = 2000
 
@@ -205,7 +272,7 @@ func partBuffers(n int32, poolCap int) int {
 // release returns the part being filled to the pool.
 func (u *Upload) release() {
 	if u.cur != nil {
-		u.pool.put(u.cur...)
+		u.pool.put(u.Owner, u.cur...)
 		u.cur, u.curLen = nil, 0
 	}
 }
@@ -269,20 +336,20 @@ func (u *Upload) send() error {
 	}
 	// Buffers the part did not reach go back at once.
 	used := (u.curLen + u.pool.size - 1) / u.pool.size
-	u.pool.put(u.cur[used:]...)
+	u.pool.put(u.Owner, u.cur[used:]...)
 	bufs, size, number := u.cur[:used], u.curLen, u.next
 	u.cur, u.curLen, u.next = nil, 0, u.next+1
 	select {
 	case u.slots <- struct{}{}:
 	case <-u.ctx.Done():
-		u.pool.put(bufs...)
+		u.pool.put(u.Owner, bufs...)
 		return u.failed()
 	}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.slots }()
-		defer u.pool.put(bufs...)
+		defer u.pool.put(u.Owner, bufs...)
 		crc := crc32.New(castagnoli)
 		for _, b := range bufs {
 			crc.Write(b)
@@ -338,9 +405,15 @@ func (u *Upload) send() error {
 // or puts it in one request when it never filled a part. On failure the
 // upload is aborted.
 func (u *Upload) Close() (Result, error) {
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
 	res := Result{Key: u.obj.Key, Bytes: u.bytes, CRC32C: crc32cBase64(u.whole.Sum32())}
-	if err := u.failed(); err != nil {
-		u.Abort()
+	err := u.failed()
+	if err == nil && u.parked != nil {
+		err = u.take()
+	}
+	if err != nil {
+		u.abort()
 		return res, err
 	}
 	if u.uploadID == "" {
@@ -348,7 +421,7 @@ func (u *Upload) Close() (Result, error) {
 	}
 	if u.curLen > 0 {
 		if err := u.send(); err != nil {
-			u.Abort()
+			u.abort()
 			return res, err
 		}
 	} else {
@@ -356,7 +429,7 @@ func (u *Upload) Close() (Result, error) {
 	}
 	u.wg.Wait()
 	if err := u.failed(); err != nil {
-		u.Abort()
+		u.abort()
 		return res, err
 	}
 	sort.Slice(u.done, func(i, j int) bool { return *u.done[i].PartNumber < *u.done[j].PartNumber })
@@ -374,7 +447,7 @@ func (u *Upload) Close() (Result, error) {
 	if err != nil {
 		span.SetStatus(codes.Error, "the upload did not complete")
 		span.End()
-		u.Abort()
+		u.abort()
 		return res, fmt.Errorf("complete %s: %w", u.obj.Key, err)
 	}
 	span.SetAttributes(attribute.Int("sluice.attempts", attempts(out.ResultMetadata)))
@@ -425,9 +498,18 @@ func (u *Upload) putWhole(res Result) (Result, error) {
 // Abort stops sending, returns the buffers, and aborts the multipart
 // upload so that no part is left behind. It answers the abort's error.
 func (u *Upload) Abort() error {
+	u.fail(errors.New("upload aborted")) // a Write waiting for buffers or a slot returns
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	return u.abort()
+}
+
+// abort is Abort with wmu held.
+func (u *Upload) abort() error {
 	u.fail(errors.New("upload aborted"))
 	u.wg.Wait()
 	u.release()
+	u.dropParked()
 	if u.uploadID == "" {
 		return nil
 	}

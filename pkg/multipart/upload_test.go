@@ -11,6 +11,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -276,4 +277,110 @@ func TestNoChecksumsForStoresThatRefuseThem(t *testing.T) {
 		}
 	}
 	noUploadsLeft(t, client, bucket)
+}
+
+// A stalled writer parks its part: its buffers go back to the pool for
+// another upload, the budget it is given takes the parked bytes (and a
+// budget that refuses keeps the buffers where they are), and the object
+// lands whole with the right checksum once the writer goes on (#22).
+func TestParkedPartFreesItsBuffers(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, err := multipart.NewPool(2, multipart.MinPartSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := random(t, multipart.MinPartSize+3*multipart.MinPartSize/2)
+	stalled := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "stalled.bin"}, 1)
+	half := multipart.MinPartSize + multipart.MinPartSize/2
+	if _, err := stalled.Write(data[:half]); err != nil { // one part sent, half of the next held
+		t.Fatal(err)
+	}
+	var held int64
+	refuse := func(int64) bool { return false }
+	if stalled.Park(refuse, nil) {
+		t.Fatal("parked although the budget refused")
+	}
+	if !stalled.Park(func(n int64) bool { held += n; return true }, func(n int64) { held -= n }) {
+		t.Fatal("a stalled upload did not park")
+	}
+	if held != int64(multipart.MinPartSize/2) {
+		t.Fatalf("parking took %d bytes of the budget, want %d", held, multipart.MinPartSize/2)
+	}
+	// Both buffers serve another upload meanwhile (one holds them all).
+	other := random(t, 2*multipart.MinPartSize)
+	if res := upload(t, client, pool, bucket, "other.bin", other, 1<<20); res.Parts != 2 {
+		t.Fatalf("the other upload: %+v", res)
+	}
+	if _, err := stalled.Write(data[half:]); err != nil {
+		t.Fatal(err)
+	}
+	if held != 0 {
+		t.Fatalf("%d parked bytes still held once the writer went on", held)
+	}
+	res, err := stalled.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, sum := readBack(t, client, bucket, "stalled.bin")
+	if !bytes.Equal(got, data) || sum != crc32c(data) || res.CRC32C != sum {
+		t.Fatalf("the parked object read back %d bytes with CRC32C %q, want %d bytes with %q", len(got), sum, len(data), crc32c(data))
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers not returned to the pool", now)
+	}
+	noUploadsLeft(t, client, bucket)
+}
+
+// No owner holds more than half the pool: another owner's upload finds
+// buffers while the first one's uploads wait for theirs.
+func TestOwnersShareThePool(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, err := multipart.NewPool(4, multipart.MinPartSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var hog []*multipart.Upload
+	for i := range 2 {
+		u := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: fmt.Sprint("hog-", i)}, 1)
+		u.Owner = "hog"
+		if _, err := u.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		hog = append(hog, u)
+	}
+	third := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "hog-2"}, 1)
+	third.Owner = "hog"
+	wrote := make(chan error, 1)
+	go func() { _, err := third.Write([]byte("x")); wrote <- err }()
+	select {
+	case err := <-wrote:
+		t.Fatalf("an owner took more than half the pool (%v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	mine := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "mine"}, 1)
+	mine.Owner = "me"
+	if _, err := mine.Write([]byte("mine")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mine.Close(); err != nil {
+		t.Fatalf("another owner's upload beside the hog: %v", err)
+	}
+	if _, err := hog[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("the hog's third upload once one of its own ended: %v", err)
+	}
+	for _, u := range append(hog[1:], third) {
+		if _, err := u.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers not returned to the pool", now)
+	}
 }

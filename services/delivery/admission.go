@@ -127,6 +127,19 @@ func (a *admission) take(ctx context.Context, tenant string, n int64) error {
 	}
 }
 
+// tryTake takes n bytes for tenant if they are free now.
+func (a *admission) tryTake(tenant string, n int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.free < n || a.heldBy[tenant]+n > a.tenantBudget {
+		return false
+	}
+	a.free -= n
+	a.heldBy[tenant] += n
+	a.held.Add(n)
+	return true
+}
+
 // give gives back n bytes tenant took, waking every waiter.
 func (a *admission) give(tenant string, n int64) {
 	a.mu.Lock()
@@ -161,6 +174,9 @@ func tenantOf(ctx context.Context) string {
 // Acquire implements arrowingest.Budget.
 func (b *streamBudget) Acquire(n int64) error { return b.a.take(b.ctx, b.tenant, n) }
 
+// TryAcquire takes n bytes if they are free now, without waiting.
+func (b *streamBudget) TryAcquire(n int64) bool { return b.a.tryTake(b.tenant, n) }
+
 // Release implements arrowingest.Budget.
 func (b *streamBudget) Release(n int64) { b.a.give(b.tenant, n) }
 
@@ -176,7 +192,15 @@ type pacer struct {
 
 	windowWait  time.Duration // waited for the caller in this window
 	windowBytes int64
+	// stalled, when set, is called once a wait for the caller passes
+	// parkAfter: the delivery gives back what others could use meanwhile.
+	stalled func()
 }
+
+// parkAfter is how long a caller may keep the service waiting before its
+// delivery's part buffers are parked: longer than a message's usual gap,
+// short beside a bystander's deadline.
+const parkAfter = time.Second
 
 func (s *Service) newPacer() *pacer {
 	return &pacer{idle: s.cfg.StreamIdleTimeout, minRate: s.cfg.StreamMinRate}
@@ -209,7 +233,7 @@ func (p *pacer) got(n int, waited time.Duration) error {
 // message's bytes.
 func recvPaced[T any](p *pacer, recv func() (T, error), size func(T) int) (T, error) {
 	start := time.Now()
-	if p == nil || p.idle <= 0 {
+	if p == nil || (p.idle <= 0 && p.stalled == nil) {
 		m, err := recv()
 		if err == nil && p != nil {
 			err = p.got(size(m), time.Since(start))
@@ -225,16 +249,30 @@ func recvPaced[T any](p *pacer, recv func() (T, error), size func(T) int) (T, er
 		m, err := recv()
 		ch <- result{m, err}
 	}()
-	timer := time.NewTimer(p.idle)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		if r.err != nil {
-			return r.m, r.err
+	var idle, park <-chan time.Time
+	if p.idle > 0 {
+		t := time.NewTimer(p.idle)
+		defer t.Stop()
+		idle = t.C
+	}
+	if p.stalled != nil {
+		t := time.NewTimer(parkAfter)
+		defer t.Stop()
+		park = t.C
+	}
+	for {
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				return r.m, r.err
+			}
+			return r.m, p.got(size(r.m), time.Since(start))
+		case <-park:
+			p.stalled()
+			park = nil
+		case <-idle:
+			var zero T
+			return zero, streamIdle(fmt.Sprintf("the stream sent nothing for %s", p.idle))
 		}
-		return r.m, p.got(size(r.m), time.Since(start))
-	case <-timer.C:
-		var zero T
-		return zero, streamIdle(fmt.Sprintf("the stream sent nothing for %s", p.idle))
 	}
 }

@@ -145,6 +145,12 @@ func (r *recvReader) whole() bool            { return r.ended }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
 func (r *recvReader) drop()                  { r.buf = nil; r.uncharge() }
 
+func (r *recvReader) onStall(park func(*streamBudget)) {
+	if r.pace != nil && r.budget != nil {
+		r.pace.stalled = func() { park(r.budget) }
+	}
+}
+
 func (r *recvReader) receiveBudget() arrowingest.Budget {
 	if r.budget == nil {
 		return nil
@@ -603,6 +609,14 @@ func (s *Service) mint(ctx context.Context, credential string, f *flow) (*creden
 func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader) *s3Sink {
 	sk := newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums())
 	sk.record = func(w store.Write) error { return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), w) }
+	if rn, err := resourcename.Parse(d.GetName(), "deliveries"); err == nil {
+		sk.owner = rn.Tenant
+	}
+	if st, ok := src.(interface{ onStall(func(*streamBudget)) }); ok {
+		// A caller that stalls gives its part buffers back; its stream's
+		// budget holds the bytes meanwhile.
+		st.onStall(func(b *streamBudget) { sk.park(b.TryAcquire, b.Release) })
+	}
 	if rerun, ok := src.(*stagedSource); ok {
 		sk.resume, rerun.resume = rerun.resume, nil // only the first attempt resumes
 	}

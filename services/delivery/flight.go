@@ -102,6 +102,12 @@ type flightReader struct {
 	charged int64
 }
 
+func (r *flightReader) onStall(park func(*streamBudget)) {
+	if r.pace != nil && r.budget != nil {
+		r.pace.stalled = func() { park(r.budget) }
+	}
+}
+
 func (r *flightReader) receiveBudget() arrowingest.Budget {
 	if r.budget == nil {
 		return nil

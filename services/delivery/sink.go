@@ -58,6 +58,12 @@ type s3Sink struct {
 	// resume holds the interrupted uploads a rerun continues, by key.
 	resume map[string]resumable
 
+	// owner is whose share of the part-buffer pool the uploads take (the
+	// delivery's tenant).
+	owner string
+	// open are the uploads being written, for park.
+	open map[*s3Object]bool
+
 	mu   sync.Mutex
 	done map[string]landed
 	keys []string // in the order they landed
@@ -76,8 +82,14 @@ func (s *s3Sink) Create(key string) (fileset.Object, error) {
 	obj := outputspec.Object(s.dest, s.bucket, key)
 	obj.NoChecksums = !s.checksums
 	u := multipart.New(s.ctx, s.client, s.pool, obj, s.concurrency)
-	u.OnPart = s.onPart
+	u.OnPart, u.Owner = s.onPart, s.owner
 	o := &s3Object{sink: s, up: u, key: key, sum: sha256.New()}
+	s.mu.Lock()
+	if s.open == nil {
+		s.open = map[*s3Object]bool{}
+	}
+	s.open[o] = true
+	s.mu.Unlock()
 	if r, ok := s.resume[key]; ok {
 		u.ResumeFrom(r.uploadID, r.parts)
 		u.OnReuse = func(int32) { o.reused.Add(1) }
@@ -136,6 +148,7 @@ func (o *s3Object) Write(p []byte) (int, error) {
 }
 
 func (o *s3Object) Close() error {
+	o.sink.forget(o)
 	res, err := o.up.Close()
 	if err != nil {
 		return err
@@ -151,7 +164,31 @@ func (o *s3Object) Close() error {
 	return nil
 }
 
-func (o *s3Object) Abort() error { return o.up.Abort() }
+func (o *s3Object) Abort() error {
+	o.sink.forget(o)
+	return o.up.Abort()
+}
+
+func (s *s3Sink) forget(o *s3Object) {
+	s.mu.Lock()
+	delete(s.open, o)
+	s.mu.Unlock()
+}
+
+// park gives the part buffers of the uploads being written back to the
+// pool, their bytes kept aside (take, give account for them): for a
+// delivery whose caller stalled, so that the buffers serve others (#22).
+func (s *s3Sink) park(take func(int64) bool, give func(int64)) {
+	s.mu.Lock()
+	open := make([]*s3Object, 0, len(s.open))
+	for o := range s.open {
+		open = append(open, o)
+	}
+	s.mu.Unlock()
+	for _, o := range open {
+		o.up.Park(take, give)
+	}
+}
 
 // resumable is an interrupted multipart upload and the parts S3 holds.
 type resumable struct {
