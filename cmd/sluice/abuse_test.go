@@ -218,10 +218,10 @@ func TestStalledDeliveriesGiveTheirPartBuffersBack(t *testing.T) {
 	ctx := context.Background()
 	dest := p.destination(t, "parked", nil)
 	type stalled struct {
-		call  deliveryv1.DeliveryService_DeliverClient
-		rest  []byte
-		rows  int64
-		name  string
+		call deliveryv1.DeliveryService_DeliverClient
+		rest []byte
+		rows int64
+		name string
 	}
 	var calls []stalled
 	for i := range 3 {
