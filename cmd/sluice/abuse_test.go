@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"fmt"
@@ -278,6 +279,62 @@ func TestStalledDeliveriesGiveTheirPartBuffersBack(t *testing.T) {
 		}
 		if rows != c.rows || d.GetProgress().GetRows() != c.rows {
 			t.Fatalf("%s landed %d rows (answered %d), want %d", c.name, rows, d.GetProgress().GetRows(), c.rows)
+		}
+	}
+}
+
+// One tenant's failed deliveries, whose input Sluice keeps for a week,
+// fill no more than that tenant's share of staging (#22): its next
+// delivery is refused STAGING_FULL for its tenant, while another tenant's
+// deliveries go on.
+func TestEachTenantHasItsShareOfStaging(t *testing.T) {
+	const share = 1 << 20
+	e := startDelivering(t, func(c *serveConfig) {
+		c.Delivery.StagingMaxBytes, c.Delivery.StagingTenantMaxBytes = 4*share, share
+	})
+	ctx := context.Background()
+	recs := customerBatches(t, 3000, 1000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	failing := e.destination(t, "failing", &destinationv1.Destination{Format: csvFormat(), BucketOverride: "no-such-bucket-" + e.bucket})
+	var refused *apierror.Error
+	kept := 0
+	for range 4 * share / len(stream) {
+		_, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: failing.GetName()}, bytes.NewReader(stream),
+			deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+		if got := apierror.FromStatus(err); got.Reason == errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL {
+			refused = got
+			break
+		} else if got.Reason != errorsv1.ErrorReason_ERROR_REASON_ACCESS_DENIED {
+			t.Fatalf("a delivery to a bucket it may not write: %v", err)
+		}
+		kept++
+	}
+	if refused == nil || refused.Metadata["scope"] != "tenant" || refused.Code != codes.ResourceExhausted {
+		t.Fatalf("after %d failed deliveries kept their input: %+v, want STAGING_FULL for the tenant", kept, refused)
+	}
+	if want := share/len(stream) + 1; kept > want {
+		t.Fatalf("%d deliveries kept %d bytes before the tenant was refused, over its share of %d", kept, kept*len(stream), share)
+	}
+	// Another tenant, with its own credential and destination, delivers.
+	other := e.r.token("globex", auth.PolicyAdministrator)
+	parent := "tenants/globex/environments/production"
+	cred, err := credentialv1.NewCredentialServiceClient(e.r.conns["credential"]).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{
+		Parent: parent, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: e.bucket, Region: e.m.Region, Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: e.key, SecretAccessKey: e.secret}}},
+	}, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest, err := e.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: parent, DestinationId: "fine", Destination: &destinationv1.Destination{
+		Credential: cred.GetName(), Prefix: "globex/", Format: csvFormat()}}, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		d, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: fmt.Sprint("out-", i)}, bytes.NewReader(stream),
+			deliverclient.Options{CallOptions: []grpc.CallOption{other}})
+		if err != nil || d.GetProgress().GetRows() != 3000 {
+			t.Fatalf("another tenant's delivery %d beside the first tenant's kept failures: %v", i, err)
 		}
 	}
 }

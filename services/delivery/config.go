@@ -56,6 +56,11 @@ type Config struct {
 	// StagingMaxBytes caps the staging directory: past it, new deliveries
 	// are refused with RESOURCE_EXHAUSTED rather than the disk filled.
 	StagingMaxBytes int64
+	// StagingTenantMaxBytes is one tenant's share of staging: what its
+	// running deliveries stage and its stopped ones keep, together; past
+	// it, its new deliveries are refused STAGING_FULL while the others'
+	// go on. StagingMaxBytes/4 when 0.
+	StagingTenantMaxBytes int64
 	// StagingRetention is how long a failed delivery's input is kept.
 	StagingRetention time.Duration
 	// ResumeWindow is how long an interrupted stream may be resumed.
@@ -156,6 +161,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StagingDir, "staging-dir", c.StagingDir, "directory of staged input (default {data-dir}/staging)")
 	fs.StringVar(&c.StagingURL, "staging-url", c.StagingURL, "stage in S3 instead: s3://bucket/prefix, a bucket of Sluice's own, written as its platform identity")
 	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
+	fs.Int64Var(&c.StagingTenantMaxBytes, "staging-tenant-max-bytes", c.StagingTenantMaxBytes, "one tenant's share of staging, its running deliveries' input and its failed ones' kept input together (default a quarter of --staging-max-bytes); past it that tenant's new deliveries are refused with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
 	fs.IntVar(&c.RequestAttempts, "s3-attempts", c.RequestAttempts, "times one S3 request (a part, a completion) is tried on a transient fault, with exponential backoff and full jitter, before the delivery runs again from staged input")
@@ -173,6 +179,14 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "interrupt (resumably) a stream that sends nothing for this long; 0 never")
 	fs.Int64Var(&c.StreamMinRate, "stream-min-rate", c.StreamMinRate, "interrupt (resumably) a stream that sends fewer bytes a second than this over an idle-timeout window; 0 no minimum")
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, unique among the replicas and stable across restarts (a pod name): on start it takes back at once the work it held")
+}
+
+// tenantStaging is one tenant's share of staging (0: none).
+func (c Config) tenantStaging() int64 {
+	if c.StagingTenantMaxBytes > 0 {
+		return c.StagingTenantMaxBytes
+	}
+	return c.StagingMaxBytes / 4
 }
 
 // tenantBudget is one tenant's share of the receive budget: half, so that

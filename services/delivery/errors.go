@@ -25,10 +25,13 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		e      *apierror.Error
 		ingest *arrowingest.Error
 		schema *schemaError
+		share  *tenantStagingFull
 	)
 	switch {
 	case errors.As(err, &e):
 		// Already a caller's error (a second DeliveryStart, ...).
+	case errors.As(err, &share):
+		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL, share.Error()).With("scope", "tenant")
 	case errors.As(err, &ingest):
 		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM, ingest.Error()).
 			With("offset", strconv.FormatInt(ingest.Offset, 10)).With("batch", strconv.Itoa(ingest.Batch))
@@ -43,7 +46,7 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		}
 	case errors.Is(err, staging.ErrFull):
 		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
-			"Sluice's staging space is full: try again once running deliveries end; nothing was kept")
+			"Sluice's staging space is full: try again once running deliveries end; nothing was kept").With("scope", "service")
 	case errors.Is(err, context.Canceled):
 		e = apierror.Wrap(err, codes.Canceled, errorsv1.ErrorReason_ERROR_REASON_CANCELLED, "the caller cancelled the delivery; nothing was kept")
 	case errors.Is(err, context.DeadlineExceeded):

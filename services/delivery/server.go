@@ -57,6 +57,9 @@ type Service struct {
 	pool *multipart.Pool
 	// admission bounds the streams open and the bytes they hold.
 	admission *admission
+	// stagedByTenant counts, by tenant, what running deliveries stage
+	// (*atomic.Int64), for the tenants' shares of staging.
+	stagedByTenant sync.Map
 	// staging holds deliveries' input; nil when staging is off.
 	staging staging.Store
 	// running holds the names of the deliveries this process runs now.

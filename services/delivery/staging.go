@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -38,14 +39,29 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 	if s.staging == nil {
 		return nil, nil
 	}
+	tenant := tenantOfName(d.GetName())
+	quota := s.cfg.tenantStaging()
+	var held int64
+	if quota > 0 {
+		var err error
+		if held, err = s.store.HeldStaging(ctx, tenant); err != nil {
+			return nil, err
+		}
+		if running := s.stagingOf(tenant).Load(); held+running >= quota {
+			return nil, failure(&tenantStagingFull{held: held, running: running, quota: quota}, d.GetName(), "")
+		}
+	}
 	// Staged writes outlive the caller: what arrived is kept when it goes.
 	w, err := s.staging.Create(context.WithoutCancel(ctx), deliveryID(d.GetName()))
 	if errors.Is(err, staging.ErrFull) {
 		return nil, apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
-			"Sluice's staging space is full: try again once running deliveries end").With("delivery", d.GetName())
+			"Sluice's staging space is full: try again once running deliveries end").With("delivery", d.GetName()).With("scope", "service")
 	}
 	if err != nil {
 		return nil, err
+	}
+	if quota > 0 {
+		w = &tenantStaged{Writer: w, running: s.stagingOf(tenant), room: quota - held, quota: quota}
 	}
 	_, err = s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
 		sd.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING}
@@ -58,6 +74,61 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 	}
 	_, span := tracer().Start(ctx, "stage input", trace.WithAttributes(attrDelivery.String(d.GetName())))
 	return &stagingSpan{Writer: w, span: span}, nil
+}
+
+// tenantStaged counts a running delivery's staged bytes against its
+// tenant's share, refusing a write that would pass it.
+type tenantStaged struct {
+	staging.Writer
+	running *atomic.Int64 // the tenant's running deliveries' staged bytes
+	room    int64         // the share less what the tenant kept, at start
+	quota   int64
+	counted int64
+	err     error
+}
+
+// tenantStagingFull is a tenant's share of staging spent: its kept and
+// running input together reached it.
+type tenantStagingFull struct{ held, running, quota int64 }
+
+func (e *tenantStagingFull) Error() string {
+	return fmt.Sprintf("your tenant's share of Sluice's staging space is full (%d bytes kept for stopped deliveries and %d staged by running ones, of %d): resolve its failed deliveries or let them expire, or try again once running ones end; nothing was kept", e.held, e.running, e.quota)
+}
+
+func (e *tenantStagingFull) Unwrap() error { return staging.ErrFull }
+
+func (w *tenantStaged) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if running := w.running.Load(); running+int64(len(p)) > w.room {
+		w.err = &tenantStagingFull{held: w.quota - w.room, running: running, quota: w.quota}
+		return 0, w.err
+	}
+	n, err := w.Writer.Write(p)
+	w.running.Add(int64(n))
+	w.counted += int64(n)
+	return n, err
+}
+
+// Close gives back what the delivery counted: once it stops, what it keeps
+// is counted from the store (HeldStaging).
+func (w *tenantStaged) Close() error {
+	w.running.Add(-w.counted)
+	w.counted = 0
+	return w.Writer.Close()
+}
+
+// stagingOf answers the counter of what a tenant's running deliveries in
+// this process stage.
+func (s *Service) stagingOf(tenant string) *atomic.Int64 {
+	c, _ := s.stagedByTenant.LoadOrStore(tenant, new(atomic.Int64))
+	return c.(*atomic.Int64)
+}
+
+func tenantOfName(name string) string {
+	n, _ := resourcename.Parse(name, deliveries)
+	return n.Tenant
 }
 
 // stagingSpan is a delivery's staged input as a span, from its first byte

@@ -67,6 +67,12 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return IdempotencyKey(d.GetDestination(), d.GetIdempotencyKey())
 		}},
 		resourcestore.Column[*deliveryv1.Delivery]{Name: "owner", Value: func(d *deliveryv1.Delivery) any { return d.GetServiceInstance() }},
+		resourcestore.Column[*deliveryv1.Delivery]{Name: "staged_held", Value: func(d *deliveryv1.Delivery) any {
+			if !heldInput(d) {
+				return int64(0)
+			}
+			return d.GetStagedInput().GetBytes()
+		}},
 		resourcestore.Column[*deliveryv1.Delivery]{Name: "staged_expire", Value: func(d *deliveryv1.Delivery) any {
 			in := d.GetStagedInput()
 			held := in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED || in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
@@ -94,6 +100,27 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// heldInput reports whether a delivery keeps its input after it stopped:
+// failed and held for a resolution, or interrupted and resumable.
+func heldInput(d *deliveryv1.Delivery) bool {
+	in := d.GetStagedInput()
+	return in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED || in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
+}
+
+// HeldStaging answers the bytes of input kept for the deliveries of a
+// tenant that stopped (failed and held, or interrupted): what counts
+// against the tenant's share of staging beside what its running
+// deliveries stage.
+func (s *Store) HeldStaging(ctx context.Context, tenant string) (int64, error) {
+	prefix := "tenants/" + tenant + "/"
+	var n int64
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COALESCE(SUM(staged_held), 0) FROM deliveries WHERE substr(parent, 1, ?) = ?`), len(prefix), prefix).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("held staging of %s: %w", tenant, err)
+	}
+	return n, nil
 }
 
 // Work answers the work table (running deliveries, resolutions, the
