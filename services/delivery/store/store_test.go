@@ -47,6 +47,7 @@ func TestConformance(t *testing.T) {
 			t.Run("ListByDestinationAndState", func(t *testing.T) { listByDestinationAndState(t, open(t, b.DSN(t))) })
 			t.Run("LeasedWrites", func(t *testing.T) { leasedWrites(t, open(t, b.DSN(t))) })
 			t.Run("RecordedWrites", func(t *testing.T) { recordedWrites(t, open(t, b.DSN(t))) })
+			t.Run("HeldStaging", func(t *testing.T) { heldStaging(t, open(t, b.DSN(t))) })
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -242,5 +243,28 @@ func recordedWrites(t *testing.T, s *store.Store) {
 	}
 	if ws, _ := s.Writes(ctx, failed.GetName()); len(ws) != 2 || ws[0].UploadID != "" || ws[0].Key != "f1" {
 		t.Fatalf("after clearing f1's upload: %+v", ws)
+	}
+}
+
+// heldStaging: a tenant's kept input is the bytes of its deliveries that
+// stopped with their input held or interrupted, and no other tenant's.
+func heldStaging(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	held := func(id, tenant string, state deliveryv1.StagedInputState, bytes int64) {
+		p := "tenants/" + tenant + "/environments/production"
+		d := &deliveryv1.Delivery{Name: p + "/deliveries/" + id, State: deliveryv1.DeliveryState_DELIVERY_STATE_FAILED,
+			StagedInput: &deliveryv1.StagedInput{State: state, Bytes: bytes}}
+		if _, err := s.Deliveries.Create(ctx, p, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held("a", "acme", deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, 100)
+	held("b", "acme", deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, 20)
+	held("c", "acme", deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED, 5000)
+	held("d", "acmecorp", deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, 7) // a tenant whose id starts alike
+	for tenant, want := range map[string]int64{"acme": 120, "acmecorp": 7, "none": 0} {
+		if got, err := s.HeldStaging(ctx, tenant); err != nil || got != want {
+			t.Errorf("HeldStaging(%s) = %d, %v; want %d", tenant, got, err, want)
+		}
 	}
 }
