@@ -172,9 +172,12 @@ func TestIdleClientsCannotExhaustTheDeliveryService(t *testing.T) {
 	if counts["TOO_MANY_STREAMS"] != max(0, streams-tenantLimit) {
 		t.Errorf("%d streams refused for the tenant's limit, want %d", counts["TOO_MANY_STREAMS"], max(0, streams-tenantLimit))
 	}
-	// Every admitted stream's body is 30 MiB: the budget holds two.
-	if counts["STREAM_IDLE"] > budget/body || counts["STREAM_IDLE"] == 0 {
-		t.Errorf("%d streams held a body until they idled, want 1 to %d (the budget's worth)", counts["STREAM_IDLE"], budget/body)
+	// How many held a body until they idled, and how many waited past
+	// the budget's wait, depends on how fast the flood's clients send
+	// (the race detector slows them); every admitted one ended one way or
+	// the other, and what they held together is bounded below.
+	if counts["STREAM_IDLE"]+counts["RECEIVE_BUDGET_SPENT"] != min(streams, tenantLimit) || counts["STREAM_IDLE"] == 0 {
+		t.Errorf("%d streams idled and %d waited past the budget, want the %d admitted, some idled", counts["STREAM_IDLE"], counts["RECEIVE_BUDGET_SPENT"], min(streams, tenantLimit))
 	}
 	// Peak RSS: the budget, one message in flight per stream, and as much
 	// again for the garbage collector's headroom.

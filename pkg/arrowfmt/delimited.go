@@ -103,6 +103,11 @@ func NewDelimited(w io.Writer, schema *arrow.Schema, opts DelimitedOptions) (*De
 		if err != nil {
 			return nil, &UnsupportedError{Column: f.Name, Type: f.Type, Format: "delimited text"}
 		}
+		if opts.Quote == QuoteNone && opts.Escape == 0 && jsonText(f.Type) {
+			// Written as JSON text, which holds quotes (and delimiters):
+			// certain to fail on the first value, so refused before any.
+			return nil, &UnsupportedError{Column: f.Name, Type: f.Type, Format: "delimited text with quote mode none and no escape character (its values are JSON text, which holds quotes)"}
+		}
 		d.cols = append(d.cols, a)
 		d.numeric = append(d.numeric, isNumeric(f.Type))
 	}
@@ -144,7 +149,7 @@ func (d *Delimited) field(text []byte, numeric bool, column string) error {
 			d.line = append(d.line, text...)
 		} else {
 			if d.opts.Escape == 0 {
-				return fmt.Errorf("row %d, column %q: the value holds the delimiter, a quote or a line break, and quote mode none has no escape character to escape it", d.row, column)
+				return &ValueError{Column: column, Row: d.row, Reason: "the value holds the delimiter, a quote or a line break, and quote mode none has no escape character to escape it"}
 			}
 			for _, r := range string(text) {
 				if r == d.opts.Delimiter || r == quote || r == '\r' || r == '\n' || r == d.opts.Escape {
@@ -154,7 +159,7 @@ func (d *Delimited) field(text []byte, numeric bool, column string) error {
 			}
 		}
 		if string(d.line[start:]) == d.opts.NullValue {
-			return fmt.Errorf("row %d, column %q: the value is written exactly as the null text %q, and quote mode none cannot quote it: set another null text or quote mode", d.row, column, d.opts.NullValue)
+			return &ValueError{Column: column, Row: d.row, Reason: fmt.Sprintf("the value is written exactly as the null text %q, and quote mode none cannot quote it: set another null text or quote mode", d.opts.NullValue)}
 		}
 		return nil
 	}
@@ -267,4 +272,16 @@ func (d *Delimited) Close() error {
 		}
 	}
 	return d.w.Flush()
+}
+
+// jsonText reports whether values of dt are written as JSON text: nested
+// types, whose text always holds quotes or brackets and commas.
+func jsonText(dt arrow.DataType) bool {
+	switch dt.ID() {
+	case arrow.STRUCT, arrow.MAP, arrow.LIST, arrow.LARGE_LIST, arrow.FIXED_SIZE_LIST, arrow.LIST_VIEW, arrow.LARGE_LIST_VIEW, arrow.DENSE_UNION, arrow.SPARSE_UNION:
+		return true
+	case arrow.EXTENSION:
+		return jsonText(dt.(arrow.ExtensionType).StorageType())
+	}
+	return false
 }

@@ -83,15 +83,46 @@ func TestQuoteModes(t *testing.T) {
 }
 
 func TestQuoteNoneWithoutEscapeRefusesSpecialCharacters(t *testing.T) {
-	rec := small(t)
+	all := small(t)
+	var fields []arrow.Field
+	var cols []arrow.Array
+	for k, f := range all.Schema().Fields() {
+		if f.Type.ID() != arrow.LIST && f.Type.ID() != arrow.STRUCT && f.Type.ID() != arrow.MAP { // nested: refused up front
+			fields, cols = append(fields, f), append(cols, all.Column(k))
+		}
+	}
+	rec := array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, all.NumRows())
+	defer rec.Release()
 	var out bytes.Buffer
 	w, err := arrowfmt.NewDelimited(&out, rec.Schema(), arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteNone})
 	if err != nil {
 		t.Fatal(err)
 	}
 	err = w.Write(rec)
-	if err == nil || !strings.Contains(err.Error(), `column "name"`) || !strings.Contains(err.Error(), "no escape character") {
-		t.Fatalf("got %v", err)
+	var ve *arrowfmt.ValueError
+	if !errors.As(err, &ve) || ve.Column != "name" || ve.Row < 1 || !strings.Contains(err.Error(), "no escape character") {
+		t.Fatalf("got %v, want a ValueError naming the column and row", err)
+	}
+}
+
+// Nested columns are written as JSON text, which always holds quotes: in
+// quote mode none without an escape character they are refused before any
+// byte, by name (#22: they answered INTERNAL on the first value).
+func TestQuoteNoneWithoutEscapeRefusesJSONTextColumns(t *testing.T) {
+	for _, dt := range []arrow.DataType{
+		arrow.StructOf(arrow.Field{Name: "a", Type: arrow.PrimitiveTypes.Int32}),
+		arrow.ListOf(arrow.PrimitiveTypes.Int32),
+		arrow.MapOf(arrow.BinaryTypes.String, arrow.PrimitiveTypes.Int32),
+	} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "nested", Type: dt}}, nil)
+		_, err := arrowfmt.NewDelimited(&bytes.Buffer{}, schema, arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteNone})
+		var ue *arrowfmt.UnsupportedError
+		if !errors.As(err, &ue) || ue.Column != "nested" {
+			t.Errorf("%s: %v, want the column refused", dt, err)
+		}
+		if _, err := arrowfmt.NewDelimited(&bytes.Buffer{}, schema, arrowfmt.DelimitedOptions{Quote: arrowfmt.QuoteNone, Escape: '\\'}); err != nil {
+			t.Errorf("%s with an escape character: %v", dt, err)
+		}
 	}
 }
 

@@ -50,6 +50,19 @@ func (e *UnsupportedError) Error() string {
 	return fmt.Sprintf("column %q has type %s, which %s cannot carry", e.Column, e.Type, e.Format)
 }
 
+// ValueError is a value the format cannot write with its settings: which
+// column and row (of the file, from 1), and why. It never holds the value
+// itself: values are customers' data and go into no error or log.
+type ValueError struct {
+	Column string
+	Row    int64
+	Reason string
+}
+
+func (e *ValueError) Error() string {
+	return fmt.Sprintf("row %d, column %q: %s", e.Row, e.Column, e.Reason)
+}
+
 // isNumeric reports whether values of dt are written as bare numbers.
 func isNumeric(dt arrow.DataType) bool {
 	switch dt.ID() {

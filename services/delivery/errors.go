@@ -26,10 +26,16 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		ingest *arrowingest.Error
 		schema *schemaError
 		share  *tenantStagingFull
+		value  *arrowfmt.ValueError
 	)
 	switch {
 	case errors.As(err, &e):
 		// Already a caller's error (a second DeliveryStart, ...).
+	case errors.As(err, &value):
+		msg := "a value cannot be written in the destination's format with its settings: " + value.Error()
+		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_VALUE_NOT_WRITABLE, msg).
+			With("column", value.Column).With("row", strconv.FormatInt(value.Row, 10))
+		e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: msg}}
 	case errors.As(err, &share):
 		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL, share.Error()).With("scope", "tenant")
 	case errors.As(err, &ingest):

@@ -23,6 +23,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/lease"
@@ -377,9 +378,10 @@ func dataFault(err error) bool {
 	var (
 		ingest *arrowingest.Error
 		schema *schemaError
+		value  *arrowfmt.ValueError
 		e      *apierror.Error
 	)
-	return errors.As(err, &ingest) || errors.As(err, &schema) || (errors.As(err, &e) && e.Code == codes.InvalidArgument)
+	return errors.As(err, &ingest) || errors.As(err, &schema) || errors.As(err, &value) || (errors.As(err, &e) && e.Code == codes.InvalidArgument)
 }
 
 // keepsInput reports whether a failed delivery's input is worth keeping for

@@ -237,6 +237,11 @@ func validateFormat(v *apierror.Violations, f *destinationv1.FileFormat) {
 			// be written as nothing and read back alike.
 			v.Add("destination.format.delimited.null_value", `quote mode none cannot tell an empty string from NULL when the null text is empty: set a null text such as \N, or choose another quote mode`)
 		}
+		if d.GetQuoteMode() == destinationv1.QuoteMode_QUOTE_MODE_ALL && d.GetNullValue() == "" {
+			// Every field is quoted, NULL too: an empty string and a NULL
+			// would both be written "" (#22).
+			v.Add("destination.format.delimited.null_value", `quote mode all writes NULL quoted like any value, so with an empty null text NULL and an empty string are both "": set a null text such as \N, or choose quote mode all non-NULL fields, which leaves NULL bare`)
+		}
 		validate.Text(v, "destination.format.delimited.null_value", d.GetNullValue(), 32, false)
 	case *destinationv1.FileFormat_Json, *destinationv1.FileFormat_Ndjson:
 	default:

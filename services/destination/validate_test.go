@@ -123,6 +123,16 @@ func TestValidateDestination(t *testing.T) {
 		{"quote mode none with a null text", func(d *destinationv1.Destination) {
 			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_NONE, Escape: `\`, NullValue: `\N`}}}
 		}, ""},
+		// Issue 22, item 5.
+		{"quote mode all with an empty null text", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_ALL}}}
+		}, "destination.format.delimited.null_value"},
+		{"quote mode all with a null text", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_ALL, NullValue: "NULL"}}}
+		}, ""},
+		{"quote mode all non-NULL with an empty null text", func(d *destinationv1.Destination) {
+			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_ALL_NON_NULL}}}
+		}, ""},
 		{"tag value with CR LF", func(d *destinationv1.Destination) { d.Tags = map[string]string{"team": "a\r\nb"} }, `destination.tags["team"]`},
 	}
 	for _, tt := range tests {

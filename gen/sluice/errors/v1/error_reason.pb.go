@@ -132,6 +132,11 @@ const (
 	// receive budget and stayed there; the stream resumes from metadata
 	// `resume_offset` after the RetryInfo delay.
 	ErrorReason_ERROR_REASON_RECEIVE_BUDGET_SPENT ErrorReason = 75
+	// A value cannot be written in the destination's format with its
+	// settings (quote mode none without an escape character, a temporal
+	// value past what Parquet holds, ...); metadata `column` and `row` say
+	// which. Running it again would fail the same way.
+	ErrorReason_ERROR_REASON_VALUE_NOT_WRITABLE ErrorReason = 76
 )
 
 // Enum value maps for ErrorReason.
@@ -183,6 +188,7 @@ var (
 		73: "ERROR_REASON_TOO_MANY_STREAMS",
 		74: "ERROR_REASON_STREAM_IDLE",
 		75: "ERROR_REASON_RECEIVE_BUDGET_SPENT",
+		76: "ERROR_REASON_VALUE_NOT_WRITABLE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                      0,
@@ -231,6 +237,7 @@ var (
 		"ERROR_REASON_TOO_MANY_STREAMS":                 73,
 		"ERROR_REASON_STREAM_IDLE":                      74,
 		"ERROR_REASON_RECEIVE_BUDGET_SPENT":             75,
+		"ERROR_REASON_VALUE_NOT_WRITABLE":               76,
 	}
 )
 
@@ -265,7 +272,7 @@ var File_sluice_errors_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_sluice_errors_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#sluice/errors/v1/error_reason.proto\x12\x10sluice.errors.v1*\xfd\f\n" +
+	"#sluice/errors/v1/error_reason.proto\x12\x10sluice.errors.v1*\xa2\r\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -313,7 +320,8 @@ const file_sluice_errors_v1_error_reason_proto_rawDesc = "" +
 	"\x1cERROR_REASON_NO_STAGED_INPUT\x10H\x12!\n" +
 	"\x1dERROR_REASON_TOO_MANY_STREAMS\x10I\x12\x1c\n" +
 	"\x18ERROR_REASON_STREAM_IDLE\x10J\x12%\n" +
-	"!ERROR_REASON_RECEIVE_BUDGET_SPENT\x10KB\xc4\x01\n" +
+	"!ERROR_REASON_RECEIVE_BUDGET_SPENT\x10K\x12#\n" +
+	"\x1fERROR_REASON_VALUE_NOT_WRITABLE\x10LB\xc4\x01\n" +
 	"\x14com.sluice.errors.v1B\x10ErrorReasonProtoP\x01Z8github.com/sluicehq/sluice/gen/sluice/errors/v1;errorsv1\xa2\x02\x03SEX\xaa\x02\x10Sluice.Errors.V1\xca\x02\x10Sluice\\Errors\\V1\xe2\x02\x1cSluice\\Errors\\V1\\GPBMetadata\xea\x02\x12Sluice::Errors::V1b\x06proto3"
 
 var (
