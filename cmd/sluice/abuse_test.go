@@ -341,3 +341,64 @@ func TestEachTenantHasItsShareOfStaging(t *testing.T) {
 		}
 	}
 }
+
+// A value the destination's settings cannot write (quote mode none with
+// no escape character, a value holding the delimiter) answers
+// InvalidArgument naming the column and row, never INTERNAL, and is a
+// fault of the data: nothing kept, no retry offered (#22). A nested column
+// that must fail so is refused before any byte, by name.
+func TestValuesTheFormatCannotWriteAreTheDatasFault(t *testing.T) {
+	e := startDelivering(t, nil)
+	ctx := context.Background()
+	dest := e.destination(t, "bare", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{
+		Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_NONE, NullValue: `\N`}}}})
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "city", Type: arrow.BinaryTypes.String}}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	for i, city := range []string{"Paris", "Lyon", "New York, NY", "Oslo"} {
+		b.Field(0).(*array.Int64Builder).Append(int64(i))
+		b.Field(1).(*array.StringBuilder).Append(city)
+	}
+	rec := b.NewRecordBatch()
+	b.Release()
+	defer rec.Release()
+	_, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName()}, bytes.NewReader(ipcBytes(t, schema, rec)),
+		deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	got := apierror.FromStatus(err)
+	if got.Code != codes.InvalidArgument || got.Reason != errorsv1.ErrorReason_ERROR_REASON_VALUE_NOT_WRITABLE || got.Metadata["column"] != "city" || got.Metadata["row"] != "3" {
+		t.Fatalf("a value holding the delimiter under quote mode none: %v (%+v), want VALUE_NOT_WRITABLE for column city, row 3", err, got)
+	}
+	if strings.Contains(err.Error(), "New York") {
+		t.Errorf("the error echoes the value: %v", err)
+	}
+	d, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: got.Metadata["delivery"]}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_FAILED || d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED {
+		t.Fatalf("the delivery: %v, input %v; want FAILED with nothing kept", d.GetState(), d.GetStagedInput().GetState())
+	}
+	wf, err := deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"]).GetWorkflow(ctx, &deliveryv1.GetWorkflowRequest{Name: d.GetWorkflow()}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range wf.GetActions() {
+		if a.GetKind() == deliveryv1.ActionKind_ACTION_KIND_RETRY_TASK || a.GetKind() == deliveryv1.ActionKind_ACTION_KIND_RESTART_WORKFLOW {
+			t.Errorf("the workflow offers %v for data that fails the same way every time", a.GetKind())
+		}
+	}
+	// A struct column, written as JSON text, is refused up front.
+	nested := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "address", Type: arrow.StructOf(arrow.Field{Name: "city", Type: arrow.BinaryTypes.String})}}, nil)
+	nb := array.NewRecordBuilder(memory.DefaultAllocator, nested)
+	nb.Field(0).(*array.Int64Builder).Append(1)
+	sb := nb.Field(1).(*array.StructBuilder)
+	sb.Append(true)
+	sb.FieldBuilder(0).(*array.StringBuilder).Append("Oslo")
+	nrec := nb.NewRecordBatch()
+	nb.Release()
+	defer nrec.Release()
+	_, err = deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName()}, bytes.NewReader(ipcBytes(t, nested, nrec)),
+		deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	if got := apierror.FromStatus(err); got.Code != codes.InvalidArgument || got.Reason != errorsv1.ErrorReason_ERROR_REASON_SCHEMA_NOT_SUPPORTED || got.Metadata["column"] != "address" {
+		t.Fatalf("a struct column under quote mode none: %v, want SCHEMA_NOT_SUPPORTED for column address", err)
+	}
+}
