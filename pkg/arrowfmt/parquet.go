@@ -2,6 +2,7 @@ package arrowfmt
 
 import (
 	"fmt"
+	"math"
 	"io"
 	"strconv"
 	"sync"
@@ -225,8 +226,13 @@ func fixedToList(f *array.FixedSizeList, listType arrow.DataType) (arrow.Array, 
 }
 
 // toParquet converts a batch's columns to ParquetSchema's types.
-func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, error) {
+func toParquet(rec arrow.RecordBatch, schema *arrow.Schema, firstRow int64) (arrow.RecordBatch, error) {
 	cols := rec.Columns()
+	for k, col := range cols {
+		if err := checkParquetRange(col, schema.Field(k).Name, firstRow); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]arrow.Array, len(cols))
 	for k, col := range cols {
 		switch col.DataType().ID() {
@@ -260,4 +266,38 @@ func toParquet(rec arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, 
 		a.Release()
 	}
 	return converted, nil
+}
+
+// checkParquetRange answers a *ValueError for the first value of a
+// top-level column that Parquet's type for it cannot hold, rather than
+// failing inside pqarrow (INTERNAL, #22) or wrapping silently: timestamps
+// in seconds are stored in milliseconds, and dates in milliseconds as
+// int32 days. firstRow is the file's row before the batch.
+func checkParquetRange(col arrow.Array, name string, firstRow int64) error {
+	var bad func(i int) bool
+	var why string
+	switch a := col.(type) {
+	case *array.Timestamp:
+		if a.DataType().(*arrow.TimestampType).Unit != arrow.Second {
+			return nil
+		}
+		values := a.TimestampValues()
+		bad = func(i int) bool { v := int64(values[i]); return v > math.MaxInt64/1000 || v < math.MinInt64/1000 }
+		why = "the timestamp in seconds is past what Parquet's timestamps in milliseconds hold (about 292 million years either side of 1970)"
+	case *array.Date64:
+		values := a.Date64Values()
+		bad = func(i int) bool {
+			days := int64(values[i]) / 86_400_000
+			return days > math.MaxInt32 || days < math.MinInt32
+		}
+		why = "the date is past what Parquet's dates (32-bit days, about 5.8 million years either side of 1970) hold"
+	default:
+		return nil
+	}
+	for i := 0; i < col.Len(); i++ {
+		if col.IsValid(i) && bad(i) {
+			return &ValueError{Column: name, Row: firstRow + int64(i) + 1, Reason: why}
+		}
+	}
+	return nil
 }

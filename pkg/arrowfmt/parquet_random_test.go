@@ -2,7 +2,9 @@ package arrowfmt_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -441,5 +443,95 @@ func TestParquetDrawnTablesReadBackInDuckDB(t *testing.T) {
 				t.Errorf("%s: DuckDB answers %s = %v, want %v (%v)", pairs[i].label, k, got[k], v, got)
 			}
 		}
+	}
+}
+
+// Temporal values at the ends of their ranges either read back as written
+// or are refused by column and row before any byte of the batch (#22:
+// timestamps in seconds past what milliseconds hold answered INTERNAL, and
+// far dates in milliseconds wrapped silently into other days).
+func TestParquetExtremeTemporalValues(t *testing.T) {
+	type tc struct {
+		dt      arrow.DataType
+		values  []int64
+		refused int64 // the 1-based row refused; 0 when all are written
+	}
+	for _, c := range []tc{
+		{&arrow.TimestampType{Unit: arrow.Second, TimeZone: "UTC"}, []int64{0, math.MaxInt64 / 1000, math.MinInt64 / 1000}, 0},
+		{&arrow.TimestampType{Unit: arrow.Second}, []int64{0, 1, math.MaxInt64/1000 + 1}, 3},
+		{&arrow.TimestampType{Unit: arrow.Second}, []int64{math.MinInt64}, 1},
+		{&arrow.TimestampType{Unit: arrow.Nanosecond}, []int64{math.MaxInt64, math.MinInt64, 0}, 0},
+		{&arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "America/Los_Angeles"}, []int64{math.MaxInt64, math.MinInt64}, 0},
+		{arrow.FixedWidthTypes.Date32, []int64{math.MaxInt32, math.MinInt32}, 0},
+		{arrow.FixedWidthTypes.Date64, []int64{math.MaxInt32 * 86_400_000, math.MinInt32 * 86_400_000}, 0},
+		{arrow.FixedWidthTypes.Date64, []int64{0, math.MaxInt64}, 2},
+		{&arrow.DurationType{Unit: arrow.Nanosecond}, []int64{math.MaxInt64, math.MinInt64}, 0},
+	} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "when", Type: c.dt, Nullable: true}}, nil)
+		b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+		for _, v := range c.values {
+			switch bb := b.Field(0).(type) {
+			case *array.TimestampBuilder:
+				bb.Append(arrow.Timestamp(v))
+			case *array.Date32Builder:
+				bb.Append(arrow.Date32(v))
+			case *array.Date64Builder:
+				bb.Append(arrow.Date64(v))
+			case *array.DurationBuilder:
+				bb.Append(arrow.Duration(v))
+			}
+		}
+		b.Field(0).AppendNull()
+		rec := b.NewRecordBatch()
+		b.Release()
+		for _, serial := range []bool{false, true} {
+			out, err := tryWriteParquet(schema, []arrow.RecordBatch{rec}, arrowfmt.ParquetOptions{Serial: serial})
+			if c.refused > 0 {
+				var ve *arrowfmt.ValueError
+				if !errors.As(err, &ve) || ve.Column != "when" || ve.Row != c.refused {
+					t.Errorf("%s %v (serial %v): %v, want row %d refused by name", c.dt, c.values, serial, err, c.refused)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("%s %v (serial %v): %v", c.dt, c.values, serial, err)
+				continue
+			}
+			tbl, _ := readParquet(t, out)
+			col, err := array.Concatenate(tbl.Column(0).Data().Chunks(), memory.DefaultAllocator)
+			tbl.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range c.values {
+				var got int64
+				switch a := col.(type) {
+				case *array.Timestamp: // the same instant, in the unit read back
+					read, written := int64(a.DataType().(*arrow.TimestampType).Unit.Multiplier()), int64(c.dt.(*arrow.TimestampType).Unit.Multiplier())
+					if got = int64(a.Value(i)); read < written {
+						got /= written / read
+					}
+				case *array.Date32:
+					got = int64(a.Value(i))
+					if c.dt.ID() == arrow.DATE64 { // read back as the same day
+						v = int64(arrow.Date32FromTime(arrow.Date64(v).ToTime()))
+					}
+				case *array.Int64: // a duration, as int64 of its unit
+					got = a.Value(i)
+				case *array.Duration:
+					got = int64(a.Value(i))
+				default:
+					t.Fatalf("%s read back as %s", c.dt, col.DataType())
+				}
+				if got != v {
+					t.Errorf("%s (serial %v) row %d: read back %d, want %d", c.dt, serial, i+1, got, v)
+				}
+			}
+			if !col.IsNull(len(c.values)) {
+				t.Errorf("%s: the null read back as a value", c.dt)
+			}
+			col.Release()
+		}
+		rec.Release()
 	}
 }

@@ -163,7 +163,7 @@ func (p *Parquet) Write(rec arrow.RecordBatch) error {
 	if err := p.failure(); err != nil {
 		return err
 	}
-	converted, err := toParquet(rec, p.schema)
+	converted, err := toParquet(rec, p.schema, p.rows)
 	if err != nil {
 		return err
 	}
