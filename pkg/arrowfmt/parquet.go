@@ -2,8 +2,8 @@ package arrowfmt
 
 import (
 	"fmt"
-	"math"
 	"io"
+	"math"
 	"strconv"
 	"sync"
 	"time"
