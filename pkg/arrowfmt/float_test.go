@@ -106,3 +106,34 @@ func writeAll(t *testing.T, rec arrow.RecordBatch, ws ...batchWriterCloser) {
 		}
 	}
 }
+
+// Negative zero goes into JSON as -0.0: "-0" reads as the integer 0 in
+// Python's json and DuckDB (#22). Read back, it is still negative zero.
+func TestJSONNegativeZero(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.PrimitiveTypes.Float64}, {Name: "f", Type: arrow.PrimitiveTypes.Float32}}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+	defer b.Release()
+	b.Field(0).(*array.Float64Builder).AppendValues([]float64{math.Copysign(0, -1), 0, -1.5}, nil)
+	b.Field(1).(*array.Float32Builder).AppendValues([]float32{float32(math.Copysign(0, -1)), 0, 2}, nil)
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	var out bytes.Buffer
+	w, err := arrowfmt.NewJSON(&out, schema, arrowfmt.JSONOptions{Lines: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if lines[0] != `{"v":-0.0,"f":-0.0}` || lines[1] != `{"v":0,"f":0}` {
+		t.Fatalf("negative and positive zero written as %q and %q", lines[0], lines[1])
+	}
+	var row struct{ V, F float64 }
+	if err := json.Unmarshal([]byte(lines[0]), &row); err != nil || !math.Signbit(row.V) || row.V != 0 || !math.Signbit(row.F) {
+		t.Fatalf("read back %+v, %v", row, err)
+	}
+}

@@ -239,9 +239,15 @@ func jsonValue(dt arrow.DataType) (appender, error) {
 		return func(dst []byte, arr arrow.Array, i int) []byte { return strconv.AppendUint(dst, uintAt(arr, i), 10) }, nil
 	case *arrow.Float16Type, *arrow.Float32Type, *arrow.Float64Type:
 		return func(dst []byte, arr arrow.Array, i int) []byte {
-			if v, _ := floatAt(arr, i); math.IsNaN(v) || math.IsInf(v, 0) {
+			v, _ := floatAt(arr, i)
+			switch {
+			case math.IsNaN(v) || math.IsInf(v, 0):
 				dst = append(dst, '"')
 				return append(appendFloatText(dst, arr, i), '"')
+			case v == 0 && math.Signbit(v):
+				// "-0" reads as the integer 0 in Python's json and DuckDB
+				// (#22): the fraction keeps it a float, and negative.
+				return append(dst, "-0.0"...)
 			}
 			return appendFloatText(dst, arr, i)
 		}, nil

@@ -32,6 +32,12 @@ const (
 	Tgz
 )
 
+// Extension answers the file name ending readers expect of a kind: ".gz",
+// ".zip", ".tar", ".tgz", or "" for none.
+func Extension(k Kind) string {
+	return map[Kind]string{Gzip: ".gz", Zip: ".zip", Tar: ".tar", Tgz: ".tgz"}[k]
+}
+
 // Options say how to wrap.
 type Options struct {
 	// Name is the file's name inside ZIP and TAR archives.

@@ -72,26 +72,30 @@ type Config struct {
 
 // DefaultTemplate names files when a destination gives no template: a
 // folder of numbered part files for Parquet, numbered files with the
-// format's extension otherwise. Compression adds no extension, as users
-// expect: a template says the whole name.
-func DefaultTemplate(f Format, delimiter rune) string {
+// format's extension otherwise, then the compression's (`.csv.gz`), as
+// every tool that reads them expects (DuckDB sniffs a gzipped file named
+// `.csv` as text, #22). A template of the user's says the whole name.
+func DefaultTemplate(f Format, delimiter rune, kind compression.Kind) string {
+	base := "{{output_name}}_{{file_number|pad:5}}"
 	switch f {
 	case Parquet:
+		// Parquet compresses inside the file.
 		return "{{output_name}}/part-{{file_number|pad:5}}"
 	case JSON:
-		return "{{output_name}}_{{file_number|pad:5}}.json"
+		return base + ".json" + compression.Extension(kind)
 	case NDJSON:
-		return "{{output_name}}_{{file_number|pad:5}}.ndjson"
+		return base + ".ndjson" + compression.Extension(kind)
 	}
+	ext := ".txt"
 	switch delimiter {
 	case 0, ',':
-		return "{{output_name}}_{{file_number|pad:5}}.csv"
+		ext = ".csv"
 	case '\t':
-		return "{{output_name}}_{{file_number|pad:5}}.tsv"
+		ext = ".tsv"
 	case '|':
-		return "{{output_name}}_{{file_number|pad:5}}.psv"
+		ext = ".psv"
 	}
-	return "{{output_name}}_{{file_number|pad:5}}.txt"
+	return base + ext + compression.Extension(kind)
 }
 
 // SuccessKey and ManifestKey name the objects written after the last data

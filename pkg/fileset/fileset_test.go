@@ -218,7 +218,7 @@ func TestDefaultTemplatesAndParquetExtension(t *testing.T) {
 	} {
 		sink := &dirSink{dir: t.TempDir()}
 		files := write(t, fileset.Config{Format: tc.format, Delimited: arrowfmt.DelimitedOptions{Delimiter: tc.delim},
-			Template: tmpl(t, fileset.DefaultTemplate(tc.format, tc.delim)), ParquetExtension: tc.ext,
+			Template: tmpl(t, fileset.DefaultTemplate(tc.format, tc.delim, compression.None)), ParquetExtension: tc.ext,
 			Compression: compression.Gzip, Values: filename.Values{OutputName: "out"}, MaxRows: 1000}, sink, batches(t, 10, 10))
 		if len(files) != 1 || files[0].Key != tc.want {
 			t.Fatalf("format %d: files %v, want %s (compression adds no extension)", tc.format, files, tc.want)
@@ -405,7 +405,7 @@ func BenchmarkParquetParts(b *testing.B) {
 // out_2); a user's own template is kept as written.
 func TestDefaultFileNumbersSort(t *testing.T) {
 	for _, f := range []fileset.Format{fileset.Delimited, fileset.JSON, fileset.NDJSON, fileset.Parquet} {
-		tmpl, err := filename.Parse(fileset.DefaultTemplate(f, 0))
+		tmpl, err := filename.Parse(fileset.DefaultTemplate(f, 0, compression.None))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -94,7 +94,7 @@ func Config(d *destinationv1.Destination, values filename.Values) (fileset.Confi
 	c.Zip64 = d.GetCompression().GetUseZip64()
 	tmpl := d.GetFilenameTemplate()
 	if tmpl == "" {
-		tmpl = fileset.DefaultTemplate(c.Format, delimiter)
+		tmpl = fileset.DefaultTemplate(c.Format, delimiter, c.Compression)
 	}
 	t, err := filename.Parse(tmpl)
 	if err != nil {

@@ -34,8 +34,8 @@ func TestConfig(t *testing.T) {
 	if c.Format != fileset.Delimited || c.Delimited != want || c.Compression != compression.Zip || !c.Zip64 || c.MaxRows != 1000 {
 		t.Fatalf("config %+v", c)
 	}
-	if got := c.Key(2); got != "exports/c360_00002.tsv" {
-		t.Fatalf("default key %q: compression adds no extension", got)
+	if got := c.Key(2); got != "exports/c360_00002.tsv.zip" {
+		t.Fatalf("default key %q: the default name ends with the compression's extension", got)
 	}
 
 	parquet := &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{
@@ -59,5 +59,34 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := outputspec.Config(&destinationv1.Destination{}, values); err == nil || !strings.Contains(err.Error(), "format") {
 		t.Fatalf("a destination without format: %v", err)
+	}
+}
+
+// Default names end with the format's extension, then the compression's
+// (#22); a template of the user's is kept as written.
+func TestDefaultNamesEndWithTheCompressionsExtension(t *testing.T) {
+	csv := &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}}
+	ndjson := &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}}
+	for _, tc := range []struct {
+		format   *destinationv1.FileFormat
+		kind     destinationv1.CompressionKind
+		template string
+		want     string
+	}{
+		{csv, destinationv1.CompressionKind_COMPRESSION_KIND_NONE, "", "out_00001.csv"},
+		{csv, destinationv1.CompressionKind_COMPRESSION_KIND_GZIP, "", "out_00001.csv.gz"},
+		{csv, destinationv1.CompressionKind_COMPRESSION_KIND_ZIP, "", "out_00001.csv.zip"},
+		{ndjson, destinationv1.CompressionKind_COMPRESSION_KIND_TAR, "", "out_00001.ndjson.tar"},
+		{ndjson, destinationv1.CompressionKind_COMPRESSION_KIND_TGZ, "", "out_00001.ndjson.tgz"},
+		{csv, destinationv1.CompressionKind_COMPRESSION_KIND_GZIP, "mine_{{file_number}}.csv", "mine_1.csv"},
+	} {
+		d := &destinationv1.Destination{Format: tc.format, Compression: &destinationv1.Compression{Kind: tc.kind}, FilenameTemplate: tc.template}
+		c, err := outputspec.Config(d, filename.Values{OutputName: "out", Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Key(1); got != tc.want {
+			t.Errorf("%v with %q: %q, want %q", tc.kind, tc.template, got, tc.want)
+		}
 	}
 }

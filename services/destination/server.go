@@ -106,9 +106,10 @@ var (
 	s3TagText = regexp.MustCompile(`^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$`)
 	// sampleTime renders templates when settings are checked.
 	sampleTime = time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC)
-	// minSplitBytes is S3's smallest multipart part; smaller files would
-	// defeat streaming.
-	minSplitBytes int64 = 5 << 20
+	// minSplitBytes is the smallest file a split by size makes: 1 MB, as
+	// the export tools users compare us with allow (Amperity: 1 to 2000
+	// MB). A file under one part goes up in a single PutObject.
+	minSplitBytes int64 = 1_000_000
 )
 
 // validateDestination checks the settings a caller sets. parent is the
@@ -160,7 +161,7 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 			v.Add("destination.split.max_rows", "must not be negative")
 		}
 		if s.GetMaxBytes() < 0 || (s.GetMaxBytes() > 0 && s.GetMaxBytes() < minSplitBytes) {
-			v.Add("destination.split.max_bytes", "must be 0 (no limit) or at least %d bytes (5 MiB)", minSplitBytes)
+			v.Add("destination.split.max_bytes", "must be 0 (no limit) or at least %d bytes (1 MB)", minSplitBytes)
 		}
 	}
 	if rn := d.GetRowNumber(); rn != nil {

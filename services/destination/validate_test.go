@@ -47,7 +47,8 @@ func TestValidateDestination(t *testing.T) {
 		{"unknown data page version", func(d *destinationv1.Destination) { d.Format.GetParquet().DataPageVersion = 3 }, "destination.format.parquet.data_page_version"},
 		{"unknown dictionary choice", func(d *destinationv1.Destination) { d.Format.GetParquet().Dictionary = 7 }, "destination.format.parquet.dictionary"},
 		{"negative row group rows", func(d *destinationv1.Destination) { d.Format.GetParquet().RowGroupRows = -1 }, "destination.format.parquet.row_group_rows"},
-		{"split under 5 MiB", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxBytes: 1 << 20} }, "destination.split.max_bytes"},
+		{"split under 1 MB", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxBytes: 999_999} }, "destination.split.max_bytes"},
+		{"split at 1 MB", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxBytes: 1_000_000} }, ""},
 		{"negative rows", func(d *destinationv1.Destination) { d.Split = &destinationv1.Split{MaxRows: -1} }, "destination.split.max_rows"},
 		{"KMS without key", func(d *destinationv1.Destination) {
 			d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS}

@@ -1333,7 +1333,7 @@ type Split struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum rows per file.
 	MaxRows int64 `protobuf:"varint,1,opt,name=max_rows,json=maxRows,proto3" json:"max_rows,omitempty"`
-	// Maximum bytes per file, before compression, at least 5 MiB.
+	// Maximum bytes per file, before compression, at least 1 MB (1,000,000).
 	MaxBytes      int64 `protobuf:"varint,2,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
