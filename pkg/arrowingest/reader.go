@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -248,10 +249,26 @@ func validate(rec arrow.RecordBatch) (err error) {
 			continue
 		}
 		if err := array.ValidateFull(col); err != nil {
-			return fmt.Errorf("invalid values: column %d (%s): %w", k, rec.Schema().Field(k).Name, err)
+			return fmt.Errorf("invalid values: column %d (%s): %s", k, rec.Schema().Field(k).Name, withoutValues(err))
 		}
 	}
 	return nil
+}
+
+// withoutValues answers arrow-go's validation message without the value
+// it quotes: arrow-go puts an invalid UTF-8 string whole into its error
+// (#22: a 3 MiB value came back in the answer and in two log lines), and
+// values are customers' data, for no error or log.
+func withoutValues(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "is not valid utf8"); i >= 0 {
+		return msg[:i] + "is not valid UTF-8"
+	}
+	const most = 300
+	if len(msg) > most {
+		msg = msg[:most] + "..."
+	}
+	return msg
 }
 
 // Release frees what the reader holds.

@@ -392,3 +392,29 @@ func TestRefusesDecimalsOutOfRange(t *testing.T) {
 	}
 	r.Release()
 }
+
+// A string that is not valid UTF-8 is refused naming the column and row,
+// never with the value itself (#22: arrow-go's message quoted a 3 MiB
+// value whole, and it reached the caller and the logs).
+func TestInvalidUTF8IsRefusedWithoutItsValue(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "note", Type: arrow.BinaryTypes.String}}, nil)
+	secret := "SECRET-" + strings.Repeat("x", 1<<20) + "\xff\xfe"
+	ids := array.NewInt64Builder(memory.DefaultAllocator)
+	ids.AppendValues([]int64{1, 2}, nil)
+	// Built as binary, then read as strings: the builder would not check,
+	// a producer in another language might not either.
+	bin := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
+	bin.AppendValues([][]byte{[]byte("fine"), []byte(secret)}, nil)
+	bd := bin.NewArray().Data()
+	notes := array.MakeFromData(array.NewData(arrow.BinaryTypes.String, bd.Len(), bd.Buffers(), nil, 0, 0))
+	rec := array.NewRecordBatch(schema, []arrow.Array{ids.NewArray(), notes}, 2)
+	b := stream(t, schema, []arrow.RecordBatch{rec})
+	_, err := readAll(t, bytes.NewReader(b), Limits{}, nil)
+	var e *Error
+	if !errors.As(err, &e) || !strings.Contains(err.Error(), "note") || !strings.Contains(err.Error(), "index 1") || !strings.Contains(err.Error(), "not valid UTF-8") {
+		t.Fatalf("got %v, want the column and row named", err)
+	}
+	if strings.Contains(err.Error(), "SECRET") || len(err.Error()) > 500 {
+		t.Fatalf("the error quotes the value (%d bytes): %.200s", len(err.Error()), err)
+	}
+}
