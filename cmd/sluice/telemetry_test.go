@@ -199,24 +199,34 @@ func startTraced(t *testing.T) *traced {
 // trace answers the ended spans of the trace a span named root (a server
 // span of a request) began, for the first such root whose trace holds a
 // span named within.
-func (tr *traced) trace(t *testing.T, root, within string) (sdktrace.ReadOnlySpan, []sdktrace.ReadOnlySpan) {
+func (tr *traced) trace(t *testing.T, root string, within ...string) (sdktrace.ReadOnlySpan, []sdktrace.ReadOnlySpan) {
 	t.Helper()
-	all := tr.spans.Ended()
-	for _, r := range all {
-		if r.Name() != root {
-			continue
-		}
-		var in []sdktrace.ReadOnlySpan
-		found := false
-		for _, s := range all {
-			if s.SpanContext().TraceID() == r.SpanContext().TraceID() {
-				in = append(in, s)
-				found = found || s.Name() == within
+	// Spans of work that goes on after the call answers (a resolution's
+	// rerun) end later: wait for them rather than read once (#22).
+	var all []sdktrace.ReadOnlySpan
+	for range 300 {
+		all = tr.spans.Ended()
+		for _, r := range all {
+			if r.Name() != root {
+				continue
+			}
+			var in []sdktrace.ReadOnlySpan
+			found := map[string]bool{}
+			for _, s := range all {
+				if s.SpanContext().TraceID() == r.SpanContext().TraceID() {
+					in = append(in, s)
+					found[s.Name()] = true
+				}
+			}
+			missing := false
+			for _, w := range within {
+				missing = missing || !found[w]
+			}
+			if !missing {
+				return r, in
 			}
 		}
-		if found {
-			return r, in
-		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no trace from a %q span holds %q; spans: %v", root, within, names(all))
 	return nil, nil
@@ -368,7 +378,7 @@ func TestTraceOfOneDelivery(t *testing.T) {
 	if _, err := tr.resolve(ctx, tr.workflow(t, failed.GetWorkflow()), "fix-bucket-name"); err != nil {
 		t.Fatal(err)
 	}
-	resRoot, resolution := tr.trace(t, "sluice.delivery.v1.WorkflowService/ResolveWorkflow", "resolve workflow")
+	resRoot, resolution := tr.trace(t, "sluice.delivery.v1.WorkflowService/ResolveWorkflow", "resolve workflow", "delivery run")
 	checkTree(t, resRoot, resolution)
 	if resRoot.SpanContext().TraceID() == failedTrace {
 		t.Fatal("the resolution ran in the failed delivery's trace")
