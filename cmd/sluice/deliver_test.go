@@ -569,8 +569,9 @@ func TestDeliverRefusesCallersWhoMayNotUseTheDestination(t *testing.T) {
 		as   grpc.CallOption
 		code codes.Code
 	}{
-		{"a user without policies to an admin only destination", adminOnly, e.r.token("acme"), codes.PermissionDenied},
-		{"a restricted user to a destination without limited PII access", pii, e.r.token("acme", auth.PolicyRestrictPII), codes.PermissionDenied},
+		// Exactly as a destination that does not exist (#22).
+		{"a user without policies to an admin only destination", adminOnly, e.r.token("acme"), codes.NotFound},
+		{"a restricted user to a destination without limited PII access", pii, e.r.token("acme", auth.PolicyRestrictPII), codes.NotFound},
 		{"another tenant", pii, e.r.token("globex", auth.PolicyAdministrator), codes.NotFound},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -854,8 +855,8 @@ func TestDeliverThroughFlightDoPut(t *testing.T) {
 		}
 	}
 	adminOnly := e.destination(t, "flight-admin-only", &destinationv1.Destination{Format: csvFormat(), Access: &destinationv1.Access{AdminOnly: true}})
-	if _, err := doPut(e.r.token("acme"), adminOnly.GetName()); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("a user without policies through Flight: %v, want PermissionDenied", err)
+	if _, err := doPut(e.r.token("acme"), adminOnly.GetName()); status.Code(err) != codes.NotFound {
+		t.Errorf("a user without policies through Flight: %v, want NotFound, as a destination that does not exist", err)
 	}
 	if _, err := doPut(grpc.EmptyCallOption{}, viaFlight.GetName()); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("no token through Flight: %v, want Unauthenticated", err)

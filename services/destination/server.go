@@ -655,8 +655,10 @@ func (s *Service) ResolveDestination(ctx context.Context, req *destinationv1.Res
 			attribute.Bool("sluice.admin_only", d.GetAccess().GetAdminOnly()), attribute.Bool("sluice.allow_limited_pii", d.GetAccess().GetAllowLimitedPii())))
 	span.End()
 	if !MayUse(c, d) {
-		return nil, apierror.New(codes.PermissionDenied, errorsv1.ErrorReason_ERROR_REASON_DESTINATION_NOT_ALLOWED,
-			"the caller may not send data to this destination: it is admin only or does not allow limited PII access").With("destination", req.GetName())
+		// Exactly as a destination that does not exist (#22): a refusal
+		// never tells a caller what it may not see. The span above says
+		// why, for an operator.
+		return nil, apierror.NotFound(req.GetName())
 	}
 	return d, nil
 }
