@@ -187,25 +187,50 @@ func listVisible[T interface {
 	if err := auth.Visible(ctx, p.Tenant, req.GetParent()); err != nil {
 		return nil, "", err
 	}
-	items, next, err := table.ListDescending(ctx, req.GetParent(), before, size, where...)
-	if err != nil {
-		return nil, "", err
-	}
+	// Pages are filled with what the caller may see, reading on past what
+	// it may not, so that the next page's token names only an item the
+	// caller was given (#22: tokens named deliveries to destinations the
+	// caller may not use).
 	var out []T
 	seen := map[string]bool{}
-	for _, item := range items {
-		ok, err := s.mayView(ctx, item.GetDestination(), seen)
+	more := false
+	for {
+		items, next, err := table.ListDescending(ctx, req.GetParent(), before, size, where...)
 		if err != nil {
 			return nil, "", err
 		}
-		if ok {
-			out = append(out, item)
+		for k, item := range items {
+			if len(out) == size {
+				more = true
+				break
+			}
+			ok, err := s.mayView(ctx, item.GetDestination(), seen)
+			if err != nil {
+				return nil, "", err
+			}
+			if ok {
+				out = append(out, item)
+			}
+			if len(out) == size && (k < len(items)-1 || next != "") {
+				more = true
+				break
+			}
 		}
+		if len(out) == size || next == "" {
+			break
+		}
+		before = next
 	}
-	if next != "" {
-		next = pagination.Encode(next, pagination.Digest(req.GetParent(), req.GetFilter()))
+	token := ""
+	if more {
+		token = pagination.Encode(protoName(out[len(out)-1]), pagination.Digest(req.GetParent(), req.GetFilter()))
 	}
-	return out, next, nil
+	return out, token, nil
+}
+
+// protoName answers a resource's name.
+func protoName(m proto.Message) string {
+	return m.ProtoReflect().Get(m.ProtoReflect().Descriptor().Fields().ByName("name")).String()
 }
 
 // ListDeliveries answers a page of the deliveries the caller may see,
