@@ -402,3 +402,58 @@ func TestValuesTheFormatCannotWriteAreTheDatasFault(t *testing.T) {
 		t.Fatalf("a struct column under quote mode none: %v, want SCHEMA_NOT_SUPPORTED for column address", err)
 	}
 }
+
+// A TAR delivery spools its file's rows under the data directory, not the
+// system's temporary one; when the delivery service is SIGKILLed midway,
+// its restart removes what the spool held (#22: plaintext rows stayed in
+// /tmp, uncounted, for good).
+func TestKilledTarSpoolIsRemovedOnRestart(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	p := startProcesses(t, m, bucket, localserver.SluiceOptions{})
+	ctx := context.Background()
+	d, err := p.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: "tarred", Destination: &destinationv1.Destination{
+		Credential: p.cred, Prefix: "tarred/", Format: csvFormat(), Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_TAR}}}, p.as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spoolDir := filepath.Join(p.sl.Dir, "data", "spool")
+	tmpBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "sluice-tar-spool-*"))
+	recs := customerBatches(t, 20_000, 5000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	call, err := p.delivs.Deliver(ctx, p.as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: &deliveryv1.DeliveryStart{Destination: d.GetName(), OutputName: "out"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stream[:len(stream)*3/4]}}); err != nil {
+		t.Fatal(err)
+	}
+	var spooled []string
+	for range 200 {
+		if spooled, _ = filepath.Glob(filepath.Join(spoolDir, "sluice-tar-spool-*")); len(spooled) > 0 {
+			if fi, err := os.Stat(spooled[0]); err == nil && fi.Size() > 0 {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(spooled) == 0 {
+		t.Fatalf("no TAR spool under the data directory (%s)", spoolDir)
+	}
+	if tmpAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "sluice-tar-spool-*")); len(tmpAfter) > len(tmpBefore) {
+		t.Errorf("a TAR spool in the system temporary directory: %v", tmpAfter)
+	}
+	p.sl.Kill("delivery")
+	if left, _ := filepath.Glob(filepath.Join(spoolDir, "sluice-tar-spool-*")); len(left) == 0 {
+		t.Fatal("the killed process's spool is gone before the restart: nothing was tested")
+	}
+	if err := p.sl.Start("delivery"); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(spoolDir, "sluice-tar-spool-*")); len(left) != 0 {
+		t.Fatalf("the restarted delivery service left the killed one's spool: %v", left)
+	}
+}

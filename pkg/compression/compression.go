@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/flate"
@@ -45,8 +47,10 @@ type Options struct {
 	// Modified is the file's time inside archives; now when zero.
 	Modified time.Time
 	// SpoolDir holds TAR and TGZ spools; the system temporary directory
-	// when empty.
+	// when empty. Spool, when set, is used instead.
 	SpoolDir string
+	// Spool holds TAR and TGZ spools where they are counted and capped.
+	Spool *Spool
 	// Concurrency is how many gzip blocks compress at once; GOMAXPROCS
 	// when zero. Each holds a block of 1 MiB.
 	Concurrency int
@@ -145,7 +149,11 @@ type tarWriter struct {
 }
 
 func newTar(out io.Writer, after io.Closer, o Options) (*tarWriter, error) {
-	f, err := os.CreateTemp(o.SpoolDir, "sluice-tar-spool-")
+	dir := o.SpoolDir
+	if o.Spool != nil {
+		dir = o.Spool.dir
+	}
+	f, err := os.CreateTemp(dir, spoolPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("tar spool: %w", err)
 	}
@@ -153,19 +161,21 @@ func newTar(out io.Writer, after io.Closer, o Options) (*tarWriter, error) {
 }
 
 func (t *tarWriter) Write(p []byte) (int, error) {
+	if s := t.o.Spool; s != nil {
+		if !s.take(int64(len(p))) {
+			return 0, fmt.Errorf("%w: %d bytes in %s", ErrSpoolFull, s.max, s.dir)
+		}
+	}
 	n, err := t.spool.Write(p)
+	if s := t.o.Spool; s != nil && n < len(p) {
+		s.give(int64(len(p) - n))
+	}
 	t.size += int64(n)
 	return n, err
 }
 
 func (t *tarWriter) Close() (err error) {
-	defer func() {
-		name := t.spool.Name()
-		t.spool.Close()
-		if rerr := os.Remove(name); err == nil && rerr != nil {
-			err = rerr
-		}
-	}()
+	defer t.drop()
 	if _, err := t.spool.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("tar spool: %w", err)
 	}
@@ -186,5 +196,71 @@ func (t *tarWriter) Close() (err error) {
 	return nil
 }
 
+// drop removes the spool and gives back what it counted; for a writer
+// closed or abandoned.
+func (t *tarWriter) drop() {
+	if t.spool == nil {
+		return
+	}
+	name := t.spool.Name()
+	t.spool.Close()
+	_ = os.Remove(name)
+	t.spool = nil
+	if t.o.Spool != nil {
+		t.o.Spool.give(t.size)
+	}
+}
+
+// Abort removes the spool without writing: for a file being discarded.
+func (t *tarWriter) Abort() { t.drop() }
+
 // SpoolSize answers how many bytes a TAR or TGZ writer holds on disk.
 func (t *tarWriter) SpoolSize() int64 { return t.size }
+
+// spoolPrefix starts every spool file's name.
+const spoolPrefix = "sluice-tar-spool-"
+
+// ErrSpoolFull is a spool that reached its cap.
+var ErrSpoolFull = errors.New("the TAR spool is full")
+
+// Spool is a directory of TAR and TGZ spools (plaintext rows, on local
+// disk until the archive's header can say their size): kept under the
+// service's data directory, counted against a cap, and emptied of what a
+// killed process left when it is opened (#22: spools in the system
+// temporary directory outlived a SIGKILL, uncounted).
+type Spool struct {
+	dir  string
+	max  int64 // 0: no cap
+	used atomic.Int64
+}
+
+// OpenSpool answers the spool in dir (created 0700), removing the spool
+// files a process that stopped left there.
+func OpenSpool(dir string, max int64) (*Spool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("tar spool: %w", err)
+	}
+	left, err := filepath.Glob(filepath.Join(dir, spoolPrefix+"*"))
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range left {
+		if err := os.Remove(f); err != nil {
+			return nil, fmt.Errorf("tar spool: remove %s: %w", f, err)
+		}
+	}
+	return &Spool{dir: dir, max: max}, nil
+}
+
+// Used answers the bytes spooled now.
+func (s *Spool) Used() int64 { return s.used.Load() }
+
+func (s *Spool) take(n int64) bool {
+	if s.used.Add(n) > s.max && s.max > 0 {
+		s.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (s *Spool) give(n int64) { s.used.Add(-n) }

@@ -3,6 +3,7 @@ package compression_test
 import (
 	"archive/zip"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -172,5 +173,55 @@ func TestZip64WhenAsked(t *testing.T) {
 	got, err := io.ReadAll(rc)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("archive/zip: %v", err)
+	}
+}
+
+// A spool counts what TAR writers hold, refuses past its cap, gives back
+// on Close and Abort, and opening it removes what a stopped process left.
+func TestSpoolIsCountedCappedAndCleared(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "sluice-tar-spool-left"), []byte("rows of a killed process"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other"), []byte("not ours"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spool, err := compression.OpenSpool(dir, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sluice-tar-spool-left")); !os.IsNotExist(err) {
+		t.Fatalf("a left spool stays: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "other")); err != nil {
+		t.Fatalf("a file not a spool went: %v", err)
+	}
+	var out bytes.Buffer
+	w, err := compression.New(&out, compression.Tar, compression.Options{Name: "a.csv", Spool: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 600)); err != nil {
+		t.Fatal(err)
+	}
+	if spool.Used() != 600 {
+		t.Fatalf("used %d, want 600", spool.Used())
+	}
+	w2, err := compression.New(&out, compression.Tgz, compression.Options{Name: "b.csv", Spool: spool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w2.Write(make([]byte, 500)); !errors.Is(err, compression.ErrSpoolFull) {
+		t.Fatalf("past the cap: %v, want ErrSpoolFull", err)
+	}
+	w2.(interface{ Abort() }).Abort()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if spool.Used() != 0 {
+		t.Fatalf("used %d after Close and Abort, want 0", spool.Used())
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "sluice-tar-spool-*")); len(left) != 0 {
+		t.Fatalf("spools stay: %v", left)
 	}
 }

@@ -44,6 +44,9 @@ type Config struct {
 	Compression compression.Kind
 	// Zip64 writes ZIP files in Zip64 form from their first header.
 	Zip64 bool
+	// Spool, when set, holds TAR and TGZ spools (counted and capped);
+	// otherwise they go to the system temporary directory.
+	Spool *compression.Spool
 	// PGP, when set, encrypts each file (after compression: encrypted bytes
 	// do not compress).
 	PGP *pgpstream.Recipient
@@ -272,7 +275,7 @@ func (w *Writer) openFile() error {
 		dst = enc
 		layers = append(layers, enc)
 	}
-	comp, err := compression.New(dst, w.cfg.Compression, compression.Options{Name: base(key), Modified: w.cfg.Values.Now, Zip64: w.cfg.Zip64})
+	comp, err := compression.New(dst, w.cfg.Compression, compression.Options{Name: base(key), Modified: w.cfg.Values.Now, Zip64: w.cfg.Zip64, Spool: w.cfg.Spool})
 	if err != nil {
 		_ = obj.Abort()
 		return err
@@ -315,12 +318,22 @@ func (o *open) abort() {
 	if a, ok := o.format.(aborter); ok {
 		a.Abort()
 	}
+	for _, l := range o.layers { // a TAR spool goes with its file
+		if a, ok := l.(aborter); ok {
+			a.Abort()
+		}
+	}
 	_ = o.out.Abort()
 }
 
 // finish closes the format and the layers, keeping the object.
 func (o *open) finish() error {
 	fail := func(err error) error {
+		for _, l := range o.layers {
+			if a, ok := l.(aborter); ok {
+				a.Abort()
+			}
+		}
 		_ = o.out.Abort()
 		return fmt.Errorf("%s: %w", o.file.Key, err)
 	}

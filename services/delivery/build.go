@@ -20,6 +20,9 @@ func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Con
 	if cfg.StagingDir == "" {
 		cfg.StagingDir = filepath.Join(env.DataDir, "staging")
 	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = filepath.Join(env.DataDir, "spool")
+	}
 	destConn, err := env.Dial(destinationAddr, "destination")
 	if err != nil {
 		return err

@@ -61,6 +61,11 @@ type Config struct {
 	// it, its new deliveries are refused STAGING_FULL while the others'
 	// go on. StagingMaxBytes/4 when 0.
 	StagingTenantMaxBytes int64
+	// SpoolDir holds TAR and TGZ spools (a file's plaintext rows until the
+	// archive's header can say its size): {data-dir}/spool by default,
+	// emptied on start; SpoolMaxBytes caps them (0: no cap).
+	SpoolDir      string
+	SpoolMaxBytes int64
 	// StagingRetention is how long a failed delivery's input is kept.
 	StagingRetention time.Duration
 	// ResumeWindow is how long an interrupted stream may be resumed.
@@ -122,6 +127,7 @@ func DefaultConfig() Config {
 		ProgressInterval:  time.Second,
 		Staging:           true,
 		StagingMaxBytes:   50 << 30,
+		SpoolMaxBytes:     50 << 30,
 		StagingRetention:  7 * 24 * time.Hour,
 		ResumeWindow:      time.Hour,
 		Instance:          hostname(),
@@ -162,6 +168,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StagingURL, "staging-url", c.StagingURL, "stage in S3 instead: s3://bucket/prefix, a bucket of Sluice's own, written as its platform identity")
 	fs.Int64Var(&c.StagingMaxBytes, "staging-max-bytes", c.StagingMaxBytes, "cap on staged input: past it new deliveries are refused with RESOURCE_EXHAUSTED")
 	fs.Int64Var(&c.StagingTenantMaxBytes, "staging-tenant-max-bytes", c.StagingTenantMaxBytes, "one tenant's share of staging, its running deliveries' input and its failed ones' kept input together (default a quarter of --staging-max-bytes); past it that tenant's new deliveries are refused with RESOURCE_EXHAUSTED")
+	fs.StringVar(&c.SpoolDir, "spool-dir", c.SpoolDir, "directory of TAR and TGZ spools (default {data-dir}/spool), emptied on start")
+	fs.Int64Var(&c.SpoolMaxBytes, "spool-max-bytes", c.SpoolMaxBytes, "cap on spooled TAR and TGZ files together; past it the delivery fails with RESOURCE_EXHAUSTED")
 	fs.DurationVar(&c.StagingRetention, "staging-retention", c.StagingRetention, "how long a failed delivery's input is kept")
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
 	fs.IntVar(&c.RequestAttempts, "s3-attempts", c.RequestAttempts, "times one S3 request (a part, a completion) is tried on a transient fault, with exponential backoff and full jitter, before the delivery runs again from staged input")

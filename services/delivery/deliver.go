@@ -545,6 +545,7 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	if err != nil {
 		return nil, bucket, false, inStep(stepCheckDestination, fmt.Errorf("the destination's settings: %w", err))
 	}
+	cfg.Spool = s.spool
 	if err := outputspec.CheckKeys(cfg, 1); err != nil {
 		var v apierror.Violations
 		v.Add("start.output_name", "%v", err)

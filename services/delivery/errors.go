@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
+	"github.com/sluicehq/sluice/pkg/compression"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
 
@@ -50,6 +51,9 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		if errors.As(err, &ue) {
 			e = e.With("column", ue.Column)
 		}
+	case errors.Is(err, compression.ErrSpoolFull):
+		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
+			"Sluice's space for TAR archives being built is full: try again once running deliveries end").With("scope", "spool")
 	case errors.Is(err, staging.ErrFull):
 		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
 			"Sluice's staging space is full: try again once running deliveries end; nothing was kept").With("scope", "service")

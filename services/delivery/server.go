@@ -22,6 +22,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsname"
+	"github.com/sluicehq/sluice/pkg/compression"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/multipart"
@@ -57,6 +58,8 @@ type Service struct {
 	pool *multipart.Pool
 	// admission bounds the streams open and the bytes they hold.
 	admission *admission
+	// spool holds TAR and TGZ spools; nil: the system temporary directory.
+	spool *compression.Spool
 	// stagedByTenant counts, by tenant, what running deliveries stage
 	// (*atomic.Int64), for the tenants' shares of staging.
 	stagedByTenant sync.Map
@@ -146,12 +149,18 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 			return nil, err
 		}
 	}
+	var spool *compression.Spool
+	if cfg.SpoolDir != "" {
+		if spool, err = compression.OpenSpool(cfg.SpoolDir, cfg.SpoolMaxBytes); err != nil {
+			return nil, err
+		}
+	}
 	st, err := store.Open(ctx, cfg.DatabaseDSN)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default(),
-		admission: newAdmission(cfg)}
+		admission: newAdmission(cfg), spool: spool}
 	if s.metrics, err = s.newMetrics(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("delivery metrics: %w", err)
