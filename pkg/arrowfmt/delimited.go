@@ -98,6 +98,9 @@ func NewDelimited(w io.Writer, schema *arrow.Schema, opts DelimitedOptions) (*De
 			d.specialByte[opts.Escape] = true
 		}
 	}
+	if err := checkNames(schema, false, "delimited text"); err != nil {
+		return nil, err
+	}
 	for _, f := range schema.Fields() {
 		a, err := textAppender(f.Type)
 		if err != nil {
@@ -217,6 +220,9 @@ func (d *Delimited) header() error {
 func (d *Delimited) Write(rec arrow.RecordBatch) error {
 	if !rec.Schema().Equal(d.schema) {
 		return errors.New("the batch's schema differs from the stream's")
+	}
+	if err := checkTextYears(rec, d.row); err != nil {
+		return err
 	}
 	if !d.wrote {
 		if err := d.header(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -207,4 +208,83 @@ func TestValueEqualToNullText(t *testing.T) {
 			t.Errorf("%+v: got %v, want an error naming the column", opts, err)
 		}
 	}
+}
+
+// Output fidelity (#22): a column name that is not UTF-8 is refused by
+// the text formats (it would go raw into a CSV header), two columns of one
+// name by JSON (two keys of one name), and a date or time whose year has
+// no RFC 3339 form (past 9999, before 0000) by row and column, in the
+// zone it is written in.
+func TestTextFidelity(t *testing.T) {
+	bad := arrow.NewSchema([]arrow.Field{{Name: "ok", Type: arrow.PrimitiveTypes.Int64}, {Name: "caf\xe9", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	if _, err := arrowfmt.NewDelimited(&bytes.Buffer{}, bad, arrowfmt.DelimitedOptions{Header: true}); !isColumnError(err) {
+		t.Errorf("CSV with a name not UTF-8: %v", err)
+	}
+	if _, err := arrowfmt.NewJSON(&bytes.Buffer{}, bad, arrowfmt.JSONOptions{}); !isColumnError(err) {
+		t.Errorf("JSON with a name not UTF-8: %v", err)
+	}
+	twice := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "id", Type: arrow.BinaryTypes.String}}, nil)
+	var ce *arrowfmt.ColumnError
+	if _, err := arrowfmt.NewJSON(&bytes.Buffer{}, twice, arrowfmt.JSONOptions{Lines: true}); !errors.As(err, &ce) || ce.Column != "id" {
+		t.Errorf("NDJSON with two columns named id: %v", err)
+	}
+	if _, err := arrowfmt.NewDelimited(&bytes.Buffer{}, twice, arrowfmt.DelimitedOptions{Header: true}); err != nil {
+		t.Errorf("CSV with two columns named id (a header may repeat): %v", err)
+	}
+	year := func(y int) time.Time { return time.Date(y, 6, 1, 0, 0, 0, 0, time.UTC) }
+	for _, c := range []struct {
+		dt   arrow.DataType
+		when time.Time
+		ok   bool
+	}{
+		{&arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, year(9999), true},
+		{&arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, year(10000), false},
+		{&arrow.TimestampType{Unit: arrow.Second}, year(-1), false},
+		{&arrow.TimestampType{Unit: arrow.Second}, year(0), true},
+		// The last instant of 9999 in UTC is 10000 in Tokyo.
+		{&arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "Asia/Tokyo"}, time.Date(9999, 12, 31, 23, 0, 0, 0, time.UTC), false},
+		{arrow.FixedWidthTypes.Date32, year(10001), false},
+		{arrow.FixedWidthTypes.Date64, year(2026), true},
+	} {
+		schema := arrow.NewSchema([]arrow.Field{{Name: "when", Type: c.dt, Nullable: true}}, nil)
+		b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
+		b.Field(0).AppendNull()
+		switch bb := b.Field(0).(type) {
+		case *array.TimestampBuilder:
+			v, err := arrow.TimestampFromTime(c.when, c.dt.(*arrow.TimestampType).Unit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bb.Append(v)
+		case *array.Date32Builder:
+			bb.Append(arrow.Date32FromTime(c.when))
+		case *array.Date64Builder:
+			bb.Append(arrow.Date64FromTime(c.when))
+		}
+		rec := b.NewRecordBatch()
+		b.Release()
+		for _, format := range []string{"csv", "json"} {
+			var err error
+			if format == "csv" {
+				w, _ := arrowfmt.NewDelimited(&bytes.Buffer{}, schema, arrowfmt.DelimitedOptions{})
+				err = w.Write(rec)
+			} else {
+				w, _ := arrowfmt.NewJSON(&bytes.Buffer{}, schema, arrowfmt.JSONOptions{})
+				err = w.Write(rec)
+			}
+			var ve *arrowfmt.ValueError
+			switch {
+			case c.ok && err != nil:
+				t.Errorf("%s %s %v: %v", format, c.dt, c.when, err)
+			case !c.ok && (!errors.As(err, &ve) || ve.Column != "when" || ve.Row != 2):
+				t.Errorf("%s %s %v: %v, want row 2 refused", format, c.dt, c.when, err)
+			}
+		}
+		rec.Release()
+	}
+}
+
+func isColumnError(err error) bool {
+	var ce *arrowfmt.ColumnError
+	return errors.As(err, &ce)
 }

@@ -43,6 +43,9 @@ func NewJSON(w io.Writer, schema *arrow.Schema, opts JSONOptions) (*JSON, error)
 	if opts.Lines {
 		format = "NDJSON"
 	}
+	if err := checkNames(schema, true, format); err != nil {
+		return nil, err
+	}
 	for k, f := range schema.Fields() {
 		a, err := jsonAppender(f.Type)
 		if err != nil {
@@ -65,6 +68,9 @@ func NewJSON(w io.Writer, schema *arrow.Schema, opts JSONOptions) (*JSON, error)
 func (j *JSON) Write(rec arrow.RecordBatch) error {
 	if !rec.Schema().Equal(j.schema) {
 		return errors.New("the batch's schema differs from the stream's")
+	}
+	if err := checkTextYears(rec, j.row); err != nil {
+		return err
 	}
 	cols := rec.Columns()
 	for i := 0; i < int(rec.NumRows()); i++ {

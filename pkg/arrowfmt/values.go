@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	_ "time/tzdata" // the same zone rules on every machine
 	"unicode/utf8"
@@ -597,4 +598,102 @@ func appendJSONString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// ColumnError is a column a format refuses by its name, not its type: a
+// name that is not UTF-8, or one that two columns share where the format
+// needs them apart.
+type ColumnError struct {
+	Column string
+	Reason string
+}
+
+func (e *ColumnError) Error() string { return fmt.Sprintf("column %q: %s", e.Column, e.Reason) }
+
+// checkNames refuses column names that are not UTF-8 (they would go raw
+// into a CSV header, and become U+FFFD in JSON), and, when unique is set,
+// a name two columns share (two JSON keys of one name, #22).
+func checkNames(schema *arrow.Schema, unique bool, format string) error {
+	seen := map[string]bool{}
+	for k, f := range schema.Fields() {
+		if !utf8.ValidString(f.Name) {
+			return &ColumnError{Column: strings.ToValidUTF8(f.Name, "\ufffd"), Reason: fmt.Sprintf("the name of column %d is not valid UTF-8", k+1)}
+		}
+		if unique && seen[f.Name] {
+			return &ColumnError{Column: f.Name, Reason: fmt.Sprintf("two columns have this name, and %s objects cannot have two keys of one name: rename one", format)}
+		}
+		seen[f.Name] = true
+	}
+	return nil
+}
+
+// RFC 3339 writes years 0000 to 9999, and its readers refuse any other.
+var (
+	firstTextTime = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	lastTextTime  = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Within this, every zone's local time is within the years too.
+	zoneMargin = 26 * time.Hour
+)
+
+// checkTextYears answers a *ValueError for the first date or timestamp of
+// a top-level column whose year, as written, is outside 0000 to 9999: RFC
+// 3339 has no form for it. firstRow is the file's row before the batch.
+func checkTextYears(rec arrow.RecordBatch, firstRow int64) error {
+	const why = "the year is outside 0000 to 9999, which RFC 3339 dates and times cannot write"
+	for k, col := range rec.Columns() {
+		var at func(i int) (time.Time, bool) // the time, and whether it is certainly fine
+		switch a := col.(type) {
+		case *array.Timestamp:
+			unit := a.DataType().(*arrow.TimestampType).Unit
+			zone := a.DataType().(*arrow.TimestampType).TimeZone
+			lo, hi := toUnit(firstTextTime.Add(zoneMargin), unit), toUnit(lastTextTime.Add(-zoneMargin), unit)
+			var loc *time.Location
+			if zone != "" {
+				loc, _ = a.DataType().(*arrow.TimestampType).GetZone()
+			}
+			at = func(i int) (time.Time, bool) {
+				v := int64(a.Value(i))
+				if v > lo && v < hi {
+					return time.Time{}, true
+				}
+				t := a.Value(i).ToTime(unit)
+				if loc != nil {
+					t = t.In(loc)
+				}
+				return t, false
+			}
+		case *array.Date32:
+			at = func(i int) (time.Time, bool) { return a.Value(i).ToTime(), false }
+		case *array.Date64:
+			at = func(i int) (time.Time, bool) { return a.Value(i).ToTime(), false }
+		default:
+			continue
+		}
+		for i := 0; i < col.Len(); i++ {
+			if col.IsNull(i) {
+				continue
+			}
+			if t, fine := at(i); !fine && (t.Year() < 0 || t.Year() > 9999) {
+				return &ValueError{Column: rec.Schema().Field(k).Name, Row: firstRow + int64(i) + 1, Reason: why}
+			}
+		}
+	}
+	return nil
+}
+
+// toUnit answers t as a count of unit since 1970, saturating.
+func toUnit(t time.Time, unit arrow.TimeUnit) int64 {
+	secs := t.Unix()
+	per := int64(unit.Multiplier() / time.Second)
+	if unit.Multiplier() < time.Second {
+		mult := int64(time.Second / unit.Multiplier())
+		if secs > math.MaxInt64/mult || secs < math.MinInt64/mult {
+			if secs > 0 {
+				return math.MaxInt64
+			}
+			return math.MinInt64
+		}
+		return secs * mult
+	}
+	return secs / max(per, 1)
 }

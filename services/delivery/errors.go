@@ -48,8 +48,11 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_SCHEMA_NOT_SUPPORTED, msg)
 		e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: msg}}
 		var ue *arrowfmt.UnsupportedError
+		var ce *arrowfmt.ColumnError
 		if errors.As(err, &ue) {
 			e = e.With("column", ue.Column)
+		} else if errors.As(err, &ce) {
+			e = e.With("column", ce.Column)
 		}
 	case errors.Is(err, compression.ErrSpoolFull):
 		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,
