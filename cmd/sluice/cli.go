@@ -131,6 +131,7 @@ type clientConfig struct {
 	TLS mtls.Config `yaml:"tls"`
 
 	configFile string
+	tokenFile  string
 	output     string
 	timeout    time.Duration
 }
@@ -151,7 +152,8 @@ func (c *clientConfig) addClientFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.CredentialAddr, "credential-addr", "", "the credential service's address, overriding --addr")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", "", "the destination service's address, overriding --addr")
 	fs.StringVar(&c.DeliveryAddr, "delivery-addr", "", "the delivery service's address, overriding --addr")
-	fs.StringVar(&c.Token, "token", "", "bearer token (JWT) to call with (sluice login stores one)")
+	fs.StringVar(&c.Token, "token", "", "bearer token (JWT) to call with; on the command line it shows in ps, so prefer SLUICE_TOKEN, --token-file or `sluice login`, which stores one")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the bearer token (JWT) to call with (also SLUICE_TOKEN_FILE)")
 	fs.StringVar(&c.Environment, "environment", "", "environment of resources named by id: production or a sandbox's name (default production)")
 	fs.StringVar(&c.configFile, "config", defaultConfigFile(), "config file with addr, token and environment")
 	fs.StringVarP(&c.output, "output", "o", "table", "output: table, json or yaml")
@@ -165,6 +167,13 @@ func (c *clientConfig) load() error {
 	case "table", "json", "yaml":
 	default:
 		return usageError("--output %q: want table, json or yaml", c.output)
+	}
+	if c.Token == "" && c.tokenFile != "" {
+		b, err := os.ReadFile(c.tokenFile)
+		if err != nil {
+			return usageError("--token-file: %v", err)
+		}
+		c.Token = strings.TrimSpace(string(b))
 	}
 	if c.configFile != "" {
 		b, err := os.ReadFile(c.configFile)
@@ -243,7 +252,7 @@ func (c *clientConfig) call() []grpc.CallOption {
 func (c *clientConfig) tenant() (string, error) {
 	parts := strings.Split(c.Token, ".")
 	if len(parts) != 3 {
-		return "", usageError("no token: give --token, set SLUICE_TOKEN, or run `sluice login`")
+		return "", usageError("no token: set SLUICE_TOKEN, give --token-file (or --token), or run `sluice login`")
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {

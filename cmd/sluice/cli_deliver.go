@@ -253,8 +253,15 @@ func (p *progressReporter) done(d *deliveryv1.Delivery) {
 	rows, sent := p.rows.Load(), p.sent.Load()
 	if d != nil {
 		rows, sent = d.GetProgress().GetRows(), d.GetProgress().GetBytesIn()
+		fmt.Fprintf(p.w, "sent %d rows, %s of Arrow in %.1fs (%s/s, %.0f rows/s)\n", rows, megabytes(sent), secs, megabytes(int64(float64(sent)/secs)), float64(rows)/secs)
+		return
 	}
-	fmt.Fprintf(p.w, "sent %d rows, %s of Arrow in %.1fs (%s/s, %.0f rows/s)\n", rows, megabytes(sent), secs, megabytes(int64(float64(sent)/secs)), float64(rows)/secs)
+	// Failed: what went before it did (#22: this said 0 after 900 MB).
+	what := fmt.Sprintf("%s of Arrow", megabytes(sent))
+	if rows > 0 {
+		what = fmt.Sprintf("%d rows, %s", rows, what)
+	}
+	fmt.Fprintf(p.w, "sent %s in %.1fs before the delivery failed\n", what, secs)
 }
 
 func megabytes(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/1e6) }
@@ -265,6 +272,7 @@ func deliverCommand() *cobra.Command {
 		destination, outputName, key, kind string
 		types                              []string
 		progress                           string
+		resume                             int
 	)
 	cmd := &cobra.Command{
 		Use:   "deliver FILE --destination D",
@@ -273,8 +281,13 @@ func deliverCommand() *cobra.Command {
 Arrow's CSV reader and overridable with --csv-type, Arrow IPC stream or file)
 and sends it to the destination with the Deliver RPC, showing progress on
 stderr (a bar on a terminal, lines otherwise). The answer, what landed, goes
-to stdout. Exit codes: 0 landed, 2 invalid input, 3 not found or not
-allowed, 4 the delivery failed (see 'sluice workflow show'), 5 unavailable.`,
+to stdout. With --resume N and an idempotency key, a stream that breaks
+(or that the service interrupts for idling or for its receive budget) is
+resumed up to N times from where the service holds it, reading FILE again
+and skipping what was sent: run the same command again after a crash and
+it continues the interrupted delivery. Exit codes: 0 landed, 2 invalid
+input, 3 not found or not allowed, 4 the delivery failed (see 'sluice
+workflow show'), 5 unavailable.`,
 		RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
 			if destination == "" {
 				return usageError("--destination is required")
@@ -302,9 +315,30 @@ allowed, 4 the delivery failed (see 'sluice workflow show'), 5 unavailable.`,
 			if pr != nil {
 				opts.Progress = pr.update
 			}
+			if resume > 0 && key == "" {
+				return usageError("--resume needs --idempotency-key: it names the delivery to resume")
+			}
 			var d *deliveryv1.Delivery
 			err = conn(c, "delivery", func(cc *grpc.ClientConn) error {
 				client := deliveryv1.NewDeliveryServiceClient(cc)
+				if resume > 0 {
+					// Each attempt reads the file again into the same Arrow
+					// IPC bytes, so that an offset means the same byte.
+					first := true
+					open := func() (io.Reader, error) {
+						if first {
+							first = false
+							return ipcStream(in), nil
+						}
+						again, err := openInput(args[0], kind, overrides)
+						if err != nil {
+							return nil, err
+						}
+						return ipcStream(again), nil
+					}
+					d, err = deliverclient.DeliverResumable(cmd.Context(), client, start, open, opts, resume+1)
+					return err
+				}
 				if in.stream != nil {
 					d, err = deliverclient.DeliverStream(cmd.Context(), client, start, in.stream, opts)
 				} else {
@@ -328,6 +362,7 @@ allowed, 4 the delivery failed (see 'sluice workflow show'), 5 unavailable.`,
 	f.StringVar(&kind, "input-format", "auto", "auto, parquet, csv, arrow (IPC stream) or arrow-file (IPC file)")
 	f.StringSliceVar(&types, "csv-type", nil, "a CSV column's type instead of the inferred one: COLUMN=int64|float64|string|bool|date|timestamp; repeatable")
 	f.StringVar(&progress, "progress", "auto", "auto (a bar on a terminal, lines otherwise), bar, lines or none")
+	f.IntVar(&resume, "resume", 0, "resume an interrupted or broken stream up to this many times, from where the service holds it (needs --idempotency-key; running the same command again continues an interrupted delivery)")
 	c.addClientFlags(f)
 	return cmd
 }
@@ -336,4 +371,29 @@ allowed, 4 the delivery failed (see 'sluice workflow show'), 5 unavailable.`,
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// ipcStream answers in's Arrow IPC bytes: the file's own for an Arrow IPC
+// stream, else its batches written as one (the same bytes every time).
+func ipcStream(in *input) io.Reader {
+	if in.stream != nil {
+		return in.stream
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer in.close()
+		iw := ipc.NewWriter(pw, ipc.WithSchema(in.records.Schema()))
+		for in.records.Next() {
+			if err := iw.Write(in.records.RecordBatch()); err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+		}
+		if err := in.records.Err(); err != nil {
+			pw.CloseWithError(err)
+			return
+		}
+		pw.CloseWithError(iw.Close())
+	}()
+	return pr
 }

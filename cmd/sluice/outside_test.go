@@ -1,18 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/csv"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
 // A split by size as small as 1 MB (#22: the minimum was 5 MiB): every
@@ -108,3 +115,114 @@ func TestPageTokensNameNothingHidden(t *testing.T) {
 }
 
 func deliveryIDOf(name string) string { return name[strings.LastIndex(name, "/")+1:] }
+
+// The CLI as #22 found it wanting: a token read from a file rather than
+// the command line (where ps shows it), the bytes sent before a failure
+// said rather than 0, and an interrupted delivery continued by running the
+// same command again with --resume.
+func TestCLIResumesAndKeepsItsTokenOffTheCommandLine(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	bucket := testenv.NewBucket(t, m)
+	r := startServeWith(t, func(c *serveConfig) { c.useMinIO(m) })
+	e := &delivering{r: r, m: m, bucket: bucket, admin: r.token("acme", auth.PolicyAdministrator), key: m.RootUser, secret: m.RootPassword,
+		dests: destinationv1.NewDestinationServiceClient(r.conns["destination"]), delivs: deliveryv1.NewDeliveryServiceClient(r.conns["delivery"])}
+	e.cred = e.credential(t, production)
+	token, err := r.users.Mint("cli@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &cli{t: t, bin: buildSluice(t), env: append(os.Environ(),
+		"SLUICE_CREDENTIAL_ADDR="+r.addrs["credential"], "SLUICE_DESTINATION_ADDR="+r.addrs["destination"], "SLUICE_DELIVERY_ADDR="+r.addrs["delivery"],
+		"SLUICE_CONFIG="+filepath.Join(dir, "none.yaml"))}
+	if help := c.must(0, "deliver", "--help"); !strings.Contains(help.stdout, "shows in ps") || !strings.Contains(help.stdout, "--token-file") {
+		t.Errorf("deliver --help does not say where a token belongs:\n%s", help.stdout)
+	}
+	c.must(2, "credential", "list") // no token at all: a usage error
+	c.must(0, "credential", "list", "--token-file", tokenFile)
+	c.env = append(c.env, "SLUICE_TOKEN_FILE="+tokenFile)
+	c.must(0, "credential", "list")
+
+	recs := customerBatches(t, 20_000, 2000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	file := filepath.Join(dir, "customers.arrows")
+	if err := os.WriteFile(file, stream, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A failure says what was sent before it.
+	typo := e.destination(t, "typo", &destinationv1.Destination{Format: csvFormat(), BucketOverride: "no-such-bucket-" + bucket})
+	failed := c.must(4, "deliver", file, "--destination", typo.GetName(), "--progress", "lines")
+	if !strings.Contains(failed.stderr, "before the delivery failed") || strings.Contains(failed.stderr, "sent 0.0 MB") {
+		t.Errorf("the summary after a failure:\n%s", failed.stderr)
+	}
+	// A delivery whose stream broke halfway, continued by the CLI.
+	dest := e.destination(t, "resumed", &destinationv1.Destination{Format: csvFormat()})
+	ctx, cancel := context.WithCancel(context.Background())
+	call, err := e.delivs.Deliver(ctx, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_Start{Start: &deliveryv1.DeliveryStart{Destination: dest.GetName(), IdempotencyKey: "nightly-1", OutputName: "out"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := call.Send(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: stream[:len(stream)/2]}}); err != nil {
+		t.Fatal(err)
+	}
+	var interrupted *deliveryv1.Delivery
+	for range 100 {
+		list, err := e.delivs.ListDeliveries(context.Background(), &deliveryv1.ListDeliveriesRequest{Parent: production}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range list.GetDeliveries() {
+			if d.GetIdempotencyKey() == "nightly-1" && d.GetStagedInput().GetBytes() > 0 {
+				interrupted = d
+			}
+		}
+		if interrupted != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel() // the connection breaks
+	for range 100 {
+		d, err := e.delivs.GetDelivery(context.Background(), &deliveryv1.GetDeliveryRequest{Name: interrupted.GetName()}, e.admin)
+		if err == nil && d.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.must(2, "deliver", file, "--destination", dest.GetName(), "--resume", "3") // no key: a usage error
+	out := c.must(0, "deliver", file, "--destination", dest.GetName(), "--idempotency-key", "nightly-1", "--resume", "3", "-o", "json", "--progress", "none")
+	var landed map[string]any
+	c.json(out, &landed)
+	if landed["name"] != interrupted.GetName() || landed["state"] != "DELIVERY_STATE_SUCCEEDED" {
+		t.Fatalf("resumed: %v, want %s succeeded", landed, interrupted.GetName())
+	}
+	var rows int64
+	d, err := e.delivs.GetDelivery(context.Background(), &deliveryv1.GetDeliveryRequest{Name: interrupted.GetName()}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, obj := range d.GetObjects() {
+		if obj.GetKind() == "data" {
+			rows += int64(len(readCSVRows(t, e.checkObject(t, obj)))) - 1
+		}
+	}
+	if rows != 20_000 {
+		t.Fatalf("the resumed delivery landed %d rows, want 20000", rows)
+	}
+}
+
+func readCSVRows(t *testing.T, b []byte) [][]string {
+	t.Helper()
+	records, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return records
+}

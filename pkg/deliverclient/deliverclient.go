@@ -91,6 +91,14 @@ func send(ctx context.Context, client deliveryv1.DeliveryServiceClient, start *d
 	}
 	mw := &messageWriter{stream: stream, buf: make([]byte, 0, size)}
 	var p Progress
+	if o.Progress != nil {
+		// Bytes as they go, for a stream sent as it is (no batches to
+		// count) and between large batches.
+		mw.onSent = func(sent int64) {
+			p.Bytes = sent
+			o.Progress(p)
+		}
+	}
 	werr := write(mw, func(rec arrow.RecordBatch) {
 		p.Rows += rec.NumRows()
 		p.Batches++
@@ -132,6 +140,7 @@ type messageWriter struct {
 	stream deliveryv1.DeliveryService_DeliverClient
 	buf    []byte
 	sent   int64
+	onSent func(sent int64)
 }
 
 func (w *messageWriter) Write(p []byte) (int, error) {
@@ -164,6 +173,9 @@ func (w *messageWriter) flush() error {
 	}
 	w.sent += int64(len(w.buf))
 	w.buf = w.buf[:0]
+	if w.onSent != nil {
+		w.onSent(w.sent)
+	}
 	return nil
 }
 
@@ -195,6 +207,19 @@ func DeliverResumable(ctx context.Context, client deliveryv1.DeliveryServiceClie
 		}
 		e := apierror.FromStatus(err)
 		switch {
+		case e.Reason == errorsv1.ErrorReason_ERROR_REASON_STREAM_IDLE || e.Reason == errorsv1.ErrorReason_ERROR_REASON_RECEIVE_BUDGET_SPENT:
+			// Interrupted by the service, its input kept: resume from
+			// there, after the delay it asks for.
+			n, perr := strconv.ParseInt(e.Metadata["resume_offset"], 10, 64)
+			if perr != nil {
+				return nil, err
+			}
+			offset = n
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(max(e.RetryAfter, 100*time.Millisecond)):
+			}
 		case e.Reason == errorsv1.ErrorReason_ERROR_REASON_RESUME_OFFSET_MISMATCH:
 			n, perr := strconv.ParseInt(e.Metadata["resume_offset"], 10, 64)
 			if perr != nil {
