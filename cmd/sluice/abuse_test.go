@@ -457,3 +457,62 @@ func TestKilledTarSpoolIsRemovedOnRestart(t *testing.T) {
 		t.Fatalf("the restarted delivery service left the killed one's spool: %v", left)
 	}
 }
+
+// A hung S3 (every answer dropped, as a stopped server does) holds a
+// delivery no longer than --s3-hung-limit for an operation, all its
+// attempts together: the delivery fails to a TRANSIENT workflow without
+// running again into the same hang, other calls answer meanwhile, and
+// once S3 answers again, Resolve delivers from the kept data (#22: the
+// caller waited 22.5 minutes).
+func TestHungS3IsBounded(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	network := testenv.NewNetwork(t, m.Endpoint)
+	w := startWorkflowsOn(t, m, func(c *serveConfig) {
+		c.Credential.AWS.S3URL = network.Endpoint
+		c.Credential.AWS.S3ReadTimeout = time.Second
+		c.Delivery.RequestAttempts, c.Delivery.RequestMaxBackoff = 3, 200*time.Millisecond
+		c.Delivery.HungLimit = 4 * time.Second
+		c.Delivery.TransientRetries = 4 // not used on a hang
+		c.MetricsAddr = "127.0.0.1:0"
+	})
+	dest := w.destination(t, "hung", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	recs := customerBatches(t, 5000, 1000)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	toxic, err := network.Add(testenv.Blackhole, "downstream", `{"timeout":0}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // far past the bound: a hang fails here
+	defer cancel()
+	_, err = deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "out"}, bytes.NewReader(stream),
+		deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+	got := apierror.FromStatus(err)
+	if got.Code != codes.Unavailable || got.Reason != errorsv1.ErrorReason_ERROR_REASON_TRANSIENT || !strings.Contains(got.Message, "did not answer") {
+		t.Fatalf("a delivery to a hung S3: %v, want UNAVAILABLE TRANSIENT", err)
+	}
+	if _, err := w.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production}, w.admin); err != nil {
+		t.Fatalf("listing beside a hung S3: %v", err)
+	}
+	if fams, _ := scrape(t, w.r.metrics); sum(fams, "sluice_delivery_reruns_total") != 0 {
+		t.Errorf("the delivery ran again into the hang %v times", sum(fams, "sluice_delivery_reruns_total"))
+	}
+	d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: got.Metadata["delivery"]}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := w.workflow(t, d.GetWorkflow())
+	network.Remove(toxic)
+	resolved, err := w.resolve(ctx, wf, "retry-task")
+	if err != nil {
+		t.Fatalf("resolving once S3 answers: %v", err)
+	}
+	for range 600 {
+		if resolved, err = w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: d.GetName()}, w.admin); err != nil || resolved.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || resolved.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if resolved.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || resolved.GetProgress().GetRows() != 5000 {
+		t.Fatalf("after S3 answered again: %v, %d rows", resolved.GetState(), resolved.GetProgress().GetRows())
+	}
+}

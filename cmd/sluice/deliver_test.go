@@ -1199,6 +1199,9 @@ func TestSweeperAbortsOnlyUploadsSluiceRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	// Before the orphans exist: a sweeper that waits out the grace period
+	// aborts them no sooner than this plus the grace.
+	created := time.Now()
 	recordedOrphan := create("swept/orphan.csv")
 	if err := st.RecordWrite(ctx, ended.GetName(), store.Write{Bucket: e.bucket, Key: "swept/orphan.csv", UploadID: recordedOrphan}); err != nil {
 		t.Fatal(err)
@@ -1230,7 +1233,6 @@ func TestSweeperAbortsOnlyUploadsSluiceRecorded(t *testing.T) {
 	if live == "" {
 		t.Fatal("the running delivery never opened an upload")
 	}
-	created := time.Now()
 	for range 300 { // past the grace period
 		if ids := uploads(); !ids[recordedOrphan] && !ids[windowOrphan] {
 			break

@@ -378,8 +378,8 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	if err := resolve(); err != nil {
 		t.Fatalf("resolving for a user: %v", err)
 	}
-	if err := resolve(auth.PolicyRestrictPII); status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("resolving for a restricted user: %v, want PermissionDenied", err)
+	if err := resolve(auth.PolicyRestrictPII); status.Code(err) != codes.NotFound {
+		t.Fatalf("resolving for a restricted user: %v, want NotFound, as a destination that does not exist", err)
 	}
 
 	// Allowing limited PII access opens it to restricted users.

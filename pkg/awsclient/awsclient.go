@@ -54,6 +54,31 @@ type Endpoints struct {
 	PlatformCredentials aws.CredentialsProvider
 	// HTTPClient, when set, sends every request (tests record them).
 	HTTPClient aws.HTTPClient
+	// Timeout bounds each STS and KMS request, connecting and reading its
+	// answer included (DefaultTimeout when zero): the SDK sets none, and
+	// a hung STS held a credential check for 13 minutes (#22). S3's are
+	// bounded by S3ReadTimeout, since a part's body takes as long as it
+	// takes to send.
+	Timeout time.Duration
+}
+
+// DefaultTimeout is Timeout's default.
+const DefaultTimeout = 30 * time.Second
+
+// apiHTTP holds one HTTP client per timeout for STS and KMS.
+var apiHTTP sync.Map // time.Duration -> *awshttp.BuildableClient
+
+// apiHTTPClient answers the client STS and KMS requests go through.
+func (e Endpoints) apiHTTPClient() aws.HTTPClient {
+	if e.HTTPClient != nil {
+		return e.HTTPClient
+	}
+	t := e.Timeout
+	if t <= 0 {
+		t = DefaultTimeout
+	}
+	c, _ := apiHTTP.LoadOrStore(t, awshttp.NewBuildableClient().WithTimeout(t))
+	return c.(*awshttp.BuildableClient)
 }
 
 // AddFlags registers the endpoint flags on fs.
@@ -63,6 +88,7 @@ func (e *Endpoints) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.S3URL, "s3-endpoint", e.S3URL, "S3 endpoint URL instead of AWS (e.g. MinIO)")
 	fs.StringVar(&e.KMSURL, "kms-endpoint", e.KMSURL, "KMS endpoint URL instead of AWS")
 	fs.BoolVar(&e.S3PathStyle, "s3-path-style", e.S3PathStyle, "address buckets in the URL path (MinIO)")
+	fs.DurationVar(&e.Timeout, "aws-timeout", e.Timeout, "bound on each STS and KMS request, answer included (default 30s)")
 	fs.DurationVar(&e.S3ReadTimeout, "s3-read-timeout", e.S3ReadTimeout, "fail (and retry) an S3 request whose connection delivers nothing for this long (default 2m; negative for never); a part's body must be sent within it")
 	fs.StringVar(&e.S3Checksums, "s3-checksums", e.S3Checksums, "checksums sent to S3: full (CRC32C on every part and object, and the SDK's own wherever supported; the default), required (ours, and the SDK's only where an operation requires one), none (no checksum headers, for stores that refuse them; CRC32C is still computed and answered)")
 }
@@ -104,11 +130,9 @@ func (e Endpoints) Platform(ctx context.Context) (aws.Config, error) {
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("load AWS configuration: %w", err)
 	}
-	if e.HTTPClient != nil {
-		// Set after loading: the loader refuses a custom client when
-		// AWS_CA_BUNDLE is set, as it is on many machines.
-		cfg.HTTPClient = e.HTTPClient
-	}
+	// Set after loading: the loader refuses a custom client when
+	// AWS_CA_BUNDLE is set, as it is on many machines.
+	cfg.HTTPClient = e.apiHTTPClient()
 	traced(&cfg)
 	return cfg, nil
 }
@@ -179,9 +203,7 @@ func (e Endpoints) Static(creds aws.Credentials) aws.Config {
 	cfg := aws.Config{
 		Region:      e.region(),
 		Credentials: aws.NewCredentialsCache(staticProvider{creds}),
-	}
-	if e.HTTPClient != nil {
-		cfg.HTTPClient = e.HTTPClient
+		HTTPClient:  e.apiHTTPClient(),
 	}
 	traced(&cfg)
 	return cfg
@@ -195,9 +217,7 @@ func (e Endpoints) Provided(p aws.CredentialsProvider) aws.Config {
 		Credentials: aws.NewCredentialsCache(p, func(o *aws.CredentialsCacheOptions) {
 			o.ExpiryWindow = time.Minute
 		}),
-	}
-	if e.HTTPClient != nil {
-		cfg.HTTPClient = e.HTTPClient
+		HTTPClient: e.apiHTTPClient(),
 	}
 	traced(&cfg)
 	return cfg

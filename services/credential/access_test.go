@@ -367,3 +367,49 @@ func TestAccessKeySessionsOnMoto(t *testing.T) {
 		t.Fatalf("pass-through was not logged at start: %q", logs.String())
 	}
 }
+
+// A hung STS (every answer dropped) answers MintAccess and TestCredential
+// within --aws-timeout, never holding its caller (#22: AssumeRole waited
+// 13 minutes in persistConn.roundTrip). Once STS answers again, so do
+// they.
+func TestHungSTSIsBounded(t *testing.T) {
+	m := testenv.SharedMoto(t)
+	network := testenv.NewNetwork(t, m.Endpoint)
+	f := startAWS(t, m.PlatformARN, awsclient.Endpoints{
+		Region: m.Region, STSURL: network.Endpoint, S3URL: m.Endpoint, S3PathStyle: true,
+		PlatformCredentials: credentials.NewStaticCredentialsProvider(m.Platform.AccessKeyID, m.Platform.SecretAccessKey, ""),
+	}, func(c *Config) {
+		c.AWS.HTTPClient = nil // the real clients, with their timeouts
+		c.AWS.Timeout = 2 * time.Second
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // far past the bound: a hang fails here
+	defer cancel()
+	admin := f.grpc.As(t, "acme", auth.PolicyAdministrator)
+	role := testenv.NewCustomerRole(t, m, "hung-sts-"+randomSuffix(), "placeholder", "")
+	c, err := f.client.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "hung",
+		Credential: &credentialv1.Credential{Bucket: role.Bucket, Region: m.Region,
+			Type: &credentialv1.Credential_RoleToRole{RoleToRole: &credentialv1.RoleToRole{TargetRoleArn: role.ARN}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toxic, err := network.Add(testenv.Blackhole, "downstream", `{"timeout":0}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.access.MintAccess(f.grpc.AsServiceFor(t, "acme"), &credentialv1.MintAccessRequest{Name: c.GetName()}); err == nil || ctx.Err() != nil {
+		t.Fatalf("MintAccess with STS hung: %v, want an error before the test's deadline", err)
+	} else if code := status.Code(err); code == codes.Internal || code == codes.Unknown {
+		t.Errorf("MintAccess with STS hung answered %v: %v", code, err)
+	}
+	res, err := f.client.TestCredential(ctx, &credentialv1.TestCredentialRequest{Name: c.GetName()}, admin)
+	if err != nil || res.GetOk() || ctx.Err() != nil {
+		t.Fatalf("TestCredential with STS hung: %v, %v; want a failed check", connectiontest.Summary(res), err)
+	}
+	network.Remove(toxic)
+	// STS answers again (the role's trust is not set up: a clear refusal,
+	// not a hang).
+	_, err = f.access.MintAccess(f.grpc.AsServiceFor(t, "acme"), &credentialv1.MintAccessRequest{Name: c.GetName()})
+	if e := apierror.FromStatus(err); err != nil && e.Reason == errorsv1.ErrorReason_ERROR_REASON_TRANSIENT {
+		t.Errorf("MintAccess once STS answers: still %v", err)
+	}
+}

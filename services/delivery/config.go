@@ -84,6 +84,10 @@ type Config struct {
 	RequestAttempts int
 	// RequestMaxBackoff caps the pause between two attempts of a request.
 	RequestMaxBackoff time.Duration
+	// HungLimit bounds each S3 operation, all its attempts together: past
+	// it the endpoint is taken to hang and the delivery fails to a
+	// TRANSIENT workflow without running again (0: no bound).
+	HungLimit time.Duration
 	// SweepInterval is how often the sweeper looks for multipart uploads
 	// left behind; SweepGrace how old one must be before it is aborted.
 	SweepInterval, SweepGrace time.Duration
@@ -139,6 +143,7 @@ func DefaultConfig() Config {
 		RequestMaxBackoff: 20 * time.Second,
 		SweepInterval:     10 * time.Minute,
 		SweepGrace:        time.Hour,
+		HungLimit:         5 * time.Minute,
 		MaxStreams:        64,
 		MaxTenantStreams:  16,
 		ReceiveBudget:     512 << 20,
@@ -174,6 +179,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ResumeWindow, "resume-window", c.ResumeWindow, "how long a caller may resume an interrupted stream")
 	fs.IntVar(&c.RequestAttempts, "s3-attempts", c.RequestAttempts, "times one S3 request (a part, a completion) is tried on a transient fault, with exponential backoff and full jitter, before the delivery runs again from staged input")
 	fs.DurationVar(&c.RequestMaxBackoff, "s3-max-backoff", c.RequestMaxBackoff, "longest pause between two attempts of one S3 request")
+	fs.DurationVar(&c.HungLimit, "s3-hung-limit", c.HungLimit, "bound on one S3 operation, all its attempts together; past it S3 is taken to hang and the delivery fails to a TRANSIENT workflow without running again (0: none)")
 	fs.IntVar(&c.TransientRetries, "transient-retries", c.TransientRetries, "times a delivery runs again from staged input after a transient fault (S3 unavailable, throttled, timing out) before it fails")
 	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often the sweeper aborts multipart uploads no delivery owns under the prefixes deliveries write")
 	fs.DurationVar(&c.SweepGrace, "sweep-grace", c.SweepGrace, "how old an upload no delivery owns must be before the sweeper aborts it")

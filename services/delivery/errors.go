@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 
 	"google.golang.org/grpc/codes"
@@ -28,6 +29,7 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		schema *schemaError
 		share  *tenantStagingFull
 		value  *arrowfmt.ValueError
+		hung   *hungEndpoint
 	)
 	switch {
 	case errors.As(err, &e):
@@ -37,6 +39,9 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_VALUE_NOT_WRITABLE, msg).
 			With("column", value.Column).With("row", strconv.FormatInt(value.Row, 10))
 		e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: msg}}
+	case errors.As(err, &hung):
+		e = apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_TRANSIENT,
+			fmt.Sprintf("S3 did not answer within %s: the endpoint hangs; the data is kept, resolve the workflow to retry once S3 answers", hung.limit))
 	case errors.As(err, &share):
 		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL, share.Error()).With("scope", "tenant")
 	case errors.As(err, &ingest):

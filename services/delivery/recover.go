@@ -361,8 +361,10 @@ func transient(err error) bool {
 		broke  *streamBroke
 		ingest *arrowingest.Error
 		schema *schemaError
+		hung   *hungEndpoint
 	)
-	if errors.As(err, &broke) || errors.As(err, &ingest) || errors.As(err, &schema) || errors.Is(err, staging.ErrFull) || errors.Is(err, context.Canceled) {
+	if errors.As(err, &broke) || errors.As(err, &ingest) || errors.As(err, &schema) || errors.Is(err, staging.ErrFull) || errors.Is(err, context.Canceled) ||
+		errors.As(err, &hung) { // running again would wait as long again
 		return false
 	}
 	if st, ok := status.FromError(err); ok && st.Code() != codes.Unknown {

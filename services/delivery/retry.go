@@ -2,6 +2,9 @@ package delivery
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"sync"
 	"time"
 
@@ -35,7 +38,47 @@ func (s *Service) retrying(onRetry func()) func(*s3.Options) {
 			// request bound it instead.
 			so.RateLimiter = ratelimit.None
 		})
-		o.APIOptions = append(o.APIOptions, countRetries(onRetry))
+		o.APIOptions = append(o.APIOptions, countRetries(onRetry), s.hungLimit())
+	}
+}
+
+// hungEndpoint is an S3 operation that did not end, all its attempts
+// together, within HungLimit: the endpoint hangs (#22: with MinIO stopped,
+// each part's attempts took 4 minutes, five of them, and the reruns as
+// many again). The delivery fails to a TRANSIENT workflow at once rather
+// than run again into the same hang; Resolve retries once S3 answers.
+type hungEndpoint struct {
+	op    string
+	limit time.Duration
+	err   error
+}
+
+func (e *hungEndpoint) Error() string {
+	return fmt.Sprintf("S3 did not answer %s within %s: %v", e.op, e.limit, e.err)
+}
+
+func (e *hungEndpoint) Unwrap() error { return e.err }
+
+// hungLimit bounds each S3 operation, every attempt of it included.
+func (s *Service) hungLimit() func(*middleware.Stack) error {
+	limit := s.cfg.HungLimit
+	return func(st *middleware.Stack) error {
+		if limit <= 0 {
+			return nil
+		}
+		return st.Initialize.Add(middleware.InitializeMiddlewareFunc("SluiceHungLimit",
+			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+				bounded, cancel := context.WithTimeout(ctx, limit)
+				defer cancel()
+				out, md, err := next.HandleInitialize(bounded, in)
+				var timeout interface{ Timeout() bool }
+				if err != nil && ctx.Err() == nil && (errors.Is(bounded.Err(), context.DeadlineExceeded) || errors.As(err, &timeout) && timeout.Timeout()) {
+					// Out of time, or every attempt timed out: either
+					// way S3 hangs.
+					err = &hungEndpoint{op: awsmiddleware.GetOperationName(ctx), limit: limit, err: err}
+				}
+				return out, md, err
+			}), middleware.Before)
 	}
 }
 
