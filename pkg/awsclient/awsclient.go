@@ -65,9 +65,6 @@ type Endpoints struct {
 // DefaultTimeout is Timeout's default.
 const DefaultTimeout = 30 * time.Second
 
-// apiHTTP holds one HTTP client per timeout for STS and KMS.
-var apiHTTP sync.Map // time.Duration -> *awshttp.BuildableClient
-
 // apiHTTPClient answers the client STS and KMS requests go through.
 func (e Endpoints) apiHTTPClient() aws.HTTPClient {
 	if e.HTTPClient != nil {
@@ -77,7 +74,15 @@ func (e Endpoints) apiHTTPClient() aws.HTTPClient {
 	if t <= 0 {
 		t = DefaultTimeout
 	}
-	c, _ := apiHTTP.LoadOrStore(t, awshttp.NewBuildableClient().WithTimeout(t))
+	return shared(&apiHTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithTimeout(t) })
+}
+
+// apiHTTP and s3HTTP hold one HTTP client per timeout, so that every
+// client of the process with that timeout shares its connections.
+var apiHTTP, s3HTTP sync.Map // time.Duration -> *awshttp.BuildableClient
+
+func shared(m *sync.Map, t time.Duration, with func(*awshttp.BuildableClient) *awshttp.BuildableClient) *awshttp.BuildableClient {
+	c, _ := m.LoadOrStore(t, with(awshttp.NewBuildableClient()))
 	return c.(*awshttp.BuildableClient)
 }
 
@@ -150,10 +155,6 @@ func (e Endpoints) STS(cfg aws.Config) *sts.Client {
 // 0.5 MB/s, slower than any link a delivery should take.
 const DefaultS3ReadTimeout = 2 * time.Minute
 
-// s3HTTP holds one HTTP client per read timeout, so that every S3 client
-// of the process shares its connections.
-var s3HTTP sync.Map // time.Duration -> *awshttp.BuildableClient
-
 func (e Endpoints) s3HTTPClient() aws.HTTPClient {
 	if e.HTTPClient != nil {
 		return e.HTTPClient
@@ -165,8 +166,7 @@ func (e Endpoints) s3HTTPClient() aws.HTTPClient {
 	if t < 0 {
 		t = 0 // the SDK reads no timeout as none
 	}
-	c, _ := s3HTTP.LoadOrStore(t, awshttp.NewBuildableClient().WithReadTimeout(t))
-	return c.(*awshttp.BuildableClient)
+	return shared(&s3HTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithReadTimeout(t) })
 }
 
 // S3 answers an S3 client acting as cfg's identity in region (the default

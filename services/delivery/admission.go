@@ -12,6 +12,7 @@ import (
 
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 )
 
@@ -274,5 +275,54 @@ func recvPaced[T any](p *pacer, recv func() (T, error), size func(T) int) (T, er
 			var zero T
 			return zero, streamIdle(fmt.Sprintf("the stream sent nothing for %s", p.idle))
 		}
+	}
+}
+
+// streamUse is what a caller's stream (Deliver's or DoPut's) takes of the
+// process while it is read: its pacer, its share of the receive budget,
+// and the message it holds, charged until consumed.
+type streamUse struct {
+	pace    *pacer
+	budget  *streamBudget
+	charged int64
+}
+
+func (s *Service) streamUse(ctx context.Context) streamUse {
+	return streamUse{pace: s.newPacer(), budget: s.admission.forStream(ctx)}
+}
+
+// onStall has the delivery park what it holds once its caller stalls.
+func (u *streamUse) onStall(park func(*streamBudget)) {
+	if u.pace != nil && u.budget != nil {
+		u.pace.stalled = func() { park(u.budget) }
+	}
+}
+
+// receiveBudget answers the budget the stream's Arrow bodies are charged
+// to, or nil.
+func (u *streamUse) receiveBudget() arrowingest.Budget {
+	if u.budget == nil {
+		return nil
+	}
+	return u.budget
+}
+
+// charge takes n bytes of the budget for the message just received.
+func (u *streamUse) charge(n int64) error {
+	if u.budget == nil || n <= 0 {
+		return nil
+	}
+	if err := u.budget.Acquire(n); err != nil {
+		return err
+	}
+	u.charged = n
+	return nil
+}
+
+// uncharge gives back what the consumed message took.
+func (u *streamUse) uncharge() {
+	if u.charged > 0 {
+		u.budget.Release(u.charged)
+		u.charged = 0
 	}
 }

@@ -134,37 +134,13 @@ type recvReader struct {
 	prog   *progress
 	w      staging.Writer
 	ended  bool
-	pace   *pacer
-	budget *streamBudget
-	// charged is what the message in buf took of the receive budget.
-	charged int64
+	streamUse
 }
 
 func (r *recvReader) count(prog *progress)   { r.prog = prog }
 func (r *recvReader) whole() bool            { return r.ended }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
 func (r *recvReader) drop()                  { r.buf = nil; r.uncharge() }
-
-func (r *recvReader) onStall(park func(*streamBudget)) {
-	if r.pace != nil && r.budget != nil {
-		r.pace.stalled = func() { park(r.budget) }
-	}
-}
-
-func (r *recvReader) receiveBudget() arrowingest.Budget {
-	if r.budget == nil {
-		return nil
-	}
-	return r.budget
-}
-
-// uncharge gives back what the consumed message took of the budget.
-func (r *recvReader) uncharge() {
-	if r.charged > 0 {
-		r.budget.Release(r.charged)
-		r.charged = 0
-	}
-}
 
 func (r *recvReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
@@ -198,12 +174,9 @@ func (r *recvReader) Read(p []byte) (int, error) {
 			return 0, v.Err()
 		}
 		r.buf = msg.GetArrowIpc()
-		if r.budget != nil && len(r.buf) > 0 {
-			if err := r.budget.Acquire(int64(len(r.buf))); err != nil {
-				r.buf = nil
-				return 0, err
-			}
-			r.charged = int64(len(r.buf))
+		if err := r.charge(int64(len(r.buf))); err != nil {
+			r.buf = nil
+			return 0, err
 		}
 		r.prog.bytesIn.Add(int64(len(r.buf)))
 		if err := staged(r.w, r.prog, r.buf); err != nil {
@@ -228,7 +201,7 @@ func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error
 	if err != nil {
 		return err
 	}
-	d, err := s.deliver(stream.Context(), first.GetStart(), &recvReader{stream: stream, pace: s.newPacer(), budget: s.admission.forStream(stream.Context())})
+	d, err := s.deliver(stream.Context(), first.GetStart(), &recvReader{stream: stream, streamUse: s.streamUse(stream.Context())})
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
-	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
@@ -73,7 +72,7 @@ func (f *flightServer) DoPut(stream flightgen.FlightService_DoPutServer) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	d, err := f.svc.deliver(stream.Context(), start, &flightReader{stream: stream, next: first, pace: f.svc.newPacer(), budget: f.svc.admission.forStream(stream.Context())})
+	d, err := f.svc.deliver(stream.Context(), start, &flightReader{stream: stream, next: first, streamUse: f.svc.streamUse(stream.Context())})
 	if err != nil {
 		return err
 	}
@@ -96,31 +95,7 @@ type flightReader struct {
 	ended  bool
 	prog   *progress
 	w      staging.Writer
-	pace   *pacer
-	budget *streamBudget
-	// charged is what the message in buf and body took of the budget.
-	charged int64
-}
-
-func (r *flightReader) onStall(park func(*streamBudget)) {
-	if r.pace != nil && r.budget != nil {
-		r.pace.stalled = func() { park(r.budget) }
-	}
-}
-
-func (r *flightReader) receiveBudget() arrowingest.Budget {
-	if r.budget == nil {
-		return nil
-	}
-	return r.budget
-}
-
-// uncharge gives back what the consumed message took of the budget.
-func (r *flightReader) uncharge() {
-	if r.charged > 0 {
-		r.budget.Release(r.charged)
-		r.charged = 0
-	}
+	streamUse
 }
 
 func (r *flightReader) count(prog *progress)   { r.prog = prog }
@@ -162,11 +137,8 @@ func (r *flightReader) Read(p []byte) (int, error) {
 				return 0, &streamBroke{err}
 			}
 		}
-		if n := int64(len(msg.GetDataHeader()) + len(msg.GetDataBody())); r.budget != nil && n > 0 {
-			if err := r.budget.Acquire(n); err != nil {
-				return 0, err
-			}
-			r.charged = n
+		if err := r.charge(int64(len(msg.GetDataHeader()) + len(msg.GetDataBody()))); err != nil {
+			return 0, err
 		}
 		r.frame(msg)
 		if err := staged(r.w, r.prog, r.buf, r.body); err != nil {
