@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -97,10 +99,21 @@ func TestPageTokensNameNothingHidden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			for name := range visible {
+				if strings.Contains(string(raw), deliveryIDOf(name)) {
+					t.Fatalf("page size %d: the token is readable: it names a delivery", size)
+				}
+			}
 			for name := range secret {
 				if strings.Contains(string(raw), deliveryIDOf(name)) {
 					t.Fatalf("page size %d: a token names a delivery the caller may not see", size)
 				}
+			}
+			// A token altered, or not sealed by the service, is refused.
+			raw[len(raw)/2] ^= 1
+			_, err = e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, PageSize: size, PageToken: base64.RawURLEncoding.EncodeToString(raw)}, user)
+			if got := apierror.FromStatus(err); got.Code != codes.InvalidArgument || got.Fields()["page_token"] == "" {
+				t.Fatalf("an altered token: %v, want InvalidArgument on page_token", err)
 			}
 		}
 		if len(got) != len(visible) || !sort.SliceIsSorted(got, func(i, j int) bool { return got[i] > got[j] }) {

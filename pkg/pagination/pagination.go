@@ -4,6 +4,9 @@
 package pagination
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -73,4 +76,50 @@ func Decode(pageToken, digest string) (string, error) {
 		return "", errors.New("belongs to a request with other parent or filter; send the same request with it")
 	}
 	return t.After, nil
+}
+
+// Seal encrypts a page token with key (AES-256-GCM), so that a caller
+// learns nothing from it: not even the name of the last item it was given.
+func Seal(key []byte, pageToken string) (string, error) {
+	if pageToken == "" {
+		return "", nil
+	}
+	aead, err := newAEAD(key)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, []byte(pageToken), nil)), nil
+}
+
+// Open answers the page token Seal sealed with key; an error for any
+// other.
+func Open(key []byte, sealed string) (string, error) {
+	if sealed == "" {
+		return "", nil
+	}
+	aead, err := newAEAD(key)
+	if err != nil {
+		return "", err
+	}
+	b, err := base64.RawURLEncoding.DecodeString(sealed)
+	if err != nil || len(b) < aead.NonceSize() {
+		return "", errors.New("is not a token this service issued")
+	}
+	plain, err := aead.Open(nil, b[:aead.NonceSize()], b[aead.NonceSize():], nil)
+	if err != nil {
+		return "", errors.New("is not a token this service issued")
+	}
+	return string(plain), nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("page token key: %w", err)
+	}
+	return cipher.NewGCM(block)
 }

@@ -1,6 +1,8 @@
 package pagination_test
 
 import (
+	"bytes"
+	"encoding/base64"
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/pagination"
@@ -54,4 +56,34 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip of %q: %q, %v", after, again, err)
 		}
 	})
+}
+
+// A sealed token opens with its key only, and says nothing of what it
+// holds; an empty token stays empty.
+func TestSealedTokens(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	plain := pagination.Encode("tenants/acme/environments/production/deliveries/d-secret", pagination.Digest("p", "f"))
+	sealed, err := pagination.Seal(key, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, _ := base64.RawURLEncoding.DecodeString(sealed); bytes.Contains(raw, []byte("d-secret")) || sealed == plain {
+		t.Fatal("the sealed token shows what it holds")
+	}
+	if got, err := pagination.Open(key, sealed); err != nil || got != plain {
+		t.Fatalf("Open = %q, %v", got, err)
+	}
+	other := bytes.Repeat([]byte{8}, 32)
+	if _, err := pagination.Open(other, sealed); err == nil {
+		t.Fatal("a token opened with another key")
+	}
+	if _, err := pagination.Open(key, plain); err == nil {
+		t.Fatal("an unsealed token opened")
+	}
+	if s, _ := pagination.Seal(key, ""); s != "" {
+		t.Fatalf("an empty token sealed as %q", s)
+	}
+	if o, err := pagination.Open(key, ""); o != "" || err != nil {
+		t.Fatalf("an empty token opened as %q, %v", o, err)
+	}
 }

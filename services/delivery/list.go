@@ -180,7 +180,17 @@ func listVisible[T interface {
 	if err != nil {
 		return nil, "", err
 	}
-	p, size, before, err := validate.Listing(req.GetParent(), req.GetPageSize(), req.GetPageToken(), req.GetFilter())
+	key, err := s.pageTokenKey(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	token, err := pagination.Open(key, req.GetPageToken())
+	if err != nil {
+		var v apierror.Violations
+		v.Add("page_token", "%v", err)
+		return nil, "", v.Err()
+	}
+	p, size, before, err := validate.Listing(req.GetParent(), req.GetPageSize(), token, req.GetFilter())
 	if err != nil {
 		return nil, "", err
 	}
@@ -221,11 +231,14 @@ func listVisible[T interface {
 		}
 		before = next
 	}
-	token := ""
+	next := ""
 	if more {
-		token = pagination.Encode(protoName(out[len(out)-1]), pagination.Digest(req.GetParent(), req.GetFilter()))
+		// Sealed: opaque to the caller, whatever it names.
+		if next, err = pagination.Seal(key, pagination.Encode(protoName(out[len(out)-1]), pagination.Digest(req.GetParent(), req.GetFilter()))); err != nil {
+			return nil, "", err
+		}
 	}
-	return out, token, nil
+	return out, next, nil
 }
 
 // protoName answers a resource's name.
@@ -241,4 +254,18 @@ func (s *Service) ListDeliveries(ctx context.Context, req *deliveryv1.ListDelive
 		return nil, err
 	}
 	return &deliveryv1.ListDeliveriesResponse{Deliveries: items, NextPageToken: next}, nil
+}
+
+// pageTokenKey answers the key page tokens are sealed with, shared by the
+// replicas through the store, read once.
+func (s *Service) pageTokenKey(ctx context.Context) ([]byte, error) {
+	if k := s.pageKey.Load(); k != nil {
+		return *k, nil
+	}
+	k, err := s.store.Key(ctx, "page-tokens")
+	if err != nil {
+		return nil, err
+	}
+	s.pageKey.Store(&k)
+	return k, nil
 }

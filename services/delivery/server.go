@@ -58,6 +58,8 @@ type Service struct {
 	pool *multipart.Pool
 	// admission bounds the streams open and the bytes they hold.
 	admission *admission
+	// pageKey seals page tokens (pageTokenKey).
+	pageKey atomic.Pointer[[]byte]
 	// spool holds TAR and TGZ spools; nil: the system temporary directory.
 	spool *compression.Spool
 	// stagedByTenant counts, by tenant, what running deliveries stage

@@ -4,6 +4,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
 	"errors"
@@ -121,6 +122,23 @@ func (s *Store) HeldStaging(ctx context.Context, tenant string) (int64, error) {
 		return 0, fmt.Errorf("held staging of %s: %w", tenant, err)
 	}
 	return n, nil
+}
+
+// Key answers the key named name that every replica shares, made at
+// random (32 bytes) by the first to ask.
+func (s *Store) Key(ctx context.Context, name string) ([]byte, error) {
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, err
+	}
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO keys (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING`), name, fresh); err != nil {
+		return nil, fmt.Errorf("make key %s: %w", name, err)
+	}
+	var key []byte
+	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT value FROM keys WHERE name = ?`), name).Scan(&key); err != nil {
+		return nil, fmt.Errorf("read key %s: %w", name, err)
+	}
+	return key, nil
 }
 
 // Work answers the work table (running deliveries, resolutions, the

@@ -48,6 +48,7 @@ func TestConformance(t *testing.T) {
 			t.Run("LeasedWrites", func(t *testing.T) { leasedWrites(t, open(t, b.DSN(t))) })
 			t.Run("RecordedWrites", func(t *testing.T) { recordedWrites(t, open(t, b.DSN(t))) })
 			t.Run("HeldStaging", func(t *testing.T) { heldStaging(t, open(t, b.DSN(t))) })
+			t.Run("SharedKeys", func(t *testing.T) { sharedKeys(t, open(t, b.DSN(t))) })
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -266,5 +267,22 @@ func heldStaging(t *testing.T, s *store.Store) {
 		if got, err := s.HeldStaging(ctx, tenant); err != nil || got != want {
 			t.Errorf("HeldStaging(%s) = %d, %v; want %d", tenant, got, err, want)
 		}
+	}
+}
+
+// sharedKeys: a key is made once, 32 random bytes, and every later ask
+// (another replica's too) answers the same.
+func sharedKeys(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	a, err := s.Key(ctx, "page-tokens")
+	if err != nil || len(a) != 32 {
+		t.Fatalf("Key: %x, %v", a, err)
+	}
+	b, err := s.Key(ctx, "page-tokens")
+	if err != nil || string(a) != string(b) {
+		t.Fatalf("asked again: %x, %v; want %x", b, err, a)
+	}
+	if c, err := s.Key(ctx, "other"); err != nil || string(c) == string(a) {
+		t.Fatalf("another name: %x, %v", c, err)
 	}
 }
