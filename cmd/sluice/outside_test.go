@@ -13,11 +13,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
@@ -238,4 +242,37 @@ func readCSVRows(t *testing.T, b []byte) [][]string {
 		t.Fatal(err)
 	}
 	return records
+}
+
+// A 3 MiB value that is not valid UTF-8 (#22: it came back whole in the
+// error and the logs; #23: its delivery then stayed RECEIVING for good)
+// fails the delivery with ErrorInfo naming it, the error never quoting
+// the value, and the stored delivery FAILED with nothing kept.
+func TestInvalidUTF8FailsTheDeliveryWithoutItsValue(t *testing.T) {
+	e := startDelivering(t, nil)
+	ctx := context.Background()
+	dest := e.destination(t, "utf", &destinationv1.Destination{Format: csvFormat()})
+	schema := arrow.NewSchema([]arrow.Field{{Name: "note", Type: arrow.BinaryTypes.String}}, nil)
+	bin := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
+	bin.AppendValues([][]byte{[]byte("ok"), append([]byte("SECRET"+strings.Repeat("x", 3<<20)), 0xff)}, nil)
+	bd := bin.NewArray().Data()
+	notes := array.MakeFromData(array.NewData(arrow.BinaryTypes.String, bd.Len(), bd.Buffers(), nil, 0, 0))
+	rec := array.NewRecordBatch(schema, []arrow.Array{notes}, 2)
+	defer rec.Release()
+	_, err := deliverclient.DeliverStream(ctx, e.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), IdempotencyKey: "utf-1"},
+		bytes.NewReader(ipcBytes(t, schema, rec)), deliverclient.Options{CallOptions: []grpc.CallOption{e.admin}})
+	got := apierror.FromStatus(err)
+	if got.Code != codes.InvalidArgument || got.Reason != errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM || got.Metadata["delivery"] == "" {
+		t.Fatalf("got %v (%+v), want INVALID_ARROW_STREAM naming the delivery", err, got.Metadata)
+	}
+	if strings.Contains(err.Error(), "SECRET") || len(err.Error()) > 1000 {
+		t.Fatalf("the error quotes the value (%d bytes)", len(err.Error()))
+	}
+	d, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: got.Metadata["delivery"]}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_FAILED || d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED || strings.Contains(d.GetError().GetMessage(), "SECRET") {
+		t.Fatalf("stored: %v, input %v, error %.200q", d.GetState(), d.GetStagedInput().GetState(), d.GetError().GetMessage())
+	}
 }

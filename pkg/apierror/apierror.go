@@ -182,7 +182,14 @@ func Status(ctx context.Context, logger *slog.Logger, err error) error {
 // GRPCStatus builds the status with ErrorInfo and, when there are
 // violations, BadRequest. It lets status.FromError recognise an *Error.
 func (e *Error) GRPCStatus() *status.Status {
-	st := status.New(e.Code, e.Message)
+	// Bounded: a status travels in HTTP/2 trailers, and one over the
+	// peer's header limit arrives as another error, without its details.
+	msg := e.Message
+	const most = 4 << 10
+	if len(msg) > most {
+		msg = strings.ToValidUTF8(msg[:most], "") + "..."
+	}
+	st := status.New(e.Code, msg)
 	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonName(e.Reason), Domain: Domain, Metadata: e.Metadata}}
 	if e.RetryAfter > 0 {
 		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
+	"unicode/utf8"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -86,5 +88,16 @@ func TestFromStatusDecodesWhatStatusSends(t *testing.T) {
 	}
 	if apierror.FromStatus(nil) != nil {
 		t.Error("nil decoded as an error")
+	}
+}
+
+// A status's message is bounded, so that it fits in HTTP/2 trailers with
+// its details: one over the peer's header limit arrives as another error.
+func TestStatusMessagesAreBounded(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	long := apierror.New(codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM, strings.Repeat("é", 1<<20)).With("delivery", "d")
+	got := apierror.FromStatus(apierror.Status(context.Background(), logger, long))
+	if len(got.Message) > 5<<10 || !utf8.ValidString(got.Message) || got.Reason != errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM || got.Metadata["delivery"] != "d" {
+		t.Fatalf("a 2 MiB message went out as %d bytes, reason %v, metadata %v", len(got.Message), got.Reason, got.Metadata)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,6 +101,12 @@ func recorded(e *apierror.Error) *deliveryv1.DeliveryError {
 		if v.Description != msg {
 			msg += "; " + v.Field + ": " + v.Description
 		}
+	}
+	// Bounded: an outcome must be stored whatever an error says (a message
+	// that quoted a 3 MiB value left its delivery RECEIVING for good).
+	const most = 4 << 10
+	if len(msg) > most {
+		msg = strings.ToValidUTF8(msg[:most], "") + "..."
 	}
 	return &deliveryv1.DeliveryError{Reason: apierror.ReasonName(e.Reason), Message: msg, Code: int32(e.Code)}
 }
