@@ -276,3 +276,54 @@ func TestInvalidUTF8FailsTheDeliveryWithoutItsValue(t *testing.T) {
 		t.Fatalf("stored: %v, input %v, error %.200q", d.GetState(), d.GetStagedInput().GetState(), d.GetError().GetMessage())
 	}
 }
+
+// A resolution whose kept input cannot be read back (#23, item 1: the
+// delivery and its workflow stayed RESOLVING for good, nothing claimable)
+// ends FAILED with STAGED_INPUT_UNREADABLE: the workflow failed again with
+// its actions, a notification raised, and the delivery's input still
+// counted as kept for another resolution.
+func TestResolutionWhoseInputCannotBeReadEnds(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	w := startWorkflowsOn(t, m, nil)
+	w.mayUseAnyBucket(t)
+	ctx := context.Background()
+	typo := w.destination(t, "unreadable", &destinationv1.Destination{Format: csvFormat(), BucketOverride: "no-such-bucket-" + w.bucket})
+	recs := customerBatches(t, 2000, 500)
+	failed := w.failedDelivery(t, typo.GetName(), ipcBytes(t, recs[0].Schema(), recs...), errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+	if failed.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD {
+		t.Fatalf("input %v, want HELD", failed.GetStagedInput().GetState())
+	}
+	// The kept copy goes missing (a staging store losing it).
+	staged, _ := filepath.Glob(filepath.Join(w.r.dataDir, "staging", deliveryIDOf(failed.GetName())+"*"))
+	if len(staged) == 0 {
+		t.Fatal("no staged copy to lose")
+	}
+	for _, f := range staged {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notesBefore, err := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = w.resolve(ctx, w.workflow(t, failed.GetWorkflow()), "retry-task")
+	if got := apierror.FromStatus(err); got.Reason != errorsv1.ErrorReason_ERROR_REASON_STAGED_INPUT_UNREADABLE {
+		t.Fatalf("resolving with the kept input gone: %v, want STAGED_INPUT_UNREADABLE", err)
+	}
+	d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: failed.GetName()}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_FAILED || d.GetError().GetReason() != "STAGED_INPUT_UNREADABLE" {
+		t.Fatalf("the delivery after the failed resolution: %v %v", d.GetState(), d.GetError())
+	}
+	wf := w.workflow(t, failed.GetWorkflow())
+	if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED || len(wf.GetActions()) == 0 {
+		t.Fatalf("the workflow after the failed resolution: %v with %d actions", wf.GetState(), len(wf.GetActions()))
+	}
+	notes, err := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, w.admin)
+	if err != nil || len(notes.GetNotifications()) <= len(notesBefore.GetNotifications()) {
+		t.Fatalf("no notification raised for the failed resolution: %v", err)
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/lease"
+	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
 
@@ -146,14 +147,40 @@ var errNotOrphan = errors.New("not an orphan")
 // and credential as they are now, writing the same keys.
 func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, resume map[string]resumable) (*deliveryv1.Delivery, error) {
 	if s.staging == nil {
+		s.running.Delete(d.GetName())
 		return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED, "staging is off: the delivery's input was not kept")
 	}
 	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
 	if err != nil {
-		return nil, err
+		// An outcome like any other (#23): the delivery must not stay
+		// RESOLVING with nobody running it.
+		return nil, s.unreadable(ctx, d, err)
 	}
 	defer r.Close()
 	return s.run(ctx, d, dest, &stagedSource{r: r, resume: resume}, nil)
+}
+
+// unreadable ends a rerun whose kept input could not be opened: FAILED,
+// the input still held for another resolution, the workflow failed with
+// its actions and a notification raised, nothing left running.
+func (s *Service) unreadable(ctx context.Context, d *deliveryv1.Delivery, cause error) error {
+	defer s.running.Delete(d.GetName())
+	ctx = context.WithoutCancel(ctx)
+	e := apierror.Wrap(cause, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_STAGED_INPUT_UNREADABLE,
+		"the delivery's kept input could not be read back to run it again; it is still kept: resolve again once staging answers").With("delivery", d.GetName())
+	logging.FromContext(ctx).WarnContext(ctx, "open the kept input of a rerun", slog.String("delivery", d.GetName()), slog.String("error", cause.Error()))
+	stored, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
+		sd.State, sd.EndTime, sd.Error = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now(), recorded(e)
+		if in := sd.GetStagedInput(); in != nil && in.GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD {
+			in.State = deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
+		}
+		return nil
+	})
+	if err != nil {
+		return errors.Join(e, fmt.Errorf("store the outcome: %w", err))
+	}
+	s.failWorkflow(ctx, stored, stepConvert, stored.GetError(), fixContext{destination: stored.GetDestination(), rerunnable: true})
+	return e
 }
 
 // stagedSource reads a delivery's whole input back from staging.
