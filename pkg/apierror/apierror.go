@@ -97,13 +97,17 @@ func Wrap(cause error, code codes.Code, reason Reason, message string) *Error {
 	return &Error{Code: code, Reason: reason, Message: message, cause: cause}
 }
 
-// With adds one metadata entry and returns e.
+// With returns a copy of e with one more metadata entry. e itself is not
+// changed: an error value may be shared (a sentinel, one wrapped in
+// several places), and adding to it would add everywhere.
 func (e *Error) With(key, value string) *Error {
-	if e.Metadata == nil {
-		e.Metadata = map[string]string{}
+	c := *e
+	c.Metadata = make(map[string]string, len(e.Metadata)+1)
+	for k, v := range e.Metadata {
+		c.Metadata[k] = v
 	}
-	e.Metadata[key] = value
-	return e
+	c.Metadata[key] = value
+	return &c
 }
 
 // NotFound says that a resource does not exist or is not the caller's.

@@ -101,3 +101,14 @@ func TestStatusMessagesAreBounded(t *testing.T) {
 		t.Fatalf("a 2 MiB message went out as %d bytes, reason %v, metadata %v", len(got.Message), got.Reason, got.Metadata)
 	}
 }
+
+// With returns a copy: the error it is called on is not changed, so a
+// shared error value cannot gain another caller's metadata.
+func TestWithReturnsACopy(t *testing.T) {
+	base := apierror.New(codes.NotFound, errorsv1.ErrorReason_ERROR_REASON_NOT_FOUND, "not found").With("resource", "a")
+	one := base.With("delivery", "d1")
+	two := base.With("delivery", "d2")
+	if len(base.Metadata) != 1 || one.Metadata["delivery"] != "d1" || two.Metadata["delivery"] != "d2" || one.Metadata["resource"] != "a" {
+		t.Fatalf("base %v, one %v, two %v", base.Metadata, one.Metadata, two.Metadata)
+	}
+}
