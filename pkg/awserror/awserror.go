@@ -166,3 +166,18 @@ func transient(err error, code string, status int) bool {
 }
 
 func in(s string, set ...string) bool { return slices.Contains(set, s) }
+
+// NoSuchUpload reports whether S3 answered that a multipart upload does not
+// exist (it completed, or was aborted): for those aborting or resuming
+// one, nothing is left to do.
+func NoSuchUpload(err error) bool {
+	var api interface{ ErrorCode() string }
+	return errors.As(err, &api) && api.ErrorCode() == "NoSuchUpload"
+}
+
+// FromAWS reports whether err came back from an AWS operation (S3, STS,
+// KMS) rather than from Sluice itself.
+func FromAWS(err error) bool {
+	var op *smithy.OperationError
+	return errors.As(err, &op)
+}

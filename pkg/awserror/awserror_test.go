@@ -3,6 +3,7 @@ package awserror_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
 
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/awserror"
@@ -68,5 +70,18 @@ func TestClassifyTransient(t *testing.T) {
 	}
 	if awserror.Classify(nil, "b") != nil {
 		t.Fatal("nil classified as a cause")
+	}
+}
+
+// The two questions the delivery service asked of AWS errors itself now
+// live here with the rest of the classification.
+func TestNoSuchUploadAndFromAWS(t *testing.T) {
+	gone := &smithy.OperationError{ServiceID: "S3", OperationName: "AbortMultipartUpload", Err: &smithy.GenericAPIError{Code: "NoSuchUpload"}}
+	other := &smithy.OperationError{ServiceID: "S3", OperationName: "AbortMultipartUpload", Err: &smithy.GenericAPIError{Code: "AccessDenied"}}
+	if !awserror.NoSuchUpload(fmt.Errorf("abort: %w", gone)) || awserror.NoSuchUpload(other) || awserror.NoSuchUpload(errors.New("NoSuchUpload")) {
+		t.Error("NoSuchUpload")
+	}
+	if !awserror.FromAWS(fmt.Errorf("put: %w", other)) || awserror.FromAWS(errors.New("local")) {
+		t.Error("FromAWS")
 	}
 }

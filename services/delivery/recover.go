@@ -262,7 +262,7 @@ func (s *Service) interruptedUploads(ctx context.Context, delivery string, clien
 		in := &s3.ListPartsInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID)}
 		for {
 			page, err := client.ListParts(ctx, in)
-			if isNoSuchUpload(err) {
+			if awserror.NoSuchUpload(err) {
 				r.uploadID = ""
 				break
 			}
@@ -315,7 +315,7 @@ func (s *Service) abortUnrecorded(ctx context.Context, delivery string, client *
 				continue
 			}
 			_, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: u.UploadId, ExpectedBucketOwner: owner})
-			if err != nil && !isNoSuchUpload(err) {
+			if err != nil && !awserror.NoSuchUpload(err) {
 				errs = append(errs, fmt.Errorf("abort the unrecorded upload of %s: %w", w.Key, err))
 			}
 		}
@@ -335,7 +335,7 @@ func (s *Service) takeBack(ctx context.Context, delivery string, dest *destinati
 	for _, w := range writes {
 		if w.UploadID != "" {
 			_, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID), ExpectedBucketOwner: owner})
-			if err != nil && !isNoSuchUpload(err) {
+			if err != nil && !awserror.NoSuchUpload(err) {
 				errs = append(errs, fmt.Errorf("abort the upload of %s: %w", w.Key, err))
 			}
 		}
@@ -347,11 +347,6 @@ func (s *Service) takeBack(ctx context.Context, delivery string, dest *destinati
 		return err
 	}
 	return s.store.ForgetWrites(ctx, delivery)
-}
-
-func isNoSuchUpload(err error) bool {
-	var api interface{ ErrorCode() string }
-	return errors.As(err, &api) && api.ErrorCode() == "NoSuchUpload"
 }
 
 // finishRerun answers what is held after a rerun from staged input: the

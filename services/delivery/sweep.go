@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
@@ -59,7 +60,7 @@ func (s *Service) sweep(ctx context.Context, log *slog.Logger) (int, error) {
 		_, err := a.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 			Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(id), ExpectedBucketOwner: a.owner,
 		})
-		if err != nil && !isNoSuchUpload(err) {
+		if err != nil && !awserror.NoSuchUpload(err) {
 			errs = append(errs, fmt.Errorf("abort %s of %s: %w", id, w.Key, err))
 			return false
 		}

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/smithy-go"
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -20,6 +19,7 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
@@ -68,8 +68,7 @@ func stepOf(err error) string {
 	if errors.As(err, &se) {
 		return se.step
 	}
-	var op *smithy.OperationError
-	if errors.As(err, &op) {
+	if awserror.FromAWS(err) {
 		return stepUpload
 	}
 	return stepConvert
