@@ -96,12 +96,12 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 	for i := 2; i <= o.DeliveryReplicas; i++ {
 		s.names = append(s.names, fmt.Sprintf("delivery-%d", i))
 	}
-	for _, name := range s.names {
-		port, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		s.Addrs[name] = hostPort(port)
+	ports, err := freePorts(len(s.names))
+	if err != nil {
+		return nil, err
+	}
+	for i, name := range s.names {
+		s.Addrs[name] = hostPort(ports[i])
 	}
 	endpoint := o.MinIO.Endpoint
 	if o.S3Endpoint != "" {
@@ -143,7 +143,15 @@ func (s *Sluice) Start(name string) error {
 		return err
 	}
 	s.procs[name] = p
-	return p.waitReady(60*time.Second, serving(s.Addrs[name]))
+	return p.waitReady(60*time.Second, serving(s.Addrs[name], serviceNames[binary]))
+}
+
+// serviceNames are the gRPC services whose health says a process serves:
+// its own, so that another server on the address cannot answer for it.
+var serviceNames = map[string]string{
+	"credential":  "sluice.credential.v1.CredentialService",
+	"destination": "sluice.destination.v1.DestinationService",
+	"delivery":    "sluice.delivery.v1.DeliveryService",
 }
 
 // Restart stops a service gracefully (SIGTERM) and starts it again with
@@ -186,14 +194,14 @@ func (s *Sluice) Stop() {
 	os.RemoveAll(s.Dir)
 }
 
-func serving(addr string) func(context.Context) error {
+func serving(addr, service string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return err
 		}
 		defer cc.Close()
-		res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		res, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 		if err != nil {
 			return err
 		}
