@@ -174,6 +174,7 @@ type listRequest interface {
 // destination the caller may use, and the next page's token.
 func listVisible[T interface {
 	proto.Message
+	GetName() string
 	GetDestination() string
 }](ctx context.Context, s *Service, table *resourcestore.Table[T], req listRequest, fields ...filterField) ([]T, string, error) {
 	where, err := parseFilter(req.GetFilter(), fields...)
@@ -234,16 +235,11 @@ func listVisible[T interface {
 	next := ""
 	if more {
 		// Sealed: opaque to the caller, whatever it names.
-		if next, err = pagination.Seal(key, pagination.Encode(protoName(out[len(out)-1]), pagination.Digest(req.GetParent(), req.GetFilter()))); err != nil {
+		if next, err = pagination.Seal(key, pagination.Encode(out[len(out)-1].GetName(), pagination.Digest(req.GetParent(), req.GetFilter()))); err != nil {
 			return nil, "", err
 		}
 	}
 	return out, next, nil
-}
-
-// protoName answers a resource's name.
-func protoName(m proto.Message) string {
-	return m.ProtoReflect().Get(m.ProtoReflect().Descriptor().Fields().ByName("name")).String()
 }
 
 // ListDeliveries answers a page of the deliveries the caller may see,
