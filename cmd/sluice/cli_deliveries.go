@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -346,38 +347,65 @@ func deliveryCommand() *cobra.Command {
 		})
 	})}
 	list.Flags().StringVar(&filter, "filter", "", `e.g. 'state = FAILED' or 'destination = "tenants/.../destinations/d"'`)
-	var every time.Duration
 	watch := &cobra.Command{Use: "watch ID|NAME", Short: "Follow a delivery's progress until it ends", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
 		name, err := c.name("deliveries", args[0])
 		if err != nil {
 			return err
 		}
-		for {
-			d, err := get(cmd, name)
+		var final *deliveryv1.Delivery
+		err = withService(c, cmd, "delivery", deliveryv1.NewDeliveryServiceClient, func(ctx context.Context, cl deliveryv1.DeliveryServiceClient) error {
+			stream, err := cl.WatchDelivery(ctx, &deliveryv1.WatchDeliveryRequest{Name: name}, c.call()...)
 			if err != nil {
 				return err
 			}
-			pr := d.GetProgress()
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s  %s  %d rows  %d bytes in  %d bytes out  %d parts\n", time.Now().Format(time.TimeOnly),
-				enum(d.GetState(), "DELIVERY_STATE_"), pr.GetRows(), pr.GetBytesIn(), pr.GetBytesOut(), pr.GetParts())
-			switch d.GetState() {
-			case deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED:
-				return printDelivery(p, d)
-			case deliveryv1.DeliveryState_DELIVERY_STATE_FAILED:
-				if err := printDelivery(p, d); err != nil {
+			for {
+				d, err := stream.Recv()
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				if err != nil {
 					return err
 				}
-				return &exitError{code: exitDeliveryFailed, err: fmt.Errorf("the delivery failed with %s: sluice workflow show %s", d.GetError().GetReason(), last(d.GetName()))}
+				final = d
+				pr := d.GetProgress()
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s  %s  %d rows  %d bytes in  %d bytes out  %d parts\n", time.Now().Format(time.TimeOnly),
+					enum(d.GetState(), "DELIVERY_STATE_"), pr.GetRows(), pr.GetBytesIn(), pr.GetBytesOut(), pr.GetParts())
 			}
-			select {
-			case <-cmd.Context().Done():
-				return cmd.Context().Err()
-			case <-time.After(every):
-			}
+		})
+		if err != nil || final == nil {
+			return err
 		}
+		if err := printDelivery(p, final); err != nil {
+			return err
+		}
+		switch final.GetState() {
+		case deliveryv1.DeliveryState_DELIVERY_STATE_FAILED:
+			return &exitError{code: exitDeliveryFailed, err: fmt.Errorf("the delivery failed with %s: sluice workflow show %s", final.GetError().GetReason(), last(final.GetName()))}
+		case deliveryv1.DeliveryState_DELIVERY_STATE_CANCELLED:
+			return &exitError{code: exitDeliveryFailed, err: fmt.Errorf("the delivery was cancelled")}
+		}
+		return nil
 	})}
-	watch.Flags().DurationVar(&every, "every", time.Second, "how often to look")
-	return clientCommand("delivery", "Show, list and watch deliveries", c, show, list, watch)
+	// The service streams each change now; --every stays for scripts that
+	// pass it.
+	watch.Flags().Duration("every", time.Second, "ignored: the service sends each change as it happens")
+	_ = watch.Flags().MarkHidden("every")
+	var keepInput bool
+	cancel := &cobra.Command{Use: "cancel ID|NAME", Short: "Cancel a running delivery, or discard a failed one", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
+		name, err := c.name("deliveries", args[0])
+		if err != nil {
+			return err
+		}
+		return withService(c, cmd, "delivery", deliveryv1.NewDeliveryServiceClient, func(ctx context.Context, cl deliveryv1.DeliveryServiceClient) error {
+			d, err := cl.CancelDelivery(ctx, &deliveryv1.CancelDeliveryRequest{Name: name, KeepInput: keepInput}, c.call()...)
+			if err != nil {
+				return err
+			}
+			return printDelivery(p, d)
+		})
+	})}
+	cancel.Flags().BoolVar(&keepInput, "keep-input", false, "keep a running delivery's whole input for the retention period, to restart it later with its workflow")
+	return clientCommand("delivery", "Show, list, watch and cancel deliveries", c, show, list, watch, cancel)
 }
 
 func workflowCommand() *cobra.Command {

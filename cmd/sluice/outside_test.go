@@ -279,9 +279,9 @@ func TestInvalidUTF8FailsTheDeliveryWithoutItsValue(t *testing.T) {
 
 // A resolution whose kept input cannot be read back (#23, item 1: the
 // delivery and its workflow stayed RESOLVING for good, nothing claimable)
-// ends FAILED with STAGED_INPUT_UNREADABLE: the workflow failed again with
-// its actions, a notification raised, and the delivery's input still
-// counted as kept for another resolution.
+// ends FAILED with STAGED_INPUT_UNREADABLE: the workflow failed again, a
+// notification raised; the copy being gone, nothing is offered to run it
+// again and nothing counts as kept.
 func TestResolutionWhoseInputCannotBeReadEnds(t *testing.T) {
 	m := testenv.SharedMinIO(t)
 	w := startWorkflowsOn(t, m, nil)
@@ -319,7 +319,7 @@ func TestResolutionWhoseInputCannotBeReadEnds(t *testing.T) {
 		t.Fatalf("the delivery after the failed resolution: %v %v", d.GetState(), d.GetError())
 	}
 	wf := w.workflow(t, failed.GetWorkflow())
-	if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED || len(wf.GetActions()) == 0 {
+	if wf.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED || len(wf.GetActions()) != 0 || d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED {
 		t.Fatalf("the workflow after the failed resolution: %v with %d actions", wf.GetState(), len(wf.GetActions()))
 	}
 	notes, err := w.flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, w.admin)

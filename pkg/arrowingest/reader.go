@@ -105,6 +105,10 @@ type Error struct {
 	Batch int
 	// Message says what is wrong.
 	Message string
+	// EndedEarly is a stream that stopped before its end-of-stream marker
+	// (empty, cut inside a message, or between two): what arrived may be
+	// sound, and its rest may still come.
+	EndedEarly bool
 }
 
 func (e *Error) Error() string {
@@ -331,6 +335,13 @@ func (m *messages) fault(batch int, msg string) *Error {
 	return &Error{Offset: m.start, Batch: batch, Message: msg}
 }
 
+// early is the stream ending before its end-of-stream marker.
+func (m *messages) early(batch int, msg string) *Error {
+	e := m.fault(batch, msg)
+	e.EndedEarly = true
+	return e
+}
+
 // explain turns what arrow-go's reader answered into an *Error, unless it
 // is one already or the source failed.
 func (m *messages) explain(err error, batch int) error {
@@ -354,7 +365,7 @@ func (m *messages) read(p []byte) (eof bool, err error) {
 	case n == 0 && errors.Is(err, io.EOF):
 		return true, nil
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return false, m.fault(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", len(p)-n))
+		return false, m.early(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", len(p)-n))
 	}
 	m.srcErr = err
 	return false, err
@@ -384,12 +395,12 @@ func (m *messages) Message() (*ipc.Message, error) {
 		return nil, err
 	}
 	if eof {
-		return nil, m.fault(m.batch(), "the stream ends without Arrow's end-of-stream marker: close the IPC stream writer before closing the stream")
+		return nil, m.early(m.batch(), "the stream ends without Arrow's end-of-stream marker: close the IPC stream writer before closing the stream")
 	}
 	length := binary.LittleEndian.Uint32(word[:])
 	if length == continuation {
 		if eof, err = m.read(word[:]); err == nil && eof {
-			err = m.fault(m.batch(), "the stream ends inside a message (4 bytes short)")
+			err = m.early(m.batch(), "the stream ends inside a message (4 bytes short)")
 		}
 		if err != nil {
 			return nil, err
@@ -404,7 +415,7 @@ func (m *messages) Message() (*ipc.Message, error) {
 	}
 	meta := make([]byte, length)
 	if eof, err = m.read(meta); err == nil && eof {
-		err = m.fault(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", length))
+		err = m.early(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", length))
 	}
 	if err != nil {
 		return nil, err
@@ -428,7 +439,7 @@ func (m *messages) Message() (*ipc.Message, error) {
 	}
 	body := make([]byte, msg.bodyLen)
 	if eof, err = m.read(body); err == nil && eof && len(body) > 0 {
-		err = m.fault(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", len(body)))
+		err = m.early(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", len(body)))
 	}
 	if err == nil {
 		err = m.checkBody(msg, body)

@@ -175,6 +175,13 @@ func NoSuchUpload(err error) bool {
 	return errors.As(err, &api) && api.ErrorCode() == "NoSuchUpload"
 }
 
+// NoSuchBucket reports whether S3 answered that the bucket does not exist:
+// nothing can be in it to take back or continue.
+func NoSuchBucket(err error) bool {
+	var api interface{ ErrorCode() string }
+	return errors.As(err, &api) && api.ErrorCode() == "NoSuchBucket"
+}
+
 // FromAWS reports whether err came back from an AWS operation (S3, STS,
 // KMS) rather than from Sluice itself.
 func FromAWS(err error) bool {

@@ -326,38 +326,60 @@ func (t *Table[T]) Find(ctx context.Context, limit int, cond string, args ...any
 func (t *Table[T]) Update(ctx context.Context, name, etag string, mutate func(T) error, also ...Also) (T, error) {
 	var out T
 	err := t.db.InTx(ctx, func(tx *sql.Tx) error {
-		msg, err := t.get(ctx, tx, name, true)
+		msg, err := t.update(ctx, tx, name, etag, mutate)
 		if err != nil {
 			return err
-		}
-		if etag != "" && etag != getString(msg, "etag") {
-			return fmt.Errorf("update %s: %w", name, apierror.ErrEtagMismatch)
-		}
-		created := getTime(msg, "create_time")
-		if err := mutate(msg); err != nil {
-			return err
-		}
-		setString(msg, "name", name)
-		setTime(msg, "create_time", created)
-		now := time.Now().UTC()
-		setTime(msg, "update_time", now)
-		b, newEtag, err := encode(msg)
-		if err != nil {
-			return err
-		}
-		set, args := "", []any{b, newEtag, now.UnixMicro()}
-		for _, c := range t.cols {
-			set += ", " + c.Name + " = ?"
-			args = append(args, c.Value(msg))
-		}
-		if _, err := tx.ExecContext(ctx, t.db.Rebind(`UPDATE `+t.table+
-			` SET data = ?, etag = ?, update_time = ?`+set+` WHERE name = ?`), append(args, name)...); err != nil {
-			return fmt.Errorf("update %s: %w", name, err)
 		}
 		out = msg
 		return runAlso(ctx, tx, also)
 	})
 	return out, err
+}
+
+// Updating answers Update of name as work for another table's write, so
+// that the two commit together; the stored message goes to *out when out
+// is not nil.
+func (t *Table[T]) Updating(name, etag string, mutate func(T) error, out *T) Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		msg, err := t.update(ctx, tx, name, etag, mutate)
+		if err == nil && out != nil {
+			*out = msg
+		}
+		return err
+	}
+}
+
+func (t *Table[T]) update(ctx context.Context, tx *sql.Tx, name, etag string, mutate func(T) error) (T, error) {
+	var zero T
+	msg, err := t.get(ctx, tx, name, true)
+	if err != nil {
+		return zero, err
+	}
+	if etag != "" && etag != getString(msg, "etag") {
+		return zero, fmt.Errorf("update %s: %w", name, apierror.ErrEtagMismatch)
+	}
+	created := getTime(msg, "create_time")
+	if err := mutate(msg); err != nil {
+		return zero, err
+	}
+	setString(msg, "name", name)
+	setTime(msg, "create_time", created)
+	now := time.Now().UTC()
+	setTime(msg, "update_time", now)
+	b, newEtag, err := encode(msg)
+	if err != nil {
+		return zero, err
+	}
+	set, args := "", []any{b, newEtag, now.UnixMicro()}
+	for _, c := range t.cols {
+		set += ", " + c.Name + " = ?"
+		args = append(args, c.Value(msg))
+	}
+	if _, err := tx.ExecContext(ctx, t.db.Rebind(`UPDATE `+t.table+
+		` SET data = ?, etag = ?, update_time = ?`+set+` WHERE name = ?`), append(args, name)...); err != nil {
+		return zero, fmt.Errorf("update %s: %w", name, err)
+	}
+	return msg, nil
 }
 
 // Deleting answers the removal of name, if it exists, as work for another

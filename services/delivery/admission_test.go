@@ -18,7 +18,7 @@ func as(tenant string) context.Context {
 	return auth.WithCaller(context.Background(), &auth.Caller{Subject: "u@" + tenant, Tenant: tenant})
 }
 
-func reasonOf(err error) (codes.Code, errorsv1.ErrorReason, time.Duration) {
+func refusalOf(err error) (codes.Code, errorsv1.ErrorReason, time.Duration) {
 	var e *apierror.Error
 	if !errors.As(err, &e) {
 		return codes.Unknown, 0, 0
@@ -43,7 +43,7 @@ func TestAdmissionCapsStreams(t *testing.T) {
 			releases = append(releases, release)
 			continue
 		}
-		code, reason, retry := reasonOf(err)
+		code, reason, retry := refusalOf(err)
 		var e *apierror.Error
 		errors.As(err, &e)
 		if code != codes.ResourceExhausted || reason != errorsv1.ErrorReason_ERROR_REASON_TOO_MANY_STREAMS || retry <= 0 || e.Metadata["limit"] != step.limit {
@@ -80,7 +80,7 @@ func TestReceiveBudgetSharesBetweenTenants(t *testing.T) {
 	}
 	err := <-waited
 	var broke *streamBroke
-	if code, reason, retry := reasonOf(err); !errors.As(err, &broke) || code != codes.ResourceExhausted || reason != errorsv1.ErrorReason_ERROR_REASON_RECEIVE_BUDGET_SPENT || retry <= 0 {
+	if code, reason, retry := refusalOf(err); !errors.As(err, &broke) || code != codes.ResourceExhausted || reason != errorsv1.ErrorReason_ERROR_REASON_RECEIVE_BUDGET_SPENT || retry <= 0 {
 		t.Fatalf("a wait past BudgetWait: %v, want RECEIVE_BUDGET_SPENT, resumable", err)
 	}
 	// Given back, the bytes serve a waiter at once.
@@ -110,7 +110,7 @@ func TestPacer(t *testing.T) {
 	block := make(chan struct{})
 	recv := func() (int, error) { <-block; return 0, nil }
 	_, err := recvPaced(p, recv, func(int) int { return 0 })
-	if _, reason, _ := reasonOf(err); reason != errorsv1.ErrorReason_ERROR_REASON_STREAM_IDLE {
+	if _, reason, _ := refusalOf(err); reason != errorsv1.ErrorReason_ERROR_REASON_STREAM_IDLE {
 		t.Fatalf("a stream that sent nothing: %v, want STREAM_IDLE", err)
 	}
 	close(block)
@@ -122,7 +122,7 @@ func TestPacer(t *testing.T) {
 			break
 		}
 	}
-	if _, reason, _ := reasonOf(err); reason != errorsv1.ErrorReason_ERROR_REASON_STREAM_IDLE {
+	if _, reason, _ := refusalOf(err); reason != errorsv1.ErrorReason_ERROR_REASON_STREAM_IDLE {
 		t.Fatalf("a stream under the minimum rate: %v, want STREAM_IDLE", err)
 	}
 	// Time the service spends between messages is not the caller's.

@@ -196,6 +196,44 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 }
 
 // tenantStaging is one tenant's share of staging (0: none).
+// withDefaults answers c with the default of every setting left at its
+// zero value: the one place defaults are applied.
+func (c Config) withDefaults() Config {
+	def := DefaultConfig()
+	set := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	setD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	set(&c.PartSize, def.PartSize)
+	set(&c.PartBuffers, def.PartBuffers)
+	set(&c.PartConcurrency, def.PartConcurrency)
+	set(&c.Workers, def.Workers)
+	set(&c.MaxStreams, def.MaxStreams)
+	set(&c.MaxTenantStreams, def.MaxTenantStreams)
+	setD(&c.ProgressInterval, def.ProgressInterval)
+	setD(&c.RecoverInterval, def.RecoverInterval)
+	setD(&c.SweepInterval, def.SweepInterval)
+	setD(&c.SweepGrace, def.SweepGrace)
+	setD(&c.LeaseTTL, def.LeaseTTL)
+	setD(&c.BudgetWait, def.BudgetWait)
+	if c.Instance == "" {
+		c.Instance = def.Instance
+	}
+	if c.ReceiveBudget == 0 {
+		c.ReceiveBudget = def.ReceiveBudget
+	}
+	if c.Ingest.MaxBatchBytes == 0 {
+		c.Ingest.MaxBatchBytes = arrowingest.DefaultLimits.MaxBatchBytes
+	}
+	return c
+}
+
 func (c Config) tenantStaging() int64 {
 	if c.StagingTenantMaxBytes > 0 {
 		return c.StagingTenantMaxBytes

@@ -11,14 +11,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
@@ -256,7 +251,11 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 	if err != nil {
 		return nil, s.abandon(ctx, d, err)
 	}
-	return s.run(ctx, d, dest, src, w)
+	out, err := s.execute(ctx, &job{entry: entryDeliver, d: d, dest: dest, live: src, w: w})
+	if errors.Is(err, errUnsettled) {
+		h.again(s.cfg.RecoverInterval) // another claim settles it
+	}
+	return out, err
 }
 
 // begin stores a new delivery in RECEIVING, with its workflow and the
@@ -316,199 +315,24 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 	}
 }
 
-// run delivers src to dest for the stored delivery d and stores how it
-// ended.
-func (s *Service) run(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src source, w staging.Writer) (_ *deliveryv1.Delivery, err error) {
-	opts := []trace.SpanStartOption{trace.WithAttributes(attrDelivery.String(d.GetName()), attrDestination.String(d.GetDestination()),
-		attribute.Bool("sluice.rerun", isRerun(src)))}
-	if trace.SpanContextFromContext(ctx).TraceID().String() != traceIDOf(d.GetTraceParent()) {
-		// Another trace than the delivery's first (a resolution, a
-		// takeover): linked to it.
-		opts = append(opts, linkTo(d.GetTraceParent())...)
-	}
-	ctx, span := tracer().Start(ctx, "delivery run", opts...)
-	defer func() {
-		if err != nil {
-			span.SetStatus(otelcodes.Error, "the delivery failed")
-			var e *apierror.Error
-			if errors.As(err, &e) {
-				span.SetAttributes(attribute.String("error.type", apierror.ReasonName(e.Reason)))
-			}
-		}
-		span.End()
-	}()
-	ctx = logging.WithFields(ctx)
-	logging.Add(ctx, slog.String("delivery", d.GetName()))
-	log := logging.FromContext(ctx)
-	s.running.Store(d.GetName(), true)
-	defer s.running.Delete(d.GetName())
-	prog := &progress{}
-	src.count(prog)
-	src.stage(w)
-	if w != nil {
-		prog.staged.Store(w.Staged())
-	}
-	stopTracking := s.track(ctx, d.GetName(), prog)
-	format := outputspec.FormatName(dest)
-	if format == "" {
-		format = "unknown"
-	}
-	ended := s.metrics.began(ctx, format)
-	f := s.flowOf(d.GetName())
-	objects, bucket, complete, err := s.convert(ctx, d, dest, src, prog, f)
-	defer f.endSpans("", nil) // those still open
-	// A transient fault (S3 or a peer unavailable, throttled, timing out)
-	// runs the delivery again over what was staged and the rest of the
-	// stream, after a growing pause, before anyone is told.
-	for attempt := 1; err != nil && attempt <= s.cfg.TransientRetries && transient(err) && ctx.Err() == nil && (w != nil || isRerun(src)); attempt++ {
-		log.WarnContext(ctx, "transient fault: running the delivery again from staged input", slog.Int("attempt", attempt+1), slog.String("error", err.Error()))
-		s.metrics.reruns.Add(ctx, 1)
-		if !pause(ctx, attempt) {
-			break
-		}
-		next, closer, rerr := s.restart(ctx, d, src, w)
-		if rerr != nil {
-			err = errors.Join(err, rerr)
-			break
-		}
-		if terr := s.takeBackFor(ctx, d, dest); terr != nil {
-			closer.Close()
-			err = terr
-			continue
-		}
-		prog.reset()
-		src = next
-		src.count(prog)
-		objects, bucket, complete, err = s.convert(ctx, d, dest, src, prog, f)
-		closer.Close()
-	}
-	// Stopped from outside: the service is stopping, or another replica
-	// took the delivery over. What it wrote and recorded stays as it is,
-	// for whoever runs it next to continue.
-	if cause := context.Cause(ctx); err != nil && (errors.Is(cause, errStopping) || errors.Is(cause, lease.ErrLost)) {
-		stopTracking()
-		ended(prog, apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED))
-		return nil, apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED,
-			"the delivery service stopped running this delivery ("+cause.Error()+"); another replica continues it: GetDelivery shows how it ends").With("delivery", d.GetName())
-	}
-	// A failure that is not the data's (access, the bucket, S3 giving
-	// up) keeps the whole input, so that a resolution can run it again
-	// without the caller: the rest of the stream is read into staging.
-	if err != nil && !complete && src.whole() {
-		complete = true // an earlier attempt read it all
-	}
-	if err != nil && !complete && w != nil && !isRerun(src) && keepsInput(err) && ctx.Err() == nil {
-		// Only the live stream: the staged prefix of a retried attempt is
-		// kept already (and its reader closed).
-		var live io.Reader = src
-		if res, ok := src.(*resumed); ok {
-			live = res.live
-		}
-		if _, derr := io.Copy(io.Discard, live); derr != nil {
-			log.InfoContext(ctx, "the stream broke while its rest was kept after a failure", slog.String("error", derr.Error()))
-		} else {
-			complete = true
-		}
-	}
-	stopTracking()
-	// What landed is answered, or was taken back; a failure that could not
-	// take back what it wrote keeps the records for the next takeover.
-	if err == nil || s.takeBackFor(ctx, d, dest) == nil {
-		if ferr := s.store.ForgetWrites(context.WithoutCancel(ctx), d.GetName()); ferr != nil {
-			log.WarnContext(ctx, "forget the delivery's recorded writes", slog.String("error", ferr.Error()))
-		}
-	}
-
-	end := timestamppb.Now()
-	var input *deliveryv1.StagedInput
-	if isRerun(src) {
-		input = s.finishRerun(ctx, d, err == nil)
-	} else {
-		input = s.finishStaging(ctx, d, w, err == nil, complete)
-	}
-	var broke *streamBroke
-	if err != nil && input.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
-		// Not the data's fault, and the stream did not reach its end: the
-		// caller may resume it.
-		if errors.As(err, &broke) || ctx.Err() != nil || keepsInput(err) {
-			return nil, s.interrupted(ctx, d, prog, input, err)
-		}
-		// The data was at fault (running again would fail the same way), or
-		// staging is full: nothing is kept.
-		if derr := s.staging.Delete(context.WithoutCancel(ctx), deliveryID(d.GetName())); derr != nil {
-			log.WarnContext(ctx, "delete staged input", slog.String("error", derr.Error()))
-		}
-		input.State, input.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED, nil
-	}
-	var fail *apierror.Error
-	if err != nil {
-		fail = failure(err, d.GetName(), bucket)
-		ended(prog, apierror.ReasonName(fail.Reason))
-	} else {
-		ended(prog, "")
-	}
-	if err != nil {
-		if fail.Code == codes.Internal {
-			log.ErrorContext(ctx, "delivery failed", slog.String("error", err.Error()))
-		} else {
-			log.InfoContext(ctx, "delivery failed", slog.String("reason", apierror.ReasonName(fail.Reason)), slog.String("error", err.Error()))
-		}
-	}
-	// Stored even when the caller has gone: the outcome must be kept.
-	stored, serr := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.Progress, sd.Bucket, sd.EndTime, sd.StagedInput = prog.snapshot(), bucket, end, input
-		if fail != nil {
-			sd.State, sd.Error = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, recorded(fail)
-			return nil
-		}
-		sd.State, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED, objects
-		return nil
-	})
-	if serr != nil {
-		log.ErrorContext(ctx, "store the delivery's outcome", slog.String("error", serr.Error()))
-		if fail == nil {
-			return nil, fmt.Errorf("store the outcome of %s: %w", d.GetName(), serr)
-		}
-	}
-	if fail != nil {
-		f.endSpans(stepOf(err), err)
-		s.failWorkflow(ctx, d, stepOf(err), recorded(fail), fixContext{
-			destination: dest.GetName(), credential: dest.GetCredential(), bucket: bucket, prefix: dest.GetPrefix(),
-			kmsKey: dest.GetEncryption().GetKmsKeyId(), missingPermission: fail.Metadata["missing_permission"],
-			rerunnable: input.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD,
-		})
-		return nil, fail
-	}
-	f.succeeded(ctx)
-	if _, err := s.peers.Destinations.RecordDelivery(ctx, &destinationv1.RecordDeliveryRequest{
-		Name: dest.GetName(), Delivery: d.GetName(), DeliveryTime: end,
-	}); err != nil {
-		log.WarnContext(ctx, "record the successful delivery on its destination", slog.String("error", err.Error()))
-	}
-	log.InfoContext(ctx, "delivered", slog.Int64("rows", prog.rows.Load()), slog.Int64("bytes_out", prog.bytesOut.Load()), slog.Int("objects", len(objects)))
-	return stored, nil
-}
-
-// convert runs one attempt of the delivery's steps: it mints access, reads
-// the destination's settings, and runs the pipeline, answering the objects
-// and the bucket written to, and whether the whole stream was read. Each
-// step is recorded in the workflow as it starts and ends; an error says
-// its step.
-func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, src io.Reader, prog *progress, f *flow) (objects []*deliveryv1.DeliveredObject, bucket string, complete bool, err error) {
-	bucket = dest.GetBucketOverride()
+// convert runs one attempt of a job's steps: it mints access, reads the
+// destination's settings, and runs the pipeline, answering the objects and
+// the bucket written to, and whether the whole stream was read. The first
+// attempt of a run from kept input first takes back what earlier runs
+// wrote (restart) or finds the uploads they left to continue. Each step
+// is recorded in the workflow as it starts and ends; an error says its
+// step.
+func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *progress, f *flow, first bool) (objects []*deliveryv1.DeliveredObject, bucket string, complete bool, err error) {
+	d, dest := j.d, j.dest
 	f.start(ctx, stepGetAccess)
-	access, err := s.mint(ctx, dest.GetCredential(), f)
-	if status.Code(err) == codes.NotFound {
-		err = apierror.Wrap(err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED,
-			fmt.Sprintf("the destination's credential %s no longer exists: create it again, or give the destination another credential", dest.GetCredential()))
+	a, err := s.access(ctx, dest, f)
+	if a != nil {
+		bucket = a.bucket
 	}
 	if err != nil {
 		return nil, bucket, false, inStep(stepGetAccess, err)
 	}
 	f.succeed(ctx, stepGetAccess)
-	if bucket == "" {
-		bucket = access.GetBucket()
-	}
 	f.start(ctx, stepCheckDestination)
 	cfg, err := outputspec.Config(dest, filename.Values{Now: d.GetCreateTime().AsTime(), OutputName: d.GetOutputName()})
 	if errors.Is(err, outputspec.ErrPGPKey) {
@@ -526,8 +350,13 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	}
 	f.succeed(ctx, stepCheckDestination)
 	var retries atomic.Int32
-	client := s.cfg.AWS.S3(s.cfg.AWS.Provided(&mintedCredentials{s: s, credential: dest.GetCredential(), first: access}), access.GetRegion(),
-		s.retrying(func() { retries.Add(1) }))
+	client := a.client(func() { retries.Add(1) })
+	var resume map[string]resumable
+	if first && j.staged() {
+		if resume, err = s.prepare(ctx, j, client); err != nil {
+			return nil, bucket, false, inStep(stepUpload, err)
+		}
+	}
 	f.start(ctx, stepConvert, stepUpload)
 	uploadStep := stepUpload
 	countRetries := func() {
@@ -538,18 +367,17 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	}
 	out := &output{
 		cfg: cfg, limits: ingestLimits(s.cfg.Ingest, src), prog: prog,
-		sink:     s.sink(ctx, d, client, dest, bucket, prog, src),
+		sink:     s.sink(ctx, d, client, dest, bucket, prog, src, resume),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
 			complete = true
 			f.succeed(ctx, stepConvert)
-			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-				sd.State = deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING
-				return nil
-			})
-			if err != nil {
-				logging.FromContext(ctx).WarnContext(ctx, "store delivery state", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
+			if j.staged() {
+				return // a run from kept input stays in its phase
+			}
+			if _, _, err := s.move(ctx, d.GetName(), []phase{phaseReceiving, phaseUploading}, phaseUploading, change{}); err != nil {
+				logging.FromContext(ctx).WarnContext(ctx, "store delivery state", slog.String("error", err.Error()))
 			}
 		},
 		uploaded: func() {
@@ -564,23 +392,23 @@ func (s *Service) convert(ctx context.Context, d *deliveryv1.Delivery, dest *des
 	return objects, bucket, complete, err
 }
 
-// mint asks the credential service for access, trying again after a
-// transient failure (the service unavailable, STS throttling) the way S3
-// requests are; each attempt after the first counts on get_access.
-func (s *Service) mint(ctx context.Context, credential string, f *flow) (*credentialv1.TemporaryAccess, error) {
-	for attempt := 1; ; attempt++ {
-		access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: credential})
-		if err == nil || attempt >= s.cfg.RequestAttempts || !transient(err) || !backoff(ctx, attempt, s.cfg.RequestMaxBackoff) {
-			return access, err
-		}
-		f.retried(ctx, stepGetAccess, 1)
+// prepare readies a run from kept input: restart takes back what earlier
+// runs wrote; any other continues the uploads they recorded, after
+// aborting those they began without recording.
+func (s *Service) prepare(ctx context.Context, j *job, client *s3.Client) (map[string]resumable, error) {
+	if j.restart {
+		return nil, s.takeBack(ctx, j.d.GetName(), j.dest, client)
 	}
+	if err := s.abortUnrecorded(ctx, j.d.GetName(), client, j.dest); err != nil {
+		return nil, err
+	}
+	return s.interruptedUploads(ctx, j.d.GetName(), client)
 }
 
 // sink answers the S3 sink of a delivery, recording each object it writes
 // before the first byte, so that a crash leaves nothing that cannot be
 // found and taken back.
-func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader) *s3Sink {
+func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader, resume map[string]resumable) *s3Sink {
 	sk := newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums())
 	sk.record = func(w store.Write) error { return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), w) }
 	if rn, err := resourcename.Parse(d.GetName(), "deliveries"); err == nil {
@@ -591,9 +419,7 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 		// budget holds the bytes meanwhile.
 		st.onStall(func(b *streamBudget) { sk.park(b.TryAcquire, b.Release) })
 	}
-	if rerun, ok := src.(*stagedSource); ok {
-		sk.resume, rerun.resume = rerun.resume, nil // only the first attempt resumes
-	}
+	sk.resume = resume
 	return sk
 }
 
@@ -614,19 +440,17 @@ func (s *Service) track(ctx context.Context, name string, prog *progress) (stop 
 				return
 			case <-tick.C:
 			}
+			if h, ok := s.running.Load(name); ok {
+				if rh, ok := h.(*runHandle); ok {
+					s.cancelIfAsked(ctx, name, rh.cancel)
+				}
+			}
 			now := prog.snapshot()
 			if last != nil && now.GetBytesIn() == last.GetBytesIn() && now.GetParts() == last.GetParts() && time.Since(lastWrite) < heartbeat {
 				continue
 			}
 			staged := prog.staged.Load()
-			_, err := s.store.Deliveries.Update(context.WithoutCancel(ctx), name, "", func(d *deliveryv1.Delivery) error {
-				d.Progress = now
-				if in := d.GetStagedInput(); in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING {
-					in.Bytes = staged
-				}
-				return nil
-			})
-			if err != nil {
+			if _, _, err := s.move(ctx, name, running, phaseSame, change{progress: now, staged: &staged}); err != nil {
 				logging.FromContext(ctx).WarnContext(ctx, "store delivery progress", slog.String("delivery", name), slog.String("error", err.Error()))
 			}
 			last, lastWrite = now, time.Now()

@@ -31,10 +31,23 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		share  *tenantStagingFull
 		value  *arrowfmt.ValueError
 		hung   *hungEndpoint
+		input  *inputUnreadable
+		broke  *streamBroke
 	)
 	switch {
 	case errors.As(err, &e):
 		// Already a caller's error (a second DeliveryStart, ...).
+	case errors.As(err, &input):
+		msg := "the delivery's kept input could not be read back to run it again; it is still kept: resolve again once staging answers"
+		if errors.Is(err, staging.ErrNotFound) {
+			msg = "the delivery's kept input is gone from staging, so it cannot run again: send the data again"
+		}
+		e = apierror.Wrap(err, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_STAGED_INPUT_UNREADABLE, msg)
+	case errors.As(err, &broke) && status.Code(broke.err) == codes.ResourceExhausted:
+		// gRPC refused a message over the limit before the service saw it.
+		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_MESSAGE_TOO_LARGE,
+			fmt.Sprintf("a message of the stream is larger than the service's limit of %d bytes: cut the Arrow IPC stream into smaller messages (1 to 4 MiB goes fastest)", MaxMessageBytes)).
+			With("max_message_bytes", strconv.Itoa(MaxMessageBytes))
 	case errors.As(err, &value):
 		msg := "a value cannot be written in the destination's format with its settings: " + value.Error()
 		e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_VALUE_NOT_WRITABLE, msg).

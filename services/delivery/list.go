@@ -94,8 +94,8 @@ type filterField struct {
 var (
 	destinationField = filterField{name: "destination", column: store.DestinationColumn, hint: `"<destination name>"`,
 		value: func(raw string, quoted bool) (any, bool) { return raw, quoted }}
-	deliveryStateField = enumField("state", store.StateColumn, "DELIVERY_STATE_", deliveryv1.DeliveryState_value, "RECEIVING|UPLOADING|SUCCEEDED|FAILED|RESOLVING")
-	workflowStateField = enumField("state", store.StateColumn, "WORKFLOW_STATE_", deliveryv1.WorkflowState_value, "RUNNING|SUCCEEDED|FAILED|RESOLVING")
+	deliveryStateField = enumField("state", store.StateColumn, "DELIVERY_STATE_", deliveryv1.DeliveryState_value, "RECEIVING|UPLOADING|SUCCEEDED|FAILED|RESOLVING|CANCELLED")
+	workflowStateField = enumField("state", store.StateColumn, "WORKFLOW_STATE_", deliveryv1.WorkflowState_value, "RUNNING|SUCCEEDED|FAILED|RESOLVING|CANCELLED")
 	acknowledgedField  = filterField{name: "acknowledged", column: store.AcknowledgedColumn, hint: "true|false",
 		value: func(raw string, quoted bool) (any, bool) {
 			switch {

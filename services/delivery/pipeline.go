@@ -91,6 +91,9 @@ func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.
 		return nil, &schemaError{err}
 	}
 	for {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx) // cancelled, or the service stops
+		}
 		rec, err := r.Next()
 		if err == io.EOF {
 			break

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
@@ -27,7 +25,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/lease"
-	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
 
@@ -61,134 +58,109 @@ func (s *Service) takeOverHeld(ctx context.Context, l *lease.Lease, log *slog.Lo
 	if s.live(l.Subject) {
 		return nil // this process runs it (a holder's second claim): nothing to take over
 	}
-	claimed, err := s.store.Deliveries.Update(ctx, l.Subject, "", func(sd *deliveryv1.Delivery) error {
-		running := sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING ||
-			sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING
-		// A resolution whose holder stopped before the delivery said so.
-		startedResolving := l.Kind == kindResolve && sd.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED &&
-			sd.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
-		if (!running && !startedResolving) || sd.GetStagedInput().GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
-			return errNotOrphan
-		}
-		if startedResolving {
-			sd.State, sd.Error, sd.EndTime, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING, nil, nil, nil
-			sd.Progress = &deliveryv1.DeliveryProgress{}
-		}
-		sd.ServiceInstance = s.cfg.Instance
-		return nil
-	})
-	if errors.Is(err, errNotOrphan) || errors.Is(err, apierror.ErrNotFound) {
+	d, err := s.store.Deliveries.Get(ctx, l.Subject)
+	if errors.Is(err, apierror.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	log = log.With(slog.String("delivery", claimed.GetName()))
-	dest, client, err := s.accessFor(ctx, claimed.GetDestination())
-	if err != nil {
-		return fmt.Errorf("access to take back its writes: %w", err)
+	log = log.With(slog.String("delivery", d.GetName()))
+	switch phaseOf(d) {
+	case phaseReceiving:
+		return s.takeOverReceiving(ctx, d, log)
+	case phaseUploading, phaseResolving:
+	default:
+		return nil // it ended, or waits for its caller: nothing to take over
 	}
-	id := deliveryID(claimed.GetName())
-	// A delivery whose stream had arrived runs again from staging and
-	// continues its interrupted uploads; any other takes back its writes.
-	if err := s.abortUnrecorded(ctx, claimed.GetName(), client, dest); err != nil {
-		return err
-	}
-	var resume map[string]resumable
-	rerun := claimed.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && s.staging != nil
-	if rerun {
-		if resume, err = s.interruptedUploads(ctx, claimed.GetName(), client); err != nil {
-			return err
-		}
-	} else if err := s.takeBack(ctx, claimed.GetName(), dest, client); err != nil {
-		return err
-	}
-	if s.staging == nil {
-		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran, and staging is off: send the data again")
-	}
-	held, err := s.staging.Size(ctx, id)
-	receiving := claimed.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING
-	if errors.Is(err, staging.ErrNotFound) && receiving {
-		// Nothing reached the store yet (S3 staging stores whole
-		// segments): the caller resumes from the first byte.
-		var w staging.Writer
-		if w, err = s.staging.Create(ctx, id); err == nil {
-			err = w.Close()
-		}
-		held = 0
-	}
-	if errors.Is(err, staging.ErrNotFound) {
-		return s.endStopped(ctx, claimed, "the delivery service stopped while the delivery ran and its input was not kept: send the data again")
-	}
-	if err != nil {
-		return err
-	}
-	if receiving {
-		// The caller's stream died with the process: they may resume it.
-		in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, Bytes: held,
-			ExpireTime: timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))}
-		log.InfoContext(ctx, "took over an interrupted delivery: resumable", slog.Int64("staged_bytes", held))
-		_ = s.interrupted(ctx, claimed, &progress{}, in, errors.New("the delivery service stopped while receiving"))
+	// The whole stream had arrived: claimed, it runs again from its kept
+	// input, continuing the uploads its holder recorded.
+	claimed, _, err := s.move(ctx, d.GetName(), []phase{phaseUploading, phaseResolving}, phaseSame, change{claim: true})
+	if _, ok := isWrongPhase(err); ok {
 		return nil
 	}
-	// The whole stream was received: run it again from the staged copy.
-	// Stopped with the service, a rerun cut short is taken over again.
-	log.InfoContext(ctx, "took over a stopped delivery: running it again from staged input", slog.Int64("staged_bytes", held), slog.Int("claim", l.Attempt))
-	s.running.Store(claimed.GetName(), true)
-	if _, err := s.rerun(ctx, claimed, dest, resume); err != nil {
-		log.WarnContext(ctx, "rerun from staged input failed", slog.String("error", err.Error()))
+	if err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "took over a stopped delivery: running it again from its kept input", slog.Int("claim", l.Attempt))
+	if _, err := s.execute(ctx, &job{entry: entryTakeover, d: claimed}); errors.Is(err, errUnsettled) {
+		return err
 	}
 	return nil
 }
 
-var errNotOrphan = errors.New("not an orphan")
-
-// rerun runs a delivery again from its staged input, with the destination
-// and credential as they are now, writing the same keys.
-func (s *Service) rerun(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination, resume map[string]resumable) (*deliveryv1.Delivery, error) {
-	if s.staging == nil {
-		s.running.Delete(d.GetName())
-		return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED, "staging is off: the delivery's input was not kept")
-	}
-	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
-	if err != nil {
-		// An outcome like any other (#23): the delivery must not stay
-		// RESOLVING with nobody running it.
-		return nil, s.unreadable(ctx, d, err)
-	}
-	defer r.Close()
-	return s.run(ctx, d, dest, &stagedSource{r: r, resume: resume}, nil)
-}
-
-// unreadable ends a rerun whose kept input could not be opened: FAILED,
-// the input still held for another resolution, the workflow failed with
-// its actions and a notification raised, nothing left running.
-func (s *Service) unreadable(ctx context.Context, d *deliveryv1.Delivery, cause error) error {
-	defer s.running.Delete(d.GetName())
-	ctx = context.WithoutCancel(ctx)
-	e := apierror.Wrap(cause, codes.Unavailable, errorsv1.ErrorReason_ERROR_REASON_STAGED_INPUT_UNREADABLE,
-		"the delivery's kept input could not be read back to run it again; it is still kept: resolve again once staging answers").With("delivery", d.GetName())
-	logging.FromContext(ctx).WarnContext(ctx, "open the kept input of a rerun", slog.String("delivery", d.GetName()), slog.String("error", cause.Error()))
-	stored, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.State, sd.EndTime, sd.Error = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now(), recorded(e)
-		if in := sd.GetStagedInput(); in != nil && in.GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD {
-			in.State = deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
+// takeOverReceiving claims a delivery whose holder stopped while its
+// stream arrived: the caller's stream died with it. What it wrote is
+// taken back; with an idempotency key and its input kept, the caller may
+// resume it; otherwise nobody can, and it fails.
+func (s *Service) takeOverReceiving(ctx context.Context, d *deliveryv1.Delivery, log *slog.Logger) error {
+	// What it wrote is taken back; what cannot be stays recorded, for
+	// the sweeper.
+	if writes, err := s.store.Writes(ctx, d.GetName()); err != nil {
+		return err
+	} else if len(writes) > 0 {
+		a, err := s.accessTo(ctx, d.GetDestination())
+		if err == nil {
+			client := a.client(func() {})
+			if err = s.abortUnrecorded(ctx, d.GetName(), client, a.dest); err == nil {
+				err = s.takeBack(ctx, d.GetName(), a.dest, client)
+			}
 		}
-		return nil
-	})
-	if err != nil {
-		return errors.Join(e, fmt.Errorf("store the outcome: %w", err))
+		if err != nil {
+			log.WarnContext(ctx, "take back what a stopped delivery wrote; its records stay for the sweeper", slog.String("error", err.Error()))
+		}
 	}
-	s.failWorkflow(ctx, stored, stepConvert, stored.GetError(), fixContext{destination: stored.GetDestination(), rerunnable: true})
-	return e
+	held, serr := int64(0), error(staging.ErrNotFound)
+	if s.staging != nil {
+		id := deliveryID(d.GetName())
+		held, serr = s.staging.Size(ctx, id)
+		if errors.Is(serr, staging.ErrNotFound) {
+			// Nothing reached the store yet (S3 staging stores whole
+			// segments): the caller resumes from the first byte.
+			var w staging.Writer
+			if w, serr = s.staging.Create(ctx, id); serr == nil {
+				serr = w.Close()
+			}
+			held = 0
+		}
+	}
+	if d.GetIdempotencyKey() == "" || serr != nil {
+		msg := "the delivery service stopped while the delivery's stream arrived, and it had no idempotency key to resume it with: send the data again"
+		if serr != nil {
+			msg = "the delivery service stopped while the delivery's stream arrived, and its input was not kept: send the data again"
+		}
+		if s.staging != nil {
+			_ = s.staging.Delete(ctx, deliveryID(d.GetName()))
+		}
+		in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED}
+		if s.staging == nil {
+			in.State = deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED
+		}
+		cause := &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED), Message: msg, Code: int32(codes.Unavailable)}
+		_, err := s.fail(ctx, d, []phase{phaseReceiving}, phaseFailed, change{input: in, claim: true}, stepConvert, cause, fixContext{})
+		if _, ok := isWrongPhase(err); ok {
+			return nil
+		}
+		return err
+	}
+	in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, Bytes: held,
+		ExpireTime: timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))}
+	_, _, err := s.move(ctx, d.GetName(), []phase{phaseReceiving}, phaseInterrupted, change{input: in, claim: true})
+	if _, ok := isWrongPhase(err); ok {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "took over an interrupted delivery: resumable", slog.Int64("staged_bytes", held))
+	s.expireAfter(d.GetName(), s.cfg.ResumeWindow)
+	return nil
 }
 
 // stagedSource reads a delivery's whole input back from staging.
 type stagedSource struct {
 	r    io.Reader
 	prog *progress
-	// resume holds the uploads the run continues, by key.
-	resume map[string]resumable
 }
 
 func (r *stagedSource) count(prog *progress) { r.prog = prog }
@@ -199,50 +171,6 @@ func (r *stagedSource) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.prog.bytesIn.Add(int64(n))
 	return n, err
-}
-
-// endStopped fails a delivery that cannot run again.
-func (s *Service) endStopped(ctx context.Context, d *deliveryv1.Delivery, msg string) error {
-	stored, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.State, sd.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
-		sd.Error = &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED), Message: msg, Code: int32(codes.Unavailable)}
-		return nil
-	})
-	if err == nil {
-		step := stepConvert
-		if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING {
-			step = stepUpload
-		}
-		s.failWorkflow(ctx, stored, step, stored.GetError(), fixContext{})
-	}
-	return err
-}
-
-// accessFor resolves a destination and mints access to its bucket, as the
-// service itself: no caller is waiting.
-func (s *Service) accessFor(ctx context.Context, destination string) (*destinationv1.Destination, *s3.Client, error) {
-	dest, client, _, err := s.bucketAccess(ctx, destination)
-	return dest, client, err
-}
-
-// bucketAccess is accessFor with the bucket the destination writes to.
-func (s *Service) bucketAccess(ctx context.Context, destination string) (*destinationv1.Destination, *s3.Client, string, error) {
-	dest, err := s.peers.Destinations.ResolveDestination(ctx, &destinationv1.ResolveDestinationRequest{Name: destination})
-	if err != nil {
-		return nil, nil, "", err
-	}
-	access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: dest.GetCredential()})
-	if err != nil {
-		return dest, nil, "", err
-	}
-	client := s.cfg.AWS.S3(s.cfg.AWS.Static(aws.Credentials{
-		AccessKeyID: access.GetAccessKeyId(), SecretAccessKey: access.GetSecretAccessKey(), SessionToken: access.GetSessionToken(),
-	}), access.GetRegion(), s.retrying(func() {}))
-	bucket := dest.GetBucketOverride()
-	if bucket == "" {
-		bucket = access.GetBucket()
-	}
-	return dest, client, bucket, nil
 }
 
 // interruptedUploads answers the recorded uploads of a delivery that S3
@@ -262,7 +190,7 @@ func (s *Service) interruptedUploads(ctx context.Context, delivery string, clien
 		in := &s3.ListPartsInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID)}
 		for {
 			page, err := client.ListParts(ctx, in)
-			if awserror.NoSuchUpload(err) {
+			if awserror.NoSuchUpload(err) || awserror.NoSuchBucket(err) {
 				r.uploadID = ""
 				break
 			}
@@ -306,6 +234,9 @@ func (s *Service) abortUnrecorded(ctx context.Context, delivery string, client *
 			continue
 		}
 		stray, err := s.unrecordedUploads(ctx, client, owner, w.Write, w.Recorded, recorded)
+		if awserror.NoSuchBucket(err) {
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -335,11 +266,13 @@ func (s *Service) takeBack(ctx context.Context, delivery string, dest *destinati
 	for _, w := range writes {
 		if w.UploadID != "" {
 			_, err := client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID), ExpectedBucketOwner: owner})
-			if err != nil && !awserror.NoSuchUpload(err) {
+			if err != nil && !awserror.NoSuchUpload(err) && !awserror.NoSuchBucket(err) {
 				errs = append(errs, fmt.Errorf("abort the upload of %s: %w", w.Key, err))
 			}
 		}
-		if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), ExpectedBucketOwner: owner}); err != nil {
+		// A bucket that does not exist holds nothing to take back (a
+		// misspelled one, fixed since).
+		if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), ExpectedBucketOwner: owner}); err != nil && !awserror.NoSuchBucket(err) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", w.Key, err))
 		}
 	}
@@ -349,29 +282,9 @@ func (s *Service) takeBack(ctx context.Context, delivery string, dest *destinati
 	return s.store.ForgetWrites(ctx, delivery)
 }
 
-// finishRerun answers what is held after a rerun from staged input: the
-// copy goes once the delivery succeeds, and is kept for the retention
-// period after another failure.
-func (s *Service) finishRerun(ctx context.Context, d *deliveryv1.Delivery, ok bool) *deliveryv1.StagedInput {
-	ctx = context.WithoutCancel(ctx)
-	id := deliveryID(d.GetName())
-	held, _ := s.staging.Size(ctx, id)
-	if ok {
-		_ = s.staging.Delete(ctx, id)
-		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED, Bytes: held}
-	}
-	return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, Bytes: held,
-		ExpireTime: timestamppb.New(time.Now().Add(s.cfg.StagingRetention))}
-}
-
 // live reports whether this process runs the delivery now.
 func (s *Service) live(name string) bool {
 	_, ok := s.running.Load(name)
-	return ok
-}
-
-func isRerun(src source) bool {
-	_, ok := src.(*stagedSource)
 	return ok
 }
 
@@ -408,41 +321,21 @@ func dataFault(err error) bool {
 	return errors.As(err, &ingest) || errors.As(err, &schema) || errors.As(err, &value) || (errors.As(err, &e) && e.Code == codes.InvalidArgument)
 }
 
-// keepsInput reports whether a failed delivery's input is worth keeping for
-// a rerun: not when the data is at fault, nor when staging is full.
-func keepsInput(err error) bool { return !dataFault(err) && !errors.Is(err, staging.ErrFull) }
-
-// pause waits before running a delivery again for the attempt+1st time.
-func pause(ctx context.Context, attempt int) bool { return backoff(ctx, attempt, 30*time.Second) }
-
-// backoff waits before attempt+1: exponential from one second, at most
-// limit, with full jitter (a uniform draw below the exponential bound), so
-// that many deliveries failing together do not come back together.
-func backoff(ctx context.Context, attempt int, limit time.Duration) bool {
-	d := min(limit, time.Second<<min(attempt-1, 30))
-	d = time.Duration(rand.Int64N(int64(d) + 1))
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
-	}
-}
-
 // restart answers the source of another attempt: every byte staged so
 // far, read back and verified, then the rest of the live stream (whose
 // buffered bytes are already among the staged ones).
-func (s *Service) restart(ctx context.Context, d *deliveryv1.Delivery, src source, w staging.Writer) (source, io.Closer, error) {
+func (s *Service) restart(ctx context.Context, j *job, src source) (source, io.Closer, error) {
+	w := j.w
 	if w != nil {
 		if err := w.Flush(); err != nil { // all received is readable
 			return nil, nil, err
 		}
 	}
-	r, err := s.staging.Open(ctx, deliveryID(d.GetName()))
+	r, err := s.staging.Open(ctx, deliveryID(j.d.GetName()))
 	if err != nil {
 		return nil, nil, err
 	}
-	if isRerun(src) {
+	if j.staged() {
 		return &stagedSource{r: r}, r, nil
 	}
 	live := src
@@ -456,9 +349,18 @@ func (s *Service) restart(ctx context.Context, d *deliveryv1.Delivery, src sourc
 // takeBackFor takes back what a delivery wrote, with fresh access.
 func (s *Service) takeBackFor(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination) error {
 	ctx = context.WithoutCancel(ctx)
-	_, client, err := s.accessFor(ctx, dest.GetName())
+	a, err := s.access(ctx, dest, nil)
 	if err != nil {
 		return err
 	}
-	return s.takeBack(ctx, d.GetName(), dest, client)
+	return s.takeBack(ctx, d.GetName(), dest, a.client(func() {}))
+}
+
+// reasonOf answers the reason of an API error; UNSPECIFIED for others.
+func reasonOf(err error) errorsv1.ErrorReason {
+	var e *apierror.Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED
 }

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"math/rand/v2"
 	"sync"
 	"time"
+
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -15,6 +19,9 @@ import (
 	"github.com/aws/smithy-go/middleware"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 )
 
 // retrying makes a delivery's S3 client try each request (each part on its
@@ -24,15 +31,16 @@ import (
 // does not run the delivery again. onRetry is called for every attempt
 // after a request's first.
 func (s *Service) retrying(onRetry func()) func(*s3.Options) {
+	p := s.requestRetry
 	return func(o *s3.Options) {
 		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
-			so.MaxAttempts = s.cfg.RequestAttempts
-			so.MaxBackoff = s.cfg.RequestMaxBackoff
+			so.MaxAttempts = p.attempts
+			so.MaxBackoff = p.limit
 			// The SDK's own base is 50ms, which spends all the attempts
 			// within a second: too short to outlast an S3 node restarting
 			// or a throttling burst. From one second, as the delivery's
 			// own reruns pause.
-			so.BaseDelay = time.Second
+			so.BaseDelay = p.base
 			// The client-wide retry quota would stop retrying the parts of
 			// one large delivery after a burst of faults: attempts per
 			// request bound it instead.
@@ -82,6 +90,107 @@ func (s *Service) hungLimit() func(*middleware.Stack) error {
 	}
 }
 
+// retryPolicy is when, and after how long, a failed operation is tried
+// again: one policy, with the causes transient says, for every retry in
+// the service. requestRetry configures the SDK's retryer for each S3
+// request and minting access; runRetry runs a whole delivery again from
+// its staged input.
+type retryPolicy struct {
+	// attempts in all, the first included.
+	attempts int
+	// base is the first pause's bound, doubling each attempt up to limit.
+	base, limit time.Duration
+}
+
+// again reports whether an operation whose attempt (1-based) just failed
+// with err is tried again, after the pause: not when err is not
+// transient, the attempts are spent, or ctx ends first.
+func (p retryPolicy) again(ctx context.Context, attempt int, err error) bool {
+	if attempt >= p.attempts || !transient(err) || ctx.Err() != nil {
+		return false
+	}
+	return p.wait(ctx, attempt)
+}
+
+// wait pauses before attempt+1: a uniform draw below the exponential
+// bound (full jitter), so that many deliveries failing together do not
+// come back together.
+func (p retryPolicy) wait(ctx context.Context, attempt int) bool {
+	d := min(p.limit, p.base<<min(attempt-1, 30))
+	d = time.Duration(rand.Int64N(int64(d) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// bucketAccess is a delivery's way to its bucket: the destination's
+// credential minted (with the request retry policy), and a new session
+// minted whenever the last is about to expire.
+type bucketAccess struct {
+	s      *Service
+	dest   *destinationv1.Destination
+	bucket string
+	creds  *mintedCredentials
+	region string
+}
+
+// access mints access to a destination's bucket. Every S3 client of the
+// service comes from here.
+func (s *Service) access(ctx context.Context, dest *destinationv1.Destination, f *flow) (*bucketAccess, error) {
+	a := &bucketAccess{s: s, dest: dest, bucket: dest.GetBucketOverride()}
+	first, err := s.mint(ctx, dest.GetCredential(), f)
+	if status.Code(err) == codes.NotFound {
+		err = apierror.Wrap(err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED,
+			fmt.Sprintf("the destination's credential %s no longer exists: create it again, or give the destination another credential", dest.GetCredential()))
+	}
+	if err != nil {
+		return a, err
+	}
+	if a.bucket == "" {
+		a.bucket = first.GetBucket()
+	}
+	a.region = first.GetRegion()
+	a.creds = &mintedCredentials{s: s, credential: dest.GetCredential(), first: first}
+	return a, nil
+}
+
+// client answers an S3 client on the access, counting each request tried
+// again with onRetry.
+func (a *bucketAccess) client(onRetry func()) *s3.Client {
+	return a.s.cfg.AWS.S3(a.s.cfg.AWS.Provided(a.creds), a.region, a.s.retrying(onRetry))
+}
+
+// mint asks the credential service for access, tried again after a
+// transient failure (the service unavailable, STS throttling) by the
+// request retry policy; each attempt after the first counts on
+// get_access when f is set.
+func (s *Service) mint(ctx context.Context, credential string, f *flow) (*credentialv1.TemporaryAccess, error) {
+	for attempt := 1; ; attempt++ {
+		access, err := s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: credential})
+		if err == nil || !s.requestRetry.again(ctx, attempt, err) {
+			return access, err
+		}
+		if f != nil {
+			f.retried(ctx, stepGetAccess, 1)
+		}
+	}
+}
+
+// accessTo resolves a destination and mints access to its bucket, as the
+// service itself: no caller is waiting.
+func (s *Service) accessTo(ctx context.Context, destination string) (*bucketAccess, error) {
+	dest, err := s.destinationOf(ctx, destination)
+	if err != nil {
+		return nil, err
+	}
+	return s.access(ctx, dest, nil)
+}
+
 type attemptsKey struct{}
 
 // countRetries calls onRetry for each attempt of a request after its first:
@@ -126,7 +235,7 @@ func (m *mintedCredentials) Retrieve(ctx context.Context) (aws.Credentials, erro
 	m.mu.Unlock()
 	if a == nil {
 		var err error
-		if a, err = m.s.peers.Access.MintAccess(ctx, &credentialv1.MintAccessRequest{Name: m.credential}); err != nil {
+		if a, err = m.s.mint(ctx, m.credential, nil); err != nil {
 			return aws.Credentials{}, err
 		}
 	}

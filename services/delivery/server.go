@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	flightgen "github.com/apache/arrow-go/v18/arrow/flight/gen/flight"
 
@@ -19,7 +20,6 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
-	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awsname"
 	"github.com/sluicehq/sluice/pkg/compression"
@@ -80,56 +80,15 @@ type Service struct {
 	log *slog.Logger
 	// stop ends the background work (recovery) before the store closes.
 	stop func()
+	// requestRetry is the retry policy of one request (an S3 request,
+	// minting access); runRetry that of running a delivery again from its
+	// staged input.
+	requestRetry, runRetry retryPolicy
 }
 
 // New opens the store, allocates the part buffers and answers the service.
 func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
-	def := DefaultConfig()
-	if cfg.PartSize == 0 {
-		cfg.PartSize = def.PartSize
-	}
-	if cfg.PartBuffers == 0 {
-		cfg.PartBuffers = def.PartBuffers
-	}
-	if cfg.PartConcurrency == 0 {
-		cfg.PartConcurrency = def.PartConcurrency
-	}
-	if cfg.ProgressInterval <= 0 {
-		cfg.ProgressInterval = def.ProgressInterval
-	}
-	if cfg.RecoverInterval <= 0 {
-		cfg.RecoverInterval = def.RecoverInterval
-	}
-	if cfg.SweepInterval <= 0 {
-		cfg.SweepInterval = def.SweepInterval
-	}
-	if cfg.SweepGrace <= 0 {
-		cfg.SweepGrace = def.SweepGrace
-	}
-	if cfg.Instance == "" {
-		cfg.Instance = def.Instance
-	}
-	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = def.LeaseTTL
-	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = def.Workers
-	}
-	if cfg.MaxStreams == 0 {
-		cfg.MaxStreams = def.MaxStreams
-	}
-	if cfg.MaxTenantStreams == 0 {
-		cfg.MaxTenantStreams = def.MaxTenantStreams
-	}
-	if cfg.ReceiveBudget == 0 {
-		cfg.ReceiveBudget = def.ReceiveBudget
-	}
-	if cfg.BudgetWait == 0 {
-		cfg.BudgetWait = def.BudgetWait
-	}
-	if cfg.Ingest.MaxBatchBytes == 0 {
-		cfg.Ingest.MaxBatchBytes = arrowingest.DefaultLimits.MaxBatchBytes
-	}
+	cfg = cfg.withDefaults()
 	if err := cfg.check(); err != nil {
 		return nil, err
 	}
@@ -162,7 +121,9 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default(),
-		admission: newAdmission(cfg), spool: spool}
+		admission: newAdmission(cfg), spool: spool,
+		requestRetry: retryPolicy{attempts: cfg.RequestAttempts, base: time.Second, limit: cfg.RequestMaxBackoff},
+		runRetry:     retryPolicy{attempts: cfg.TransientRetries + 1, base: time.Second, limit: 30 * time.Second}}
 	if s.metrics, err = s.newMetrics(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("delivery metrics: %w", err)
@@ -197,6 +158,8 @@ var Rules = auth.Rules{
 	deliveryv1.DeliveryService_Deliver_FullMethodName:                 auth.AnyCaller,
 	deliveryv1.DeliveryService_GetDelivery_FullMethodName:             auth.AnyCaller,
 	deliveryv1.DeliveryService_ListDeliveries_FullMethodName:          auth.AnyCaller,
+	deliveryv1.DeliveryService_CancelDelivery_FullMethodName:          auth.AnyCaller,
+	deliveryv1.DeliveryService_WatchDelivery_FullMethodName:           auth.AnyCaller,
 	deliveryv1.WorkflowService_GetWorkflow_FullMethodName:             auth.AnyCaller,
 	deliveryv1.WorkflowService_ListWorkflows_FullMethodName:           auth.AnyCaller,
 	deliveryv1.WorkflowService_ResolveWorkflow_FullMethodName:         auth.AnyCaller,

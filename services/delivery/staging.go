@@ -14,7 +14,6 @@ import (
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
@@ -63,10 +62,8 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 	if quota > 0 {
 		w = &tenantStaged{Writer: w, running: s.stagingOf(tenant), room: quota - held, quota: quota}
 	}
-	_, err = s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING}
-		return nil
-	})
+	_, _, err = s.move(ctx, d.GetName(), []phase{phaseReceiving}, phaseReceiving,
+		change{input: &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING}})
 	if err != nil {
 		w.Close()
 		_ = s.staging.Delete(ctx, deliveryID(d.GetName()))
@@ -163,110 +160,63 @@ func (s *Service) abandon(ctx context.Context, d *deliveryv1.Delivery, err error
 	return err
 }
 
-// finishStaging closes the staged copy and answers what is held now: the
-// copy is deleted after a success, kept for the retention period after a
-// failure of a complete stream, and kept for the resume window after a
-// stream that broke; a failure inside the data deletes it (a rerun would
-// fail the same way).
-func (s *Service) finishStaging(ctx context.Context, d *deliveryv1.Delivery, w staging.Writer, ok, complete bool) *deliveryv1.StagedInput {
-	if w == nil {
-		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED}
-	}
-	ctx = context.WithoutCancel(ctx)
-	// Closed first: a store may hold back the last bytes until then.
-	if err := w.Close(); err != nil {
-		logging.FromContext(ctx).WarnContext(ctx, "close staged input", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
-	}
-	in := &deliveryv1.StagedInput{Bytes: w.Staged()}
-	del := func(state deliveryv1.StagedInputState) *deliveryv1.StagedInput {
-		if err := s.staging.Delete(ctx, deliveryID(d.GetName())); err != nil {
-			logging.FromContext(ctx).WarnContext(ctx, "delete staged input", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
-		}
-		in.State = state
-		return in
-	}
-	switch {
-	case ok:
-		return del(deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED)
-	case complete:
-		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, timestamppb.New(time.Now().Add(s.cfg.StagingRetention))
-	default:
-		// Whether the stream broke or the data was bad is decided by the
-		// caller of finishStaging; interrupted until then.
-		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))
-	}
-	return in
-}
-
-// interrupted keeps a delivery whose stream broke RECEIVING, holding its
-// input for the resume window, and answers the caller (if still there)
-// where to resume.
-func (s *Service) interrupted(ctx context.Context, d *deliveryv1.Delivery, prog *progress, in *deliveryv1.StagedInput, cause error) error {
-	ctx = context.WithoutCancel(ctx)
-	_, err := s.store.Deliveries.Update(ctx, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.State, sd.Progress, sd.StagedInput, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING, prog.snapshot(), in, nil
-		return nil
-	})
-	if err != nil {
-		logging.FromContext(ctx).ErrorContext(ctx, "store an interrupted delivery", slog.String("delivery", d.GetName()), slog.String("error", err.Error()))
-	}
-	logging.FromContext(ctx).InfoContext(ctx, "delivery interrupted: resumable", slog.String("delivery", d.GetName()),
-		slog.Int64("staged_bytes", in.GetBytes()), slog.String("cause", cause.Error()))
-	name := d.GetName()
-	time.AfterFunc(s.cfg.ResumeWindow, func() { s.expire(context.WithoutCancel(ctx), name) })
-	e := failure(cause, d.GetName(), "")
-	return e.With("resume_offset", strconv.FormatInt(in.GetBytes(), 10))
-}
-
 // expire deletes the held input of a delivery whose resume window or
 // retention period ended: an interrupted delivery fails with
-// STREAM_ENDED_EARLY, a failed one says its data expired.
+// STREAM_ENDED_EARLY, a failed one says its data expired and loses its
+// actions, a cancelled one is cancelled for good. What a failed run left
+// in the bucket for retry-task goes with it.
 func (s *Service) expire(ctx context.Context, name string) {
-	expired, ended := false, false
-	stored, err := s.store.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error {
-		in := d.GetStagedInput()
-		if in.GetExpireTime() == nil || time.Now().Before(in.GetExpireTime().AsTime()) {
-			return nil
-		}
-		switch {
-		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED:
-			d.State, d.EndTime = deliveryv1.DeliveryState_DELIVERY_STATE_FAILED, timestamppb.Now()
-			d.Error = &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_STREAM_ENDED_EARLY), Code: int32(codes.FailedPrecondition),
-				Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s: send the data again", in.GetBytes(), s.cfg.ResumeWindow)}
-			ended = true
-		case d.GetState() == deliveryv1.DeliveryState_DELIVERY_STATE_FAILED && in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD:
-			if d.Error != nil {
-				d.Error.Message += fmt.Sprintf(" (its data was kept for %s and has expired: send it again)", s.cfg.StagingRetention)
-			}
-		default:
-			return nil
-		}
-		expired = true
-		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_EXPIRED, nil
-		return nil
-	})
+	d, err := s.store.Deliveries.Get(ctx, name)
 	if err != nil {
-		logging.FromContext(ctx).WarnContext(ctx, "expire staged input", slog.String("delivery", name), slog.String("error", err.Error()))
+		if !errors.Is(err, apierror.ErrNotFound) {
+			logging.FromContext(ctx).WarnContext(ctx, "expire staged input", slog.String("delivery", name), slog.String("error", err.Error()))
+		}
 		return
 	}
-	if !expired {
+	in := d.GetStagedInput()
+	if in.GetExpireTime() == nil || time.Now().Before(in.GetExpireTime().AsTime()) {
+		return
+	}
+	at := phaseOf(d)
+	if at != phaseInterrupted && at != phaseFailedKept && at != phaseCancelledKept {
+		return
+	}
+	if writes, err := s.store.Writes(ctx, name); err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "expire staged input", slog.String("delivery", name), slog.String("error", err.Error()))
+		return
+	} else if dest, derr := s.destinationOf(ctx, d.GetDestination()); len(writes) > 0 && derr == nil {
+		if err := s.takeBackFor(ctx, d, dest); err != nil {
+			// Its records stay, for the sweeper to abort what it can.
+			logging.FromContext(ctx).WarnContext(ctx, "take back what an expiring delivery left", slog.String("delivery", name), slog.String("error", err.Error()))
+		}
+	}
+	expired := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_EXPIRED, Bytes: in.GetBytes()}
+	switch at {
+	case phaseInterrupted:
+		cause := &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_STREAM_ENDED_EARLY), Code: int32(codes.FailedPrecondition),
+			Message: fmt.Sprintf("the Arrow stream ended after %d bytes, before its end-of-stream marker, and was not resumed within %s: send the data again", in.GetBytes(), s.cfg.ResumeWindow)}
+		_, err = s.fail(ctx, d, []phase{phaseInterrupted}, phaseFailed, change{input: expired}, stepConvert, cause, fixContext{})
+	case phaseFailedKept:
+		cause := d.GetError()
+		if cause != nil {
+			cause.Message += fmt.Sprintf(" (its data was kept for %s and has expired: send it again)", s.cfg.StagingRetention)
+		}
+		// Nothing is left to run again: the actions go, and the failure
+		// says why.
+		_, _, err = s.move(ctx, name, []phase{phaseFailedKept}, phaseFailed, change{input: expired, err: cause, workflow: expiredRun(cause)})
+	case phaseCancelledKept:
+		_, _, err = s.move(ctx, name, []phase{phaseCancelledKept}, phaseCancelled, change{input: expired, workflow: expiredRun(nil)})
+	}
+	if _, ok := isWrongPhase(err); ok {
+		return // resumed, resolved or cancelled meanwhile
+	}
+	if err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "expire staged input", slog.String("delivery", name), slog.String("error", err.Error()))
 		return
 	}
 	if s.staging != nil {
 		_ = s.staging.Delete(ctx, deliveryID(name))
 	}
-	if ended {
-		s.failWorkflow(ctx, stored, stepConvert, stored.GetError(), fixContext{})
-		return
-	}
-	// Nothing is left to run again: the actions go, and the failure says
-	// why.
-	s.flowOf(name).update(ctx, "expiry", func(w *deliveryv1.Workflow) {
-		w.Actions = nil
-		if st := failedStep(w.GetSteps()); st != nil && st.GetError() != nil {
-			st.Error.Message = stored.GetError().GetMessage()
-		}
-	})
 }
 
 // expirePass expires every held input past its time: the timers of a
@@ -301,14 +251,13 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 	// Claim it: of two callers resuming at once, one wins, and the
 	// delivery is this replica's work again.
 	l := s.work.Take(deliveryWork(found.GetName(), kindDelivery))
-	claimed, err := s.store.Deliveries.Update(ctx, found.GetName(), "", func(d *deliveryv1.Delivery) error {
-		if d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED {
-			return apierror.New(codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME, "another caller resumed this delivery").With("delivery", d.GetName())
-		}
-		d.StagedInput = &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING, Bytes: d.GetStagedInput().GetBytes()}
-		d.ServiceInstance = s.cfg.Instance
-		return nil
-	}, l.Hold)
+	claimed, _, err := s.move(ctx, found.GetName(), []phase{phaseInterrupted}, phaseReceiving, change{
+		input: &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING, Bytes: in.GetBytes()},
+		claim: true, also: []resourcestore.Also{l.Hold},
+	})
+	if _, ok := isWrongPhase(err); ok {
+		return nil, apierror.New(codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME, "another caller resumed this delivery, or it ended").With("delivery", found.GetName())
+	}
 	if errors.Is(err, lease.ErrHeld) {
 		return nil, apierror.Wrap(err, codes.Aborted, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME,
 			"another replica is taking this delivery over: ask again in a moment").With("delivery", found.GetName())
@@ -318,29 +267,11 @@ func (s *Service) rejoin(ctx context.Context, parent string, start *deliveryv1.D
 	}
 	ctx, h := s.holding(ctx, l)
 	defer h.done()
-	id := deliveryID(found.GetName())
-	w, held, err := s.staging.Append(context.WithoutCancel(ctx), id)
-	if err == nil && held != start.GetResumeOffset() {
-		w.Close()
-		err = resumeAt(found.GetName(), held)
+	out, err := s.execute(ctx, &job{entry: entryResume, d: claimed, dest: dest, live: src, held: start.GetResumeOffset()})
+	if errors.Is(err, errUnsettled) {
+		h.again(s.cfg.RecoverInterval)
 	}
-	var prefix io.ReadCloser
-	if err == nil {
-		if prefix, err = s.staging.Open(ctx, id); err != nil {
-			w.Close()
-		}
-	}
-	if err != nil {
-		// Leave it resumable as it was.
-		_, _ = s.store.Deliveries.Update(context.WithoutCancel(ctx), found.GetName(), "", func(d *deliveryv1.Delivery) error {
-			d.StagedInput = in
-			return nil
-		})
-		return nil, err
-	}
-	defer prefix.Close()
-	logging.FromContext(ctx).InfoContext(ctx, "delivery resumed", slog.String("delivery", found.GetName()), slog.Int64("offset", held))
-	return s.run(ctx, claimed, dest, &resumed{prefix: io.LimitReader(prefix, held), live: src}, w)
+	return out, err
 }
 
 func resumeAt(delivery string, offset int64) error {

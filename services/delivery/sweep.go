@@ -48,8 +48,11 @@ func (s *Service) sweep(ctx context.Context, log *slog.Logger) (int, error) {
 	accessTo := func(destination string) access {
 		a, ok := clients[destination]
 		if !ok {
-			dest, client, _, err := s.bucketAccess(ctx, destination)
-			a = access{client: client, owner: optional(dest.GetExpectedBucketOwner()), err: err}
+			ba, err := s.accessTo(ctx, destination)
+			a = access{err: err}
+			if err == nil {
+				a.client, a.owner = ba.client(func() {}), optional(ba.dest.GetExpectedBucketOwner())
+			}
 			clients[destination] = a
 		}
 		return a

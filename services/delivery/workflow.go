@@ -22,7 +22,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/resourcename"
-	"github.com/sluicehq/sluice/pkg/resourcestore"
 )
 
 // The steps of a delivery's workflow, in order. Convert and upload run
@@ -194,25 +193,26 @@ func (f *flow) retried(ctx context.Context, step string, n int32) {
 	f.mu.Unlock()
 }
 
-// succeeded ends the workflow's run: every step done.
-func (f *flow) succeeded(ctx context.Context) {
-	f.update(ctx, "success", func(w *deliveryv1.Workflow) {
-		now := timestamppb.Now()
-		for _, st := range w.GetSteps() {
-			if st.GetState() != deliveryv1.StepState_STEP_STATE_SUCCEEDED {
-				st.State, st.EndTime = deliveryv1.StepState_STEP_STATE_SUCCEEDED, now
-			}
+// succeededRun ends the workflow's run: every step done, for the move
+// that ends its delivery SUCCEEDED.
+func succeededRun(w *deliveryv1.Workflow) {
+	now := timestamppb.Now()
+	for _, st := range w.GetSteps() {
+		if st.GetState() != deliveryv1.StepState_STEP_STATE_SUCCEEDED {
+			st.State, st.EndTime = deliveryv1.StepState_STEP_STATE_SUCCEEDED, now
 		}
-		w.State, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_SUCCEEDED, nil
-	})
+	}
+	w.Actions = nil
 }
 
-// failed ends the workflow's run with step failed for good: later steps
-// (and those cut short beside it) are SKIPPED, and the actions say how to
-// resolve it. A cause that is still there after a resolution says so.
-func (f *flow) failed(ctx context.Context, step string, cause *deliveryv1.DeliveryError, actions []*deliveryv1.WorkflowAction) *deliveryv1.Workflow {
-	return f.update(ctx, "failure", func(w *deliveryv1.Workflow) {
+// failedRun ends the workflow's run with step failed for good, for the
+// move that fails its delivery: later steps (and those cut short beside
+// it) are SKIPPED, and the actions say how to resolve it. A cause that is
+// still there after a resolution says so.
+func failedRun(step string, cause *deliveryv1.DeliveryError, actions []*deliveryv1.WorkflowAction) func(*deliveryv1.Workflow) {
+	return func(w *deliveryv1.Workflow) {
 		now := timestamppb.Now()
+		cause := proto.Clone(cause).(*deliveryv1.DeliveryError)
 		if n := len(w.GetHistory()); n > 0 {
 			if prev := failedStep(w.GetHistory()[n-1].GetSteps()); prev != nil && prev.GetError().GetReason() == cause.GetReason() {
 				cause.Message = "The cause is still there after the resolution: " + cause.GetMessage()
@@ -235,8 +235,36 @@ func (f *flow) failed(ctx context.Context, step string, cause *deliveryv1.Delive
 				}
 			}
 		}
-		w.State, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED, actions
-	})
+		w.Actions = actions
+	}
+}
+
+// expiredRun takes a workflow's actions away once its delivery's kept
+// input expired, saying why in its failed step.
+func expiredRun(cause *deliveryv1.DeliveryError) func(*deliveryv1.Workflow) {
+	return func(w *deliveryv1.Workflow) {
+		w.Actions = nil
+		if st := failedStep(w.GetSteps()); st != nil && st.GetError() != nil && cause != nil {
+			st.Error.Message = cause.GetMessage()
+		}
+	}
+}
+
+// cancelledRun ends the workflow's run of a cancelled delivery: steps
+// not done are SKIPPED; actions stay only to restart from a kept input.
+func cancelledRun(actions []*deliveryv1.WorkflowAction) func(*deliveryv1.Workflow) {
+	return func(w *deliveryv1.Workflow) {
+		now := timestamppb.Now()
+		for _, st := range w.GetSteps() {
+			if st.GetState() == deliveryv1.StepState_STEP_STATE_RUNNING || st.GetState() == deliveryv1.StepState_STEP_STATE_PENDING {
+				st.State = deliveryv1.StepState_STEP_STATE_SKIPPED
+				if st.StartTime != nil {
+					st.EndTime = now
+				}
+			}
+		}
+		w.Actions = actions
+	}
 }
 
 func failedStep(steps []*deliveryv1.WorkflowStep) *deliveryv1.WorkflowStep {
@@ -248,23 +276,12 @@ func failedStep(steps []*deliveryv1.WorkflowStep) *deliveryv1.WorkflowStep {
 	return nil
 }
 
-// failWorkflow records a failure of delivery d in its workflow, with the
-// actions that resolve it, and raises a notification.
-func (s *Service) failWorkflow(ctx context.Context, d *deliveryv1.Delivery, step string, cause *deliveryv1.DeliveryError, fix fixContext) {
-	ctx = context.WithoutCancel(ctx)
-	actions := s.actionsFor(ctx, d, apierror.ParseReason(cause.GetReason()), cause, fix)
-	w := s.flowOf(d.GetName()).failed(ctx, step, cause, actions)
-	if w == nil {
-		return
-	}
-	s.notify(ctx, d, w, cause)
-}
-
-// notify raises a notification for a failed workflow.
-func (s *Service) notify(ctx context.Context, d *deliveryv1.Delivery, w *deliveryv1.Workflow, cause *deliveryv1.DeliveryError) {
+// notificationOf answers the notification a failed delivery raises; nil
+// for a name that does not parse.
+func (s *Service) notificationOf(d *deliveryv1.Delivery, cause *deliveryv1.DeliveryError, actions bool) *deliveryv1.Notification {
 	n, err := resourcename.Parse(d.GetName(), deliveries)
 	if err != nil {
-		return
+		return nil
 	}
 	dest := d.GetDestination()
 	if dn, err := resourcename.Parse(dest, "destinations"); err == nil {
@@ -273,19 +290,26 @@ func (s *Service) notify(ctx context.Context, d *deliveryv1.Delivery, w *deliver
 	reason := apierror.ParseReason(cause.GetReason())
 	title := fmt.Sprintf("Delivery to %s failed: %s", dest, plainReason(reason))
 	msg := cause.GetMessage()
-	if len(w.GetActions()) > 0 {
-		msg += ". Open the workflow to see how to resolve it: " + w.GetName()
+	workflow := d.GetName() + workflowLeaf
+	if actions {
+		msg += ". Open the workflow to see how to resolve it: " + workflow
 	}
 	parent := n.Parent.String()
-	id := newID(time.Now())
-	_, err = s.store.Notifications.Create(ctx, parent, &deliveryv1.Notification{
-		Name: parent + "/" + notifications + "/" + id, Severity: deliveryv1.Severity_SEVERITY_ERROR,
-		Title: title, Message: msg, Workflow: w.GetName(), Delivery: d.GetName(), Destination: d.GetDestination(),
+	return &deliveryv1.Notification{
+		Name: parent + "/" + notifications + "/" + newID(time.Now()), Severity: deliveryv1.Severity_SEVERITY_ERROR,
+		Title: title, Message: msg, Workflow: workflow, Delivery: d.GetName(), Destination: d.GetDestination(),
 		Reason: cause.GetReason(),
-	})
-	if err != nil {
-		logging.FromContext(ctx).WarnContext(ctx, "raise a notification", slog.String("workflow", w.GetName()), slog.String("error", err.Error()))
 	}
+}
+
+// parentOf answers the parent of a resource name: all before its last
+// two segments.
+func parentOf(name string) string {
+	parts := strings.Split(name, "/")
+	if len(parts) < 2 {
+		return ""
+	}
+	return strings.Join(parts[:len(parts)-2], "/")
 }
 
 // plainReason says a reason in words for a title.
@@ -324,13 +348,9 @@ func plainReason(r errorsv1.ErrorReason) string {
 }
 
 // startRun moves the workflow's current run into its history and starts
-// the next for an action, if the workflow is still FAILED and has etag
-// (when given): two resolutions at once run once.
-func (s *Service) startRun(ctx context.Context, name, etag string, action *deliveryv1.WorkflowAction, subject string, also ...resourcestore.Also) (*deliveryv1.Workflow, error) {
-	return s.store.Workflows.Update(ctx, name, etag, func(w *deliveryv1.Workflow) error {
-		if w.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED {
-			return fmt.Errorf("%w: the workflow is %s", apierror.ErrEtagMismatch, stateWord(w.GetState()))
-		}
+// the next for an action, for the move that starts a resolution.
+func startRun(action *deliveryv1.WorkflowAction, subject string) func(*deliveryv1.Workflow) {
+	return func(w *deliveryv1.Workflow) {
 		past := proto.Clone(w.GetCurrentRun()).(*deliveryv1.WorkflowRun)
 		if past.GetRun() == 0 {
 			past.Run = 1
@@ -341,9 +361,8 @@ func (s *Service) startRun(ctx context.Context, name, etag string, action *deliv
 		}
 		w.History = append(w.History, past)
 		w.CurrentRun = &deliveryv1.WorkflowRun{Run: past.GetRun() + 1, ActionId: action.GetId(), ActionKind: action.GetKind(), Subject: subject, StartTime: timestamppb.Now()}
-		w.State, w.Steps, w.Actions = deliveryv1.WorkflowState_WORKFLOW_STATE_RESOLVING, pendingSteps(), nil
-		return nil
-	}, also...)
+		w.Steps, w.Actions = pendingSteps(), nil
+	}
 }
 
 func runStart(w *deliveryv1.Workflow) *timestamppb.Timestamp {

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/lease"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/validate"
 )
 
@@ -103,7 +104,7 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	if req.GetEtag() != "" && req.GetEtag() != w.GetEtag() {
 		return nil, changed(w.GetName())
 	}
-	if w.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED {
+	if w.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_FAILED && w.GetState() != deliveryv1.WorkflowState_WORKFLOW_STATE_CANCELLED {
 		return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION,
 			"only a failed workflow can be resolved; this one is "+stateWord(w.GetState())).With("workflow", w.GetName())
 	}
@@ -119,6 +120,10 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 		}
 	}
 	if action == nil {
+		if len(ids) == 0 {
+			return nil, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION,
+				"this workflow has no actions: send the data again").With("workflow", w.GetName())
+		}
 		v.Add("action_id", "is not one of this workflow's actions: %s", strings.Join(ids, ", "))
 		return nil, v.Err()
 	}
@@ -135,15 +140,18 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	if c, ok := auth.FromContext(ctx); ok {
 		subject = c.Subject
 	}
-	// The run is leased work, taken with the workflow's new run: were
-	// this replica to die, another takes it over once the lease runs out.
+	// The run is leased work, taken in the move that starts it: were this
+	// replica to die, another takes it over once the lease runs out.
 	work := deliveryWork(d.GetName(), kindResolve)
 	work.Trace = traceParent(ctx)
 	l := s.work.Take(work)
-	if _, err := s.startRun(ctx, w.GetName(), w.GetEtag(), action, subject, l.Hold); err != nil {
-		if errors.Is(err, apierror.ErrEtagMismatch) || errors.Is(err, lease.ErrHeld) {
-			return nil, changed(w.GetName())
-		}
+	d, _, err = s.move(ctx, d.GetName(), kept, phaseResolving, change{
+		fresh: true, claim: true, workflowEtag: w.GetEtag(), workflow: startRun(action, subject), also: []resourcestore.Also{l.Hold},
+	})
+	if _, wrong := isWrongPhase(err); wrong || errors.Is(err, apierror.ErrEtagMismatch) || errors.Is(err, lease.ErrHeld) {
+		return nil, changed(w.GetName())
+	}
+	if err != nil {
 		return nil, err
 	}
 	// The run goes on when the caller leaves: the workflow shows how it
@@ -151,26 +159,19 @@ func (s *Service) ResolveWorkflow(ctx context.Context, req *deliveryv1.ResolveWo
 	run, h := s.holding(context.WithoutCancel(ctx), l)
 	run, span := tracer().Start(run, "resolve workflow", trace.WithAttributes(attrDelivery.String(d.GetName()),
 		attrAction.String(action.GetId()), attrRun.Int(len(w.GetHistory())+2)))
-	d, err = s.store.Deliveries.Update(run, d.GetName(), "", func(sd *deliveryv1.Delivery) error {
-		sd.State, sd.Error, sd.EndTime, sd.Objects = deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING, nil, nil, nil
-		sd.Progress, sd.ServiceInstance = &deliveryv1.DeliveryProgress{}, s.cfg.Instance
-		return nil
-	})
-	if err != nil {
-		// The workflow is resolving: whoever claims the work next starts
-		// the run.
-		h.again(0)
-		return nil, err
-	}
 	type outcome struct {
 		d   *deliveryv1.Delivery
 		err error
 	}
 	done := make(chan outcome, 1)
-	s.running.Store(d.GetName(), true)
+	j := &job{entry: entryResolve, d: d, dest: dest, restart: action.GetId() == actionRestart}
 	go func() {
-		defer h.done()
-		rd, err := s.rerun(run, d, dest, nil)
+		rd, err := s.execute(run, j)
+		if errors.Is(err, errUnsettled) {
+			h.again(s.cfg.RecoverInterval)
+		} else {
+			h.done()
+		}
 		if err != nil {
 			span.SetStatus(otelcodes.Error, "the resolution's run failed")
 		}

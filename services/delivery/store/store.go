@@ -147,6 +147,70 @@ func (s *Store) Work(holder string, ttl time.Duration) *lease.Queue {
 	return lease.New(s.db, "work", holder, ttl)
 }
 
+// Leased reports whether the work table holds a row for id: work that
+// someone holds or that waits to be claimed. A delivery that ended has
+// none.
+func (s *Store) Leased(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COUNT(*) FROM work WHERE id = ?`), id).Scan(&n); err != nil {
+		return false, fmt.Errorf("work %s: %w", id, err)
+	}
+	return n > 0, nil
+}
+
+// CancelRequest is a CancelDelivery asked of a running delivery.
+type CancelRequest struct {
+	// KeepInput keeps the whole input for a restart later.
+	KeepInput bool
+	// Subject is who asked.
+	Subject string
+}
+
+// RequestCancel records that a running delivery is to be cancelled.
+func (s *Store) RequestCancel(ctx context.Context, delivery string, r CancelRequest) error {
+	keep := 0
+	if r.KeepInput {
+		keep = 1
+	}
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO cancels (delivery, keep_input, subject) VALUES (?, ?, ?)
+		ON CONFLICT (delivery) DO UPDATE SET keep_input = excluded.keep_input, subject = excluded.subject`), delivery, keep, r.Subject)
+	if err != nil {
+		return fmt.Errorf("request the cancel of %s: %w", delivery, err)
+	}
+	return nil
+}
+
+// CancelRequested answers the cancel asked of a delivery; nil when none.
+func (s *Store) CancelRequested(ctx context.Context, delivery string) (*CancelRequest, error) {
+	var keep int
+	r := &CancelRequest{}
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT keep_input, subject FROM cancels WHERE delivery = ?`), delivery).Scan(&keep, &r.Subject)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the cancel of %s: %w", delivery, err)
+	}
+	r.KeepInput = keep == 1
+	return r, nil
+}
+
+// ForgetCancel removes a delivery's cancel request.
+func (s *Store) ForgetCancel(ctx context.Context, delivery string) error {
+	return s.db.InTx(ctx, func(tx *sql.Tx) error { return s.ForgettingCancel(delivery)(ctx, tx) })
+}
+
+// ForgettingCancel answers the removal of a delivery's cancel request, as
+// work for the move that settles (or restarts) it.
+func (s *Store) ForgettingCancel(delivery string) resourcestore.Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM cancels WHERE delivery = ?`), delivery); err != nil {
+			return fmt.Errorf("forget the cancel of %s: %w", delivery, err)
+		}
+		return nil
+	}
+}
+
 // Expired answers deliveries whose held input expired before now.
 func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]*deliveryv1.Delivery, error) {
 	return s.Deliveries.Find(ctx, limit, `staged_expire > 0 AND staged_expire < ?`, now.UnixMicro())

@@ -110,6 +110,9 @@ const (
 	DeliveryState_DELIVERY_STATE_FAILED DeliveryState = 4
 	// A workflow action is rerunning the delivery from staged data.
 	DeliveryState_DELIVERY_STATE_RESOLVING DeliveryState = 5
+	// Cancelled (CancelDelivery): it runs no more, and what it wrote was
+	// removed.
+	DeliveryState_DELIVERY_STATE_CANCELLED DeliveryState = 6
 )
 
 // Enum value maps for DeliveryState.
@@ -121,6 +124,7 @@ var (
 		3: "DELIVERY_STATE_SUCCEEDED",
 		4: "DELIVERY_STATE_FAILED",
 		5: "DELIVERY_STATE_RESOLVING",
+		6: "DELIVERY_STATE_CANCELLED",
 	}
 	DeliveryState_value = map[string]int32{
 		"DELIVERY_STATE_UNSPECIFIED": 0,
@@ -129,6 +133,7 @@ var (
 		"DELIVERY_STATE_SUCCEEDED":   3,
 		"DELIVERY_STATE_FAILED":      4,
 		"DELIVERY_STATE_RESOLVING":   5,
+		"DELIVERY_STATE_CANCELLED":   6,
 	}
 )
 
@@ -394,7 +399,7 @@ type Delivery struct {
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the delivery last changed. Output only.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,21,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	// When it reached SUCCEEDED or FAILED. Output only.
+	// When it reached SUCCEEDED, FAILED or CANCELLED. Output only.
 	EndTime       *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -910,6 +915,119 @@ func (x *GetDeliveryRequest) GetName() string {
 	return ""
 }
 
+// Request for CancelDelivery.
+type CancelDeliveryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The delivery's resource name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Keep the staged input of a running delivery for the retention period
+	// (state HELD), so that the workflow's restart-workflow action can run
+	// it later; by default it is dropped. Ignored for a delivery that
+	// already failed or was cancelled: discarding it drops its input.
+	KeepInput bool `protobuf:"varint,2,opt,name=keep_input,json=keepInput,proto3" json:"keep_input,omitempty"`
+	// When set, cancels only if the delivery's etag still equals it.
+	Etag          string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelDeliveryRequest) Reset() {
+	*x = CancelDeliveryRequest{}
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelDeliveryRequest) ProtoMessage() {}
+
+func (x *CancelDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*CancelDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CancelDeliveryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CancelDeliveryRequest) GetKeepInput() bool {
+	if x != nil {
+		return x.KeepInput
+	}
+	return false
+}
+
+func (x *CancelDeliveryRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+// Request for WatchDelivery.
+type WatchDeliveryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. The delivery's resource name.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchDeliveryRequest) Reset() {
+	*x = WatchDeliveryRequest{}
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchDeliveryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchDeliveryRequest) ProtoMessage() {}
+
+func (x *WatchDeliveryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchDeliveryRequest.ProtoReflect.Descriptor instead.
+func (*WatchDeliveryRequest) Descriptor() ([]byte, []int) {
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WatchDeliveryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // Request for ListDeliveries.
 type ListDeliveriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -928,7 +1046,7 @@ type ListDeliveriesRequest struct {
 
 func (x *ListDeliveriesRequest) Reset() {
 	*x = ListDeliveriesRequest{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1058,7 @@ func (x *ListDeliveriesRequest) String() string {
 func (*ListDeliveriesRequest) ProtoMessage() {}
 
 func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[8]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1071,7 @@ func (x *ListDeliveriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesRequest.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDeliveriesRequest) GetParent() string {
@@ -997,7 +1115,7 @@ type ListDeliveriesResponse struct {
 
 func (x *ListDeliveriesResponse) Reset() {
 	*x = ListDeliveriesResponse{}
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[9]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1127,7 @@ func (x *ListDeliveriesResponse) String() string {
 func (*ListDeliveriesResponse) ProtoMessage() {}
 
 func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[9]
+	mi := &file_sluice_delivery_v1_delivery_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1140,7 @@ func (x *ListDeliveriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDeliveriesResponse.ProtoReflect.Descriptor instead.
 func (*ListDeliveriesResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
+	return file_sluice_delivery_v1_delivery_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListDeliveriesResponse) GetDeliveries() []*Delivery {
@@ -1107,6 +1225,13 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\"(\n" +
 	"\x12GetDeliveryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"^\n" +
+	"\x15CancelDeliveryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"keep_input\x18\x02 \x01(\bR\tkeepInput\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\"*\n" +
+	"\x14WatchDeliveryRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x83\x01\n" +
 	"\x15ListDeliveriesRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
@@ -1126,18 +1251,21 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x1eSTAGED_INPUT_STATE_INTERRUPTED\x10\x03\x12\x1b\n" +
 	"\x17STAGED_INPUT_STATE_HELD\x10\x04\x12\x1e\n" +
 	"\x1aSTAGED_INPUT_STATE_DELETED\x10\x05\x12\x1e\n" +
-	"\x1aSTAGED_INPUT_STATE_EXPIRED\x10\x06*\xc2\x01\n" +
+	"\x1aSTAGED_INPUT_STATE_EXPIRED\x10\x06*\xe0\x01\n" +
 	"\rDeliveryState\x12\x1e\n" +
 	"\x1aDELIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18DELIVERY_STATE_RECEIVING\x10\x01\x12\x1c\n" +
 	"\x18DELIVERY_STATE_UPLOADING\x10\x02\x12\x1c\n" +
 	"\x18DELIVERY_STATE_SUCCEEDED\x10\x03\x12\x19\n" +
 	"\x15DELIVERY_STATE_FAILED\x10\x04\x12\x1c\n" +
-	"\x18DELIVERY_STATE_RESOLVING\x10\x052\x9e\x02\n" +
+	"\x18DELIVERY_STATE_RESOLVING\x10\x05\x12\x1c\n" +
+	"\x18DELIVERY_STATE_CANCELLED\x10\x062\xd4\x03\n" +
 	"\x0fDeliveryService\x12M\n" +
 	"\aDeliver\x12\".sluice.delivery.v1.DeliverRequest\x1a\x1c.sluice.delivery.v1.Delivery(\x01\x12S\n" +
 	"\vGetDelivery\x12&.sluice.delivery.v1.GetDeliveryRequest\x1a\x1c.sluice.delivery.v1.Delivery\x12g\n" +
-	"\x0eListDeliveries\x12).sluice.delivery.v1.ListDeliveriesRequest\x1a*.sluice.delivery.v1.ListDeliveriesResponseB\xcf\x01\n" +
+	"\x0eListDeliveries\x12).sluice.delivery.v1.ListDeliveriesRequest\x1a*.sluice.delivery.v1.ListDeliveriesResponse\x12Y\n" +
+	"\x0eCancelDelivery\x12).sluice.delivery.v1.CancelDeliveryRequest\x1a\x1c.sluice.delivery.v1.Delivery\x12Y\n" +
+	"\rWatchDelivery\x12(.sluice.delivery.v1.WatchDeliveryRequest\x1a\x1c.sluice.delivery.v1.Delivery0\x01B\xcf\x01\n" +
 	"\x16com.sluice.delivery.v1B\rDeliveryProtoP\x01Z<github.com/sluicehq/sluice/gen/sluice/delivery/v1;deliveryv1\xa2\x02\x03SDX\xaa\x02\x12Sluice.Delivery.V1\xca\x02\x12Sluice\\Delivery\\V1\xe2\x02\x1eSluice\\Delivery\\V1\\GPBMetadata\xea\x02\x14Sluice::Delivery::V1b\x06proto3"
 
 var (
@@ -1153,7 +1281,7 @@ func file_sluice_delivery_v1_delivery_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_delivery_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_sluice_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_sluice_delivery_v1_delivery_proto_goTypes = []any{
 	(StagedInputState)(0),          // 0: sluice.delivery.v1.StagedInputState
 	(DeliveryState)(0),             // 1: sluice.delivery.v1.DeliveryState
@@ -1165,35 +1293,41 @@ var file_sluice_delivery_v1_delivery_proto_goTypes = []any{
 	(*DeliveredObject)(nil),        // 7: sluice.delivery.v1.DeliveredObject
 	(*DeliveryError)(nil),          // 8: sluice.delivery.v1.DeliveryError
 	(*GetDeliveryRequest)(nil),     // 9: sluice.delivery.v1.GetDeliveryRequest
-	(*ListDeliveriesRequest)(nil),  // 10: sluice.delivery.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil), // 11: sluice.delivery.v1.ListDeliveriesResponse
-	nil,                            // 12: sluice.delivery.v1.DeliveryStart.LabelsEntry
-	nil,                            // 13: sluice.delivery.v1.Delivery.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(*CancelDeliveryRequest)(nil),  // 10: sluice.delivery.v1.CancelDeliveryRequest
+	(*WatchDeliveryRequest)(nil),   // 11: sluice.delivery.v1.WatchDeliveryRequest
+	(*ListDeliveriesRequest)(nil),  // 12: sluice.delivery.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil), // 13: sluice.delivery.v1.ListDeliveriesResponse
+	nil,                            // 14: sluice.delivery.v1.DeliveryStart.LabelsEntry
+	nil,                            // 15: sluice.delivery.v1.Delivery.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
 }
 var file_sluice_delivery_v1_delivery_proto_depIdxs = []int32{
 	3,  // 0: sluice.delivery.v1.DeliverRequest.start:type_name -> sluice.delivery.v1.DeliveryStart
-	12, // 1: sluice.delivery.v1.DeliveryStart.labels:type_name -> sluice.delivery.v1.DeliveryStart.LabelsEntry
-	13, // 2: sluice.delivery.v1.Delivery.labels:type_name -> sluice.delivery.v1.Delivery.LabelsEntry
+	14, // 1: sluice.delivery.v1.DeliveryStart.labels:type_name -> sluice.delivery.v1.DeliveryStart.LabelsEntry
+	15, // 2: sluice.delivery.v1.Delivery.labels:type_name -> sluice.delivery.v1.Delivery.LabelsEntry
 	1,  // 3: sluice.delivery.v1.Delivery.state:type_name -> sluice.delivery.v1.DeliveryState
 	6,  // 4: sluice.delivery.v1.Delivery.progress:type_name -> sluice.delivery.v1.DeliveryProgress
 	7,  // 5: sluice.delivery.v1.Delivery.objects:type_name -> sluice.delivery.v1.DeliveredObject
 	8,  // 6: sluice.delivery.v1.Delivery.error:type_name -> sluice.delivery.v1.DeliveryError
 	5,  // 7: sluice.delivery.v1.Delivery.staged_input:type_name -> sluice.delivery.v1.StagedInput
-	14, // 8: sluice.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	14, // 9: sluice.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	14, // 10: sluice.delivery.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
+	16, // 8: sluice.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	16, // 9: sluice.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	16, // 10: sluice.delivery.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 11: sluice.delivery.v1.StagedInput.state:type_name -> sluice.delivery.v1.StagedInputState
-	14, // 12: sluice.delivery.v1.StagedInput.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 12: sluice.delivery.v1.StagedInput.expire_time:type_name -> google.protobuf.Timestamp
 	4,  // 13: sluice.delivery.v1.ListDeliveriesResponse.deliveries:type_name -> sluice.delivery.v1.Delivery
 	2,  // 14: sluice.delivery.v1.DeliveryService.Deliver:input_type -> sluice.delivery.v1.DeliverRequest
 	9,  // 15: sluice.delivery.v1.DeliveryService.GetDelivery:input_type -> sluice.delivery.v1.GetDeliveryRequest
-	10, // 16: sluice.delivery.v1.DeliveryService.ListDeliveries:input_type -> sluice.delivery.v1.ListDeliveriesRequest
-	4,  // 17: sluice.delivery.v1.DeliveryService.Deliver:output_type -> sluice.delivery.v1.Delivery
-	4,  // 18: sluice.delivery.v1.DeliveryService.GetDelivery:output_type -> sluice.delivery.v1.Delivery
-	11, // 19: sluice.delivery.v1.DeliveryService.ListDeliveries:output_type -> sluice.delivery.v1.ListDeliveriesResponse
-	17, // [17:20] is the sub-list for method output_type
-	14, // [14:17] is the sub-list for method input_type
+	12, // 16: sluice.delivery.v1.DeliveryService.ListDeliveries:input_type -> sluice.delivery.v1.ListDeliveriesRequest
+	10, // 17: sluice.delivery.v1.DeliveryService.CancelDelivery:input_type -> sluice.delivery.v1.CancelDeliveryRequest
+	11, // 18: sluice.delivery.v1.DeliveryService.WatchDelivery:input_type -> sluice.delivery.v1.WatchDeliveryRequest
+	4,  // 19: sluice.delivery.v1.DeliveryService.Deliver:output_type -> sluice.delivery.v1.Delivery
+	4,  // 20: sluice.delivery.v1.DeliveryService.GetDelivery:output_type -> sluice.delivery.v1.Delivery
+	13, // 21: sluice.delivery.v1.DeliveryService.ListDeliveries:output_type -> sluice.delivery.v1.ListDeliveriesResponse
+	4,  // 22: sluice.delivery.v1.DeliveryService.CancelDelivery:output_type -> sluice.delivery.v1.Delivery
+	4,  // 23: sluice.delivery.v1.DeliveryService.WatchDelivery:output_type -> sluice.delivery.v1.Delivery
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1214,7 +1348,7 @@ func file_sluice_delivery_v1_delivery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_delivery_v1_delivery_proto_rawDesc), len(file_sluice_delivery_v1_delivery_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,8 @@ const (
 	DeliveryService_Deliver_FullMethodName        = "/sluice.delivery.v1.DeliveryService/Deliver"
 	DeliveryService_GetDelivery_FullMethodName    = "/sluice.delivery.v1.DeliveryService/GetDelivery"
 	DeliveryService_ListDeliveries_FullMethodName = "/sluice.delivery.v1.DeliveryService/ListDeliveries"
+	DeliveryService_CancelDelivery_FullMethodName = "/sluice.delivery.v1.DeliveryService/CancelDelivery"
+	DeliveryService_WatchDelivery_FullMethodName  = "/sluice.delivery.v1.DeliveryService/WatchDelivery"
 )
 
 // DeliveryServiceClient is the client API for DeliveryService service.
@@ -38,8 +40,9 @@ type DeliveryServiceClient interface {
 	// Streams one delivery. The first message is a DeliveryStart; each later
 	// message carries a slice of one Arrow IPC stream (schema message first,
 	// then record batches, then Arrow's end-of-stream marker), cut anywhere:
-	// 1 to 4 MiB per message goes fastest; a message may be up to 64 MiB,
-	// and one record batch's body too. Before any data is accepted, the
+	// 1 to 4 MiB per message goes fastest; a message may be up to 8 MiB
+	// (a larger one is refused with RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE),
+	// one record batch's body up to 64 MiB. Before any data is accepted, the
 	// caller's right to use the destination is checked, access is minted
 	// and the schema is checked against the destination's format. Batches
 	// are converted and uploaded in checksummed multipart parts while the
@@ -54,6 +57,23 @@ type DeliveryServiceClient interface {
 	GetDelivery(ctx context.Context, in *GetDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error)
 	// Lists deliveries, newest first.
 	ListDeliveries(ctx context.Context, in *ListDeliveriesRequest, opts ...grpc.CallOption) (*ListDeliveriesResponse, error)
+	// Cancels a delivery (AIP-136 custom method `:cancel`; the same access
+	// rule as Deliver). A receiving, interrupted, uploading or resolving
+	// delivery stops: its uploads are aborted, what it landed is removed,
+	// and it ends CANCELLED with its workflow. Its staged input is dropped,
+	// or with `keep_input` held for the retention period, so that the
+	// workflow's restart-workflow action can run it later. A failed
+	// delivery, or a cancelled one whose input is held, is discarded: its
+	// kept input and what it left in the bucket go, and its workflow and
+	// notifications close. Cancelling again changes nothing and answers
+	// the delivery; cancelling a succeeded one is FAILED_PRECONDITION.
+	CancelDelivery(ctx context.Context, in *CancelDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error)
+	// Streams a delivery as it changes: the delivery as it is first, then
+	// again each time its state or progress changes (at most a few times a
+	// second), ending after the message that shows a final state
+	// (SUCCEEDED, FAILED with nothing running, CANCELLED). Watch streams
+	// count against the caller's share of the service's streams.
+	WatchDelivery(ctx context.Context, in *WatchDeliveryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Delivery], error)
 }
 
 type deliveryServiceClient struct {
@@ -97,6 +117,35 @@ func (c *deliveryServiceClient) ListDeliveries(ctx context.Context, in *ListDeli
 	return out, nil
 }
 
+func (c *deliveryServiceClient) CancelDelivery(ctx context.Context, in *CancelDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Delivery)
+	err := c.cc.Invoke(ctx, DeliveryService_CancelDelivery_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deliveryServiceClient) WatchDelivery(ctx context.Context, in *WatchDeliveryRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Delivery], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &DeliveryService_ServiceDesc.Streams[1], DeliveryService_WatchDelivery_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchDeliveryRequest, Delivery]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeliveryService_WatchDeliveryClient = grpc.ServerStreamingClient[Delivery]
+
 // DeliveryServiceServer is the server API for DeliveryService service.
 // All implementations must embed UnimplementedDeliveryServiceServer
 // for forward compatibility.
@@ -111,8 +160,9 @@ type DeliveryServiceServer interface {
 	// Streams one delivery. The first message is a DeliveryStart; each later
 	// message carries a slice of one Arrow IPC stream (schema message first,
 	// then record batches, then Arrow's end-of-stream marker), cut anywhere:
-	// 1 to 4 MiB per message goes fastest; a message may be up to 64 MiB,
-	// and one record batch's body too. Before any data is accepted, the
+	// 1 to 4 MiB per message goes fastest; a message may be up to 8 MiB
+	// (a larger one is refused with RESOURCE_EXHAUSTED, MESSAGE_TOO_LARGE),
+	// one record batch's body up to 64 MiB. Before any data is accepted, the
 	// caller's right to use the destination is checked, access is minted
 	// and the schema is checked against the destination's format. Batches
 	// are converted and uploaded in checksummed multipart parts while the
@@ -127,6 +177,23 @@ type DeliveryServiceServer interface {
 	GetDelivery(context.Context, *GetDeliveryRequest) (*Delivery, error)
 	// Lists deliveries, newest first.
 	ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error)
+	// Cancels a delivery (AIP-136 custom method `:cancel`; the same access
+	// rule as Deliver). A receiving, interrupted, uploading or resolving
+	// delivery stops: its uploads are aborted, what it landed is removed,
+	// and it ends CANCELLED with its workflow. Its staged input is dropped,
+	// or with `keep_input` held for the retention period, so that the
+	// workflow's restart-workflow action can run it later. A failed
+	// delivery, or a cancelled one whose input is held, is discarded: its
+	// kept input and what it left in the bucket go, and its workflow and
+	// notifications close. Cancelling again changes nothing and answers
+	// the delivery; cancelling a succeeded one is FAILED_PRECONDITION.
+	CancelDelivery(context.Context, *CancelDeliveryRequest) (*Delivery, error)
+	// Streams a delivery as it changes: the delivery as it is first, then
+	// again each time its state or progress changes (at most a few times a
+	// second), ending after the message that shows a final state
+	// (SUCCEEDED, FAILED with nothing running, CANCELLED). Watch streams
+	// count against the caller's share of the service's streams.
+	WatchDelivery(*WatchDeliveryRequest, grpc.ServerStreamingServer[Delivery]) error
 	mustEmbedUnimplementedDeliveryServiceServer()
 }
 
@@ -145,6 +212,12 @@ func (UnimplementedDeliveryServiceServer) GetDelivery(context.Context, *GetDeliv
 }
 func (UnimplementedDeliveryServiceServer) ListDeliveries(context.Context, *ListDeliveriesRequest) (*ListDeliveriesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListDeliveries not implemented")
+}
+func (UnimplementedDeliveryServiceServer) CancelDelivery(context.Context, *CancelDeliveryRequest) (*Delivery, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelDelivery not implemented")
+}
+func (UnimplementedDeliveryServiceServer) WatchDelivery(*WatchDeliveryRequest, grpc.ServerStreamingServer[Delivery]) error {
+	return status.Error(codes.Unimplemented, "method WatchDelivery not implemented")
 }
 func (UnimplementedDeliveryServiceServer) mustEmbedUnimplementedDeliveryServiceServer() {}
 func (UnimplementedDeliveryServiceServer) testEmbeddedByValue()                         {}
@@ -210,6 +283,35 @@ func _DeliveryService_ListDeliveries_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeliveryService_CancelDelivery_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelDeliveryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeliveryServiceServer).CancelDelivery(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeliveryService_CancelDelivery_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeliveryServiceServer).CancelDelivery(ctx, req.(*CancelDeliveryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeliveryService_WatchDelivery_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchDeliveryRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(DeliveryServiceServer).WatchDelivery(m, &grpc.GenericServerStream[WatchDeliveryRequest, Delivery]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type DeliveryService_WatchDeliveryServer = grpc.ServerStreamingServer[Delivery]
+
 // DeliveryService_ServiceDesc is the grpc.ServiceDesc for DeliveryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -225,12 +327,21 @@ var DeliveryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ListDeliveries",
 			Handler:    _DeliveryService_ListDeliveries_Handler,
 		},
+		{
+			MethodName: "CancelDelivery",
+			Handler:    _DeliveryService_CancelDelivery_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Deliver",
 			Handler:       _DeliveryService_Deliver_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "WatchDelivery",
+			Handler:       _DeliveryService_WatchDelivery_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "sluice/delivery/v1/delivery.proto",

@@ -36,6 +36,8 @@ const (
 	WorkflowState_WORKFLOW_STATE_FAILED WorkflowState = 3
 	// An action is running.
 	WorkflowState_WORKFLOW_STATE_RESOLVING WorkflowState = 4
+	// Its delivery was cancelled or discarded: nothing more runs.
+	WorkflowState_WORKFLOW_STATE_CANCELLED WorkflowState = 5
 )
 
 // Enum value maps for WorkflowState.
@@ -46,6 +48,7 @@ var (
 		2: "WORKFLOW_STATE_SUCCEEDED",
 		3: "WORKFLOW_STATE_FAILED",
 		4: "WORKFLOW_STATE_RESOLVING",
+		5: "WORKFLOW_STATE_CANCELLED",
 	}
 	WorkflowState_value = map[string]int32{
 		"WORKFLOW_STATE_UNSPECIFIED": 0,
@@ -53,6 +56,7 @@ var (
 		"WORKFLOW_STATE_SUCCEEDED":   2,
 		"WORKFLOW_STATE_FAILED":      3,
 		"WORKFLOW_STATE_RESOLVING":   4,
+		"WORKFLOW_STATE_CANCELLED":   5,
 	}
 )
 
@@ -1393,13 +1397,14 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\rnotifications\x18\x01 \x03(\v2 .sluice.delivery.v1.NotificationR\rnotifications\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"4\n" +
 	"\x1eAcknowledgeNotificationRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name*\xa2\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name*\xc0\x01\n" +
 	"\rWorkflowState\x12\x1e\n" +
 	"\x1aWORKFLOW_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16WORKFLOW_STATE_RUNNING\x10\x01\x12\x1c\n" +
 	"\x18WORKFLOW_STATE_SUCCEEDED\x10\x02\x12\x19\n" +
 	"\x15WORKFLOW_STATE_FAILED\x10\x03\x12\x1c\n" +
-	"\x18WORKFLOW_STATE_RESOLVING\x10\x04*\xa0\x01\n" +
+	"\x18WORKFLOW_STATE_RESOLVING\x10\x04\x12\x1c\n" +
+	"\x18WORKFLOW_STATE_CANCELLED\x10\x05*\xa0\x01\n" +
 	"\tStepState\x12\x1a\n" +
 	"\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12STEP_STATE_PENDING\x10\x01\x12\x16\n" +

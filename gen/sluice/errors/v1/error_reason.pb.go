@@ -137,10 +137,14 @@ const (
 	// value past what Parquet holds, ...); metadata `column` and `row` say
 	// which. Running it again would fail the same way.
 	ErrorReason_ERROR_REASON_VALUE_NOT_WRITABLE ErrorReason = 76
-	// The delivery's kept input could not be read back to run it again (the
-	// staging store failed); it is still kept: resolve again once staging
-	// answers.
+	// The delivery's kept input could not be read back to run it again: the
+	// staging store failed (it is still kept: resolve again once staging
+	// answers), or the copy is gone (send the data again).
 	ErrorReason_ERROR_REASON_STAGED_INPUT_UNREADABLE ErrorReason = 77
+	// A message of the stream was larger than the service accepts (metadata
+	// `max_message_bytes`): cut the Arrow IPC stream into smaller messages.
+	// With an idempotency key the delivery is interrupted and resumable.
+	ErrorReason_ERROR_REASON_MESSAGE_TOO_LARGE ErrorReason = 78
 )
 
 // Enum value maps for ErrorReason.
@@ -194,6 +198,7 @@ var (
 		75: "ERROR_REASON_RECEIVE_BUDGET_SPENT",
 		76: "ERROR_REASON_VALUE_NOT_WRITABLE",
 		77: "ERROR_REASON_STAGED_INPUT_UNREADABLE",
+		78: "ERROR_REASON_MESSAGE_TOO_LARGE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":                      0,
@@ -244,6 +249,7 @@ var (
 		"ERROR_REASON_RECEIVE_BUDGET_SPENT":             75,
 		"ERROR_REASON_VALUE_NOT_WRITABLE":               76,
 		"ERROR_REASON_STAGED_INPUT_UNREADABLE":          77,
+		"ERROR_REASON_MESSAGE_TOO_LARGE":                78,
 	}
 )
 
@@ -278,7 +284,7 @@ var File_sluice_errors_v1_error_reason_proto protoreflect.FileDescriptor
 
 const file_sluice_errors_v1_error_reason_proto_rawDesc = "" +
 	"\n" +
-	"#sluice/errors/v1/error_reason.proto\x12\x10sluice.errors.v1*\xcc\r\n" +
+	"#sluice/errors/v1/error_reason.proto\x12\x10sluice.errors.v1*\xf0\r\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dERROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -328,7 +334,8 @@ const file_sluice_errors_v1_error_reason_proto_rawDesc = "" +
 	"\x18ERROR_REASON_STREAM_IDLE\x10J\x12%\n" +
 	"!ERROR_REASON_RECEIVE_BUDGET_SPENT\x10K\x12#\n" +
 	"\x1fERROR_REASON_VALUE_NOT_WRITABLE\x10L\x12(\n" +
-	"$ERROR_REASON_STAGED_INPUT_UNREADABLE\x10MB\xc4\x01\n" +
+	"$ERROR_REASON_STAGED_INPUT_UNREADABLE\x10M\x12\"\n" +
+	"\x1eERROR_REASON_MESSAGE_TOO_LARGE\x10NB\xc4\x01\n" +
 	"\x14com.sluice.errors.v1B\x10ErrorReasonProtoP\x01Z8github.com/sluicehq/sluice/gen/sluice/errors/v1;errorsv1\xa2\x02\x03SEX\xaa\x02\x10Sluice.Errors.V1\xca\x02\x10Sluice\\Errors\\V1\xe2\x02\x1cSluice\\Errors\\V1\\GPBMetadata\xea\x02\x12Sluice::Errors::V1b\x06proto3"
 
 var (
