@@ -504,6 +504,19 @@ func (u *Upload) Abort() error {
 	return u.abort()
 }
 
+// Detach stops the upload without aborting it: parts being sent finish or
+// fail, buffers go back to the pool, and the multipart upload S3 holds
+// stays, with the parts it stored, for whoever continues or aborts it by
+// its id (ResumeFrom; a recorded take-back).
+func (u *Upload) Detach() {
+	u.fail(errors.New("upload detached")) // a Write waiting for buffers or a slot returns
+	u.wmu.Lock()
+	defer u.wmu.Unlock()
+	u.wg.Wait()
+	u.release()
+	u.dropParked()
+}
+
 // abort is Abort with wmu held.
 func (u *Upload) abort() error {
 	u.fail(errors.New("upload aborted"))

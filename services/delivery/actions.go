@@ -131,9 +131,9 @@ func (s *Service) actionsFor(ctx context.Context, d *deliveryv1.Delivery, reason
 	}
 	return append(actions,
 		&deliveryv1.WorkflowAction{Id: actionRetryTask, Kind: deliveryv1.ActionKind_ACTION_KIND_RETRY_TASK, Title: "Retry the failed step",
-			Instructions: []string{"Sluice runs the failed step again, and the steps after it, from the data it kept."}},
+			Instructions: []string{"Sluice continues from where the delivery failed, from the data it kept: the files that already landed stay as they are, and only the rest are written."}},
 		&deliveryv1.WorkflowAction{Id: actionRestart, Kind: deliveryv1.ActionKind_ACTION_KIND_RESTART_WORKFLOW, Title: "Restart the workflow",
-			Instructions: []string{"Sluice runs every step again from the data it kept, with the destination and credential as they are now."}},
+			Instructions: []string{"Sluice removes what the failed run wrote and runs every step again from the data it kept, with the destination and credential as they are now."}},
 	)
 }
 

@@ -62,6 +62,7 @@ func (s *Service) cancelIfAsked(ctx context.Context, name string, cancel context
 func restartOnly() []*deliveryv1.WorkflowAction {
 	return []*deliveryv1.WorkflowAction{{Id: actionRestart, Kind: deliveryv1.ActionKind_ACTION_KIND_RESTART_WORKFLOW, Title: "Restart the workflow",
 		Instructions: []string{"Sluice runs every step again from the data it kept, with the destination and credential as they are now."}}}
+
 }
 
 // cancelWait bounds how long CancelDelivery waits for a running delivery

@@ -3,6 +3,8 @@ package delivery
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -20,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/logging"
@@ -351,9 +356,9 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 	f.succeed(ctx, stepCheckDestination)
 	var retries atomic.Int32
 	client := a.client(func() { retries.Add(1) })
-	var resume map[string]resumable
-	if first && j.staged() {
-		if resume, err = s.prepare(ctx, j, client); err != nil {
+	var c carryOver
+	if !first || j.staged() {
+		if c, err = s.prepare(ctx, j, client, bucket, !first); err != nil {
 			return nil, bucket, false, inStep(stepUpload, err)
 		}
 	}
@@ -367,7 +372,7 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 	}
 	out := &output{
 		cfg: cfg, limits: ingestLimits(s.cfg.Ingest, src), prog: prog,
-		sink:     s.sink(ctx, d, client, dest, bucket, prog, src, resume),
+		sink:     s.sink(ctx, d, client, dest, bucket, prog, src, c),
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
@@ -392,23 +397,77 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 	return objects, bucket, complete, err
 }
 
-// prepare readies a run from kept input: restart takes back what earlier
-// runs wrote; any other continues the uploads they recorded, after
-// aborting those they began without recording.
-func (s *Service) prepare(ctx context.Context, j *job, client *s3.Client) (map[string]resumable, error) {
-	if j.restart {
-		return nil, s.takeBack(ctx, j.d.GetName(), j.dest, client)
+// carryOver is what a run continues from an earlier one: the uploads it
+// left, and the objects that landed with the same settings.
+type carryOver struct {
+	resume map[string]resumable
+	kept   map[string]*store.Landed
+}
+
+// prepare readies a run that follows another: restart-workflow takes back
+// what earlier runs wrote and starts over; any other run (a takeover,
+// retry-task or another action, an attempt after a transient fault)
+// continues: it aborts the uploads they began without recording, and
+// answers those they recorded, with their parts, and the objects that
+// landed with the same settings.
+func (s *Service) prepare(ctx context.Context, j *job, client *s3.Client, bucket string, again bool) (carryOver, error) {
+	if j.restart && !again {
+		return carryOver{}, s.takeBack(ctx, j.d.GetName(), j.dest, client)
+	}
+	writes, err := s.store.Writes(ctx, j.d.GetName())
+	if err != nil {
+		return carryOver{}, err
+	}
+	// What an earlier run wrote to another bucket (the destination's was
+	// corrected since) is taken back where it can be; this run writes its
+	// keys afresh.
+	owner := optional(j.dest.GetExpectedBucketOwner())
+	for _, w := range writes {
+		if w.Bucket == bucket {
+			continue
+		}
+		if w.UploadID != "" {
+			_, _ = client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID), ExpectedBucketOwner: owner})
+		}
+		if _, err := client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), ExpectedBucketOwner: owner}); err != nil && !awserror.NoSuchBucket(err) {
+			logging.FromContext(ctx).WarnContext(ctx, "take back what an earlier run wrote to another bucket", slog.String("bucket", w.Bucket), slog.String("key", w.Key), slog.String("error", err.Error()))
+		}
 	}
 	if err := s.abortUnrecorded(ctx, j.d.GetName(), client, j.dest); err != nil {
-		return nil, err
+		return carryOver{}, err
 	}
-	return s.interruptedUploads(ctx, j.d.GetName(), client)
+	resume, err := s.interruptedUploads(ctx, j.d.GetName(), client, bucket)
+	if err != nil {
+		return carryOver{}, err
+	}
+	kept := map[string]*store.Landed{}
+	fp := fingerprint(j.dest, bucket)
+	for _, w := range writes {
+		if w.Landed != nil && w.Bucket == bucket && w.Landed.Fingerprint == fp {
+			kept[w.Key] = w.Landed
+		}
+	}
+	return carryOver{resume: resume, kept: kept}, nil
+}
+
+// fingerprint names the settings that decide what a delivery's objects
+// hold and how S3 stores them: an object that landed is kept by a later
+// run only when they are the same.
+func fingerprint(dest *destinationv1.Destination, bucket string) string {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(&destinationv1.Destination{
+		BucketOverride: bucket, Prefix: dest.GetPrefix(), Format: dest.GetFormat(), Compression: dest.GetCompression(),
+		FilenameTemplate: dest.GetFilenameTemplate(), Split: dest.GetSplit(), RowNumber: dest.GetRowNumber(),
+		PgpPublicKey: dest.GetPgpPublicKey(), Encryption: dest.GetEncryption(), StorageClass: dest.GetStorageClass(),
+		CannedAcl: dest.GetCannedAcl(), ExpectedBucketOwner: dest.GetExpectedBucketOwner(),
+	})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
 }
 
 // sink answers the S3 sink of a delivery, recording each object it writes
 // before the first byte, so that a crash leaves nothing that cannot be
 // found and taken back.
-func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader, resume map[string]resumable) *s3Sink {
+func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader, c carryOver) *s3Sink {
 	sk := newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums())
 	sk.record = func(w store.Write) error { return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), w) }
 	if rn, err := resourcename.Parse(d.GetName(), "deliveries"); err == nil {
@@ -419,7 +478,7 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 		// budget holds the bytes meanwhile.
 		st.onStall(func(b *streamBudget) { sk.park(b.TryAcquire, b.Release) })
 	}
-	sk.resume = resume
+	sk.resume, sk.kept, sk.fingerprint = c.resume, c.kept, fingerprint(dest, bucket)
 	return sk
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -66,19 +65,14 @@ type output struct {
 }
 
 // run reads src to its end, converting and uploading as batches arrive,
-// and answers every object that landed. On failure nothing stays: the
-// object being written is aborted and those that landed are deleted.
+// and answers every object that landed. On failure the object being
+// written stops; what it and the others stored stays, recorded, for the
+// delivery's outcome to take back or keep.
 func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.DeliveredObject, err error) {
 	var fw *fileset.Writer
 	defer func() {
-		if err == nil {
-			return
-		}
-		if fw != nil {
-			fw.Abort()
-		}
-		if rerr := o.sink.remove(context.WithoutCancel(ctx)); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("remove what landed: %w", rerr))
+		if err != nil && fw != nil {
+			fw.Abort() // what landed and what was stored stays recorded
 		}
 	}()
 	r, err := arrowingest.NewReader(src, o.limits, memory.DefaultAllocator)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -26,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/staging"
+	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
 // takeOver runs a delivery whose holder stopped (its lease l ran out, or
@@ -176,14 +178,14 @@ func (r *stagedSource) Read(p []byte) (int, error) {
 // interruptedUploads answers the recorded uploads of a delivery that S3
 // still holds, with their parts, by key; an upload S3 no longer has (it
 // completed, or was aborted) is rewritten from scratch.
-func (s *Service) interruptedUploads(ctx context.Context, delivery string, client *s3.Client) (map[string]resumable, error) {
+func (s *Service) interruptedUploads(ctx context.Context, delivery string, client *s3.Client, bucket string) (map[string]resumable, error) {
 	writes, err := s.store.Writes(ctx, delivery)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]resumable{}
 	for _, w := range writes {
-		if w.UploadID == "" {
+		if w.UploadID == "" || w.Bucket != bucket {
 			continue
 		}
 		r := resumable{uploadID: w.UploadID}
@@ -363,4 +365,40 @@ func reasonOf(err error) errorsv1.ErrorReason {
 		return e.Reason
 	}
 	return errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED
+}
+
+// abortEmpty aborts the recorded uploads of a delivery that stored no part
+// (nothing to continue), and forgets them.
+func (s *Service) abortEmpty(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination) error {
+	ctx = context.WithoutCancel(ctx)
+	writes, err := s.store.Writes(ctx, d.GetName())
+	if err != nil || !slices.ContainsFunc(writes, func(w store.Write) bool { return w.UploadID != "" }) {
+		return err
+	}
+	a, err := s.access(ctx, dest, nil)
+	if err != nil {
+		return err
+	}
+	client := a.client(func() {})
+	owner := optional(dest.GetExpectedBucketOwner())
+	var errs []error
+	for _, w := range writes {
+		if w.UploadID == "" {
+			continue
+		}
+		page, err := client.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID), MaxParts: aws.Int32(1)})
+		if err == nil && len(page.Parts) > 0 {
+			continue
+		}
+		if err == nil || awserror.NoSuchUpload(err) || awserror.NoSuchBucket(err) {
+			_, err = client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(w.Bucket), Key: aws.String(w.Key), UploadId: aws.String(w.UploadID), ExpectedBucketOwner: owner})
+			if err == nil || awserror.NoSuchUpload(err) || awserror.NoSuchBucket(err) {
+				err = s.store.ClearUpload(ctx, d.GetName(), w.Key, w.UploadID)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", w.Key, err))
+		}
+	}
+	return errors.Join(errs...)
 }

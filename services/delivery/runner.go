@@ -225,12 +225,8 @@ func (s *Service) attempts(ctx context.Context, j *job, src source, r *result) {
 			r.err = errors.Join(r.err, err)
 			return
 		}
-		// The rerun writes the same keys from their first byte; what this
-		// attempt left that cannot be taken back now stays recorded, for
-		// the outcome's take-back or the sweeper.
-		if err := s.takeBackFor(ctx, j.d, j.dest); err != nil {
-			log.WarnContext(ctx, "take back a failed attempt's writes", slog.String("error", err.Error()))
-		}
+		// The rerun writes the same keys: it continues what this attempt
+		// recorded (prepare), keeping what landed and the parts stored.
 		closeLast()
 		closeLast = func() { closer.Close() }
 		prog.reset()
@@ -356,6 +352,12 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 	if out == outcomeSucceeded {
 		if err := s.store.ForgetWrites(context.WithoutCancel(ctx), name); err != nil {
 			log.WarnContext(ctx, "forget the delivery's recorded writes", slog.String("error", err.Error()))
+		}
+	} else if out == outcomeFailedKept && j.dest != nil {
+		// Kept for retry-task: the objects that landed and the parts
+		// stored stay; an upload that stored nothing goes.
+		if err := s.abortEmpty(ctx, j.d, j.dest); err != nil {
+			log.WarnContext(ctx, "abort the uploads that stored nothing; their records stay", slog.String("error", err.Error()))
 		}
 	} else if j.dest != nil {
 		if err := s.takeBackFor(ctx, j.d, j.dest); err != nil {

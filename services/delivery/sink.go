@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"hash"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -32,13 +32,12 @@ type landed struct {
 }
 
 // objectSink is where a delivery's objects go: fileset's Sink, plus what
-// landed and a way to take it all back.
+// landed. A failed attempt leaves what it wrote (each object recorded):
+// the outcome takes it back, or keeps it for retry-task to continue.
 type objectSink interface {
 	fileset.Sink
 	// landed answers what landed under key.
 	landed(key string) landed
-	// remove deletes every object that landed, for a delivery that failed.
-	remove(ctx context.Context) error
 }
 
 // s3Sink writes each object as a multipart upload through the shared pool
@@ -57,6 +56,13 @@ type s3Sink struct {
 	record func(store.Write) error
 	// resume holds the interrupted uploads a rerun continues, by key.
 	resume map[string]resumable
+	// kept holds the objects an earlier run landed with the same settings
+	// (fingerprint), by key: a rerun that continues keeps them rather than
+	// writing them again.
+	kept        map[string]*store.Landed
+	fingerprint string
+	// skipped counts the objects kept.
+	skipped atomic.Int64
 
 	// owner is whose share of the part-buffer pool the uploads take (the
 	// delivery's tenant).
@@ -74,6 +80,10 @@ func newS3Sink(ctx context.Context, client *s3.Client, pool *multipart.Pool, con
 }
 
 func (s *s3Sink) Create(key string) (fileset.Object, error) {
+	if k := s.kept[key]; k != nil && s.stillThere(key, k) {
+		s.skipped.Add(1)
+		return &keptObject{sink: s, key: key, was: *k}, nil
+	}
 	if s.record != nil {
 		if err := s.record(store.Write{Bucket: s.bucket, Key: key}); err != nil {
 			return nil, err
@@ -111,19 +121,38 @@ func (s *s3Sink) landed(key string) landed {
 	return s.done[key]
 }
 
-func (s *s3Sink) remove(ctx context.Context) error {
-	s.mu.Lock()
-	keys := s.keys
-	s.keys, s.done = nil, map[string]landed{}
-	s.mu.Unlock()
-	var errs []error
-	for _, k := range keys {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{
-			Bucket: aws.String(s.bucket), Key: aws.String(k), ExpectedBucketOwner: optional(s.dest.GetExpectedBucketOwner()),
-		})
-		errs = append(errs, err)
+// stillThere asks S3 whether an object an earlier run landed is still
+// there as it landed (its size, and its CRC32C when S3 keeps one).
+func (s *s3Sink) stillThere(key string, k *store.Landed) bool {
+	head, err := s.client.HeadObject(s.ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key),
+		ExpectedBucketOwner: optional(s.dest.GetExpectedBucketOwner()), ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil || aws.ToInt64(head.ContentLength) != k.Bytes {
+		return false
 	}
-	return errors.Join(errs...)
+	// A multipart object's checksum is of its parts' checksums: compared
+	// only when both are whole-object ones.
+	if c := aws.ToString(head.ChecksumCRC32C); c != "" && k.CRC32C != "" && !strings.Contains(c, "-") && c != k.CRC32C {
+		return false
+	}
+	return true
+}
+
+// keptObject is an object an earlier run landed: the bytes written to it
+// again are only counted, and it is answered as it landed.
+type keptObject struct {
+	sink *s3Sink
+	key  string
+	was  store.Landed
+}
+
+func (o *keptObject) Write(p []byte) (int, error) { return len(p), nil }
+func (o *keptObject) Abort() error                { return nil }
+func (o *keptObject) Close() error {
+	o.sink.mu.Lock()
+	o.sink.done[o.key] = landed{bytes: o.was.Bytes, parts: o.was.Parts, crc32c: o.was.CRC32C, sha256: o.was.SHA256}
+	o.sink.keys = append(o.sink.keys, o.key)
+	o.sink.mu.Unlock()
+	return nil
 }
 
 func optional(s string) *string {
@@ -157,16 +186,28 @@ func (o *s3Object) Close() error {
 		logging.FromContext(o.sink.ctx).InfoContext(o.sink.ctx, "resumed an interrupted upload",
 			slog.String("key", o.key), slog.Int64("parts_kept", n), slog.Int("parts", res.Parts))
 	}
+	l := landed{bytes: res.Bytes, parts: res.Parts, crc32c: res.CRC32C, sha256: hex.EncodeToString(o.sum.Sum(nil))}
+	if o.sink.record != nil {
+		// What landed is recorded, for a retry of a later failure to keep.
+		if err := o.sink.record(store.Write{Bucket: o.sink.bucket, Key: o.key, Landed: &store.Landed{
+			Bytes: l.bytes, Parts: l.parts, CRC32C: l.crc32c, SHA256: l.sha256, Fingerprint: o.sink.fingerprint}}); err != nil {
+			return err
+		}
+	}
 	o.sink.mu.Lock()
-	o.sink.done[o.key] = landed{bytes: res.Bytes, parts: res.Parts, crc32c: res.CRC32C, sha256: hex.EncodeToString(o.sum.Sum(nil))}
+	o.sink.done[o.key] = l
 	o.sink.keys = append(o.sink.keys, o.key)
 	o.sink.mu.Unlock()
 	return nil
 }
 
+// Abort stops the object's upload and leaves what S3 holds of it: the
+// upload is recorded, and the delivery's outcome takes it back or keeps
+// it for a retry to continue.
 func (o *s3Object) Abort() error {
 	o.sink.forget(o)
-	return o.up.Abort()
+	o.up.Detach()
+	return nil
 }
 
 func (s *s3Sink) forget(o *s3Object) {

@@ -102,8 +102,10 @@ func (s *Service) sweep(ctx context.Context, log *slog.Logger) (int, error) {
 				pending[w.Delivery] = true // the record must stay until it is gone
 			}
 		}
-		if w.Running {
-			continue // the running delivery, or its takeover, finishes it
+		if w.Running || w.Kept {
+			// The running delivery, or its takeover, finishes it; a kept
+			// input's retry continues it, or its expiry takes it back.
+			continue
 		}
 		// No work will finish this write: its delivery ended with a
 		// failure whose take-back did not complete (or succeeded and its

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -216,19 +217,40 @@ func (s *Store) Expired(ctx context.Context, now time.Time, limit int) ([]*deliv
 	return s.Deliveries.Find(ctx, limit, `staged_expire > 0 AND staged_expire < ?`, now.UnixMicro())
 }
 
-// Write is one object a delivery writes: its key, and its multipart
-// upload while one is open.
+// Write is one object a delivery writes: its key, its multipart upload
+// while one is open, and what landed once it did.
 type Write struct {
 	Bucket, Key, UploadID string
+	// Landed is the whole object, once it landed; nil before.
+	Landed *Landed
+}
+
+// Landed is an object that landed whole.
+type Landed struct {
+	Bytes  int64  `json:"bytes"`
+	Parts  int    `json:"parts"`
+	CRC32C string `json:"crc32c,omitempty"`
+	SHA256 string `json:"sha256"`
+	// Fingerprint names the settings it was written with: a later run
+	// keeps it only with the same.
+	Fingerprint string `json:"fingerprint"`
 }
 
 // RecordWrite records that delivery writes key (and, once started, its
 // upload), before any byte of it goes to S3.
 func (s *Store) RecordWrite(ctx context.Context, delivery string, w Write) error {
-	q := `INSERT INTO writes (delivery, bucket, object_key, upload_id, create_time) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (delivery, object_key) DO UPDATE SET bucket = excluded.bucket, upload_id = excluded.upload_id`
+	q := `INSERT INTO writes (delivery, bucket, object_key, upload_id, create_time, landed) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (delivery, object_key) DO UPDATE SET bucket = excluded.bucket, upload_id = excluded.upload_id, landed = excluded.landed`
+	landed := ""
+	if w.Landed != nil {
+		b, err := json.Marshal(w.Landed)
+		if err != nil {
+			return err
+		}
+		landed = string(b)
+	}
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error { // fenced, as every write of a lease's holder
-		_, err := tx.ExecContext(ctx, s.db.Rebind(q), delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro())
+		_, err := tx.ExecContext(ctx, s.db.Rebind(q), delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro(), landed)
 		return err
 	})
 	if err != nil {
@@ -239,7 +261,7 @@ func (s *Store) RecordWrite(ctx context.Context, delivery string, w Write) error
 
 // Writes answers what delivery recorded, in key order.
 func (s *Store) Writes(ctx context.Context, delivery string) ([]Write, error) {
-	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT bucket, object_key, upload_id FROM writes WHERE delivery = ? ORDER BY object_key`), delivery)
+	rows, err := s.db.QueryContext(ctx, s.db.Rebind(`SELECT bucket, object_key, upload_id, landed FROM writes WHERE delivery = ? ORDER BY object_key`), delivery)
 	if err != nil {
 		return nil, fmt.Errorf("writes of %s: %w", delivery, err)
 	}
@@ -247,8 +269,15 @@ func (s *Store) Writes(ctx context.Context, delivery string) ([]Write, error) {
 	var out []Write
 	for rows.Next() {
 		var w Write
-		if err := rows.Scan(&w.Bucket, &w.Key, &w.UploadID); err != nil {
+		var landed string
+		if err := rows.Scan(&w.Bucket, &w.Key, &w.UploadID, &landed); err != nil {
 			return nil, err
+		}
+		if landed != "" {
+			w.Landed = &Landed{}
+			if err := json.Unmarshal([]byte(landed), w.Landed); err != nil {
+				return nil, fmt.Errorf("what landed under %s: %w", w.Key, err)
+			}
 		}
 		out = append(out, w)
 	}
@@ -275,6 +304,9 @@ type RecordedWrite struct {
 	// Running says the delivery has work leased or waiting (it runs, or a
 	// replica will take it over): its writes are that work's to finish.
 	Running bool
+	// Kept says the delivery keeps its input for a resolution: its writes
+	// wait for retry-task, or for the input's expiry to take them back.
+	Kept bool
 }
 
 // RecordedWrites answers every recorded write, by delivery and key: the
@@ -283,7 +315,8 @@ type RecordedWrite struct {
 func (s *Store) RecordedWrites(ctx context.Context) ([]RecordedWrite, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT w.delivery, w.bucket, w.object_key, w.upload_id, w.create_time,
 		COALESCE(d.destination, ''), COALESCE(d.state, 0),
-		EXISTS (SELECT 1 FROM work k WHERE k.id = 'delivery:' || w.delivery)
+		EXISTS (SELECT 1 FROM work k WHERE k.id = 'delivery:' || w.delivery),
+		COALESCE(d.staged_expire, 0) > 0
 		FROM writes w LEFT JOIN deliveries d ON d.name = w.delivery ORDER BY w.delivery, w.object_key`)
 	if err != nil {
 		return nil, fmt.Errorf("recorded writes: %w", err)
@@ -294,7 +327,7 @@ func (s *Store) RecordedWrites(ctx context.Context) ([]RecordedWrite, error) {
 		var w RecordedWrite
 		var created int64
 		var state int32
-		if err := rows.Scan(&w.Delivery, &w.Bucket, &w.Key, &w.UploadID, &created, &w.Destination, &state, &w.Running); err != nil {
+		if err := rows.Scan(&w.Delivery, &w.Bucket, &w.Key, &w.UploadID, &created, &w.Destination, &state, &w.Running, &w.Kept); err != nil {
 			return nil, err
 		}
 		w.Recorded, w.State = time.UnixMicro(created), deliveryv1.DeliveryState(state)

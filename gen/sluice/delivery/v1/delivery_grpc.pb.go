@@ -51,7 +51,13 @@ type DeliveryServiceClient interface {
 	// failed delivery answers its error (INVALID_ARGUMENT with the byte
 	// offset and batch for a stream that is not valid Arrow or does not
 	// match its schema), with the delivery's name in the ErrorInfo metadata
-	// `delivery`, and leaves no object and no multipart upload behind.
+	// `delivery`. A failure in the data, a stream that ended early and a
+	// cancelled delivery leave no object and no multipart upload behind; a
+	// failure whose input is kept for a resolution (access, the bucket, S3)
+	// leaves the files that landed whole, and the parts stored, for the
+	// workflow's retry-task to continue, until it is resolved, discarded
+	// (CancelDelivery) or its input expires; no success file or manifest is
+	// written before every file landed.
 	Deliver(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[DeliverRequest, Delivery], error)
 	// Gets one delivery.
 	GetDelivery(ctx context.Context, in *GetDeliveryRequest, opts ...grpc.CallOption) (*Delivery, error)
@@ -171,7 +177,13 @@ type DeliveryServiceServer interface {
 	// failed delivery answers its error (INVALID_ARGUMENT with the byte
 	// offset and batch for a stream that is not valid Arrow or does not
 	// match its schema), with the delivery's name in the ErrorInfo metadata
-	// `delivery`, and leaves no object and no multipart upload behind.
+	// `delivery`. A failure in the data, a stream that ended early and a
+	// cancelled delivery leave no object and no multipart upload behind; a
+	// failure whose input is kept for a resolution (access, the bucket, S3)
+	// leaves the files that landed whole, and the parts stored, for the
+	// workflow's retry-task to continue, until it is resolved, discarded
+	// (CancelDelivery) or its input expires; no success file or manifest is
+	// written before every file landed.
 	Deliver(grpc.ClientStreamingServer[DeliverRequest, Delivery]) error
 	// Gets one delivery.
 	GetDelivery(context.Context, *GetDeliveryRequest) (*Delivery, error)
