@@ -57,6 +57,7 @@ func authorizationTable() string {
 		return func(c *auth.Caller) string {
 			for _, m := range []string{
 				deliveryv1.DeliveryService_Deliver_FullMethodName, deliveryv1.DeliveryService_ListDeliveries_FullMethodName,
+				deliveryv1.DeliveryService_CancelDelivery_FullMethodName, deliveryv1.DeliveryService_WatchDelivery_FullMethodName,
 				deliveryv1.WorkflowService_GetWorkflow_FullMethodName, deliveryv1.WorkflowService_ResolveWorkflow_FullMethodName,
 				deliveryv1.WorkflowService_ListNotifications_FullMethodName, deliveryv1.WorkflowService_AcknowledgeNotification_FullMethodName,
 			} {
@@ -99,7 +100,7 @@ func authorizationTable() string {
 			return "no"
 		}},
 		{"mint short-lived access (MintAccess)", method(credential.Rules, credentialv1.CredentialAccessService_MintAccess_FullMethodName)},
-		{"see, create, change, test, preview, deliver to a destination, and see its deliveries, workflows and notifications and resolve them (default access)", use(nil)},
+		{"see, create, change, test, preview, deliver to a destination, and see, watch and cancel its deliveries, see its workflows and notifications and resolve them (default access)", use(nil)},
 		{"... to an admin only destination", use(&destinationv1.Access{AdminOnly: true})},
 		{"... to a destination allowing limited PII access", use(&destinationv1.Access{AllowLimitedPii: true})},
 		{"... to an admin only destination allowing limited PII access", use(&destinationv1.Access{AdminOnly: true, AllowLimitedPii: true})},

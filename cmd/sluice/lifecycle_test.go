@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
@@ -274,8 +276,23 @@ func TestCancelAndWatchADelivery(t *testing.T) {
 	if _, err := w.delivs.CancelDelivery(ctx, &deliveryv1.CancelDeliveryRequest{Name: ok.GetName()}, w.admin); apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION {
 		t.Errorf("cancelling a succeeded delivery: %v", err)
 	}
-	// Another tenant's caller cannot see it, let alone cancel it.
-	if _, err := w.delivs.CancelDelivery(ctx, &deliveryv1.CancelDeliveryRequest{Name: ok.GetName()}, w.r.token("globex", auth.PolicyAdministrator)); apierror.FromStatus(err).Code.String() != "NotFound" {
-		t.Errorf("another tenant cancelling: %v", err)
+	// Another tenant's caller, and one who may not use the destination,
+	// cannot see it, let alone cancel or watch it: exactly as for a
+	// delivery that does not exist.
+	for who, as := range map[string]grpc.CallOption{"another tenant": w.r.token("globex", auth.PolicyAdministrator), "restricted PII": w.r.token("acme", auth.PolicyRestrictPII)} {
+		if _, err := w.delivs.CancelDelivery(ctx, &deliveryv1.CancelDeliveryRequest{Name: d.GetName()}, as); status.Code(err) != codes.NotFound {
+			t.Errorf("%s cancelling: %v", who, err)
+		}
+		s, err := w.delivs.WatchDelivery(ctx, &deliveryv1.WatchDeliveryRequest{Name: d.GetName()}, as)
+		if err == nil {
+			_, err = s.Recv()
+		}
+		if status.Code(err) != codes.NotFound {
+			t.Errorf("%s watching: %v", who, err)
+		}
+	}
+	// Bad names are refused with a field violation.
+	if _, err := w.delivs.CancelDelivery(ctx, &deliveryv1.CancelDeliveryRequest{Name: "deliveries/x"}, w.admin); apierror.FromStatus(err).Fields()["name"] == "" {
+		t.Errorf("a bad name: %v", err)
 	}
 }

@@ -100,6 +100,9 @@ func NewS3Fault(t testing.TB, m *MinIO) *S3Fault {
 			case <-r.Context().Done():
 				return
 			}
+			if r.Context().Err() != nil {
+				return // its caller left while it was held: S3 never saw it
+			}
 		} else if code != "" {
 			status := http.StatusServiceUnavailable
 			if code == InternalError {

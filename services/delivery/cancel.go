@@ -53,6 +53,7 @@ func (s *Service) cancelIfAsked(ctx context.Context, name string, cancel context
 		return
 	}
 	if r != nil {
+		logging.FromContext(ctx).InfoContext(ctx, "cancel asked: stopping the delivery", slog.String("by", r.Subject))
 		cancel(&cancelledBy{subject: r.Subject, keep: r.KeepInput})
 	}
 }
