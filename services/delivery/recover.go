@@ -134,10 +134,11 @@ func (s *Service) takeOverReceiving(ctx context.Context, d *deliveryv1.Delivery,
 		if s.staging != nil {
 			_ = s.staging.Delete(ctx, deliveryID(d.GetName()))
 		}
-		in := &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED}
+		gone := deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED
 		if s.staging == nil {
-			in.State = deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED
+			gone = deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED
 		}
+		in := &deliveryv1.StagedInput{State: gone}
 		cause := &deliveryv1.DeliveryError{Reason: apierror.ReasonName(errorsv1.ErrorReason_ERROR_REASON_SERVICE_STOPPED), Message: msg, Code: int32(codes.Unavailable)}
 		_, err := s.fail(ctx, d, []phase{phaseReceiving}, phaseFailed, change{input: in, claim: true}, stepConvert, cause, fixContext{})
 		if _, ok := isWrongPhase(err); ok {

@@ -478,16 +478,16 @@ func (s *Service) keep(ctx context.Context, j *job, out outcome) *deliveryv1.Sta
 	}
 	switch out {
 	case outcomeInterrupted:
-		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))
+		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED, Bytes: in.GetBytes(),
+			ExpireTime: timestamppb.New(time.Now().Add(s.cfg.ResumeWindow))}
 	case outcomeFailedKept:
-		in.State, in.ExpireTime = deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, timestamppb.New(time.Now().Add(s.cfg.StagingRetention))
-	default:
-		if err := s.staging.Delete(ctx, id); err != nil && !errors.Is(err, staging.ErrNotFound) {
-			logging.FromContext(ctx).WarnContext(ctx, "delete staged input", slog.String("error", err.Error()))
-		}
-		in.State = deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED
+		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD, Bytes: in.GetBytes(),
+			ExpireTime: timestamppb.New(time.Now().Add(s.cfg.StagingRetention))}
 	}
-	return in
+	if err := s.staging.Delete(ctx, id); err != nil && !errors.Is(err, staging.ErrNotFound) {
+		logging.FromContext(ctx).WarnContext(ctx, "delete staged input", slog.String("error", err.Error()))
+	}
+	return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED, Bytes: in.GetBytes()}
 }
 
 // notification answers the raising of a notification for a failed

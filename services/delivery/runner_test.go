@@ -18,6 +18,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -240,6 +241,8 @@ func actionIDs(w *deliveryv1.Workflow) []string {
 func TestDeliverOutcomes(t *testing.T) {
 	b := newBundle(t)
 	good := idStream(t, 100)
+	// gRPC's own answer to a message over the server's limit.
+	tooLarge := status.Error(codes.ResourceExhausted, "grpc: received message larger than max (9437184 vs. 8388608)")
 	cases := []struct {
 		name    string
 		key     string
@@ -257,6 +260,8 @@ func TestDeliverOutcomes(t *testing.T) {
 		{"no bytes, a key", "k3", nil, nil, phaseInterrupted, errorsv1.ErrorReason_ERROR_REASON_INVALID_ARROW_STREAM, false, deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED},
 		{"the stream broke, a key", "k4", good[:40], context.Canceled, phaseInterrupted, errorsv1.ErrorReason_ERROR_REASON_CANCELLED, false, deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED},
 		{"the stream broke, no key", "", good[:40], context.Canceled, phaseFailed, errorsv1.ErrorReason_ERROR_REASON_CANCELLED, false, deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED},
+		{"a message over the limit, no key", "", good[:40], tooLarge, phaseFailed, errorsv1.ErrorReason_ERROR_REASON_MESSAGE_TOO_LARGE, false, deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED},
+		{"a message over the limit, a key", "k5", good[:40], tooLarge, phaseInterrupted, errorsv1.ErrorReason_ERROR_REASON_MESSAGE_TOO_LARGE, false, deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED},
 		{"access refused", "", good, nil, phaseFailedKept, errorsv1.ErrorReason_ERROR_REASON_ROLE_NOT_ASSUMABLE, true, deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD},
 	}
 	for _, c := range cases {
