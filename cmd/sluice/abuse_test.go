@@ -370,10 +370,7 @@ func TestValuesTheFormatCannotWriteAreTheDatasFault(t *testing.T) {
 	if strings.Contains(err.Error(), "New York") {
 		t.Errorf("the error echoes the value: %v", err)
 	}
-	d, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: got.Metadata["delivery"]}, e.admin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := e.namedIn(t, err)
 	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_FAILED || d.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_DELETED {
 		t.Fatalf("the delivery: %v, input %v; want FAILED with nothing kept", d.GetState(), d.GetStagedInput().GetState())
 	}

@@ -147,6 +147,38 @@ func (e *delivering) get(t *testing.T, key string) []byte {
 	return b
 }
 
+// waitListed waits, up to 10 s, for filter to list one delivery, for
+// which ok holds, and answers it.
+func (e *delivering) waitListed(t *testing.T, filter string, ok func(*deliveryv1.Delivery) bool) *deliveryv1.Delivery {
+	t.Helper()
+	for range 100 {
+		list, err := e.delivs.ListDeliveries(context.Background(), &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: filter}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list.GetDeliveries()) == 1 && ok(list.GetDeliveries()[0]) {
+			return list.GetDeliveries()[0]
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("no delivery listed by %q came to the point the test waits for", filter)
+	return nil
+}
+
+// namedIn answers the delivery an error's ErrorInfo names.
+func (e *delivering) namedIn(t *testing.T, err error) *deliveryv1.Delivery {
+	t.Helper()
+	name := apierror.FromStatus(err).Metadata["delivery"]
+	if name == "" {
+		t.Fatalf("the error names no delivery: %v", err)
+	}
+	d, err := e.delivs.GetDelivery(context.Background(), &deliveryv1.GetDeliveryRequest{Name: name}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // left answers the objects and the multipart uploads under prefix.
 func (e *delivering) left(t *testing.T, prefix string) (objects []string, uploads int) {
 	t.Helper()
@@ -677,21 +709,7 @@ func TestDeliverGetAndListDeliveries(t *testing.T) {
 		}
 		done <- d
 	}()
-	var running *deliveryv1.Delivery
-	for range 100 {
-		list, err := e.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: "state = RECEIVING"}, e.admin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(list.GetDeliveries()) == 1 && list.GetDeliveries()[0].GetProgress().GetBytesIn() > 0 {
-			running = list.GetDeliveries()[0]
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if running == nil {
-		t.Fatal("the running delivery never showed its progress")
-	}
+	running := e.waitListed(t, "state = RECEIVING", func(d *deliveryv1.Delivery) bool { return d.GetProgress().GetBytesIn() > 0 })
 	got, err := e.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: running.GetName()}, e.admin)
 	if err != nil || got.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING {
 		t.Fatalf("running delivery: %v %v", got, err)

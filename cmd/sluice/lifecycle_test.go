@@ -116,14 +116,7 @@ func TestRetryTaskContinuesRestartStartsOver(t *testing.T) {
 				deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
 			fault.Clear()
 			seen.watch(fault)
-			e := apierror.FromStatus(err)
-			if e == nil || e.Metadata["delivery"] == "" {
-				t.Fatalf("the delivery did not fail: %v", err)
-			}
-			failed, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: e.Metadata["delivery"]}, w.admin)
-			if err != nil {
-				t.Fatal(err)
-			}
+			failed := w.namedIn(t, err)
 			if failed.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_FAILED || failed.GetStagedInput().GetState() != deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD {
 				t.Fatalf("after the fault: %v, input %v", failed.GetState(), failed.GetStagedInput().GetState())
 			}
@@ -198,21 +191,7 @@ func TestCancelAndWatchADelivery(t *testing.T) {
 			deliverclient.Options{MessageBytes: 64 << 10, CallOptions: []grpc.CallOption{w.admin}})
 		done <- err
 	}()
-	var running *deliveryv1.Delivery
-	for range 200 {
-		list, err := w.delivs.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{Parent: production, Filter: `destination = "` + dest.GetName() + `"`}, w.admin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(list.GetDeliveries()) == 1 && list.GetDeliveries()[0].GetProgress().GetRows() > 0 {
-			running = list.GetDeliveries()[0]
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if running == nil {
-		t.Fatal("the delivery never showed progress")
-	}
+	running := w.waitListed(t, `destination = "`+dest.GetName()+`"`, func(d *deliveryv1.Delivery) bool { return d.GetProgress().GetRows() > 0 })
 	watch, err := w.delivs.WatchDelivery(ctx, &deliveryv1.WatchDeliveryRequest{Name: running.GetName()}, w.admin)
 	if err != nil {
 		t.Fatal(err)
