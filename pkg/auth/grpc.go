@@ -116,7 +116,7 @@ func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	if raw == "" {
 		return nil, errUnauthenticated
 	}
-	claims, kind, err := v.Verify(raw)
+	claims, kind, err := v.VerifyContext(ctx, raw)
 	if err != nil {
 		return nil, apierror.Wrap(err, codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED, err.Error())
 	}
@@ -131,7 +131,7 @@ func (v *Verifier) Authenticate(ctx context.Context) (*Caller, error) {
 	if endRaw == "" {
 		return caller, nil // the service acts for itself
 	}
-	end, err := v.VerifyUser(endRaw)
+	end, err := v.VerifyUserContext(ctx, endRaw)
 	if err != nil {
 		return nil, apierror.Wrap(err, codes.Unauthenticated, errorsv1.ErrorReason_ERROR_REASON_UNAUTHENTICATED,
 			"end caller's token: "+err.Error())

@@ -5,6 +5,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -155,6 +156,9 @@ type VerifierConfig struct {
 	// MaxUserLifetime bounds exp - iat of user tokens;
 	// DefaultMaxUserLifetime when zero.
 	MaxUserLifetime time.Duration
+	// Issuer, when set, also trusts an OpenID provider's tokens for users
+	// (--jwt-issuer), beside UserKeys.
+	Issuer *IssuerConfig
 }
 
 // Verifier checks tokens against the two trusted key sets.
@@ -162,6 +166,7 @@ type Verifier struct {
 	users, services       map[string]ed25519.PublicKey
 	userParser, svcParser *jwt.Parser
 	maxUserLifetime       time.Duration
+	issuer                *issuer
 }
 
 func parser(iss, aud string) *jwt.Parser {
@@ -197,8 +202,17 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		}
 		v.services[KeyID(k)] = k
 	}
-	if len(v.users)+len(v.services) == 0 {
-		return nil, errors.New("no trusted keys: configure --jwt-public-key for users and --signing-key for services")
+	if cfg.Issuer != nil {
+		var err error
+		if v.issuer, err = newIssuer(*cfg.Issuer); err != nil {
+			return nil, err
+		}
+		if cfg.Issuer.URL == Issuer || cfg.Issuer.URL == ServiceIssuer {
+			return nil, fmt.Errorf("--jwt-issuer %q is the name of Sluice's own tokens' issuer", cfg.Issuer.URL)
+		}
+	}
+	if len(v.users)+len(v.services) == 0 && v.issuer == nil {
+		return nil, errors.New("no trusted keys: configure --jwt-public-key or --jwt-issuer for users and --signing-key for services")
 	}
 	return v, nil
 }
@@ -215,8 +229,19 @@ func invalid(format string, args ...any) error {
 // The signing key decides the kind; the kind's own issuer, audience and
 // rules must then hold.
 func (v *Verifier) Verify(token string) (*Claims, Kind, error) {
+	return v.VerifyContext(context.Background(), token)
+}
+
+// VerifyContext is Verify, with ctx bounding a fetch of the trusted
+// issuer's keys. A token that names the trusted OpenID issuer is verified
+// by that issuer's keys alone; any other by Sluice's own key sets.
+func (v *Verifier) VerifyContext(ctx context.Context, token string) (*Claims, Kind, error) {
 	if len(token) > MaxTokenBytes {
 		return nil, 0, invalid("longer than %d bytes", MaxTokenBytes)
+	}
+	if v.issuer != nil && unverifiedIssuer(token) == v.issuer.cfg.URL {
+		c, err := v.issuer.verify(ctx, token, v.maxUserLifetime)
+		return c, UserToken, err
 	}
 	kid, err := headerKeyID(token)
 	if err != nil {
@@ -232,7 +257,12 @@ func (v *Verifier) Verify(token string) (*Claims, Kind, error) {
 
 // VerifyUser checks a token that must be a user's.
 func (v *Verifier) VerifyUser(token string) (*Claims, error) {
-	c, kind, err := v.Verify(token)
+	return v.VerifyUserContext(context.Background(), token)
+}
+
+// VerifyUserContext is VerifyUser with ctx bounding a fetch of keys.
+func (v *Verifier) VerifyUserContext(ctx context.Context, token string) (*Claims, error) {
+	c, kind, err := v.VerifyContext(ctx, token)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,8 @@ type Common struct {
 	// tokens (the identity provider's). None means development mode: a
 	// local user key that `sluice token` signs with.
 	PublicKeys []string
+	// Issuer trusts an OpenID provider's tokens for users (--jwt-issuer).
+	Issuer auth.IssuerConfig
 	// MaxTokenLifetime refuses user tokens that live longer (exp - iat).
 	MaxTokenLifetime time.Duration
 	// SigningKey is the Ed25519 private key (PEM, PKCS #8) services mint
@@ -73,7 +75,8 @@ type Common struct {
 
 // DefaultCommon answers the defaults: state under ./.data, info logs.
 func DefaultCommon() Common {
-	return Common{DataDir: ".data", LogLevel: "info", ShutdownTimeout: 15 * time.Second, MaxTokenLifetime: auth.DefaultMaxUserLifetime}
+	return Common{DataDir: ".data", LogLevel: "info", ShutdownTimeout: 15 * time.Second, MaxTokenLifetime: auth.DefaultMaxUserLifetime,
+		Issuer: auth.IssuerConfig{Audience: "sluice", TenantClaim: "tenant", PoliciesClaim: "policies"}}
 }
 
 // AddFlags registers the common flags on fs.
@@ -81,6 +84,10 @@ func (c *Common) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory for SQLite databases and the development keys")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log level: debug, info, warn or error")
 	fs.StringSliceVar(&c.PublicKeys, "jwt-public-key", c.PublicKeys, "file of Ed25519 public keys (PEM) trusted for users' tokens; repeatable (default: the development user key {data-dir}/keys/dev-user.pem)")
+	fs.StringVar(&c.Issuer.URL, "jwt-issuer", c.Issuer.URL, "URL of an OpenID provider whose tokens are trusted for users (discovery, and its JWKS fetched again when it rotates keys; RS256, ES256 or EdDSA), beside --jwt-public-key")
+	fs.StringVar(&c.Issuer.Audience, "jwt-audience", c.Issuer.Audience, "the audience --jwt-issuer's tokens must carry")
+	fs.StringVar(&c.Issuer.TenantClaim, "jwt-tenant-claim", c.Issuer.TenantClaim, "the claim of --jwt-issuer's tokens that names the caller's tenant")
+	fs.StringVar(&c.Issuer.PoliciesClaim, "jwt-policies-claim", c.Issuer.PoliciesClaim, "the claim of --jwt-issuer's tokens that lists the caller's policies (a list, or a space-separated string)")
 	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", c.MaxTokenLifetime, "refuse user tokens whose lifetime (exp - iat) is longer")
 	fs.StringVar(&c.SigningKey, "signing-key", c.SigningKey, "Ed25519 private key (PEM) services mint their own tokens with; trusted for service tokens only (default {data-dir}/keys/service.pem)")
 	fs.StringSliceVar(&c.ServicePublicKeys, "service-public-key", c.ServicePublicKeys, "file of more Ed25519 public keys trusted for service tokens; repeatable")
@@ -176,7 +183,7 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 		if userKeys, err = auth.LoadPublicKeys(c.PublicKeys...); err != nil {
 			return nil, fmt.Errorf("--jwt-public-key: %w", err)
 		}
-	} else {
+	} else if c.Issuer.URL == "" {
 		path := DevUserKeyPath(c.DataDir)
 		key, err := auth.LoadOrCreateSigningKey(path)
 		if err != nil {
@@ -211,8 +218,13 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 		}
 		e.Tokens = auth.StaticToken(strings.TrimSpace(string(b)))
 	}
+	var issuer *auth.IssuerConfig
+	if c.Issuer.URL != "" {
+		issuer = &c.Issuer
+		logger.Info("trusting an OpenID provider's tokens for users", slog.String("issuer", c.Issuer.URL), slog.String("audience", c.Issuer.Audience))
+	}
 	e.Verifier, err = auth.NewVerifier(auth.VerifierConfig{
-		UserKeys: userKeys, ServiceKeys: serviceKeys, MaxUserLifetime: c.MaxTokenLifetime,
+		UserKeys: userKeys, ServiceKeys: serviceKeys, MaxUserLifetime: c.MaxTokenLifetime, Issuer: issuer,
 	})
 	if err != nil {
 		return nil, err

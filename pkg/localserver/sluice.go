@@ -71,7 +71,7 @@ func buildServices() (string, error) {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", buildDir+"/", "./services/credential/cmd/sluice-credential",
-			"./services/destination/cmd/sluice-destination", "./services/delivery/cmd/sluice-delivery")
+			"./services/destination/cmd/sluice-destination", "./services/delivery/cmd/sluice-delivery", "./cmd/sluice-testidp")
 		cmd.Dir = strings.TrimSpace(string(root))
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("build the services: %v\n%s", err, out)

@@ -184,3 +184,15 @@ func NewDatabase(tb testing.TB) string {
 	tb.Cleanup(drop)
 	return dsn
 }
+
+// NewIdP starts a test OpenID provider (cmd/sluice-testidp) as its own
+// process for one test, stopped when the test ends.
+func NewIdP(tb testing.TB, o localserver.IdPOptions) *localserver.IdP {
+	tb.Helper()
+	idp, err := localserver.StartIdP(o)
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	tb.Cleanup(idp.Stop)
+	return idp
+}
