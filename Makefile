@@ -72,8 +72,18 @@ lint: ## buf lint and breaking, gofmt, go vet
 	go vet ./...
 
 .PHONY: build
-build: ## Build bin/sluice and the three service binaries
-	go build -o bin/ ./cmd/sluice ./services/credential/cmd/sluice-credential ./services/destination/cmd/sluice-destination ./services/delivery/cmd/sluice-delivery
+build: ## Build bin/sluice, the three service binaries and the console
+	go build -o bin/ ./cmd/sluice ./services/credential/cmd/sluice-credential ./services/destination/cmd/sluice-destination ./services/delivery/cmd/sluice-delivery ./services/console/cmd/sluice-console
+
+HTMX_VERSION := 2.0.11
+HTMX_SHA256 := d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717
+
+.PHONY: vendor-htmx
+vendor-htmx: ## Fetch htmx again from the npm registry into the console's static files, checking its sum
+	rm -rf $(CURDIR)/.cache/htmx && mkdir -p $(CURDIR)/.cache/htmx
+	cd $(CURDIR)/.cache/htmx && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && tar xzf htmx.org-$(HTMX_VERSION).tgz
+	echo "$(HTMX_SHA256)  $(CURDIR)/.cache/htmx/package/dist/htmx.min.js" | sha256sum -c -
+	cp $(CURDIR)/.cache/htmx/package/dist/htmx.min.js services/console/static/htmx.min.js
 
 .PHONY: manifests
 manifests: ## Build the Kubernetes kustomizations and check every resource against the Kubernetes API's types

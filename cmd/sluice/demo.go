@@ -39,7 +39,7 @@ import (
 func demoCommand() *cobra.Command {
 	cfg := defaultServeConfig()
 	cfg.DataDir = "" // a fresh temporary directory per run
-	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr, cfg.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	var o demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -125,9 +125,9 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 	defer cancel()
 	ready := make(chan []launch.Endpoint, 1)
 	served := make(chan error, 1)
-	var env *launch.Env
+	var env serving
 	go func() {
-		served <- serve(ctx, cfg, func(eps []launch.Endpoint, e *launch.Env) { env = e; ready <- eps })
+		served <- serve(ctx, cfg, func(sv serving) { env = sv; ready <- sv.eps })
 	}()
 	var eps []launch.Endpoint
 	select {
@@ -135,7 +135,7 @@ func demo(ctx context.Context, w io.Writer, cfg serveConfig, o demoOptions) erro
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	}
-	printEndpoints(w, cfg.DataDir, eps, env)
+	printEndpoints(w, cfg.DataDir, env)
 	addrs := map[string]string{}
 	for _, ep := range eps {
 		addrs[ep.Name] = ep.Listener.Addr().String()

@@ -23,7 +23,7 @@ func TestDemo(t *testing.T) {
 	cfg.DataDir = ""
 	logs := &syncBuffer{}
 	cfg.LogOutput = logs
-	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr, cfg.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	picture := filepath.Join(t.TempDir(), "trace.png")
 	if err := demo(context.Background(), &out, cfg, demoOptions{tracePNG: picture, rows: 100_000}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())

@@ -4,15 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/launch"
 	"github.com/sluicehq/sluice/pkg/localserver"
+	"github.com/sluicehq/sluice/services/console"
 	"github.com/sluicehq/sluice/services/credential"
 	"github.com/sluicehq/sluice/services/delivery"
 	"github.com/sluicehq/sluice/services/destination"
@@ -22,9 +26,12 @@ import (
 type serveConfig struct {
 	launch.Common
 	CredentialAddr, DestinationAddr, DeliveryAddr string
-	CredentialDB, DestinationDB, DeliveryDB       string
-	Credential                                    credential.Config
-	Delivery                                      delivery.Config
+	// ConsoleAddr is where the web console listens; empty for none.
+	ConsoleAddr                             string
+	Console                                 console.Config
+	CredentialDB, DestinationDB, DeliveryDB string
+	Credential                              credential.Config
+	Delivery                                delivery.Config
 }
 
 func defaultServeConfig() serveConfig {
@@ -33,6 +40,7 @@ func defaultServeConfig() serveConfig {
 		CredentialAddr:  "127.0.0.1:7401",
 		DestinationAddr: "127.0.0.1:7402",
 		DeliveryAddr:    "127.0.0.1:7403",
+		ConsoleAddr:     "127.0.0.1:7404",
 		Delivery:        delivery.DefaultConfig(),
 	}
 }
@@ -43,6 +51,8 @@ func (c *serveConfig) addFlags(cmd *cobra.Command) {
 	fs.StringVar(&c.CredentialAddr, "credential-addr", c.CredentialAddr, "address of the credential service (port 0 picks one)")
 	fs.StringVar(&c.DestinationAddr, "destination-addr", c.DestinationAddr, "address of the destination service")
 	fs.StringVar(&c.DeliveryAddr, "delivery-addr", c.DeliveryAddr, "address of the delivery service")
+	fs.StringVar(&c.ConsoleAddr, "console-addr", c.ConsoleAddr, "address of the web console (HTTP; empty for none)")
+	c.Console.AddFlags(fs)
 	fs.StringVar(&c.CredentialDB, "credential-db", "", "credential database: PostgreSQL URL or sqlite:PATH (default sqlite:{data-dir}/credential.db)")
 	fs.StringVar(&c.DestinationDB, "destination-db", "", "destination database (default sqlite:{data-dir}/destination.db)")
 	fs.StringVar(&c.DeliveryDB, "delivery-db", "", "delivery database (default sqlite:{data-dir}/delivery.db)")
@@ -69,20 +79,34 @@ wired to each other through real gRPC connections. State lives under
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, cfg, func(eps []launch.Endpoint, env *launch.Env) { printEndpoints(cmd.OutOrStdout(), cfg.DataDir, eps, env) })
+			return serve(ctx, cfg, func(sv serving) { printEndpoints(cmd.OutOrStdout(), cfg.DataDir, sv) })
 		},
 	}
 	cfg.addFlags(cmd)
 	return cmd
 }
 
-func printEndpoints(w io.Writer, dataDir string, eps []launch.Endpoint, env *launch.Env) {
+// serving is what serve started, for whoever waits for it.
+type serving struct {
+	eps []launch.Endpoint
+	env *launch.Env
+	// console is the web console's URL; empty when it is off.
+	console string
+}
+
+func printEndpoints(w io.Writer, dataDir string, sv serving) {
 	fmt.Fprintln(w, "Sluice is serving:")
-	for _, ep := range eps {
+	for _, ep := range sv.eps {
 		fmt.Fprintf(w, "  %-12s %s\n", ep.Name, ep.Listener.Addr())
 	}
-	if a := env.MetricsAddr(); a != nil {
+	if sv.console != "" {
+		fmt.Fprintf(w, "  %-12s %s\n", "console", sv.console)
+	}
+	if a := sv.env.MetricsAddr(); a != nil {
 		fmt.Fprintf(w, "  %-12s http://%s/metrics\n", "metrics", a)
+	}
+	if sv.console != "" && sv.env.DevUsers != nil {
+		fmt.Fprintf(w, "Log in to the console (development login, this machine only): %s/login\n", sv.console)
 	}
 	fmt.Fprintf(w, "Mint a token with: sluice token --data-dir %s --tenant acme --subject you@acme.test\n", dataDir)
 }
@@ -91,7 +115,7 @@ func printEndpoints(w io.Writer, dataDir string, eps []launch.Endpoint, env *lau
 // listen, and serves until ctx ends. Shutdown goes from callers to callees:
 // delivery, then destination, then credential, so that calls still in
 // flight can reach the services they need.
-func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint, *launch.Env)) (err error) {
+func serve(ctx context.Context, cfg serveConfig, ready func(serving)) (err error) {
 	env, err := launch.Setup(ctx, cfg.Common, "sluice")
 	if err != nil {
 		return err
@@ -105,10 +129,78 @@ func serve(ctx context.Context, cfg serveConfig, ready func([]launch.Endpoint, *
 	if err != nil {
 		return err
 	}
+	sv := serving{eps: eps, env: env}
+	if cfg.ConsoleAddr != "" {
+		stop, url, err := startConsole(env, cfg, eps)
+		if err != nil {
+			for _, ep := range eps {
+				ep.Server.Shutdown()
+			}
+			return fmt.Errorf("console: %w", err)
+		}
+		// The console calls the services: it stops first.
+		defer stop()
+		ctx = withStop(ctx, stop)
+		sv.console = url
+	}
 	if ready != nil {
-		ready(eps, env)
+		ready(sv)
 	}
 	return launch.Serve(ctx, eps)
+}
+
+// startConsole serves the web console beside the services, answering how
+// to stop it and its URL.
+func startConsole(env *launch.Env, cfg serveConfig, eps []launch.Endpoint) (func(), string, error) {
+	addrs := console.Addrs{}
+	for _, ep := range eps {
+		switch ep.Name {
+		case "credential":
+			addrs.Credential = addr(ep)
+		case "destination":
+			addrs.Destination = addr(ep)
+		case "delivery":
+			addrs.Delivery = addr(ep)
+		}
+	}
+	s, closers, err := console.Build(env, cfg.Console, addrs)
+	closeAll := func() {
+		for _, c := range closers {
+			_ = c.Close()
+		}
+	}
+	if err != nil {
+		closeAll()
+		return nil, "", err
+	}
+	lis, err := env.Listen(cfg.ConsoleAddr)
+	if err != nil {
+		closeAll()
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(lis) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+			closeAll()
+		})
+	}, "http://" + lis.Addr().String(), nil
+}
+
+// withStop answers ctx, after whose end stop runs before anything else
+// shuts down.
+func withStop(ctx context.Context, stop func()) context.Context {
+	out, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-ctx.Done()
+		stop()
+		cancel()
+	}()
+	return out
 }
 
 // buildServices listens on the three addresses first, so that each service

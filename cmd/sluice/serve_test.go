@@ -42,6 +42,8 @@ type running struct {
 	servers         map[string]*grpcserver.Server
 	// metrics is the URL of /metrics, when the configuration serves it.
 	metrics string
+	// console is the web console's URL.
+	console string
 	// stop shuts serve down as SIGTERM does and waits for it.
 	stop func()
 }
@@ -75,16 +77,17 @@ func startServeWith(t testing.TB, adjust func(*serveConfig)) *running {
 	cfg := defaultServeConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.LogLevel = "error"
-	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.CredentialAddr, cfg.DestinationAddr, cfg.DeliveryAddr, cfg.ConsoleAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	if adjust != nil {
 		adjust(&cfg)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan []launch.Endpoint, 1)
 	metricsAt := make(chan net.Addr, 1)
+	consoleAt := make(chan string, 1)
 	served := make(chan error, 1)
 	go func() {
-		served <- serve(ctx, cfg, func(eps []launch.Endpoint, env *launch.Env) { ready <- eps; metricsAt <- env.MetricsAddr() })
+		served <- serve(ctx, cfg, func(sv serving) { ready <- sv.eps; metricsAt <- sv.env.MetricsAddr(); consoleAt <- sv.console })
 	}()
 	r := &running{dataDir: cfg.DataDir, addrs: map[string]string{}, conns: map[string]*grpc.ClientConn{}, servers: map[string]*grpcserver.Server{}}
 	select {
@@ -92,6 +95,7 @@ func startServeWith(t testing.TB, adjust func(*serveConfig)) *running {
 		if a := <-metricsAt; a != nil {
 			r.metrics = "http://" + a.String() + "/metrics"
 		}
+		r.console = <-consoleAt
 		for _, ep := range eps {
 			r.addrs[ep.Name] = ep.Listener.Addr().String()
 			r.servers[ep.Name] = ep.Server

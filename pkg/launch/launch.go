@@ -22,8 +22,10 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/grpcclient"
@@ -138,7 +140,11 @@ type Env struct {
 	// TLS is the process's mutual TLS, when configured.
 	TLS mtls.Config
 	// Telemetry is the process's tracer and meter providers.
-	Telemetry       *telemetry.Telemetry
+	Telemetry *telemetry.Telemetry
+	// DevUsers signs user tokens with the development key, when the
+	// process trusts it (neither --jwt-public-key nor --jwt-issuer):
+	// `sluice token` and the console's development login.
+	DevUsers        *auth.Signer
 	shutdownTimeout time.Duration
 	metrics         *http.Server
 	metricsLis      net.Listener
@@ -190,6 +196,7 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 			return nil, err
 		}
 		userKeys = append(userKeys, key.Public().(ed25519.PublicKey))
+		e.DevUsers = auth.NewSigner(key)
 		logger.Warn("no --jwt-public-key given: trusting the development user key; mint tokens with `sluice token`",
 			slog.String("key", path))
 	}
@@ -268,6 +275,26 @@ func (e *Env) Dial(target, service string) (*grpc.ClientConn, error) {
 		}
 	}
 	return grpcclient.Dial(target, e.Tokens, creds)
+}
+
+// DialForUser connects to a service for a client that calls with its
+// user's own token on each call (the console), never with a service
+// token: it holds no authority of its own. With TLS, the peer must prove
+// it is that service.
+func (e *Env) DialForUser(target, service string) (*grpc.ClientConn, error) {
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if e.TLS.Enabled() {
+		var err error
+		if creds, err = e.TLS.Client(service); err != nil {
+			return nil, err
+		}
+	}
+	cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds), grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+		grpc.WithChainUnaryInterceptor(grpcclient.Bounded(grpcclient.CallTimeout)))
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", target, err)
+	}
+	return cc, nil
 }
 
 // Listen opens a TCP listener on addr for a server of this process:
