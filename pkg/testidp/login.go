@@ -81,4 +81,3 @@ func Login(ctx context.Context, issuer, clientID, secret, redirect, user, passwo
 	}
 	return tok.AccessToken, nil
 }
-

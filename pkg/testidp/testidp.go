@@ -221,8 +221,8 @@ type signingKey struct {
 }
 
 func (k *signingKey) SignatureAlgorithm() jose.SignatureAlgorithm { return k.alg }
-func (k *signingKey) Key() any                                  { return k.priv }
-func (k *signingKey) ID() string                                { return k.id }
+func (k *signingKey) Key() any                                    { return k.priv }
+func (k *signingKey) ID() string                                  { return k.id }
 
 type publicKey struct{ k *signingKey }
 
@@ -272,12 +272,14 @@ type opClient struct {
 	loginURL string
 }
 
-func (c opClient) GetID() string                        { return c.c.ID }
-func (c opClient) RedirectURIs() []string               { return c.c.RedirectURIs }
-func (c opClient) PostLogoutRedirectURIs() []string     { return c.c.RedirectURIs }
-func (c opClient) ApplicationType() op.ApplicationType  { return op.ApplicationTypeWeb }
-func (c opClient) AuthMethod() oidc.AuthMethod          { return oidc.AuthMethodBasic }
-func (c opClient) ResponseTypes() []oidc.ResponseType   { return []oidc.ResponseType{oidc.ResponseTypeCode} }
+func (c opClient) GetID() string                       { return c.c.ID }
+func (c opClient) RedirectURIs() []string              { return c.c.RedirectURIs }
+func (c opClient) PostLogoutRedirectURIs() []string    { return c.c.RedirectURIs }
+func (c opClient) ApplicationType() op.ApplicationType { return op.ApplicationTypeWeb }
+func (c opClient) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodBasic }
+func (c opClient) ResponseTypes() []oidc.ResponseType {
+	return []oidc.ResponseType{oidc.ResponseTypeCode}
+}
 func (c opClient) GrantTypes() []oidc.GrantType         { return []oidc.GrantType{oidc.GrantTypeCode} }
 func (c opClient) LoginURL(id string) string            { return c.loginURL + "?id=" + id }
 func (c opClient) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTypeJWT }
