@@ -18,7 +18,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/checkrules $(TOOLS_DIR)/duckdb/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, checkrules, DuckDB for Node) into $(SLUICE_TOOLS_DIR)
+tools: $(TOOLS_DIR)/minio $(TOOLS_DIR)/grpcurl $(TOOLS_DIR)/s5cmd $(TOOLS_DIR)/checkrules $(TOOLS_DIR)/duckdb/.installed $(TOOLS_DIR)/axe/.installed ## Build the pinned test tools (MinIO, grpcurl, s5cmd, checkrules, DuckDB for Node, axe-core) into $(SLUICE_TOOLS_DIR)
 
 # checkrules checks the alert rules with Prometheus's rule library; its
 # module is its own (tools/rules), since Prometheus's dependencies would
@@ -29,6 +29,15 @@ $(TOOLS_DIR)/checkrules: tools/rules/go.mod tools/rules/go.sum tools/rules/check
 	 if [ -x $@ ] && [ "$$(cat $@.version 2>/dev/null)" = "$$ver" ]; then touch $@; exit 0; fi && \
 	 echo "building checkrules (Prometheus $$ver) into $(TOOLS_DIR)" && \
 	 GOBIN=$(TOOLS_DIR) go install ./checkrules && echo $$ver > $@.version
+
+# axe-core, pinned in tools/axe, checks the console's pages for accessibility
+# in the browser test.
+$(TOOLS_DIR)/axe/.installed: tools/axe/package.json tools/axe/package-lock.json
+	@mkdir -p $(TOOLS_DIR)/axe
+	@if [ -f $@ ] && cmp -s tools/axe/package-lock.json $(TOOLS_DIR)/axe/package-lock.json; then touch $@; exit 0; fi; \
+	 echo "installing axe-core into $(TOOLS_DIR)/axe"; \
+	 cp tools/axe/package.json tools/axe/package-lock.json $(TOOLS_DIR)/axe/ && \
+	 cd $(TOOLS_DIR)/axe && npm ci --no-audit --no-fund --loglevel=error && touch .installed
 
 # DuckDB for Node, pinned in tools/duckdb, reads format output back in tests.
 $(TOOLS_DIR)/duckdb/.installed: tools/duckdb/package.json tools/duckdb/package-lock.json
@@ -77,6 +86,10 @@ build: ## Build bin/sluice, the three service binaries and the console
 
 HTMX_VERSION := 2.0.11
 HTMX_SHA256 := d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717
+
+.PHONY: screenshots
+screenshots: tools ## Take the console's screenshots in docs/console (the browser test, in Debian's chromium)
+	SLUICE_SCREENSHOTS=$(CURDIR)/docs/console go test -count=1 -run TestConsoleInABrowser ./cmd/sluice
 
 .PHONY: vendor-htmx
 vendor-htmx: ## Fetch htmx again from the npm registry into the console's static files, checking its sum

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
+)
+
+// chrome answers a headless Debian Chromium for one test, with the flags
+// this closed network needs and a fresh profile; no such browser is a
+// failure that says how to install it.
+func chrome(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("the browser test needs Debian's chromium: apt-get install chromium (.ci/run installs it)")
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		chromedp.Flag("headless", true), chromedp.Flag("no-sandbox", true), chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(alloc)
+	ctx, cancelTime := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(func() { cancelTime(); cancel(); cancelAlloc() })
+	return ctx
+}
+
+// watchPage fails the test for a script that should never run (a dialog:
+// what an injected alert opens) and for anything the content security
+// policy refused (an inline script or style the console itself wrote).
+func watchPage(t *testing.T, ctx context.Context) *[]string {
+	var mu sync.Mutex
+	var seen []string
+	if err := chromedp.Listen(ctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *page.EventJavascriptDialogOpening:
+			seen = append(seen, "a dialog opened: "+e.Message)
+			go func() { _, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) }()
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError {
+				for _, a := range e.Args {
+					seen = append(seen, "console error: "+string(a.Value))
+				}
+			}
+		case *runtime.EventExceptionThrown:
+			seen = append(seen, "exception: "+e.ExceptionDetails.Text)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return &seen
+}
+
+// axeCheck runs axe-core on the page and fails on serious or critical
+// violations.
+func axeCheck(t *testing.T, ctx context.Context, where string) {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join(toolsDir(), "axe", "node_modules", "axe-core", "axe.min.js"))
+	if err != nil {
+		t.Fatalf("axe-core is missing: run make tools (%v)", err)
+	}
+	// DevTools evaluation is not bound by the page's policy.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](string(src)+";true")); err != nil {
+		t.Fatalf("%s: load axe: %v", where, err)
+	}
+	out, err := chromedp.Run(ctx, chromedp.Evaluate[[]struct {
+		ID, Impact, Help string
+		Nodes            []struct{ HTML string }
+	}](`axe.run(document, {resultTypes: ["violations"]}).then(r => r.violations.map(v => ({ID: v.id, Impact: v.impact, Help: v.help, Nodes: v.nodes.map(n => ({HTML: n.html}))})))`,
+		chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatalf("%s: axe: %v", where, err)
+	}
+	for _, v := range out {
+		if v.Impact == "serious" || v.Impact == "critical" {
+			b, _ := json.Marshal(v.Nodes)
+			t.Errorf("%s: accessibility (%s, %s): %s: %s", where, v.Impact, v.ID, v.Help, b)
+		}
+	}
+}
+
+func toolsDir() string {
+	if d := os.Getenv("SLUICE_TOOLS_DIR"); d != "" {
+		return d
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "sluice", "tools")
+}
+
+// shoot saves a screenshot of the page as docs/console/{name}.png when
+// SLUICE_SCREENSHOTS names the folder (make screenshots).
+func shoot(t *testing.T, ctx context.Context, name string) {
+	dir := os.Getenv("SLUICE_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The brief's failure story in a real browser: log in, the bell counts the
+// failed delivery, View Workflow, Show Resolutions, the action's steps,
+// the bucket corrected, Resolve, and the page follows the rerun to
+// SUCCEEDED without a reload. No injected script runs, the content
+// security policy refuses nothing the console wrote, and axe-core finds
+// no serious or critical accessibility violation on any page.
+func TestConsoleInABrowser(t *testing.T) {
+	w := startWorkflows(t, nil)
+	w.mayUseAnyBucket(t)
+	ctx := context.Background()
+	typo := w.destination(t, "typo", &destinationv1.Destination{Format: csvFormat(), BucketOverride: w.bucket + "-typo"})
+	recs := customerBatches(t, 2000, 500)
+	_, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: typo.GetName(), OutputName: "customers-2026-12-03", Labels: map[string]string{"note": xssLabel}},
+		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+	failed := w.namedIn(t, err)
+
+	b := chrome(t)
+	problems := watchPage(t, b)
+	step := func(where string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(b, actions...); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+	}
+	text := func(sel chromedp.CSS) string {
+		t.Helper()
+		s, err := chromedp.Run(b, chromedp.Text(sel))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	step("log in", chromedp.Navigate(w.r.console+"/login"), chromedp.WaitVisible(chromedp.ID("subject")))
+	shoot(t, b, "login")
+	axeCheck(t, b, "login")
+	step("log in", chromedp.SetValue(chromedp.ID("subject"), "ada@acme.test"), chromedp.Submit(chromedp.ID("subject")),
+		chromedp.WaitVisible(chromedp.CSS(".bell")))
+	if got := strings.TrimSpace(text(".bell .count")); got != "1" {
+		t.Errorf("the bell counts %q, want 1", got)
+	}
+	shoot(t, b, "deliveries")
+	axeCheck(t, b, "deliveries")
+	step("the notifications pane", chromedp.Click(chromedp.CSS(".bell")), chromedp.WaitVisible(chromedp.CSS(".alerts")))
+	shoot(t, b, "notifications")
+	axeCheck(t, b, "notifications")
+	step("View Workflow", chromedp.Click(chromedp.Search(`//a[text()="View Workflow"]`)), chromedp.WaitVisible(chromedp.CSS(".steps")))
+	if got := text("main"); !strings.Contains(got, "BUCKET_NOT_FOUND") {
+		t.Errorf("the workflow page: %.500s", got)
+	}
+	step("Show Resolutions", chromedp.Click(chromedp.Search(`//a[text()="Show Resolutions"]`)), chromedp.WaitVisible(chromedp.CSS(".actions")),
+		chromedp.Click(chromedp.Search(`//a[text()="Correct the bucket name"]`)), chromedp.WaitVisible(chromedp.ID("action-title")))
+	shoot(t, b, "workflow")
+	axeCheck(t, b, "workflow")
+	// The user corrects the bucket (on the destination's page, next), then
+	// Resolve: the page follows the rerun without a reload.
+	if _, err := w.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{Destination: &destinationv1.Destination{Name: typo.GetName(), BucketOverride: w.bucket},
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}}}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	step("Resolve", chromedp.Click(chromedp.Search(`//button[text()="Resolve"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//span[contains(@class,"state") and text()="SUCCEEDED"]`)))
+	if got := text("#flow"); !strings.Contains(got, "run 2") {
+		t.Errorf("after Resolve: %.500s", got)
+	}
+	step("the delivery", chromedp.Click(chromedp.Search(`//a[text()="the delivery"]`)), chromedp.WaitVisible(chromedp.CSS(".facts")))
+	if got := text("main"); !strings.Contains(got, ".csv") || !strings.Contains(got, xssLabel) {
+		t.Errorf("the delivery page: %.800s", got)
+	}
+	shoot(t, b, "delivery")
+	axeCheck(t, b, "delivery")
+	if d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: failed.GetName()}, w.admin); err != nil || d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
+		t.Errorf("the delivery after the console's Resolve: %v %v", d.GetState(), err)
+	}
+	for _, p := range *problems {
+		t.Errorf("in the browser: %s", p)
+	}
+}
