@@ -16,10 +16,8 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
-	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 )
 
@@ -135,18 +133,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	w := startWorkflows(t, nil)
 	w.mayUseAnyBucket(t)
 	ctx := context.Background()
-	typo := w.destination(t, "typo", &destinationv1.Destination{Format: csvFormat(), BucketOverride: w.bucket + "-typo"})
-	recs := customerBatches(t, 2000, 500)
-	_, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: typo.GetName(), OutputName: "customers-2026-12-03", Labels: map[string]string{"note": xssLabel}},
-		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
-	failed := w.namedIn(t, err)
 
 	b := chrome(t)
 	problems := watchPage(t, b)
 	step := func(where string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(b, actions...); err != nil {
-			t.Fatalf("%s: %v", where, err)
+		sctx, cancel := context.WithTimeout(b, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, actions...); err != nil {
+			url, _ := chromedp.Run(b, chromedp.Location())
+			body, _ := chromedp.Run(b, chromedp.Text(chromedp.CSS("main")))
+			t.Fatalf("%s: %v\nat %s the page says: %.1500s", where, err, url, body)
 		}
 	}
 	text := func(sel chromedp.CSS) string {
@@ -157,46 +154,105 @@ func TestConsoleInABrowser(t *testing.T) {
 		}
 		return s
 	}
+	page := func(name string) { shoot(t, b, name); axeCheck(t, b, name) }
+
 	step("log in", chromedp.Navigate(w.r.console+"/login"), chromedp.WaitVisible(chromedp.ID("subject")))
-	shoot(t, b, "login")
-	axeCheck(t, b, "login")
+	page("login")
 	step("log in", chromedp.SetValue(chromedp.ID("subject"), "ada@acme.test"), chromedp.Submit(chromedp.ID("subject")),
 		chromedp.WaitVisible(chromedp.CSS(".bell")))
+
+	// Settings, Credentials, Add credential: an iam-credential with a wrong
+	// secret, Continue, then the right one.
+	step("Add credential", chromedp.Click(chromedp.Search(`//nav//a[text()="Credentials"]`)), chromedp.WaitVisible(chromedp.Search(`//a[text()="Add credential"]`)),
+		chromedp.Click(chromedp.Search(`//a[text()="Add credential"]`)), chromedp.WaitVisible(chromedp.ID("access_key_id")))
+	page("credential-new")
+	step("Save", chromedp.SetValue(chromedp.ID("id"), "exports"), chromedp.SetValue(chromedp.ID("display_name"), "Exports bucket"),
+		chromedp.SetValue(chromedp.ID("bucket"), w.bucket), chromedp.SetValue(chromedp.ID("region"), w.m.Region),
+		chromedp.SetValue(chromedp.ID("access_key_id"), w.key), chromedp.SetValue(chromedp.ID("secret_access_key"), "wJalrXUtnFEMI0K7MDENG0bPxRfiCYEXAMPLEKEY"),
+		chromedp.Click(chromedp.Search(`//button[text()="Save"]`)), chromedp.WaitVisible(chromedp.Search(`//button[contains(text(),"Continue")]`)),
+		chromedp.Click(chromedp.Search(`//button[contains(text(),"Continue")]`)), chromedp.WaitVisible(chromedp.CSS(".checks")))
+	if got := text("main"); !strings.Contains(got, "A check failed") || strings.Contains(got, "wJalrXUtnFEMI0K7MDENG0bPxRfiCYEXAMPLEKEY") {
+		t.Errorf("the test of a wrong secret: %.1000s", got)
+	}
+	page("credential-test-failed")
+	step("rotate the secret", chromedp.SetValue(chromedp.ID("new-secret"), w.secret), chromedp.Click(chromedp.Search(`//button[text()="Save the new secret"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//button[contains(text(),"Continue")]`)),
+		chromedp.Click(chromedp.Search(`//button[contains(text(),"Continue")]`)), chromedp.WaitVisible(chromedp.CSS(".checks")))
+	if got := text("main"); !strings.Contains(got, "Every check passed") || strings.Contains(got, w.secret) {
+		t.Errorf("the test of the right secret: %.1000s", got)
+	}
+	page("credential")
+
+	// Destinations, Add destination: the settings, the live Preview, Save,
+	// Test connection.
+	step("Add destination", chromedp.Click(chromedp.Search(`//nav//a[text()="Destinations"]`)), chromedp.WaitVisible(chromedp.Search(`//a[text()="Add destination"]`)),
+		chromedp.Click(chromedp.Search(`//a[text()="Add destination"]`)), chromedp.WaitVisible(chromedp.ID("format")),
+		chromedp.SetValue(chromedp.ID("id"), "typo"), chromedp.SetValue(chromedp.ID("prefix"), "typo/"),
+		chromedp.SetValue(chromedp.ID("bucket_override"), w.bucket+"-typo"), chromedp.SetValue(chromedp.ID("description"), xssLabel),
+		chromedp.SetValue(chromedp.ID("split_rows"), "1000"),
+		chromedp.SetValue(chromedp.ID("format"), "ndjson"), chromedp.Evaluate[chromedp.Void](`document.getElementById("format").dispatchEvent(new Event("change", {bubbles: true}))`),
+		chromedp.WaitVisible(chromedp.Search(`//div[@id="preview"]//code[contains(text(),".ndjson")]`)))
+	page("destination-new")
+	step("Save the destination", chromedp.Click(chromedp.Search(`//button[text()="Save"]`)), chromedp.WaitVisible(chromedp.Search(`//button[text()="Test connection"]`)),
+		chromedp.Click(chromedp.Search(`//button[text()="Test connection"]`)), chromedp.WaitVisible(chromedp.CSS(".checks")))
+	if got := text("main"); !strings.Contains(got, "A check failed") {
+		t.Errorf("testing a destination whose bucket does not exist: %.1000s", got)
+	}
+	page("destination")
+
+	// A delivery to it fails (sent outside the console, as the CLI does).
+	recs := customerBatches(t, 2000, 500)
+	_, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: production + "/destinations/typo", OutputName: "customers-2026-12-03", Labels: map[string]string{"note": xssLabel}},
+		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
+	failed := w.namedIn(t, err)
+
+	step("the deliveries", chromedp.Click(chromedp.Search(`//nav//a[text()="Deliveries"]`)), chromedp.WaitVisible(chromedp.CSS("#rows")))
 	if got := strings.TrimSpace(text(".bell .count")); got != "1" {
 		t.Errorf("the bell counts %q, want 1", got)
 	}
-	shoot(t, b, "deliveries")
-	axeCheck(t, b, "deliveries")
+	page("deliveries")
 	step("the notifications pane", chromedp.Click(chromedp.CSS(".bell")), chromedp.WaitVisible(chromedp.CSS(".alerts")))
-	shoot(t, b, "notifications")
-	axeCheck(t, b, "notifications")
+	page("notifications")
 	step("View Workflow", chromedp.Click(chromedp.Search(`//a[text()="View Workflow"]`)), chromedp.WaitVisible(chromedp.CSS(".steps")))
 	if got := text("main"); !strings.Contains(got, "BUCKET_NOT_FOUND") {
 		t.Errorf("the workflow page: %.500s", got)
 	}
 	step("Show Resolutions", chromedp.Click(chromedp.Search(`//a[text()="Show Resolutions"]`)), chromedp.WaitVisible(chromedp.CSS(".actions")),
 		chromedp.Click(chromedp.Search(`//a[text()="Correct the bucket name"]`)), chromedp.WaitVisible(chromedp.ID("action-title")))
-	shoot(t, b, "workflow")
-	axeCheck(t, b, "workflow")
-	// The user corrects the bucket (on the destination's page, next), then
-	// Resolve: the page follows the rerun without a reload.
-	if _, err := w.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{Destination: &destinationv1.Destination{Name: typo.GetName(), BucketOverride: w.bucket},
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}}}, w.admin); err != nil {
-		t.Fatal(err)
-	}
-	step("Resolve", chromedp.Click(chromedp.Search(`//button[text()="Resolve"]`)),
+	page("workflow")
+	// The action's link opens the destination: correct the bucket there.
+	step("correct the bucket", chromedp.Click(chromedp.Search(`//section[@class="action"]//a[text()="typo"]`)), chromedp.WaitVisible(chromedp.ID("bucket_override")),
+		chromedp.SetValue(chromedp.ID("bucket_override"), w.bucket), chromedp.Click(chromedp.Search(`//form[contains(@action,"/edit")]//button[text()="Save"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//dd[text()="`+w.bucket+`"]`)))
+	step("Resolve", chromedp.Navigate(w.r.console+"/workflows/"+deliveryIDOf(failed.GetName())+"?action=fix-bucket-name"), chromedp.WaitVisible(chromedp.ID("action-title")),
+		chromedp.Click(chromedp.Search(`//button[text()="Resolve"]`)),
 		chromedp.WaitVisible(chromedp.Search(`//span[contains(@class,"state") and text()="SUCCEEDED"]`)))
 	if got := text("#flow"); !strings.Contains(got, "run 2") {
 		t.Errorf("after Resolve: %.500s", got)
 	}
 	step("the delivery", chromedp.Click(chromedp.Search(`//a[text()="the delivery"]`)), chromedp.WaitVisible(chromedp.CSS(".facts")))
-	if got := text("main"); !strings.Contains(got, ".csv") || !strings.Contains(got, xssLabel) {
+	if got := text("main"); !strings.Contains(got, ".ndjson") || !strings.Contains(got, xssLabel) {
 		t.Errorf("the delivery page: %.800s", got)
 	}
-	shoot(t, b, "delivery")
-	axeCheck(t, b, "delivery")
+	page("delivery")
 	if d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: failed.GetName()}, w.admin); err != nil || d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
 		t.Errorf("the delivery after the console's Resolve: %v %v", d.GetState(), err)
+	}
+
+	// Another user, without policies: the admin-only destination is not
+	// listed, and its page answers not found.
+	step("mark it admin only", chromedp.Navigate(w.r.console+"/destinations/typo"), chromedp.WaitVisible(chromedp.ID("admin_only")),
+		chromedp.Click(chromedp.ID("admin_only")), chromedp.Click(chromedp.Search(`//form[contains(@action,"/edit")]//button[text()="Save"]`)),
+		chromedp.WaitVisible(chromedp.Search(`//dd[starts-with(text(),"admin only")]`)),
+		chromedp.Click(chromedp.Search(`//button[text()="Log out"]`)), chromedp.WaitVisible(chromedp.ID("subject")),
+		chromedp.SetValue(chromedp.ID("subject"), "bob@acme.test"), chromedp.Click(chromedp.ID("policy-0")), chromedp.Submit(chromedp.ID("subject")),
+		chromedp.WaitVisible(chromedp.CSS(".bell")), chromedp.Navigate(w.r.console+"/destinations"), chromedp.WaitVisible(chromedp.CSS("main table")))
+	if got := text("main"); strings.Contains(got, "typo") {
+		t.Errorf("a user without policies sees the admin-only destination: %.500s", got)
+	}
+	step("its page", chromedp.Navigate(w.r.console+"/destinations/typo"), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if got := text("main"); !strings.Contains(got, "Not found") {
+		t.Errorf("a user without policies opened the admin-only destination: %.500s", got)
 	}
 	for _, p := range *problems {
 		t.Errorf("in the browser: %s", p)

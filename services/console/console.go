@@ -113,6 +113,21 @@ func New(cfg Config, peers Peers, log *slog.Logger) (*Server, error) {
 	mux.Handle("GET /workflows", s.user(s.workflows))
 	mux.Handle("GET /workflows/{id}", s.user(s.workflow))
 	mux.Handle("POST /workflows/{id}/resolve", s.user(s.resolve))
+	mux.Handle("GET /credentials", s.user(s.credentials))
+	mux.Handle("GET /credentials/new", s.user(s.newCredential))
+	mux.Handle("POST /credentials", s.user(s.createCredential))
+	mux.Handle("GET /credentials/{id}", s.user(s.credential))
+	mux.Handle("POST /credentials/{id}/test", s.user(s.testCredential))
+	mux.Handle("POST /credentials/{id}/secret", s.user(s.rotateSecret))
+	mux.Handle("POST /credentials/{id}/delete", s.user(s.deleteCredential))
+	mux.Handle("GET /destinations", s.user(s.destinations))
+	mux.Handle("GET /destinations/new", s.user(s.newDestination))
+	mux.Handle("POST /destinations", s.user(s.createDestination))
+	mux.Handle("POST /destinations/preview", s.user(s.previewDestination))
+	mux.Handle("GET /destinations/{id}", s.user(s.destination))
+	mux.Handle("POST /destinations/{id}/test", s.user(s.testDestination))
+	mux.Handle("POST /destinations/{id}/edit", s.user(s.editDestination))
+	mux.Handle("POST /destinations/{id}/promote", s.user(s.promoteDestination))
 	// Cross-site requests that change state are refused (Sec-Fetch-Site,
 	// then Origin against Host), whatever the session cookie says.
 	s.handler = secure(http.NewCrossOriginProtection().Handler(mux))
@@ -217,6 +232,12 @@ func (s *Server) user(page func(*request) error) http.Handler {
 			}
 			http.Redirect(w, r, "/login", http.StatusSeeOther)
 			return
+		}
+		if r.Method == http.MethodPost {
+			if err := r.ParseForm(); err != nil {
+				http.Error(w, "the form could not be read", http.StatusBadRequest)
+				return
+			}
 		}
 		env := r.URL.Query().Get("env")
 		if env != "sandbox" {

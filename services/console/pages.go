@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
 )
@@ -51,6 +52,29 @@ var funcs = template.FuncMap{
 	},
 	"lower": strings.ToLower,
 	"list":  func(s ...string) []string { return s },
+	// page answers the console page of a resource name, for links.
+	"page": func(name string) string {
+		parts := strings.Split(name, "/")
+		if len(parts) < 2 {
+			return ""
+		}
+		return "/" + parts[len(parts)-2] + "/" + parts[len(parts)-1]
+	},
+	"format": func(f *destinationv1.FileFormat) string {
+		switch {
+		case f.GetParquet() != nil:
+			return "Parquet"
+		case f.GetJson() != nil:
+			return "JSON"
+		case f.GetNdjson() != nil:
+			return "NDJSON"
+		case f.GetDelimited().GetDelimiter() == "\t":
+			return "TSV"
+		case f.GetDelimited().GetDelimiter() == "|":
+			return "PSV"
+		}
+		return "CSV"
+	},
 }
 
 // parse reads every page, each with the layout.
@@ -104,6 +128,18 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, page s
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
+	_, _ = w.Write(b.Bytes())
+}
+
+// fragment writes one block of a page, alone: what htmx swaps in.
+func (s *Server) fragment(w http.ResponseWriter, page, block string, data any) {
+	var b bytes.Buffer
+	if err := s.pages[page].ExecuteTemplate(&b, block, data); err != nil {
+		s.log.Error("render", "page", page, "error", err.Error())
+		http.Error(w, "the fragment could not be rendered", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_, _ = w.Write(b.Bytes())
 }
 
