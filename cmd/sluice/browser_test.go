@@ -55,7 +55,9 @@ func watchPage(t *testing.T, ctx context.Context) *[]string {
 		switch e := ev.(type) {
 		case *page.EventJavascriptDialogOpening:
 			seen = append(seen, "a dialog opened: "+e.Message)
-			go func() { _, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) }()
+			go func() {
+				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+			}()
 		case *runtime.EventConsoleAPICalled:
 			if e.Type == runtime.ConsoleAPICalledTypeError {
 				for _, a := range e.Args {
