@@ -2,13 +2,17 @@ package console
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
+
+	"google.golang.org/grpc/codes"
 
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
 )
 
 // The Settings pages: Credentials and Destinations, as the brief walks
@@ -40,8 +44,43 @@ func (s *Server) credential(q *request) error {
 	return nil
 }
 
+// form is a form shown again after the API refused it: what was typed
+// (never a secret), the refusal, and each field's own complaint.
+type form struct {
+	Type   string
+	Values url.Values
+	Error  string
+	Fields map[string]string
+	// Options are the choices a form offers (credentials, for a
+	// destination).
+	Options any
+}
+
+// V answers what was typed in field.
+func (f form) V(field string) string { return f.Values.Get(field) }
+
+// refused answers the form again with err, when err is the API refusing
+// the input; otherwise nil, and the caller fails as for any error.
+func refused(q *request, err error, options any) *form {
+	e := apierror.FromStatus(err)
+	if e == nil || (e.Code != codes.InvalidArgument && e.Code != codes.AlreadyExists && e.Code != codes.FailedPrecondition) {
+		return nil
+	}
+	f := &form{Type: q.r.PostFormValue("type"), Values: url.Values{}, Error: e.Message, Fields: map[string]string{}, Options: options}
+	for k, v := range q.r.PostForm {
+		if !strings.Contains(k, "secret") {
+			f.Values[k] = v
+		}
+	}
+	for _, v := range e.Violations {
+		field := v.Field[strings.LastIndex(v.Field, ".")+1:]
+		f.Fields[field] = v.Description
+	}
+	return f
+}
+
 func (s *Server) newCredential(q *request) error {
-	s.render(q.w, q.r, http.StatusOK, "credential-new", map[string]string{"Type": q.r.URL.Query().Get("type")}, q)
+	s.render(q.w, q.r, http.StatusOK, "credential-new", form{Type: q.r.URL.Query().Get("type"), Values: url.Values{"region": {"us-east-1"}}}, q)
 	return nil
 }
 
@@ -57,6 +96,10 @@ func (s *Server) createCredential(q *request) error {
 		c.Type = &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: f.Get("access_key_id"), SecretAccessKey: f.Get("secret_access_key")}}
 	}
 	got, err := s.peers.Credentials.CreateCredential(q.ctx(), &credentialv1.CreateCredentialRequest{Parent: q.parent, CredentialId: f.Get("id"), Credential: c}, q.as())
+	if again := refused(q, err, nil); again != nil {
+		s.render(q.w, q.r, http.StatusBadRequest, "credential-new", *again, q)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -140,7 +183,7 @@ func (s *Server) newDestination(q *request) error {
 	if err != nil {
 		return err
 	}
-	s.render(q.w, q.r, http.StatusOK, "destination-new", resp.GetCredentials(), q)
+	s.render(q.w, q.r, http.StatusOK, "destination-new", form{Values: url.Values{}, Options: resp.GetCredentials()}, q)
 	return nil
 }
 
@@ -181,6 +224,11 @@ func (s *Server) createDestination(q *request) error {
 	got, err := s.peers.Destinations.CreateDestination(q.ctx(), &destinationv1.CreateDestinationRequest{Parent: q.parent,
 		DestinationId: q.r.PostFormValue("id"), Destination: destinationOf(q)}, q.as())
 	if err != nil {
+		creds, lerr := s.peers.Credentials.ListCredentials(q.ctx(), &credentialv1.ListCredentialsRequest{Parent: q.parent, PageSize: 100}, q.as())
+		if again := refused(q, err, creds.GetCredentials()); again != nil && lerr == nil {
+			s.render(q.w, q.r, http.StatusBadRequest, "destination-new", *again, q)
+			return nil
+		}
 		return err
 	}
 	http.Redirect(q.w, q.r, "/destinations/"+leaf(got.GetName())+"?env="+leaf(q.parent), http.StatusSeeOther)
