@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"google.golang.org/grpc"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -204,7 +205,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the form after a refusal: %q %v", got, err)
 	}
 	page("credential-refused")
-	step("Save", chromedp.SetValue(chromedp.ID("id"), "exports"), chromedp.SetValue(chromedp.ID("display_name"), "Exports bucket"),
+	step("Save", chromedp.SetValue(chromedp.ID("id"), "exports"), chromedp.SetValue(chromedp.ID("display_name"), xssName),
 		chromedp.SetValue(chromedp.ID("bucket"), w.bucket), chromedp.SetValue(chromedp.ID("region"), w.m.Region),
 		chromedp.SetValue(chromedp.ID("access_key_id"), w.key), chromedp.SetValue(chromedp.ID("secret_access_key"), "wJalrXUtnFEMI0K7MDENG0bPxRfiCYEXAMPLEKEY"),
 		chromedp.Click(chromedp.Search(`//button[text()="Save"]`)), chromedp.WaitVisible(chromedp.Search(`//button[contains(text(),"Continue")]`)),
@@ -226,7 +227,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	// Test connection.
 	step("Add destination", chromedp.Click(chromedp.Search(`//nav//a[text()="Destinations"]`)), chromedp.WaitVisible(chromedp.Search(`//a[text()="Add destination"]`)),
 		chromedp.Click(chromedp.Search(`//a[text()="Add destination"]`)), chromedp.WaitVisible(chromedp.ID("format")),
-		chromedp.SetValue(chromedp.ID("id"), "typo"), chromedp.SetValue(chromedp.ID("prefix"), "typo/"),
+		chromedp.SetValue(chromedp.ID("id"), "typo"), chromedp.SetValue(chromedp.ID("display_name"), `Typo <svg onload=alert(4)>`), chromedp.SetValue(chromedp.ID("prefix"), "typo/"),
 		chromedp.SetValue(chromedp.ID("bucket_override"), w.bucket+"-typo"), chromedp.SetValue(chromedp.ID("description"), xssLabel),
 		chromedp.SetValue(chromedp.ID("split_rows"), "1000"),
 		chromedp.SetValue(chromedp.ID("format"), "ndjson"), chromedp.Evaluate[chromedp.Void](`document.getElementById("format").dispatchEvent(new Event("change", {bubbles: true}))`))
@@ -265,9 +266,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	step("correct the bucket", chromedp.Click(chromedp.Search(`//section[@class="action"]//a[text()="typo"]`)), chromedp.WaitVisible(chromedp.ID("bucket_override")),
 		chromedp.SetValue(chromedp.ID("bucket_override"), w.bucket), chromedp.Click(chromedp.Search(`//form[contains(@action,"/edit")]//button[text()="Save"]`)),
 		chromedp.WaitVisible(chromedp.Search(`//dd[text()="`+w.bucket+`"]`)))
-	step("Resolve", chromedp.Navigate(w.r.console+"/workflows/"+deliveryIDOf(failed.GetName())+"?action=fix-bucket-name"), chromedp.WaitVisible(chromedp.ID("action-title")),
-		chromedp.Click(chromedp.Search(`//button[text()="Resolve"]`)),
-		chromedp.WaitVisible(chromedp.Search(`//span[contains(@class,"state") and text()="SUCCEEDED"]`)))
+	// Resolve with the keyboard alone: Tab from the top of the page to
+	// the button, then Enter.
+	step("Resolve", chromedp.Navigate(w.r.console+"/workflows/"+deliveryIDOf(failed.GetName())+"?action=fix-bucket-name"), chromedp.WaitVisible(chromedp.ID("action-title")))
+	for i := 0; ; i++ {
+		if i == 60 {
+			t.Fatal("Tab never reached the Resolve button")
+		}
+		step("Tab", chromedp.KeyEvent(kb.Tab))
+		if at, _ := chromedp.Run(b, chromedp.Evaluate[string](`document.activeElement.textContent`)); at == "Resolve" {
+			break
+		}
+	}
+	step("Resolve", chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.Search(`//span[contains(@class,"state") and text()="SUCCEEDED"]`)))
 	if got := text("#flow"); !strings.Contains(got, "run 2") {
 		t.Errorf("after Resolve: %.500s", got)
 	}

@@ -76,6 +76,9 @@ func refused(q *request, err error, options any) *form {
 		field := v.Field[strings.LastIndex(v.Field, ".")+1:]
 		f.Fields[field] = v.Description
 	}
+	if len(f.Fields) > 0 && e.Code == codes.InvalidArgument {
+		f.Error = "Some fields need a change: see beside each."
+	}
 	return f
 }
 
