@@ -272,3 +272,44 @@ func TestConsoleLogsInThroughAnIdentityProvider(t *testing.T) {
 		t.Errorf("a forged callback opened a session: %d", code)
 	}
 }
+
+// Every setting of the Destination settings dialog reaches the API as the
+// form says, read back with GetDestination.
+func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
+	w := startWorkflows(t, nil)
+	b := newBrowser(t, w.r.console)
+	b.devLogin("ada@acme.test", auth.PolicyAdministrator)
+	form := url.Values{"credential": {leafOf(w.cred)}, "id": {"every"}, "display_name": {"Every setting"}, "description": {"d"},
+		"admin_only": {"1"}, "allow_limited_pii": {"1"}, "prefix": {"every/"}, "format": {"parquet"}, "parquet_codec": {"zstd"}, "row_group_rows": {"5000"},
+		"row_number": {"1"}, "row_number_column": {"n"}, "compression": {"none"}, "split_rows": {"2000"}, "success_file": {"1"}, "manifest": {"1"},
+		"encryption": {"sse_s3"}, "storage_class": {"standard_ia"}, "canned_acl": {"bucket_owner_full_control"}, "expected_bucket_owner": {"123456789012"}}
+	if code, body := b.post("/destinations?env=production", form, ""); code != http.StatusOK || !strings.Contains(body, "Every setting") {
+		t.Fatalf("Save: %d %.800s", code, body)
+	}
+	d, err := w.dests.GetDestination(context.Background(), &destinationv1.GetDestinationRequest{Name: production + "/destinations/every"}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := d.GetFormat().GetParquet()
+	if p.GetCodec() != destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD || p.GetRowGroupRows() != 5000 || !d.GetAccess().GetAdminOnly() || !d.GetAccess().GetAllowLimitedPii() ||
+		d.GetRowNumber().GetColumnName() != "n" || d.GetSplit().GetMaxRows() != 2000 || !d.GetSuccessFile() || !d.GetManifest() ||
+		d.GetEncryption().GetKind() != destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3 || d.GetStorageClass() != destinationv1.StorageClass_STORAGE_CLASS_STANDARD_IA ||
+		d.GetCannedAcl() != destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_FULL_CONTROL || d.GetExpectedBucketOwner() != "123456789012" {
+		t.Errorf("stored: %v", d)
+	}
+	// A CSV destination: the delimited settings.
+	form = url.Values{"credential": {leafOf(w.cred)}, "id": {"piped"}, "format": {"psv"}, "quote_mode": {"all"}, "line_ending": {"crlf"}, "null_value": {"NULL"}}
+	if code, body := b.post("/destinations?env=production", form, ""); code != http.StatusOK {
+		t.Fatalf("Save: %d %.800s", code, body)
+	}
+	d, err = w.dests.GetDestination(context.Background(), &destinationv1.GetDestinationRequest{Name: production + "/destinations/piped"}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := d.GetFormat().GetDelimited(); c.GetDelimiter() != "|" || c.GetQuoteMode() != destinationv1.QuoteMode_QUOTE_MODE_ALL || c.GetLineEnding() != destinationv1.LineEnding_LINE_ENDING_CRLF ||
+		c.GetNullValue() != "NULL" || c.Header == nil || *c.Header {
+		t.Errorf("stored: %v", c)
+	}
+}
+
+func leafOf(name string) string { return name[strings.LastIndex(name, "/")+1:] }

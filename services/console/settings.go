@@ -200,22 +200,45 @@ func destinationOf(q *request) *destinationv1.Destination {
 	if c := f.Get("credential"); c != "" {
 		d.Credential = q.parent + "/credentials/" + leaf(c)
 	}
+	header := f.Get("header") != ""
+	delimited := func(sep string) *destinationv1.FileFormat {
+		return &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: sep, Header: &header,
+			Escape: f.Get("escape"), NullValue: f.Get("null_value"),
+			QuoteMode:  destinationv1.QuoteMode(enumValue(destinationv1.QuoteMode_value, "QUOTE_MODE_", f.Get("quote_mode"))),
+			LineEnding: destinationv1.LineEnding(enumValue(destinationv1.LineEnding_value, "LINE_ENDING_", f.Get("line_ending")))}}}
+	}
 	switch f.Get("format") {
+	case "csv", "":
+		d.Format = delimited("")
 	case "tsv":
-		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "\t"}}}
+		d.Format = delimited("\t")
 	case "psv":
-		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "|"}}}
+		d.Format = delimited("|")
 	case "json":
 		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Json{Json: &destinationv1.JsonFormat{}}}
 	case "ndjson":
 		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}}
 	case "parquet":
-		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}}
+		p := &destinationv1.ParquetFormat{Codec: destinationv1.ParquetCodec(enumValue(destinationv1.ParquetCodec_value, "PARQUET_CODEC_", f.Get("parquet_codec")))}
+		if n, err := strconv.ParseInt(f.Get("row_group_rows"), 10, 64); err == nil && n > 0 {
+			p.RowGroupRows = n
+		}
+		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: p}}
 	default:
-		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}}
+		d.Format = delimited("")
 	}
-	if k, ok := destinationv1.CompressionKind_value["COMPRESSION_KIND_"+strings.ToUpper(f.Get("compression"))]; ok && k != 0 {
-		d.Compression = &destinationv1.Compression{Kind: destinationv1.CompressionKind(k)}
+	if f.Get("row_number") != "" {
+		d.RowNumber = &destinationv1.RowNumber{Enabled: true, ColumnName: f.Get("row_number_column")}
+	}
+	if k := enumValue(destinationv1.EncryptionKind_value, "ENCRYPTION_KIND_", f.Get("encryption")); k != 0 {
+		d.Encryption = &destinationv1.Encryption{Kind: destinationv1.EncryptionKind(k), KmsKeyId: f.Get("kms_key_id")}
+	}
+	d.PgpPublicKey = strings.TrimSpace(f.Get("pgp_public_key"))
+	d.StorageClass = destinationv1.StorageClass(enumValue(destinationv1.StorageClass_value, "STORAGE_CLASS_", f.Get("storage_class")))
+	d.CannedAcl = destinationv1.CannedAcl(enumValue(destinationv1.CannedAcl_value, "CANNED_ACL_", f.Get("canned_acl")))
+	d.ExpectedBucketOwner = f.Get("expected_bucket_owner")
+	if k := enumValue(destinationv1.CompressionKind_value, "COMPRESSION_KIND_", f.Get("compression")); k != 0 {
+		d.Compression = &destinationv1.Compression{Kind: destinationv1.CompressionKind(k), UseZip64: f.Get("zip64") != ""}
 	}
 	if n, err := strconv.ParseInt(f.Get("split_rows"), 10, 64); err == nil && n > 0 {
 		d.Split = &destinationv1.Split{MaxRows: n}
@@ -300,4 +323,10 @@ func errMessage(err error) string {
 		msg = msg[i+len("desc = "):]
 	}
 	return msg
+}
+
+// enumValue answers the enum value a form's choice names (its name without
+// prefix, any case); 0, the API's default, for none.
+func enumValue(values map[string]int32, prefix, choice string) int32 {
+	return values[prefix+strings.ToUpper(strings.ReplaceAll(choice, "-", "_"))]
 }
