@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/launch"
@@ -104,6 +105,9 @@ func axeCheck(t *testing.T, ctx context.Context, where string) {
 	if err != nil {
 		t.Fatalf("axe-core is missing: run make tools (%v)", err)
 	}
+	waitJS(t, ctx, `document.readyState == "complete"`)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	// DevTools evaluation is not bound by the page's policy.
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[any](string(src)+";true")); err != nil {
 		t.Fatalf("%s: load axe: %v", where, err)
@@ -136,7 +140,10 @@ func toolsDir() string {
 func waitJS(t *testing.T, ctx context.Context, cond string) {
 	t.Helper()
 	for range 200 {
-		if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond)); err == nil && ok {
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok, err := chromedp.Run(ectx, chromedp.Evaluate[bool](cond))
+		cancel()
+		if err == nil && ok {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -206,9 +213,10 @@ func TestConsoleInABrowser(t *testing.T) {
 		sctx, cancel := context.WithTimeout(b, 30*time.Second)
 		defer cancel()
 		if err := chromedp.Do(sctx, actions...); err != nil {
-			url, _ := chromedp.Run(b, chromedp.Location())
-			body, _ := chromedp.Run(b, chromedp.Text(chromedp.CSS("main")))
-			t.Fatalf("%s: %v\nat %s the page says: %.1500s", where, err, url, body)
+			ectx, cancel := context.WithTimeout(b, 5*time.Second)
+			defer cancel()
+			page, _ := chromedp.Run(ectx, chromedp.Evaluate[string](`location.href + " the page says: " + document.body.innerText`))
+			t.Fatalf("%s: %v\nat %.1500s", where, err, page)
 		}
 	}
 	// text reads an element's text in one evaluation: no node handle a
@@ -338,6 +346,34 @@ func TestConsoleInABrowser(t *testing.T) {
 	page("delivery")
 	if d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: failed.GetName()}, w.admin); err != nil || d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
 		t.Errorf("the delivery after the console's Resolve: %v %v", d.GetState(), err)
+	}
+
+	// Promote: a destination tried in the sandbox goes to production.
+	step("the sandbox", chromedp.Navigate(w.r.console+"/destinations?env=production"), chromedp.WaitVisible(chromedp.ID("env")),
+		chromedp.SetValue(chromedp.ID("env"), "sandbox")) // its change submits the environment form
+	waitJS(t, b, `location.search.includes("env=sandbox") && document.readyState == "complete"`)
+	step("a sandbox credential", chromedp.Navigate(w.r.console+"/credentials/new?env=sandbox"), chromedp.WaitVisible(chromedp.ID("access_key_id")),
+		chromedp.SetValue(chromedp.ID("id"), "exports"), chromedp.SetValue(chromedp.ID("bucket"), w.bucket), chromedp.SetValue(chromedp.ID("region"), w.m.Region),
+		chromedp.SetValue(chromedp.ID("access_key_id"), w.key), chromedp.SetValue(chromedp.ID("secret_access_key"), w.secret),
+		chromedp.Click(chromedp.Search(`//button[text()="Save"]`)), chromedp.WaitVisible(chromedp.Search(`//button[contains(text(),"Continue")]`)))
+	step("a sandbox destination", chromedp.Navigate(w.r.console+"/destinations/new?env=sandbox"), chromedp.WaitVisible(chromedp.ID("format")),
+		chromedp.SetValue(chromedp.ID("id"), "staged"), chromedp.SetValue(chromedp.ID("prefix"), "staged/"),
+		chromedp.Click(chromedp.Search(`//button[text()="Save"]`)), chromedp.WaitVisible(chromedp.Search(`//button[text()="Promote to production"]`)))
+	page("destination-sandbox")
+	// Never delivered to: refused, saying why; an administrator forces it.
+	step("Promote", chromedp.Click(chromedp.Search(`//button[text()="Promote to production"]`)),
+		chromedp.WaitNotPresent(chromedp.Search(`//button[text()="Promote to production"]`)), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if got := text("main"); !strings.Contains(got, "successful test delivery") {
+		t.Errorf("promoting a destination never delivered to: %.800s", got)
+	}
+	step("Promote, forced", chromedp.Navigate(w.r.console+"/destinations/staged?env=sandbox"), chromedp.WaitVisible(chromedp.ID("force")), chromedp.Click(chromedp.ID("force")),
+		chromedp.Click(chromedp.Search(`//button[text()="Promote to production"]`)),
+		chromedp.WaitNotPresent(chromedp.Search(`//button[text()="Promote to production"]`)), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	if got := text("main"); !strings.Contains(got, "Destination staged") {
+		t.Errorf("after Promote: %.800s", got)
+	}
+	if _, err := w.dests.GetDestination(ctx, &destinationv1.GetDestinationRequest{Name: production + "/destinations/staged"}, w.admin); err != nil {
+		t.Errorf("the promoted destination in production: %v", err)
 	}
 
 	// Another user, without policies: the admin-only destination is not

@@ -308,7 +308,7 @@ func (s *Server) editDestination(q *request) error {
 // promoteDestination copies a sandbox destination to production.
 func (s *Server) promoteDestination(q *request) error {
 	got, err := s.peers.Destinations.PromoteDestination(q.ctx(), &destinationv1.PromoteDestinationRequest{Name: q.parent + "/destinations/" + q.r.PathValue("id"),
-		TargetEnvironment: "production"}, q.as())
+		TargetEnvironment: "production", Force: q.r.PostFormValue("force") != ""}, q.as())
 	if err != nil {
 		return err
 	}
