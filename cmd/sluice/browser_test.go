@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,8 +25,6 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/launch"
-	"github.com/sluicehq/sluice/pkg/localserver"
-	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
 // chrome answers a headless Debian Chromium for one test, with the flags
@@ -178,15 +175,7 @@ func shoot(t *testing.T, ctx context.Context, name string) {
 func TestConsoleInABrowser(t *testing.T) {
 	// Users log in through an identity provider, its own process; the
 	// test's own gRPC calls keep the development key, trusted beside it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	consoleAddr := ln.Addr().String()
-	ln.Close()
-	callback := "http://" + consoleAddr + "/auth/callback"
-	idp := testenv.NewIdP(t, localserver.IdPOptions{Users: []string{"ada@acme.test:ada-pw:acme:" + auth.PolicyAdministrator, "bob@acme.test:bob-pw:acme:"},
-		ClientID: "console", ClientSecret: "s3cret", RedirectURIs: []string{callback}, Audience: "sluice"})
+	idp, consoleAddr, callback := consoleIdP(t, "ada@acme.test:ada-pw:acme:"+auth.PolicyAdministrator, "bob@acme.test:bob-pw:acme:")
 	w := startWorkflows(t, func(c *serveConfig) {
 		key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(c.DataDir))
 		if err != nil {
@@ -301,7 +290,7 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	// A delivery to it fails (sent outside the console, as the CLI does).
 	recs := customerBatches(t, 2000, 500)
-	_, err = deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: production + "/destinations/typo", OutputName: "customers-2026-12-03", Labels: map[string]string{"note": xssLabel}},
+	_, err := deliverclient.DeliverStream(ctx, w.delivs, &deliveryv1.DeliveryStart{Destination: production + "/destinations/typo", OutputName: "customers-2026-12-03", Labels: map[string]string{"note": xssLabel}},
 		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{w.admin}})
 	failed := w.namedIn(t, err)
 

@@ -208,15 +208,7 @@ func TestConsoleResolvesAFailedDelivery(t *testing.T) {
 // kept on the server (never in a page), a session cookie that scripts
 // cannot read; a callback that was not started here is refused.
 func TestConsoleLogsInThroughAnIdentityProvider(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	consoleAddr := ln.Addr().String()
-	ln.Close()
-	callback := "http://" + consoleAddr + "/auth/callback"
-	idp := testenv.NewIdP(t, localserver.IdPOptions{Users: []string{"ada@acme.test:pw:acme:" + auth.PolicyAdministrator},
-		ClientID: "console", ClientSecret: "s3cret", RedirectURIs: []string{callback}, Audience: "sluice"})
+	idp, consoleAddr, callback := consoleIdP(t, "ada@acme.test:pw:acme:"+auth.PolicyAdministrator)
 	r := startServeWith(t, func(c *serveConfig) {
 		c.Issuer.URL = idp.URL
 		c.ConsoleAddr = consoleAddr
@@ -313,3 +305,19 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 }
 
 func leafOf(name string) string { return name[strings.LastIndex(name, "/")+1:] }
+
+// consoleIdP starts the test identity provider with users and one client
+// whose callback is the console's, on an address chosen here: the
+// provider must know it before serve starts.
+func consoleIdP(t *testing.T, users ...string) (idp *localserver.IdP, consoleAddr, callback string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	consoleAddr = ln.Addr().String()
+	ln.Close()
+	callback = "http://" + consoleAddr + "/auth/callback"
+	idp = testenv.NewIdP(t, localserver.IdPOptions{Users: users, ClientID: "console", ClientSecret: "s3cret", RedirectURIs: []string{callback}, Audience: "sluice"})
+	return idp, consoleAddr, callback
+}

@@ -13,7 +13,6 @@ import (
 	"embed"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -79,10 +78,9 @@ type Server struct {
 // session is a logged-in user: their token, which never leaves the
 // server, and what it says.
 type session struct {
-	token    string
-	caller   *auth.Caller
-	expires  time.Time
-	csrfSeen bool
+	token   string
+	caller  *auth.Caller
+	expires time.Time
 }
 
 // New answers the console.
@@ -99,7 +97,7 @@ func New(cfg Config, peers Peers, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /static/", http.StripPrefix("/static/", cacheable(http.FileServerFS(static))))
+	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/deliveries", http.StatusSeeOther) })
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login/dev", s.devLogin)
@@ -150,12 +148,6 @@ func secure(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Referrer-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
-		next.ServeHTTP(w, r)
-	})
-}
-
-func cacheable(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		next.ServeHTTP(w, r)
 	})
 }
@@ -264,5 +256,3 @@ func loopback(r *http.Request) bool {
 func leaf(name string) string { return name[strings.LastIndex(name, "/")+1:] }
 
 var errNoLogin = errors.New("no login is configured: give the console an identity provider (--oidc-issuer) or run it on loopback with the development key")
-
-func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
