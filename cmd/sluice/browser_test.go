@@ -125,6 +125,55 @@ func axeCheck(t *testing.T, ctx context.Context, where string) {
 	}
 }
 
+// keyboardCheck walks the page with the Tab key alone, from its first
+// control, and fails for any visible link, button or form control the walk
+// never reaches: every action must be reachable without a mouse. A radio
+// group counts as reached when one of its buttons is (arrow keys move
+// within it, as browsers do).
+func keyboardCheck(t *testing.T, ctx context.Context, where string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	n, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(() => {
+		const all = [...document.querySelectorAll("a[href], button, input:not([type=hidden]), select, textarea, summary")]
+			.filter(e => !e.disabled && e.getClientRects().length > 0 && getComputedStyle(e).visibility != "hidden");
+		all.forEach((e, i) => e.dataset.kb = e.type == "radio" ? "radio:" + e.name : String(i));
+		if (all.length) { all[0].focus(); }
+		return all.length;
+	})()`))
+	if err != nil {
+		t.Fatalf("%s: mark the controls: %v", where, err)
+	}
+	reached := map[string]bool{}
+	for range n + 2 {
+		at, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement && document.activeElement.dataset.kb || ""`))
+		if err != nil {
+			t.Fatalf("%s: read the focus: %v", where, err)
+		}
+		reached[at] = true
+		if err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Tab)); err != nil {
+			t.Fatalf("%s: Tab: %v", where, err)
+		}
+	}
+	missed, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("[data-kb]")].filter(e => !`+
+		`(`+jsSet(reached)+`).has(e.dataset.kb)).map(e => e.outerHTML.slice(0, 160))`))
+	if err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	for _, m := range missed {
+		t.Errorf("%s: the Tab key never reaches %s", where, m)
+	}
+}
+
+// jsSet writes a JavaScript Set of the keys of m.
+func jsSet(m map[string]bool) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, strconv.Quote(k))
+	}
+	return "new Set([" + strings.Join(keys, ",") + "])"
+}
+
 func toolsDir() string {
 	if d := os.Getenv("SLUICE_TOOLS_DIR"); d != "" {
 		return d
@@ -224,7 +273,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Fatalf("text of %s: %v", sel, last)
 		return ""
 	}
-	page := func(name string) { shoot(t, b, name); axeCheck(t, b, name) }
+	page := func(name string) { shoot(t, b, name); axeCheck(t, b, name); keyboardCheck(t, b, name) }
 
 	login := func(user, password string) {
 		t.Helper()
@@ -268,6 +317,8 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the test of the right secret: %.1000s", got)
 	}
 	page("credential")
+	step("the credentials", chromedp.Click(chromedp.Search(`//nav//a[text()="Credentials"]`)), chromedp.WaitVisible(chromedp.CSS("main table")))
+	page("credentials")
 
 	// Destinations, Add destination: the settings, the live Preview, Save,
 	// Test connection.
@@ -333,6 +384,10 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the delivery page: %.800s", got)
 	}
 	page("delivery")
+	step("the workflows", chromedp.Click(chromedp.Search(`//nav//a[text()="Workflows"]`)), chromedp.WaitVisible(chromedp.CSS("main table")))
+	page("workflows")
+	step("the destinations", chromedp.Click(chromedp.Search(`//nav//a[text()="Destinations"]`)), chromedp.WaitVisible(chromedp.CSS("main table")))
+	page("destinations")
 	if d, err := w.delivs.GetDelivery(ctx, &deliveryv1.GetDeliveryRequest{Name: failed.GetName()}, w.admin); err != nil || d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
 		t.Errorf("the delivery after the console's Resolve: %v %v", d.GetState(), err)
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/auth"
@@ -26,12 +27,12 @@ import (
 // browser is an HTTP client with cookies, as a browser keeps them, that
 // reads pages back.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	base string
 	c    *http.Client
 }
 
-func newBrowser(t *testing.T, base string) *browser {
+func newBrowser(t testing.TB, base string) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, base: base, c: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
 }
@@ -320,4 +321,90 @@ func consoleIdP(t *testing.T, users ...string) (idp *localserver.IdP, consoleAdd
 	callback = "http://" + consoleAddr + "/auth/callback"
 	idp = testenv.NewIdP(t, localserver.IdPOptions{Users: users, ClientID: "console", ClientSecret: "s3cret", RedirectURIs: []string{callback}, Audience: "sluice"})
 	return idp, consoleAddr, callback
+}
+
+// An administrator edits a credential's settings on its page: the change
+// is stored, the secret stays as it was, a refused value comes back beside
+// its field with what was typed, and a role-to-role credential's External
+// ID is regenerated from its page. A user without the administrator
+// policy sees no edit form, and a forged edit is refused by the service.
+func TestConsoleEditsACredential(t *testing.T) {
+	w := startWorkflows(t, func(c *serveConfig) { c.Credential.PlatformRoleARN = "arn:aws:iam::123456789012:role/sluice-platform" })
+	ctx := context.Background()
+	b := newBrowser(t, w.r.console)
+	b.devLogin("ada@acme.test", auth.PolicyAdministrator)
+	page := "/credentials/" + leafOf(w.cred) + "?env=production"
+	before, err := w.creds.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: w.cred}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := b.get(page)
+	if !strings.Contains(body, `action="/credentials/`+leafOf(w.cred)+`/edit`) {
+		t.Fatalf("no edit form for an administrator: %.800s", body)
+	}
+	edit := url.Values{"etag": {before.GetEtag()}, "display_name": {"Exports " + xssLabel}, "description": {"for the nightly files"},
+		"bucket": {before.GetBucket()}, "region": {"eu-west-1"}, "prefix": {"exports/"}}
+	code, body := b.post("/credentials/"+leafOf(w.cred)+"/edit?env=production", edit, "")
+	if code != http.StatusOK || strings.Contains(body, "<script>alert(2)") || !strings.Contains(body, "eu-west-1") {
+		t.Fatalf("edit: %d %.800s", code, body)
+	}
+	after, err := w.creds.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: w.cred}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.GetRegion() != "eu-west-1" || after.GetPrefix() != "exports/" || after.GetDescription() != "for the nightly files" ||
+		!after.GetAccessKey().GetSecretSet() || !after.GetAccessKey().GetSecretUpdateTime().AsTime().Equal(before.GetAccessKey().GetSecretUpdateTime().AsTime()) {
+		t.Errorf("after the edit: %v", after)
+	}
+
+	// A bucket name S3 refuses: the form comes back with it and its cause.
+	edit.Set("etag", after.GetEtag())
+	edit.Set("bucket", "Not_A_Bucket")
+	code, body = b.post("/credentials/"+leafOf(w.cred)+"/edit?env=production", edit, "")
+	if code != http.StatusBadRequest || !strings.Contains(body, `id="edit-bucket-error"`) || !strings.Contains(body, `value="Not_A_Bucket"`) {
+		t.Errorf("refused edit: %d %.1500s", code, body)
+	}
+	// A stale etag: another edit came first.
+	edit.Set("bucket", before.GetBucket())
+	edit.Set("etag", before.GetEtag())
+	if code, body := b.post("/credentials/"+leafOf(w.cred)+"/edit?env=production", edit, ""); code != http.StatusBadRequest {
+		t.Errorf("stale edit: %d %.800s", code, body)
+	}
+
+	// A role-to-role credential: regenerate its External ID.
+	role, err := w.creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "role",
+		Credential: &credentialv1.Credential{Bucket: "exports", Type: &credentialv1.Credential_RoleToRole{RoleToRole: &credentialv1.RoleToRole{
+			TargetRoleArn: "arn:aws:iam::123456789012:role/sluice-exports"}}}}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body = b.post("/credentials/role/external-id?env=production", url.Values{"etag": {role.GetEtag()}}, "")
+	if code != http.StatusOK {
+		t.Fatalf("regenerate: %d %.800s", code, body)
+	}
+	again, err := w.creds.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: role.GetName()}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := again.GetRoleToRole().GetExternalId(); id == role.GetRoleToRole().GetExternalId() || !strings.Contains(body, id) {
+		t.Errorf("External ID %q after regenerating (was %q); the page shows it: %v", id, role.GetRoleToRole().GetExternalId(), strings.Contains(body, id))
+	}
+
+	// Without the administrator policy (the user sees the credential, for a
+	// destination on it): no form, and a forged post is the service's
+	// refusal.
+	w.destination(t, "nightly", &destinationv1.Destination{Format: csvFormat()})
+	u := newBrowser(t, w.r.console)
+	u.devLogin("bo@acme.test")
+	if code, body := u.get(page); code != http.StatusOK || strings.Contains(body, "/edit") || strings.Contains(body, "external-id") {
+		t.Errorf("a user without the administrator policy is offered the edit: %d %.800s", code, body)
+	}
+	edit.Set("etag", "")
+	edit.Set("region", "ap-south-1")
+	if code, _ := u.post("/credentials/"+leafOf(w.cred)+"/edit?env=production", edit, ""); code != http.StatusForbidden {
+		t.Errorf("a forged edit answered %d", code)
+	}
+	if c, _ := w.creds.GetCredential(ctx, &credentialv1.GetCredentialRequest{Name: w.cred}, w.admin); c.GetRegion() != "eu-west-1" {
+		t.Errorf("a refused edit changed the region to %q", c.GetRegion())
+	}
 }

@@ -71,13 +71,13 @@ type delivering struct {
 
 const production = "tenants/acme/environments/production"
 
-func startDelivering(t *testing.T, adjust func(*serveConfig)) *delivering {
+func startDelivering(t testing.TB, adjust func(*serveConfig)) *delivering {
 	t.Helper()
 	return startDeliveringOn(t, testenv.SharedMinIO(t), adjust)
 }
 
 // startDeliveringOn is startDelivering on a MinIO of the test's own.
-func startDeliveringOn(t *testing.T, m *testenv.MinIO, adjust func(*serveConfig)) *delivering {
+func startDeliveringOn(t testing.TB, m *testenv.MinIO, adjust func(*serveConfig)) *delivering {
 	t.Helper()
 	bucket := testenv.NewBucket(t, m)
 	r := startServeWith(t, func(c *serveConfig) {
@@ -99,7 +99,7 @@ func startDeliveringOn(t *testing.T, m *testenv.MinIO, adjust func(*serveConfig)
 }
 
 // credential creates a credential on the bucket in a tenant environment.
-func (e *delivering) credential(t *testing.T, parent string) string {
+func (e *delivering) credential(t testing.TB, parent string) string {
 	t.Helper()
 	cred, err := credentialv1.NewCredentialServiceClient(e.r.conns["credential"]).CreateCredential(context.Background(), &credentialv1.CreateCredentialRequest{
 		Parent: parent, CredentialId: "minio",
@@ -112,7 +112,7 @@ func (e *delivering) credential(t *testing.T, parent string) string {
 }
 
 // destination creates a destination writing under its own prefix.
-func (e *delivering) destination(t *testing.T, id string, d *destinationv1.Destination) *destinationv1.Destination {
+func (e *delivering) destination(t testing.TB, id string, d *destinationv1.Destination) *destinationv1.Destination {
 	t.Helper()
 	d.Credential = e.cred
 	if d.Prefix == "" {
@@ -238,7 +238,7 @@ func (e *delivering) checkObject(t *testing.T, obj *deliveryv1.DeliveredObject) 
 }
 
 // sent is what a test delivered: the batches, to compare with.
-func customerBatches(t *testing.T, rows int64, batchRows int) []arrow.RecordBatch {
+func customerBatches(t testing.TB, rows int64, batchRows int) []arrow.RecordBatch {
 	recs := sampledata.All(sampledata.NewCustomer360(nil, rows, batchRows, 11))
 	t.Cleanup(func() {
 		for _, r := range recs {
@@ -496,7 +496,7 @@ func csvFormat() *destinationv1.FileFormat {
 }
 
 // ipcBytes answers recs as one Arrow IPC stream.
-func ipcBytes(t *testing.T, schema *arrow.Schema, recs ...arrow.RecordBatch) []byte {
+func ipcBytes(t testing.TB, schema *arrow.Schema, recs ...arrow.RecordBatch) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	w := ipc.NewWriter(&buf, ipc.WithSchema(schema))

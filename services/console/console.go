@@ -117,6 +117,8 @@ func New(cfg Config, peers Peers, log *slog.Logger) (*Server, error) {
 	mux.Handle("GET /credentials/{id}", s.user(s.credential))
 	mux.Handle("POST /credentials/{id}/test", s.user(s.testCredential))
 	mux.Handle("POST /credentials/{id}/secret", s.user(s.rotateSecret))
+	mux.Handle("POST /credentials/{id}/edit", s.user(s.editCredential))
+	mux.Handle("POST /credentials/{id}/external-id", s.user(s.regenerateExternalID))
 	mux.Handle("POST /credentials/{id}/delete", s.user(s.deleteCredential))
 	mux.Handle("GET /destinations", s.user(s.destinations))
 	mux.Handle("GET /destinations/new", s.user(s.newDestination))

@@ -33,6 +33,24 @@ type credentialPage struct {
 	C     *credentialv1.Credential
 	Test  *credentialv1.TestResult
 	Admin bool
+	// Edit is the settings form shown again after the API refused it.
+	Edit *form
+}
+
+// field is one input of the edit form.
+type field struct{ ID, Label, Value, Error string }
+
+// Field answers the edit form's input id: what was typed when the API
+// refused the form, with its complaint, or else the stored value.
+func (p credentialPage) Field(id, label, stored string) field {
+	if p.Edit == nil {
+		return field{ID: id, Label: label, Value: stored}
+	}
+	f := field{ID: id, Label: label, Value: p.Edit.V(id), Error: p.Edit.Fields[id]}
+	if id == "role_arn" && f.Error == "" {
+		f.Error = p.Edit.Fields["target_role_arn"]
+	}
+	return f
 }
 
 func (s *Server) credential(q *request) error {
@@ -122,6 +140,53 @@ func (s *Server) testCredential(q *request) error {
 		return err
 	}
 	s.render(q.w, q.r, http.StatusOK, "credential", credentialPage{C: c, Test: res, Admin: q.se.caller.IsAdmin()}, q)
+	return nil
+}
+
+// editCredential changes the credential's settings: the fields of the
+// form, all sent with one update mask so that the service checks them
+// together. The secret has its own form (rotateSecret): an edit never
+// touches it.
+func (s *Server) editCredential(q *request) error {
+	name := q.parent + "/credentials/" + q.r.PathValue("id")
+	c, err := s.peers.Credentials.GetCredential(q.ctx(), &credentialv1.GetCredentialRequest{Name: name}, q.as())
+	if err != nil {
+		return err
+	}
+	f := q.r.PostForm
+	up := &credentialv1.Credential{Name: name, DisplayName: f.Get("display_name"), Description: f.Get("description"), Bucket: f.Get("bucket"),
+		Region: f.Get("region"), Prefix: f.Get("prefix")}
+	paths := []string{"display_name", "description", "bucket", "region", "prefix"}
+	switch {
+	case c.GetRoleToRole() != nil:
+		up.Type = &credentialv1.Credential_RoleToRole{RoleToRole: &credentialv1.RoleToRole{TargetRoleArn: f.Get("role_arn")}}
+		paths = append(paths, "role_to_role.target_role_arn")
+	case c.GetAccessKey() != nil:
+		up.Type = &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{RoleArn: f.Get("role_arn")}}
+		paths = append(paths, "access_key.role_arn")
+	}
+	_, err = s.peers.Credentials.UpdateCredential(q.ctx(), &credentialv1.UpdateCredentialRequest{Credential: up,
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, Etag: f.Get("etag")}, q.as())
+	if again := refused(q, err, nil); again != nil {
+		s.render(q.w, q.r, http.StatusBadRequest, "credential", credentialPage{C: c, Admin: q.se.caller.IsAdmin(), Edit: again}, q)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/credentials/"+q.r.PathValue("id")+"?env="+leaf(q.parent), http.StatusSeeOther)
+	return nil
+}
+
+// regenerateExternalID gives a role-to-role credential a new External
+// ID; the page then shows the trust policy to paste again.
+func (s *Server) regenerateExternalID(q *request) error {
+	_, err := s.peers.Credentials.RegenerateExternalId(q.ctx(), &credentialv1.RegenerateExternalIdRequest{
+		Name: q.parent + "/credentials/" + q.r.PathValue("id"), Etag: q.r.PostFormValue("etag")}, q.as())
+	if err != nil {
+		return err
+	}
+	http.Redirect(q.w, q.r, "/credentials/"+q.r.PathValue("id")+"?env="+leaf(q.parent), http.StatusSeeOther)
 	return nil
 }
 
