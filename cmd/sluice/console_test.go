@@ -290,6 +290,38 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 		d.GetCannedAcl() != destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_FULL_CONTROL || d.GetExpectedBucketOwner() != "123456789012" {
 		t.Errorf("stored: %v", d)
 	}
+	// Configure destination shows what is stored, and saves every setting.
+	_, page := b.get("/destinations/every?env=production")
+	for _, want := range []string{`<option value="parquet" selected>`, `<option value="zstd" selected>`, `id="admin_only" name="admin_only" value="1" checked`,
+		`name="split_rows" inputmode="numeric" value="2000"`, `<option value="standard_ia" selected>`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("Configure destination does not show %s", want)
+		}
+	}
+	edit := url.Values{"etag": {d.GetEtag()}, "credential": {leafOf(w.cred)}, "display_name": {"Every setting"}, "prefix": {"every/"}, "format": {"tsv"},
+		"header": {"1"}, "quote_mode": {"all"}, "null_value": {`\N`}, "compression": {"gzip"}, "split_bytes": {"1073741824"}, "tags": {"team=growth\ncost-centre = 42\n"}}
+	if code, body := b.post("/destinations/every/edit?env=production", edit, ""); code != http.StatusOK {
+		t.Fatalf("Configure destination, Save: %d %s", code, body[strings.Index(body, "<main"):])
+	}
+	d, err = w.dests.GetDestination(context.Background(), &destinationv1.GetDestinationRequest{Name: production + "/destinations/every"}, w.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := d.GetFormat().GetDelimited(); c.GetDelimiter() != "\t" || c.GetQuoteMode() != destinationv1.QuoteMode_QUOTE_MODE_ALL || d.GetAccess().GetAdminOnly() ||
+		d.GetCompression().GetKind() != destinationv1.CompressionKind_COMPRESSION_KIND_GZIP || d.GetSplit().GetMaxBytes() != 1<<30 || d.GetSplit().GetMaxRows() != 0 ||
+		d.GetTags()["team"] != "growth" || d.GetTags()["cost-centre"] != "42" || d.GetManifest() || d.GetStorageClass() != destinationv1.StorageClass_STORAGE_CLASS_UNSPECIFIED {
+		t.Errorf("after Configure destination: %v", d)
+	}
+	// A template the service refuses: the dialog comes back with the
+	// complaint beside the field and every choice as it was typed.
+	edit.Set("etag", d.GetEtag())
+	edit.Set("filename_template", "{{no_such_variable}}")
+	code, body := b.post("/destinations/every/edit?env=production", edit, "")
+	if code != http.StatusBadRequest || !strings.Contains(body, `<option value="tsv" selected>`) || !strings.Contains(body, `<option value="gzip" selected>`) ||
+		!strings.Contains(body, `value="{{no_such_variable}}"`) || !strings.Contains(body, `no_such_variable`) {
+		t.Errorf("a refused Configure destination: %d %.3000s", code, body)
+	}
+
 	// A CSV destination: the delimited settings.
 	form = url.Values{"credential": {leafOf(w.cred)}, "id": {"piped"}, "format": {"psv"}, "quote_mode": {"all"}, "line_ending": {"crlf"}, "null_value": {"NULL"}}
 	if code, body := b.post("/destinations?env=production", form, ""); code != http.StatusOK {

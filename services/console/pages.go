@@ -51,6 +51,13 @@ var funcs = template.FuncMap{
 			s == deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING
 	},
 	"lower": strings.ToLower,
+	"map": func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	},
 	"list":  func(s ...string) []string { return s },
 	// page answers the console page of a resource name, for links.
 	"page": func(name string) string {
@@ -89,7 +96,7 @@ func (s *Server) parse() error {
 		if name == "layout" {
 			continue
 		}
-		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "templates/layout.html", n)
+		t, err := template.New(name).Funcs(funcs).ParseFS(assets, "templates/layout.html", "templates/parts/*.html", n)
 		if err != nil {
 			return err
 		}

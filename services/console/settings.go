@@ -1,8 +1,10 @@
 package console
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -76,6 +78,15 @@ type form struct {
 
 // V answers what was typed in field.
 func (f form) V(field string) string { return f.Values.Get(field) }
+
+// On answers whether a checkbox is ticked.
+func (f form) On(field string) bool { return f.Values.Get(field) != "" }
+
+// Is answers whether a select's choice is value.
+func (f form) Is(field, value string) bool { return f.Values.Get(field) == value }
+
+// Err answers the API's complaint about field.
+func (f form) Err(field string) string { return f.Fields[field] }
 
 // refused answers the form again with err, when err is the API refusing
 // the input; otherwise nil, and the caller fails as for any error.
@@ -230,16 +241,45 @@ type destinationPage struct {
 	Preview *destinationv1.PreviewDestinationResponse
 	Admin   bool
 	Sandbox bool
+	// Form is the Configure destination dialog: the stored settings, or
+	// what was typed when the API refused them.
+	Form form
 }
 
-func (s *Server) destination(q *request) error {
-	name := q.parent + "/destinations/" + q.r.PathValue("id")
+// destinationView answers the page of destination name, with the
+// settings form filled from what is stored unless edit (a refused form)
+// is given.
+func (s *Server) destinationView(q *request, name string, edit *form) (destinationPage, error) {
 	d, err := s.peers.Destinations.GetDestination(q.ctx(), &destinationv1.GetDestinationRequest{Name: name}, q.as())
 	if err != nil {
-		return err
+		return destinationPage{}, err
 	}
 	p := destinationPage{D: d, Admin: q.se.caller.IsAdmin(), Sandbox: strings.HasSuffix(q.parent, "/sandbox")}
 	if p.Preview, err = s.peers.Destinations.PreviewDestination(q.ctx(), &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Name{Name: name}}, q.as()); err != nil {
+		return destinationPage{}, err
+	}
+	creds, err := s.peers.Credentials.ListCredentials(q.ctx(), &credentialv1.ListCredentialsRequest{Parent: q.parent, PageSize: 100}, q.as())
+	if err != nil {
+		return destinationPage{}, err
+	}
+	options := creds.GetCredentials()
+	// A user may use a destination whose credential they do not list: it
+	// stays the choice, by its id.
+	if !slices.ContainsFunc(options, func(c *credentialv1.Credential) bool { return c.GetName() == d.GetCredential() }) {
+		options = append([]*credentialv1.Credential{{Name: d.GetCredential()}}, options...)
+	}
+	if edit != nil {
+		p.Form = *edit
+	} else {
+		p.Form = form{Values: valuesOf(d)}
+	}
+	p.Form.Options = options
+	return p, nil
+}
+
+func (s *Server) destination(q *request) error {
+	p, err := s.destinationView(q, q.parent+"/destinations/"+q.r.PathValue("id"), nil)
+	if err != nil {
 		return err
 	}
 	s.render(q.w, q.r, http.StatusOK, "destination", p, q)
@@ -251,7 +291,8 @@ func (s *Server) newDestination(q *request) error {
 	if err != nil {
 		return err
 	}
-	s.render(q.w, q.r, http.StatusOK, "destination-new", form{Values: url.Values{}, Options: resp.GetCredentials()}, q)
+	// The API's defaults: a header line, and Parquet files named .parquet.
+	s.render(q.w, q.r, http.StatusOK, "destination-new", form{Values: url.Values{"header": {"1"}, "parquet_extension": {"1"}}, Options: resp.GetCredentials()}, q)
 	return nil
 }
 
@@ -288,6 +329,10 @@ func destinationOf(q *request) *destinationv1.Destination {
 		if n, err := strconv.ParseInt(f.Get("row_group_rows"), 10, 64); err == nil && n > 0 {
 			p.RowGroupRows = n
 		}
+		ext := f.Get("parquet_extension") != ""
+		p.Extension = &ext
+		p.DataPageVersion = destinationv1.ParquetDataPageVersion(enumValue(destinationv1.ParquetDataPageVersion_value, "PARQUET_DATA_PAGE_VERSION_", f.Get("data_page_version")))
+		p.Dictionary = destinationv1.ParquetDictionary(enumValue(destinationv1.ParquetDictionary_value, "PARQUET_DICTIONARY_", f.Get("dictionary")))
 		d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: p}}
 	default:
 		d.Format = delimited("")
@@ -305,10 +350,117 @@ func destinationOf(q *request) *destinationv1.Destination {
 	if k := enumValue(destinationv1.CompressionKind_value, "COMPRESSION_KIND_", f.Get("compression")); k != 0 {
 		d.Compression = &destinationv1.Compression{Kind: destinationv1.CompressionKind(k), UseZip64: f.Get("zip64") != ""}
 	}
-	if n, err := strconv.ParseInt(f.Get("split_rows"), 10, 64); err == nil && n > 0 {
-		d.Split = &destinationv1.Split{MaxRows: n}
+	rows, _ := strconv.ParseInt(f.Get("split_rows"), 10, 64)
+	size, _ := strconv.ParseInt(f.Get("split_bytes"), 10, 64)
+	if rows > 0 || size > 0 {
+		d.Split = &destinationv1.Split{MaxRows: max(rows, 0), MaxBytes: max(size, 0)}
+	}
+	for line := range strings.Lines(f.Get("tags")) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), "=")
+		if k = strings.TrimSpace(k); k != "" {
+			if d.Tags == nil {
+				d.Tags = map[string]string{}
+			}
+			d.Tags[k] = strings.TrimSpace(v)
+		}
 	}
 	return d
+}
+
+// valuesOf answers a destination's settings as the settings form names
+// them: the inverse of destinationOf.
+func valuesOf(d *destinationv1.Destination) url.Values {
+	v := url.Values{}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	on := func(k string, b bool) {
+		if b {
+			v.Set(k, "1")
+		}
+	}
+	choice := func(e interface{ String() string }, prefix string) string {
+		s := strings.TrimPrefix(e.String(), prefix)
+		if s == "UNSPECIFIED" {
+			return ""
+		}
+		return strings.ToLower(s)
+	}
+	set("credential", leaf(d.GetCredential()))
+	set("display_name", d.GetDisplayName())
+	set("description", d.GetDescription())
+	on("admin_only", d.GetAccess().GetAdminOnly())
+	on("allow_limited_pii", d.GetAccess().GetAllowLimitedPii())
+	set("bucket_override", d.GetBucketOverride())
+	set("prefix", d.GetPrefix())
+	f := d.GetFormat()
+	switch {
+	case f.GetParquet() != nil:
+		p := f.GetParquet()
+		v.Set("format", "parquet")
+		set("parquet_codec", choice(p.GetCodec(), "PARQUET_CODEC_"))
+		if p.GetRowGroupRows() > 0 {
+			v.Set("row_group_rows", strconv.FormatInt(p.GetRowGroupRows(), 10))
+		}
+		set("data_page_version", choice(p.GetDataPageVersion(), "PARQUET_DATA_PAGE_VERSION_"))
+		set("dictionary", choice(p.GetDictionary(), "PARQUET_DICTIONARY_"))
+		on("parquet_extension", p.Extension == nil || p.GetExtension())
+	case f.GetJson() != nil:
+		v.Set("format", "json")
+	case f.GetNdjson() != nil:
+		v.Set("format", "ndjson")
+	default:
+		c := f.GetDelimited()
+		switch c.GetDelimiter() {
+		case "\t":
+			v.Set("format", "tsv")
+		case "|":
+			v.Set("format", "psv")
+		default:
+			v.Set("format", "csv")
+		}
+		on("header", c.Header == nil || c.GetHeader())
+		set("quote_mode", choice(c.GetQuoteMode(), "QUOTE_MODE_"))
+		set("line_ending", choice(c.GetLineEnding(), "LINE_ENDING_"))
+		set("escape", c.GetEscape())
+		set("null_value", c.GetNullValue())
+	}
+	if f.GetParquet() == nil {
+		v.Set("parquet_extension", "1")
+	}
+	if f.GetDelimited() == nil {
+		v.Set("header", "1")
+	}
+	if r := d.GetRowNumber(); r.GetEnabled() {
+		v.Set("row_number", "1")
+		set("row_number_column", r.GetColumnName())
+	}
+	set("compression", choice(d.GetCompression().GetKind(), "COMPRESSION_KIND_"))
+	on("zip64", d.GetCompression().GetUseZip64())
+	if n := d.GetSplit().GetMaxRows(); n > 0 {
+		v.Set("split_rows", strconv.FormatInt(n, 10))
+	}
+	if n := d.GetSplit().GetMaxBytes(); n > 0 {
+		v.Set("split_bytes", strconv.FormatInt(n, 10))
+	}
+	set("filename_template", d.GetFilenameTemplate())
+	set("encryption", choice(d.GetEncryption().GetKind(), "ENCRYPTION_KIND_"))
+	set("kms_key_id", d.GetEncryption().GetKmsKeyId())
+	set("pgp_public_key", d.GetPgpPublicKey())
+	set("storage_class", choice(d.GetStorageClass(), "STORAGE_CLASS_"))
+	set("canned_acl", choice(d.GetCannedAcl(), "CANNED_ACL_"))
+	set("expected_bucket_owner", d.GetExpectedBucketOwner())
+	keys := slices.Sorted(maps.Keys(d.GetTags()))
+	var tags strings.Builder
+	for _, k := range keys {
+		tags.WriteString(k + "=" + d.GetTags()[k] + "\n")
+	}
+	set("tags", tags.String())
+	on("success_file", d.GetSuccessFile())
+	on("manifest", d.GetManifest())
+	return v
 }
 
 func (s *Server) createDestination(q *request) error {
@@ -346,23 +498,38 @@ func (s *Server) testDestination(q *request) error {
 	if err != nil {
 		return err
 	}
-	d, err := s.peers.Destinations.GetDestination(q.ctx(), &destinationv1.GetDestinationRequest{Name: name}, q.as())
+	p, err := s.destinationView(q, name, nil)
 	if err != nil {
 		return err
 	}
-	s.render(q.w, q.r, http.StatusOK, "destination", destinationPage{D: d, Test: res, Admin: q.se.caller.IsAdmin(), Sandbox: strings.HasSuffix(q.parent, "/sandbox")}, q)
+	p.Test = res
+	s.render(q.w, q.r, http.StatusOK, "destination", p, q)
 	return nil
 }
 
-// editDestination saves the settings a fix needs: bucket, prefix,
-// description and access.
+// destinationSettings are the update_mask paths the settings form sets:
+// all of them, so that the service checks the settings together.
+var destinationSettings = []string{
+	"display_name", "description", "credential", "bucket_override", "prefix", "format", "compression",
+	"filename_template", "split", "row_number", "success_file", "manifest", "pgp_public_key",
+	"encryption", "storage_class", "canned_acl", "tags", "expected_bucket_owner", "access",
+}
+
+// editDestination saves the Configure destination dialog: every setting.
 func (s *Server) editDestination(q *request) error {
 	name := q.parent + "/destinations/" + q.r.PathValue("id")
-	f := q.r.PostForm
-	d := &destinationv1.Destination{Name: name, BucketOverride: f.Get("bucket_override"), Prefix: f.Get("prefix"), Description: f.Get("description"),
-		Access: &destinationv1.Access{AdminOnly: f.Get("admin_only") != "", AllowLimitedPii: f.Get("allow_limited_pii") != ""}}
-	_, err := s.peers.Destinations.UpdateDestination(q.ctx(), &destinationv1.UpdateDestinationRequest{Destination: d, Etag: f.Get("etag"),
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: []string{"bucket_override", "prefix", "description", "access"}}}, q.as())
+	d := destinationOf(q)
+	d.Name = name
+	_, err := s.peers.Destinations.UpdateDestination(q.ctx(), &destinationv1.UpdateDestinationRequest{Destination: d, Etag: q.r.PostFormValue("etag"),
+		UpdateMask: &fieldmaskpb.FieldMask{Paths: destinationSettings}}, q.as())
+	if again := refused(q, err, nil); again != nil {
+		p, verr := s.destinationView(q, name, again)
+		if verr != nil {
+			return err
+		}
+		s.render(q.w, q.r, http.StatusBadRequest, "destination", p, q)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
