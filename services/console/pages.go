@@ -58,7 +58,7 @@ var funcs = template.FuncMap{
 		}
 		return m
 	},
-	"list":  func(s ...string) []string { return s },
+	"list": func(s ...string) []string { return s },
 	// page answers the console page of a resource name, for links.
 	"page": func(name string) string {
 		parts := strings.Split(name, "/")
