@@ -122,6 +122,10 @@ type Parquet struct {
 	mu     sync.Mutex
 	err    error // the encoding goroutine's first failure
 	closed bool
+	// sent and encoded count row groups handed to and finished by the
+	// encoding goroutine; synced, when set, closes once they are equal.
+	sent, encoded int
+	synced        chan struct{}
 }
 
 // Field metadata keys that say what a converted column was.

@@ -19,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/compression"
 	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/partition"
 	"github.com/sluicehq/sluice/pkg/pgpstream"
 )
 
@@ -71,6 +72,20 @@ type Config struct {
 	// every core; GOMAXPROCS when zero. Outputs split by bytes, or not
 	// split, are encoded in the caller's goroutine.
 	Concurrency int
+	// Partition, when set, writes each partition's rows into its own
+	// folder, `{Prefix}{col}={value}/.../`, each with its own numbered files
+	// (see Partitioned).
+	Partition *partition.Spec
+	// MaxOpenFiles is the most partition files open at once
+	// (DefaultMaxOpenFiles when zero).
+	MaxOpenFiles int
+	// PartitionBuffer is the most bytes of Arrow data held while rows are
+	// gathered by partition (DefaultPartitionBuffer when zero).
+	PartitionBuffer int64
+
+	// firstFile is the number before a Writer's first file: a partition's
+	// next file continues its numbering.
+	firstFile int
 }
 
 // DefaultTemplate names files when a destination gives no template: a
@@ -134,6 +149,8 @@ type Object interface {
 // File is one file written.
 type File struct {
 	Key string
+	// Partition is the partition a file of a partitioned output holds.
+	Partition []partition.Value
 	// Rows in the file.
 	Rows int64
 	// Bytes written to the sink: after compression and encryption.
@@ -207,6 +224,27 @@ func (c *countingCloser) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Files is a writer of an output's files: unpartitioned (Writer) or
+// partitioned (Partitioned).
+type Files interface {
+	// Write adds a batch's rows.
+	Write(arrow.RecordBatch) error
+	// Close finishes every file and answers them all.
+	Close() ([]File, error)
+	// Abort discards the files being written; finished ones stay.
+	Abort()
+}
+
+// Open answers the writer cfg asks for: partitioned when cfg.Partition is
+// set. It checks the schema against the format, and the partition fields
+// against the schema, before anything is created.
+func Open(schema *arrow.Schema, cfg Config, sink Sink) (Files, error) {
+	if cfg.Partition != nil {
+		return NewPartitioned(schema, cfg, sink)
+	}
+	return New(schema, cfg, sink)
+}
+
 // New checks the schema against the format before anything is created.
 func New(schema *arrow.Schema, cfg Config, sink Sink) (*Writer, error) {
 	if cfg.Template == nil {
@@ -250,7 +288,7 @@ type nopCloser struct{ io.Writer }
 func (nopCloser) Close() error { return nil }
 
 func (w *Writer) openFile() error {
-	n := len(w.keys) + 1
+	n := w.cfg.firstFile + len(w.keys) + 1
 	key := w.cfg.Key(n)
 	if w.keys[key] {
 		return fmt.Errorf("fileset: file %d would be named %q like an earlier one", n, key)
@@ -474,6 +512,34 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 		}
 		w.cur.file.Rows += n
 		off += n
+	}
+	return nil
+}
+
+// idler is an object that can give back what it holds of shared
+// resources while no bytes come (an S3 upload's part buffers).
+type idler interface{ Idle() }
+
+// syncer is a format that can write out everything it gathered (the
+// Parquet writer's row group).
+type syncer interface{ Sync() error }
+
+// Idle writes out what the current file's format gathered and lets its
+// object give back shared buffers: the file stays open, waiting for more
+// rows, holding only its own bytes.
+func (w *Writer) Idle() error {
+	if w.cur == nil || w.async {
+		return nil
+	}
+	if s, ok := w.cur.format.(syncer); ok {
+		if err := s.Sync(); err != nil {
+			key := w.cur.file.Key
+			w.Abort()
+			return fmt.Errorf("%s: %w", key, err)
+		}
+	}
+	if i, ok := w.cur.out.Object.(idler); ok {
+		i.Idle()
 	}
 	return nil
 }

@@ -720,7 +720,11 @@ type DeliveredObject struct {
 	// CRC32C of the whole object, base64 as S3 answers it in
 	// `x-amz-checksum-crc32c` (HeadObject with checksum mode, or
 	// GetObjectAttributes), so a reader can check it without downloading.
-	Crc32C        string `protobuf:"bytes,7,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	Crc32C string `protobuf:"bytes,7,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// For a data file of a partitioned output: its partition values by
+	// folder name, unescaped; a null is `__HIVE_DEFAULT_PARTITION__`, as in
+	// the key.
+	Partition     map[string]string `protobuf:"bytes,8,rep,name=partition,proto3" json:"partition,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -802,6 +806,13 @@ func (x *DeliveredObject) GetCrc32C() string {
 		return x.Crc32C
 	}
 	return ""
+}
+
+func (x *DeliveredObject) GetPartition() map[string]string {
+	if x != nil {
+		return x.Partition
+	}
+	return nil
 }
 
 // DeliveryError says why a delivery failed.
@@ -1211,7 +1222,7 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x04rows\x18\x01 \x01(\x03R\x04rows\x12\x19\n" +
 	"\bbytes_in\x18\x02 \x01(\x03R\abytesIn\x12\x1b\n" +
 	"\tbytes_out\x18\x03 \x01(\x03R\bbytesOut\x12\x14\n" +
-	"\x05parts\x18\x04 \x01(\x03R\x05parts\"\xab\x01\n" +
+	"\x05parts\x18\x04 \x01(\x03R\x05parts\"\xbb\x02\n" +
 	"\x0fDeliveredObject\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x03R\x04rows\x12\x14\n" +
@@ -1219,7 +1230,11 @@ const file_sluice_delivery_v1_delivery_proto_rawDesc = "" +
 	"\x05parts\x18\x04 \x01(\x03R\x05parts\x12\x1a\n" +
 	"\bchecksum\x18\x05 \x01(\tR\bchecksum\x12\x12\n" +
 	"\x04kind\x18\x06 \x01(\tR\x04kind\x12\x16\n" +
-	"\x06crc32c\x18\a \x01(\tR\x06crc32c\"U\n" +
+	"\x06crc32c\x18\a \x01(\tR\x06crc32c\x12P\n" +
+	"\tpartition\x18\b \x03(\v22.sluice.delivery.v1.DeliveredObject.PartitionEntryR\tpartition\x1a<\n" +
+	"\x0ePartitionEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"U\n" +
 	"\rDeliveryError\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
@@ -1281,7 +1296,7 @@ func file_sluice_delivery_v1_delivery_proto_rawDescGZIP() []byte {
 }
 
 var file_sluice_delivery_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_sluice_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_sluice_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_sluice_delivery_v1_delivery_proto_goTypes = []any{
 	(StagedInputState)(0),          // 0: sluice.delivery.v1.StagedInputState
 	(DeliveryState)(0),             // 1: sluice.delivery.v1.DeliveryState
@@ -1299,7 +1314,8 @@ var file_sluice_delivery_v1_delivery_proto_goTypes = []any{
 	(*ListDeliveriesResponse)(nil), // 13: sluice.delivery.v1.ListDeliveriesResponse
 	nil,                            // 14: sluice.delivery.v1.DeliveryStart.LabelsEntry
 	nil,                            // 15: sluice.delivery.v1.Delivery.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
+	nil,                            // 16: sluice.delivery.v1.DeliveredObject.PartitionEntry
+	(*timestamppb.Timestamp)(nil),  // 17: google.protobuf.Timestamp
 }
 var file_sluice_delivery_v1_delivery_proto_depIdxs = []int32{
 	3,  // 0: sluice.delivery.v1.DeliverRequest.start:type_name -> sluice.delivery.v1.DeliveryStart
@@ -1310,27 +1326,28 @@ var file_sluice_delivery_v1_delivery_proto_depIdxs = []int32{
 	7,  // 5: sluice.delivery.v1.Delivery.objects:type_name -> sluice.delivery.v1.DeliveredObject
 	8,  // 6: sluice.delivery.v1.Delivery.error:type_name -> sluice.delivery.v1.DeliveryError
 	5,  // 7: sluice.delivery.v1.Delivery.staged_input:type_name -> sluice.delivery.v1.StagedInput
-	16, // 8: sluice.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	16, // 9: sluice.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	16, // 10: sluice.delivery.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
+	17, // 8: sluice.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	17, // 9: sluice.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	17, // 10: sluice.delivery.v1.Delivery.end_time:type_name -> google.protobuf.Timestamp
 	0,  // 11: sluice.delivery.v1.StagedInput.state:type_name -> sluice.delivery.v1.StagedInputState
-	16, // 12: sluice.delivery.v1.StagedInput.expire_time:type_name -> google.protobuf.Timestamp
-	4,  // 13: sluice.delivery.v1.ListDeliveriesResponse.deliveries:type_name -> sluice.delivery.v1.Delivery
-	2,  // 14: sluice.delivery.v1.DeliveryService.Deliver:input_type -> sluice.delivery.v1.DeliverRequest
-	9,  // 15: sluice.delivery.v1.DeliveryService.GetDelivery:input_type -> sluice.delivery.v1.GetDeliveryRequest
-	12, // 16: sluice.delivery.v1.DeliveryService.ListDeliveries:input_type -> sluice.delivery.v1.ListDeliveriesRequest
-	10, // 17: sluice.delivery.v1.DeliveryService.CancelDelivery:input_type -> sluice.delivery.v1.CancelDeliveryRequest
-	11, // 18: sluice.delivery.v1.DeliveryService.WatchDelivery:input_type -> sluice.delivery.v1.WatchDeliveryRequest
-	4,  // 19: sluice.delivery.v1.DeliveryService.Deliver:output_type -> sluice.delivery.v1.Delivery
-	4,  // 20: sluice.delivery.v1.DeliveryService.GetDelivery:output_type -> sluice.delivery.v1.Delivery
-	13, // 21: sluice.delivery.v1.DeliveryService.ListDeliveries:output_type -> sluice.delivery.v1.ListDeliveriesResponse
-	4,  // 22: sluice.delivery.v1.DeliveryService.CancelDelivery:output_type -> sluice.delivery.v1.Delivery
-	4,  // 23: sluice.delivery.v1.DeliveryService.WatchDelivery:output_type -> sluice.delivery.v1.Delivery
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	17, // 12: sluice.delivery.v1.StagedInput.expire_time:type_name -> google.protobuf.Timestamp
+	16, // 13: sluice.delivery.v1.DeliveredObject.partition:type_name -> sluice.delivery.v1.DeliveredObject.PartitionEntry
+	4,  // 14: sluice.delivery.v1.ListDeliveriesResponse.deliveries:type_name -> sluice.delivery.v1.Delivery
+	2,  // 15: sluice.delivery.v1.DeliveryService.Deliver:input_type -> sluice.delivery.v1.DeliverRequest
+	9,  // 16: sluice.delivery.v1.DeliveryService.GetDelivery:input_type -> sluice.delivery.v1.GetDeliveryRequest
+	12, // 17: sluice.delivery.v1.DeliveryService.ListDeliveries:input_type -> sluice.delivery.v1.ListDeliveriesRequest
+	10, // 18: sluice.delivery.v1.DeliveryService.CancelDelivery:input_type -> sluice.delivery.v1.CancelDeliveryRequest
+	11, // 19: sluice.delivery.v1.DeliveryService.WatchDelivery:input_type -> sluice.delivery.v1.WatchDeliveryRequest
+	4,  // 20: sluice.delivery.v1.DeliveryService.Deliver:output_type -> sluice.delivery.v1.Delivery
+	4,  // 21: sluice.delivery.v1.DeliveryService.GetDelivery:output_type -> sluice.delivery.v1.Delivery
+	13, // 22: sluice.delivery.v1.DeliveryService.ListDeliveries:output_type -> sluice.delivery.v1.ListDeliveriesResponse
+	4,  // 23: sluice.delivery.v1.DeliveryService.CancelDelivery:output_type -> sluice.delivery.v1.Delivery
+	4,  // 24: sluice.delivery.v1.DeliveryService.WatchDelivery:output_type -> sluice.delivery.v1.Delivery
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_sluice_delivery_v1_delivery_proto_init() }
@@ -1348,7 +1365,7 @@ func file_sluice_delivery_v1_delivery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_delivery_v1_delivery_proto_rawDesc), len(file_sluice_delivery_v1_delivery_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -383,6 +383,78 @@ func (CompressionKind) EnumDescriptor() ([]byte, []int) {
 	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{5}
 }
 
+// PartitionTransform makes a partition folder's value from a column's.
+type PartitionTransform int32
+
+const (
+	// The value itself.
+	PartitionTransform_PARTITION_TRANSFORM_UNSPECIFIED PartitionTransform = 0
+	// The value itself: strings, integers, booleans, decimals, dates and
+	// timestamps (`2026-12-03`, `2026-12-03 10:15:00`).
+	PartitionTransform_PARTITION_TRANSFORM_IDENTITY PartitionTransform = 1
+	// The year of a date or timestamp: `2026`.
+	PartitionTransform_PARTITION_TRANSFORM_YEAR PartitionTransform = 2
+	// The month of a date or timestamp: `2026-12`.
+	PartitionTransform_PARTITION_TRANSFORM_MONTH PartitionTransform = 3
+	// The day of a date or timestamp: `2026-12-03`.
+	PartitionTransform_PARTITION_TRANSFORM_DAY PartitionTransform = 4
+	// The hour of a timestamp: `2026-12-03-10`.
+	PartitionTransform_PARTITION_TRANSFORM_HOUR PartitionTransform = 5
+	// A bucket number from 0 to buckets-1: the FNV-1a hash of the value's
+	// text, for columns with too many values to give each a folder. Nulls
+	// stay in the null folder.
+	PartitionTransform_PARTITION_TRANSFORM_BUCKET PartitionTransform = 6
+)
+
+// Enum value maps for PartitionTransform.
+var (
+	PartitionTransform_name = map[int32]string{
+		0: "PARTITION_TRANSFORM_UNSPECIFIED",
+		1: "PARTITION_TRANSFORM_IDENTITY",
+		2: "PARTITION_TRANSFORM_YEAR",
+		3: "PARTITION_TRANSFORM_MONTH",
+		4: "PARTITION_TRANSFORM_DAY",
+		5: "PARTITION_TRANSFORM_HOUR",
+		6: "PARTITION_TRANSFORM_BUCKET",
+	}
+	PartitionTransform_value = map[string]int32{
+		"PARTITION_TRANSFORM_UNSPECIFIED": 0,
+		"PARTITION_TRANSFORM_IDENTITY":    1,
+		"PARTITION_TRANSFORM_YEAR":        2,
+		"PARTITION_TRANSFORM_MONTH":       3,
+		"PARTITION_TRANSFORM_DAY":         4,
+		"PARTITION_TRANSFORM_HOUR":        5,
+		"PARTITION_TRANSFORM_BUCKET":      6,
+	}
+)
+
+func (x PartitionTransform) Enum() *PartitionTransform {
+	p := new(PartitionTransform)
+	*p = x
+	return p
+}
+
+func (x PartitionTransform) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PartitionTransform) Descriptor() protoreflect.EnumDescriptor {
+	return file_sluice_destination_v1_destination_proto_enumTypes[6].Descriptor()
+}
+
+func (PartitionTransform) Type() protoreflect.EnumType {
+	return &file_sluice_destination_v1_destination_proto_enumTypes[6]
+}
+
+func (x PartitionTransform) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PartitionTransform.Descriptor instead.
+func (PartitionTransform) EnumDescriptor() ([]byte, []int) {
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+}
+
 // EncryptionKind is a kind of S3 server-side encryption.
 type EncryptionKind int32
 
@@ -420,11 +492,11 @@ func (x EncryptionKind) String() string {
 }
 
 func (EncryptionKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[6].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[7].Descriptor()
 }
 
 func (EncryptionKind) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[6]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[7]
 }
 
 func (x EncryptionKind) Number() protoreflect.EnumNumber {
@@ -433,7 +505,7 @@ func (x EncryptionKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EncryptionKind.Descriptor instead.
 func (EncryptionKind) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{6}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{7}
 }
 
 // StorageClass is an S3 storage class.
@@ -493,11 +565,11 @@ func (x StorageClass) String() string {
 }
 
 func (StorageClass) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[7].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[8].Descriptor()
 }
 
 func (StorageClass) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[7]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[8]
 }
 
 func (x StorageClass) Number() protoreflect.EnumNumber {
@@ -506,7 +578,7 @@ func (x StorageClass) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use StorageClass.Descriptor instead.
 func (StorageClass) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{7}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{8}
 }
 
 // CannedAcl is an S3 canned ACL.
@@ -550,11 +622,11 @@ func (x CannedAcl) String() string {
 }
 
 func (CannedAcl) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[8].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[9].Descriptor()
 }
 
 func (CannedAcl) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[8]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[9]
 }
 
 func (x CannedAcl) Number() protoreflect.EnumNumber {
@@ -563,7 +635,7 @@ func (x CannedAcl) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use CannedAcl.Descriptor instead.
 func (CannedAcl) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{9}
 }
 
 // ObjectKind says what a delivered object holds.
@@ -607,11 +679,11 @@ func (x ObjectKind) String() string {
 }
 
 func (ObjectKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_sluice_destination_v1_destination_proto_enumTypes[9].Descriptor()
+	return file_sluice_destination_v1_destination_proto_enumTypes[10].Descriptor()
 }
 
 func (ObjectKind) Type() protoreflect.EnumType {
-	return &file_sluice_destination_v1_destination_proto_enumTypes[9]
+	return &file_sluice_destination_v1_destination_proto_enumTypes[10]
 }
 
 func (x ObjectKind) Number() protoreflect.EnumNumber {
@@ -620,7 +692,7 @@ func (x ObjectKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ObjectKind.Descriptor instead.
 func (ObjectKind) EnumDescriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{10}
 }
 
 // A destination: a credential plus how files land in the bucket.
@@ -683,6 +755,9 @@ type Destination struct {
 	PromotedFrom string `protobuf:"bytes,21,opt,name=promoted_from,json=promotedFrom,proto3" json:"promoted_from,omitempty"`
 	// When a delivery to this destination last succeeded. Output only.
 	LastSuccessfulDeliveryTime *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=last_successful_delivery_time,json=lastSuccessfulDeliveryTime,proto3" json:"last_successful_delivery_time,omitempty"`
+	// Writes the files into Hive-style folders by the values of columns
+	// (`{prefix}{column}={value}/.../{file name}`); unpartitioned when unset.
+	PartitionBy *Partitioning `protobuf:"bytes,23,opt,name=partition_by,json=partitionBy,proto3" json:"partition_by,omitempty"`
 	// Checksum of the stored resource, for optimistic concurrency. Output only.
 	Etag string `protobuf:"bytes,30,opt,name=etag,proto3" json:"etag,omitempty"`
 	// When the destination was created. Output only.
@@ -873,6 +948,13 @@ func (x *Destination) GetPromotedFrom() string {
 func (x *Destination) GetLastSuccessfulDeliveryTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.LastSuccessfulDeliveryTime
+	}
+	return nil
+}
+
+func (x *Destination) GetPartitionBy() *Partitioning {
+	if x != nil {
+		return x.PartitionBy
 	}
 	return nil
 }
@@ -1383,6 +1465,170 @@ func (x *Split) GetMaxBytes() int64 {
 	return 0
 }
 
+// Partitioning writes each row into the folder of its partition values,
+// as Hive, Spark, Trino and DuckDB read them (`hive_partitioning`). Values
+// are escaped as Hive escapes them (`/`, `=`, `%`, `#`, control characters
+// and the other characters Hive escapes are percent-encoded); a null is
+// `__HIVE_DEFAULT_PARTITION__`. Each partition gets its own numbered
+// files, split by rows or bytes like any output, so the filename template
+// must use `{{file_number}}`. The columns are checked against the data when
+// a delivery starts: an unknown column, a nested or floating-point column,
+// or a time transform of a column that is not a date or timestamp is
+// refused with InvalidArgument naming the column.
+type Partitioning struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required: 1 to 8 fields, the outermost folder first.
+	Fields []*PartitionField `protobuf:"bytes,1,rep,name=fields,proto3" json:"fields,omitempty"`
+	// Whether the partition columns are also written inside the files. False
+	// (the default), as Hive and DuckDB write them: readers take the values
+	// from the folder names.
+	KeepColumns bool `protobuf:"varint,2,opt,name=keep_columns,json=keepColumns,proto3" json:"keep_columns,omitempty"`
+	// The IANA time zone (`Europe/Paris`) in which the year, month, day and
+	// hour transforms read timestamps; UTC when empty. Dates have no zone.
+	TimeZone string `protobuf:"bytes,3,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	// The most partition files open at once, 1 to 1024; 0 sizes it to the
+	// service's part-buffer pool. When a partition needs a file and this many
+	// are open, the least recently written one is finished and uploaded; a
+	// later row of its partition starts that partition's next file.
+	MaxOpenFiles  int32 `protobuf:"varint,4,opt,name=max_open_files,json=maxOpenFiles,proto3" json:"max_open_files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Partitioning) Reset() {
+	*x = Partitioning{}
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Partitioning) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Partitioning) ProtoMessage() {}
+
+func (x *Partitioning) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Partitioning.ProtoReflect.Descriptor instead.
+func (*Partitioning) Descriptor() ([]byte, []int) {
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Partitioning) GetFields() []*PartitionField {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
+}
+
+func (x *Partitioning) GetKeepColumns() bool {
+	if x != nil {
+		return x.KeepColumns
+	}
+	return false
+}
+
+func (x *Partitioning) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *Partitioning) GetMaxOpenFiles() int32 {
+	if x != nil {
+		return x.MaxOpenFiles
+	}
+	return 0
+}
+
+// PartitionField is one level of partition folders.
+type PartitionField struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. A top-level column of the delivered data.
+	Column string `protobuf:"bytes,1,opt,name=column,proto3" json:"column,omitempty"`
+	// How the folder's value is made from the column's; the value itself
+	// when unspecified.
+	Transform PartitionTransform `protobuf:"varint,2,opt,name=transform,proto3,enum=sluice.destination.v1.PartitionTransform" json:"transform,omitempty"`
+	// For PARTITION_TRANSFORM_BUCKET: the number of buckets, 2 to 100,000.
+	Buckets int32 `protobuf:"varint,3,opt,name=buckets,proto3" json:"buckets,omitempty"`
+	// The folder's name before `=`; the column's name for the identity
+	// transform, `{column}_{transform}` otherwise (`created_at_day`), when
+	// empty. Letters, digits and `_-.`, at most 128 characters.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionField) Reset() {
+	*x = PartitionField{}
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionField) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionField) ProtoMessage() {}
+
+func (x *PartitionField) ProtoReflect() protoreflect.Message {
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionField.ProtoReflect.Descriptor instead.
+func (*PartitionField) Descriptor() ([]byte, []int) {
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PartitionField) GetColumn() string {
+	if x != nil {
+		return x.Column
+	}
+	return ""
+}
+
+func (x *PartitionField) GetTransform() PartitionTransform {
+	if x != nil {
+		return x.Transform
+	}
+	return PartitionTransform_PARTITION_TRANSFORM_UNSPECIFIED
+}
+
+func (x *PartitionField) GetBuckets() int32 {
+	if x != nil {
+		return x.Buckets
+	}
+	return 0
+}
+
+func (x *PartitionField) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 // RowNumber adds a 1-based row number column.
 type RowNumber struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1396,7 +1642,7 @@ type RowNumber struct {
 
 func (x *RowNumber) Reset() {
 	*x = RowNumber{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[8]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1654,7 @@ func (x *RowNumber) String() string {
 func (*RowNumber) ProtoMessage() {}
 
 func (x *RowNumber) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[8]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1667,7 @@ func (x *RowNumber) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowNumber.ProtoReflect.Descriptor instead.
 func (*RowNumber) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{8}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RowNumber) GetEnabled() bool {
@@ -1451,7 +1697,7 @@ type Encryption struct {
 
 func (x *Encryption) Reset() {
 	*x = Encryption{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[9]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1709,7 @@ func (x *Encryption) String() string {
 func (*Encryption) ProtoMessage() {}
 
 func (x *Encryption) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[9]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1722,7 @@ func (x *Encryption) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Encryption.ProtoReflect.Descriptor instead.
 func (*Encryption) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{9}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Encryption) GetKind() EncryptionKind {
@@ -1508,7 +1754,7 @@ type Access struct {
 
 func (x *Access) Reset() {
 	*x = Access{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[10]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1766,7 @@ func (x *Access) String() string {
 func (*Access) ProtoMessage() {}
 
 func (x *Access) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[10]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1779,7 @@ func (x *Access) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Access.ProtoReflect.Descriptor instead.
 func (*Access) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{10}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Access) GetAdminOnly() bool {
@@ -1566,7 +1812,7 @@ type CreateDestinationRequest struct {
 
 func (x *CreateDestinationRequest) Reset() {
 	*x = CreateDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[11]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1824,7 @@ func (x *CreateDestinationRequest) String() string {
 func (*CreateDestinationRequest) ProtoMessage() {}
 
 func (x *CreateDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[11]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1837,7 @@ func (x *CreateDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateDestinationRequest.ProtoReflect.Descriptor instead.
 func (*CreateDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{11}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateDestinationRequest) GetParent() string {
@@ -1626,7 +1872,7 @@ type GetDestinationRequest struct {
 
 func (x *GetDestinationRequest) Reset() {
 	*x = GetDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[12]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1884,7 @@ func (x *GetDestinationRequest) String() string {
 func (*GetDestinationRequest) ProtoMessage() {}
 
 func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[12]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1897,7 @@ func (x *GetDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDestinationRequest.ProtoReflect.Descriptor instead.
 func (*GetDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{12}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetDestinationRequest) GetName() string {
@@ -1678,7 +1924,7 @@ type ListDestinationsRequest struct {
 
 func (x *ListDestinationsRequest) Reset() {
 	*x = ListDestinationsRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[13]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1936,7 @@ func (x *ListDestinationsRequest) String() string {
 func (*ListDestinationsRequest) ProtoMessage() {}
 
 func (x *ListDestinationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[13]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1949,7 @@ func (x *ListDestinationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDestinationsRequest.ProtoReflect.Descriptor instead.
 func (*ListDestinationsRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{13}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListDestinationsRequest) GetParent() string {
@@ -1747,7 +1993,7 @@ type ListDestinationsResponse struct {
 
 func (x *ListDestinationsResponse) Reset() {
 	*x = ListDestinationsResponse{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[14]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1759,7 +2005,7 @@ func (x *ListDestinationsResponse) String() string {
 func (*ListDestinationsResponse) ProtoMessage() {}
 
 func (x *ListDestinationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[14]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1772,7 +2018,7 @@ func (x *ListDestinationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDestinationsResponse.ProtoReflect.Descriptor instead.
 func (*ListDestinationsResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{14}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListDestinationsResponse) GetDestinations() []*Destination {
@@ -1804,7 +2050,7 @@ type UpdateDestinationRequest struct {
 
 func (x *UpdateDestinationRequest) Reset() {
 	*x = UpdateDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[15]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +2062,7 @@ func (x *UpdateDestinationRequest) String() string {
 func (*UpdateDestinationRequest) ProtoMessage() {}
 
 func (x *UpdateDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[15]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +2075,7 @@ func (x *UpdateDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateDestinationRequest.ProtoReflect.Descriptor instead.
 func (*UpdateDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{15}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateDestinationRequest) GetDestination() *Destination {
@@ -1866,7 +2112,7 @@ type DeleteDestinationRequest struct {
 
 func (x *DeleteDestinationRequest) Reset() {
 	*x = DeleteDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[16]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +2124,7 @@ func (x *DeleteDestinationRequest) String() string {
 func (*DeleteDestinationRequest) ProtoMessage() {}
 
 func (x *DeleteDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[16]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +2137,7 @@ func (x *DeleteDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteDestinationRequest.ProtoReflect.Descriptor instead.
 func (*DeleteDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{16}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteDestinationRequest) GetName() string {
@@ -1919,7 +2165,7 @@ type TestDestinationRequest struct {
 
 func (x *TestDestinationRequest) Reset() {
 	*x = TestDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[17]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2177,7 @@ func (x *TestDestinationRequest) String() string {
 func (*TestDestinationRequest) ProtoMessage() {}
 
 func (x *TestDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[17]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2190,7 @@ func (x *TestDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestDestinationRequest.ProtoReflect.Descriptor instead.
 func (*TestDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{17}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TestDestinationRequest) GetName() string {
@@ -1977,7 +2223,7 @@ type PreviewDestinationRequest struct {
 
 func (x *PreviewDestinationRequest) Reset() {
 	*x = PreviewDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[18]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1989,7 +2235,7 @@ func (x *PreviewDestinationRequest) String() string {
 func (*PreviewDestinationRequest) ProtoMessage() {}
 
 func (x *PreviewDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[18]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2002,7 +2248,7 @@ func (x *PreviewDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewDestinationRequest.ProtoReflect.Descriptor instead.
 func (*PreviewDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{18}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PreviewDestinationRequest) GetTarget() isPreviewDestinationRequest_Target {
@@ -2084,7 +2330,7 @@ type PreviewDestinationResponse struct {
 
 func (x *PreviewDestinationResponse) Reset() {
 	*x = PreviewDestinationResponse{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[19]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2342,7 @@ func (x *PreviewDestinationResponse) String() string {
 func (*PreviewDestinationResponse) ProtoMessage() {}
 
 func (x *PreviewDestinationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[19]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2355,7 @@ func (x *PreviewDestinationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewDestinationResponse.ProtoReflect.Descriptor instead.
 func (*PreviewDestinationResponse) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{19}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PreviewDestinationResponse) GetBucket() string {
@@ -2139,7 +2385,7 @@ type PreviewObject struct {
 
 func (x *PreviewObject) Reset() {
 	*x = PreviewObject{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[20]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2151,7 +2397,7 @@ func (x *PreviewObject) String() string {
 func (*PreviewObject) ProtoMessage() {}
 
 func (x *PreviewObject) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[20]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2164,7 +2410,7 @@ func (x *PreviewObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PreviewObject.ProtoReflect.Descriptor instead.
 func (*PreviewObject) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{20}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PreviewObject) GetKey() string {
@@ -2196,7 +2442,7 @@ type PromoteDestinationRequest struct {
 
 func (x *PromoteDestinationRequest) Reset() {
 	*x = PromoteDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[21]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2454,7 @@ func (x *PromoteDestinationRequest) String() string {
 func (*PromoteDestinationRequest) ProtoMessage() {}
 
 func (x *PromoteDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[21]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2467,7 @@ func (x *PromoteDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PromoteDestinationRequest.ProtoReflect.Descriptor instead.
 func (*PromoteDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{21}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PromoteDestinationRequest) GetName() string {
@@ -2260,7 +2506,7 @@ type RecordDeliveryRequest struct {
 
 func (x *RecordDeliveryRequest) Reset() {
 	*x = RecordDeliveryRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2272,7 +2518,7 @@ func (x *RecordDeliveryRequest) String() string {
 func (*RecordDeliveryRequest) ProtoMessage() {}
 
 func (x *RecordDeliveryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[22]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2285,7 +2531,7 @@ func (x *RecordDeliveryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeliveryRequest.ProtoReflect.Descriptor instead.
 func (*RecordDeliveryRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{22}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordDeliveryRequest) GetName() string {
@@ -2320,7 +2566,7 @@ type ResolveDestinationRequest struct {
 
 func (x *ResolveDestinationRequest) Reset() {
 	*x = ResolveDestinationRequest{}
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[23]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2578,7 @@ func (x *ResolveDestinationRequest) String() string {
 func (*ResolveDestinationRequest) ProtoMessage() {}
 
 func (x *ResolveDestinationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_sluice_destination_v1_destination_proto_msgTypes[23]
+	mi := &file_sluice_destination_v1_destination_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2591,7 @@ func (x *ResolveDestinationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveDestinationRequest.ProtoReflect.Descriptor instead.
 func (*ResolveDestinationRequest) Descriptor() ([]byte, []int) {
-	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{23}
+	return file_sluice_destination_v1_destination_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResolveDestinationRequest) GetName() string {
@@ -2359,7 +2605,7 @@ var File_sluice_destination_v1_destination_proto protoreflect.FileDescriptor
 
 const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\n" +
-	"'sluice/destination/v1/destination.proto\x12\x15sluice.destination.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&sluice/credential/v1/test_result.proto\"\x95\n" +
+	"'sluice/destination/v1/destination.proto\x12\x15sluice.destination.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a&sluice/credential/v1/test_result.proto\"\xdd\n" +
 	"\n" +
 	"\vDestination\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
@@ -2390,7 +2636,8 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\x15expected_bucket_owner\x18\x13 \x01(\tR\x13expectedBucketOwner\x125\n" +
 	"\x06access\x18\x14 \x01(\v2\x1d.sluice.destination.v1.AccessR\x06access\x12#\n" +
 	"\rpromoted_from\x18\x15 \x01(\tR\fpromotedFrom\x12]\n" +
-	"\x1dlast_successful_delivery_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x1alastSuccessfulDeliveryTime\x12\x12\n" +
+	"\x1dlast_successful_delivery_time\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\x1alastSuccessfulDeliveryTime\x12F\n" +
+	"\fpartition_by\x18\x17 \x01(\v2#.sluice.destination.v1.PartitioningR\vpartitionBy\x12\x12\n" +
 	"\x04etag\x18\x1e \x01(\tR\x04etag\x12;\n" +
 	"\vcreate_time\x18\x1f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
@@ -2435,7 +2682,17 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\tuse_zip64\x18\x02 \x01(\bR\buseZip64\"?\n" +
 	"\x05Split\x12\x19\n" +
 	"\bmax_rows\x18\x01 \x01(\x03R\amaxRows\x12\x1b\n" +
-	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"F\n" +
+	"\tmax_bytes\x18\x02 \x01(\x03R\bmaxBytes\"\xb3\x01\n" +
+	"\fPartitioning\x12=\n" +
+	"\x06fields\x18\x01 \x03(\v2%.sluice.destination.v1.PartitionFieldR\x06fields\x12!\n" +
+	"\fkeep_columns\x18\x02 \x01(\bR\vkeepColumns\x12\x1b\n" +
+	"\ttime_zone\x18\x03 \x01(\tR\btimeZone\x12$\n" +
+	"\x0emax_open_files\x18\x04 \x01(\x05R\fmaxOpenFiles\"\x9f\x01\n" +
+	"\x0ePartitionField\x12\x16\n" +
+	"\x06column\x18\x01 \x01(\tR\x06column\x12G\n" +
+	"\ttransform\x18\x02 \x01(\x0e2).sluice.destination.v1.PartitionTransformR\ttransform\x12\x18\n" +
+	"\abuckets\x18\x03 \x01(\x05R\abuckets\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"F\n" +
 	"\tRowNumber\x12\x18\n" +
 	"\aenabled\x18\x01 \x01(\bR\aenabled\x12\x1f\n" +
 	"\vcolumn_name\x18\x02 \x01(\tR\n" +
@@ -2532,7 +2789,15 @@ const file_sluice_destination_v1_destination_proto_rawDesc = "" +
 	"\x15COMPRESSION_KIND_GZIP\x10\x02\x12\x18\n" +
 	"\x14COMPRESSION_KIND_ZIP\x10\x03\x12\x18\n" +
 	"\x14COMPRESSION_KIND_TAR\x10\x04\x12\x18\n" +
-	"\x14COMPRESSION_KIND_TGZ\x10\x05*j\n" +
+	"\x14COMPRESSION_KIND_TGZ\x10\x05*\xf3\x01\n" +
+	"\x12PartitionTransform\x12#\n" +
+	"\x1fPARTITION_TRANSFORM_UNSPECIFIED\x10\x00\x12 \n" +
+	"\x1cPARTITION_TRANSFORM_IDENTITY\x10\x01\x12\x1c\n" +
+	"\x18PARTITION_TRANSFORM_YEAR\x10\x02\x12\x1d\n" +
+	"\x19PARTITION_TRANSFORM_MONTH\x10\x03\x12\x1b\n" +
+	"\x17PARTITION_TRANSFORM_DAY\x10\x04\x12\x1c\n" +
+	"\x18PARTITION_TRANSFORM_HOUR\x10\x05\x12\x1e\n" +
+	"\x1aPARTITION_TRANSFORM_BUCKET\x10\x06*j\n" +
 	"\x0eEncryptionKind\x12\x1f\n" +
 	"\x1bENCRYPTION_KIND_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ENCRYPTION_KIND_SSE_S3\x10\x01\x12\x1b\n" +
@@ -2582,8 +2847,8 @@ func file_sluice_destination_v1_destination_proto_rawDescGZIP() []byte {
 	return file_sluice_destination_v1_destination_proto_rawDescData
 }
 
-var file_sluice_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 10)
-var file_sluice_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_sluice_destination_v1_destination_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_sluice_destination_v1_destination_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_sluice_destination_v1_destination_proto_goTypes = []any{
 	(ParquetDataPageVersion)(0),        // 0: sluice.destination.v1.ParquetDataPageVersion
 	(ParquetDictionary)(0),             // 1: sluice.destination.v1.ParquetDictionary
@@ -2591,98 +2856,104 @@ var file_sluice_destination_v1_destination_proto_goTypes = []any{
 	(QuoteMode)(0),                     // 3: sluice.destination.v1.QuoteMode
 	(LineEnding)(0),                    // 4: sluice.destination.v1.LineEnding
 	(CompressionKind)(0),               // 5: sluice.destination.v1.CompressionKind
-	(EncryptionKind)(0),                // 6: sluice.destination.v1.EncryptionKind
-	(StorageClass)(0),                  // 7: sluice.destination.v1.StorageClass
-	(CannedAcl)(0),                     // 8: sluice.destination.v1.CannedAcl
-	(ObjectKind)(0),                    // 9: sluice.destination.v1.ObjectKind
-	(*Destination)(nil),                // 10: sluice.destination.v1.Destination
-	(*FileFormat)(nil),                 // 11: sluice.destination.v1.FileFormat
-	(*ParquetFormat)(nil),              // 12: sluice.destination.v1.ParquetFormat
-	(*DelimitedFormat)(nil),            // 13: sluice.destination.v1.DelimitedFormat
-	(*JsonFormat)(nil),                 // 14: sluice.destination.v1.JsonFormat
-	(*NdjsonFormat)(nil),               // 15: sluice.destination.v1.NdjsonFormat
-	(*Compression)(nil),                // 16: sluice.destination.v1.Compression
-	(*Split)(nil),                      // 17: sluice.destination.v1.Split
-	(*RowNumber)(nil),                  // 18: sluice.destination.v1.RowNumber
-	(*Encryption)(nil),                 // 19: sluice.destination.v1.Encryption
-	(*Access)(nil),                     // 20: sluice.destination.v1.Access
-	(*CreateDestinationRequest)(nil),   // 21: sluice.destination.v1.CreateDestinationRequest
-	(*GetDestinationRequest)(nil),      // 22: sluice.destination.v1.GetDestinationRequest
-	(*ListDestinationsRequest)(nil),    // 23: sluice.destination.v1.ListDestinationsRequest
-	(*ListDestinationsResponse)(nil),   // 24: sluice.destination.v1.ListDestinationsResponse
-	(*UpdateDestinationRequest)(nil),   // 25: sluice.destination.v1.UpdateDestinationRequest
-	(*DeleteDestinationRequest)(nil),   // 26: sluice.destination.v1.DeleteDestinationRequest
-	(*TestDestinationRequest)(nil),     // 27: sluice.destination.v1.TestDestinationRequest
-	(*PreviewDestinationRequest)(nil),  // 28: sluice.destination.v1.PreviewDestinationRequest
-	(*PreviewDestinationResponse)(nil), // 29: sluice.destination.v1.PreviewDestinationResponse
-	(*PreviewObject)(nil),              // 30: sluice.destination.v1.PreviewObject
-	(*PromoteDestinationRequest)(nil),  // 31: sluice.destination.v1.PromoteDestinationRequest
-	(*RecordDeliveryRequest)(nil),      // 32: sluice.destination.v1.RecordDeliveryRequest
-	(*ResolveDestinationRequest)(nil),  // 33: sluice.destination.v1.ResolveDestinationRequest
-	nil,                                // 34: sluice.destination.v1.Destination.TagsEntry
-	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),      // 36: google.protobuf.FieldMask
-	(*emptypb.Empty)(nil),              // 37: google.protobuf.Empty
-	(*v1.TestResult)(nil),              // 38: sluice.credential.v1.TestResult
+	(PartitionTransform)(0),            // 6: sluice.destination.v1.PartitionTransform
+	(EncryptionKind)(0),                // 7: sluice.destination.v1.EncryptionKind
+	(StorageClass)(0),                  // 8: sluice.destination.v1.StorageClass
+	(CannedAcl)(0),                     // 9: sluice.destination.v1.CannedAcl
+	(ObjectKind)(0),                    // 10: sluice.destination.v1.ObjectKind
+	(*Destination)(nil),                // 11: sluice.destination.v1.Destination
+	(*FileFormat)(nil),                 // 12: sluice.destination.v1.FileFormat
+	(*ParquetFormat)(nil),              // 13: sluice.destination.v1.ParquetFormat
+	(*DelimitedFormat)(nil),            // 14: sluice.destination.v1.DelimitedFormat
+	(*JsonFormat)(nil),                 // 15: sluice.destination.v1.JsonFormat
+	(*NdjsonFormat)(nil),               // 16: sluice.destination.v1.NdjsonFormat
+	(*Compression)(nil),                // 17: sluice.destination.v1.Compression
+	(*Split)(nil),                      // 18: sluice.destination.v1.Split
+	(*Partitioning)(nil),               // 19: sluice.destination.v1.Partitioning
+	(*PartitionField)(nil),             // 20: sluice.destination.v1.PartitionField
+	(*RowNumber)(nil),                  // 21: sluice.destination.v1.RowNumber
+	(*Encryption)(nil),                 // 22: sluice.destination.v1.Encryption
+	(*Access)(nil),                     // 23: sluice.destination.v1.Access
+	(*CreateDestinationRequest)(nil),   // 24: sluice.destination.v1.CreateDestinationRequest
+	(*GetDestinationRequest)(nil),      // 25: sluice.destination.v1.GetDestinationRequest
+	(*ListDestinationsRequest)(nil),    // 26: sluice.destination.v1.ListDestinationsRequest
+	(*ListDestinationsResponse)(nil),   // 27: sluice.destination.v1.ListDestinationsResponse
+	(*UpdateDestinationRequest)(nil),   // 28: sluice.destination.v1.UpdateDestinationRequest
+	(*DeleteDestinationRequest)(nil),   // 29: sluice.destination.v1.DeleteDestinationRequest
+	(*TestDestinationRequest)(nil),     // 30: sluice.destination.v1.TestDestinationRequest
+	(*PreviewDestinationRequest)(nil),  // 31: sluice.destination.v1.PreviewDestinationRequest
+	(*PreviewDestinationResponse)(nil), // 32: sluice.destination.v1.PreviewDestinationResponse
+	(*PreviewObject)(nil),              // 33: sluice.destination.v1.PreviewObject
+	(*PromoteDestinationRequest)(nil),  // 34: sluice.destination.v1.PromoteDestinationRequest
+	(*RecordDeliveryRequest)(nil),      // 35: sluice.destination.v1.RecordDeliveryRequest
+	(*ResolveDestinationRequest)(nil),  // 36: sluice.destination.v1.ResolveDestinationRequest
+	nil,                                // 37: sluice.destination.v1.Destination.TagsEntry
+	(*timestamppb.Timestamp)(nil),      // 38: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),      // 39: google.protobuf.FieldMask
+	(*emptypb.Empty)(nil),              // 40: google.protobuf.Empty
+	(*v1.TestResult)(nil),              // 41: sluice.credential.v1.TestResult
 }
 var file_sluice_destination_v1_destination_proto_depIdxs = []int32{
-	11, // 0: sluice.destination.v1.Destination.format:type_name -> sluice.destination.v1.FileFormat
-	16, // 1: sluice.destination.v1.Destination.compression:type_name -> sluice.destination.v1.Compression
-	17, // 2: sluice.destination.v1.Destination.split:type_name -> sluice.destination.v1.Split
-	18, // 3: sluice.destination.v1.Destination.row_number:type_name -> sluice.destination.v1.RowNumber
-	19, // 4: sluice.destination.v1.Destination.encryption:type_name -> sluice.destination.v1.Encryption
-	7,  // 5: sluice.destination.v1.Destination.storage_class:type_name -> sluice.destination.v1.StorageClass
-	8,  // 6: sluice.destination.v1.Destination.canned_acl:type_name -> sluice.destination.v1.CannedAcl
-	34, // 7: sluice.destination.v1.Destination.tags:type_name -> sluice.destination.v1.Destination.TagsEntry
-	20, // 8: sluice.destination.v1.Destination.access:type_name -> sluice.destination.v1.Access
-	35, // 9: sluice.destination.v1.Destination.last_successful_delivery_time:type_name -> google.protobuf.Timestamp
-	35, // 10: sluice.destination.v1.Destination.create_time:type_name -> google.protobuf.Timestamp
-	35, // 11: sluice.destination.v1.Destination.update_time:type_name -> google.protobuf.Timestamp
-	12, // 12: sluice.destination.v1.FileFormat.parquet:type_name -> sluice.destination.v1.ParquetFormat
-	13, // 13: sluice.destination.v1.FileFormat.delimited:type_name -> sluice.destination.v1.DelimitedFormat
-	14, // 14: sluice.destination.v1.FileFormat.json:type_name -> sluice.destination.v1.JsonFormat
-	15, // 15: sluice.destination.v1.FileFormat.ndjson:type_name -> sluice.destination.v1.NdjsonFormat
-	2,  // 16: sluice.destination.v1.ParquetFormat.codec:type_name -> sluice.destination.v1.ParquetCodec
-	0,  // 17: sluice.destination.v1.ParquetFormat.data_page_version:type_name -> sluice.destination.v1.ParquetDataPageVersion
-	1,  // 18: sluice.destination.v1.ParquetFormat.dictionary:type_name -> sluice.destination.v1.ParquetDictionary
-	3,  // 19: sluice.destination.v1.DelimitedFormat.quote_mode:type_name -> sluice.destination.v1.QuoteMode
-	4,  // 20: sluice.destination.v1.DelimitedFormat.line_ending:type_name -> sluice.destination.v1.LineEnding
-	5,  // 21: sluice.destination.v1.Compression.kind:type_name -> sluice.destination.v1.CompressionKind
-	6,  // 22: sluice.destination.v1.Encryption.kind:type_name -> sluice.destination.v1.EncryptionKind
-	10, // 23: sluice.destination.v1.CreateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	10, // 24: sluice.destination.v1.ListDestinationsResponse.destinations:type_name -> sluice.destination.v1.Destination
-	10, // 25: sluice.destination.v1.UpdateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	36, // 26: sluice.destination.v1.UpdateDestinationRequest.update_mask:type_name -> google.protobuf.FieldMask
-	10, // 27: sluice.destination.v1.PreviewDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
-	35, // 28: sluice.destination.v1.PreviewDestinationRequest.time:type_name -> google.protobuf.Timestamp
-	30, // 29: sluice.destination.v1.PreviewDestinationResponse.objects:type_name -> sluice.destination.v1.PreviewObject
-	9,  // 30: sluice.destination.v1.PreviewObject.kind:type_name -> sluice.destination.v1.ObjectKind
-	35, // 31: sluice.destination.v1.RecordDeliveryRequest.delivery_time:type_name -> google.protobuf.Timestamp
-	21, // 32: sluice.destination.v1.DestinationService.CreateDestination:input_type -> sluice.destination.v1.CreateDestinationRequest
-	22, // 33: sluice.destination.v1.DestinationService.GetDestination:input_type -> sluice.destination.v1.GetDestinationRequest
-	23, // 34: sluice.destination.v1.DestinationService.ListDestinations:input_type -> sluice.destination.v1.ListDestinationsRequest
-	25, // 35: sluice.destination.v1.DestinationService.UpdateDestination:input_type -> sluice.destination.v1.UpdateDestinationRequest
-	26, // 36: sluice.destination.v1.DestinationService.DeleteDestination:input_type -> sluice.destination.v1.DeleteDestinationRequest
-	27, // 37: sluice.destination.v1.DestinationService.TestDestination:input_type -> sluice.destination.v1.TestDestinationRequest
-	28, // 38: sluice.destination.v1.DestinationService.PreviewDestination:input_type -> sluice.destination.v1.PreviewDestinationRequest
-	31, // 39: sluice.destination.v1.DestinationService.PromoteDestination:input_type -> sluice.destination.v1.PromoteDestinationRequest
-	33, // 40: sluice.destination.v1.DestinationService.ResolveDestination:input_type -> sluice.destination.v1.ResolveDestinationRequest
-	32, // 41: sluice.destination.v1.DestinationService.RecordDelivery:input_type -> sluice.destination.v1.RecordDeliveryRequest
-	10, // 42: sluice.destination.v1.DestinationService.CreateDestination:output_type -> sluice.destination.v1.Destination
-	10, // 43: sluice.destination.v1.DestinationService.GetDestination:output_type -> sluice.destination.v1.Destination
-	24, // 44: sluice.destination.v1.DestinationService.ListDestinations:output_type -> sluice.destination.v1.ListDestinationsResponse
-	10, // 45: sluice.destination.v1.DestinationService.UpdateDestination:output_type -> sluice.destination.v1.Destination
-	37, // 46: sluice.destination.v1.DestinationService.DeleteDestination:output_type -> google.protobuf.Empty
-	38, // 47: sluice.destination.v1.DestinationService.TestDestination:output_type -> sluice.credential.v1.TestResult
-	29, // 48: sluice.destination.v1.DestinationService.PreviewDestination:output_type -> sluice.destination.v1.PreviewDestinationResponse
-	10, // 49: sluice.destination.v1.DestinationService.PromoteDestination:output_type -> sluice.destination.v1.Destination
-	10, // 50: sluice.destination.v1.DestinationService.ResolveDestination:output_type -> sluice.destination.v1.Destination
-	10, // 51: sluice.destination.v1.DestinationService.RecordDelivery:output_type -> sluice.destination.v1.Destination
-	42, // [42:52] is the sub-list for method output_type
-	32, // [32:42] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	12, // 0: sluice.destination.v1.Destination.format:type_name -> sluice.destination.v1.FileFormat
+	17, // 1: sluice.destination.v1.Destination.compression:type_name -> sluice.destination.v1.Compression
+	18, // 2: sluice.destination.v1.Destination.split:type_name -> sluice.destination.v1.Split
+	21, // 3: sluice.destination.v1.Destination.row_number:type_name -> sluice.destination.v1.RowNumber
+	22, // 4: sluice.destination.v1.Destination.encryption:type_name -> sluice.destination.v1.Encryption
+	8,  // 5: sluice.destination.v1.Destination.storage_class:type_name -> sluice.destination.v1.StorageClass
+	9,  // 6: sluice.destination.v1.Destination.canned_acl:type_name -> sluice.destination.v1.CannedAcl
+	37, // 7: sluice.destination.v1.Destination.tags:type_name -> sluice.destination.v1.Destination.TagsEntry
+	23, // 8: sluice.destination.v1.Destination.access:type_name -> sluice.destination.v1.Access
+	38, // 9: sluice.destination.v1.Destination.last_successful_delivery_time:type_name -> google.protobuf.Timestamp
+	19, // 10: sluice.destination.v1.Destination.partition_by:type_name -> sluice.destination.v1.Partitioning
+	38, // 11: sluice.destination.v1.Destination.create_time:type_name -> google.protobuf.Timestamp
+	38, // 12: sluice.destination.v1.Destination.update_time:type_name -> google.protobuf.Timestamp
+	13, // 13: sluice.destination.v1.FileFormat.parquet:type_name -> sluice.destination.v1.ParquetFormat
+	14, // 14: sluice.destination.v1.FileFormat.delimited:type_name -> sluice.destination.v1.DelimitedFormat
+	15, // 15: sluice.destination.v1.FileFormat.json:type_name -> sluice.destination.v1.JsonFormat
+	16, // 16: sluice.destination.v1.FileFormat.ndjson:type_name -> sluice.destination.v1.NdjsonFormat
+	2,  // 17: sluice.destination.v1.ParquetFormat.codec:type_name -> sluice.destination.v1.ParquetCodec
+	0,  // 18: sluice.destination.v1.ParquetFormat.data_page_version:type_name -> sluice.destination.v1.ParquetDataPageVersion
+	1,  // 19: sluice.destination.v1.ParquetFormat.dictionary:type_name -> sluice.destination.v1.ParquetDictionary
+	3,  // 20: sluice.destination.v1.DelimitedFormat.quote_mode:type_name -> sluice.destination.v1.QuoteMode
+	4,  // 21: sluice.destination.v1.DelimitedFormat.line_ending:type_name -> sluice.destination.v1.LineEnding
+	5,  // 22: sluice.destination.v1.Compression.kind:type_name -> sluice.destination.v1.CompressionKind
+	20, // 23: sluice.destination.v1.Partitioning.fields:type_name -> sluice.destination.v1.PartitionField
+	6,  // 24: sluice.destination.v1.PartitionField.transform:type_name -> sluice.destination.v1.PartitionTransform
+	7,  // 25: sluice.destination.v1.Encryption.kind:type_name -> sluice.destination.v1.EncryptionKind
+	11, // 26: sluice.destination.v1.CreateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
+	11, // 27: sluice.destination.v1.ListDestinationsResponse.destinations:type_name -> sluice.destination.v1.Destination
+	11, // 28: sluice.destination.v1.UpdateDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
+	39, // 29: sluice.destination.v1.UpdateDestinationRequest.update_mask:type_name -> google.protobuf.FieldMask
+	11, // 30: sluice.destination.v1.PreviewDestinationRequest.destination:type_name -> sluice.destination.v1.Destination
+	38, // 31: sluice.destination.v1.PreviewDestinationRequest.time:type_name -> google.protobuf.Timestamp
+	33, // 32: sluice.destination.v1.PreviewDestinationResponse.objects:type_name -> sluice.destination.v1.PreviewObject
+	10, // 33: sluice.destination.v1.PreviewObject.kind:type_name -> sluice.destination.v1.ObjectKind
+	38, // 34: sluice.destination.v1.RecordDeliveryRequest.delivery_time:type_name -> google.protobuf.Timestamp
+	24, // 35: sluice.destination.v1.DestinationService.CreateDestination:input_type -> sluice.destination.v1.CreateDestinationRequest
+	25, // 36: sluice.destination.v1.DestinationService.GetDestination:input_type -> sluice.destination.v1.GetDestinationRequest
+	26, // 37: sluice.destination.v1.DestinationService.ListDestinations:input_type -> sluice.destination.v1.ListDestinationsRequest
+	28, // 38: sluice.destination.v1.DestinationService.UpdateDestination:input_type -> sluice.destination.v1.UpdateDestinationRequest
+	29, // 39: sluice.destination.v1.DestinationService.DeleteDestination:input_type -> sluice.destination.v1.DeleteDestinationRequest
+	30, // 40: sluice.destination.v1.DestinationService.TestDestination:input_type -> sluice.destination.v1.TestDestinationRequest
+	31, // 41: sluice.destination.v1.DestinationService.PreviewDestination:input_type -> sluice.destination.v1.PreviewDestinationRequest
+	34, // 42: sluice.destination.v1.DestinationService.PromoteDestination:input_type -> sluice.destination.v1.PromoteDestinationRequest
+	36, // 43: sluice.destination.v1.DestinationService.ResolveDestination:input_type -> sluice.destination.v1.ResolveDestinationRequest
+	35, // 44: sluice.destination.v1.DestinationService.RecordDelivery:input_type -> sluice.destination.v1.RecordDeliveryRequest
+	11, // 45: sluice.destination.v1.DestinationService.CreateDestination:output_type -> sluice.destination.v1.Destination
+	11, // 46: sluice.destination.v1.DestinationService.GetDestination:output_type -> sluice.destination.v1.Destination
+	27, // 47: sluice.destination.v1.DestinationService.ListDestinations:output_type -> sluice.destination.v1.ListDestinationsResponse
+	11, // 48: sluice.destination.v1.DestinationService.UpdateDestination:output_type -> sluice.destination.v1.Destination
+	40, // 49: sluice.destination.v1.DestinationService.DeleteDestination:output_type -> google.protobuf.Empty
+	41, // 50: sluice.destination.v1.DestinationService.TestDestination:output_type -> sluice.credential.v1.TestResult
+	32, // 51: sluice.destination.v1.DestinationService.PreviewDestination:output_type -> sluice.destination.v1.PreviewDestinationResponse
+	11, // 52: sluice.destination.v1.DestinationService.PromoteDestination:output_type -> sluice.destination.v1.Destination
+	11, // 53: sluice.destination.v1.DestinationService.ResolveDestination:output_type -> sluice.destination.v1.Destination
+	11, // 54: sluice.destination.v1.DestinationService.RecordDelivery:output_type -> sluice.destination.v1.Destination
+	45, // [45:55] is the sub-list for method output_type
+	35, // [35:45] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_sluice_destination_v1_destination_proto_init() }
@@ -2698,7 +2969,7 @@ func file_sluice_destination_v1_destination_proto_init() {
 	}
 	file_sluice_destination_v1_destination_proto_msgTypes[2].OneofWrappers = []any{}
 	file_sluice_destination_v1_destination_proto_msgTypes[3].OneofWrappers = []any{}
-	file_sluice_destination_v1_destination_proto_msgTypes[18].OneofWrappers = []any{
+	file_sluice_destination_v1_destination_proto_msgTypes[20].OneofWrappers = []any{
 		(*PreviewDestinationRequest_Name)(nil),
 		(*PreviewDestinationRequest_Destination)(nil),
 	}
@@ -2707,8 +2978,8 @@ func file_sluice_destination_v1_destination_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sluice_destination_v1_destination_proto_rawDesc), len(file_sluice_destination_v1_destination_proto_rawDesc)),
-			NumEnums:      10,
-			NumMessages:   25,
+			NumEnums:      11,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
