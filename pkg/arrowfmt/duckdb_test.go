@@ -2,10 +2,8 @@ package arrowfmt_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,63 +13,16 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/sluicehq/sluice/pkg/arrowfmt"
+	"github.com/sluicehq/sluice/pkg/testenv"
 )
 
-// duckdbDir is where `make tools` installs DuckDB for Node (tools/duckdb).
-func duckdbDir(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("SLUICE_TOOLS_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "sluice", "tools")
-	}
-	dir = filepath.Join(dir, "duckdb")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@duckdb", "node-api")); err != nil {
-		t.Fatalf("DuckDB for Node is not installed in %s: run `make tools` (it needs node and npm: apt-get install nodejs npm)", dir)
-	}
-	if _, err := exec.LookPath("node"); err != nil {
-		t.Fatal("node is not on PATH: apt-get install nodejs")
-	}
-	return dir
-}
-
-// duckdb runs queries in DuckDB, a reader that is not ours, and answers
-// each query's rows.
+// duckdb runs queries in DuckDB, a reader that is not ours.
 func duckdb(t *testing.T, queries ...string) [][]map[string]any {
 	t.Helper()
-	dir := duckdbDir(t)
-	script, err := os.CreateTemp(dir, "query-*.mjs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.Remove(script.Name())
-	fmt.Fprint(script, `import { DuckDBInstance } from '@duckdb/node-api';
-import { readFileSync } from 'node:fs';
-const queries = JSON.parse(readFileSync(0, 'utf8'));
-const db = await DuckDBInstance.create(':memory:');
-const c = await db.connect();
-const out = [];
-for (const q of queries) out.push((await c.runAndReadAll(q)).getRowObjectsJson());
-console.log(JSON.stringify(out));
-`)
-	script.Close()
-	in, _ := json.Marshal(queries)
-	cmd := exec.Command("node", script.Name())
-	cmd.Stdin = bytes.NewReader(in)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("duckdb: %v\n%s", err, stderr.String())
-	}
-	var rows [][]map[string]any
-	if err := json.Unmarshal(out, &rows); err != nil {
-		t.Fatalf("duckdb answered %q: %v", out, err)
-	}
-	return rows
+	return testenv.DuckDB(t, queries...)
 }
 
-func sqlString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+func sqlString(s string) string { return testenv.SQLString(s) }
 
 // Issue 10, items 1, 3 and 4, read back by DuckDB: NULLs stay NULLs and
 // values stay values, the string \N and the empty string included, in

@@ -239,10 +239,17 @@ type Files interface {
 // set. It checks the schema against the format, and the partition fields
 // against the schema, before anything is created.
 func Open(schema *arrow.Schema, cfg Config, sink Sink) (Files, error) {
+	var w Files
+	var err error
 	if cfg.Partition != nil {
-		return NewPartitioned(schema, cfg, sink)
+		w, err = NewPartitioned(schema, cfg, sink)
+	} else {
+		w, err = New(schema, cfg, sink)
 	}
-	return New(schema, cfg, sink)
+	if err != nil {
+		return nil, err // not a typed nil the caller would Abort
+	}
+	return w, nil
 }
 
 // New checks the schema against the format before anything is created.

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/sluicehq/sluice/pkg/arrowfmt"
 	"github.com/sluicehq/sluice/pkg/partition"
 )
 
@@ -23,6 +24,9 @@ const DefaultMaxOpenFiles = 16
 // partitions holding the oldest of it are written, when the config does
 // not say.
 const DefaultPartitionBuffer = 128 << 20
+
+// maxKeyBytes is S3's limit on an object key.
+const maxKeyBytes = 1024
 
 // finishers is how many evicted partition files are finished (their last
 // part uploaded) at once, beside the writing.
@@ -50,6 +54,7 @@ type Partitioned struct {
 	p    *partition.Partitioner
 	mem  memory.Allocator
 
+	rows     int64 // rows written so far
 	parts    []*partState
 	groups   list.List // of *group, oldest first
 	buffered int64
@@ -136,8 +141,14 @@ func (w *Partitioned) Write(rec arrow.RecordBatch) error {
 		cfg := w.cfg
 		cfg.Prefix += info.Path
 		cfg.Partition = nil
+		if k := cfg.Key(1); len(k) > maxKeyBytes {
+			g.Batch.Release()
+			return &arrowfmt.ValueError{Column: w.cfg.Partition.Fields[0].Column, Row: w.rows,
+				Reason: fmt.Sprintf("a row in the batch starting at this row has partition values that make the key %.80q... %d bytes long, over S3's %d", k, len(k), maxKeyBytes)}
+		}
 		w.parts = append(w.parts, &partState{index: i, info: info, cfg: cfg})
 	}
+	w.rows += rec.NumRows()
 	held := &group{rec: g.Batch, bytes: batchBytes(g.Batch), pins: len(g.Slices)}
 	held.elem = w.groups.PushBack(held)
 	w.buffered += held.bytes

@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	// Partition transforms read times in any IANA zone, on hosts without
+	// a zone database too.
+	_ "time/tzdata"
 	"unicode/utf8"
 
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -21,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/partition"
 	"github.com/sluicehq/sluice/pkg/pgpstream"
 )
 
@@ -101,12 +105,71 @@ func Config(d *destinationv1.Destination, values filename.Values) (fileset.Confi
 		return c, fmt.Errorf("filename template: %w", err)
 	}
 	c.Template = t
+	if pb := d.GetPartitionBy(); pb != nil {
+		spec, err := Partitioning(pb)
+		if err != nil {
+			return c, err
+		}
+		c.Partition, c.MaxOpenFiles = spec, int(pb.GetMaxOpenFiles())
+	}
 	if k := d.GetPgpPublicKey(); k != "" {
 		if c.PGP, err = pgpstream.ParseRecipient(k); err != nil {
 			return c, fmt.Errorf("PGP public key: %w: %w", ErrPGPKey, err)
 		}
 	}
 	return c, nil
+}
+
+// Partitioning answers the partition spec of a destination's
+// partition_by.
+func Partitioning(pb *destinationv1.Partitioning) (*partition.Spec, error) {
+	spec := &partition.Spec{KeepColumns: pb.GetKeepColumns(), Location: time.UTC}
+	if tz := pb.GetTimeZone(); tz != "" {
+		loc, err := time.LoadLocation(tz)
+		if err != nil {
+			return nil, fmt.Errorf("partition_by.time_zone %q: not an IANA time zone", tz)
+		}
+		spec.Location = loc
+	}
+	for _, f := range pb.GetFields() {
+		spec.Fields = append(spec.Fields, partition.Field{Column: f.GetColumn(), Buckets: int(f.GetBuckets()), Name: f.GetName(),
+			Transform: map[destinationv1.PartitionTransform]partition.Transform{
+				destinationv1.PartitionTransform_PARTITION_TRANSFORM_YEAR:   partition.Year,
+				destinationv1.PartitionTransform_PARTITION_TRANSFORM_MONTH:  partition.Month,
+				destinationv1.PartitionTransform_PARTITION_TRANSFORM_DAY:    partition.Day,
+				destinationv1.PartitionTransform_PARTITION_TRANSFORM_HOUR:   partition.Hour,
+				destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET: partition.Bucket,
+			}[f.GetTransform()]})
+	}
+	return spec, nil
+}
+
+// ExamplePartitionPath answers the folders of an example row, for a
+// preview: a time transform's value as of at, a bucket's as 0, and any
+// other value as `{column}`.
+func ExamplePartitionPath(spec *partition.Spec, at time.Time) string {
+	var b strings.Builder
+	at = at.In(spec.Location)
+	for _, f := range spec.Fields {
+		b.WriteString(partition.Escape(f.FolderName()))
+		b.WriteByte('=')
+		switch f.Transform {
+		case partition.Year:
+			b.WriteString(at.Format("2006"))
+		case partition.Month:
+			b.WriteString(at.Format("2006-01"))
+		case partition.Day:
+			b.WriteString(at.Format("2006-01-02"))
+		case partition.Hour:
+			b.WriteString(at.Format("2006-01-02-15"))
+		case partition.Bucket:
+			b.WriteString("0")
+		default:
+			b.WriteString("{" + f.Column + "}")
+		}
+		b.WriteByte('/')
+	}
+	return b.String()
 }
 
 // ErrPGPKey is a destination's PGP public key that cannot encrypt (its

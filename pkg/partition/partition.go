@@ -117,6 +117,7 @@ type Partitioner struct {
 	byKey  map[[MaxFields]uint32]int
 	single []int
 	parts  []*Partition
+	byPath map[string]int
 }
 
 // New checks spec against schema: each field's column must exist at the
@@ -129,7 +130,7 @@ func New(schema *arrow.Schema, spec Spec, mem memory.Allocator) (*Partitioner, e
 	if spec.Location == nil {
 		spec.Location = time.UTC
 	}
-	p := &Partitioner{spec: spec, mem: mem, byKey: map[[MaxFields]uint32]int{}}
+	p := &Partitioner{spec: spec, mem: mem, byKey: map[[MaxFields]uint32]int{}, byPath: map[string]int{}}
 	used := map[int]bool{}
 	for _, f := range spec.Fields {
 		idx := schema.FieldIndices(f.Column)
@@ -281,7 +282,8 @@ func (p *Partitioner) add(ids []uint32) int {
 	var path strings.Builder
 	for k, f := range p.fields {
 		v := Value{Name: f.folder}
-		if ids[k] == 0 {
+		// Hive has no folder for an empty string: it reads back as null.
+		if ids[k] == 0 || f.texts[ids[k]] == "" {
 			v.Text, v.Null = Default, true
 		} else {
 			v.Text = f.texts[ids[k]]
@@ -289,7 +291,7 @@ func (p *Partitioner) add(ids []uint32) int {
 		part.Values = append(part.Values, v)
 		path.WriteString(Escape(f.folder))
 		path.WriteByte('=')
-		if v.Null || v.Text == "" {
+		if v.Null {
 			path.WriteString(Default)
 		} else {
 			path.WriteString(Escape(v.Text))
@@ -297,7 +299,14 @@ func (p *Partitioner) add(ids []uint32) int {
 		path.WriteByte('/')
 	}
 	part.Path = path.String()
+	// Values that name the same folders are one partition (a null and, as
+	// Hive has it, an empty string): the same keys must not be written
+	// twice.
+	if i, ok := p.byPath[part.Path]; ok {
+		return i
+	}
 	p.parts = append(p.parts, part)
+	p.byPath[part.Path] = len(p.parts) - 1
 	return len(p.parts) - 1
 }
 

@@ -200,3 +200,23 @@ func TestRefusesColumns(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// A null and an empty string name the same folder, so they are one
+// partition: two partitions must never write the same keys.
+func TestNullAndEmptyAreOnePartition(t *testing.T) {
+	at, _ := time.Parse(time.RFC3339, "2026-12-03T10:00:00Z")
+	rec := batch(t, []*string{nil, ptr(""), nil}, []*time.Time{&at, &at, &at}, []int64{1, 2, 3})
+	defer rec.Release()
+	p, err := New(rec.Schema(), Spec{Fields: []Field{{Column: "name"}}}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.Split(context.Background(), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Batch.Release()
+	if len(g.Slices) != 1 || g.Slices[0].Rows != 3 || p.Count() != 1 || !p.Partition(0).Values[0].Null {
+		t.Errorf("slices %+v, %d partitions", g.Slices, p.Count())
+	}
+}

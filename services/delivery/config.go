@@ -10,6 +10,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
+	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/multipart"
 )
 
@@ -37,6 +38,9 @@ type Config struct {
 	PartBuffers int
 	// PartConcurrency is how many parts of one object are sent at once.
 	PartConcurrency int
+	// PartitionBuffer bounds the Arrow data one partitioned delivery holds
+	// while it gathers rows by partition.
+	PartitionBuffer int64
 	// Ingest bounds what one Arrow stream may ask of the process.
 	Ingest arrowingest.Limits
 	// ProgressInterval is how often a running delivery's counters are
@@ -127,6 +131,7 @@ func DefaultConfig() Config {
 		PartSize:          multipart.DefaultPartSize,
 		PartBuffers:       8,
 		PartConcurrency:   4,
+		PartitionBuffer:   fileset.DefaultPartitionBuffer,
 		Ingest:            arrowingest.DefaultLimits,
 		ProgressInterval:  time.Second,
 		Staging:           true,
@@ -167,6 +172,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.PartSize, "part-size", c.PartSize, "multipart part size in bytes (at least 5 MiB)")
 	fs.IntVar(&c.PartBuffers, "part-buffers", c.PartBuffers, "part buffers shared by all deliveries: their number times --part-size bounds upload memory")
 	fs.IntVar(&c.PartConcurrency, "part-concurrency", c.PartConcurrency, "parts of one object uploaded at once")
+	fs.Int64Var(&c.PartitionBuffer, "partition-buffer-bytes", c.PartitionBuffer, "Arrow data one partitioned delivery gathers by partition before it writes the partitions of its oldest rows: larger makes fewer, larger files per partition")
 	fs.Int64Var(&c.Ingest.MaxBatchBytes, "max-batch-bytes", c.Ingest.MaxBatchBytes, "largest Arrow record batch body accepted, also once decompressed")
 	fs.BoolVar(&c.Staging, "staging", c.Staging, "keep each delivery's Arrow input so a failed delivery can run again and an interrupted stream resume (off: a failed delivery needs its caller to send again)")
 	fs.StringVar(&c.StagingDir, "staging-dir", c.StagingDir, "directory of staged input (default {data-dir}/staging)")
@@ -213,6 +219,9 @@ func (c Config) withDefaults() Config {
 	set(&c.PartSize, def.PartSize)
 	set(&c.PartBuffers, def.PartBuffers)
 	set(&c.PartConcurrency, def.PartConcurrency)
+	if c.PartitionBuffer <= 0 {
+		c.PartitionBuffer = def.PartitionBuffer
+	}
 	set(&c.Workers, def.Workers)
 	set(&c.MaxStreams, def.MaxStreams)
 	set(&c.MaxTenantStreams, def.MaxTenantStreams)

@@ -348,6 +348,12 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 		return nil, bucket, false, inStep(stepCheckDestination, fmt.Errorf("the destination's settings: %w", err))
 	}
 	cfg.Spool = s.spool
+	cfg.PartitionBuffer = s.cfg.PartitionBuffer
+	if cfg.Partition != nil && cfg.MaxOpenFiles == 0 {
+		// Open files hold no part buffers while they wait, only their
+		// parked bytes (at most a part each): twice the pool's.
+		cfg.MaxOpenFiles = 2 * s.pool.Cap()
+	}
 	if err := outputspec.CheckKeys(cfg, 1); err != nil {
 		var v apierror.Violations
 		v.Add("start.output_name", "%v", err)

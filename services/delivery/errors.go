@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/compression"
+	"github.com/sluicehq/sluice/pkg/partition"
 	"github.com/sluicehq/sluice/pkg/staging"
 )
 
@@ -68,10 +69,15 @@ func failure(err error, delivery, bucket string) *apierror.Error {
 		e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: msg}}
 		var ue *arrowfmt.UnsupportedError
 		var ce *arrowfmt.ColumnError
+		var pe *partition.ColumnError
 		if errors.As(err, &ue) {
 			e = e.With("column", ue.Column)
 		} else if errors.As(err, &ce) {
 			e = e.With("column", ce.Column)
+		} else if errors.As(err, &pe) {
+			msg = "the destination's partition_by does not fit the stream: " + pe.Error()
+			e = apierror.Wrap(err, codes.InvalidArgument, errorsv1.ErrorReason_ERROR_REASON_SCHEMA_NOT_SUPPORTED, msg).With("column", pe.Column)
+			e.Violations = []apierror.FieldViolation{{Field: "arrow_ipc", Description: msg}}
 		}
 	case errors.Is(err, compression.ErrSpoolFull):
 		e = apierror.Wrap(err, codes.ResourceExhausted, errorsv1.ErrorReason_ERROR_REASON_STAGING_FULL,

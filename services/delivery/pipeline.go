@@ -16,6 +16,7 @@ import (
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/fileset"
+	"github.com/sluicehq/sluice/pkg/partition"
 )
 
 // progress counts what a running delivery has done; read at any time.
@@ -69,7 +70,7 @@ type output struct {
 // written stops; what it and the others stored stays, recorded, for the
 // delivery's outcome to take back or keep.
 func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.DeliveredObject, err error) {
-	var fw *fileset.Writer
+	var fw fileset.Files
 	defer func() {
 		if err != nil && fw != nil {
 			fw.Abort() // what landed and what was stored stays recorded
@@ -81,7 +82,7 @@ func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.
 	}
 	defer r.Release()
 	schema := r.Schema()
-	if fw, err = fileset.New(schema, o.cfg, o.sink); err != nil {
+	if fw, err = fileset.Open(schema, o.cfg, o.sink); err != nil {
 		return nil, &schemaError{err}
 	}
 	for {
@@ -116,9 +117,16 @@ func (o *output) run(ctx context.Context, src io.Reader) (objects []*deliveryv1.
 	}
 	for _, f := range files {
 		l := o.sink.landed(f.Key)
-		objects = append(objects, &deliveryv1.DeliveredObject{
+		obj := &deliveryv1.DeliveredObject{
 			Key: f.Key, Rows: f.Rows, Bytes: l.bytes, Parts: int64(l.parts), Checksum: "sha256:" + l.sha256, Crc32C: l.crc32c, Kind: "data",
-		})
+		}
+		if len(f.Partition) > 0 {
+			obj.Partition = map[string]string{}
+			for _, v := range f.Partition {
+				obj.Partition[v.Name] = v.Text
+			}
+		}
+		objects = append(objects, obj)
 	}
 	if o.manifest {
 		m, err := o.manifestOf(schema, objects)
@@ -176,6 +184,9 @@ type manifestFile struct {
 	Bytes  int64  `json:"bytes"`
 	CRC32C string `json:"crc32c"`
 	SHA256 string `json:"sha256"`
+	// Partition holds a partitioned output's folder values, a null as
+	// JSON null.
+	Partition map[string]*string `json:"partition,omitempty"`
 }
 
 type manifestSchema struct {
@@ -196,7 +207,18 @@ func (o *output) manifestOf(schema *arrow.Schema, objects []*deliveryv1.Delivere
 	for _, obj := range objects {
 		m.Rows += obj.GetRows()
 		m.Bytes += obj.GetBytes()
-		m.Files = append(m.Files, manifestFile{Key: obj.GetKey(), Rows: obj.GetRows(), Bytes: obj.GetBytes(), CRC32C: obj.GetCrc32C(), SHA256: obj.GetChecksum()[len("sha256:"):]})
+		mf := manifestFile{Key: obj.GetKey(), Rows: obj.GetRows(), Bytes: obj.GetBytes(), CRC32C: obj.GetCrc32C(), SHA256: obj.GetChecksum()[len("sha256:"):]}
+		if len(obj.GetPartition()) > 0 {
+			mf.Partition = map[string]*string{}
+			for k, v := range obj.GetPartition() {
+				if v == partition.Default {
+					mf.Partition[k] = nil
+				} else {
+					mf.Partition[k] = &v
+				}
+			}
+		}
+		m.Files = append(m.Files, mf)
 	}
 	for _, f := range schema.Fields() {
 		m.Schema.Fields = append(m.Schema.Fields, manifestField{Name: f.Name, Type: f.Type.String(), Nullable: f.Nullable})

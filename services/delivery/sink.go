@@ -201,6 +201,11 @@ func (o *s3Object) Close() error {
 	return nil
 }
 
+// Idle gives the part being filled back to the pool, its bytes kept
+// aside until the next write: a partition file that waits for more rows
+// holds no shared buffers.
+func (o *s3Object) Idle() { o.up.Park(nil, nil) }
+
 // Abort stops the object's upload and leaves what S3 holds of it: the
 // upload is recorded, and the delivery's outcome takes it back or keeps
 // it for a retry to continue.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -33,6 +34,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/pagination"
+	"github.com/sluicehq/sluice/pkg/partition"
 	"github.com/sluicehq/sluice/pkg/pgpstream"
 	"github.com/sluicehq/sluice/pkg/resourcename"
 	"github.com/sluicehq/sluice/pkg/resourcestore"
@@ -132,6 +134,8 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 			v.Add("destination.filename_template", "%v", err)
 		case splits(d) && !tmpl.UsesFileNumber():
 			v.Add("destination.filename_template", "a split output needs {{file_number}} in the template so that its files get distinct names")
+		case d.GetPartitionBy() != nil && !tmpl.UsesFileNumber():
+			v.Add("destination.filename_template", "a partitioned output needs {{file_number}} in the template: a partition may get several files")
 		}
 	}
 	if create || d.GetCredential() != "" {
@@ -141,6 +145,9 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 	}
 	if create || d.GetFormat() != nil {
 		validateFormat(v, d.GetFormat())
+	}
+	if pb := d.GetPartitionBy(); pb != nil {
+		validatePartitioning(v, pb)
 	}
 	if k := d.GetPgpPublicKey(); k != "" {
 		if _, err := pgpstream.ParseRecipient(k); err != nil {
@@ -190,6 +197,60 @@ func validateDestination(v *apierror.Violations, d *destinationv1.Destination, p
 	}
 	if o := d.GetExpectedBucketOwner(); o != "" && !accountID.MatchString(o) {
 		v.Add("destination.expected_bucket_owner", "must be a 12-digit AWS account id")
+	}
+}
+
+// folderName is what a partition folder's name may be.
+var folderName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
+
+// validatePartitioning checks what can be checked without the data: the
+// columns themselves are checked when a delivery's schema arrives.
+func validatePartitioning(v *apierror.Violations, pb *destinationv1.Partitioning) {
+	fields := pb.GetFields()
+	switch {
+	case len(fields) == 0:
+		v.Add("destination.partition_by.fields", "name at least one column to partition by")
+	case len(fields) > partition.MaxFields:
+		v.Add("destination.partition_by.fields", "at most %d partition columns: each adds a level of folders, and more make folders of a file or two", partition.MaxFields)
+	}
+	folders := map[string]bool{}
+	for i, f := range fields {
+		at := fmt.Sprintf("destination.partition_by.fields[%d]", i)
+		if f.GetColumn() == "" {
+			v.Add(at+".column", "is required: a top-level column of the delivered data")
+		} else {
+			validate.Text(v, at+".column", f.GetColumn(), 255, false)
+		}
+		t := f.GetTransform()
+		if _, ok := destinationv1.PartitionTransform_name[int32(t)]; !ok {
+			v.Add(at+".transform", "must be IDENTITY, YEAR, MONTH, DAY, HOUR or BUCKET")
+		}
+		if t == destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET {
+			if b := f.GetBuckets(); b < 2 || b > 100_000 {
+				v.Add(at+".buckets", "must be 2 to 100000 for the BUCKET transform")
+			}
+		} else if f.GetBuckets() != 0 {
+			v.Add(at+".buckets", "is only used with the BUCKET transform")
+		}
+		if n := f.GetName(); n != "" && !folderName.MatchString(n) {
+			v.Add(at+".name", "must be 1 to 128 letters, digits and _ - .")
+		}
+		spec, err := outputspec.Partitioning(&destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{f}})
+		if err == nil {
+			folder := spec.Fields[0].FolderName()
+			if folders[folder] {
+				v.Add(at, "makes folders named %q like an earlier field: give it another name", folder)
+			}
+			folders[folder] = true
+		}
+	}
+	if tz := pb.GetTimeZone(); tz != "" {
+		if _, err := time.LoadLocation(tz); err != nil || tz == "Local" {
+			v.Add("destination.partition_by.time_zone", "must be an IANA time zone such as Europe/Paris, or empty for UTC")
+		}
+	}
+	if n := pb.GetMaxOpenFiles(); n < 0 || n > 1024 {
+		v.Add("destination.partition_by.max_open_files", "must be 1 to 1024, or 0 to size it to the service's part-buffer pool")
 	}
 }
 
@@ -401,7 +462,7 @@ func (s *Service) ListDestinations(ctx context.Context, req *destinationv1.ListD
 var updatable = []string{
 	"display_name", "description", "credential", "bucket_override", "prefix", "format", "compression",
 	"filename_template", "split", "row_number", "success_file", "manifest", "pgp_public_key",
-	"encryption", "storage_class", "canned_acl", "tags", "expected_bucket_owner", "access",
+	"encryption", "storage_class", "canned_acl", "tags", "expected_bucket_owner", "access", "partition_by",
 }
 
 // UpdateDestination replaces the settings named in update_mask.
@@ -555,7 +616,13 @@ func (s *Service) PreviewDestination(ctx context.Context, req *destinationv1.Pre
 	}
 	resp := &destinationv1.PreviewDestinationResponse{Bucket: bucket}
 	for n := 1; n <= files; n++ {
-		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: cfg.Key(n), Kind: destinationv1.ObjectKind_OBJECT_KIND_DATA})
+		key := cfg.Key(n)
+		if cfg.Partition != nil {
+			// Where a row's values would put the file, each column's
+			// value shown as {column}, the time transforms' as of at.
+			key = cfg.Prefix + outputspec.ExamplePartitionPath(cfg.Partition, at) + strings.TrimPrefix(key, cfg.Prefix)
+		}
+		resp.Objects = append(resp.Objects, &destinationv1.PreviewObject{Key: key, Kind: destinationv1.ObjectKind_OBJECT_KIND_DATA})
 	}
 	// In the order a delivery writes them: the manifest after the data,
 	// the success file last, once everything else is complete.
