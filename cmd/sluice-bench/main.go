@@ -48,31 +48,36 @@ func main() {
 	rssGiB := flag.String("rss-gib", "1,8", "sizes in GiB of Arrow input for the peak RSS deliveries (empty to skip)")
 	encodeRuns := flag.Int("encode-runs", 5, "runs of each encode in the comparison with DuckDB; the median is printed")
 	encodeOnly := flag.Bool("encode-only", false, "print only the encode comparison with DuckDB")
+	partitions := flag.String("partitions", "10,1000,10000", "partition counts of the partitioned deliveries (empty to skip)")
+	partitionedOnly := flag.Bool("partitioned-only", false, "print only the partitioned deliveries beside DuckDB")
 	flag.Parse()
-	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly); err != nil {
+	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly, *partitions, *partitionedOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
 	}
 }
 
 type bench struct {
-	ctx     context.Context
-	work    string
-	minio   *localserver.MinIO
-	bucket  string
-	tools   string
-	sluice  *localserver.Sluice
-	addrs   map[string]string
-	token   grpc.CallOption
-	conn    *grpc.ClientConn
-	dests   map[string]*destinationv1.Destination
-	recs    []arrow.RecordBatch
-	rows    int64
-	runs    int
-	parquet string // the dataset as a Parquet file, for DuckDB to load
+	ctx    context.Context
+	work   string
+	minio  *localserver.MinIO
+	bucket string
+	tools  string
+	sluice *localserver.Sluice
+	addrs  map[string]string
+	token  grpc.CallOption
+	conn   *grpc.ClientConn
+	// destConn reaches the destination service, for destinations made
+	// along the way.
+	destConn *grpc.ClientConn
+	dests    map[string]*destinationv1.Destination
+	recs     []arrow.RecordBatch
+	rows     int64
+	runs     int
+	parquet  string // the dataset as a Parquet file, for DuckDB to load
 }
 
-func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool) error {
+func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, partitions string, partitionedOnly bool) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
@@ -86,8 +91,10 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool) e
 		}
 	}
 	fmt.Printf("sluice-bench: GOMAXPROCS %s, %d CPUs\n", orDefault(os.Getenv("GOMAXPROCS"), "unset"), numCPU())
-	if err := encodeTables(work, b.tools, rows, encodeRuns); err != nil {
-		return err
+	if !partitionedOnly {
+		if err := encodeTables(work, b.tools, rows, encodeRuns); err != nil {
+			return err
+		}
 	}
 	if encodeOnly {
 		return nil
@@ -114,6 +121,14 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool) e
 	b.recs = sampledata.All(sampledata.NewCustomer360(nil, rows, 0, 1))
 	if err := b.writeParquetCopy(); err != nil {
 		return err
+	}
+	if partitions != "" {
+		if err := b.partitioned(partitions); err != nil {
+			return err
+		}
+	}
+	if partitionedOnly {
+		return nil
 	}
 	if err := b.formats(); err != nil {
 		return err
@@ -165,12 +180,10 @@ func (b *bench) setup() error {
 	if err != nil {
 		return fmt.Errorf("create credential: %w", err)
 	}
-	destConn, err := grpc.NewClient(b.addrs["destination"], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
+	if b.destConn, err = grpc.NewClient(b.addrs["destination"], grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return err
 	}
-	defer destConn.Close()
-	dests := destinationv1.NewDestinationServiceClient(destConn)
+	dests := destinationv1.NewDestinationServiceClient(b.destConn)
 	for id, d := range map[string]*destinationv1.Destination{
 		"parquet-snappy": {Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}}},
 		"csv-gzip": {Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},

@@ -73,6 +73,10 @@ type ParquetOptions struct {
 	RowGroupBytes int64
 	DataPage      DataPageVersion
 	Dictionary    Dictionary
+	// Dictionaries, when set with DictionaryAuto, says for each top-level
+	// column whether it is dictionary encoded, instead of sampling the
+	// first row group (see ChooseDictionaries).
+	Dictionaries []bool
 	// Serial encodes with pqarrow's own FileWriter, one column after the
 	// other on the caller's goroutine: the reference the column-parallel
 	// writer is tested against, and the path for types it cannot shred.
@@ -122,10 +126,6 @@ type Parquet struct {
 	mu     sync.Mutex
 	err    error // the encoding goroutine's first failure
 	closed bool
-	// sent and encoded count row groups handed to and finished by the
-	// encoding goroutine; synced, when set, closes once they are equal.
-	sent, encoded int
-	synced        chan struct{}
 }
 
 // Field metadata keys that say what a converted column was.

@@ -51,6 +51,8 @@ func columnProperties(s *arrow.Schema, first []arrow.RecordBatch, o ParquetOptio
 		case f.Type.ID() == arrow.DICTIONARY:
 			dict = o.Dictionary == DictionaryAuto
 		case f.Type.ID() == arrow.BOOL || f.Type.ID() == arrow.NULL:
+		case o.Dictionary == DictionaryAuto && o.Dictionaries != nil:
+			dict = k < len(o.Dictionaries) && o.Dictionaries[k]
 		case o.Dictionary == DictionaryAuto:
 			dict = fewDistinct(first, k)
 		}
@@ -89,6 +91,24 @@ func leafCount(t arrow.DataType) int {
 		return leafCount(t.StorageType())
 	}
 	return 1
+}
+
+// ChooseDictionaries answers, for each top-level column of schema, whether
+// the automatic choice would dictionary-encode it, sampling batches: for
+// ParquetOptions.Dictionaries, so that the many files of one output are
+// encoded alike and none samples again.
+func ChooseDictionaries(schema *arrow.Schema, sample []arrow.RecordBatch) []bool {
+	out := make([]bool, schema.NumFields())
+	for k, f := range schema.Fields() {
+		switch f.Type.ID() {
+		case arrow.DICTIONARY:
+			out[k] = true
+		case arrow.BOOL, arrow.NULL:
+		default:
+			out[k] = fewDistinct(sample, k)
+		}
+	}
+	return out
 }
 
 // fewDistinct samples column k of the row group, evenly spread, and

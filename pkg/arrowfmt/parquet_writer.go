@@ -187,39 +187,6 @@ func (p *Parquet) Write(rec arrow.RecordBatch) error {
 	return nil
 }
 
-// Sync encodes the rows gathered so far as a row group and waits until
-// every row group is encoded and written out: for a file that waits a
-// while for its next rows (a partition's), so that it holds no batches and
-// writes nothing meanwhile. The serial path keeps its row group buffered.
-func (p *Parquet) Sync() error {
-	if err := p.failure(); err != nil {
-		return err
-	}
-	if p.pendingRows > 0 {
-		if err := p.flushRowGroup(); err != nil {
-			return err
-		}
-	}
-	if p.serial != nil || p.work == nil {
-		return nil
-	}
-	p.mu.Lock()
-	if p.encoded == p.sent {
-		p.mu.Unlock()
-		return p.failure()
-	}
-	if p.synced == nil {
-		p.synced = make(chan struct{})
-	}
-	wait := p.synced
-	p.mu.Unlock()
-	select {
-	case <-wait:
-	case <-p.done:
-	}
-	return p.failure()
-}
-
 // Rows answers how many rows were written.
 func (p *Parquet) Rows() int64 { return p.rows }
 
@@ -245,9 +212,6 @@ func (p *Parquet) flushRowGroup() error {
 	if len(group) == 0 {
 		return nil
 	}
-	p.mu.Lock()
-	p.sent++
-	p.mu.Unlock()
 	select {
 	case p.work <- group:
 		return nil
@@ -368,13 +332,6 @@ func (p *Parquet) encodeLoop() {
 			}
 		}
 		release(group)
-		p.mu.Lock()
-		p.encoded++
-		if p.synced != nil && p.encoded == p.sent {
-			close(p.synced)
-			p.synced = nil
-		}
-		p.mu.Unlock()
 	}
 }
 

@@ -527,28 +527,16 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // resources while no bytes come (an S3 upload's part buffers).
 type idler interface{ Idle() }
 
-// syncer is a format that can write out everything it gathered (the
-// Parquet writer's row group).
-type syncer interface{ Sync() error }
-
-// Idle writes out what the current file's format gathered and lets its
-// object give back shared buffers: the file stays open, waiting for more
-// rows, holding only its own bytes.
-func (w *Writer) Idle() error {
+// Idle lets the current file's object give back shared buffers: the file
+// stays open, waiting for more rows, holding only its own bytes (and, for
+// Parquet, the row group it gathers, bounded by its RowGroupBytes).
+func (w *Writer) Idle() {
 	if w.cur == nil || w.async {
-		return nil
-	}
-	if s, ok := w.cur.format.(syncer); ok {
-		if err := s.Sync(); err != nil {
-			key := w.cur.file.Key
-			w.Abort()
-			return fmt.Errorf("%s: %w", key, err)
-		}
+		return
 	}
 	if i, ok := w.cur.out.Object.(idler); ok {
 		i.Idle()
 	}
-	return nil
 }
 
 // Abort discards the file being written. Files already finished stay: the

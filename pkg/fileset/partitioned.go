@@ -28,9 +28,10 @@ const DefaultPartitionBuffer = 128 << 20
 // maxKeyBytes is S3's limit on an object key.
 const maxKeyBytes = 1024
 
-// finishers is how many evicted partition files are finished (their last
-// part uploaded) at once, beside the writing.
-const finishers = 8
+// MaxFinishing is how many evicted partition files are finished (their last
+// part uploaded) at once, beside the writing: small files spend most of
+// their time waiting for S3 to answer.
+const MaxFinishing = 16
 
 // Partitioned writes each partition's rows into files of its own folder.
 //
@@ -110,12 +111,17 @@ func NewPartitioned(schema *arrow.Schema, cfg Config, sink Sink) (*Partitioned, 
 	}
 	// Files of one partition are written one after the other.
 	cfg.Concurrency = 1
+	// An open Parquet file gathers its row group until it is full or the
+	// file finishes: open files together hold at most the buffer's size.
+	if rg := cfg.PartitionBuffer / int64(cfg.MaxOpenFiles); cfg.Parquet.RowGroupBytes == 0 || cfg.Parquet.RowGroupBytes > rg {
+		cfg.Parquet.RowGroupBytes = rg
+	}
 	// A format writer on a discarded stream checks the files' schema.
 	check := &Writer{cfg: cfg, schema: p.Schema()}
 	if _, err := check.format(discard{}); err != nil {
 		return nil, err
 	}
-	return &Partitioned{cfg: cfg, sink: sink, p: p, mem: memory.DefaultAllocator, slots: make(chan struct{}, finishers)}, nil
+	return &Partitioned{cfg: cfg, sink: sink, p: p, mem: memory.DefaultAllocator, slots: make(chan struct{}, MaxFinishing)}, nil
 }
 
 type discard struct{}
@@ -134,6 +140,13 @@ func (w *Partitioned) Write(rec arrow.RecordBatch) error {
 	g, err := w.p.Split(context.Background(), rec)
 	if err != nil {
 		return err
+	}
+	if w.cfg.Format == Parquet && w.cfg.Parquet.Dictionaries == nil && w.cfg.Parquet.Dictionary == arrowfmt.DictionaryAuto {
+		// One choice of encodings, from the first whole batch, for every
+		// partition's files: a partition's first rows are too few to
+		// sample, and sampling for each of thousands of files costs more
+		// than encoding them.
+		w.cfg.Parquet.Dictionaries = arrowfmt.ChooseDictionaries(g.Batch.Schema(), []arrow.RecordBatch{g.Batch})
 	}
 	for w.p.Count() > len(w.parts) {
 		i := len(w.parts)
@@ -223,7 +236,8 @@ func (w *Partitioned) flush(pt *partState) error {
 			}
 		}
 	}
-	return pt.w.Idle()
+	pt.w.Idle()
+	return nil
 }
 
 // unpin releases a group once no partition holds its rows.

@@ -107,6 +107,13 @@ type Upload struct {
 	// pool the upload's buffers count against (a tenant): no owner holds
 	// more than half the pool.
 	Owner string
+	// Lazy, when set before the first Write, holds the object's first
+	// bytes in the upload's own memory until they pass one buffer: an
+	// object smaller than that goes up in one request without waiting for
+	// the pool, so that many small objects finishing at once (a
+	// partitioned output's) do not queue behind the tenant's share of it.
+	// Its caller bounds how many such uploads exist.
+	Lazy bool
 
 	client      *s3.Client
 	pool        *Pool
@@ -174,6 +181,12 @@ func (u *Upload) Write(p []byte) (int, error) {
 	defer u.wmu.Unlock()
 	written := 0
 	size := u.pool.size
+	if u.Lazy && u.cur == nil && u.uploadID == "" && u.stored == nil && u.unpark == nil && len(u.parked)+len(p) < size {
+		u.parked = append(u.parked, p...)
+		u.whole.Write(p)
+		u.bytes += int64(len(p))
+		return len(p), nil
+	}
 	for len(p) > 0 {
 		if err := u.failed(); err != nil {
 			return written, err
@@ -409,6 +422,12 @@ func (u *Upload) Close() (Result, error) {
 	defer u.wmu.Unlock()
 	res := Result{Key: u.obj.Key, Bytes: u.bytes, CRC32C: crc32cBase64(u.whole.Sum32())}
 	err := u.failed()
+	if err == nil && u.parked != nil && u.uploadID == "" {
+		// A parked object smaller than a part goes up from its parked
+		// bytes: no pool buffer to wait for (many small partition files
+		// finish at once).
+		return u.putWhole(res)
+	}
 	if err == nil && u.parked != nil {
 		err = u.take()
 	}
@@ -462,8 +481,12 @@ func (u *Upload) Close() (Result, error) {
 func (u *Upload) putWhole(res Result) (Result, error) {
 	defer u.cancel()
 	var body []byte
-	if u.cur != nil {
+	switch {
+	case u.cur != nil:
 		body = u.cur[0] // smaller than a part: it fits the first buffer
+	case u.parked != nil:
+		body = u.parked
+		defer u.dropParked()
 	}
 	put := &s3.PutObjectInput{
 		Bucket: aws.String(u.obj.Bucket), Key: aws.String(u.obj.Key),

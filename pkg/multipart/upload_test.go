@@ -384,3 +384,85 @@ func TestOwnersShareThePool(t *testing.T) {
 		t.Fatalf("%d buffers not returned to the pool", now)
 	}
 }
+
+// A lazy upload holds its first bytes itself: small objects land whole
+// while every pool buffer is taken by someone else, and one that grows
+// past a buffer goes on as a multipart upload, its first bytes included.
+// A parked lazy object finishes from its parked bytes, with no buffer.
+func TestLazyUploadsNeedNoBufferWhenSmall(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	client, bucket := m.S3("", ""), testenv.NewBucket(t, m)
+	pool, err := multipart.NewPool(2, multipart.MinPartSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// Two other uploads hold every buffer, half a part each.
+	hog := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "hog.bin"}, 1)
+	hog.Owner = "a"
+	if _, err := hog.Write(random(t, multipart.MinPartSize/2)); err != nil {
+		t.Fatal(err)
+	}
+	hog2 := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "hog2.bin"}, 1)
+	hog2.Owner = "b"
+	if _, err := hog2.Write(random(t, multipart.MinPartSize/2)); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range []int{0, 10, 300_000} {
+		data := random(t, n)
+		key := fmt.Sprintf("small-%d.bin", i)
+		// Bounded: an upload that waited for a buffer would fail, not hang.
+		bounded, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		u := multipart.New(bounded, client, pool, multipart.Object{Bucket: bucket, Key: key}, 1)
+		u.Lazy = true
+		for off := 0; off < len(data); off += 4096 {
+			if _, err := u.Write(data[off:min(off+4096, len(data))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u.Park(nil, nil) // nothing to park: no buffer held
+		res, err := u.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, sum := readBack(t, client, bucket, key)
+		if res.Parts != 1 || !bytes.Equal(got, data) || sum != crc32c(data) {
+			t.Fatalf("%d bytes: %+v, read back %d bytes", n, res, len(got))
+		}
+	}
+	if now, _ := pool.InUse(); now != 2 {
+		t.Fatalf("%d buffers out while the lazy objects landed, want the hogs' 2", now)
+	}
+	if _, err := hog.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hog2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Past a buffer: a multipart upload of everything written.
+	data := random(t, 2*multipart.MinPartSize+777)
+	if res := func() multipart.Result {
+		u := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "grown.bin"}, 2)
+		u.Lazy = true
+		for off := 0; off < len(data); off += 1 << 20 {
+			if _, err := u.Write(data[off:min(off+1<<20, len(data))]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := u.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}(); res.Parts != 3 {
+		t.Fatalf("a lazy upload past a buffer: %+v", res)
+	}
+	if got, sum := readBack(t, client, bucket, "grown.bin"); !bytes.Equal(got, data) || sum != crc32c(data) {
+		t.Fatalf("the grown object read back %d bytes with CRC32C %q", len(got), sum)
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers not returned to the pool", now)
+	}
+	noUploadsLeft(t, client, bucket)
+}

@@ -145,7 +145,11 @@ func New(schema *arrow.Schema, spec Spec, mem memory.Allocator) (*Partitioner, e
 			return nil, err
 		}
 		p.fields = append(p.fields, fd)
-		used[idx[0]] = true
+		// A column whose folder holds its value is left out of the files;
+		// one that only names a bucket, a day... stays, or it would be lost.
+		if f.Transform == Identity {
+			used[idx[0]] = true
+		}
 	}
 	var fields []arrow.Field
 	for i, f := range schema.Fields() {

@@ -475,7 +475,10 @@ func fingerprint(dest *destinationv1.Destination, bucket string) string {
 // found and taken back.
 func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.Client, dest *destinationv1.Destination, bucket string, prog *progress, src io.Reader, c carryOver) *s3Sink {
 	sk := newS3Sink(ctx, client, s.pool, s.cfg.PartConcurrency, dest, bucket, prog.part, s.cfg.AWS.ObjectChecksums())
-	sk.record = func(w store.Write) error { return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), w) }
+	rec := &recorder{write: func(ws []store.Write) error {
+		return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), ws...)
+	}}
+	sk.record = rec.record
 	if rn, err := resourcename.Parse(d.GetName(), "deliveries"); err == nil {
 		sk.owner = rn.Tenant
 	}
@@ -485,6 +488,10 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 		st.onStall(func(b *streamBudget) { sk.park(b.TryAcquire, b.Release) })
 	}
 	sk.resume, sk.kept, sk.fingerprint = c.resume, c.kept, fingerprint(dest, bucket)
+	// A partitioned output finishes many small files at once: each holds
+	// its first part itself rather than queue for the tenant's share of
+	// the pool (its writer bounds how many are open and finishing).
+	sk.lazy = dest.GetPartitionBy() != nil
 	return sk
 }
 

@@ -67,6 +67,9 @@ type s3Sink struct {
 	// owner is whose share of the part-buffer pool the uploads take (the
 	// delivery's tenant).
 	owner string
+	// lazy holds each object's first part in its own memory (see
+	// multipart.Upload.Lazy).
+	lazy bool
 	// open are the uploads being written, for park.
 	open map[*s3Object]bool
 
@@ -92,7 +95,7 @@ func (s *s3Sink) Create(key string) (fileset.Object, error) {
 	obj := outputspec.Object(s.dest, s.bucket, key)
 	obj.NoChecksums = !s.checksums
 	u := multipart.New(s.ctx, s.client, s.pool, obj, s.concurrency)
-	u.OnPart, u.Owner = s.onPart, s.owner
+	u.OnPart, u.Owner, u.Lazy = s.onPart, s.owner, s.lazy
 	o := &s3Object{sink: s, up: u, key: key, sum: sha256.New()}
 	s.mu.Lock()
 	if s.open == nil {
@@ -240,4 +243,43 @@ func (s *s3Sink) park(take func(int64) bool, give func(int64)) {
 type resumable struct {
 	uploadID string
 	parts    []types.Part
+}
+
+// recorder writes a delivery's records, committing those that arrive
+// while a commit runs together in the next one (a group commit): many
+// objects finishing at once cost a transaction per group rather than one
+// each, and the store's single writer is not queued for.
+type recorder struct {
+	write func([]store.Write) error
+
+	mu      sync.Mutex
+	busy    bool
+	pending []store.Write
+	waiters []chan error
+}
+
+// record answers once w is committed.
+func (r *recorder) record(w store.Write) error {
+	done := make(chan error, 1)
+	r.mu.Lock()
+	r.pending, r.waiters = append(r.pending, w), append(r.waiters, done)
+	if r.busy {
+		r.mu.Unlock()
+		return <-done
+	}
+	// This caller commits, until nothing waits.
+	r.busy = true
+	for len(r.pending) > 0 {
+		batch, waiters := r.pending, r.waiters
+		r.pending, r.waiters = nil, nil
+		r.mu.Unlock()
+		err := r.write(batch)
+		for _, c := range waiters {
+			c <- err
+		}
+		r.mu.Lock()
+	}
+	r.busy = false
+	r.mu.Unlock()
+	return <-done
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
@@ -236,25 +237,34 @@ type Landed struct {
 	Fingerprint string `json:"fingerprint"`
 }
 
-// RecordWrite records that delivery writes key (and, once started, its
-// upload), before any byte of it goes to S3.
-func (s *Store) RecordWrite(ctx context.Context, delivery string, w Write) error {
-	q := `INSERT INTO writes (delivery, bucket, object_key, upload_id, create_time, landed) VALUES (?, ?, ?, ?, ?, ?)
-		ON CONFLICT (delivery, object_key) DO UPDATE SET bucket = excluded.bucket, upload_id = excluded.upload_id, landed = excluded.landed`
-	landed := ""
-	if w.Landed != nil {
-		b, err := json.Marshal(w.Landed)
-		if err != nil {
-			return err
-		}
-		landed = string(b)
-	}
+// RecordWrite records that delivery writes each key (and, once started,
+// its upload, and once there, what landed), before any byte of it goes to
+// S3: several records in one transaction, in order.
+func (s *Store) RecordWrite(ctx context.Context, delivery string, ws ...Write) error {
+	q := s.db.Rebind(`INSERT INTO writes (delivery, bucket, object_key, upload_id, create_time, landed) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (delivery, object_key) DO UPDATE SET bucket = excluded.bucket, upload_id = excluded.upload_id, landed = excluded.landed`)
 	err := s.db.InTx(ctx, func(tx *sql.Tx) error { // fenced, as every write of a lease's holder
-		_, err := tx.ExecContext(ctx, s.db.Rebind(q), delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro(), landed)
-		return err
+		for _, w := range ws { // in order: a later record of a key replaces an earlier one
+			landed := ""
+			if w.Landed != nil {
+				b, err := json.Marshal(w.Landed)
+				if err != nil {
+					return err
+				}
+				landed = string(b)
+			}
+			if _, err := tx.ExecContext(ctx, q, delivery, w.Bucket, w.Key, w.UploadID, time.Now().UnixMicro(), landed); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("record the write of %s: %w", w.Key, err)
+		keys := make([]string, 0, 3)
+		for _, w := range ws[:min(3, len(ws))] {
+			keys = append(keys, w.Key)
+		}
+		return fmt.Errorf("record the write of %s (%d objects): %w", strings.Join(keys, ", "), len(ws), err)
 	}
 	return nil
 }

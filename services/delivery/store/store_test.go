@@ -180,6 +180,18 @@ func leasedWrites(t *testing.T, s *store.Store) {
 	if err != nil || len(ws) != 2 || ws[0].Key != "k1" || ws[1].UploadID != "u2" {
 		t.Fatalf("writes %+v %v", ws, err)
 	}
+	// Several records in one call: in order, a later one of a key
+	// replacing the earlier, and fenced like one.
+	if err := s.RecordWrite(ctx, mine.GetName(), store.Write{Bucket: "b", Key: "k3"}, store.Write{Bucket: "b", Key: "k3", Landed: &store.Landed{Bytes: 7}},
+		store.Write{Bucket: "b", Key: "k4"}); err != nil {
+		t.Fatal(err)
+	}
+	if ws, err := s.Writes(ctx, mine.GetName()); err != nil || len(ws) != 4 || ws[2].Key != "k3" || ws[2].Landed == nil || ws[2].Landed.Bytes != 7 || ws[3].Key != "k4" {
+		t.Fatalf("writes after a group %+v %v", ws, err)
+	}
+	if err := s.RecordWrite(late, mine.GetName(), store.Write{Bucket: "b", Key: "k5"}, store.Write{Bucket: "b", Key: "k6"}); !errors.Is(err, lease.ErrLost) {
+		t.Errorf("the first holder records a group: %v, want ErrLost", err)
+	}
 	if err := s.ForgetWrites(ctx, mine.GetName()); err != nil {
 		t.Fatal(err)
 	}

@@ -1479,9 +1479,10 @@ type Partitioning struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required: 1 to 8 fields, the outermost folder first.
 	Fields []*PartitionField `protobuf:"bytes,1,rep,name=fields,proto3" json:"fields,omitempty"`
-	// Whether the partition columns are also written inside the files. False
-	// (the default), as Hive and DuckDB write them: readers take the values
-	// from the folder names.
+	// Whether the columns of identity fields are also written inside the
+	// files. False (the default), as Hive and DuckDB write them: readers take
+	// the values from the folder names. A column with another transform
+	// (a day, a bucket) is always kept: its folder does not hold its value.
 	KeepColumns bool `protobuf:"varint,2,opt,name=keep_columns,json=keepColumns,proto3" json:"keep_columns,omitempty"`
 	// The IANA time zone (`Europe/Paris`) in which the year, month, day and
 	// hour transforms read timestamps; UTC when empty. Dates have no zone.
