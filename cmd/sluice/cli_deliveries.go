@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -47,13 +48,17 @@ func destinationCommand() *cobra.Command {
 			fmt.Fprintf(w, "name\t%s\ncredential\t%s\nformat\t%s\n", x.GetName(), x.GetCredential(), formatName(x))
 			fmt.Fprintf(w, "bucket override\t%s\nprefix\t%s\nfilename template\t%s\n", x.GetBucketOverride(), x.GetPrefix(), x.GetFilenameTemplate())
 			fmt.Fprintf(w, "compression\t%s\nsuccess file\t%v\nmanifest\t%v\n", enum(x.GetCompression().GetKind(), "COMPRESSION_KIND_"), x.GetSuccessFile(), x.GetManifest())
+			if pb := x.GetPartitionBy(); pb != nil {
+				fmt.Fprintf(w, "partition by\t%s\npartition time zone\t%s\n", outputspec.FormatPartitionBy(pb.GetFields()), cmp.Or(pb.GetTimeZone(), "UTC"))
+			}
 			fmt.Fprintf(w, "admin only\t%v\nallow limited pii\t%v\n", x.GetAccess().GetAdminOnly(), x.GetAccess().GetAllowLimitedPii())
 			fmt.Fprintf(w, "last delivery\t%s\netag\t%s\n", when(x.GetLastSuccessfulDeliveryTime()), x.GetEtag())
 		})
 	}
 	var (
 		file, credential, prefix, format, compression, template, bucketOverride string
-		successFile, manifest                                                   bool
+		partitionBy, partitionZone                                              string
+		successFile, manifest, keepColumns                                      bool
 	)
 	create := &cobra.Command{
 		Use:   "create ID (--from-file FILE | --credential C --format F ...)",
@@ -98,6 +103,22 @@ func destinationCommand() *cobra.Command {
 			if fs.Changed("manifest") {
 				d.Manifest = manifest
 			}
+			if fs.Changed("partition-by") || fs.Changed("partition-time-zone") || fs.Changed("partition-keep-columns") {
+				if d.PartitionBy == nil {
+					d.PartitionBy = &destinationv1.Partitioning{}
+				}
+				if fs.Changed("partition-by") {
+					if d.PartitionBy.Fields, err = outputspec.ParsePartitionBy(partitionBy); err != nil {
+						return usageError("--partition-by %v", err)
+					}
+				}
+				if fs.Changed("partition-time-zone") {
+					d.PartitionBy.TimeZone = partitionZone
+				}
+				if fs.Changed("partition-keep-columns") {
+					d.PartitionBy.KeepColumns = keepColumns
+				}
+			}
 			return withService(c, cmd, "destination", destinationv1.NewDestinationServiceClient, func(ctx context.Context, cl destinationv1.DestinationServiceClient) error {
 				out, err := cl.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: parent, DestinationId: args[0], Destination: d}, c.call()...)
 				if err != nil {
@@ -117,6 +138,9 @@ func destinationCommand() *cobra.Command {
 	f.StringVar(&bucketOverride, "bucket-override", "", "a bucket other than the credential's")
 	f.BoolVar(&successFile, "success-file", false, "write a .DONE object after the data")
 	f.BoolVar(&manifest, "manifest", false, "write a manifest of the files with rows, bytes and checksums")
+	f.StringVar(&partitionBy, "partition-by", "", "Hive-style folders by columns: country, signup_date:day (year, month, day, hour), customer_id:bucket:16")
+	f.StringVar(&partitionZone, "partition-time-zone", "", "IANA time zone of the year/month/day/hour folders (default UTC)")
+	f.BoolVar(&keepColumns, "partition-keep-columns", false, "also write the partition columns inside the files")
 
 	get := &cobra.Command{Use: "get ID|NAME", Short: "Show a destination", RunE: run(c, 1, func(cmd *cobra.Command, p printer, args []string) error {
 		name, err := c.name("destinations", args[0])

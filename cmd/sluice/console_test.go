@@ -275,7 +275,14 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 	form := url.Values{"credential": {leafOf(w.cred)}, "id": {"every"}, "display_name": {"Every setting"}, "description": {"d"},
 		"admin_only": {"1"}, "allow_limited_pii": {"1"}, "prefix": {"every/"}, "format": {"parquet"}, "parquet_codec": {"zstd"}, "row_group_rows": {"5000"},
 		"row_number": {"1"}, "row_number_column": {"n"}, "compression": {"none"}, "split_rows": {"2000"}, "success_file": {"1"}, "manifest": {"1"},
-		"encryption": {"sse_s3"}, "storage_class": {"standard_ia"}, "canned_acl": {"bucket_owner_full_control"}, "expected_bucket_owner": {"123456789012"}}
+		"encryption": {"sse_s3"}, "storage_class": {"standard_ia"}, "canned_acl": {"bucket_owner_full_control"}, "expected_bucket_owner": {"123456789012"},
+		"partition_by": {"x:week"}, "partition_time_zone": {"Europe/Paris"}}
+	// A partition transform that does not exist: refused beside its field.
+	if code, body := b.post("/destinations?env=production", form, ""); code != http.StatusBadRequest || !strings.Contains(body, "the transform is one of") ||
+		!strings.Contains(body, `value="x:week"`) {
+		t.Errorf("a wrong partition transform: %d %.800s", code, body)
+	}
+	form.Set("partition_by", "country, signup_date:day")
 	if code, body := b.post("/destinations?env=production", form, ""); code != http.StatusOK || !strings.Contains(body, "Every setting") {
 		t.Fatalf("Save: %d %.800s", code, body)
 	}
@@ -287,7 +294,9 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 	if p.GetCodec() != destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD || p.GetRowGroupRows() != 5000 || !d.GetAccess().GetAdminOnly() || !d.GetAccess().GetAllowLimitedPii() ||
 		d.GetRowNumber().GetColumnName() != "n" || d.GetSplit().GetMaxRows() != 2000 || !d.GetSuccessFile() || !d.GetManifest() ||
 		d.GetEncryption().GetKind() != destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_S3 || d.GetStorageClass() != destinationv1.StorageClass_STORAGE_CLASS_STANDARD_IA ||
-		d.GetCannedAcl() != destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_FULL_CONTROL || d.GetExpectedBucketOwner() != "123456789012" {
+		d.GetCannedAcl() != destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_FULL_CONTROL || d.GetExpectedBucketOwner() != "123456789012" ||
+		len(d.GetPartitionBy().GetFields()) != 2 || d.GetPartitionBy().GetFields()[1].GetTransform() != destinationv1.PartitionTransform_PARTITION_TRANSFORM_DAY ||
+		d.GetPartitionBy().GetTimeZone() != "Europe/Paris" {
 		t.Errorf("stored: %v", d)
 	}
 	// Configure destination shows what is stored, and saves every setting.
@@ -297,6 +306,9 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 		if !strings.Contains(page, want) {
 			t.Errorf("Configure destination does not show %s", want)
 		}
+	}
+	if !strings.Contains(page, `value="country, signup_date:day"`) {
+		t.Error("Configure destination does not show the partition fields")
 	}
 	edit := url.Values{"etag": {d.GetEtag()}, "credential": {leafOf(w.cred)}, "display_name": {"Every setting"}, "prefix": {"every/"}, "format": {"tsv"},
 		"header": {"1"}, "quote_mode": {"all"}, "null_value": {`\N`}, "compression": {"gzip"}, "split_bytes": {"1073741824"}, "tags": {"team=growth\ncost-centre = 42\n"}}
@@ -309,7 +321,8 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 	}
 	if c := d.GetFormat().GetDelimited(); c.GetDelimiter() != "\t" || c.GetQuoteMode() != destinationv1.QuoteMode_QUOTE_MODE_ALL || d.GetAccess().GetAdminOnly() ||
 		d.GetCompression().GetKind() != destinationv1.CompressionKind_COMPRESSION_KIND_GZIP || d.GetSplit().GetMaxBytes() != 1<<30 || d.GetSplit().GetMaxRows() != 0 ||
-		d.GetTags()["team"] != "growth" || d.GetTags()["cost-centre"] != "42" || d.GetManifest() || d.GetStorageClass() != destinationv1.StorageClass_STORAGE_CLASS_UNSPECIFIED {
+		d.GetTags()["team"] != "growth" || d.GetTags()["cost-centre"] != "42" || d.GetManifest() || d.GetStorageClass() != destinationv1.StorageClass_STORAGE_CLASS_UNSPECIFIED ||
+		d.GetPartitionBy() != nil {
 		t.Errorf("after Configure destination: %v", d)
 	}
 	// A template the service refuses: the dialog comes back with the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	// Partition transforms read times in any IANA zone, on hosts without
@@ -142,6 +143,61 @@ func Partitioning(pb *destinationv1.Partitioning) (*partition.Spec, error) {
 			}[f.GetTransform()]})
 	}
 	return spec, nil
+}
+
+// ParsePartitionBy reads the short form of partition fields people type
+// in a flag or a form: comma-separated `column`, `column:year|month|day|hour`
+// or `column:bucket:N` (a column whose name holds `,` or `:` needs the
+// settings file). Empty is none.
+func ParsePartitionBy(s string) ([]*destinationv1.PartitionField, error) {
+	var out []*destinationv1.PartitionField
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		bits := strings.Split(part, ":")
+		f := &destinationv1.PartitionField{Column: strings.TrimSpace(bits[0])}
+		if len(bits) > 1 {
+			t, ok := destinationv1.PartitionTransform_value["PARTITION_TRANSFORM_"+strings.ToUpper(strings.TrimSpace(bits[1]))]
+			if !ok {
+				return nil, fmt.Errorf("%q: the transform is one of identity, year, month, day, hour or bucket:N", part)
+			}
+			f.Transform = destinationv1.PartitionTransform(t)
+		}
+		switch {
+		case f.Transform == destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET && len(bits) == 3:
+			n, err := strconv.Atoi(strings.TrimSpace(bits[2]))
+			if err != nil {
+				return nil, fmt.Errorf("%q: the bucket count is a number", part)
+			}
+			f.Buckets = int32(n)
+		case f.Transform == destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET:
+			return nil, fmt.Errorf("%q: say how many buckets, as %s:bucket:16", part, f.Column)
+		case len(bits) > 2:
+			return nil, fmt.Errorf("%q: only bucket takes a number", part)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// FormatPartitionBy writes partition fields in the short form
+// ParsePartitionBy reads (folder names set apart are not shown).
+func FormatPartitionBy(fields []*destinationv1.PartitionField) string {
+	var parts []string
+	for _, f := range fields {
+		p := f.GetColumn()
+		switch t := f.GetTransform(); t {
+		case destinationv1.PartitionTransform_PARTITION_TRANSFORM_UNSPECIFIED, destinationv1.PartitionTransform_PARTITION_TRANSFORM_IDENTITY:
+		case destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET:
+			p += ":bucket:" + strconv.Itoa(int(f.GetBuckets()))
+		default:
+			p += ":" + strings.ToLower(strings.TrimPrefix(t.String(), "PARTITION_TRANSFORM_"))
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // ExamplePartitionPath answers the folders of an example row, for a

@@ -90,3 +90,23 @@ func TestDefaultNamesEndWithTheCompressionsExtension(t *testing.T) {
 		}
 	}
 }
+
+// The short form of partition fields reads what it writes, and refuses
+// what it cannot read with the way to say it.
+func TestPartitionByShortForm(t *testing.T) {
+	fields, err := outputspec.ParsePartitionBy(" country , signup_date:day, customer_id:bucket:16,at:HOUR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := outputspec.FormatPartitionBy(fields); got != "country, signup_date:day, customer_id:bucket:16, at:hour" {
+		t.Errorf("written back as %q", got)
+	}
+	for _, bad := range []string{"x:week", "x:bucket", "x:bucket:many", "x:day:3"} {
+		if _, err := outputspec.ParsePartitionBy(bad); err == nil {
+			t.Errorf("%q was read", bad)
+		}
+	}
+	if fields, err := outputspec.ParsePartitionBy(" "); err != nil || len(fields) != 0 {
+		t.Errorf("empty: %v %v", fields, err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/outputspec"
 )
 
 // The Settings pages: Credentials and Destinations, as the brief walks
@@ -296,8 +297,9 @@ func (s *Server) newDestination(q *request) error {
 	return nil
 }
 
-// destinationOf reads the Destination settings dialog.
-func destinationOf(q *request) *destinationv1.Destination {
+// destinationOf reads the Destination settings dialog. What it cannot
+// read is refused as the API refuses a field.
+func destinationOf(q *request) (*destinationv1.Destination, error) {
 	f := q.r.PostForm
 	d := &destinationv1.Destination{DisplayName: f.Get("display_name"), Description: f.Get("description"), Prefix: f.Get("prefix"),
 		BucketOverride: f.Get("bucket_override"), FilenameTemplate: f.Get("filename_template"),
@@ -364,7 +366,17 @@ func destinationOf(q *request) *destinationv1.Destination {
 			d.Tags[k] = strings.TrimSpace(v)
 		}
 	}
-	return d
+	if pb := strings.TrimSpace(f.Get("partition_by")); pb != "" {
+		fields, err := outputspec.ParsePartitionBy(pb)
+		if err != nil {
+			var v apierror.Violations
+			v.Add("destination.partition_by", "%v", err)
+			return d, v.Err()
+		}
+		d.PartitionBy = &destinationv1.Partitioning{Fields: fields, TimeZone: strings.TrimSpace(f.Get("partition_time_zone")),
+			KeepColumns: f.Get("partition_keep_columns") != ""}
+	}
+	return d, nil
 }
 
 // valuesOf answers a destination's settings as the settings form names
@@ -460,12 +472,21 @@ func valuesOf(d *destinationv1.Destination) url.Values {
 	set("tags", tags.String())
 	on("success_file", d.GetSuccessFile())
 	on("manifest", d.GetManifest())
+	if pb := d.GetPartitionBy(); pb != nil {
+		set("partition_by", outputspec.FormatPartitionBy(pb.GetFields()))
+		set("partition_time_zone", pb.GetTimeZone())
+		on("partition_keep_columns", pb.GetKeepColumns())
+	}
 	return v
 }
 
 func (s *Server) createDestination(q *request) error {
-	got, err := s.peers.Destinations.CreateDestination(q.ctx(), &destinationv1.CreateDestinationRequest{Parent: q.parent,
-		DestinationId: q.r.PostFormValue("id"), Destination: destinationOf(q)}, q.as())
+	d, err := destinationOf(q)
+	var got *destinationv1.Destination
+	if err == nil {
+		got, err = s.peers.Destinations.CreateDestination(q.ctx(), &destinationv1.CreateDestinationRequest{Parent: q.parent,
+			DestinationId: q.r.PostFormValue("id"), Destination: d}, q.as())
+	}
 	if err != nil {
 		creds, lerr := s.peers.Credentials.ListCredentials(q.ctx(), &credentialv1.ListCredentialsRequest{Parent: q.parent, PageSize: 100}, q.as())
 		if again := refused(q, err, creds.GetCredentials()); again != nil && lerr == nil {
@@ -481,8 +502,11 @@ func (s *Server) createDestination(q *request) error {
 // previewDestination renders the keys the settings being typed make: the
 // form's live Preview (htmx).
 func (s *Server) previewDestination(q *request) error {
-	d := destinationOf(q)
-	res, err := s.peers.Destinations.PreviewDestination(q.ctx(), &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Destination{Destination: d}}, q.as())
+	d, err := destinationOf(q)
+	var res *destinationv1.PreviewDestinationResponse
+	if err == nil {
+		res, err = s.peers.Destinations.PreviewDestination(q.ctx(), &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Destination{Destination: d}}, q.as())
+	}
 	if err != nil {
 		s.fragment(q.w, "destination-new", "preview", map[string]any{"Error": errMessage(err)})
 		return nil
@@ -512,16 +536,18 @@ func (s *Server) testDestination(q *request) error {
 var destinationSettings = []string{
 	"display_name", "description", "credential", "bucket_override", "prefix", "format", "compression",
 	"filename_template", "split", "row_number", "success_file", "manifest", "pgp_public_key",
-	"encryption", "storage_class", "canned_acl", "tags", "expected_bucket_owner", "access",
+	"encryption", "storage_class", "canned_acl", "tags", "expected_bucket_owner", "access", "partition_by",
 }
 
 // editDestination saves the Configure destination dialog: every setting.
 func (s *Server) editDestination(q *request) error {
 	name := q.parent + "/destinations/" + q.r.PathValue("id")
-	d := destinationOf(q)
-	d.Name = name
-	_, err := s.peers.Destinations.UpdateDestination(q.ctx(), &destinationv1.UpdateDestinationRequest{Destination: d, Etag: q.r.PostFormValue("etag"),
-		UpdateMask: &fieldmaskpb.FieldMask{Paths: destinationSettings}}, q.as())
+	d, err := destinationOf(q)
+	if err == nil {
+		d.Name = name
+		_, err = s.peers.Destinations.UpdateDestination(q.ctx(), &destinationv1.UpdateDestinationRequest{Destination: d, Etag: q.r.PostFormValue("etag"),
+			UpdateMask: &fieldmaskpb.FieldMask{Paths: destinationSettings}}, q.as())
+	}
 	if again := refused(q, err, nil); again != nil {
 		p, verr := s.destinationView(q, name, again)
 		if verr != nil {

@@ -32,6 +32,9 @@ func TestSettingsFormRoundTrips(t *testing.T) {
 			Encryption:   &destinationv1.Encryption{Kind: destinationv1.EncryptionKind_ENCRYPTION_KIND_SSE_KMS, KmsKeyId: "alias/exports"},
 			StorageClass: destinationv1.StorageClass_STORAGE_CLASS_GLACIER_IR, CannedAcl: destinationv1.CannedAcl_CANNED_ACL_BUCKET_OWNER_READ,
 			ExpectedBucketOwner: "123456789012", Tags: map[string]string{"team": "growth", "cost-centre": "42"},
+			PartitionBy: &destinationv1.Partitioning{TimeZone: "Europe/Paris", KeepColumns: true, Fields: []*destinationv1.PartitionField{
+				{Column: "country"}, {Column: "signup_date", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_MONTH},
+				{Column: "customer_id", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET, Buckets: 16}}},
 			PgpPublicKey: "-----BEGIN PGP PUBLIC KEY BLOCK-----\nxyz\n-----END PGP PUBLIC KEY BLOCK-----"},
 		"tsv": {Credential: parent + "/credentials/minio", Access: &destinationv1.Access{},
 			Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "\t", Header: &no,
@@ -50,7 +53,10 @@ func TestSettingsFormRoundTrips(t *testing.T) {
 			if err := r.ParseForm(); err != nil {
 				t.Fatal(err)
 			}
-			got := destinationOf(&request{r: r, parent: parent})
+			got, err := destinationOf(&request{r: r, parent: parent})
+			if err != nil {
+				t.Fatal(err)
+			}
 			if diff := cmp.Diff(d, got, protocmp.Transform()); diff != "" {
 				t.Errorf("saved unchanged, the form sends (-stored +sent):\n%s", diff)
 			}
