@@ -126,6 +126,10 @@ type Parquet struct {
 	mu     sync.Mutex
 	err    error // the encoding goroutine's first failure
 	closed bool
+	// sent and encoded count the row groups handed to and finished by the
+	// encoding goroutine; idle, when set, closes once they are equal.
+	sent, encoded int
+	idle          chan struct{}
 }
 
 // Field metadata keys that say what a converted column was.

@@ -212,6 +212,9 @@ func (p *Parquet) flushRowGroup() error {
 	if len(group) == 0 {
 		return nil
 	}
+	p.mu.Lock()
+	p.sent++
+	p.mu.Unlock()
 	select {
 	case p.work <- group:
 		return nil
@@ -332,7 +335,35 @@ func (p *Parquet) encodeLoop() {
 			}
 		}
 		release(group)
+		p.mu.Lock()
+		if p.encoded++; p.encoded == p.sent && p.idle != nil {
+			close(p.idle)
+			p.idle = nil
+		}
+		p.mu.Unlock()
 	}
+}
+
+// Wait waits until every row group handed to the encoding goroutine is
+// encoded and written out; the row group being gathered stays. A caller
+// that then leaves the file alone knows it writes nothing meanwhile (a
+// partition file whose upload gives its buffers back).
+func (p *Parquet) Wait() error {
+	p.mu.Lock()
+	if p.encoded == p.sent || p.work == nil {
+		p.mu.Unlock()
+		return p.failure()
+	}
+	if p.idle == nil {
+		p.idle = make(chan struct{})
+	}
+	idle := p.idle
+	p.mu.Unlock()
+	select {
+	case <-idle:
+	case <-p.done:
+	}
+	return p.failure()
 }
 
 // encodeRowGroupSafely answers a panic of the Parquet library as an error:

@@ -236,8 +236,7 @@ func (w *Partitioned) flush(pt *partState) error {
 			}
 		}
 	}
-	pt.w.Idle()
-	return nil
+	return pt.w.Idle()
 }
 
 // unpin releases a group once no partition holds its rows.

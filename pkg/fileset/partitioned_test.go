@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -312,5 +313,74 @@ func BenchmarkPartitionedParquet(b *testing.B) {
 			}
 			b.ReportMetric(1e6*float64(b.N)/time.Since(start).Seconds(), "rows/s")
 		})
+	}
+}
+
+// poolSink's objects take one of a few shared tokens with their first
+// byte, as S3 uploads take part buffers from the pool, and give it back
+// when idle (unless a write runs), closed or aborted.
+type poolSink struct {
+	tokens chan struct{}
+}
+
+type poolObject struct {
+	s       *poolSink
+	mu      sync.Mutex
+	holding bool
+	n       int
+}
+
+func (s *poolSink) Create(string) (fileset.Object, error) { return &poolObject{s: s}, nil }
+
+func (o *poolObject) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.holding {
+		select {
+		case <-o.s.tokens:
+		case <-time.After(20 * time.Second):
+			return 0, errors.New("waited 20 s for a token: the files that hold them never give them back")
+		}
+		o.holding = true
+	}
+	o.n += len(p)
+	return len(p), nil
+}
+
+func (o *poolObject) Idle() {
+	if !o.mu.TryLock() {
+		return // a write runs
+	}
+	defer o.mu.Unlock()
+	o.giveBack()
+}
+
+func (o *poolObject) giveBack() {
+	if o.holding {
+		o.s.tokens <- struct{}{}
+		o.holding = false
+	}
+}
+
+func (o *poolObject) Close() error { o.mu.Lock(); defer o.mu.Unlock(); o.giveBack(); return nil }
+func (o *poolObject) Abort() error { return o.Close() }
+
+// Open Parquet partition files whose encoding writes beside the caller
+// give their tokens back while they wait, so that more files than tokens
+// can be open at once: none waits forever for a token an idle file holds.
+func TestIdlePartitionFilesHoldNoSharedBuffers(t *testing.T) {
+	sink := &poolSink{tokens: make(chan struct{}, 2)}
+	sink.tokens <- struct{}{}
+	sink.tokens <- struct{}{}
+	cfg := fileset.Config{Format: fileset.Parquet, Template: tmpl(t, fileset.DefaultTemplate(fileset.Parquet, 0, 0)), ParquetExtension: true,
+		Values: filename.Values{Now: when, OutputName: "customers"}, Partition: &partition.Spec{Fields: []partition.Field{{Column: "k"}}},
+		MaxOpenFiles: 6, PartitionBuffer: 6 * (64 << 10)} // row groups of 64 KiB: encoded beside the writing
+	w, err := fileset.Open(keyed, cfg, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := writeAll(t, w, shuffled(t, 120_000, 6, 2048, 3))
+	if len(files) < 6 {
+		t.Errorf("%d files", len(files))
 	}
 }
