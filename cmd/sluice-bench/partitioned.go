@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,13 +136,5 @@ console.log(JSON.stringify({ ms, kb: Number(hwm) }));
 
 // s5cmdDir uploads a directory tree under prefix, its paths kept.
 func (b *bench) s5cmdDir(dir, prefix string) (time.Duration, error) {
-	cmd := exec.Command(filepath.Join(b.tools, "s5cmd"), "--endpoint-url", b.minio.Endpoint, "cp", dir+"/*", "s3://"+b.bucket+"/"+prefix)
-	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+b.minio.RootUser, "AWS_SECRET_ACCESS_KEY="+b.minio.RootPassword, "AWS_REGION="+b.minio.Region)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		return 0, fmt.Errorf("s5cmd: %v\n%s", err, stderr.String())
-	}
-	return time.Since(start), nil
+	return b.s5cmd([]string{dir + "/*"}, prefix)
 }

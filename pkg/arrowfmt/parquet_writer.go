@@ -170,7 +170,7 @@ func (p *Parquet) Write(rec arrow.RecordBatch) error {
 	defer converted.Release()
 	// A slice keeps its whole batch's buffers: each row group holding a
 	// slice of this batch counts all of it.
-	size := batchBytes(converted)
+	size := BatchBytes(converted)
 	for off := int64(0); off < converted.NumRows(); {
 		n := min(converted.NumRows()-off, p.rgRows-p.pendingRows)
 		p.pending = append(p.pending, converted.NewSlice(off, off+n))
@@ -570,9 +570,9 @@ func (p *Parquet) Abort() {
 	}
 }
 
-// batchBytes answers the bytes of a batch's buffers, whole (a slice's
+// BatchBytes answers the bytes of a batch's buffers, whole (a slice's
 // too: it keeps them).
-func batchBytes(rec arrow.RecordBatch) int64 {
+func BatchBytes(rec arrow.RecordBatch) int64 {
 	var n int64
 	for _, col := range rec.Columns() {
 		n += dataBytes(col.Data())

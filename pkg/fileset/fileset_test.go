@@ -107,16 +107,7 @@ func write(t *testing.T, cfg fileset.Config, sink fileset.Sink, recs []arrow.Rec
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, rec := range recs {
-		if err := w.Write(rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	files, err := w.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return files
+	return writeAll(t, w, recs)
 }
 
 var when = time.Date(2026, 3, 8, 9, 30, 0, 0, time.UTC)

@@ -162,7 +162,7 @@ func (w *Partitioned) Write(rec arrow.RecordBatch) error {
 		w.parts = append(w.parts, &partState{index: i, info: info, cfg: cfg})
 	}
 	w.rows += rec.NumRows()
-	held := &group{rec: g.Batch, bytes: batchBytes(g.Batch), pins: len(g.Slices)}
+	held := &group{rec: g.Batch, bytes: arrowfmt.BatchBytes(g.Batch), pins: len(g.Slices)}
 	held.elem = w.groups.PushBack(held)
 	w.buffered += held.bytes
 	for _, s := range g.Slices {
@@ -377,29 +377,4 @@ func concat(runs []pending, mem memory.Allocator) (arrow.RecordBatch, error) {
 		cols[k] = c
 	}
 	return array.NewRecordBatch(schema, cols, rows), nil
-}
-
-// batchBytes answers the bytes a batch's buffers hold.
-func batchBytes(rec arrow.RecordBatch) int64 {
-	n := int64(0)
-	for _, c := range rec.Columns() {
-		n += dataBytes(c.Data())
-	}
-	return n
-}
-
-func dataBytes(d arrow.ArrayData) int64 {
-	n := int64(0)
-	for _, b := range d.Buffers() {
-		if b != nil {
-			n += int64(b.Len())
-		}
-	}
-	for _, c := range d.Children() {
-		n += dataBytes(c)
-	}
-	if d.DataType().ID() == arrow.DICTIONARY {
-		n += dataBytes(d.Dictionary())
-	}
-	return n
 }

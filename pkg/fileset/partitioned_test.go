@@ -111,11 +111,11 @@ func writeAll(t *testing.T, w fileset.Files, recs []arrow.RecordBatch) []fileset
 // more files are open at once than the limit (plus the ones being
 // finished).
 func TestPartitionedLandsEveryRowOnce(t *testing.T) {
-	const rows, parts = 200_000, 10_000
+	const rows, parts = 100_000, 10_000
 	sink := &countingSink{dirSink: dirSink{dir: t.TempDir()}}
 	cfg := fileset.Config{Format: fileset.Delimited, Template: tmpl(t, "{{output_name}}_{{file_number|pad:5}}.csv"), Prefix: "out/",
 		Values: filename.Values{Now: when, OutputName: "customers"}, Partition: &partition.Spec{Fields: []partition.Field{{Column: "k"}}},
-		MaxOpenFiles: 16, PartitionBuffer: 1 << 20, Delimited: arrowfmt.DelimitedOptions{Header: true}}
+		MaxOpenFiles: 16, PartitionBuffer: 2 << 20, Delimited: arrowfmt.DelimitedOptions{Header: true}}
 	w, err := fileset.Open(keyed, cfg, sink)
 	if err != nil {
 		t.Fatal(err)
