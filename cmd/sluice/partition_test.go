@@ -67,7 +67,7 @@ func (e *delivering) download(t *testing.T, d *deliveryv1.Delivery, dir string) 
 	t.Helper()
 	var wg sync.WaitGroup
 	keys := make(chan string)
-	for range 16 {
+	for range 32 {
 		wg.Go(func() {
 			for k := range keys {
 				path := filepath.Join(dir, filepath.FromSlash(k))
@@ -212,9 +212,9 @@ func TestPartitionedDeliveriesReadBackInDuckDB(t *testing.T) {
 // service, rows in an order that visits every partition in every batch:
 // every row lands once, in its partition's folder.
 func TestTenThousandPartitionsLandEveryRowOnce(t *testing.T) {
-	e := startDelivering(t, func(c *serveConfig) { c.Delivery.PartitionBuffer = 512 << 10 })
+	e := startDelivering(t, func(c *serveConfig) { c.Delivery.PartitionBuffer = 256 << 10 })
 	ctx := context.Background()
-	const rows, parts = 30_000, 10_000
+	const rows, parts = 20_000, 10_000
 	schema := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "k", Type: arrow.PrimitiveTypes.Int64}}, nil)
 	var recs []arrow.RecordBatch
 	for off := 0; off < rows; off += 4096 {
