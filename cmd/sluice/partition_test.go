@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
@@ -252,4 +253,58 @@ func TestTenThousandPartitionsLandEveryRowOnce(t *testing.T) {
 		}
 	}
 	t.Logf("%d rows in %d partitions: %d files", rows, parts, len(d.GetObjects()))
+}
+
+// A partitioned delivery to a misspelled bucket fails with its input
+// kept; once the bucket is corrected, Resolve reruns it from the kept
+// input and it lands the same keys and the same bytes as the same rows
+// delivered straight to a correct destination: a rerun of a partitioned
+// output is idempotent.
+func TestPartitionedDeliveryResolvedFromKeptInput(t *testing.T) {
+	w := startWorkflows(t, nil)
+	ctx := context.Background()
+	w.mayUseAnyBucket(t)
+	settings := func(bucket string) *destinationv1.Destination {
+		return &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}},
+			BucketOverride: bucket, Manifest: true, PartitionBy: &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{
+				{Column: "country"}, {Column: "customer_id", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET, Buckets: 5}}}}
+	}
+	recs := customerBatches(t, 6000, 700)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	typo := w.destination(t, "typo", settings(w.bucket+"-typo"))
+	d := w.failedDelivery(t, typo.GetName(), stream, errorsv1.ErrorReason_ERROR_REASON_BUCKET_NOT_FOUND)
+	if _, err := w.dests.UpdateDestination(ctx, &destinationv1.UpdateDestinationRequest{
+		Destination: &destinationv1.Destination{Name: typo.GetName(), BucketOverride: w.bucket},
+		UpdateMask:  &fieldmaskpb.FieldMask{Paths: []string{"bucket_override"}},
+	}, w.admin); err != nil {
+		t.Fatal(err)
+	}
+	resolved, err := w.resolve(ctx, w.workflow(t, d.GetWorkflow()), "fix-bucket-name")
+	if err != nil || resolved.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
+		t.Fatalf("resolving after the fix: %v %v", resolved.GetState(), err)
+	}
+	direct := w.destination(t, "direct", settings(""))
+	straight, err := w.deliver(ctx, direct.GetName(), reader(t, recs), w.admin, &deliveryv1.DeliveryStart{OutputName: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := func(d *deliveryv1.Delivery, prefix string) map[string]string {
+		out := map[string]string{}
+		for _, o := range d.GetObjects() {
+			if o.GetKind() == "data" {
+				w.checkObject(t, o)
+				out[strings.TrimPrefix(o.GetKey(), prefix)] = o.GetChecksum()
+			}
+		}
+		return out
+	}
+	a, b := sums(resolved, "typo/"), sums(straight, "direct/")
+	if len(a) < 10 || len(a) != len(b) {
+		t.Fatalf("the resolved delivery wrote %d files, the straight one %d", len(a), len(b))
+	}
+	for k, sum := range b {
+		if a[k] != sum {
+			t.Errorf("%s: %q after Resolve, %q straight", k, a[k], sum)
+		}
+	}
 }
