@@ -50,8 +50,9 @@ func main() {
 	encodeOnly := flag.Bool("encode-only", false, "print only the encode comparison with DuckDB")
 	partitions := flag.String("partitions", "10,1000,10000", "partition counts of the partitioned deliveries (empty to skip)")
 	partitionedOnly := flag.Bool("partitioned-only", false, "print only the partitioned deliveries beside DuckDB")
+	memLimit := flag.String("delivery-memory-limit", "512MiB", "GOMEMLIMIT of the delivery service (the deploy manifests set one; empty for none)")
 	flag.Parse()
-	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly, *partitions, *partitionedOnly); err != nil {
+	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly, *partitions, *partitionedOnly, *memLimit); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
 	}
@@ -77,7 +78,7 @@ type bench struct {
 	parquet  string // the dataset as a Parquet file, for DuckDB to load
 }
 
-func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, partitions string, partitionedOnly bool) error {
+func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, partitions string, partitionedOnly bool, memLimit string) error {
 	ctx := context.Background()
 	work, err := os.MkdirTemp("", "sluice-bench-")
 	if err != nil {
@@ -110,7 +111,12 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 	}
 	// The services run as their own processes, so that the delivery
 	// service's memory is its own.
-	if b.sluice, err = localserver.StartSluice(localserver.SluiceOptions{MinIO: b.minio}); err != nil {
+	opts := localserver.SluiceOptions{MinIO: b.minio}
+	if memLimit != "" {
+		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + memLimit}
+		fmt.Printf("The delivery service runs with GOMEMLIMIT=%s.\n", memLimit)
+	}
+	if b.sluice, err = localserver.StartSluice(opts); err != nil {
 		return err
 	}
 	defer b.sluice.Stop()

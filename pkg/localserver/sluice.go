@@ -44,7 +44,7 @@ type SluiceOptions struct {
 	// Delivery adds flags to the delivery service.
 	Delivery []string
 	// DeliveryEnv adds environment variables to the delivery service (its
-	// platform identity, for staging on S3).
+	// platform identity, for staging on S3; GOMEMLIMIT).
 	DeliveryEnv []string
 	// DeliveryReplicas is how many delivery processes run (1 when zero):
 	// the second is named delivery-2, and so on, each with its own address
