@@ -431,6 +431,17 @@ func TestServeDestinationsAndCredentials(t *testing.T) {
 	if inline.GetBucket() != "other-bucket" || len(inline.GetObjects()) != 2 || inline.GetObjects()[1].GetKey() != "audience/part-00002.parquet" {
 		t.Fatalf("inline preview: %v", inline)
 	}
+	// Partitioned: the folders of an example row, times as of the preview's.
+	parted, err := dests.PreviewDestination(ctx, &destinationv1.PreviewDestinationRequest{Target: &destinationv1.PreviewDestinationRequest_Destination{
+		Destination: &destinationv1.Destination{Credential: cred.GetName(), BucketOverride: "other-bucket", Format: parquet, PartitionBy: &destinationv1.Partitioning{
+			Fields: []*destinationv1.PartitionField{{Column: "country"}, {Column: "signed_up", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_MONTH}}}}},
+		Time: at, OutputName: "audience"}, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := parted.GetObjects()[0].GetKey(); got != "country={country}/signed_up_month="+at.AsTime().Format("2006-01")+"/audience/part-00001.parquet" {
+		t.Fatalf("partitioned preview: %q", got)
+	}
 	if _, err := dests.DeleteDestination(ctx, &destinationv1.DeleteDestinationRequest{Name: csv.GetName()}, admin); err != nil {
 		t.Fatal(err)
 	}

@@ -135,6 +135,43 @@ func TestValidateDestination(t *testing.T) {
 			d.Format = &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{QuoteMode: destinationv1.QuoteMode_QUOTE_MODE_ALL_NON_NULL}}}
 		}, ""},
 		{"tag value with CR LF", func(d *destinationv1.Destination) { d.Tags = map[string]string{"team": "a\r\nb"} }, `destination.tags["team"]`},
+		// Issue 25: partitioned output.
+		{"partitioned", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{TimeZone: "Europe/Paris", Fields: []*destinationv1.PartitionField{{Column: "country"},
+				{Column: "at", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_DAY}, {Column: "id", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET, Buckets: 16}}}
+		}, ""},
+		{"no partition fields", func(d *destinationv1.Destination) { d.PartitionBy = &destinationv1.Partitioning{} }, "destination.partition_by.fields"},
+		{"nine partition fields", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{}
+			for i := range 9 {
+				d.PartitionBy.Fields = append(d.PartitionBy.Fields, &destinationv1.PartitionField{Column: string(rune('a' + i))})
+			}
+		}, "destination.partition_by.fields"},
+		{"partition column missing", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{{}}}
+		}, "destination.partition_by.fields[0].column"},
+		{"bucket without a count", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{{Column: "id", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_BUCKET}}}
+		}, "destination.partition_by.fields[0].buckets"},
+		{"buckets without the bucket transform", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{{Column: "id", Buckets: 4}}}
+		}, "destination.partition_by.fields[0].buckets"},
+		{"folder name with a slash", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{{Column: "id", Name: "a/b"}}}
+		}, "destination.partition_by.fields[0].name"},
+		{"two fields, one folder", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{{Column: "at", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_DAY}, {Column: "x", Name: "at_day"}}}
+		}, "destination.partition_by.fields[1]"},
+		{"unknown time zone", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{TimeZone: "Mars/Olympus", Fields: []*destinationv1.PartitionField{{Column: "id"}}}
+		}, "destination.partition_by.time_zone"},
+		{"too many open files", func(d *destinationv1.Destination) {
+			d.PartitionBy = &destinationv1.Partitioning{MaxOpenFiles: 5000, Fields: []*destinationv1.PartitionField{{Column: "id"}}}
+		}, "destination.partition_by.max_open_files"},
+		{"partitioned without a file number", func(d *destinationv1.Destination) {
+			d.FilenameTemplate = "{{output_name}}.parquet"
+			d.PartitionBy = &destinationv1.Partitioning{Fields: []*destinationv1.PartitionField{{Column: "id"}}}
+		}, "destination.filename_template"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
