@@ -65,18 +65,28 @@ func partitionedRows(t testing.TB, n, size int) []arrow.RecordBatch {
 
 // download writes a delivery's data objects under dir, at their keys.
 func (e *delivering) download(t *testing.T, d *deliveryv1.Delivery, dir string) {
+	e.downloadAs(t, d, dir, nil)
+}
+
+// downloadAs is download with each object's bytes and key changed by
+// unpack (decrypted and uncompressed, say) when it is given.
+func (e *delivering) downloadAs(t *testing.T, d *deliveryv1.Delivery, dir string, unpack func(key string, b []byte) (string, []byte)) {
 	t.Helper()
 	var wg sync.WaitGroup
 	keys := make(chan string)
 	for range 32 {
 		wg.Go(func() {
 			for k := range keys {
-				path := filepath.Join(dir, filepath.FromSlash(k))
+				key, b := k, e.get(t, k)
+				if unpack != nil {
+					key, b = unpack(key, b)
+				}
+				path := filepath.Join(dir, filepath.FromSlash(key))
 				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 					t.Error(err)
 					continue
 				}
-				if err := os.WriteFile(path, e.get(t, k), 0o644); err != nil {
+				if err := os.WriteFile(path, b, 0o644); err != nil {
 					t.Error(err)
 				}
 			}
@@ -106,27 +116,41 @@ func TestPartitionedDeliveriesReadBackInDuckDB(t *testing.T) {
 	tokyo, _ := time.LoadLocation("Asia/Tokyo")
 	partitionBy := &destinationv1.Partitioning{TimeZone: "Asia/Tokyo", Fields: []*destinationv1.PartitionField{
 		{Column: "country"}, {Column: "at", Transform: destinationv1.PartitionTransform_PARTITION_TRANSFORM_DAY, Name: "day"}}}
+	gpg := testenv.NewGnuPG(t)
+	pgpKey := gpg.Key("partitions@acme.test", "default", "default")
 	for _, c := range []struct {
 		name   string
 		format *destinationv1.FileFormat
 		read   string
+		// sealed files are gzipped and encrypted to pgpKey
+		sealed bool
 	}{
-		{"parquet", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{Codec: destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD}}}, "read_parquet('%s/**/*.parquet', hive_partitioning=true)"},
-		{"csv", csvFormat(), "read_csv('%s/**/*.csv', hive_partitioning=true, header=true)"},
-		{"tsv", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "\t"}}}, "read_csv('%s/**/*.tsv', hive_partitioning=true, header=true, delim='\\t')"},
-		{"psv", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "|"}}}, "read_csv('%s/**/*.psv', hive_partitioning=true, header=true, delim='|')"},
-		{"json", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Json{Json: &destinationv1.JsonFormat{}}}, "read_json('%s/**/*.json', format='array', hive_partitioning=true)"},
-		{"ndjson", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}}, "read_json('%s/**/*.ndjson', format='newline_delimited', hive_partitioning=true)"},
+		{"parquet", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{Codec: destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD}}}, "read_parquet('%s/**/*.parquet', hive_partitioning=true)", false},
+		{"csv", csvFormat(), "read_csv('%s/**/*.csv', hive_partitioning=true, header=true)", false},
+		{"tsv", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "\t"}}}, "read_csv('%s/**/*.tsv', hive_partitioning=true, header=true, delim='\\t')", false},
+		{"psv", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{Delimiter: "|"}}}, "read_csv('%s/**/*.psv', hive_partitioning=true, header=true, delim='|')", false},
+		{"json", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Json{Json: &destinationv1.JsonFormat{}}}, "read_json('%s/**/*.json', format='array', hive_partitioning=true)", false},
+		{"ndjson", &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}}, "read_json('%s/**/*.ndjson', format='newline_delimited', hive_partitioning=true)", false},
+		{"csv-gzip-pgp", csvFormat(), "read_csv('%s/**/*.csv', hive_partitioning=true, header=true)", true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dest := e.destination(t, c.name, &destinationv1.Destination{Format: c.format, PartitionBy: partitionBy, Manifest: true, SuccessFile: true,
-				Split: &destinationv1.Split{MaxRows: 150}})
+			settings := &destinationv1.Destination{Format: c.format, PartitionBy: partitionBy, Manifest: true, SuccessFile: true,
+				Split: &destinationv1.Split{MaxRows: 150}}
+			var unpackFile func(string, []byte) (string, []byte)
+			if c.sealed {
+				settings.Compression = &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}
+				settings.PgpPublicKey = pgpKey
+				unpackFile = func(key string, b []byte) (string, []byte) {
+					return strings.TrimSuffix(key, ".gz"), unpack(t, b, destinationv1.CompressionKind_COMPRESSION_KIND_GZIP, gpg)
+				}
+			}
+			dest := e.destination(t, c.name, settings)
 			d, err := e.deliver(ctx, dest.GetName(), reader(t, recs), e.admin, &deliveryv1.DeliveryStart{OutputName: "customers"})
 			if err != nil {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
-			e.download(t, d, dir)
+			e.downloadAs(t, d, dir, unpackFile)
 			got := testenv.DuckDB(t, "SELECT id, note, country, CAST(day AS VARCHAR) AS day FROM "+fmt.Sprintf(c.read, dir)+" ORDER BY id")[0]
 			if len(got) != rows {
 				seen := map[string]bool{}
