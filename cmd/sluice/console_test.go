@@ -307,8 +307,8 @@ func TestConsoleDestinationDialogSetsEverySetting(t *testing.T) {
 			t.Errorf("Configure destination does not show %s", want)
 		}
 	}
-	if !strings.Contains(page, `value="country, signup_date:day"`) {
-		t.Error("Configure destination does not show the partition fields")
+	if !strings.Contains(page, `value="country, signup_date:day"`) || !strings.Contains(page, "<code>country, signup_date:day</code>, times in Europe/Paris") {
+		t.Error("the destination page does not show the partition fields")
 	}
 	edit := url.Values{"etag": {d.GetEtag()}, "credential": {leafOf(w.cred)}, "display_name": {"Every setting"}, "prefix": {"every/"}, "format": {"tsv"},
 		"header": {"1"}, "quote_mode": {"all"}, "null_value": {`\N`}, "compression": {"gzip"}, "split_bytes": {"1073741824"}, "tags": {"team=growth\ncost-centre = 42\n"}}

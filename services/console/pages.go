@@ -18,6 +18,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/outputspec"
 )
 
 // funcs are the helpers templates use; every value they answer is escaped
@@ -50,7 +51,8 @@ var funcs = template.FuncMap{
 		return s == deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING || s == deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING ||
 			s == deliveryv1.DeliveryState_DELIVERY_STATE_RESOLVING
 	},
-	"lower": strings.ToLower,
+	"lower":       strings.ToLower,
+	"partitionBy": outputspec.FormatPartitionBy,
 	"map": func(kv ...any) map[string]any {
 		m := map[string]any{}
 		for i := 0; i+1 < len(kv); i += 2 {
