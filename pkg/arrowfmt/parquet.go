@@ -127,9 +127,9 @@ type Parquet struct {
 	err    error // the encoding goroutine's first failure
 	closed bool
 	// sent and encoded count the row groups handed to and finished by the
-	// encoding goroutine; idle, when set, closes once they are equal.
+	// encoding goroutine; onIdle, when set, is called once they are equal.
 	sent, encoded int
-	idle          chan struct{}
+	onIdle        func()
 }
 
 // Field metadata keys that say what a converted column was.

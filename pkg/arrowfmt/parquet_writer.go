@@ -336,34 +336,32 @@ func (p *Parquet) encodeLoop() {
 		}
 		release(group)
 		p.mu.Lock()
-		if p.encoded++; p.encoded == p.sent && p.idle != nil {
-			close(p.idle)
-			p.idle = nil
+		p.encoded++
+		var idle func()
+		if p.encoded == p.sent {
+			idle, p.onIdle = p.onIdle, nil
 		}
 		p.mu.Unlock()
+		if idle != nil {
+			idle()
+		}
 	}
 }
 
-// Wait waits until every row group handed to the encoding goroutine is
-// encoded and written out; the row group being gathered stays. A caller
-// that then leaves the file alone knows it writes nothing meanwhile (a
-// partition file whose upload gives its buffers back).
-func (p *Parquet) Wait() error {
+// WhenIdle calls fn once every row group handed to the encoding goroutine
+// is encoded and written out (at once when none is in flight; the row
+// group being gathered stays): a caller that then leaves the file alone,
+// such as a partition file whose upload gives its buffers back, learns when
+// nothing writes to it any more, without waiting for the encoding.
+func (p *Parquet) WhenIdle(fn func()) {
 	p.mu.Lock()
-	if p.encoded == p.sent || p.work == nil {
+	if p.encoded == p.sent || p.work == nil || p.closed {
 		p.mu.Unlock()
-		return p.failure()
+		fn()
+		return
 	}
-	if p.idle == nil {
-		p.idle = make(chan struct{})
-	}
-	idle := p.idle
+	p.onIdle = fn
 	p.mu.Unlock()
-	select {
-	case <-idle:
-	case <-p.done:
-	}
-	return p.failure()
 }
 
 // encodeRowGroupSafely answers a panic of the Parquet library as an error:
@@ -530,6 +528,9 @@ func (p *Parquet) Close() error {
 	if p.closed {
 		return p.failure()
 	}
+	p.mu.Lock()
+	p.onIdle = nil // the file finishes: nothing waits any more
+	p.mu.Unlock()
 	if p.pendingRows > 0 || (p.serial == nil && p.fw == nil) {
 		if err := p.flushRowGroup(); err != nil {
 			p.Abort()

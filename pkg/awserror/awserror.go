@@ -151,7 +151,10 @@ func Classify(err error, bucket string) *Cause {
 }
 
 func transient(err error, code string, status int) bool {
-	if in(code, "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestLimitExceeded", "IDPCommunicationError") {
+	// ClientDisconnected (499) is MinIO saying the connection dropped
+	// before it answered: nothing about the request was wrong.
+	if in(code, "SlowDown", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "Throttling", "ThrottlingException", "RequestLimitExceeded", "IDPCommunicationError", "ClientDisconnected") ||
+		status == 499 {
 		return true
 	}
 	if status >= 500 {

@@ -71,6 +71,12 @@ func TestClassifyTransient(t *testing.T) {
 	if awserror.Classify(nil, "b") != nil {
 		t.Fatal("nil classified as a cause")
 	}
+	// MinIO's answer when the connection dropped before it answered (seen
+	// on a loaded machine): retried, not an unknown refusal.
+	dropped := &smithy.OperationError{ServiceID: "S3", OperationName: "PutObject", Err: &smithy.GenericAPIError{Code: "ClientDisconnected", Message: "Client disconnected before response was ready"}}
+	if c := awserror.Classify(dropped, "b"); c.Reason != errorsv1.ErrorReason_ERROR_REASON_TRANSIENT || !c.Retryable {
+		t.Fatalf("ClientDisconnected: %+v", c)
+	}
 }
 
 // The two questions the delivery service asked of AWS errors itself now

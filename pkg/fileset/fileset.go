@@ -527,31 +527,29 @@ func (w *Writer) Write(rec arrow.RecordBatch) error {
 // resources while no bytes come (an S3 upload's part buffers).
 type idler interface{ Idle() }
 
-// waiter is a format that writes on a goroutine of its own (Parquet's
-// encoding) and can wait until it is done with what it was given.
-type waiter interface{ Wait() error }
+// whenIdler is a format that writes on a goroutine of its own (Parquet's
+// encoding) and says when it is done with what it was given.
+type whenIdler interface{ WhenIdle(func()) }
 
 // Idle lets the current file's object give back shared buffers: the file
 // stays open, waiting for more rows, holding only its own bytes (and, for
-// Parquet, the row group it gathers, bounded by its RowGroupBytes). It
-// first waits for the format's own goroutine, so that nothing writes to
-// the object while it waits: an idle file that kept part buffers could
-// leave the file being written waiting for them forever.
-func (w *Writer) Idle() error {
+// Parquet, the row group it gathers, bounded by its RowGroupBytes). A
+// format that writes on its own goroutine lets the object go idle once it
+// is done writing, without the caller waiting: an idle file that kept part
+// buffers could leave the file being written waiting for them forever.
+func (w *Writer) Idle() {
 	if w.cur == nil || w.async {
-		return nil
+		return
 	}
-	if wt, ok := w.cur.format.(waiter); ok {
-		if err := wt.Wait(); err != nil {
-			key := w.cur.file.Key
-			w.Abort()
-			return fmt.Errorf("%s: %w", key, err)
-		}
+	i, ok := w.cur.out.Object.(idler)
+	if !ok {
+		return
 	}
-	if i, ok := w.cur.out.Object.(idler); ok {
-		i.Idle()
+	if wi, ok := w.cur.format.(whenIdler); ok {
+		wi.WhenIdle(i.Idle)
+		return
 	}
-	return nil
+	i.Idle()
 }
 
 // Abort discards the file being written. Files already finished stay: the

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,6 +46,15 @@ func (s *Service) retrying(onRetry func()) func(*s3.Options) {
 			// one large delivery after a burst of faults: attempts per
 			// request bound it instead.
 			so.RateLimiter = ratelimit.None
+			// MinIO answers 499 ClientDisconnected when a connection
+			// dropped before it answered; the SDK does not know it.
+			so.Retryables = append(slices.Clone(so.Retryables), retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+				var api interface{ ErrorCode() string }
+				if errors.As(err, &api) && api.ErrorCode() == "ClientDisconnected" {
+					return aws.TrueTernary
+				}
+				return aws.UnknownTernary
+			}))
 		})
 		o.APIOptions = append(o.APIOptions, countRetries(onRetry), s.hungLimit())
 	}
