@@ -172,14 +172,13 @@ func (w *Partitioned) Write(rec arrow.RecordBatch) error {
 	if w.buffered > w.cfg.PartitionBuffer {
 		for w.buffered > w.cfg.PartitionBuffer/2 && w.groups.Len() > 0 {
 			oldest := w.groups.Front().Value.(*group)
-			// The partitions with rows in the oldest batch, in the order
-			// of the batch: every one of them releases it.
+			// The partitions with rows in the oldest batch (their first
+			// held run is in it), in partition order: writing them all
+			// releases it.
 			var holding []*partState
-			seen := map[*partState]bool{}
 			for _, pt := range w.parts {
-				if len(pt.pending) > 0 && pt.pending[0].g == oldest && !seen[pt] {
+				if len(pt.pending) > 0 && pt.pending[0].g == oldest {
 					holding = append(holding, pt)
-					seen[pt] = true
 				}
 			}
 			if len(holding) == 0 {
