@@ -84,7 +84,6 @@ type pending struct {
 }
 
 type partState struct {
-	index   int
 	info    *partition.Partition
 	cfg     Config
 	w       *Writer
@@ -159,7 +158,7 @@ func (w *Partitioned) Write(rec arrow.RecordBatch) error {
 			return &arrowfmt.ValueError{Column: w.cfg.Partition.Fields[0].Column, Row: w.rows,
 				Reason: fmt.Sprintf("a row in the batch starting at this row has partition values that make the key %.80q... %d bytes long, over S3's %d", k, len(k), maxKeyBytes)}
 		}
-		w.parts = append(w.parts, &partState{index: i, info: info, cfg: cfg})
+		w.parts = append(w.parts, &partState{info: info, cfg: cfg})
 	}
 	w.rows += rec.NumRows()
 	held := &group{rec: g.Batch, bytes: arrowfmt.BatchBytes(g.Batch), pins: len(g.Slices)}

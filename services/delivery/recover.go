@@ -359,15 +359,6 @@ func (s *Service) takeBackFor(ctx context.Context, d *deliveryv1.Delivery, dest 
 	return s.takeBack(ctx, d.GetName(), dest, a.client(func() {}))
 }
 
-// reasonOf answers the reason of an API error; UNSPECIFIED for others.
-func reasonOf(err error) errorsv1.ErrorReason {
-	var e *apierror.Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return errorsv1.ErrorReason_ERROR_REASON_UNSPECIFIED
-}
-
 // abortEmpty aborts the recorded uploads of a delivery that stored no part
 // (nothing to continue), and forgets them.
 func (s *Service) abortEmpty(ctx context.Context, d *deliveryv1.Delivery, dest *destinationv1.Destination) error {

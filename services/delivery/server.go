@@ -217,14 +217,6 @@ func named(ctx context.Context, field, name, collection string) error {
 	return auth.Visible(ctx, n.Tenant, name)
 }
 
-func listed(ctx context.Context, parent string, size int32, token, filter string) error {
-	p, _, _, err := validate.Listing(parent, size, token, filter)
-	if err != nil {
-		return err
-	}
-	return auth.Visible(ctx, p.Tenant, parent)
-}
-
 // workflowNamed validates `.../deliveries/{delivery}/workflow`.
 func workflowNamed(ctx context.Context, name string) error {
 	delivery, ok := strings.CutSuffix(name, workflowLeaf)
