@@ -140,7 +140,12 @@ func TestPartitionedDeliveriesReadBackInDuckDB(t *testing.T) {
 			if c.sealed {
 				settings.Compression = &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}
 				settings.PgpPublicKey = pgpKey
+				// One decryption at a time: gpg-agent runs out of secure
+				// memory under many at once (seen with 32 on a loaded machine).
+				var oneAtATime sync.Mutex
 				unpackFile = func(key string, b []byte) (string, []byte) {
+					oneAtATime.Lock()
+					defer oneAtATime.Unlock()
 					return strings.TrimSuffix(key, ".gz"), unpack(t, b, destinationv1.CompressionKind_COMPRESSION_KIND_GZIP, gpg)
 				}
 			}
