@@ -13,7 +13,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/spf13/pflag"
@@ -35,6 +38,9 @@ type Endpoints struct {
 	STSURL string
 	S3URL  string
 	KMSURL string
+	// SNSURL, SQSURL and EventBridgeURL are where events are sent (moto
+	// locally).
+	SNSURL, SQSURL, EventBridgeURL string
 	// S3PathStyle addresses buckets in the path, as MinIO needs.
 	S3PathStyle bool
 	// S3Checksums says which checksums requests to S3 carry, since some
@@ -92,6 +98,9 @@ func (e *Endpoints) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.STSURL, "sts-endpoint", e.STSURL, "STS endpoint URL instead of AWS (e.g. moto)")
 	fs.StringVar(&e.S3URL, "s3-endpoint", e.S3URL, "S3 endpoint URL instead of AWS (e.g. MinIO)")
 	fs.StringVar(&e.KMSURL, "kms-endpoint", e.KMSURL, "KMS endpoint URL instead of AWS")
+	fs.StringVar(&e.SNSURL, "sns-endpoint", e.SNSURL, "SNS endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
+	fs.StringVar(&e.SQSURL, "sqs-endpoint", e.SQSURL, "SQS endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
+	fs.StringVar(&e.EventBridgeURL, "eventbridge-endpoint", e.EventBridgeURL, "EventBridge endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
 	fs.BoolVar(&e.S3PathStyle, "s3-path-style", e.S3PathStyle, "address buckets in the URL path (MinIO)")
 	fs.DurationVar(&e.Timeout, "aws-timeout", e.Timeout, "bound on each STS and KMS request, answer included (default 30s)")
 	fs.DurationVar(&e.S3ReadTimeout, "s3-read-timeout", e.S3ReadTimeout, "fail (and retry) an S3 request whose connection delivers nothing for this long (default 2m; negative for never); a part's body must be sent within it")
@@ -193,6 +202,43 @@ func (e Endpoints) KMS(cfg aws.Config) *kms.Client {
 	return kms.NewFromConfig(cfg, func(o *kms.Options) {
 		if e.KMSURL != "" {
 			o.BaseEndpoint = aws.String(e.KMSURL)
+		}
+	})
+}
+
+// SNS answers an SNS client acting as cfg's identity in region.
+func (e Endpoints) SNS(cfg aws.Config, region string) *sns.Client {
+	return sns.NewFromConfig(cfg, func(o *sns.Options) {
+		if region != "" {
+			o.Region = region
+		}
+		if e.SNSURL != "" {
+			o.BaseEndpoint = aws.String(e.SNSURL)
+		}
+	})
+}
+
+// SQS answers an SQS client acting as cfg's identity in region.
+func (e Endpoints) SQS(cfg aws.Config, region string) *sqs.Client {
+	return sqs.NewFromConfig(cfg, func(o *sqs.Options) {
+		if region != "" {
+			o.Region = region
+		}
+		if e.SQSURL != "" {
+			o.BaseEndpoint = aws.String(e.SQSURL)
+		}
+	})
+}
+
+// EventBridge answers an EventBridge client acting as cfg's identity in
+// region.
+func (e Endpoints) EventBridge(cfg aws.Config, region string) *eventbridge.Client {
+	return eventbridge.NewFromConfig(cfg, func(o *eventbridge.Options) {
+		if region != "" {
+			o.Region = region
+		}
+		if e.EventBridgeURL != "" {
+			o.BaseEndpoint = aws.String(e.EventBridgeURL)
 		}
 	})
 }

@@ -296,7 +296,19 @@ func (t *Table[T]) list(ctx context.Context, parent, from string, desc bool, lim
 // a SQL condition on the table's columns with ? placeholders: for a
 // service's own upkeep (recovery, sweeps), never for a caller's request.
 func (t *Table[T]) Find(ctx context.Context, limit int, cond string, args ...any) ([]T, error) {
-	rows, err := t.db.QueryContext(ctx, t.db.Rebind(`SELECT data, etag FROM `+t.table+` WHERE `+cond+` ORDER BY name LIMIT ?`), append(args, limit)...)
+	return t.find(ctx, t.db, limit, cond, args)
+}
+
+// FindIn is Find in tx, for a write that depends on what it finds (the
+// subscriptions an event goes to, read in the transaction that writes it).
+func (t *Table[T]) FindIn(ctx context.Context, tx *sql.Tx, limit int, cond string, args ...any) ([]T, error) {
+	return t.find(ctx, tx, limit, cond, args)
+}
+
+func (t *Table[T]) find(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, limit int, cond string, args []any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, t.db.Rebind(`SELECT data, etag FROM `+t.table+` WHERE `+cond+` ORDER BY name LIMIT ?`), append(args, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("find in %s: %w", t.table, err)
 	}

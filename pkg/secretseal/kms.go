@@ -2,6 +2,7 @@ package secretseal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -50,4 +51,26 @@ func (k *KMSKey) UnwrapKey(ctx context.Context, wrapped []byte, context string) 
 		return nil, fmt.Errorf("kms decrypt: %w", err)
 	}
 	return out.Plaintext, nil
+}
+
+// Choose answers the Sealer a service's settings ask for: KMS when kmsKeyID
+// is set (kmsClient makes its client), else the local key in masterKeyFile,
+// created when missing; an error when neither is set.
+func Choose(ctx context.Context, kmsKeyID, masterKeyFile string, kmsClient func(context.Context) (*kms.Client, error)) (*Sealer, error) {
+	switch {
+	case kmsKeyID != "":
+		client, err := kmsClient(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return New(NewKMSKey(client, kmsKeyID)), nil
+	case masterKeyFile != "":
+		key, err := LoadOrCreateLocalKey(masterKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		return New(key), nil
+	default:
+		return nil, errors.New("configure --master-key-file or --kms-key-id to seal secrets")
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/spf13/pflag"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -105,24 +106,20 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 // sealer builds the Sealer the configuration asks for.
 func (c Config) sealer(ctx context.Context) (*secretseal.Sealer, error) {
-	switch {
-	case c.Sealer != nil:
+	if c.Sealer != nil {
 		return c.Sealer, nil
-	case c.KMSKeyID != "":
+	}
+	s, err := secretseal.Choose(ctx, c.KMSKeyID, c.MasterKeyFile, func(ctx context.Context) (*kms.Client, error) {
 		awsCfg, err := c.AWS.Platform(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return secretseal.New(secretseal.NewKMSKey(c.AWS.KMS(awsCfg), c.KMSKeyID)), nil
-	case c.MasterKeyFile != "":
-		key, err := secretseal.LoadOrCreateLocalKey(c.MasterKeyFile)
-		if err != nil {
-			return nil, err
-		}
-		return secretseal.New(key), nil
-	default:
-		return nil, errors.New("credential service: configure --master-key-file or --kms-key-id to seal secrets")
+		return c.AWS.KMS(awsCfg), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("credential service: %w", err)
 	}
+	return s, nil
 }
 
 // Peers are the services the credential service calls over gRPC.

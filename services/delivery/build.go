@@ -20,6 +20,9 @@ func Build(ctx context.Context, env *launch.Env, srv *grpcserver.Server, cfg Con
 	if cfg.StagingDir == "" {
 		cfg.StagingDir = filepath.Join(env.DataDir, "staging")
 	}
+	if cfg.Events.MasterKeyFile == "" && cfg.Events.KMSKeyID == "" && cfg.Events.Sealer == nil {
+		cfg.Events.MasterKeyFile = filepath.Join(env.DataDir, "keys", "events.key")
+	}
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Join(env.DataDir, "spool")
 	}

@@ -1,10 +1,12 @@
 package delivery
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/spf13/pflag"
 
 	"github.com/sluicehq/sluice/pkg/arrowingest"
@@ -12,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/secretseal"
 )
 
 // MaxMessageBytes bounds one DeliverRequest (and one FlightData), also
@@ -79,6 +82,8 @@ type Config struct {
 	// what it was running. The host name by default; give each replica
 	// its own, stable across restarts (a StatefulSet's pod name).
 	Instance string
+	// Events says how events are sent to subscriptions.
+	Events EventsConfig
 	// TransientRetries is how many times a delivery runs again from staged
 	// input after a transient fault before it fails.
 	TransientRetries int
@@ -155,7 +160,76 @@ func DefaultConfig() Config {
 		BudgetWait:        30 * time.Second,
 		StreamIdleTimeout: 2 * time.Minute,
 		StreamMinRate:     256,
+		Events: EventsConfig{
+			WebhookTimeout: 10 * time.Second,
+			RetryInitial:   5 * time.Second,
+			RetryMax:       10 * time.Minute,
+			RetryWindow:    72 * time.Hour,
+			FailingAfter:   5,
+			Poll:           time.Second,
+		},
 	}
+}
+
+// EventsConfig configures the sending of events.
+type EventsConfig struct {
+	// WebhookAllowPrivate lets webhooks go to private, loopback and
+	// link-local addresses: the operator's own network, or tests.
+	WebhookAllowPrivate bool
+	// WebhookAllowHTTP lets webhook URLs be plain http://.
+	WebhookAllowHTTP bool
+	// WebhookTimeout bounds one webhook request.
+	WebhookTimeout time.Duration
+	// RetryInitial is the pause after a send's first failed attempt; it
+	// doubles, with jitter, up to RetryMax.
+	RetryInitial, RetryMax time.Duration
+	// RetryWindow is how long an event is tried before it is given up.
+	RetryWindow time.Duration
+	// FailingAfter is how many failed attempts in a row mark a subscription
+	// FAILING and raise a notification.
+	FailingAfter int
+	// Poll is how often a replica looks for events to send that another
+	// replica wrote (its own it sends at once).
+	Poll time.Duration
+	// MasterKeyFile or KMSKeyID seal webhook secrets, as the credential
+	// service seals credentials' secrets; Sealer, when set, replaces both.
+	MasterKeyFile, KMSKeyID string
+	Sealer                  *secretseal.Sealer
+}
+
+// sealer answers the Sealer of webhook secrets; nil when none is
+// configured (webhook subscriptions are then refused).
+func (e EventsConfig) sealer(ctx context.Context, endpoints awsclient.Endpoints) (*secretseal.Sealer, error) {
+	if e.Sealer != nil {
+		return e.Sealer, nil
+	}
+	if e.KMSKeyID == "" && e.MasterKeyFile == "" {
+		return nil, nil
+	}
+	s, err := secretseal.Choose(ctx, e.KMSKeyID, e.MasterKeyFile, func(ctx context.Context) (*kms.Client, error) {
+		cfg, err := endpoints.Platform(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return endpoints.KMS(cfg), nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delivery service: %w", err)
+	}
+	return s, nil
+}
+
+func (e *EventsConfig) addFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&e.WebhookAllowPrivate, "webhook-allow-private", e.WebhookAllowPrivate, "let webhook subscriptions send to private, loopback and link-local addresses (your own network; never where customers type URLs you do not trust)")
+	fs.BoolVar(&e.WebhookAllowHTTP, "webhook-allow-http", e.WebhookAllowHTTP, "let webhook URLs be plain http:// (https:// only by default)")
+	fs.DurationVar(&e.WebhookTimeout, "webhook-timeout", e.WebhookTimeout, "bound on one webhook request, connecting and the answer included")
+	fs.DurationVar(&e.RetryInitial, "event-retry-initial", e.RetryInitial, "pause after an event's first failed send; it doubles, with jitter, up to --event-retry-max")
+	fs.DurationVar(&e.RetryMax, "event-retry-max", e.RetryMax, "longest pause between two attempts to send an event")
+	fs.DurationVar(&e.RetryWindow, "event-retry-window", e.RetryWindow, "how long an event is tried before it is given up")
+	fs.IntVar(&e.FailingAfter, "event-failing-after", e.FailingAfter, "failed attempts in a row that mark a subscription FAILING and raise a notification")
+	fs.DurationVar(&e.Poll, "event-poll", e.Poll, "how often to look for events to send that other replicas wrote")
+	fs.StringVar(&e.MasterKeyFile, "master-key-file", e.MasterKeyFile, "file of the local master key that seals webhook secrets (default {data-dir}/keys/events.key)")
+	fs.StringVar(&e.KMSKeyID, "kms-key-id", e.KMSKeyID, "KMS key that seals webhook secrets instead of a local master key")
 }
 
 func hostname() string {
@@ -198,6 +272,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.BudgetWait, "budget-wait", c.BudgetWait, "how long a stream waits for receive budget before it is interrupted")
 	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "interrupt (resumably) a stream that sends nothing for this long; 0 never")
 	fs.Int64Var(&c.StreamMinRate, "stream-min-rate", c.StreamMinRate, "interrupt (resumably) a stream that sends fewer bytes a second than this over an idle-timeout window; 0 no minimum")
+	c.Events.addFlags(fs)
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, unique among the replicas and stable across restarts (a pod name): on start it takes back at once the work it held")
 }
 
@@ -231,6 +306,12 @@ func (c Config) withDefaults() Config {
 	setD(&c.SweepGrace, def.SweepGrace)
 	setD(&c.LeaseTTL, def.LeaseTTL)
 	setD(&c.BudgetWait, def.BudgetWait)
+	setD(&c.Events.WebhookTimeout, def.Events.WebhookTimeout)
+	setD(&c.Events.RetryInitial, def.Events.RetryInitial)
+	setD(&c.Events.RetryMax, def.Events.RetryMax)
+	setD(&c.Events.RetryWindow, def.Events.RetryWindow)
+	setD(&c.Events.Poll, def.Events.Poll)
+	set(&c.Events.FailingAfter, def.Events.FailingAfter)
 	if c.Instance == "" {
 		c.Instance = def.Instance
 	}

@@ -199,6 +199,8 @@ func (s *Service) move(ctx context.Context, name string, from []phase, to phase,
 		target  phase
 		sh      shape
 		written *deliveryv1.Workflow
+		after   *deliveryv1.Delivery
+		wrote   int
 	)
 	var record resourcestore.Also = func(ctx context.Context, tx *sql.Tx) error {
 		if at == target && c.workflow == nil {
@@ -212,7 +214,14 @@ func (s *Service) move(ctx context.Context, name string, from []phase, to phase,
 			return nil
 		}, &written)(ctx, tx)
 	}
+	// The events the move causes commit with it (the outbox), so that none
+	// is lost to a crash between the change and its sending.
+	var outbox resourcestore.Also = func(ctx context.Context, tx *sql.Tx) (err error) {
+		wrote, err = s.writeEvents(ctx, tx, at, target, after)
+		return err
+	}
 	d, err := s.store.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error {
+		after = d
 		at = phaseOf(d)
 		if !slices.Contains(from, at) {
 			return &wrongPhase{name: name, at: at, expected: from}
@@ -261,9 +270,12 @@ func (s *Service) move(ctx context.Context, name string, from []phase, to phase,
 			return fmt.Errorf("move %s to %s: its staged input %s does not fit", name, target, d.GetStagedInput().GetState())
 		}
 		return nil
-	}, append([]resourcestore.Also{record}, c.also...)...)
+	}, append([]resourcestore.Also{record, outbox}, c.also...)...)
 	if err != nil {
 		return nil, nil, err
+	}
+	if wrote > 0 {
+		s.wakeSender()
 	}
 	return d, written, nil
 }

@@ -26,8 +26,10 @@ import (
 	"github.com/sluicehq/sluice/pkg/grpcserver"
 	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/multipart"
+	"github.com/sluicehq/sluice/pkg/secretseal"
 	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/pkg/validate"
+	"github.com/sluicehq/sluice/pkg/webhook"
 	"github.com/sluicehq/sluice/services/delivery/store"
 )
 
@@ -46,10 +48,11 @@ type Peers struct {
 	Credentials credentialv1.CredentialServiceClient
 }
 
-// Service implements DeliveryService and WorkflowService.
+// Service implements DeliveryService, WorkflowService and EventService.
 type Service struct {
 	deliveryv1.UnimplementedDeliveryServiceServer
 	deliveryv1.UnimplementedWorkflowServiceServer
+	deliveryv1.UnimplementedEventServiceServer
 
 	cfg   Config
 	store *store.Store
@@ -84,6 +87,11 @@ type Service struct {
 	// minting access); runRetry that of running a delivery again from its
 	// staged input.
 	requestRetry, runRetry retryPolicy
+	// sealer seals webhook secrets; webhooks sends them.
+	sealer   *secretseal.Sealer
+	webhooks *webhook.Client
+	// eventWake tells this replica's event sender that a move wrote events.
+	eventWake chan struct{}
 }
 
 // New opens the store, allocates the part buffers and answers the service.
@@ -123,7 +131,14 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	s := &Service{cfg: cfg, store: st, peers: peers, pool: pool, staging: stage, work: st.Work(cfg.Instance, cfg.LeaseTTL), log: slog.Default(),
 		admission: newAdmission(cfg), spool: spool,
 		requestRetry: retryPolicy{attempts: cfg.RequestAttempts, base: time.Second, limit: cfg.RequestMaxBackoff},
-		runRetry:     retryPolicy{attempts: cfg.TransientRetries + 1, base: time.Second, limit: 30 * time.Second}}
+		runRetry:     retryPolicy{attempts: cfg.TransientRetries + 1, base: time.Second, limit: 30 * time.Second},
+		eventWake:    make(chan struct{}, 1),
+		webhooks: webhook.NewClient(webhook.Options{AllowPrivate: cfg.Events.WebhookAllowPrivate, AllowHTTP: cfg.Events.WebhookAllowHTTP,
+			Timeout: cfg.Events.WebhookTimeout})}
+	if s.sealer, err = cfg.Events.sealer(ctx, cfg.AWS); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if s.metrics, err = s.newMetrics(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("delivery metrics: %w", err)
@@ -165,12 +180,23 @@ var Rules = auth.Rules{
 	deliveryv1.WorkflowService_ResolveWorkflow_FullMethodName:         auth.AnyCaller,
 	deliveryv1.WorkflowService_ListNotifications_FullMethodName:       auth.AnyCaller,
 	deliveryv1.WorkflowService_AcknowledgeNotification_FullMethodName: auth.AnyCaller,
+	// Subscriptions are integrations an administrator sets up: where an
+	// environment's events go, and through which credential.
+	deliveryv1.EventService_CreateSubscription_FullMethodName: auth.Admin,
+	deliveryv1.EventService_GetSubscription_FullMethodName:    auth.Admin,
+	deliveryv1.EventService_ListSubscriptions_FullMethodName:  auth.Admin,
+	deliveryv1.EventService_UpdateSubscription_FullMethodName: auth.Admin,
+	deliveryv1.EventService_DeleteSubscription_FullMethodName: auth.Admin,
+	// Events are seen as the deliveries they are about.
+	deliveryv1.EventService_GetEvent_FullMethodName:   auth.AnyCaller,
+	deliveryv1.EventService_ListEvents_FullMethodName: auth.AnyCaller,
 }
 
 // Register adds both services to srv and closes the store on shutdown.
 func (s *Service) Register(srv *grpcserver.Server) {
 	srv.RegisterService(&deliveryv1.DeliveryService_ServiceDesc, s, Rules)
 	srv.RegisterService(&deliveryv1.WorkflowService_ServiceDesc, s, Rules)
+	srv.RegisterService(&deliveryv1.EventService_ServiceDesc, s, Rules)
 	srv.RegisterService(&flightgen.FlightService_ServiceDesc, &flightServer{svc: s}, FlightRules)
 	srv.OnShutdown(s)
 }

@@ -71,6 +71,16 @@ func (h *held) end(fn func(context.Context) error) {
 func (s *Service) workLoop(ctx context.Context, own []*lease.Lease, wg *sync.WaitGroup) {
 	slots := make(chan struct{}, s.cfg.Workers)
 	run := func(l *lease.Lease) {
+		if l.Kind == kindEvents {
+			// The sender runs for as long as it holds its lease: it takes
+			// no worker slot, which would leave one fewer for takeovers.
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.runWork(ctx, l)
+			}()
+			return
+		}
 		slots <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -95,7 +105,8 @@ func (s *Service) workLoop(ctx context.Context, own []*lease.Lease, wg *sync.Wai
 		}
 		own = nil
 		if !added {
-			added = s.work.Add(ctx, kindSweep, kindSweep) == nil && s.work.Add(ctx, kindExpire, kindExpire) == nil
+			added = s.work.Add(ctx, kindSweep, kindSweep) == nil && s.work.Add(ctx, kindExpire, kindExpire) == nil &&
+				s.work.Add(ctx, kindEvents, kindEvents) == nil
 		}
 		for ctx.Err() == nil && len(slots) < cap(slots) {
 			l, err := s.work.Claim(ctx)
@@ -128,6 +139,8 @@ func (s *Service) runWork(ctx context.Context, l *lease.Lease) {
 		})
 	case kindExpire:
 		s.periodic(ctx, l, s.cfg.RecoverInterval, s.expirePass)
+	case kindEvents:
+		s.sendEvents(ctx, l, log)
 	default:
 		// Work of a kind a newer version added: left for a replica that
 		// knows it.

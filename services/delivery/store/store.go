@@ -32,6 +32,10 @@ const (
 	IdempotencyColumn = "idempotency"
 	// AcknowledgedColumn of notifications is 1 once acknowledged, else 0.
 	AcknowledgedColumn = "acknowledged"
+	// DeliveryColumn and TypeColumn of events are what ListEvents filters
+	// on beside the destination.
+	DeliveryColumn = "delivery"
+	TypeColumn     = "type"
 )
 
 // IdempotencyKey answers what the idempotency column holds for a delivery
@@ -49,6 +53,10 @@ type Store struct {
 	Deliveries    *resourcestore.Table[*deliveryv1.Delivery]
 	Workflows     *resourcestore.Table[*deliveryv1.Workflow]
 	Notifications *resourcestore.Table[*deliveryv1.Notification]
+	Subscriptions *resourcestore.Table[*deliveryv1.Subscription]
+	// Events is the outbox: events written with the changes that cause
+	// them, and how sending them went.
+	Events *resourcestore.Table[*deliveryv1.Event]
 }
 
 // Open connects to dsn (see sqlstore.Open) and migrates the schema.
@@ -62,7 +70,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{db: db}
-	var e1, e2, e3 error
+	var e1, e2, e3, e4, e5 error
 	s.Deliveries, e1 = resourcestore.New(db, "deliveries",
 		resourcestore.Column[*deliveryv1.Delivery]{Name: DestinationColumn, Value: func(d *deliveryv1.Delivery) any { return d.GetDestination() }},
 		resourcestore.Column[*deliveryv1.Delivery]{Name: StateColumn, Value: func(d *deliveryv1.Delivery) any { return int32(d.GetState()) }},
@@ -98,7 +106,22 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return int32(0)
 		}},
 	)
-	if err := errors.Join(e1, e2, e3); err != nil {
+	s.Subscriptions, e4 = resourcestore.New(db, "subscriptions",
+		resourcestore.Column[*deliveryv1.Subscription]{Name: DestinationColumn, Value: func(x *deliveryv1.Subscription) any { return x.GetDestination() }},
+		resourcestore.Column[*deliveryv1.Subscription]{Name: "paused", Value: func(x *deliveryv1.Subscription) any {
+			if x.GetPaused() {
+				return int32(1)
+			}
+			return int32(0)
+		}},
+	)
+	s.Events, e5 = resourcestore.New(db, "events",
+		resourcestore.Column[*deliveryv1.Event]{Name: DestinationColumn, Value: func(e *deliveryv1.Event) any { return e.GetDestination() }},
+		resourcestore.Column[*deliveryv1.Event]{Name: DeliveryColumn, Value: func(e *deliveryv1.Event) any { return e.GetDelivery() }},
+		resourcestore.Column[*deliveryv1.Event]{Name: TypeColumn, Value: func(e *deliveryv1.Event) any { return int32(e.GetType()) }},
+		resourcestore.Column[*deliveryv1.Event]{Name: "due", Value: func(e *deliveryv1.Event) any { return Due(e) }},
+	)
+	if err := errors.Join(e1, e2, e3, e4, e5); err != nil {
 		db.Close()
 		return nil, err
 	}

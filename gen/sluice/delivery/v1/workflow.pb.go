@@ -736,7 +736,8 @@ func (x *WorkflowAction) GetPolicyJson() string {
 	return ""
 }
 
-// Notification is an alert raised when a delivery fails.
+// Notification is an alert raised when a delivery fails, or when an event
+// subscription's sending keeps failing.
 type Notification struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// `tenants/{tenant}/environments/{environment}/notifications/{notification}`.
@@ -766,7 +767,10 @@ type Notification struct {
 	Destination string `protobuf:"bytes,12,opt,name=destination,proto3" json:"destination,omitempty"`
 	// The stable reason of the failure, e.g. `INVALID_BUCKET_NAME`. Output
 	// only.
-	Reason        string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The event subscription whose sending fails, for a notification about
+	// one. Output only.
+	Subscription  string `protobuf:"bytes,14,opt,name=subscription,proto3" json:"subscription,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -888,6 +892,13 @@ func (x *Notification) GetDestination() string {
 func (x *Notification) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *Notification) GetSubscription() string {
+	if x != nil {
+		return x.Subscription
 	}
 	return ""
 }
@@ -1354,7 +1365,7 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\x06target\x18\x05 \x01(\tR\x06target\x12-\n" +
 	"\x12missing_permission\x18\x06 \x01(\tR\x11missingPermission\x12\x1f\n" +
 	"\vpolicy_json\x18\a \x01(\tR\n" +
-	"policyJson\"\xf7\x03\n" +
+	"policyJson\"\x9b\x04\n" +
 	"\fNotification\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x1c.sluice.delivery.v1.SeverityR\bseverity\x12\x14\n" +
@@ -1371,7 +1382,8 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"updateTime\x12\x1a\n" +
 	"\bdelivery\x18\v \x01(\tR\bdelivery\x12 \n" +
 	"\vdestination\x18\f \x01(\tR\vdestination\x12\x16\n" +
-	"\x06reason\x18\r \x01(\tR\x06reason\"(\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\x12\"\n" +
+	"\fsubscription\x18\x0e \x01(\tR\fsubscription\"(\n" +
 	"\x12GetWorkflowRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x82\x01\n" +
 	"\x14ListWorkflowsRequest\x12\x16\n" +
