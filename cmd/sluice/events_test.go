@@ -1,0 +1,409 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/webhook"
+)
+
+// receiver is a webhook endpoint on 127.0.0.1 that checks each message's
+// signature as a customer's receiver would.
+type receiver struct {
+	srv    *httptest.Server
+	secret string
+	key    []byte
+	// status is what it answers (200 when 0).
+	status atomic.Int32
+	// hold, when set, makes the next arrival wait until it is closed.
+	hold atomic.Pointer[chan struct{}]
+	// held is told when an arrival waits on hold.
+	held chan struct{}
+
+	mu  sync.Mutex
+	got []arrival
+}
+
+type arrival struct {
+	path   string
+	header http.Header
+	body   []byte
+	// verified is nil when the signature and timestamp check out.
+	verified error
+}
+
+func startReceiver(t *testing.T) *receiver {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	r := &receiver{secret: webhook.SecretPrefix + base64.StdEncoding.EncodeToString(key), key: key, held: make(chan struct{}, 1)}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.got = append(r.got, arrival{path: req.URL.Path, header: req.Header.Clone(), body: body, verified: webhook.Verify(r.key, req.Header, body, time.Now())})
+		r.mu.Unlock()
+		if h := r.hold.Swap(nil); h != nil {
+			r.held <- struct{}{}
+			select {
+			case <-*h:
+			case <-req.Context().Done():
+			}
+			return
+		}
+		if s := r.status.Load(); s != 0 {
+			w.WriteHeader(int(s))
+		}
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) arrivals(path string) []arrival {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []arrival
+	for _, a := range r.got {
+		if a.path == path {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// waitArrivals waits up to 20 s for n arrivals at path.
+func (r *receiver) waitArrivals(t *testing.T, path string, n int) []arrival {
+	t.Helper()
+	for range 200 {
+		if got := r.arrivals(path); len(got) >= n {
+			return got
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s received %d messages, want %d", path, len(r.arrivals(path)), n)
+	return nil
+}
+
+// sentEvent is the JSON every target receives.
+type sentEvent struct {
+	ID        string `json:"id"`
+	Type      string `json:"type"`
+	Timestamp string `json:"timestamp"`
+	Data      struct {
+		Delivery struct {
+			Name        string `json:"name"`
+			Destination string `json:"destination"`
+			Workflow    string `json:"workflow"`
+			Objects     []struct {
+				Key      string `json:"key"`
+				Rows     string `json:"rows"`
+				Checksum string `json:"checksum"`
+				Kind     string `json:"kind"`
+			} `json:"objects"`
+			Error struct {
+				Reason  string `json:"reason"`
+				Message string `json:"message"`
+			} `json:"error"`
+		} `json:"delivery"`
+	} `json:"data"`
+}
+
+func decodeEvent(t *testing.T, b []byte) sentEvent {
+	t.Helper()
+	var e sentEvent
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatalf("event body %s: %v", b, err)
+	}
+	return e
+}
+
+func webhookSubscription(url, secret, destination string, types ...deliveryv1.EventType) *deliveryv1.Subscription {
+	return &deliveryv1.Subscription{Destination: destination, EventTypes: types,
+		Target: &deliveryv1.Subscription_Webhook{Webhook: &deliveryv1.Webhook{Url: url, Secret: secret}}}
+}
+
+var (
+	succeeded = deliveryv1.EventType_EVENT_TYPE_DELIVERY_SUCCEEDED
+	failed    = deliveryv1.EventType_EVENT_TYPE_DELIVERY_FAILED
+)
+
+// fastEvents makes events go out and fail over within a test's patience,
+// to a receiver on 127.0.0.1.
+func fastEvents(c *serveConfig) {
+	c.Delivery.Events.WebhookAllowPrivate, c.Delivery.Events.WebhookAllowHTTP = true, true
+	c.Delivery.Events.RetryInitial, c.Delivery.Events.RetryMax = 100*time.Millisecond, 300*time.Millisecond
+	c.Delivery.Events.FailingAfter, c.Delivery.Events.Poll = 3, 100*time.Millisecond
+}
+
+// Subscriptions are managed by administrators only, validated field by
+// field, and never answer their secret.
+func TestSubscriptionsRefuseBadInputAndHostileCallers(t *testing.T) {
+	e := startDelivering(t, fastEvents)
+	ctx := context.Background()
+	evs := deliveryv1.NewEventServiceClient(e.r.conns["delivery"])
+	rcv := startReceiver(t)
+	dest := e.destination(t, "hooks", &destinationv1.Destination{Format: csvFormat()})
+	good := func() *deliveryv1.Subscription { return webhookSubscription(rcv.srv.URL, rcv.secret, dest.GetName(), succeeded) }
+	create := func(sub *deliveryv1.Subscription, as grpc.CallOption) error {
+		_, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: "hook", Subscription: sub}, as)
+		return err
+	}
+	for name, tc := range map[string]struct {
+		as   grpc.CallOption
+		code codes.Code
+	}{
+		"a user without a policy":      {e.r.token("acme"), codes.PermissionDenied},
+		"another tenant's admin":       {e.r.token("globex", auth.PolicyAdministrator), codes.NotFound},
+		"a user restricted to limited": {e.r.token("acme", auth.PolicyRestrictPII), codes.PermissionDenied},
+	} {
+		if err := create(good(), tc.as); apierror.FromStatus(err).Code != tc.code {
+			t.Errorf("%s: %v, want %s", name, err, tc.code)
+		}
+	}
+	bad := map[string]func(*deliveryv1.Subscription){
+		"subscription.webhook.secret": func(s *deliveryv1.Subscription) { s.GetWebhook().Secret = "" },
+		"subscription.event_types":    func(s *deliveryv1.Subscription) { s.EventTypes = nil },
+		"subscription.destination":    func(s *deliveryv1.Subscription) { s.Destination = "tenants/acme/environments/sandbox/destinations/hooks" },
+		"subscription.webhook.url":    func(s *deliveryv1.Subscription) { s.GetWebhook().Url = "ftp://example.com/" },
+		"subscription.target":         func(s *deliveryv1.Subscription) { s.Target = nil },
+		"subscription.sqs.queue_url": func(s *deliveryv1.Subscription) {
+			s.Target = &deliveryv1.Subscription_Sqs{Sqs: &deliveryv1.SqsQueue{QueueUrl: "not a url", Credential: e.cred}}
+		},
+		"subscription.sns.credential": func(s *deliveryv1.Subscription) {
+			s.Target = &deliveryv1.Subscription_Sns{Sns: &deliveryv1.SnsTopic{TopicArn: "arn:aws:sns:us-east-1:123456789012:t", Credential: production + "/credentials/nope"}}
+		},
+	}
+	for field, spoil := range bad {
+		sub := good()
+		spoil(sub)
+		err := create(sub, e.admin)
+		if got := apierror.FromStatus(err); got.Code != codes.InvalidArgument || got.Fields()[field] == "" {
+			t.Errorf("%s spoiled: %v, want a violation of it", field, err)
+		}
+	}
+	sub, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: "hook", Subscription: good()}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := evs.GetSubscription(ctx, &deliveryv1.GetSubscriptionRequest{Name: sub.GetName()}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*deliveryv1.Subscription{sub, got} {
+		if !s.GetWebhook().GetSecretSet() || s.GetWebhook().GetSecret() != "" || strings.Contains(prototext.Format(s), rcv.secret[6:]) {
+			t.Fatalf("a subscription as answered: %v", s)
+		}
+	}
+	// An update that changes the URL keeps the stored secret; a new one is
+	// checked.
+	upd := &deliveryv1.Subscription{Name: sub.GetName(), Target: &deliveryv1.Subscription_Webhook{Webhook: &deliveryv1.Webhook{Url: rcv.srv.URL + "/moved", Secret: "whsec_short"}}}
+	_, err = evs.UpdateSubscription(ctx, &deliveryv1.UpdateSubscriptionRequest{Subscription: upd, UpdateMask: mask("webhook.secret")}, e.admin)
+	if apierror.FromStatus(err).Fields()["subscription.webhook.secret"] == "" {
+		t.Fatalf("a short secret: %v", err)
+	}
+	moved, err := evs.UpdateSubscription(ctx, &deliveryv1.UpdateSubscriptionRequest{Subscription: upd, UpdateMask: mask("webhook.url")}, e.admin)
+	if err != nil || moved.GetWebhook().GetUrl() != rcv.srv.URL+"/moved" || !moved.GetWebhook().GetSecretSet() {
+		t.Fatalf("move the URL: %v %v", moved, err)
+	}
+	if _, err := evs.DeleteSubscription(ctx, &deliveryv1.DeleteSubscriptionRequest{Name: sub.GetName()}, e.r.token("acme")); apierror.FromStatus(err).Code != codes.PermissionDenied {
+		t.Fatalf("a user deleting: %v", err)
+	}
+	// Without the operator's permission, a loopback endpoint is refused.
+	strict := startServe(t)
+	_, err = deliveryv1.NewEventServiceClient(strict.conns["delivery"]).CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{
+		Parent: production, SubscriptionId: "hook", Subscription: webhookSubscription("https://127.0.0.1:1/hook", rcv.secret, "", succeeded)},
+		strict.token("acme", auth.PolicyAdministrator))
+	if f := apierror.FromStatus(err).Fields()["subscription.webhook.url"]; !strings.Contains(f, "private, loopback") {
+		t.Fatalf("a loopback webhook without --webhook-allow-private: %v", err)
+	}
+}
+
+// A delivery's end reaches the webhooks that want it, signed, with the
+// delivery's objects or its error; one whose endpoint keeps failing is
+// marked FAILING with a notification, and recovers by itself.
+func TestWebhookEventsSignedRetriedAndListed(t *testing.T) {
+	e := startDelivering(t, fastEvents)
+	ctx := context.Background()
+	evs := deliveryv1.NewEventServiceClient(e.r.conns["delivery"])
+	flows := deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"])
+	rcv := startReceiver(t)
+	dest := e.destination(t, "hooks", &destinationv1.Destination{Format: csvFormat(), SuccessFile: true})
+	broken := e.destination(t, "broken", &destinationv1.Destination{Format: csvFormat(), BucketOverride: "no-such-bucket-" + strings.ToLower(t.Name()[:8])})
+	subscribe := func(id string, sub *deliveryv1.Subscription) *deliveryv1.Subscription {
+		out, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: id, Subscription: sub}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	all := subscribe("all", webhookSubscription(rcv.srv.URL+"/all", rcv.secret, "", succeeded, failed))
+	only := subscribe("only", webhookSubscription(rcv.srv.URL+"/only", rcv.secret, dest.GetName(), succeeded))
+
+	d, err := e.deliver(ctx, dest.GetName(), reader(t, customerBatches(t, 1000, 500)), e.admin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/all", "/only"} {
+		a := rcv.waitArrivals(t, path, 1)[0]
+		if a.verified != nil {
+			t.Fatalf("%s: the signature does not verify: %v", path, a.verified)
+		}
+		ev := decodeEvent(t, a.body)
+		if ev.Type != "delivery.succeeded" || ev.ID != a.header.Get("webhook-id") || ev.Data.Delivery.Name != d.GetName() || len(ev.Data.Delivery.Objects) != len(d.GetObjects()) {
+			t.Fatalf("%s received %s", path, a.body)
+		}
+		for i, o := range ev.Data.Delivery.Objects {
+			if o.Key != d.GetObjects()[i].GetKey() || o.Checksum != d.GetObjects()[i].GetChecksum() || (o.Rows == "") != (o.Kind == "success") {
+				t.Fatalf("%s: object %d is %+v, delivered %v", path, i, o, d.GetObjects()[i])
+			}
+		}
+	}
+	listed, err := evs.ListEvents(ctx, &deliveryv1.ListEventsRequest{Parent: production, Filter: `delivery = "` + d.GetName() + `"`}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed.GetEvents()) != 1 || len(listed.GetEvents()[0].GetSends()) != 2 {
+		t.Fatalf("events of the delivery: %v", listed)
+	}
+	ev := listed.GetEvents()[0]
+	if ev.GetId() != rcv.arrivals("/all")[0].header.Get("webhook-id") || ev.GetPayload() != string(rcv.arrivals("/all")[0].body) {
+		t.Fatalf("the listed event is not the one sent: %v", ev)
+	}
+	// Sent ends are recorded a moment after the receiver answers.
+	waitEvent(t, evs, e.admin, ev.GetName(), func(ev *deliveryv1.Event) bool {
+		for _, s := range ev.GetSends() {
+			if s.GetState() != deliveryv1.EventSendState_EVENT_SEND_STATE_SENT || len(s.GetAttempts()) != 1 || s.GetAttempts()[0].GetStatusCode() != 200 {
+				return false
+			}
+		}
+		return true
+	})
+
+	// The endpoint breaks; a delivery fails.
+	rcv.status.Store(http.StatusServiceUnavailable)
+	_, err = e.deliver(ctx, broken.GetName(), reader(t, customerBatches(t, 100, 100)), e.admin, nil)
+	if err == nil {
+		t.Fatal("a delivery to a bucket that does not exist succeeded")
+	}
+	failedDelivery := e.namedIn(t, err)
+	for k := range 201 {
+		if k == 200 {
+			t.Fatal("the subscription was not marked FAILING")
+		}
+		s, err := evs.GetSubscription(ctx, &deliveryv1.GetSubscriptionRequest{Name: all.GetName()}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.GetState() == deliveryv1.SubscriptionState_SUBSCRIPTION_STATE_FAILING {
+			if s.GetConsecutiveFailures() < 3 || !strings.Contains(s.GetLastError(), "503") || s.GetFailingSince() == nil {
+				t.Fatalf("a failing subscription: %v", s)
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	notes, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, e.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(notes.GetNotifications(), func(n *deliveryv1.Notification) bool { return n.GetSubscription() == all.GetName() })
+	if i < 0 || notes.GetNotifications()[i].GetSeverity() != deliveryv1.Severity_SEVERITY_WARNING || !strings.Contains(notes.GetNotifications()[i].GetMessage(), "503") {
+		t.Fatalf("no WARNING for the failing subscription among %v", notes.GetNotifications())
+	}
+	// A user without a policy sees the delivery's notification but not the
+	// environment-wide subscription's.
+	userNotes, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, e.r.token("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(userNotes.GetNotifications(), func(n *deliveryv1.Notification) bool { return n.GetSubscription() != "" }) {
+		t.Fatal("a user without a policy sees a subscription's notification")
+	}
+
+	rcv.status.Store(0)
+	failures := rcv.waitArrivals(t, "/all", 5) // the success, three or more failures, then the one that got through
+	var fe *deliveryv1.Event
+	waitEventOf := func() {
+		for range 200 {
+			l, err := evs.ListEvents(ctx, &deliveryv1.ListEventsRequest{Parent: production, Filter: `type = "delivery.failed"`}, e.admin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.GetEvents()) == 1 && l.GetEvents()[0].GetSends()[0].GetState() == deliveryv1.EventSendState_EVENT_SEND_STATE_SENT {
+				fe = l.GetEvents()[0]
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatal("the failure's event was not sent once the endpoint recovered")
+	}
+	waitEventOf()
+	snd := fe.GetSends()[0]
+	if len(fe.GetSends()) != 1 || snd.GetSubscription() != all.GetName() || snd.GetAttemptCount() < 4 {
+		t.Fatalf("the failure's event: %v", fe)
+	}
+	for k, a := range snd.GetAttempts() {
+		last := k == len(snd.GetAttempts())-1
+		if a.GetOk() != last || (!last && a.GetStatusCode() != 503) || (last && a.GetStatusCode() != 200) {
+			t.Fatalf("attempt %d: %v", k, a)
+		}
+	}
+	sent := decodeEvent(t, failures[len(failures)-1].body)
+	if sent.Type != "delivery.failed" || sent.Data.Delivery.Name != failedDelivery.GetName() || sent.Data.Delivery.Error.Reason == "" ||
+		sent.Data.Delivery.Workflow != failedDelivery.GetName()+"/workflow" {
+		t.Fatalf("the failure's event: %s", failures[len(failures)-1].body)
+	}
+	ids := map[string]bool{}
+	for _, a := range rcv.arrivals("/all") {
+		ids[a.header.Get("webhook-id")] = true
+	}
+	if len(ids) != 2 {
+		t.Fatalf("retries carried %d ids for 2 events", len(ids))
+	}
+	s, err := evs.GetSubscription(ctx, &deliveryv1.GetSubscriptionRequest{Name: all.GetName()}, e.admin)
+	if err != nil || s.GetState() != deliveryv1.SubscriptionState_SUBSCRIPTION_STATE_ACTIVE || s.GetConsecutiveFailures() != 0 {
+		t.Fatalf("after a send got through: %v %v", s, err)
+	}
+	if got := rcv.arrivals("/only"); len(got) != 1 {
+		t.Fatalf("the subscription to one destination received %d events", len(got))
+	}
+	_ = only
+}
+
+func waitEvent(t *testing.T, evs deliveryv1.EventServiceClient, as grpc.CallOption, name string, ok func(*deliveryv1.Event) bool) *deliveryv1.Event {
+	t.Helper()
+	var last *deliveryv1.Event
+	for range 200 {
+		ev, err := evs.GetEvent(context.Background(), &deliveryv1.GetEventRequest{Name: name}, as)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last = ev; ok(ev) {
+			return ev
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("event %s: %v", name, last)
+	return nil
+}
+
+func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
