@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -17,6 +18,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
@@ -24,6 +26,9 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/localserver"
+	"github.com/sluicehq/sluice/pkg/testenv"
 	"github.com/sluicehq/sluice/pkg/webhook"
 )
 
@@ -162,7 +167,9 @@ func TestSubscriptionsRefuseBadInputAndHostileCallers(t *testing.T) {
 	evs := deliveryv1.NewEventServiceClient(e.r.conns["delivery"])
 	rcv := startReceiver(t)
 	dest := e.destination(t, "hooks", &destinationv1.Destination{Format: csvFormat()})
-	good := func() *deliveryv1.Subscription { return webhookSubscription(rcv.srv.URL, rcv.secret, dest.GetName(), succeeded) }
+	good := func() *deliveryv1.Subscription {
+		return webhookSubscription(rcv.srv.URL, rcv.secret, dest.GetName(), succeeded)
+	}
 	create := func(sub *deliveryv1.Subscription, as grpc.CallOption) error {
 		_, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: "hook", Subscription: sub}, as)
 		return err
@@ -182,9 +189,11 @@ func TestSubscriptionsRefuseBadInputAndHostileCallers(t *testing.T) {
 	bad := map[string]func(*deliveryv1.Subscription){
 		"subscription.webhook.secret": func(s *deliveryv1.Subscription) { s.GetWebhook().Secret = "" },
 		"subscription.event_types":    func(s *deliveryv1.Subscription) { s.EventTypes = nil },
-		"subscription.destination":    func(s *deliveryv1.Subscription) { s.Destination = "tenants/acme/environments/sandbox/destinations/hooks" },
-		"subscription.webhook.url":    func(s *deliveryv1.Subscription) { s.GetWebhook().Url = "ftp://example.com/" },
-		"subscription.target":         func(s *deliveryv1.Subscription) { s.Target = nil },
+		"subscription.destination": func(s *deliveryv1.Subscription) {
+			s.Destination = "tenants/acme/environments/sandbox/destinations/hooks"
+		},
+		"subscription.webhook.url": func(s *deliveryv1.Subscription) { s.GetWebhook().Url = "ftp://example.com/" },
+		"subscription.target":      func(s *deliveryv1.Subscription) { s.Target = nil },
 		"subscription.sqs.queue_url": func(s *deliveryv1.Subscription) {
 			s.Target = &deliveryv1.Subscription_Sqs{Sqs: &deliveryv1.SqsQueue{QueueUrl: "not a url", Credential: e.cred}}
 		},
@@ -407,3 +416,75 @@ func waitEvent(t *testing.T, evs deliveryv1.EventServiceClient, as grpc.CallOpti
 }
 
 func mask(paths ...string) *fieldmaskpb.FieldMask { return &fieldmaskpb.FieldMask{Paths: paths} }
+
+// The delivery service is killed while it sends an event (after the
+// delivery's end was stored with its event, before the send was
+// recorded): once it starts again, the event goes out again with the same
+// id, and the receiver, de-duplicating by id, sees it once.
+func TestEventSentAfterTheServiceIsKilledMidSend(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	p := startProcesses(t, m, testenv.NewBucket(t, m), localserver.SluiceOptions{Delivery: []string{
+		"--webhook-allow-private", "--webhook-allow-http", "--event-retry-initial", "200ms", "--event-poll", "200ms"}})
+	ctx := context.Background()
+	cc, err := grpc.NewClient(p.sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	evs := deliveryv1.NewEventServiceClient(cc)
+	rcv := startReceiver(t)
+	hold := make(chan struct{})
+	rcv.hold.Store(&hold)
+	if _, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: "hook",
+		Subscription: webhookSubscription(rcv.srv.URL+"/hook", rcv.secret, "", succeeded)}, p.as); err != nil {
+		t.Fatal(err)
+	}
+	dest := p.destination(t, "killed", nil)
+	recs := customerBatches(t, 1000, 500)
+	d, err := deliverclient.DeliverStream(ctx, p.delivs, &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "out"},
+		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{p.as}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-rcv.held:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the event was not sent")
+	}
+	p.sl.Kill("delivery")
+	close(hold)
+	if err := p.sl.Start("delivery"); err != nil {
+		t.Fatal(err)
+	}
+	got := rcv.waitArrivals(t, "/hook", 2)
+	listed, err := evs.ListEvents(ctx, &deliveryv1.ListEventsRequest{Parent: production}, p.as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed.GetEvents()) != 1 {
+		t.Fatalf("%d events for one delivery", len(listed.GetEvents()))
+	}
+	ev := waitEvent(t, evs, p.as, listed.GetEvents()[0].GetName(), func(ev *deliveryv1.Event) bool {
+		return ev.GetSends()[0].GetState() == deliveryv1.EventSendState_EVENT_SEND_STATE_SENT
+	})
+	// The killed attempt was never recorded: the one that got through is
+	// the only one the event shows.
+	if n := ev.GetSends()[0].GetAttemptCount(); n != 1 {
+		t.Fatalf("the event shows %d attempts", n)
+	}
+	time.Sleep(time.Second) // a third send would come within a poll or two
+	got = rcv.arrivals("/hook")
+	ids := map[string]int{}
+	for _, a := range got {
+		if a.verified != nil {
+			t.Fatalf("a send does not verify: %v", a.verified)
+		}
+		ids[a.header.Get("webhook-id")]++
+		if sent := decodeEvent(t, a.body); sent.Data.Delivery.Name != d.GetName() || sent.Type != "delivery.succeeded" {
+			t.Fatalf("sent %s", a.body)
+		}
+	}
+	if len(got) != 2 || len(ids) != 1 || ids[ev.GetId()] != 2 {
+		t.Fatalf("the receiver got %d messages with ids %v; the event is %s", len(got), ids, ev.GetId())
+	}
+}
