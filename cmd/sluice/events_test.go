@@ -22,10 +22,21 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/localserver"
 	"github.com/sluicehq/sluice/pkg/testenv"
@@ -487,4 +498,139 @@ func TestEventSentAfterTheServiceIsKilledMidSend(t *testing.T) {
 	if len(got) != 2 || len(ids) != 1 || ids[ev.GetId()] != 2 {
 		t.Fatalf("the receiver got %d messages with ids %v; the event is %s", len(got), ids, ev.GetId())
 	}
+}
+
+// Events reach Amazon SNS, SQS and EventBridge through a customer's role,
+// on moto: each target's message carries the event, read back from SQS
+// queues (SNS and an EventBridge rule deliver into queues there too).
+func TestEventsReachSNSSQSAndEventBridgeOnMoto(t *testing.T) {
+	m := testenv.SharedMoto(t)
+	r := startServeWith(t, func(c *serveConfig) {
+		c.Credential.AWS = awsclient.Endpoints{Region: m.Region, STSURL: m.Endpoint, S3URL: m.Endpoint, S3PathStyle: true,
+			SNSURL: m.Endpoint, SQSURL: m.Endpoint, EventBridgeURL: m.Endpoint,
+			PlatformCredentials: credentials.NewStaticCredentialsProvider(m.Platform.AccessKeyID, m.Platform.SecretAccessKey, "")}
+		c.Credential.PlatformRoleARN = m.PlatformARN
+		fastEvents(c)
+	})
+	ctx := context.Background()
+	admin := r.token("acme", auth.PolicyAdministrator)
+	suffix := strings.ToLower(rand.Text()[:8])
+	role := testenv.NewCustomerRole(t, m, "acme-events-"+suffix, "placeholder", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","sns:Publish","sqs:SendMessage","events:PutEvents"],"Resource":"*"}]}`)
+	cred, err := credentialv1.NewCredentialServiceClient(r.conns["credential"]).CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: "role",
+		Credential: &credentialv1.Credential{Bucket: role.Bucket, Region: m.Region,
+			Type: &credentialv1.Credential_RoleToRole{RoleToRole: &credentialv1.RoleToRole{TargetRoleArn: role.ARN}}}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.IAM(m.Admin).UpdateAssumeRolePolicy(ctx, &iam.UpdateAssumeRolePolicyInput{RoleName: aws.String("acme-events-" + suffix),
+		PolicyDocument: aws.String(cred.GetRoleToRole().GetTrustPolicyJson())}); err != nil {
+		t.Fatal(err)
+	}
+	// The customer's side: a queue, a topic feeding a queue, a bus whose
+	// rule feeds a queue.
+	endpoints := awsclient.Endpoints{Region: m.Region, SNSURL: m.Endpoint, SQSURL: m.Endpoint, EventBridgeURL: m.Endpoint}
+	adminCfg := endpoints.Static(m.Admin)
+	sqsc, snsc, ebc := endpoints.SQS(adminCfg, m.Region), endpoints.SNS(adminCfg, m.Region), endpoints.EventBridge(adminCfg, m.Region)
+	queue := func(name string) (url, arn string) {
+		q, err := sqsc.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name + "-" + suffix)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		attrs, err := sqsc.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl, AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(q.QueueUrl), attrs.Attributes[string(sqstypes.QueueAttributeNameQueueArn)]
+	}
+	direct, _ := queue("direct")
+	viaSNS, viaSNSArn := queue("via-sns")
+	viaBus, viaBusArn := queue("via-bus")
+	topic, err := snsc.CreateTopic(ctx, &sns.CreateTopicInput{Name: aws.String("sluice-" + suffix)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snsc.Subscribe(ctx, &sns.SubscribeInput{TopicArn: topic.TopicArn, Protocol: aws.String("sqs"), Endpoint: aws.String(viaSNSArn)}); err != nil {
+		t.Fatal(err)
+	}
+	bus := "sluice-" + suffix
+	if _, err := ebc.CreateEventBus(ctx, &eventbridge.CreateEventBusInput{Name: aws.String(bus)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ebc.PutRule(ctx, &eventbridge.PutRuleInput{Name: aws.String("to-queue"), EventBusName: aws.String(bus),
+		EventPattern: aws.String(`{"source":["sluice"]}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ebc.PutTargets(ctx, &eventbridge.PutTargetsInput{Rule: aws.String("to-queue"), EventBusName: aws.String(bus),
+		Targets: []ebtypes.Target{{Id: aws.String("queue"), Arn: aws.String(viaBusArn)}}}); err != nil {
+		t.Fatal(err)
+	}
+	evs := deliveryv1.NewEventServiceClient(r.conns["delivery"])
+	for id, target := range map[string]*deliveryv1.Subscription{
+		"sqs":    {Target: &deliveryv1.Subscription_Sqs{Sqs: &deliveryv1.SqsQueue{QueueUrl: direct, Credential: cred.GetName()}}},
+		"sns":    {Target: &deliveryv1.Subscription_Sns{Sns: &deliveryv1.SnsTopic{TopicArn: aws.ToString(topic.TopicArn), Credential: cred.GetName()}}},
+		"bridge": {Target: &deliveryv1.Subscription_Eventbridge{Eventbridge: &deliveryv1.EventBridgeBus{EventBus: bus, Credential: cred.GetName()}}},
+	} {
+		target.EventTypes = []deliveryv1.EventType{succeeded}
+		if _, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: id, Subscription: target}, admin); err != nil {
+			t.Fatalf("subscription %s: %v", id, err)
+		}
+	}
+	dest, err := destinationv1.NewDestinationServiceClient(r.conns["destination"]).CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: "role",
+		Destination: &destinationv1.Destination{Credential: cred.GetName(), Prefix: "exports-", Format: csvFormat()}}, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := customerBatches(t, 100, 100)
+	d, err := deliverclient.DeliverStream(ctx, deliveryv1.NewDeliveryServiceClient(r.conns["delivery"]), &deliveryv1.DeliveryStart{Destination: dest.GetName(), OutputName: "out"},
+		bytes.NewReader(ipcBytes(t, recs[0].Schema(), recs...)), deliverclient.Options{CallOptions: []grpc.CallOption{admin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive := func(url string) string {
+		for range 40 {
+			out, err := sqsc.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(url), WaitTimeSeconds: 1, MaxNumberOfMessages: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(out.Messages) > 1 {
+				t.Fatalf("%s holds %d messages for one event", url, len(out.Messages))
+			}
+			if len(out.Messages) == 1 {
+				return aws.ToString(out.Messages[0].Body)
+			}
+		}
+		events, _ := evs.ListEvents(ctx, &deliveryv1.ListEventsRequest{Parent: production}, admin)
+		t.Fatalf("nothing arrived in %s; events: %v", url, events)
+		return ""
+	}
+	listed, err := evs.ListEvents(ctx, &deliveryv1.ListEventsRequest{Parent: production}, admin)
+	if err != nil || len(listed.GetEvents()) != 1 {
+		t.Fatalf("events: %v %v", listed, err)
+	}
+	want := listed.GetEvents()[0]
+	check := func(target string, body []byte) {
+		t.Helper()
+		ev := decodeEvent(t, body)
+		if ev.ID != want.GetId() || ev.Type != "delivery.succeeded" || ev.Data.Delivery.Name != d.GetName() || len(ev.Data.Delivery.Objects) != 1 {
+			t.Fatalf("%s received %s", target, body)
+		}
+	}
+	check("sqs", []byte(receive(direct)))
+	var envelope struct{ Message string }
+	if err := json.Unmarshal([]byte(receive(viaSNS)), &envelope); err != nil {
+		t.Fatal(err)
+	}
+	check("sns", []byte(envelope.Message))
+	var bridged struct {
+		Source     string          `json:"source"`
+		DetailType string          `json:"detail-type"`
+		Detail     json.RawMessage `json:"detail"`
+	}
+	if err := json.Unmarshal([]byte(receive(viaBus)), &bridged); err != nil {
+		t.Fatal(err)
+	}
+	if bridged.Source != "sluice" || bridged.DetailType != "delivery.succeeded" {
+		t.Fatalf("EventBridge delivered %+v", bridged)
+	}
+	check("eventbridge", bridged.Detail)
 }
