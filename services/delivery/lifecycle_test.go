@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"slices"
 	"context"
 	"errors"
 	"fmt"
@@ -66,6 +67,30 @@ func TestPhasesAreDistinct(t *testing.T) {
 func TestMoveWalksEveryTransition(t *testing.T) {
 	b := newBundle(t)
 	ctx := context.Background()
+	// A subscription to every event, so that each move's events are
+	// written as its outbox (or, for a refused move, are not).
+	if _, err := b.s.store.Subscriptions.Create(ctx, production, &deliveryv1.Subscription{Name: production + "/subscriptions/all",
+		EventTypes: []deliveryv1.EventType{deliveryv1.EventType_EVENT_TYPE_DELIVERY_SUCCEEDED, deliveryv1.EventType_EVENT_TYPE_DELIVERY_FAILED,
+			deliveryv1.EventType_EVENT_TYPE_DELIVERY_RESOLVED},
+		Target: &deliveryv1.Subscription_Webhook{Webhook: &deliveryv1.Webhook{Url: "https://hooks.example.com/sluice"}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventsWritten := func(t *testing.T, delivery string) []deliveryv1.EventType {
+		t.Helper()
+		evs, err := b.s.store.Events.Find(ctx, 10, "delivery = ?", delivery)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var types []deliveryv1.EventType
+		for _, ev := range evs {
+			types = append(types, ev.GetType())
+			if len(ev.GetSends()) != 1 || ev.GetSends()[0].GetState() != deliveryv1.EventSendState_EVENT_SEND_STATE_PENDING {
+				t.Errorf("event %s: sends %v", ev.GetName(), ev.GetSends())
+			}
+		}
+		slices.Sort(types)
+		return types
+	}
 	for _, from := range phaseOrder {
 		for _, to := range phaseOrder {
 			t.Run(fmt.Sprintf("%s to %s", from, to), func(t *testing.T) {
@@ -85,6 +110,9 @@ func TestMoveWalksEveryTransition(t *testing.T) {
 					if again, _ := b.s.store.Deliveries.Get(ctx, d.GetName()); phaseOf(again) != from {
 						t.Fatalf("a refused move changed the delivery to %s", phaseOf(again))
 					}
+					if got := eventsWritten(t, d.GetName()); len(got) != 0 {
+						t.Fatalf("a refused move wrote events %v", got)
+					}
 					return
 				}
 				if err != nil {
@@ -92,6 +120,10 @@ func TestMoveWalksEveryTransition(t *testing.T) {
 				}
 				if phaseOf(got) != to {
 					t.Fatalf("stored %s, want %s", phaseOf(got), to)
+				}
+				want := slices.Sorted(slices.Values(eventsOf(from, to)))
+				if got := eventsWritten(t, d.GetName()); !slices.Equal(got, want) {
+					t.Errorf("events written %v, want %v", got, want)
 				}
 				w, err := b.s.store.Workflows.Get(ctx, d.GetWorkflow())
 				if err != nil {

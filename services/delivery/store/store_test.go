@@ -2,11 +2,15 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
@@ -49,6 +53,27 @@ func TestConformance(t *testing.T) {
 			t.Run("RecordedWrites", func(t *testing.T) { recordedWrites(t, open(t, b.DSN(t))) })
 			t.Run("HeldStaging", func(t *testing.T) { heldStaging(t, open(t, b.DSN(t))) })
 			t.Run("SharedKeys", func(t *testing.T) { sharedKeys(t, open(t, b.DSN(t))) })
+			t.Run("Outbox", func(t *testing.T) { outbox(t, open(t, b.DSN(t))) })
+			t.Run("subscriptions", func(t *testing.T) {
+				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Subscription]{
+					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Subscription] {
+						return open(t, b.DSN(t)).Subscriptions
+					},
+					New: func(name string) *deliveryv1.Subscription {
+						return &deliveryv1.Subscription{Name: name, EventTypes: []deliveryv1.EventType{deliveryv1.EventType_EVENT_TYPE_DELIVERY_SUCCEEDED}}
+					},
+					Change: func(x *deliveryv1.Subscription) { x.Paused = !x.Paused },
+				})
+			})
+			t.Run("events", func(t *testing.T) {
+				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Event]{
+					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Event] { return open(t, b.DSN(t)).Events },
+					New: func(name string) *deliveryv1.Event {
+						return &deliveryv1.Event{Name: name, Type: deliveryv1.EventType_EVENT_TYPE_DELIVERY_FAILED}
+					},
+					Change: func(e *deliveryv1.Event) { e.Sends = append(e.Sends, &deliveryv1.EventSend{Subscription: "s"}) },
+				})
+			})
 			t.Run("workflows", func(t *testing.T) {
 				resourcestoretest.Run(t, resourcestoretest.Fixture[*deliveryv1.Workflow]{
 					Open: func(t *testing.T) *resourcestore.Table[*deliveryv1.Workflow] { return open(t, b.DSN(t)).Workflows },
@@ -301,5 +326,80 @@ func sharedKeys(t *testing.T, s *store.Store) {
 	}
 	if c, err := s.Key(ctx, "other"); err != nil || string(c) == string(a) {
 		t.Fatalf("another name: %x, %v", c, err)
+	}
+}
+
+// outbox: subscriptions are found in the writing transaction by
+// destination and pause; events are due by their earliest pending send;
+// secrets are kept apart and go with their subscription.
+func outbox(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	sub := func(id, dest string, paused bool) {
+		t.Helper()
+		if _, err := s.Subscriptions.Create(ctx, parent, &deliveryv1.Subscription{Name: parent + "/subscriptions/" + id, Destination: dest, Paused: paused},
+			s.SettingSecret(parent+"/subscriptions/"+id, []byte("sealed-"+id))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub("all", "", false)
+	sub("d1", parent+"/destinations/d1", false)
+	sub("d2", parent+"/destinations/d2", false)
+	sub("paused", "", true)
+	var found []string
+	_, err := s.Deliveries.Create(ctx, parent, delivery("x", parent+"/destinations/d1", "", deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING), func(ctx context.Context, tx *sql.Tx) error {
+		subs, err := s.SubscribersIn(ctx, tx, parent, parent+"/destinations/d1")
+		for _, x := range subs {
+			found = append(found, x.GetName())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{parent + "/subscriptions/all", parent + "/subscriptions/d1"}; !slices.Equal(found, want) {
+		t.Fatalf("subscribers of d1: %v, want %v", found, want)
+	}
+	now := time.Now()
+	pending := func(at time.Time) *deliveryv1.EventSend {
+		return &deliveryv1.EventSend{State: deliveryv1.EventSendState_EVENT_SEND_STATE_PENDING, NextAttemptTime: timestamppb.New(at)}
+	}
+	for id, sends := range map[string][]*deliveryv1.EventSend{
+		"e-due":    {pending(now.Add(time.Hour)), pending(now.Add(-time.Second))},
+		"e-later":  {pending(now.Add(time.Minute))},
+		"e-sent":   {{State: deliveryv1.EventSendState_EVENT_SEND_STATE_SENT}},
+		"e-gaveup": {{State: deliveryv1.EventSendState_EVENT_SEND_STATE_GAVE_UP}},
+	} {
+		if _, err := s.Events.Create(ctx, parent, &deliveryv1.Event{Name: parent + "/events/" + id, Sends: sends}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due, err := s.DueEvents(ctx, now, 10)
+	if err != nil || len(due) != 1 || due[0].GetName() != parent+"/events/e-due" {
+		t.Fatalf("due events: %v %v", due, err)
+	}
+	next, err := s.NextDue(ctx)
+	if err != nil || next.Sub(now.Add(-time.Second)).Abs() > time.Millisecond {
+		t.Fatalf("next due %v (%v), want a second ago", next, err)
+	}
+	// Sent, the event is no longer due.
+	if _, err := s.Events.Update(ctx, parent+"/events/e-due", "", func(e *deliveryv1.Event) error {
+		for _, x := range e.GetSends() {
+			x.State = deliveryv1.EventSendState_EVENT_SEND_STATE_SENT
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if due, _ := s.DueEvents(ctx, now.Add(2*time.Minute), 10); len(due) != 1 || due[0].GetName() != parent+"/events/e-later" {
+		t.Fatalf("due two minutes on: %v", due)
+	}
+	if sealed, err := s.Secret(ctx, parent+"/subscriptions/d1"); err != nil || string(sealed) != "sealed-d1" {
+		t.Fatalf("secret: %q %v", sealed, err)
+	}
+	if err := s.Subscriptions.Delete(ctx, parent+"/subscriptions/d1", "", s.ForgettingSecret(parent+"/subscriptions/d1")); err != nil {
+		t.Fatal(err)
+	}
+	if sealed, err := s.Secret(ctx, parent+"/subscriptions/d1"); err != nil || sealed != nil {
+		t.Fatalf("a deleted subscription's secret: %q %v", sealed, err)
 	}
 }
