@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -633,4 +634,70 @@ func TestEventsReachSNSSQSAndEventBridgeOnMoto(t *testing.T) {
 		t.Fatalf("EventBridge delivered %+v", bridged)
 	}
 	check("eventbridge", bridged.Detail)
+}
+
+// Two delivery replicas on one PostgreSQL: whichever replica ends a
+// delivery, its event is sent once, by the replica holding the sender's
+// lease; when a replica dies, the other sends what comes next.
+func TestEventsFromTwoReplicasAreSentOnce(t *testing.T) {
+	m := testenv.SharedMinIO(t)
+	key := filepath.Join(t.TempDir(), "events.key")
+	p := startProcesses(t, m, testenv.NewBucket(t, m), localserver.SluiceOptions{DeliveryReplicas: 2,
+		Delivery: []string{"--database", testenv.NewDatabase(t), "--lease-ttl", "2s", "--recover-interval", "250ms", "--staging=false",
+			"--master-key-file", key, "--webhook-allow-private", "--webhook-allow-http", "--event-poll", "200ms"}})
+	ctx := context.Background()
+	rcv := startReceiver(t)
+	var delivs []deliveryv1.DeliveryServiceClient
+	var evs deliveryv1.EventServiceClient
+	for _, name := range []string{"delivery", "delivery-2"} {
+		cc, err := grpc.NewClient(p.sl.Addrs[name], grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		delivs = append(delivs, deliveryv1.NewDeliveryServiceClient(cc))
+		evs = deliveryv1.NewEventServiceClient(cc)
+	}
+	if _, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: "hook",
+		Subscription: webhookSubscription(rcv.srv.URL+"/hook", rcv.secret, "", succeeded)}, p.as); err != nil {
+		t.Fatal(err)
+	}
+	dest := p.destination(t, "replicas", nil)
+	recs := customerBatches(t, 200, 200)
+	stream := ipcBytes(t, recs[0].Schema(), recs...)
+	deliver := func(via deliveryv1.DeliveryServiceClient) string {
+		d, err := deliverclient.DeliverStream(ctx, via, &deliveryv1.DeliveryStart{Destination: dest.GetName()}, bytes.NewReader(stream),
+			deliverclient.Options{CallOptions: []grpc.CallOption{p.as}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.GetName()
+	}
+	var names []string
+	for i := range 6 {
+		names = append(names, deliver(delivs[i%2]))
+	}
+	rcv.waitArrivals(t, "/hook", 6)
+	p.sl.Kill("delivery")
+	for range 3 {
+		names = append(names, deliver(delivs[1]))
+	}
+	got := rcv.waitArrivals(t, "/hook", 9)
+	time.Sleep(time.Second) // a duplicate would come within a poll or two
+	got = rcv.arrivals("/hook")
+	seen := map[string]bool{}
+	for _, a := range got {
+		if a.verified != nil {
+			t.Fatalf("signed with a key the receiver does not hold: %v", a.verified)
+		}
+		seen[decodeEvent(t, a.body).Data.Delivery.Name] = true
+	}
+	for _, n := range names {
+		if !seen[n] {
+			t.Errorf("no event for %s", n)
+		}
+	}
+	if len(got) != len(names) {
+		t.Fatalf("%d events arrived for %d deliveries", len(got), len(names))
+	}
 }
