@@ -9,7 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -93,6 +95,18 @@ func startReceiver(t *testing.T) *receiver {
 	}))
 	t.Cleanup(r.srv.Close)
 	return r
+}
+
+// useSecret makes the receiver verify with secret instead of its own.
+func (r *receiver) useSecret(t *testing.T, secret string) {
+	t.Helper()
+	key, err := webhook.ParseSecret(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.mu.Lock()
+	r.secret, r.key = secret, key
+	r.mu.Unlock()
 }
 
 func (r *receiver) arrivals(path string) []arrival {
@@ -699,5 +713,68 @@ func TestEventsFromTwoReplicasAreSentOnce(t *testing.T) {
 	}
 	if len(got) != len(names) {
 		t.Fatalf("%d events arrived for %d deliveries", len(got), len(names))
+	}
+}
+
+// The CLI as an operator uses it: a webhook subscription whose secret the
+// CLI makes and prints once, the events listed with their attempts, and a
+// paused subscription.
+func TestCLISubscriptionsAndEvents(t *testing.T) {
+	e := startDelivering(t, fastEvents)
+	rcv := startReceiver(t)
+	token, err := e.r.users.Mint("cli@acme.test", "acme", []string{auth.PolicyAdministrator}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cli{t: t, bin: buildSluice(t), env: append(os.Environ(), "SLUICE_DELIVERY_ADDR="+e.r.addrs["delivery"], "SLUICE_DESTINATION_ADDR="+e.r.addrs["destination"],
+		"SLUICE_TOKEN="+token, "SLUICE_CONFIG="+filepath.Join(t.TempDir(), "none.yaml"))}
+	dest := e.destination(t, "cli-events", &destinationv1.Destination{Format: csvFormat()})
+	out := c.must(0, "subscription", "create", "hook", "--webhook", rcv.srv.URL+"/cli", "--events", "delivery.succeeded", "--destination", "cli-events")
+	secret := regexp.MustCompile(`whsec_[A-Za-z0-9+/=]+`).FindString(out.stderr)
+	if secret == "" || strings.Contains(out.stdout, secret) || !regexp.MustCompile(`secret set\s+true`).MatchString(out.stdout) {
+		t.Fatalf("subscription create:\nstdout:\n%s\nstderr:\n%s", out.stdout, out.stderr)
+	}
+	rcv.useSecret(t, secret)
+	if got := c.must(0, "subscription", "get", "hook", "-o", "json"); strings.Contains(got.stdout, secret) {
+		t.Fatal("subscription get printed the secret")
+	}
+	c.must(2, "subscription", "create", "bad", "--events", "delivery.sent", "--webhook", rcv.srv.URL)
+	d, err := e.deliver(context.Background(), dest.GetName(), reader(t, customerBatches(t, 100, 100)), e.admin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := rcv.waitArrivals(t, "/cli", 1)[0]
+	if a.verified != nil {
+		t.Fatalf("the CLI's secret does not verify the webhook: %v", a.verified)
+	}
+	var listed []struct {
+		ID    string `json:"id"`
+		Sends []struct {
+			State string `json:"state"`
+		} `json:"sends"`
+	}
+	for range 100 {
+		c.json(c.must(0, "event", "list", "--delivery", last(d.GetName()), "-o", "json"), &listed)
+		if len(listed) == 1 && listed[0].Sends[0].State == "EVENT_SEND_STATE_SENT" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(listed) != 1 || listed[0].ID != a.header.Get("webhook-id") || listed[0].Sends[0].State != "EVENT_SEND_STATE_SENT" {
+		t.Fatalf("event list: %+v", listed)
+	}
+	if got := c.must(0, "event", "get", listed[0].ID); !strings.Contains(got.stdout, "SENT, 1 attempt(s)") || !strings.Contains(got.stdout, d.GetName()) {
+		t.Fatalf("event get:\n%s", got.stdout)
+	}
+	c.must(0, "subscription", "pause", "hook")
+	if got := c.must(0, "subscription", "list"); !strings.Contains(got.stdout, "PAUSED") {
+		t.Fatalf("subscription list after pause:\n%s", got.stdout)
+	}
+	if _, err := e.deliver(context.Background(), dest.GetName(), reader(t, customerBatches(t, 100, 100)), e.admin, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // an event would go out within a poll
+	if n := len(rcv.arrivals("/cli")); n != 1 {
+		t.Fatalf("a paused subscription received %d events", n)
 	}
 }

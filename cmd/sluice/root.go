@@ -22,6 +22,6 @@ func rootCommand() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{code: exitInvalid, err: err} })
 	root.AddCommand(serveCommand(), tokenCommand(), healthCommand(), demoCommand(), loginCommand(), certsCommand(),
-		credentialCommand(), destinationCommand(), deliverCommand(), deliveryCommand(), workflowCommand(), notificationCommand())
+		credentialCommand(), destinationCommand(), deliverCommand(), deliveryCommand(), workflowCommand(), notificationCommand(), subscriptionCommand(), eventCommand())
 	return root
 }

@@ -248,6 +248,9 @@ func buildServices(ctx context.Context, env *launch.Env, cfg serveConfig) (eps [
 	}
 	delivCfg := cfg.Delivery
 	delivCfg.DatabaseDSN, delivCfg.AWS = cfg.DeliveryDB, cfg.Credential.AWS
+	// The flags are the credential service's: KMS seals webhook secrets
+	// too; a local key is the delivery service's own file.
+	delivCfg.Events.KMSKeyID = cfg.Credential.KMSKeyID
 	if err := delivery.Build(ctx, env, deliv.Server, delivCfg, addr(dest), addr(cred)); err != nil {
 		return eps, fmt.Errorf("delivery: %w", err)
 	}

@@ -228,8 +228,14 @@ func (e *EventsConfig) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&e.RetryWindow, "event-retry-window", e.RetryWindow, "how long an event is tried before it is given up")
 	fs.IntVar(&e.FailingAfter, "event-failing-after", e.FailingAfter, "failed attempts in a row that mark a subscription FAILING and raise a notification")
 	fs.DurationVar(&e.Poll, "event-poll", e.Poll, "how often to look for events to send that other replicas wrote")
-	fs.StringVar(&e.MasterKeyFile, "master-key-file", e.MasterKeyFile, "file of the local master key that seals webhook secrets (default {data-dir}/keys/events.key)")
-	fs.StringVar(&e.KMSKeyID, "kms-key-id", e.KMSKeyID, "KMS key that seals webhook secrets instead of a local master key")
+	// In `sluice serve` the credential service has these flags already;
+	// serve hands its KMS key on.
+	if fs.Lookup("master-key-file") == nil {
+		fs.StringVar(&e.MasterKeyFile, "master-key-file", e.MasterKeyFile, "file of the local master key that seals webhook secrets (default {data-dir}/keys/events.key); replicas share it")
+	}
+	if fs.Lookup("kms-key-id") == nil {
+		fs.StringVar(&e.KMSKeyID, "kms-key-id", e.KMSKeyID, "KMS key that seals webhook secrets instead of a local master key")
+	}
 }
 
 func hostname() string {
