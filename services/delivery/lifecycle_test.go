@@ -1,11 +1,11 @@
 package delivery
 
 import (
-	"slices"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
