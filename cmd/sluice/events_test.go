@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -776,5 +777,109 @@ func TestCLISubscriptionsAndEvents(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // an event would go out within a poll
 	if n := len(rcv.arrivals("/cli")); n != 1 {
 		t.Fatalf("a paused subscription received %d events", n)
+	}
+}
+
+// The health watcher on MinIO: a permission taken from the credential's
+// user raises a WARNING naming it, with the action a failed delivery would
+// offer, and a destination.unhealthy event, before any delivery fails; it
+// clears itself once the permission is back. A key whose secret was set 80
+// days ago (the clock moved on) warns that it is due for rotation.
+func TestHealthWatcherWarnsBeforeADeliveryFails(t *testing.T) {
+	var ahead atomic.Int64 // how far the watcher's clock is moved on
+	e := startDelivering(t, func(c *serveConfig) {
+		fastEvents(c)
+		c.Delivery.Health.Interval = 300 * time.Millisecond
+		c.Delivery.Clock = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	})
+	ctx := context.Background()
+	evs := deliveryv1.NewEventServiceClient(e.r.conns["delivery"])
+	flows := deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"])
+	rcv := startReceiver(t)
+	for id, types := range map[string][]deliveryv1.EventType{
+		"health": {deliveryv1.EventType_EVENT_TYPE_DESTINATION_UNHEALTHY, deliveryv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRING}} {
+		if _, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: id,
+			Subscription: webhookSubscription(rcv.srv.URL+"/"+id, rcv.secret, "", types...)}, e.admin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dest := e.destination(t, "watched", &destinationv1.Destination{Format: csvFormat()})
+	if _, err := e.deliver(ctx, dest.GetName(), reader(t, customerBatches(t, 100, 100)), e.admin, nil); err != nil {
+		t.Fatal(err)
+	}
+	warnings := func() []*deliveryv1.Notification {
+		list, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, e.admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*deliveryv1.Notification
+		for _, n := range list.GetNotifications() {
+			if n.GetSeverity() == deliveryv1.Severity_SEVERITY_WARNING {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	waitFor := func(what string, ok func([]*deliveryv1.Notification) bool) []*deliveryv1.Notification {
+		t.Helper()
+		for range 150 {
+			if w := warnings(); ok(w) {
+				return w
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: warnings are %v", what, warnings())
+		return nil
+	}
+	time.Sleep(time.Second) // a pass or more, with the destination healthy
+	if w := warnings(); len(w) != 0 {
+		t.Fatalf("warnings while everything works: %v", w)
+	}
+	readOnly := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket","s3:GetBucketLocation","s3:DeleteObject","s3:AbortMultipartUpload","s3:ListMultipartUploadParts","s3:ListBucketMultipartUploads"],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, e.bucket, e.bucket)
+	if err := testenv.SetMinIOUser(ctx, e.m, e.key, e.secret, readOnly); err != nil {
+		t.Fatal(err)
+	}
+	w := waitFor("a permission taken away", func(w []*deliveryv1.Notification) bool { return len(w) == 1 })[0]
+	if w.GetDestination() != dest.GetName() || w.GetReason() != "ACCESS_DENIED" || w.GetAcknowledged() || len(w.GetActions()) != 1 ||
+		w.GetActions()[0].GetId() != "grant-permission" || w.GetActions()[0].GetMissingPermission() != "s3:PutObject" ||
+		!strings.Contains(w.GetActions()[0].GetPolicyJson(), "s3:PutObject") {
+		t.Fatalf("the warning: %v", w)
+	}
+	a := rcv.waitArrivals(t, "/health", 1)[0]
+	if ev := string(a.body); !strings.Contains(ev, `"type":"destination.unhealthy"`) || !strings.Contains(ev, `"missing_permission":"s3:PutObject"`) || a.verified != nil {
+		t.Fatalf("the destination.unhealthy event: %s (%v)", ev, a.verified)
+	}
+	time.Sleep(time.Second) // more passes: still one warning
+	if got := warnings(); len(got) != 1 {
+		t.Fatalf("%d warnings for one failing check", len(got))
+	}
+	policy := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*"]}]}`, e.bucket, e.bucket)
+	if err := testenv.SetMinIOUser(ctx, e.m, e.key, e.secret, policy); err != nil {
+		t.Fatal(err)
+	}
+	cleared := waitFor("the permission granted back", func(w []*deliveryv1.Notification) bool { return len(w) == 1 && w[0].GetAcknowledged() })[0]
+	if !strings.Contains(cleared.GetMessage(), "Cleared") {
+		t.Fatalf("the cleared warning: %v", cleared)
+	}
+	// 80 days on, the access key is due for rotation within 14 days.
+	ahead.Store(int64(80 * 24 * time.Hour))
+	keyWarning := waitFor("a key 80 days old", func(w []*deliveryv1.Notification) bool {
+		return slices.ContainsFunc(w, func(n *deliveryv1.Notification) bool { return n.GetCredential() == e.cred })
+	})
+	i := slices.IndexFunc(keyWarning, func(n *deliveryv1.Notification) bool { return n.GetCredential() == e.cred })
+	if n := keyWarning[i]; !strings.Contains(n.GetMessage(), "80 days ago") || !strings.Contains(n.GetMessage(), "sluice credential rotate") {
+		t.Fatalf("the key's warning: %v", n)
+	}
+	got := rcv.waitArrivals(t, "/health", 2)
+	if ev := string(got[1].body); !strings.Contains(ev, `"type":"credential.expiring"`) || !strings.Contains(ev, e.key) {
+		t.Fatalf("the credential.expiring event: %s", ev)
+	}
+	// A user without a policy does not see the credential's warning.
+	list, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production}, e.r.token("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(list.GetNotifications(), func(n *deliveryv1.Notification) bool { return n.GetCredential() != "" }) {
+		t.Fatal("a user without a policy sees a credential's warning")
 	}
 }

@@ -179,7 +179,14 @@ func (q *Queue) ClaimOwn(ctx context.Context) ([]*Lease, error) {
 // Add adds work nobody holds, due at once, unless work of that id exists:
 // a periodic task (its holder frees it with Again until its next run).
 func (q *Queue) Add(ctx context.Context, id, kind string) error {
-	if _, err := q.db.ExecContext(ctx, q.db.Rebind(`INSERT INTO `+q.table+` (id, kind) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`), id, kind); err != nil {
+	return q.AddAfter(ctx, id, kind, 0)
+}
+
+// AddAfter is Add with the work due d from now: a periodic task whose
+// first run waits a period.
+func (q *Queue) AddAfter(ctx context.Context, id, kind string, d time.Duration) error {
+	if _, err := q.db.ExecContext(ctx, q.db.Rebind(`INSERT INTO `+q.table+` (id, kind, run_after) VALUES (?, ?, `+q.now+` + ?) ON CONFLICT (id) DO NOTHING`),
+		id, kind, d.Microseconds()); err != nil {
 		return fmt.Errorf("add work %s: %w", id, err)
 	}
 	return nil

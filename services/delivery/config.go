@@ -84,6 +84,12 @@ type Config struct {
 	Instance string
 	// Events says how events are sent to subscriptions.
 	Events EventsConfig
+	// Health says how often the watcher tests destinations in use, and
+	// when access keys are due for rotation.
+	Health HealthConfig
+	// Clock, when set, is the time the health watcher sees (tests move it
+	// forward); the wall clock otherwise.
+	Clock func() time.Time
 	// TransientRetries is how many times a delivery runs again from staged
 	// input after a transient fault before it fails.
 	TransientRetries int
@@ -160,6 +166,7 @@ func DefaultConfig() Config {
 		BudgetWait:        30 * time.Second,
 		StreamIdleTimeout: 2 * time.Minute,
 		StreamMinRate:     256,
+		Health: HealthConfig{Interval: 15 * time.Minute, KeyRotationDays: 90, KeyWarnDays: 14},
 		Events: EventsConfig{
 			WebhookTimeout: 10 * time.Second,
 			RetryInitial:   5 * time.Second,
@@ -169,6 +176,16 @@ func DefaultConfig() Config {
 			Poll:           time.Second,
 		},
 	}
+}
+
+// HealthConfig configures the health watcher.
+type HealthConfig struct {
+	// Interval is the pause between two passes, jittered by a tenth;
+	// negative turns the watcher off.
+	Interval time.Duration
+	// KeyRotationDays is how long an access key lives; a warning is
+	// raised KeyWarnDays before.
+	KeyRotationDays, KeyWarnDays int
 }
 
 // EventsConfig configures the sending of events.
@@ -279,6 +296,9 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "interrupt (resumably) a stream that sends nothing for this long; 0 never")
 	fs.Int64Var(&c.StreamMinRate, "stream-min-rate", c.StreamMinRate, "interrupt (resumably) a stream that sends fewer bytes a second than this over an idle-timeout window; 0 no minimum")
 	c.Events.addFlags(fs)
+	fs.DurationVar(&c.Health.Interval, "health-interval", c.Health.Interval, "how often the health watcher tests each destination in use (jittered by a tenth; negative: never), warning before a delivery fails")
+	fs.IntVar(&c.Health.KeyRotationDays, "key-rotation-days", c.Health.KeyRotationDays, "rotation period of access keys, counted from when a credential's secret was set")
+	fs.IntVar(&c.Health.KeyWarnDays, "key-warn-days", c.Health.KeyWarnDays, "days before the end of the rotation period that a warning is raised")
 	fs.StringVar(&c.Instance, "instance", c.Instance, "name of this service instance, unique among the replicas and stable across restarts (a pod name): on start it takes back at once the work it held")
 }
 
@@ -312,6 +332,13 @@ func (c Config) withDefaults() Config {
 	setD(&c.SweepGrace, def.SweepGrace)
 	setD(&c.LeaseTTL, def.LeaseTTL)
 	setD(&c.BudgetWait, def.BudgetWait)
+	if c.Health.Interval == 0 {
+		c.Health.Interval = def.Health.Interval
+	}
+	set(&c.Health.KeyRotationDays, def.Health.KeyRotationDays)
+	if c.Health.KeyWarnDays <= 0 {
+		c.Health.KeyWarnDays = def.Health.KeyWarnDays
+	}
 	setD(&c.Events.WebhookTimeout, def.Events.WebhookTimeout)
 	setD(&c.Events.RetryInitial, def.Events.RetryInitial)
 	setD(&c.Events.RetryMax, def.Events.RetryMax)

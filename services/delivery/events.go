@@ -35,9 +35,11 @@ import (
 
 // eventTypeNames are the event types as payloads and filters name them.
 var eventTypeNames = map[deliveryv1.EventType]string{
-	deliveryv1.EventType_EVENT_TYPE_DELIVERY_SUCCEEDED: "delivery.succeeded",
-	deliveryv1.EventType_EVENT_TYPE_DELIVERY_FAILED:    "delivery.failed",
-	deliveryv1.EventType_EVENT_TYPE_DELIVERY_RESOLVED:  "delivery.resolved",
+	deliveryv1.EventType_EVENT_TYPE_DELIVERY_SUCCEEDED:    "delivery.succeeded",
+	deliveryv1.EventType_EVENT_TYPE_DELIVERY_FAILED:       "delivery.failed",
+	deliveryv1.EventType_EVENT_TYPE_DELIVERY_RESOLVED:     "delivery.resolved",
+	deliveryv1.EventType_EVENT_TYPE_DESTINATION_UNHEALTHY: "destination.unhealthy",
+	deliveryv1.EventType_EVENT_TYPE_CREDENTIAL_EXPIRING:   "credential.expiring",
 }
 
 func parseEventType(s string) (deliveryv1.EventType, bool) {
@@ -70,9 +72,10 @@ func eventsOf(at, target phase) []deliveryv1.EventType {
 	return nil
 }
 
-// eventBody is the JSON every target receives. data.delivery is the
-// delivery as GetDelivery answers it (proto field names), with its objects
-// (keys, rows, bytes, checksums) or its error and workflow.
+// eventBody is the JSON every target receives. For a delivery's event,
+// data.delivery is the delivery as GetDelivery answers it (proto field
+// names), with its objects (keys, rows, bytes, checksums) or its error and
+// workflow.
 type eventBody struct {
 	ID        string          `json:"id"`
 	Type      string          `json:"type"`
@@ -80,19 +83,24 @@ type eventBody struct {
 	Data      json.RawMessage `json:"data"`
 }
 
-func eventPayload(id string, t deliveryv1.EventType, at time.Time, d *deliveryv1.Delivery) (string, error) {
+// deliveryData is the data of a delivery's event: the delivery as
+// GetDelivery answers it, without which replica ran it.
+func deliveryData(d *deliveryv1.Delivery) (json.RawMessage, error) {
 	d = proto.Clone(d).(*deliveryv1.Delivery)
-	d.ServiceInstance = "" // which replica ran it is Sluice's business
+	d.ServiceInstance = ""
 	delivery, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(d)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	data, err := json.Marshal(map[string]json.RawMessage{"delivery": delivery})
-	if err != nil {
-		return "", err
-	}
-	b, err := json.Marshal(eventBody{ID: id, Type: eventTypeNames[t], Timestamp: at.UTC().Format(time.RFC3339Nano), Data: data})
-	return string(b), err
+	return json.Marshal(map[string]json.RawMessage{"delivery": delivery})
+}
+
+// pendingEvent is one event to write: its type, what it is about, and
+// its data.
+type pendingEvent struct {
+	t                                 deliveryv1.EventType
+	delivery, destination, credential string
+	data                              json.RawMessage
 }
 
 // writeEvents writes, in tx, the events of a move from at to target of
@@ -103,37 +111,53 @@ func (s *Service) writeEvents(ctx context.Context, tx *sql.Tx, at, target phase,
 	if len(types) == 0 {
 		return 0, nil
 	}
-	parent := parentOf(d.GetName())
-	subs, err := s.store.SubscribersIn(ctx, tx, parent, d.GetDestination())
-	if err != nil || len(subs) == 0 {
-		return 0, err
+	data, err := deliveryData(d)
+	if err != nil {
+		return 0, fmt.Errorf("event of %s: %w", d.GetName(), err)
 	}
-	now := time.Now()
 	n := 0
 	for _, t := range types {
-		var sends []*deliveryv1.EventSend
-		for _, sub := range subs {
-			if slices.Contains(sub.GetEventTypes(), t) {
-				sends = append(sends, &deliveryv1.EventSend{Subscription: sub.GetName(),
-					State: deliveryv1.EventSendState_EVENT_SEND_STATE_PENDING, NextAttemptTime: timestamppb.New(now)})
-			}
-		}
-		if len(sends) == 0 {
-			continue
-		}
-		id := "e" + strings.TrimPrefix(newID(now), "d")
-		payload, err := eventPayload(id, t, now, d)
+		wrote, err := s.writeEvent(ctx, tx, parentOf(d.GetName()), pendingEvent{t: t, delivery: d.GetName(), destination: d.GetDestination(), data: data})
 		if err != nil {
-			return n, fmt.Errorf("event of %s: %w", d.GetName(), err)
-		}
-		ev := &deliveryv1.Event{Name: parent + "/" + events + "/" + id, Id: id, Type: t, Delivery: d.GetName(),
-			Destination: d.GetDestination(), Payload: payload, Sends: sends}
-		if err := s.store.Events.Creating(parent, ev)(ctx, tx); err != nil {
 			return n, err
 		}
-		n++
+		if wrote {
+			n++
+		}
 	}
 	return n, nil
+}
+
+// writeEvent writes e in tx with a send for each subscription of parent
+// that wants it (those of its destination, or of the whole environment),
+// and reports whether any did.
+func (s *Service) writeEvent(ctx context.Context, tx *sql.Tx, parent string, e pendingEvent) (bool, error) {
+	subs, err := s.store.SubscribersIn(ctx, tx, parent, e.destination)
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	var sends []*deliveryv1.EventSend
+	for _, sub := range subs {
+		if slices.Contains(sub.GetEventTypes(), e.t) {
+			sends = append(sends, &deliveryv1.EventSend{Subscription: sub.GetName(),
+				State: deliveryv1.EventSendState_EVENT_SEND_STATE_PENDING, NextAttemptTime: timestamppb.New(now)})
+		}
+	}
+	if len(sends) == 0 {
+		return false, nil
+	}
+	id := "e" + strings.TrimPrefix(newID(now), "d")
+	payload, err := json.Marshal(eventBody{ID: id, Type: eventTypeNames[e.t], Timestamp: now.UTC().Format(time.RFC3339Nano), Data: e.data})
+	if err != nil {
+		return false, err
+	}
+	ev := &deliveryv1.Event{Name: parent + "/" + events + "/" + id, Id: id, Type: e.t, Delivery: e.delivery,
+		Destination: e.destination, Credential: e.credential, Payload: string(payload), Sends: sends}
+	if err := s.store.Events.Creating(parent, ev)(ctx, tx); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // wakeSender tells this replica's sender that events are waiting.

@@ -46,7 +46,7 @@ var (
 func (s *Service) checkSubscription(v *apierror.Violations, prefix string, parent resourcename.Parent, sub *deliveryv1.Subscription) {
 	validate.DisplayName(v, prefix+"display_name", sub.GetDisplayName())
 	if len(sub.GetEventTypes()) == 0 {
-		v.Add(prefix+"event_types", "must name at least one event type: DELIVERY_SUCCEEDED, DELIVERY_FAILED or DELIVERY_RESOLVED")
+		v.Add(prefix+"event_types", "must name at least one event type: DELIVERY_SUCCEEDED, DELIVERY_FAILED, DELIVERY_RESOLVED, DESTINATION_UNHEALTHY or CREDENTIAL_EXPIRING")
 	}
 	seen := map[deliveryv1.EventType]bool{}
 	for _, t := range sub.GetEventTypes() {
@@ -391,7 +391,7 @@ var (
 	eventDestinationField = destinationField
 	eventDeliveryField    = filterField{name: "delivery", column: "delivery", hint: `"<delivery name>"`,
 		value: func(raw string, quoted bool) (any, bool) { return raw, quoted }}
-	eventTypeField = filterField{name: "type", column: "type", hint: `"delivery.succeeded"|"delivery.failed"|"delivery.resolved"`,
+	eventTypeField = filterField{name: "type", column: "type", hint: `"delivery.succeeded"|"delivery.failed"|"delivery.resolved"|"destination.unhealthy"|"credential.expiring"`,
 		value: func(raw string, quoted bool) (any, bool) {
 			t, ok := parseEventType(raw)
 			return int32(t), ok && quoted

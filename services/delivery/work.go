@@ -106,7 +106,7 @@ func (s *Service) workLoop(ctx context.Context, own []*lease.Lease, wg *sync.Wai
 		own = nil
 		if !added {
 			added = s.work.Add(ctx, kindSweep, kindSweep) == nil && s.work.Add(ctx, kindExpire, kindExpire) == nil &&
-				s.work.Add(ctx, kindEvents, kindEvents) == nil
+				s.work.Add(ctx, kindEvents, kindEvents) == nil && s.work.AddAfter(ctx, kindHealth, kindHealth, s.healthEvery()) == nil
 		}
 		for ctx.Err() == nil && len(slots) < cap(slots) {
 			l, err := s.work.Claim(ctx)
@@ -141,6 +141,12 @@ func (s *Service) runWork(ctx context.Context, l *lease.Lease) {
 		s.periodic(ctx, l, s.cfg.RecoverInterval, s.expirePass)
 	case kindEvents:
 		s.sendEvents(ctx, l, log)
+	case kindHealth:
+		if s.cfg.Health.Interval < 0 {
+			_ = l.Again(ctx, time.Hour) // off on this replica; another may run it
+			return
+		}
+		s.periodicEvery(ctx, l, s.healthEvery, s.healthPass)
 	default:
 		// Work of a kind a newer version added: left for a replica that
 		// knows it.
@@ -152,13 +158,19 @@ func (s *Service) runWork(ctx context.Context, l *lease.Lease) {
 // periodic runs a periodic pass under its lease, then frees it until its
 // next run, for whichever replica claims it then.
 func (s *Service) periodic(ctx context.Context, l *lease.Lease, every time.Duration, pass func(context.Context) error) {
+	s.periodicEvery(ctx, l, func() time.Duration { return every }, pass)
+}
+
+// periodicEvery is periodic with the pause answered by every, after the
+// pass.
+func (s *Service) periodicEvery(ctx context.Context, l *lease.Lease, every func() time.Duration, pass func(context.Context) error) {
 	kept, stop := l.Keep(ctx)
 	err := pass(kept)
 	stop()
 	if err != nil && kept.Err() == nil {
 		s.log.WarnContext(ctx, "periodic work", slog.String("work", l.ID), slog.String("error", err.Error()))
 	}
-	if err := l.Again(ctx, every); err != nil && !errors.Is(err, lease.ErrLost) {
+	if err := l.Again(ctx, every()); err != nil && !errors.Is(err, lease.ErrLost) {
 		s.log.WarnContext(ctx, "free periodic work", slog.String("work", l.ID), slog.String("error", err.Error()))
 	}
 }

@@ -38,6 +38,16 @@ const (
 	// `delivery.resolved`: a failed delivery succeeded after a workflow
 	// action ran it again. Sent beside `delivery.succeeded`.
 	EventType_EVENT_TYPE_DELIVERY_RESOLVED EventType = 3
+	// `destination.unhealthy`: the health watcher's test of a destination in
+	// use started failing, before a delivery does. The data carries the
+	// destination and the failed check (reason, message, missing
+	// permission).
+	EventType_EVENT_TYPE_DESTINATION_UNHEALTHY EventType = 4
+	// `credential.expiring`: an access key is near the end of its rotation
+	// period. The data carries the credential, its key id, when its secret
+	// was set and the date to rotate it by. Sent to subscriptions of the
+	// whole environment.
+	EventType_EVENT_TYPE_CREDENTIAL_EXPIRING EventType = 5
 )
 
 // Enum value maps for EventType.
@@ -47,12 +57,16 @@ var (
 		1: "EVENT_TYPE_DELIVERY_SUCCEEDED",
 		2: "EVENT_TYPE_DELIVERY_FAILED",
 		3: "EVENT_TYPE_DELIVERY_RESOLVED",
+		4: "EVENT_TYPE_DESTINATION_UNHEALTHY",
+		5: "EVENT_TYPE_CREDENTIAL_EXPIRING",
 	}
 	EventType_value = map[string]int32{
-		"EVENT_TYPE_UNSPECIFIED":        0,
-		"EVENT_TYPE_DELIVERY_SUCCEEDED": 1,
-		"EVENT_TYPE_DELIVERY_FAILED":    2,
-		"EVENT_TYPE_DELIVERY_RESOLVED":  3,
+		"EVENT_TYPE_UNSPECIFIED":           0,
+		"EVENT_TYPE_DELIVERY_SUCCEEDED":    1,
+		"EVENT_TYPE_DELIVERY_FAILED":       2,
+		"EVENT_TYPE_DELIVERY_RESOLVED":     3,
+		"EVENT_TYPE_DESTINATION_UNHEALTHY": 4,
+		"EVENT_TYPE_CREDENTIAL_EXPIRING":   5,
 	}
 )
 
@@ -685,7 +699,7 @@ type Event struct {
 	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
 	// What happened. Output only.
 	Type EventType `protobuf:"varint,3,opt,name=type,proto3,enum=sluice.delivery.v1.EventType" json:"type,omitempty"`
-	// The delivery it is about. Output only.
+	// The delivery it is about, for a delivery's event. Output only.
 	Delivery string `protobuf:"bytes,4,opt,name=delivery,proto3" json:"delivery,omitempty"`
 	// The destination of that delivery. Output only.
 	Destination string `protobuf:"bytes,5,opt,name=destination,proto3" json:"destination,omitempty"`
@@ -698,6 +712,8 @@ type Event struct {
 	Sends []*EventSend `protobuf:"bytes,8,rep,name=sends,proto3" json:"sends,omitempty"`
 	// Checksum of the stored event. Output only.
 	Etag string `protobuf:"bytes,9,opt,name=etag,proto3" json:"etag,omitempty"`
+	// The credential it is about, for `credential.expiring`. Output only.
+	Credential string `protobuf:"bytes,11,opt,name=credential,proto3" json:"credential,omitempty"`
 	// When its sending last changed. Output only.
 	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -793,6 +809,13 @@ func (x *Event) GetSends() []*EventSend {
 func (x *Event) GetEtag() string {
 	if x != nil {
 		return x.Etag
+	}
+	return ""
+}
+
+func (x *Event) GetCredential() string {
+	if x != nil {
+		return x.Credential
 	}
 	return ""
 }
@@ -1545,7 +1568,7 @@ const file_sluice_delivery_v1_event_proto_rawDesc = "" +
 	"\tevent_bus\x18\x01 \x01(\tR\beventBus\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x02 \x01(\tR\n" +
-	"credential\"\xf9\x02\n" +
+	"credential\"\x99\x03\n" +
 	"\x05Event\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x121\n" +
@@ -1556,7 +1579,10 @@ const file_sluice_delivery_v1_event_proto_rawDesc = "" +
 	"createTime\x12\x18\n" +
 	"\apayload\x18\a \x01(\tR\apayload\x123\n" +
 	"\x05sends\x18\b \x03(\v2\x1d.sluice.delivery.v1.EventSendR\x05sends\x12\x12\n" +
-	"\x04etag\x18\t \x01(\tR\x04etag\x12;\n" +
+	"\x04etag\x18\t \x01(\tR\x04etag\x12\x1e\n" +
+	"\n" +
+	"credential\x18\v \x01(\tR\n" +
+	"credential\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\"\x94\x02\n" +
@@ -1606,12 +1632,14 @@ const file_sluice_delivery_v1_event_proto_rawDesc = "" +
 	"\x06filter\x18\x04 \x01(\tR\x06filter\"o\n" +
 	"\x12ListEventsResponse\x121\n" +
 	"\x06events\x18\x01 \x03(\v2\x19.sluice.delivery.v1.EventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x8c\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xd6\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dEVENT_TYPE_DELIVERY_SUCCEEDED\x10\x01\x12\x1e\n" +
 	"\x1aEVENT_TYPE_DELIVERY_FAILED\x10\x02\x12 \n" +
-	"\x1cEVENT_TYPE_DELIVERY_RESOLVED\x10\x03*v\n" +
+	"\x1cEVENT_TYPE_DELIVERY_RESOLVED\x10\x03\x12$\n" +
+	" EVENT_TYPE_DESTINATION_UNHEALTHY\x10\x04\x12\"\n" +
+	"\x1eEVENT_TYPE_CREDENTIAL_EXPIRING\x10\x05*v\n" +
 	"\x11SubscriptionState\x12\"\n" +
 	"\x1eSUBSCRIPTION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19SUBSCRIPTION_STATE_ACTIVE\x10\x01\x12\x1e\n" +

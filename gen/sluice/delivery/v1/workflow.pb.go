@@ -736,8 +736,10 @@ func (x *WorkflowAction) GetPolicyJson() string {
 	return ""
 }
 
-// Notification is an alert raised when a delivery fails, or when an event
-// subscription's sending keeps failing.
+// Notification is an alert raised when a delivery fails; and, as a
+// WARNING, when a destination in use stops passing its test, an access key
+// nears the end of its rotation period, or an event subscription's sending
+// keeps failing.
 type Notification struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// `tenants/{tenant}/environments/{environment}/notifications/{notification}`.
@@ -770,7 +772,14 @@ type Notification struct {
 	Reason string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The event subscription whose sending fails, for a notification about
 	// one. Output only.
-	Subscription  string `protobuf:"bytes,14,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	Subscription string `protobuf:"bytes,14,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	// What resolves a warning raised before anything failed (a destination
+	// whose test started failing): the actions a failed delivery would
+	// offer, without rerunning anything. Output only.
+	Actions []*WorkflowAction `protobuf:"bytes,15,rep,name=actions,proto3" json:"actions,omitempty"`
+	// The credential it is about, for an access key near the end of its
+	// rotation period. Output only.
+	Credential    string `protobuf:"bytes,16,opt,name=credential,proto3" json:"credential,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -899,6 +908,20 @@ func (x *Notification) GetReason() string {
 func (x *Notification) GetSubscription() string {
 	if x != nil {
 		return x.Subscription
+	}
+	return ""
+}
+
+func (x *Notification) GetActions() []*WorkflowAction {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *Notification) GetCredential() string {
+	if x != nil {
+		return x.Credential
 	}
 	return ""
 }
@@ -1365,7 +1388,7 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\x06target\x18\x05 \x01(\tR\x06target\x12-\n" +
 	"\x12missing_permission\x18\x06 \x01(\tR\x11missingPermission\x12\x1f\n" +
 	"\vpolicy_json\x18\a \x01(\tR\n" +
-	"policyJson\"\x9b\x04\n" +
+	"policyJson\"\xf9\x04\n" +
 	"\fNotification\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\bseverity\x18\x02 \x01(\x0e2\x1c.sluice.delivery.v1.SeverityR\bseverity\x12\x14\n" +
@@ -1383,7 +1406,11 @@ const file_sluice_delivery_v1_workflow_proto_rawDesc = "" +
 	"\bdelivery\x18\v \x01(\tR\bdelivery\x12 \n" +
 	"\vdestination\x18\f \x01(\tR\vdestination\x12\x16\n" +
 	"\x06reason\x18\r \x01(\tR\x06reason\x12\"\n" +
-	"\fsubscription\x18\x0e \x01(\tR\fsubscription\"(\n" +
+	"\fsubscription\x18\x0e \x01(\tR\fsubscription\x12<\n" +
+	"\aactions\x18\x0f \x03(\v2\".sluice.delivery.v1.WorkflowActionR\aactions\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x10 \x01(\tR\n" +
+	"credential\"(\n" +
 	"\x12GetWorkflowRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x82\x01\n" +
 	"\x14ListWorkflowsRequest\x12\x16\n" +
@@ -1505,23 +1532,24 @@ var file_sluice_delivery_v1_workflow_proto_depIdxs = []int32{
 	16, // 18: sluice.delivery.v1.Notification.create_time:type_name -> google.protobuf.Timestamp
 	16, // 19: sluice.delivery.v1.Notification.acknowledge_time:type_name -> google.protobuf.Timestamp
 	16, // 20: sluice.delivery.v1.Notification.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 21: sluice.delivery.v1.ListWorkflowsResponse.workflows:type_name -> sluice.delivery.v1.Workflow
-	8,  // 22: sluice.delivery.v1.ListNotificationsResponse.notifications:type_name -> sluice.delivery.v1.Notification
-	9,  // 23: sluice.delivery.v1.WorkflowService.GetWorkflow:input_type -> sluice.delivery.v1.GetWorkflowRequest
-	10, // 24: sluice.delivery.v1.WorkflowService.ListWorkflows:input_type -> sluice.delivery.v1.ListWorkflowsRequest
-	12, // 25: sluice.delivery.v1.WorkflowService.ResolveWorkflow:input_type -> sluice.delivery.v1.ResolveWorkflowRequest
-	13, // 26: sluice.delivery.v1.WorkflowService.ListNotifications:input_type -> sluice.delivery.v1.ListNotificationsRequest
-	15, // 27: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:input_type -> sluice.delivery.v1.AcknowledgeNotificationRequest
-	4,  // 28: sluice.delivery.v1.WorkflowService.GetWorkflow:output_type -> sluice.delivery.v1.Workflow
-	11, // 29: sluice.delivery.v1.WorkflowService.ListWorkflows:output_type -> sluice.delivery.v1.ListWorkflowsResponse
-	18, // 30: sluice.delivery.v1.WorkflowService.ResolveWorkflow:output_type -> sluice.delivery.v1.Delivery
-	14, // 31: sluice.delivery.v1.WorkflowService.ListNotifications:output_type -> sluice.delivery.v1.ListNotificationsResponse
-	8,  // 32: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:output_type -> sluice.delivery.v1.Notification
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	7,  // 21: sluice.delivery.v1.Notification.actions:type_name -> sluice.delivery.v1.WorkflowAction
+	4,  // 22: sluice.delivery.v1.ListWorkflowsResponse.workflows:type_name -> sluice.delivery.v1.Workflow
+	8,  // 23: sluice.delivery.v1.ListNotificationsResponse.notifications:type_name -> sluice.delivery.v1.Notification
+	9,  // 24: sluice.delivery.v1.WorkflowService.GetWorkflow:input_type -> sluice.delivery.v1.GetWorkflowRequest
+	10, // 25: sluice.delivery.v1.WorkflowService.ListWorkflows:input_type -> sluice.delivery.v1.ListWorkflowsRequest
+	12, // 26: sluice.delivery.v1.WorkflowService.ResolveWorkflow:input_type -> sluice.delivery.v1.ResolveWorkflowRequest
+	13, // 27: sluice.delivery.v1.WorkflowService.ListNotifications:input_type -> sluice.delivery.v1.ListNotificationsRequest
+	15, // 28: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:input_type -> sluice.delivery.v1.AcknowledgeNotificationRequest
+	4,  // 29: sluice.delivery.v1.WorkflowService.GetWorkflow:output_type -> sluice.delivery.v1.Workflow
+	11, // 30: sluice.delivery.v1.WorkflowService.ListWorkflows:output_type -> sluice.delivery.v1.ListWorkflowsResponse
+	18, // 31: sluice.delivery.v1.WorkflowService.ResolveWorkflow:output_type -> sluice.delivery.v1.Delivery
+	14, // 32: sluice.delivery.v1.WorkflowService.ListNotifications:output_type -> sluice.delivery.v1.ListNotificationsResponse
+	8,  // 33: sluice.delivery.v1.WorkflowService.AcknowledgeNotification:output_type -> sluice.delivery.v1.Notification
+	29, // [29:34] is the sub-list for method output_type
+	24, // [24:29] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_sluice_delivery_v1_workflow_proto_init() }
