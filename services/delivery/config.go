@@ -166,7 +166,7 @@ func DefaultConfig() Config {
 		BudgetWait:        30 * time.Second,
 		StreamIdleTimeout: 2 * time.Minute,
 		StreamMinRate:     256,
-		Health: HealthConfig{Interval: 15 * time.Minute, KeyRotationDays: 90, KeyWarnDays: 14},
+		Health:            HealthConfig{Interval: 15 * time.Minute, KeyRotationDays: 90, KeyWarnDays: 14},
 		Events: EventsConfig{
 			WebhookTimeout: 10 * time.Second,
 			RetryInitial:   5 * time.Second,
