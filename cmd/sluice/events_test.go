@@ -31,6 +31,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -659,7 +660,7 @@ func TestEventsFromTwoReplicasAreSentOnce(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "events.key")
 	p := startProcesses(t, m, testenv.NewBucket(t, m), localserver.SluiceOptions{DeliveryReplicas: 2,
 		Delivery: []string{"--database", testenv.NewDatabase(t), "--lease-ttl", "2s", "--recover-interval", "250ms", "--staging=false",
-			"--master-key-file", key, "--webhook-allow-private", "--webhook-allow-http", "--event-poll", "200ms"}})
+			"--master-key-file", key, "--webhook-allow-private", "--webhook-allow-http", "--event-poll", "200ms", "--health-interval", "300ms"}})
 	ctx := context.Background()
 	rcv := startReceiver(t)
 	var delivs []deliveryv1.DeliveryServiceClient
@@ -680,8 +681,8 @@ func TestEventsFromTwoReplicasAreSentOnce(t *testing.T) {
 	dest := p.destination(t, "replicas", nil)
 	recs := customerBatches(t, 200, 200)
 	stream := ipcBytes(t, recs[0].Schema(), recs...)
-	deliver := func(via deliveryv1.DeliveryServiceClient) string {
-		d, err := deliverclient.DeliverStream(ctx, via, &deliveryv1.DeliveryStart{Destination: dest.GetName()}, bytes.NewReader(stream),
+	deliver := func(via deliveryv1.DeliveryServiceClient, to string) string {
+		d, err := deliverclient.DeliverStream(ctx, via, &deliveryv1.DeliveryStart{Destination: to}, bytes.NewReader(stream),
 			deliverclient.Options{CallOptions: []grpc.CallOption{p.as}})
 		if err != nil {
 			t.Fatal(err)
@@ -690,14 +691,52 @@ func TestEventsFromTwoReplicasAreSentOnce(t *testing.T) {
 	}
 	var names []string
 	for i := range 6 {
-		names = append(names, deliver(delivs[i%2]))
+		names = append(names, deliver(delivs[i%2], dest.GetName()))
 	}
 	rcv.waitArrivals(t, "/hook", 6)
+
+	// The health watcher runs on one replica at a time: a destination
+	// whose bucket is deleted after a delivery raises one warning and one
+	// event, however many passes and replicas there are.
+	if _, err := evs.CreateSubscription(ctx, &deliveryv1.CreateSubscriptionRequest{Parent: production, SubscriptionId: "health",
+		Subscription: webhookSubscription(rcv.srv.URL+"/health", rcv.secret, "", deliveryv1.EventType_EVENT_TYPE_DESTINATION_UNHEALTHY)}, p.as); err != nil {
+		t.Fatal(err)
+	}
+	doomedBucket := testenv.NewBucket(t, m)
+	doomed, err := p.dests.CreateDestination(ctx, &destinationv1.CreateDestinationRequest{Parent: production, DestinationId: "doomed",
+		Destination: &destinationv1.Destination{Credential: p.cred, Prefix: "doomed/", Format: csvFormat(), BucketOverride: doomedBucket}}, p.as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names = append(names, deliver(delivs[0], doomed.GetName()))
+	s3c := m.S3("", "")
+	objs, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(doomedBucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs.Contents {
+		if _, err := s3c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(doomedBucket), Key: o.Key}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s3c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: aws.String(doomedBucket)}); err != nil {
+		t.Fatal(err)
+	}
+	rcv.waitArrivals(t, "/health", 1)
+	time.Sleep(2 * time.Second) // several passes more
+	if got := rcv.arrivals("/health"); len(got) != 1 || !strings.Contains(string(got[0].body), `"reason":"BUCKET_NOT_FOUND"`) {
+		t.Fatalf("destination.unhealthy events: %d, the first %s", len(got), got[0].body)
+	}
+	flows := deliveryv1.NewWorkflowServiceClient(cc0(t, p))
+	notes, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production, Filter: `destination = "` + doomed.GetName() + `"`}, p.as)
+	if err != nil || len(notes.GetNotifications()) != 1 || notes.GetNotifications()[0].GetSeverity() != deliveryv1.Severity_SEVERITY_WARNING {
+		t.Fatalf("warnings of the destination whose bucket went: %v %v", notes, err)
+	}
 	p.sl.Kill("delivery")
 	for range 3 {
-		names = append(names, deliver(delivs[1]))
+		names = append(names, deliver(delivs[1], dest.GetName()))
 	}
-	got := rcv.waitArrivals(t, "/hook", 9)
+	got := rcv.waitArrivals(t, "/hook", len(names))
 	time.Sleep(time.Second) // a duplicate would come within a poll or two
 	got = rcv.arrivals("/hook")
 	seen := map[string]bool{}
@@ -882,4 +921,15 @@ func TestHealthWatcherWarnsBeforeADeliveryFails(t *testing.T) {
 	if slices.ContainsFunc(list.GetNotifications(), func(n *deliveryv1.Notification) bool { return n.GetCredential() != "" }) {
 		t.Fatal("a user without a policy sees a credential's warning")
 	}
+}
+
+// cc0 dials the first delivery replica of p.
+func cc0(t *testing.T, p *processes) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient(p.sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }
