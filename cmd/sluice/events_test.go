@@ -527,6 +527,8 @@ func TestEventsReachSNSSQSAndEventBridgeOnMoto(t *testing.T) {
 			SNSURL: m.Endpoint, SQSURL: m.Endpoint, EventBridgeURL: m.Endpoint,
 			PlatformCredentials: credentials.NewStaticCredentialsProvider(m.Platform.AccessKeyID, m.Platform.SecretAccessKey, "")}
 		c.Credential.PlatformRoleARN = m.PlatformARN
+		c.Credential.AccessCacheTTL = 200 * time.Millisecond
+		c.Delivery.Health.Interval = 300 * time.Millisecond
 		fastEvents(c)
 	})
 	ctx := context.Background()
@@ -650,6 +652,32 @@ func TestEventsReachSNSSQSAndEventBridgeOnMoto(t *testing.T) {
 		t.Fatalf("EventBridge delivered %+v", bridged)
 	}
 	check("eventbridge", bridged.Detail)
+
+	// The customer's trust policy changes to another External ID: the
+	// health watcher warns before the next delivery fails, with the trust
+	// policy to paste back.
+	if _, err := m.IAM(m.Admin).UpdateAssumeRolePolicy(ctx, &iam.UpdateAssumeRolePolicyInput{RoleName: aws.String("acme-events-" + suffix),
+		PolicyDocument: aws.String(strings.ReplaceAll(cred.GetRoleToRole().GetTrustPolicyJson(), cred.GetRoleToRole().GetExternalId(), "someone-elses"))}); err != nil {
+		t.Fatal(err)
+	}
+	flows := deliveryv1.NewWorkflowServiceClient(r.conns["delivery"])
+	for k := range 151 {
+		if k == 150 {
+			t.Fatal("no warning after the trust policy changed")
+		}
+		list, err := flows.ListNotifications(ctx, &deliveryv1.ListNotificationsRequest{Parent: production, Filter: "acknowledged = false"}, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := list.GetNotifications(); len(n) == 1 {
+			if n[0].GetReason() != "ROLE_NOT_ASSUMABLE" || len(n[0].GetActions()) != 1 || n[0].GetActions()[0].GetId() != "fix-trust-policy" ||
+				!strings.Contains(n[0].GetActions()[0].GetPolicyJson(), cred.GetRoleToRole().GetExternalId()) {
+				t.Fatalf("the warning: %v", n[0])
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // Two delivery replicas on one PostgreSQL: whichever replica ends a
