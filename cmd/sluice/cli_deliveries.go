@@ -543,7 +543,14 @@ func notificationCommand() *cobra.Command {
 				{"ID", func(x *deliveryv1.Notification) string { return last(x.GetName()) }},
 				{"SEVERITY", func(x *deliveryv1.Notification) string { return enum(x.GetSeverity(), "SEVERITY_") }},
 				{"TITLE", (*deliveryv1.Notification).GetTitle},
-				{"WORKFLOW", func(x *deliveryv1.Notification) string { return last(strings.TrimSuffix(x.GetWorkflow(), "/workflow")) }},
+				{"ABOUT", func(x *deliveryv1.Notification) string {
+					for _, about := range []string{strings.TrimSuffix(x.GetWorkflow(), "/workflow"), x.GetSubscription(), x.GetCredential(), x.GetDestination()} {
+						if about != "" {
+							return last(about)
+						}
+					}
+					return "-"
+				}},
 				{"RAISED", func(x *deliveryv1.Notification) string { return when(x.GetCreateTime()) }},
 			})
 		})
