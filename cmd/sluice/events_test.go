@@ -961,3 +961,41 @@ func cc0(t *testing.T, p *processes) *grpc.ClientConn {
 	t.Cleanup(func() { cc.Close() })
 	return cc
 }
+
+// An access key's age comes from IAM where its user may ask
+// (iam:ListAccessKeys, on moto), and from when its secret was set where
+// not.
+func TestAccessKeyCreateTimeFromIAMOnMoto(t *testing.T) {
+	m := testenv.SharedMoto(t)
+	r := startServeWith(t, func(c *serveConfig) {
+		c.Credential.AWS = awsclient.Endpoints{Region: m.Region, STSURL: m.Endpoint, S3URL: m.Endpoint, S3PathStyle: true, IAMURL: m.Endpoint,
+			PlatformCredentials: credentials.NewStaticCredentialsProvider(m.Platform.AccessKeyID, m.Platform.SecretAccessKey, "")}
+	})
+	ctx := context.Background()
+	admin := r.token("acme", auth.PolicyAdministrator)
+	creds := credentialv1.NewCredentialServiceClient(r.conns["credential"])
+	suffix := strings.ToLower(rand.Text()[:8])
+	for _, tc := range []struct {
+		id, policy string
+		known      bool
+	}{
+		{"may-ask", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*","iam:ListAccessKeys"],"Resource":"*"}]}`, true},
+		{"may-not", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":"*"}]}`, false},
+	} {
+		user, err := m.CreateUser(ctx, tc.id+"-"+suffix, tc.policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := time.Now().Add(-time.Minute)
+		c, err := creds.CreateCredential(ctx, &credentialv1.CreateCredentialRequest{Parent: production, CredentialId: tc.id, Credential: &credentialv1.Credential{
+			Bucket: "customer-bucket", Region: m.Region,
+			Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: user.AccessKeyID, SecretAccessKey: user.SecretAccessKey}}}}, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		created := c.GetAccessKey().GetKeyCreateTime()
+		if known := created != nil; known != tc.known || (known && (created.AsTime().Before(before) || created.AsTime().After(time.Now().Add(time.Minute)))) {
+			t.Fatalf("%s: key_create_time %v", tc.id, created)
+		}
+	}
+}

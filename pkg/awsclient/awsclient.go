@@ -14,6 +14,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sns"
@@ -41,6 +42,9 @@ type Endpoints struct {
 	// SNSURL, SQSURL and EventBridgeURL are where events are sent (moto
 	// locally).
 	SNSURL, SQSURL, EventBridgeURL string
+	// IAMURL is where IAM is asked when an access key was created; empty
+	// means AWS's, asked only when S3 is AWS's too.
+	IAMURL string
 	// S3PathStyle addresses buckets in the path, as MinIO needs.
 	S3PathStyle bool
 	// S3Checksums says which checksums requests to S3 carry, since some
@@ -101,6 +105,7 @@ func (e *Endpoints) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.SNSURL, "sns-endpoint", e.SNSURL, "SNS endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
 	fs.StringVar(&e.SQSURL, "sqs-endpoint", e.SQSURL, "SQS endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
 	fs.StringVar(&e.EventBridgeURL, "eventbridge-endpoint", e.EventBridgeURL, "EventBridge endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
+	fs.StringVar(&e.IAMURL, "iam-endpoint", e.IAMURL, "IAM endpoint URL instead of AWS, asked when an access key was created (e.g. moto)")
 	fs.BoolVar(&e.S3PathStyle, "s3-path-style", e.S3PathStyle, "address buckets in the URL path (MinIO)")
 	fs.DurationVar(&e.Timeout, "aws-timeout", e.Timeout, "bound on each STS and KMS request, answer included (default 30s)")
 	fs.DurationVar(&e.S3ReadTimeout, "s3-read-timeout", e.S3ReadTimeout, "fail (and retry) an S3 request whose connection delivers nothing for this long (default 2m; negative for never); a part's body must be sent within it")
@@ -202,6 +207,19 @@ func (e Endpoints) KMS(cfg aws.Config) *kms.Client {
 	return kms.NewFromConfig(cfg, func(o *kms.Options) {
 		if e.KMSURL != "" {
 			o.BaseEndpoint = aws.String(e.KMSURL)
+		}
+	})
+}
+
+// HasIAM reports whether IAM can be asked: an IAM endpoint is set, or
+// every endpoint is AWS's own (an S3-compatible store has no IAM to ask).
+func (e Endpoints) HasIAM() bool { return e.IAMURL != "" || e.S3URL == "" }
+
+// IAM answers an IAM client acting as cfg's identity.
+func (e Endpoints) IAM(cfg aws.Config) *iam.Client {
+	return iam.NewFromConfig(cfg, func(o *iam.Options) {
+		if e.IAMURL != "" {
+			o.BaseEndpoint = aws.String(e.IAMURL)
 		}
 	})
 }

@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
@@ -301,4 +303,29 @@ func (s *Service) mint(ctx context.Context, c *credentialv1.Credential) (*creden
 		Bucket:          c.GetBucket(),
 		Region:          region,
 	}, nil
+}
+
+// keyCreated asks IAM, with the key itself, when the access key keyID was
+// created, for its age against the rotation period. It answers nil when
+// IAM cannot be asked (an S3-compatible store has none), the key's user
+// may not call iam:ListAccessKeys, or the key is not among its keys: the
+// age then counts from when its secret was set.
+func (s *Service) keyCreated(ctx context.Context, keyID, secret string) *timestamppb.Timestamp {
+	if !s.cfg.AWS.HasIAM() || keyID == "" || secret == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := s.cfg.AWS.IAM(s.cfg.AWS.Static(aws.Credentials{AccessKeyID: keyID, SecretAccessKey: secret})).ListAccessKeys(ctx, &iam.ListAccessKeysInput{})
+	if err != nil {
+		s.cfg.Logger.DebugContext(ctx, "IAM does not say when the access key was created", slog.String("access_key_id", keyID),
+			slog.String("reason", awserror.Classify(err, "").Reason.String()))
+		return nil
+	}
+	for _, k := range out.AccessKeyMetadata {
+		if aws.ToString(k.AccessKeyId) == keyID && k.CreateDate != nil {
+			return timestamppb.New(*k.CreateDate)
+		}
+	}
+	return nil
 }

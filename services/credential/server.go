@@ -286,6 +286,7 @@ func stored(c *credentialv1.Credential) *credentialv1.Credential {
 		t.RoleToRole.TrustPolicyJson, t.RoleToRole.PermissionsPolicyJson = "", ""
 	case *credentialv1.Credential_AccessKey:
 		t.AccessKey.SecretAccessKey, t.AccessKey.SecretSet, t.AccessKey.SecretUpdateTime = "", false, nil
+		t.AccessKey.KeyCreateTime = nil
 	}
 	return c
 }
@@ -346,6 +347,7 @@ func (s *Service) CreateCredential(ctx context.Context, req *credentialv1.Create
 			return nil, fmt.Errorf("seal secret: %w", err)
 		}
 		c.GetAccessKey().SecretSet, c.GetAccessKey().SecretUpdateTime = true, timestamppb.New(s.now())
+		c.GetAccessKey().KeyCreateTime = s.keyCreated(ctx, c.GetAccessKey().GetAccessKeyId(), req.GetCredential().GetAccessKey().GetSecretAccessKey())
 		created, err := s.store.Credentials.Create(ctx, req.GetParent(), c, s.store.PutSecret(name, sealed))
 		if err != nil {
 			return nil, alreadyExists(err, name)
@@ -457,7 +459,10 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 		return nil, err
 	}
 	name := in.GetName()
-	var sealed []byte
+	var (
+		sealed     []byte
+		keyCreated *timestamppb.Timestamp
+	)
 	if slices.Contains(paths, "access_key.secret_access_key") {
 		var sv apierror.Violations
 		checkSecret(&sv, "credential.access_key.secret_access_key", in.GetAccessKey().GetSecretAccessKey())
@@ -468,6 +473,15 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 		if sealed, err = s.cfg.Sealer.Seal(ctx, []byte(in.GetAccessKey().GetSecretAccessKey()), name); err != nil {
 			return nil, fmt.Errorf("seal secret: %w", err)
 		}
+		keyID := in.GetAccessKey().GetAccessKeyId()
+		if !slices.Contains(paths, "access_key.access_key_id") {
+			cur, err := s.store.Credentials.Get(ctx, name)
+			if err != nil {
+				return nil, notFound(err, name)
+			}
+			keyID = cur.GetAccessKey().GetAccessKeyId()
+		}
+		keyCreated = s.keyCreated(ctx, keyID, in.GetAccessKey().GetSecretAccessKey())
 	}
 	mutate := func(c *credentialv1.Credential) error {
 		var mv apierror.Violations
@@ -484,6 +498,7 @@ func (s *Service) UpdateCredential(ctx context.Context, req *credentialv1.Update
 		}
 		if sealed != nil {
 			c.GetAccessKey().SecretSet, c.GetAccessKey().SecretUpdateTime = true, timestamppb.New(s.now())
+			c.GetAccessKey().KeyCreateTime = keyCreated
 		}
 		return nil
 	}

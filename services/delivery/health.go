@@ -252,7 +252,10 @@ func (s *Service) checkKeyAge(ctx context.Context, name string, c *credentialv1.
 	if key == nil || key.GetSecretUpdateTime() == nil {
 		return nil // roles have no key to rotate; the test catches a trust policy change
 	}
-	set := key.GetSecretUpdateTime().AsTime()
+	set, how := key.GetSecretUpdateTime().AsTime(), "set"
+	if created := key.GetKeyCreateTime(); created != nil && created.AsTime().Before(set) {
+		set, how = created.AsTime(), "created (IAM says)"
+	}
 	rotateBy := set.Add(time.Duration(s.cfg.Health.KeyRotationDays) * 24 * time.Hour)
 	subject := "key-age:" + name
 	if s.now().Before(rotateBy.Add(-time.Duration(s.cfg.Health.KeyWarnDays) * 24 * time.Hour)) {
@@ -266,9 +269,9 @@ func (s *Service) checkKeyAge(ctx context.Context, name string, c *credentialv1.
 	warning := &deliveryv1.Notification{
 		Name: n.Parent.String() + "/" + notifications + "/" + newID(s.now()), Severity: deliveryv1.Severity_SEVERITY_WARNING,
 		Title: fmt.Sprintf("Rotate the access key of credential %s by %s", n.ID, rotateBy.UTC().Format(time.DateOnly)),
-		Message: fmt.Sprintf("Access key %s of credential %s was set %d days ago; keys are rotated every %d days. In IAM, create a new access key for its user; "+
+		Message: fmt.Sprintf("Access key %s of credential %s was %s %d days ago; keys are rotated every %d days. In IAM, create a new access key for its user; "+
 			"give it to the credential (`sluice credential rotate %s --secret-from-env VAR`, or Edit in the console); then deactivate and delete the old key.",
-			key.GetAccessKeyId(), n.ID, age, s.cfg.Health.KeyRotationDays, n.ID),
+			key.GetAccessKeyId(), n.ID, how, age, s.cfg.Health.KeyRotationDays, n.ID),
 		Credential: name, Reason: "KEY_ROTATION_DUE",
 	}
 	data, err := json.Marshal(map[string]any{"credential": name, "access_key_id": key.GetAccessKeyId(),

@@ -302,8 +302,13 @@ type AccessKey struct {
 	SecretSet bool `protobuf:"varint,4,opt,name=secret_set,json=secretSet,proto3" json:"secret_set,omitempty"`
 	// When the secret was last written. Output only.
 	SecretUpdateTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=secret_update_time,json=secretUpdateTime,proto3" json:"secret_update_time,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// When IAM created the access key (`iam:ListAccessKeys`, asked with the
+	// key itself when its secret is set); unset where the key's user may not
+	// call it or there is no IAM. A key's age for rotation counts from the
+	// earlier of this and secret_update_time. Output only.
+	KeyCreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=key_create_time,json=keyCreateTime,proto3" json:"key_create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AccessKey) Reset() {
@@ -367,6 +372,13 @@ func (x *AccessKey) GetSecretSet() bool {
 func (x *AccessKey) GetSecretUpdateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.SecretUpdateTime
+	}
+	return nil
+}
+
+func (x *AccessKey) GetKeyCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.KeyCreateTime
 	}
 	return nil
 }
@@ -1002,14 +1014,15 @@ const file_sluice_credential_v1_credential_proto_rawDesc = "" +
 	"\vexternal_id\x18\x03 \x01(\tR\n" +
 	"externalId\x12*\n" +
 	"\x11trust_policy_json\x18\x04 \x01(\tR\x0ftrustPolicyJson\x126\n" +
-	"\x17permissions_policy_json\x18\x05 \x01(\tR\x15permissionsPolicyJson\"\xdf\x01\n" +
+	"\x17permissions_policy_json\x18\x05 \x01(\tR\x15permissionsPolicyJson\"\xa3\x02\n" +
 	"\tAccessKey\x12\"\n" +
 	"\raccess_key_id\x18\x01 \x01(\tR\vaccessKeyId\x12*\n" +
 	"\x11secret_access_key\x18\x02 \x01(\tR\x0fsecretAccessKey\x12\x19\n" +
 	"\brole_arn\x18\x03 \x01(\tR\aroleArn\x12\x1d\n" +
 	"\n" +
 	"secret_set\x18\x04 \x01(\bR\tsecretSet\x12H\n" +
-	"\x12secret_update_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x10secretUpdateTime\"\x98\x01\n" +
+	"\x12secret_update_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x10secretUpdateTime\x12B\n" +
+	"\x0fkey_create_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rkeyCreateTime\"\x98\x01\n" +
 	"\x17CreateCredentialRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12#\n" +
 	"\rcredential_id\x18\x02 \x01(\tR\fcredentialId\x12@\n" +
@@ -1103,32 +1116,33 @@ var file_sluice_credential_v1_credential_proto_depIdxs = []int32{
 	13, // 2: sluice.credential.v1.Credential.create_time:type_name -> google.protobuf.Timestamp
 	13, // 3: sluice.credential.v1.Credential.update_time:type_name -> google.protobuf.Timestamp
 	13, // 4: sluice.credential.v1.AccessKey.secret_update_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: sluice.credential.v1.CreateCredentialRequest.credential:type_name -> sluice.credential.v1.Credential
-	0,  // 6: sluice.credential.v1.ListCredentialsResponse.credentials:type_name -> sluice.credential.v1.Credential
-	0,  // 7: sluice.credential.v1.UpdateCredentialRequest.credential:type_name -> sluice.credential.v1.Credential
-	14, // 8: sluice.credential.v1.UpdateCredentialRequest.update_mask:type_name -> google.protobuf.FieldMask
-	13, // 9: sluice.credential.v1.TemporaryAccess.expire_time:type_name -> google.protobuf.Timestamp
-	3,  // 10: sluice.credential.v1.CredentialService.CreateCredential:input_type -> sluice.credential.v1.CreateCredentialRequest
-	4,  // 11: sluice.credential.v1.CredentialService.GetCredential:input_type -> sluice.credential.v1.GetCredentialRequest
-	5,  // 12: sluice.credential.v1.CredentialService.ListCredentials:input_type -> sluice.credential.v1.ListCredentialsRequest
-	7,  // 13: sluice.credential.v1.CredentialService.UpdateCredential:input_type -> sluice.credential.v1.UpdateCredentialRequest
-	8,  // 14: sluice.credential.v1.CredentialService.DeleteCredential:input_type -> sluice.credential.v1.DeleteCredentialRequest
-	9,  // 15: sluice.credential.v1.CredentialService.TestCredential:input_type -> sluice.credential.v1.TestCredentialRequest
-	10, // 16: sluice.credential.v1.CredentialService.RegenerateExternalId:input_type -> sluice.credential.v1.RegenerateExternalIdRequest
-	11, // 17: sluice.credential.v1.CredentialAccessService.MintAccess:input_type -> sluice.credential.v1.MintAccessRequest
-	0,  // 18: sluice.credential.v1.CredentialService.CreateCredential:output_type -> sluice.credential.v1.Credential
-	0,  // 19: sluice.credential.v1.CredentialService.GetCredential:output_type -> sluice.credential.v1.Credential
-	6,  // 20: sluice.credential.v1.CredentialService.ListCredentials:output_type -> sluice.credential.v1.ListCredentialsResponse
-	0,  // 21: sluice.credential.v1.CredentialService.UpdateCredential:output_type -> sluice.credential.v1.Credential
-	15, // 22: sluice.credential.v1.CredentialService.DeleteCredential:output_type -> google.protobuf.Empty
-	16, // 23: sluice.credential.v1.CredentialService.TestCredential:output_type -> sluice.credential.v1.TestResult
-	0,  // 24: sluice.credential.v1.CredentialService.RegenerateExternalId:output_type -> sluice.credential.v1.Credential
-	12, // 25: sluice.credential.v1.CredentialAccessService.MintAccess:output_type -> sluice.credential.v1.TemporaryAccess
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	13, // 5: sluice.credential.v1.AccessKey.key_create_time:type_name -> google.protobuf.Timestamp
+	0,  // 6: sluice.credential.v1.CreateCredentialRequest.credential:type_name -> sluice.credential.v1.Credential
+	0,  // 7: sluice.credential.v1.ListCredentialsResponse.credentials:type_name -> sluice.credential.v1.Credential
+	0,  // 8: sluice.credential.v1.UpdateCredentialRequest.credential:type_name -> sluice.credential.v1.Credential
+	14, // 9: sluice.credential.v1.UpdateCredentialRequest.update_mask:type_name -> google.protobuf.FieldMask
+	13, // 10: sluice.credential.v1.TemporaryAccess.expire_time:type_name -> google.protobuf.Timestamp
+	3,  // 11: sluice.credential.v1.CredentialService.CreateCredential:input_type -> sluice.credential.v1.CreateCredentialRequest
+	4,  // 12: sluice.credential.v1.CredentialService.GetCredential:input_type -> sluice.credential.v1.GetCredentialRequest
+	5,  // 13: sluice.credential.v1.CredentialService.ListCredentials:input_type -> sluice.credential.v1.ListCredentialsRequest
+	7,  // 14: sluice.credential.v1.CredentialService.UpdateCredential:input_type -> sluice.credential.v1.UpdateCredentialRequest
+	8,  // 15: sluice.credential.v1.CredentialService.DeleteCredential:input_type -> sluice.credential.v1.DeleteCredentialRequest
+	9,  // 16: sluice.credential.v1.CredentialService.TestCredential:input_type -> sluice.credential.v1.TestCredentialRequest
+	10, // 17: sluice.credential.v1.CredentialService.RegenerateExternalId:input_type -> sluice.credential.v1.RegenerateExternalIdRequest
+	11, // 18: sluice.credential.v1.CredentialAccessService.MintAccess:input_type -> sluice.credential.v1.MintAccessRequest
+	0,  // 19: sluice.credential.v1.CredentialService.CreateCredential:output_type -> sluice.credential.v1.Credential
+	0,  // 20: sluice.credential.v1.CredentialService.GetCredential:output_type -> sluice.credential.v1.Credential
+	6,  // 21: sluice.credential.v1.CredentialService.ListCredentials:output_type -> sluice.credential.v1.ListCredentialsResponse
+	0,  // 22: sluice.credential.v1.CredentialService.UpdateCredential:output_type -> sluice.credential.v1.Credential
+	15, // 23: sluice.credential.v1.CredentialService.DeleteCredential:output_type -> google.protobuf.Empty
+	16, // 24: sluice.credential.v1.CredentialService.TestCredential:output_type -> sluice.credential.v1.TestResult
+	0,  // 25: sluice.credential.v1.CredentialService.RegenerateExternalId:output_type -> sluice.credential.v1.Credential
+	12, // 26: sluice.credential.v1.CredentialAccessService.MintAccess:output_type -> sluice.credential.v1.TemporaryAccess
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sluice_credential_v1_credential_proto_init() }
