@@ -26,6 +26,9 @@ type encodeOutput struct {
 	name string
 	dest *destinationv1.Destination
 	duck string
+	// polars is how Polars writes the same output (`parquet:snappy`,
+	// `csv`, `ndjson`); empty where it has no equivalent (gzip).
+	polars string
 }
 
 func parquetDest(c destinationv1.ParquetCodec) *destinationv1.Destination {
@@ -34,14 +37,14 @@ func parquetDest(c destinationv1.ParquetCodec) *destinationv1.Destination {
 }
 
 var encodeOutputs = []encodeOutput{
-	{"Parquet snappy", parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_SNAPPY), "(FORMAT parquet, COMPRESSION snappy)"},
-	{"Parquet zstd", parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD), "(FORMAT parquet, COMPRESSION zstd)"},
+	{"Parquet snappy", parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_SNAPPY), "(FORMAT parquet, COMPRESSION snappy)", "parquet:snappy"},
+	{"Parquet zstd", parquetDest(destinationv1.ParquetCodec_PARQUET_CODEC_ZSTD), "(FORMAT parquet, COMPRESSION zstd)", "parquet:zstd"},
 	{"CSV", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
-		FilenameTemplate: "{{output_name}}.csv"}, "(FORMAT csv, HEADER)"},
+		FilenameTemplate: "{{output_name}}.csv"}, "(FORMAT csv, HEADER)", "csv"},
 	{"CSV + gzip", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Delimited{Delimited: &destinationv1.DelimitedFormat{}}},
-		Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}, FilenameTemplate: "{{output_name}}.csv.gz"}, "(FORMAT csv, HEADER, COMPRESSION gzip)"},
+		Compression: &destinationv1.Compression{Kind: destinationv1.CompressionKind_COMPRESSION_KIND_GZIP}, FilenameTemplate: "{{output_name}}.csv.gz"}, "(FORMAT csv, HEADER, COMPRESSION gzip)", ""},
 	{"NDJSON", &destinationv1.Destination{Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}},
-		FilenameTemplate: "{{output_name}}.ndjson"}, "(FORMAT json)"},
+		FilenameTemplate: "{{output_name}}.ndjson"}, "(FORMAT json)", "ndjson"},
 }
 
 // encodeTables prints, for the 8-column customer table and the 20-column
@@ -70,9 +73,13 @@ func encodeTables(work string, tools string, rows int64, runs int) error {
 		if err != nil {
 			return err
 		}
+		pol, err := polarsWrites(tools, src, work, runs)
+		if err != nil {
+			return err
+		}
 		fmt.Printf("\n%s\n\n", tb.name)
-		fmt.Println("| output | Sluice | DuckDB COPY | speed, Sluice / DuckDB | size, Sluice / DuckDB |")
-		fmt.Println("|---|---|---|---|---|")
+		fmt.Println("| output | Sluice | DuckDB COPY | Polars write | speed, Sluice / DuckDB | speed, Sluice / Polars | size, Sluice / DuckDB | size, Sluice / Polars |")
+		fmt.Println("|---|---|---|---|---|---|---|---|")
 		for _, o := range encodeOutputs {
 			var ts []time.Duration
 			var size int64
@@ -86,8 +93,14 @@ func encodeTables(work string, tools string, rows int64, runs int) error {
 				size = n
 			}
 			ours, d := medianOf(ts), duck[o.name]
-			fmt.Printf("| %s | %.3f s, %.1f MB | %.3f s, %.1f MB | %.2f x | %.2f x |\n", o.name, ours.Seconds(), float64(size)/1e6,
-				d.time.Seconds(), float64(d.bytes)/1e6, d.time.Seconds()/ours.Seconds(), float64(size)/float64(d.bytes))
+			p, polars, vsPolars, sizePolars := pol[o.name], "-", "-", "-"
+			if o.polars != "" {
+				polars = fmt.Sprintf("%.3f s, %.1f MB", p.time.Seconds(), float64(p.bytes)/1e6)
+				vsPolars = fmt.Sprintf("%.2f x", p.time.Seconds()/ours.Seconds())
+				sizePolars = fmt.Sprintf("%.2f x", float64(size)/float64(p.bytes))
+			}
+			fmt.Printf("| %s | %.3f s, %.1f MB | %.3f s, %.1f MB | %s | %.2f x | %s | %.2f x | %s |\n", o.name, ours.Seconds(), float64(size)/1e6,
+				d.time.Seconds(), float64(d.bytes)/1e6, polars, d.time.Seconds()/ours.Seconds(), vsPolars, float64(size)/float64(d.bytes), sizePolars)
 		}
 		// The second core on one unsplit Parquet file.
 		fmt.Println()
@@ -158,8 +171,6 @@ type duckResult struct {
 // duckCopies loads src into DuckDB (2 threads, not timed) and times each
 // output's COPY runs times, answering the median and the file's size.
 func duckCopies(tools, src, work string, runs int) (map[string]duckResult, error) {
-	dir := filepath.Join(tools, "duckdb")
-	script := filepath.Join(dir, fmt.Sprintf("encode-%d.mjs", os.Getpid()))
 	const js = `import { DuckDBInstance } from '@duckdb/node-api';
 import { readFileSync, statSync } from 'node:fs';
 const { src, runs, outputs } = JSON.parse(readFileSync(0, 'utf8'));
@@ -178,29 +189,69 @@ for (const o of outputs) {
 }
 console.log(JSON.stringify(res));
 `
-	if err := os.WriteFile(script, []byte(js), 0o644); err != nil {
-		return nil, err
-	}
-	defer os.Remove(script)
 	var outs []map[string]string
 	for i, o := range encodeOutputs {
 		outs = append(outs, map[string]string{"name": o.name, "out": filepath.Join(work, fmt.Sprintf("duck-%d", i)), "options": o.duck})
 	}
-	in, _ := json.Marshal(map[string]any{"src": src, "runs": runs, "outputs": outs})
+	return nodeTimes(filepath.Join(tools, "duckdb"), nil, js, map[string]any{"src": src, "runs": runs, "outputs": outs})
+}
+
+// polarsWrites loads src into a Polars DataFrame (POLARS_MAX_THREADS=2,
+// not timed) and times each output Polars can write, runs times.
+func polarsWrites(tools, src, work string, runs int) (map[string]duckResult, error) {
+	const js = `import pl from 'nodejs-polars';
+import { readFileSync, statSync } from 'node:fs';
+const { src, runs, outputs } = JSON.parse(readFileSync(0, 'utf8'));
+const df = pl.readParquet(src);
+const res = {};
+for (const o of outputs) {
+  const ms = [];
+  const [kind, codec] = o.how.split(':');
+  for (let i = 0; i < runs; i++) {
+    const start = performance.now();
+    if (kind === 'parquet') df.writeParquet(o.out, { compression: codec });
+    else if (kind === 'csv') df.writeCSV(o.out);
+    else df.writeJSON(o.out, { format: 'lines' });
+    ms.push(performance.now() - start);
+  }
+  res[o.name] = { ms, bytes: statSync(o.out).size };
+}
+console.log(JSON.stringify(res));
+`
+	var outs []map[string]string
+	for i, o := range encodeOutputs {
+		if o.polars != "" {
+			outs = append(outs, map[string]string{"name": o.name, "out": filepath.Join(work, fmt.Sprintf("polars-%d", i)), "how": o.polars})
+		}
+	}
+	return nodeTimes(filepath.Join(tools, "polars"), []string{"POLARS_MAX_THREADS=2"}, js, map[string]any{"src": src, "runs": runs, "outputs": outs})
+}
+
+// nodeTimes runs the script js with Node in dir (where its packages are
+// installed), input as JSON on its standard input, and reads back each
+// output's times and size.
+func nodeTimes(dir string, env []string, js string, input any) (map[string]duckResult, error) {
+	script := filepath.Join(dir, fmt.Sprintf("bench-%d.mjs", os.Getpid()))
+	if err := os.WriteFile(script, []byte(js), 0o644); err != nil {
+		return nil, err
+	}
+	defer os.Remove(script)
+	in, _ := json.Marshal(input)
 	cmd := exec.Command("node", script)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = bytes.NewReader(in)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("duckdb: %v\n%s", err, stderr.String())
+		return nil, fmt.Errorf("%s: %v\n%s", filepath.Base(dir), err, stderr.String())
 	}
 	var res map[string]struct {
 		MS    []float64
 		Bytes int64
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
-		return nil, fmt.Errorf("duckdb answered %q: %v", out, err)
+		return nil, fmt.Errorf("%s answered %q: %v", filepath.Base(dir), out, err)
 	}
 	m := map[string]duckResult{}
 	for name, r := range res {

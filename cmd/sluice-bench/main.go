@@ -86,9 +86,13 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 	}
 	defer os.RemoveAll(work)
 	b := &bench{ctx: ctx, work: work, tools: localserver.ToolsDir(), rows: rows, runs: runs, dests: map[string]*destinationv1.Destination{}}
-	for _, tool := range []string{"s5cmd", "duckdb/node_modules/@duckdb/node-api"} {
+	needs := []string{"s5cmd", "duckdb/node_modules/@duckdb/node-api"}
+	if !partitionedOnly {
+		needs = append(needs, "polars/node_modules/nodejs-polars")
+	}
+	for _, tool := range needs {
 		if _, err := os.Stat(filepath.Join(b.tools, tool)); err != nil {
-			return fmt.Errorf("%s is missing from %s: run `make tools`", tool, b.tools)
+			return fmt.Errorf("%s is missing from %s: run `make bench`, which installs the pinned tools first", tool, b.tools)
 		}
 	}
 	fmt.Printf("sluice-bench: GOMAXPROCS %s, %d CPUs\n", orDefault(os.Getenv("GOMAXPROCS"), "unset"), numCPU())
