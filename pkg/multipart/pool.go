@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // MinPartSize is S3's smallest part (but the last).
@@ -40,6 +41,8 @@ type Pool struct {
 	// held counts buffers out by owner (a tenant): no owner takes more
 	// than half the pool, so that another always finds buffers (#22).
 	held map[string]int
+	// waited is the time uploads spent waiting for buffers, all together.
+	waited time.Duration
 }
 
 // NewPool answers a pool of n buffers of size bytes each, allocated up
@@ -75,9 +78,13 @@ func (p *Pool) ownerShare(k int) int { return max(k, p.n/2) }
 // get waits until k buffers are free and owner holds few enough, or for
 // ctx to end, and takes them.
 func (p *Pool) get(ctx context.Context, owner string, k int) ([][]byte, error) {
+	var since time.Time // when it started waiting
 	for {
 		p.mu.Lock()
 		if len(p.free) >= k && p.held[owner]+k <= p.ownerShare(k) {
+			if !since.IsZero() {
+				p.waited += time.Since(since)
+			}
 			out := make([][]byte, k)
 			for i := range out {
 				out[i] = p.free[len(p.free)-1][:0]
@@ -90,9 +97,15 @@ func (p *Pool) get(ctx context.Context, owner string, k int) ([][]byte, error) {
 		}
 		wait := p.changed
 		p.mu.Unlock()
+		if since.IsZero() {
+			since = time.Now()
+		}
 		select {
 		case <-wait:
 		case <-ctx.Done():
+			p.mu.Lock()
+			p.waited += time.Since(since)
+			p.mu.Unlock()
 			return nil, ctx.Err()
 		}
 	}
@@ -113,6 +126,14 @@ func (p *Pool) put(owner string, bufs ...[]byte) {
 	close(p.changed)
 	p.changed = make(chan struct{})
 	p.mu.Unlock()
+}
+
+// Waited answers the time uploads spent waiting for buffers, all
+// together: where it grows, the pool is what holds deliveries back.
+func (p *Pool) Waited() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waited
 }
 
 // InUse answers how many buffers are out now, and the most ever out at once.

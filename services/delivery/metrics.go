@@ -77,6 +77,11 @@ func (s *Service) newMetrics() (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	waited, err := m.Float64ObservableCounter("sluice.delivery.part_buffers.wait", metric.WithUnit("s"),
+		metric.WithDescription("Time uploads spent waiting for part buffers, all together: where it grows, the pool holds deliveries back."))
+	if err != nil {
+		return nil, err
+	}
 	staged, err := m.Int64ObservableGauge("sluice.delivery.staging.used", metric.WithUnit("By"),
 		metric.WithDescription("Bytes of staged input this process's staging store holds."))
 	if err != nil {
@@ -86,11 +91,12 @@ func (s *Service) newMetrics() (*metrics, error) {
 		now, _ := s.pool.InUse()
 		o.ObserveInt64(inUse, int64(now)*int64(s.pool.BufferSize()))
 		o.ObserveInt64(limit, int64(s.pool.Cap())*int64(s.pool.BufferSize()))
+		o.ObserveFloat64(waited, s.pool.Waited().Seconds())
 		if s.staging != nil {
 			o.ObserveInt64(staged, s.staging.Used())
 		}
 		return nil
-	}, inUse, limit, staged); err != nil {
+	}, inUse, limit, waited, staged); err != nil {
 		return nil, err
 	}
 	return mt, err
