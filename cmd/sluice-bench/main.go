@@ -42,6 +42,12 @@ import (
 
 const parent = "tenants/bench/environments/production"
 
+// loadTests is what the load test runs; onlyLoad skips the rest.
+var (
+	loadTests loadOptions
+	onlyLoad  bool
+)
+
 func main() {
 	rows := flag.Int64("rows", 1_000_000, "rows of the customer 360 table per delivery")
 	runs := flag.Int("runs", 3, "runs of each measurement; the median is printed")
@@ -51,7 +57,21 @@ func main() {
 	partitions := flag.String("partitions", "10,1000,10000", "partition counts of the partitioned deliveries (empty to skip)")
 	partitionedOnly := flag.Bool("partitioned-only", false, "print only the partitioned deliveries beside DuckDB")
 	memLimit := flag.String("delivery-memory-limit", "512MiB", "GOMEMLIMIT of the delivery service (the deploy manifests set one; empty for none)")
+	loadStores := flag.String("load-stores", "sqlite,postgres", "delivery stores the load test runs on (empty to skip it)")
+	loadOnly := flag.Bool("load-only", false, "run only the load test")
+	heavy := flag.Int("load-heavy", 28, "deliveries the heavy tenant of the load test sends at once")
+	deliveryMB := flag.Int("load-delivery-mb", 50, "MB of Arrow in each of the load test's large deliveries")
+	small := flag.Int("load-small", 1000, "small deliveries the load test sends 16 at a time")
 	flag.Parse()
+	if *loadOnly {
+		*encodeOnly, *partitions, *rssGiB = false, "", ""
+	}
+	lo := loadOptions{heavy: *heavy, deliveryMB: *deliveryMB, small: *small, smallAlone: 200, smallRows: 1000, memLimit: *memLimit, parallelism: 16}
+	if *loadStores != "" {
+		lo.stores = strings.Split(*loadStores, ",")
+	}
+	loadTests = lo
+	onlyLoad = *loadOnly
 	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly, *partitions, *partitionedOnly, *memLimit); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
@@ -96,13 +116,17 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 		}
 	}
 	fmt.Printf("sluice-bench: GOMAXPROCS %s, %d CPUs\n", orDefault(os.Getenv("GOMAXPROCS"), "unset"), numCPU())
-	if !partitionedOnly {
+	if !partitionedOnly && !onlyLoad {
 		if err := encodeTables(work, b.tools, rows, encodeRuns); err != nil {
 			return err
 		}
 	}
 	if encodeOnly {
 		return nil
+	}
+	if onlyLoad {
+		b.recs = sampledata.All(sampledata.NewCustomer360(nil, rows, 0, 1))
+		return b.load(loadTests)
 	}
 	fmt.Printf("\nDeliveries: %d rows of the customer 360 table (%d columns), %d runs each, median\n",
 		rows, len(sampledata.Customer360Schema.Fields()), runs)
@@ -147,7 +171,12 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 		return err
 	}
 	if rssGiB != "" {
-		return b.rss(rssGiB)
+		if err := b.rss(rssGiB); err != nil {
+			return err
+		}
+	}
+	if len(loadTests.stores) > 0 {
+		return b.load(loadTests)
 	}
 	return nil
 }
@@ -437,6 +466,8 @@ type cycle struct {
 	sent int64
 	i    int
 	cur  arrow.RecordBatch
+	// sliced is the cut last batch, released on the next call.
+	sliced arrow.RecordBatch
 }
 
 func (c *cycle) Schema() *arrow.Schema { return sampledata.Customer360Schema }
@@ -445,10 +476,19 @@ func (c *cycle) Release()              {}
 func (c *cycle) Err() error            { return nil }
 
 func (c *cycle) Next() bool {
+	if c.sliced != nil {
+		c.sliced.Release()
+		c.sliced = nil
+	}
 	if c.sent >= c.rows {
 		return false
 	}
 	c.cur = c.recs[c.i%len(c.recs)]
+	if left := c.rows - c.sent; c.cur.NumRows() > left {
+		// The last batch is cut to the rows asked for.
+		c.sliced = c.cur.NewSlice(0, left)
+		c.cur = c.sliced
+	}
 	c.i++
 	c.sent += c.cur.NumRows()
 	return true

@@ -1,0 +1,494 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
+	deliveryv1 "github.com/sluicehq/sluice/gen/sluice/delivery/v1"
+	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
+	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/deliverclient"
+	"github.com/sluicehq/sluice/pkg/launch"
+	"github.com/sluicehq/sluice/pkg/localserver"
+)
+
+// loadOptions shape the load test.
+type loadOptions struct {
+	stores      []string // sqlite, postgres
+	heavy       int      // the heavy tenant's concurrent deliveries
+	deliveryMB  int      // Arrow input of each of them, and of the light tenants' one
+	small       int      // small deliveries, 16 at a time
+	smallAlone  int      // small deliveries one at a time
+	smallRows   int64
+	memLimit    string
+	parallelism int
+}
+
+// tenantEnv is one tenant's token and destination on the load test's
+// services.
+type tenantEnv struct {
+	name   string
+	token  grpc.CallOption
+	dest   string
+	small  string
+	bucket string
+}
+
+// loadRun is the services of one load test run.
+type loadRun struct {
+	ctx     context.Context
+	m       *localserver.MinIO
+	sl      *localserver.Sluice
+	conn    *grpc.ClientConn
+	metrics string
+	tenants []*tenantEnv
+}
+
+// load runs, on each store, the fairness test (a heavy tenant sending many
+// deliveries at once beside three sending one each) and the small
+// deliveries beside the same S3 work done by hand. Loopback only, bounded
+// in count.
+func (b *bench) load(o loadOptions) error {
+	m, err := localserver.StartMinIO()
+	if err != nil {
+		return err
+	}
+	defer m.Stop()
+	for _, store := range o.stores {
+		if err := b.loadOn(m, store, o); err != nil {
+			return fmt.Errorf("load on %s: %w", store, err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error {
+	ctx := b.ctx
+	port, err := freeLocalPort()
+	if err != nil {
+		return err
+	}
+	opts := localserver.SluiceOptions{MinIO: m, Delivery: []string{"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port)}}
+	if o.memLimit != "" {
+		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + o.memLimit}
+	}
+	switch store {
+	case "sqlite":
+	case "postgres":
+		pg, err := localserver.StartPostgres()
+		if err != nil {
+			return err
+		}
+		defer pg.Stop()
+		dsn, drop, err := pg.CreateDatabase(ctx)
+		if err != nil {
+			return err
+		}
+		defer drop()
+		opts.Delivery = append(opts.Delivery, "--database", dsn)
+	default:
+		return fmt.Errorf("--load-stores: %q is neither sqlite nor postgres", store)
+	}
+	sl, err := localserver.StartSluice(opts)
+	if err != nil {
+		return err
+	}
+	defer sl.Stop()
+	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	if r.conn, err = grpc.NewClient(sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		return err
+	}
+	defer r.conn.Close()
+	for _, t := range []string{"heavy", "light-1", "light-2", "light-3"} {
+		te, err := r.tenant(t)
+		if err != nil {
+			return err
+		}
+		r.tenants = append(r.tenants, te)
+	}
+	fmt.Printf("\nLoad on %s (delivery store), the services as processes on MinIO, 2 cores shared with MinIO and this client\n", store)
+	if err := b.fairness(r, o); err != nil {
+		return err
+	}
+	return b.smallDeliveries(r, o)
+}
+
+func freeLocalPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tenant makes a tenant's token, bucket, credential, a Parquet destination
+// and an NDJSON destination with a success file (the small deliveries').
+func (r *loadRun) tenant(name string) (*tenantEnv, error) {
+	key, err := auth.LoadOrCreateSigningKey(launch.DevUserKeyPath(filepath.Join(r.sl.Dir, "data")))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := auth.NewSigner(key).Mint("load@"+name+".test", name, []string{auth.PolicyAdministrator}, 6*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	t := &tenantEnv{name: name, token: grpc.PerRPCCredentials(auth.BearerCredentials(tok))}
+	if t.bucket, err = r.m.CreateBucket(r.ctx, "load-"); err != nil {
+		return nil, err
+	}
+	parent := "tenants/" + name + "/environments/production"
+	cc, err := grpc.NewClient(r.sl.Addrs["credential"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	cred, err := credentialv1.NewCredentialServiceClient(cc).CreateCredential(r.ctx, &credentialv1.CreateCredentialRequest{Parent: parent, CredentialId: "minio",
+		Credential: &credentialv1.Credential{Bucket: t.bucket, Region: r.m.Region,
+			Type: &credentialv1.Credential_AccessKey{AccessKey: &credentialv1.AccessKey{AccessKeyId: r.m.RootUser, SecretAccessKey: r.m.RootPassword}}}}, t.token)
+	if err != nil {
+		return nil, err
+	}
+	dc, err := grpc.NewClient(r.sl.Addrs["destination"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	defer dc.Close()
+	dests := destinationv1.NewDestinationServiceClient(dc)
+	big, err := dests.CreateDestination(r.ctx, &destinationv1.CreateDestinationRequest{Parent: parent, DestinationId: "parquet", Destination: &destinationv1.Destination{
+		Credential: cred.GetName(), Prefix: "big/", Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}}}}, t.token)
+	if err != nil {
+		return nil, err
+	}
+	small, err := dests.CreateDestination(r.ctx, &destinationv1.CreateDestinationRequest{Parent: parent, DestinationId: "small", Destination: &destinationv1.Destination{
+		Credential: cred.GetName(), Prefix: "small/", SuccessFile: true,
+		Format: &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Ndjson{Ndjson: &destinationv1.NdjsonFormat{}}}}}, t.token)
+	if err != nil {
+		return nil, err
+	}
+	t.dest, t.small = big.GetName(), small.GetName()
+	return t, nil
+}
+
+// timed is one delivery's time and size.
+type timed struct {
+	tenant     string
+	start, end time.Time
+	bytesIn    int64
+	refusals   int
+}
+
+// deliverRetrying delivers rows of the dataset, sending again when the
+// service answers RESOURCE_EXHAUSTED, after the RetryInfo it gives (an
+// honest client's manners).
+func (b *bench) deliverRetrying(r *loadRun, t *tenantEnv, dest string, rows int64, name string) (timed, error) {
+	out := timed{tenant: t.name, start: time.Now()}
+	for {
+		d, err := deliverclient.Deliver(r.ctx, deliveryv1.NewDeliveryServiceClient(r.conn),
+			&deliveryv1.DeliveryStart{Destination: dest, OutputName: name}, &cycle{recs: b.recs, rows: rows},
+			deliverclient.Options{CallOptions: []grpc.CallOption{t.token}})
+		if e := apierror.FromStatus(err); e != nil && e.Code == codes.ResourceExhausted {
+			out.refusals++
+			time.Sleep(max(e.RetryAfter, 100*time.Millisecond))
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		out.end, out.bytesIn = time.Now(), d.GetProgress().GetBytesIn()
+		return out, nil
+	}
+}
+
+// rowsFor answers how many rows of the dataset make mb MB of Arrow.
+func (b *bench) rowsFor(mb int) int64 {
+	var in int64
+	for _, rec := range b.recs {
+		for _, c := range rec.Columns() {
+			for _, buf := range c.Data().Buffers() {
+				if buf != nil {
+					in += int64(buf.Len())
+				}
+			}
+		}
+	}
+	var rows int64
+	for _, rec := range b.recs {
+		rows += rec.NumRows()
+	}
+	return int64(float64(mb) * 1e6 / (float64(in) / float64(rows)))
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(p * float64(len(s)-1))
+	return s[i]
+}
+
+// fairness runs one light delivery alone, then the heavy tenant's
+// deliveries with the light tenants' one each started among them, then
+// all of them from one tenant, and prints each tenant's figures.
+func (b *bench) fairness(r *loadRun, o loadOptions) error {
+	rows := b.rowsFor(o.deliveryMB)
+	pid := r.sl.Pid("delivery")
+	heavy, lights := r.tenants[0], r.tenants[1:]
+	// Alone: each light tenant's delivery by itself, and its peak RSS.
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset the peak RSS: %w", err)
+	}
+	alone := map[string]time.Duration{}
+	for _, t := range lights {
+		d, err := b.deliverRetrying(r, t, t.dest, rows, "alone-"+t.name)
+		if err != nil {
+			return err
+		}
+		alone[t.name] = d.end.Sub(d.start)
+	}
+	aloneRSS, err := peakRSS(pid)
+	if err != nil {
+		return err
+	}
+	together := func(from func(i int) *tenantEnv, n int, lightsAfter time.Duration, name string) ([]timed, error) {
+		var (
+			mu   sync.Mutex
+			all  []timed
+			errs []error
+			wg   sync.WaitGroup
+		)
+		var seq atomic.Int64
+		run := func(t *tenantEnv) {
+			defer wg.Done()
+			d, err := b.deliverRetrying(r, t, t.dest, rows, fmt.Sprintf("%s-%d", name, seq.Add(1)))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", t.name, err))
+				return
+			}
+			all = append(all, d)
+		}
+		for i := range n {
+			wg.Add(1)
+			go run(from(i))
+		}
+		if lightsAfter > 0 {
+			time.Sleep(lightsAfter)
+			for _, t := range lights {
+				wg.Add(1)
+				go run(t)
+			}
+		}
+		wg.Wait()
+		return all, errors.Join(errs...)
+	}
+	waitBefore, err := r.poolWait()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return err
+	}
+	mixed, err := together(func(int) *tenantEnv { return heavy }, o.heavy, time.Second, "mixed")
+	if err != nil {
+		return err
+	}
+	mixedRSS, err := peakRSS(pid)
+	if err != nil {
+		return err
+	}
+	waitAfter, err := r.poolWait()
+	if err != nil {
+		return err
+	}
+	// The same deliveries from one tenant, for the aggregate throughput.
+	one, err := together(func(int) *tenantEnv { return heavy }, o.heavy+len(lights), 0, "one-tenant")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nFairness: tenant heavy sends %d deliveries of %d MB of Arrow at once (Parquet snappy); light-1..3 send one each, started 1 s into it\n\n",
+		o.heavy, o.deliveryMB)
+	fmt.Println("| tenant | deliveries | refused, then sent again | MB in | p50 | p99 | alone | with the heavy tenant / alone |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, t := range r.tenants {
+		var ds []time.Duration
+		var in int64
+		refused := 0
+		for _, d := range mixed {
+			if d.tenant == t.name {
+				ds = append(ds, d.end.Sub(d.start))
+				in += d.bytesIn
+				refused += d.refusals
+			}
+		}
+		a, ratio := "-", "-"
+		if al, ok := alone[t.name]; ok {
+			a, ratio = fmt.Sprintf("%.2f s", al.Seconds()), fmt.Sprintf("%.2f x", percentile(ds, 0.5).Seconds()/al.Seconds())
+		}
+		fmt.Printf("| %s | %d | %d | %.0f | %.2f s | %.2f s | %s | %s |\n", t.name, len(ds), refused, float64(in)/1e6,
+			percentile(ds, 0.5).Seconds(), percentile(ds, 0.99).Seconds(), a, ratio)
+	}
+	span := func(ds []timed) (float64, time.Duration) {
+		first, last := ds[0].start, ds[0].end
+		var in int64
+		for _, d := range ds {
+			if d.start.Before(first) {
+				first = d.start
+			}
+			if d.end.After(last) {
+				last = d.end
+			}
+			in += d.bytesIn
+		}
+		return float64(in) / 1e6 / last.Sub(first).Seconds(), last.Sub(first)
+	}
+	mixedRate, mixedSpan := span(mixed)
+	oneRate, oneSpan := span(one)
+	fmt.Printf("\n| aggregate | MB/s of Arrow in | wall time | delivery service peak RSS | part-buffer wait, all uploads together |\n|---|---|---|---|---|\n")
+	fmt.Printf("| four tenants | %.1f | %.1f s | %.0f MiB | %.1f s |\n", mixedRate, mixedSpan.Seconds(), float64(mixedRSS)/(1<<20), waitAfter-waitBefore)
+	fmt.Printf("| the same deliveries from one tenant | %.1f | %.1f s | | |\n", oneRate, oneSpan.Seconds())
+	fmt.Printf("| one delivery at a time (the light tenants alone) | | | %.0f MiB | |\n", float64(aloneRSS)/(1<<20))
+	fmt.Printf("\n(four tenants / one tenant throughput: %.2f x; peak RSS under load / alone: %.2f x)\n", mixedRate/oneRate, float64(mixedRSS)/float64(aloneRSS))
+	return nil
+}
+
+// poolWait reads the delivery service's part-buffer wait from /metrics.
+func (r *loadRun) poolWait() (float64, error) {
+	resp, err := http.Get(r.metrics)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "sluice_delivery_part_buffers_wait_seconds_total") {
+			f := strings.Fields(line)
+			return strconv.ParseFloat(f[len(f)-1], 64)
+		}
+	}
+	return 0, nil
+}
+
+// smallDeliveries times small NDJSON deliveries with a success file, one
+// at a time and 16 at a time, beside the same S3 work by hand: one
+// PutObject of the same size and an empty .DONE.
+func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
+	t := r.tenants[1]
+	first, err := b.deliverRetrying(r, t, t.small, o.smallRows, "warm")
+	if err != nil {
+		return err
+	}
+	_ = first
+	// The size of one small file, for the PUTs by hand.
+	d, err := deliverclient.Deliver(r.ctx, deliveryv1.NewDeliveryServiceClient(r.conn), &deliveryv1.DeliveryStart{Destination: t.small, OutputName: "size"},
+		&cycle{recs: b.recs, rows: o.smallRows}, deliverclient.Options{CallOptions: []grpc.CallOption{t.token}})
+	if err != nil {
+		return err
+	}
+	body := bytes.Repeat([]byte("x"), int(d.GetProgress().GetBytesOut()))
+	s3c := r.m.S3("", "")
+	byHand := func(i int) error {
+		key := fmt.Sprintf("hand/%d.ndjson", i)
+		if _, err := s3c.PutObject(r.ctx, &s3.PutObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
+			return err
+		}
+		_, err := s3c.PutObject(r.ctx, &s3.PutObjectInput{Bucket: aws.String(t.bucket), Key: aws.String(key + ".DONE"), Body: bytes.NewReader(nil)})
+		return err
+	}
+	deliver := func(i int) error {
+		_, err := b.deliverRetrying(r, t, t.small, o.smallRows, fmt.Sprintf("s%d", i))
+		return err
+	}
+	sequential := func(n int, f func(int) error) ([]time.Duration, error) {
+		var ds []time.Duration
+		for i := range n {
+			start := time.Now()
+			if err := f(i); err != nil {
+				return nil, err
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return ds, nil
+	}
+	parallel := func(n, at int, f func(int) error) (float64, error) {
+		start := time.Now()
+		next := make(chan int)
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+		)
+		for range at {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					if err := f(i); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		for i := range n {
+			next <- i + 1_000_000
+		}
+		close(next)
+		wg.Wait()
+		return float64(n) / time.Since(start).Seconds(), errors.Join(errs...)
+	}
+	ours, err := sequential(o.smallAlone, deliver)
+	if err != nil {
+		return err
+	}
+	hand, err := sequential(o.smallAlone, byHand)
+	if err != nil {
+		return err
+	}
+	oursRate, err := parallel(o.small, o.parallelism, deliver)
+	if err != nil {
+		return err
+	}
+	handRate, err := parallel(o.small, o.parallelism, byHand)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nSmall deliveries: %d rows (%d bytes of NDJSON) with a .DONE file; by hand: one PutObject of the same size and an empty .DONE, same SDK, same MinIO\n\n",
+		o.smallRows, len(body))
+	fmt.Println("| | Sluice Deliver | by hand (two PUTs) | Sluice / by hand |")
+	fmt.Println("|---|---|---|---|")
+	fmt.Printf("| one at a time, p50 (%d) | %.1f ms | %.1f ms | %.2f x |\n", o.smallAlone, ms(percentile(ours, 0.5)), ms(percentile(hand, 0.5)), ms(percentile(ours, 0.5))/ms(percentile(hand, 0.5)))
+	fmt.Printf("| one at a time, p99 | %.1f ms | %.1f ms | %.2f x |\n", ms(percentile(ours, 0.99)), ms(percentile(hand, 0.99)), ms(percentile(ours, 0.99))/ms(percentile(hand, 0.99)))
+	fmt.Printf("| %d at a time, %d in all | %.0f /s | %.0f /s | %.2f x |\n", o.parallelism, o.small, oursRate, handRate, oursRate/handRate)
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
