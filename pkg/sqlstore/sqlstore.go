@@ -66,6 +66,12 @@ func connect(dsn string) (*DB, error) {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}
 		sdb.SetMaxOpenConns(MaxConns)
+		// Kept open, as many as may be open: database/sql keeps 2 idle by
+		// default, so under 16 concurrent deliveries most transactions
+		// opened a new PostgreSQL connection (a backend started and
+		// authenticated) and closed it after. Small deliveries 16 at a
+		// time went from 12/s to 62/s with this (#26's load test).
+		sdb.SetMaxIdleConns(MaxConns)
 		sdb.SetConnMaxIdleTime(5 * time.Minute)
 		return &DB{DB: sdb, Dialect: Postgres}, nil
 	}
