@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -223,7 +224,7 @@ func (s *Service) destinationWarning(ctx context.Context, dest *destinationv1.De
 				a.Instructions[i] = "The warning clears itself at the next check once this is fixed."
 			}
 		}
-		a.Instructions = slicesCompactStrings(a.Instructions)
+		a.Instructions = slices.Compact(a.Instructions)
 		actions = append(actions, a)
 	}
 	return &deliveryv1.Notification{
@@ -233,16 +234,6 @@ func (s *Service) destinationWarning(ctx context.Context, dest *destinationv1.De
 			failed.GetCheck(), n.ID, strings.TrimSuffix(failed.GetMessage(), ".")),
 		Destination: dest.GetName(), Reason: failed.GetReason(), Actions: actions,
 	}
-}
-
-func slicesCompactStrings(in []string) []string {
-	out := in[:0]
-	for _, s := range in {
-		if len(out) == 0 || out[len(out)-1] != s {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // checkKeyAge warns when an access key credential's secret was set longer
