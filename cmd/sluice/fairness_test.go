@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"google.golang.org/grpc"
 
 	credentialv1 "github.com/sluicehq/sluice/gen/sluice/credential/v1"
@@ -123,3 +125,62 @@ func TestABusyTenantDoesNotStarveAnother(t *testing.T) {
 }
 
 func pause() { time.Sleep(10 * time.Millisecond) }
+
+// Many large Parquet deliveries from one tenant, more than its share of the
+// receive budget holds row groups for, all finish without one being
+// interrupted: the ones past their running slots wait holding little,
+// rather than each gathering a row group until the budget is held by
+// deliveries that all wait for more of it (#26: with 28 at once, they
+// stalled until --budget-wait interrupted them one by one). The files are
+// read back whole.
+func TestManyLargeDeliveriesFromOneTenantAllFinish(t *testing.T) {
+	// The shapes of the load test's, made small: a pool of two buffers
+	// (one for the tenant), a 16 MiB share of the receive budget, row
+	// groups of 10,000 rows (1.7 MiB); eight deliveries of four row
+	// groups each. Without running slots, seven of them gather row groups
+	// (24 MiB) waiting for the tenant's one buffer, whose delivery waits
+	// for budget.
+	const n, rows = 8, 40_000
+	e := startDelivering(t, func(c *serveConfig) {
+		c.Delivery.PartBuffers = 2
+		c.Delivery.Ingest.MaxBatchBytes = 2 << 20
+		c.Delivery.ReceiveBudget = 32 << 20
+		c.Delivery.MaxStreams = 16
+		c.Delivery.BudgetWait = 10 * time.Second // a stall fails the test
+	})
+	format := &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{RowGroupRows: 10_000}}}
+	dest := e.destination(t, "many", &destinationv1.Destination{Format: format})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	got := make([]*deliveryv1.Delivery, n)
+	errs := make([]error, n)
+	sent := make([][]arrow.RecordBatch, n)
+	for i := range n {
+		sent[i] = customerBatches(t, rows, 2000)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rr, err := array.NewRecordReader(sent[i][0].Schema(), sent[i])
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			got[i], errs[i] = e.deliver(ctx, dest.GetName(), rr, e.admin, &deliveryv1.DeliveryStart{OutputName: fmt.Sprintf("big-%d", i)})
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("delivery %d of %d: %v", i, n, errs[i])
+		}
+		d := got[i]
+		if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || len(d.GetObjects()) != 1 {
+			t.Fatalf("delivery %d: %v", i, d)
+		}
+		ids, _, _ := readBack(t, e.checkObject(t, d.GetObjects()[0]), format)
+		want := column(sent[i], "customer_id")
+		if len(ids) != len(want) || ids[0] != want[0] || ids[len(ids)-1] != want[len(want)-1] {
+			t.Fatalf("delivery %d: %d rows read back, want %d", i, len(ids), len(want))
+		}
+	}
+}

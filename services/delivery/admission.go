@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type admission struct {
 	heldBy   map[string]int64 // bytes taken, by tenant
 	changed  chan struct{}    // closed when bytes are given back
 	held     atomic.Int64     // bytes taken, for the metrics
+
+	// running bounds the streams past their first smallInput bytes.
+	running *runQueue
 }
 
 func newAdmission(c Config) *admission {
@@ -41,6 +45,7 @@ func newAdmission(c Config) *admission {
 		maxStreams: c.MaxStreams, maxTenantStreams: c.MaxTenantStreams,
 		budgetBytes: c.ReceiveBudget, tenantBudget: c.tenantBudget(), budgetWait: c.BudgetWait,
 		byTenant: map[string]int{}, free: c.ReceiveBudget, heldBy: map[string]int64{}, changed: make(chan struct{}),
+		running: newRunQueue(c.MaxRunning, c.MaxTenantRunning),
 	}
 }
 
@@ -159,6 +164,13 @@ type streamBudget struct {
 	ctx    context.Context
 	tenant string
 	a      *admission
+
+	mu    sync.Mutex
+	taken int64  // bytes Acquire took, all together
+	slot  func() // gives the running slot back; nil until taken
+	// park, when set, gives back the part buffers the delivery holds
+	// before it waits for a running slot.
+	park func()
 }
 
 func (a *admission) forStream(ctx context.Context) *streamBudget {
@@ -172,14 +184,169 @@ func tenantOf(ctx context.Context) string {
 	return ""
 }
 
-// Acquire implements arrowingest.Budget.
-func (b *streamBudget) Acquire(n int64) error { return b.a.take(b.ctx, b.tenant, n) }
+// Acquire implements arrowingest.Budget. Past its first smallInput
+// bytes, a stream waits for a running slot first.
+func (b *streamBudget) Acquire(n int64) error {
+	if err := b.run(n); err != nil {
+		return err
+	}
+	return b.a.take(b.ctx, b.tenant, n)
+}
+
+// run takes a running slot for the stream once it has taken more than
+// smallInput bytes.
+func (b *streamBudget) run(n int64) error {
+	b.mu.Lock()
+	b.taken += n
+	need := b.slot == nil && b.taken > smallInput
+	park := b.park
+	b.mu.Unlock()
+	if !need {
+		return nil
+	}
+	if park != nil {
+		park()
+	}
+	release, err := b.a.running.acquire(b.ctx, b.tenant)
+	if err != nil {
+		return &streamBroke{err}
+	}
+	b.mu.Lock()
+	b.slot = release
+	b.mu.Unlock()
+	return nil
+}
+
+// end gives back the stream's running slot: its input is read.
+func (b *streamBudget) end() {
+	b.mu.Lock()
+	release := b.slot
+	b.slot = nil
+	b.mu.Unlock()
+	if release != nil {
+		release()
+	}
+}
 
 // TryAcquire takes n bytes if they are free now, without waiting.
 func (b *streamBudget) TryAcquire(n int64) bool { return b.a.tryTake(b.tenant, n) }
 
 // Release implements arrowingest.Budget.
 func (b *streamBudget) Release(n int64) { b.a.give(b.tenant, n) }
+
+// smallInput is how many bytes a stream takes of the receive budget
+// before it needs a running slot: a small delivery (an audience export
+// sent every few minutes) never waits for one, and what the streams
+// waiting for a slot hold stays small beside the budget.
+const smallInput = 1 << 20
+
+// runQueue bounds the streams that run past their first bytes, in all and
+// per tenant (#26). Without it, a tenant's many deliveries each gather a
+// Parquet row group and take part buffers until its share of the receive
+// budget and of the pool are held by deliveries that all wait for more of
+// them, and none moves until --budget-wait interrupts one; and the
+// process holds a row group per stream. Bounded, the running deliveries
+// fit their shares (Config.rowGroupBytes), and the others wait holding
+// little. A freed slot goes to the waiting tenant with the fewest running,
+// first come first served within a tenant: a tenant sending one delivery
+// beside another sending thirty gets the next slot.
+type runQueue struct {
+	max, tenantMax int
+
+	mu      sync.Mutex
+	total   int
+	running map[string]int
+	waiting []*runWaiter
+	waited  time.Duration
+}
+
+type runWaiter struct {
+	tenant string
+	since  time.Time
+	ready  chan struct{} // closed when granted
+}
+
+func newRunQueue(maxRunning, tenantMax int) *runQueue {
+	return &runQueue{max: max(1, maxRunning), tenantMax: max(1, min(tenantMax, maxRunning)), running: map[string]int{}}
+}
+
+// acquire waits for a running slot for tenant, or for ctx to end.
+func (q *runQueue) acquire(ctx context.Context, tenant string) (release func(), err error) {
+	w := &runWaiter{tenant: tenant, since: time.Now(), ready: make(chan struct{})}
+	q.mu.Lock()
+	q.waiting = append(q.waiting, w)
+	q.grant()
+	q.mu.Unlock()
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			q.total--
+			if q.running[tenant]--; q.running[tenant] <= 0 {
+				delete(q.running, tenant)
+			}
+			q.grant()
+		})
+	}
+	select {
+	case <-w.ready:
+		return release, nil
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	select {
+	case <-w.ready: // granted meanwhile
+		q.mu.Unlock()
+		release()
+	default:
+		q.waiting = slices.DeleteFunc(q.waiting, func(x *runWaiter) bool { return x == w })
+		q.waited += time.Since(w.since)
+		q.mu.Unlock()
+	}
+	return nil, ctx.Err()
+}
+
+// grant gives free slots to waiters: the tenant with the fewest running
+// first, then the longest waiting. Called with mu held.
+func (q *runQueue) grant() {
+	for q.total < q.max {
+		best := -1
+		for i, w := range q.waiting {
+			n := q.running[w.tenant]
+			if n >= q.tenantMax {
+				continue
+			}
+			if best < 0 || n < q.running[q.waiting[best].tenant] {
+				best = i
+			}
+		}
+		if best < 0 {
+			return
+		}
+		w := q.waiting[best]
+		q.waiting = slices.Delete(q.waiting, best, best+1)
+		q.running[w.tenant]++
+		q.total++
+		q.waited += time.Since(w.since)
+		close(w.ready)
+	}
+}
+
+// Waited answers the time streams spent waiting for running slots, all
+// together.
+func (q *runQueue) Waited() time.Duration {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waited
+}
+
+// Running answers the slots taken and the streams waiting for one.
+func (q *runQueue) Running() (running, waiting int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.total, len(q.waiting)
+}
 
 // pacer interrupts a stream that sends nothing for its idle timeout, or
 // less than its minimum rate over such a window: a stalled stream must not
@@ -291,10 +458,25 @@ func (s *Service) streamUse(ctx context.Context) streamUse {
 	return streamUse{pace: s.newPacer(), budget: s.admission.forStream(ctx)}
 }
 
-// onStall has the delivery park what it holds once its caller stalls.
+// onStall has the delivery park what it holds once its caller stalls,
+// and before it waits for a running slot.
 func (u *streamUse) onStall(park func(*streamBudget)) {
-	if u.pace != nil && u.budget != nil {
+	if u.budget == nil {
+		return
+	}
+	if u.pace != nil {
 		u.pace.stalled = func() { park(u.budget) }
+	}
+	u.budget.mu.Lock()
+	u.budget.park = func() { park(nil) }
+	u.budget.mu.Unlock()
+}
+
+// end gives back what the stream holds past its handler: its running
+// slot.
+func (u *streamUse) end() {
+	if u.budget != nil {
+		u.budget.end()
 	}
 }
 

@@ -135,3 +135,102 @@ func TestPacer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Running slots are capped in all and per tenant; a freed slot goes to the
+// waiting tenant with the fewest running, though another waited longer; a
+// waiter that gives up leaves the queue, and a slot given back twice
+// counts once.
+func TestRunQueueGivesSlotsToTheLeastRunningTenant(t *testing.T) {
+	q := newRunQueue(3, 2)
+	ctx := context.Background()
+	type got struct {
+		tenant  string
+		release func()
+	}
+	granted := make(chan got, 10)
+	start := func(tenant string) {
+		go func() {
+			release, err := q.acquire(ctx, tenant)
+			if err != nil {
+				t.Errorf("%s: %v", tenant, err)
+				return
+			}
+			granted <- got{tenant, release}
+		}()
+	}
+	next := func() got {
+		t.Helper()
+		select {
+		case g := <-granted:
+			return g
+		case <-time.After(10 * time.Second):
+			t.Fatal("no slot was granted")
+			return got{}
+		}
+	}
+	waitFor := func(waiting int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, w := q.Running(); w == waiting {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never %d waiting", waiting)
+			}
+		}
+	}
+	start("busy")
+	start("busy")
+	a1, a2 := next(), next()
+	start("busy") // over the tenant's two: waits though a slot is free
+	waitFor(1)
+	if n, _ := q.Running(); n != 2 {
+		t.Fatalf("%d running, want 2", n)
+	}
+	start("quiet")
+	b := next()
+	if b.tenant != "quiet" {
+		t.Fatalf("the free slot went to %s", b.tenant)
+	}
+	start("other")
+	waitFor(2) // busy's third and other's first, in that order
+	a1.release()
+	if g := next(); g.tenant != "other" {
+		t.Fatalf("the freed slot went to %s, want the tenant with none running", g.tenant)
+	} else {
+		defer g.release()
+	}
+	a2.release()
+	a2.release() // twice: once counts
+	if g := next(); g.tenant != "busy" {
+		t.Fatalf("then to %s, want busy", g.tenant)
+	} else {
+		defer g.release()
+	}
+	select {
+	case g := <-granted:
+		t.Fatalf("a slot given back twice freed two: %s got one", g.tenant)
+	case <-time.After(50 * time.Millisecond):
+	}
+	// A waiter that gives up leaves the queue.
+	cctx, cancel := context.WithCancel(ctx)
+	errs := make(chan error, 1)
+	go func() {
+		_, err := q.acquire(cctx, "late")
+		errs <- err
+	}()
+	waitFor(1)
+	cancel()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled wait: %v", err)
+	}
+	waitFor(0)
+	b.release()
+	start("again")
+	if g := next(); g.tenant != "again" {
+		t.Fatalf("got %s", g.tenant)
+	}
+	if q.Waited() <= 0 {
+		t.Fatal("no wait counted")
+	}
+}

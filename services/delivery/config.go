@@ -120,6 +120,13 @@ type Config struct {
 	// MaxTenantStreams those of one tenant: past them a stream is refused
 	// with RESOURCE_EXHAUSTED (TOO_MANY_STREAMS) and RetryInfo.
 	MaxStreams, MaxTenantStreams int
+	// MaxRunning bounds the streams that run past their first MiB at once,
+	// and MaxTenantRunning those of one tenant; the others wait for a slot
+	// (the tenant with the fewest running goes first), holding little.
+	// With the receive budget they bound a Parquet row group's bytes
+	// (rowGroupBytes), so that running deliveries never wait on each
+	// other's.
+	MaxRunning, MaxTenantRunning int
 	// ReceiveBudget bounds the bytes all streams hold together: received
 	// messages not yet consumed, and Arrow message bodies until the
 	// batches decoded from them are released. A stream that needs more
@@ -162,6 +169,8 @@ func DefaultConfig() Config {
 		HungLimit:         5 * time.Minute,
 		MaxStreams:        64,
 		MaxTenantStreams:  16,
+		MaxRunning:        4,
+		MaxTenantRunning:  2,
 		ReceiveBudget:     512 << 20,
 		BudgetWait:        30 * time.Second,
 		StreamIdleTimeout: 2 * time.Minute,
@@ -291,6 +300,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.Workers, "workers", c.Workers, "taken-over deliveries and periodic passes a replica runs at once")
 	fs.IntVar(&c.MaxStreams, "max-streams", c.MaxStreams, "Deliver and DoPut streams open at once; past it streams are refused with RESOURCE_EXHAUSTED and RetryInfo")
 	fs.IntVar(&c.MaxTenantStreams, "max-tenant-streams", c.MaxTenantStreams, "streams one tenant may have open at once")
+	fs.IntVar(&c.MaxRunning, "max-running", c.MaxRunning, "streams that run past their first MiB at once (the others wait, holding little; the tenant with the fewest running goes first)")
+	fs.IntVar(&c.MaxTenantRunning, "max-tenant-running", c.MaxTenantRunning, "streams of one tenant that run past their first MiB at once")
 	fs.Int64Var(&c.ReceiveBudget, "receive-budget", c.ReceiveBudget, "bytes all streams may hold together (received messages, Arrow message bodies until their batches are written); a stream that needs more waits --budget-wait, then is interrupted, resumable")
 	fs.DurationVar(&c.BudgetWait, "budget-wait", c.BudgetWait, "how long a stream waits for receive budget before it is interrupted")
 	fs.DurationVar(&c.StreamIdleTimeout, "stream-idle-timeout", c.StreamIdleTimeout, "interrupt (resumably) a stream that sends nothing for this long; 0 never")
@@ -326,6 +337,8 @@ func (c Config) withDefaults() Config {
 	set(&c.Workers, def.Workers)
 	set(&c.MaxStreams, def.MaxStreams)
 	set(&c.MaxTenantStreams, def.MaxTenantStreams)
+	set(&c.MaxRunning, def.MaxRunning)
+	set(&c.MaxTenantRunning, def.MaxTenantRunning)
 	setD(&c.ProgressInterval, def.ProgressInterval)
 	setD(&c.RecoverInterval, def.RecoverInterval)
 	setD(&c.SweepInterval, def.SweepInterval)
@@ -370,6 +383,18 @@ func (c Config) tenantBudget() int64 {
 	return max(c.ReceiveBudget/2, c.Ingest.MaxBatchBytes+MaxMessageBytes)
 }
 
+// rowGroupBytes bounds the Arrow bytes a Parquet row group gathers: two
+// row groups (one encoding, one gathering) and two messages of each
+// running delivery fit their tenant's share of the receive budget, and
+// the whole of it, beside the bytes the streams waiting for a slot hold.
+// Larger row groups would let running deliveries hold the budget while
+// each waits for more of it.
+func (c Config) rowGroupBytes() int64 {
+	tenant := (c.tenantBudget() - int64(c.MaxTenantStreams)*smallInput) / int64(max(1, min(c.MaxTenantRunning, c.MaxRunning)))
+	all := (c.ReceiveBudget - int64(c.MaxStreams)*smallInput) / int64(max(1, c.MaxRunning))
+	return max((min(tenant, all)-2*MaxMessageBytes)/2, 1<<20)
+}
+
 func (c Config) check() error {
 	if c.PartSize < multipart.MinPartSize {
 		return fmt.Errorf("--part-size %d is under S3's minimum of %d bytes", c.PartSize, multipart.MinPartSize)
@@ -391,6 +416,9 @@ func (c Config) check() error {
 	}
 	if c.MaxStreams < 1 || c.MaxTenantStreams < 1 {
 		return fmt.Errorf("--max-streams and --max-tenant-streams must be at least 1")
+	}
+	if c.MaxRunning < 1 || c.MaxTenantRunning < 1 {
+		return fmt.Errorf("--max-running and --max-tenant-running must be at least 1")
 	}
 	if min := c.Ingest.MaxBatchBytes + MaxMessageBytes; c.ReceiveBudget < min {
 		return fmt.Errorf("--receive-budget %d must hold at least one record batch and one message (--max-batch-bytes + %d = %d)", c.ReceiveBudget, MaxMessageBytes, min)

@@ -201,7 +201,9 @@ func (s *Service) Deliver(stream deliveryv1.DeliveryService_DeliverServer) error
 	if err != nil {
 		return err
 	}
-	d, err := s.deliver(stream.Context(), first.GetStart(), &recvReader{stream: stream, streamUse: s.streamUse(stream.Context())})
+	r := &recvReader{stream: stream, streamUse: s.streamUse(stream.Context())}
+	defer r.end()
+	d, err := s.deliver(stream.Context(), first.GetStart(), r)
 	if err != nil {
 		return err
 	}
@@ -349,6 +351,9 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 	}
 	cfg.Spool = s.spool
 	cfg.PartitionBuffer = s.cfg.PartitionBuffer
+	if rg := s.cfg.rowGroupBytes(); cfg.Parquet.RowGroupBytes == 0 || cfg.Parquet.RowGroupBytes > rg {
+		cfg.Parquet.RowGroupBytes = rg
+	}
 	if cfg.Partition != nil && cfg.MaxOpenFiles == 0 {
 		// Open files hold no part buffers while they wait, only their
 		// parked bytes (at most a part each): twice the pool's.
@@ -485,13 +490,23 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 	if st, ok := src.(interface{ onStall(func(*streamBudget)) }); ok {
 		// A caller that stalls gives its part buffers back; its stream's
 		// budget holds the bytes meanwhile.
-		st.onStall(func(b *streamBudget) { sk.park(b.TryAcquire, b.Release) })
+		st.onStall(func(b *streamBudget) {
+			if b == nil {
+				// Waiting for a running slot: the bytes parked are at
+				// most a small delivery's output.
+				sk.park(nil, nil)
+				return
+			}
+			sk.park(b.TryAcquire, b.Release)
+		})
 	}
 	sk.resume, sk.kept, sk.fingerprint = c.resume, c.kept, fingerprint(dest, bucket)
-	// A partitioned output finishes many small files at once: each holds
-	// its first part itself rather than queue for the tenant's share of
-	// the pool (its writer bounds how many are open and finishing).
-	sk.lazy = dest.GetPartitionBy() != nil
+	// Each object holds its first part in its own memory rather than
+	// queue for the tenant's share of the pool: a small delivery goes up
+	// in one request without waiting for buffers, many small partition
+	// files can finish at once (their writer bounds how many are open),
+	// and a delivery waiting for a running slot holds no buffer.
+	sk.lazy = true
 	return sk
 }
 

@@ -72,7 +72,9 @@ func (f *flightServer) DoPut(stream flightgen.FlightService_DoPutServer) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	d, err := f.svc.deliver(stream.Context(), start, &flightReader{stream: stream, next: first, streamUse: f.svc.streamUse(stream.Context())})
+	r := &flightReader{stream: stream, next: first, streamUse: f.svc.streamUse(stream.Context())}
+	defer r.end()
+	d, err := f.svc.deliver(stream.Context(), start, r)
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,16 @@ func (s *Service) newMetrics() (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	runWaited, err := m.Float64ObservableCounter("sluice.delivery.running.wait", metric.WithUnit("s"),
+		metric.WithDescription("Time streams spent waiting for a running slot (--max-running, --max-tenant-running), all together."))
+	if err != nil {
+		return nil, err
+	}
+	runWaiting, err := m.Int64ObservableGauge("sluice.delivery.running.waiting", metric.WithUnit("{stream}"),
+		metric.WithDescription("Streams waiting for a running slot now."))
+	if err != nil {
+		return nil, err
+	}
 	staged, err := m.Int64ObservableGauge("sluice.delivery.staging.used", metric.WithUnit("By"),
 		metric.WithDescription("Bytes of staged input this process's staging store holds."))
 	if err != nil {
@@ -92,11 +102,14 @@ func (s *Service) newMetrics() (*metrics, error) {
 		o.ObserveInt64(inUse, int64(now)*int64(s.pool.BufferSize()))
 		o.ObserveInt64(limit, int64(s.pool.Cap())*int64(s.pool.BufferSize()))
 		o.ObserveFloat64(waited, s.pool.Waited().Seconds())
+		o.ObserveFloat64(runWaited, s.admission.running.Waited().Seconds())
+		_, waiting := s.admission.running.Running()
+		o.ObserveInt64(runWaiting, int64(waiting))
 		if s.staging != nil {
 			o.ObserveInt64(staged, s.staging.Used())
 		}
 		return nil
-	}, inUse, limit, waited, staged); err != nil {
+	}, inUse, limit, waited, runWaited, runWaiting, staged); err != nil {
 		return nil, err
 	}
 	return mt, err
