@@ -306,7 +306,21 @@ func (b *bench) fairness(r *loadRun, o loadOptions) error {
 		wg.Wait()
 		return all, errors.Join(errs...)
 	}
+	// The light tenants together, without the heavy one: what the heavy
+	// tenant's deliveries cost them is the difference.
+	pairs, err := together(func(i int) *tenantEnv { return lights[i] }, len(lights), 0, "lights-together")
+	if err != nil {
+		return err
+	}
+	lightsTogether := map[string]time.Duration{}
+	for _, d := range pairs {
+		lightsTogether[d.tenant] = d.end.Sub(d.start)
+	}
 	waitBefore, err := r.poolWait()
+	if err != nil {
+		return err
+	}
+	slotBefore, err := r.slotWait()
 	if err != nil {
 		return err
 	}
@@ -325,6 +339,10 @@ func (b *bench) fairness(r *loadRun, o loadOptions) error {
 	if err != nil {
 		return err
 	}
+	slotAfter, err := r.slotWait()
+	if err != nil {
+		return err
+	}
 	// The same deliveries from one tenant, for the aggregate throughput.
 	one, err := together(func(int) *tenantEnv { return heavy }, o.heavy+len(lights), 0, "one-tenant")
 	if err != nil {
@@ -332,8 +350,8 @@ func (b *bench) fairness(r *loadRun, o loadOptions) error {
 	}
 	fmt.Printf("\nFairness: tenant heavy sends %d deliveries of %d MB of Arrow at once (Parquet snappy); light-1..3 send one each, started 1 s into it\n\n",
 		o.heavy, o.deliveryMB)
-	fmt.Println("| tenant | deliveries | refused, then sent again | MB in | p50 | p99 | alone | with the heavy tenant / alone |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| tenant | deliveries | refused, then sent again | MB in | p50 | p99 | alone | with the heavy tenant / alone | the light tenants together, no heavy one | with the heavy tenant / without |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, t := range r.tenants {
 		var ds []time.Duration
 		var in int64
@@ -345,12 +363,15 @@ func (b *bench) fairness(r *loadRun, o loadOptions) error {
 				refused += d.refusals
 			}
 		}
-		a, ratio := "-", "-"
+		a, ratio, tg, tgRatio := "-", "-", "-", "-"
 		if al, ok := alone[t.name]; ok {
 			a, ratio = fmt.Sprintf("%.2f s", al.Seconds()), fmt.Sprintf("%.2f x", percentile(ds, 0.5).Seconds()/al.Seconds())
 		}
-		fmt.Printf("| %s | %d | %d | %.0f | %.2f s | %.2f s | %s | %s |\n", t.name, len(ds), refused, float64(in)/1e6,
-			percentile(ds, 0.5).Seconds(), percentile(ds, 0.99).Seconds(), a, ratio)
+		if lt, ok := lightsTogether[t.name]; ok {
+			tg, tgRatio = fmt.Sprintf("%.2f s", lt.Seconds()), fmt.Sprintf("%.2f x", percentile(ds, 0.5).Seconds()/lt.Seconds())
+		}
+		fmt.Printf("| %s | %d | %d | %.0f | %.2f s | %.2f s | %s | %s | %s | %s |\n", t.name, len(ds), refused, float64(in)/1e6,
+			percentile(ds, 0.5).Seconds(), percentile(ds, 0.99).Seconds(), a, ratio, tg, tgRatio)
 	}
 	span := func(ds []timed) (float64, time.Duration) {
 		first, last := ds[0].start, ds[0].end
@@ -368,16 +389,26 @@ func (b *bench) fairness(r *loadRun, o loadOptions) error {
 	}
 	mixedRate, mixedSpan := span(mixed)
 	oneRate, oneSpan := span(one)
-	fmt.Printf("\n| aggregate | MB/s of Arrow in | wall time | delivery service peak RSS | part-buffer wait, all uploads together |\n|---|---|---|---|---|\n")
-	fmt.Printf("| four tenants | %.1f | %.1f s | %.0f MiB | %.1f s |\n", mixedRate, mixedSpan.Seconds(), float64(mixedRSS)/(1<<20), waitAfter-waitBefore)
-	fmt.Printf("| the same deliveries from one tenant | %.1f | %.1f s | | |\n", oneRate, oneSpan.Seconds())
-	fmt.Printf("| one delivery at a time (the light tenants alone) | | | %.0f MiB | |\n", float64(aloneRSS)/(1<<20))
+	fmt.Printf("\n| aggregate | MB/s of Arrow in | wall time | delivery service peak RSS | part-buffer wait, all uploads together | running-slot wait, all streams together |\n|---|---|---|---|---|---|\n")
+	fmt.Printf("| four tenants | %.1f | %.1f s | %.0f MiB | %.1f s | %.1f s |\n", mixedRate, mixedSpan.Seconds(), float64(mixedRSS)/(1<<20), waitAfter-waitBefore, slotAfter-slotBefore)
+	fmt.Printf("| the same deliveries from one tenant | %.1f | %.1f s | | | |\n", oneRate, oneSpan.Seconds())
+	fmt.Printf("| one delivery at a time (the light tenants alone) | | | %.0f MiB | | |\n", float64(aloneRSS)/(1<<20))
 	fmt.Printf("\n(four tenants / one tenant throughput: %.2f x; peak RSS under load / alone: %.2f x)\n", mixedRate/oneRate, float64(mixedRSS)/float64(aloneRSS))
 	return nil
 }
 
 // poolWait reads the delivery service's part-buffer wait from /metrics.
 func (r *loadRun) poolWait() (float64, error) {
+	return r.counter("sluice_delivery_part_buffers_wait_seconds_total")
+}
+
+// slotWait reads the time streams waited for a running slot.
+func (r *loadRun) slotWait() (float64, error) {
+	return r.counter("sluice_delivery_running_wait_seconds_total")
+}
+
+// counter reads one counter of the delivery service's /metrics.
+func (r *loadRun) counter(name string) (float64, error) {
 	resp, err := http.Get(r.metrics)
 	if err != nil {
 		return 0, err
@@ -388,7 +419,7 @@ func (r *loadRun) poolWait() (float64, error) {
 		return 0, err
 	}
 	for _, line := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(line, "sluice_delivery_part_buffers_wait_seconds_total") {
+		if strings.HasPrefix(line, name) {
 			f := strings.Fields(line)
 			return strconv.ParseFloat(f[len(f)-1], 64)
 		}

@@ -44,8 +44,9 @@ const parent = "tenants/bench/environments/production"
 
 // loadTests is what the load test runs; onlyLoad skips the rest.
 var (
-	loadTests loadOptions
-	onlyLoad  bool
+	loadTests   loadOptions
+	onlyLoad    bool
+	onlyProfile bool
 )
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	memLimit := flag.String("delivery-memory-limit", "512MiB", "GOMEMLIMIT of the delivery service (the deploy manifests set one; empty for none)")
 	loadStores := flag.String("load-stores", "sqlite,postgres", "delivery stores the load test runs on (empty to skip it)")
 	loadOnly := flag.Bool("load-only", false, "run only the load test")
+	profileOnly := flag.Bool("profile-only", false, "print only where one delivery's time goes, by stage, per output")
 	heavy := flag.Int("load-heavy", 28, "deliveries the heavy tenant of the load test sends at once")
 	deliveryMB := flag.Int("load-delivery-mb", 50, "MB of Arrow in each of the load test's large deliveries")
 	small := flag.Int("load-small", 1000, "small deliveries the load test sends 16 at a time")
@@ -72,6 +74,10 @@ func main() {
 	}
 	loadTests = lo
 	onlyLoad = *loadOnly
+	onlyProfile = *profileOnly
+	if onlyProfile {
+		*encodeOnly, *partitions, *rssGiB = false, "", ""
+	}
 	if err := run(*rows, *runs, *rssGiB, *encodeRuns, *encodeOnly, *partitions, *partitionedOnly, *memLimit); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice-bench:", err)
 		os.Exit(1)
@@ -92,10 +98,12 @@ type bench struct {
 	// along the way.
 	destConn *grpc.ClientConn
 	dests    map[string]*destinationv1.Destination
-	recs     []arrow.RecordBatch
-	rows     int64
-	runs     int
-	parquet  string // the dataset as a Parquet file, for DuckDB to load
+	// metricsAddr serves the delivery service's metrics and profiles.
+	metricsAddr string
+	recs        []arrow.RecordBatch
+	rows        int64
+	runs        int
+	parquet     string // the dataset as a Parquet file, for DuckDB to load
 }
 
 func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, partitions string, partitionedOnly bool, memLimit string) error {
@@ -116,7 +124,7 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 		}
 	}
 	fmt.Printf("sluice-bench: GOMAXPROCS %s, %d CPUs\n", orDefault(os.Getenv("GOMAXPROCS"), "unset"), numCPU())
-	if !partitionedOnly && !onlyLoad {
+	if !partitionedOnly && !onlyLoad && !onlyProfile {
 		if err := encodeTables(work, b.tools, rows, encodeRuns); err != nil {
 			return err
 		}
@@ -139,7 +147,12 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 	}
 	// The services run as their own processes, so that the delivery
 	// service's memory is its own.
-	opts := localserver.SluiceOptions{MinIO: b.minio}
+	port, err := freeLocalPort()
+	if err != nil {
+		return err
+	}
+	b.metricsAddr = fmt.Sprintf("127.0.0.1:%d", port)
+	opts := localserver.SluiceOptions{MinIO: b.minio, Delivery: []string{"--metrics-addr", b.metricsAddr, "--pprof"}}
 	if memLimit != "" {
 		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + memLimit}
 		fmt.Printf("The delivery service runs with GOMEMLIMIT=%s.\n", memLimit)
@@ -156,6 +169,9 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 	if err := b.writeParquetCopy(); err != nil {
 		return err
 	}
+	if onlyProfile {
+		return b.stageProfiles()
+	}
 	if partitions != "" {
 		if err := b.partitioned(partitions); err != nil {
 			return err
@@ -165,6 +181,9 @@ func run(rows int64, runs int, rssGiB string, encodeRuns int, encodeOnly bool, p
 		return nil
 	}
 	if err := b.formats(); err != nil {
+		return err
+	}
+	if err := b.stageProfiles(); err != nil {
 		return err
 	}
 	if err := b.stagingOverhead(); err != nil {

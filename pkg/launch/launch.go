@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,6 +65,10 @@ type Common struct {
 	// MetricsAddr is where /metrics is served over HTTP for Prometheus;
 	// empty for nowhere (OTLP export still runs when configured).
 	MetricsAddr string
+	// Pprof serves Go's profiles at /debug/pprof/ beside /metrics, for
+	// finding where a process's time goes (sluice-bench's per-stage
+	// profile reads them).
+	Pprof bool
 	// Telemetry adds span processors and metric readers (tests keep
 	// spans and metrics in memory); not a flag.
 	Telemetry telemetry.Options
@@ -97,6 +102,7 @@ func (c *Common) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long in-flight calls may finish after SIGTERM")
 	c.TLS.AddFlags(fs)
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "address to serve Prometheus metrics on, at /metrics (e.g. 127.0.0.1:9464; empty for none)")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "also serve Go's profiles at /debug/pprof/ on --metrics-addr (they show the process's internals: keep that address private)")
 }
 
 // DevUserKeyPath is the development key users' tokens are signed with when
@@ -172,6 +178,10 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 		return nil, err
 	}
 	e := &Env{Logger: logger, DataDir: c.DataDir, shutdownTimeout: c.ShutdownTimeout, Telemetry: tel, TLS: c.TLS}
+	if c.Pprof && c.MetricsAddr == "" {
+		_ = tel.Shutdown(ctx)
+		return nil, fmt.Errorf("--pprof serves on --metrics-addr: set it too")
+	}
 	if c.MetricsAddr != "" {
 		if e.metricsLis, err = Listen(c.MetricsAddr); err != nil {
 			_ = tel.Shutdown(ctx)
@@ -179,6 +189,10 @@ func Setup(ctx context.Context, c Common, service string) (*Env, error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", tel.Metrics)
+		if c.Pprof {
+			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		}
 		e.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = e.metrics.Serve(e.metricsLis) }()
 		logger.Info("serving metrics", slog.String("addr", "http://"+e.metricsLis.Addr().String()+"/metrics"))

@@ -171,3 +171,6 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Pid answers the server's process id.
+func (m *MinIO) Pid() int { return m.proc.cmd.Process.Pid }
