@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -39,7 +40,7 @@ var serverStages = []stage{
 	{"gRPC receive (HTTP/2 frames, protobuf)", []string{"google.golang.org/grpc", "golang.org/x/net/http2", "google.golang.org/protobuf"}},
 	{"ingest checks and IPC decode", []string{"sluice/pkg/arrowingest"}},
 	{"staging writes", []string{"sluice/pkg/staging"}},
-	{"encoder (format, compression)", []string{"sluice/pkg/arrowfmt", "sluice/pkg/compression", "sluice/pkg/fileset", "sluice/pkg/pgpstream", "sluice/pkg/partition"}},
+	{"encoder (format, compression)", []string{"sluice/pkg/arrowfmt", "sluice/pkg/compression", "sluice/pkg/fileset", "sluice/pkg/pgpstream", "sluice/pkg/partition", "klauspost/", "compress/", "golang/snappy"}},
 	{"part uploads (copy into parts, CRC32C, HTTP)", []string{"sluice/pkg/multipart", "aws-sdk-go-v2", "aws/smithy-go", "net/http."}},
 	{"store writes", []string{"sluice/pkg/sqlstore", "modernc.org/sqlite", "jackc/pgx", "services/delivery/store", "sluice/pkg/lease"}},
 	{"delivery service, the rest of it", []string{"sluice/services/", "sluice/pkg/"}},
@@ -52,6 +53,9 @@ var clientStages = []stage{
 }
 
 const gcStage = "garbage collector"
+
+// profileDir, when set, keeps the profiles, for go tool pprof.
+var profileDir string
 
 // classify answers the stage of one sample's stack.
 func classify(s *profile.Sample, stages []stage) string {
@@ -179,9 +183,16 @@ func (b *bench) stageProfiles() error {
 		if err != nil {
 			return fmt.Errorf("parse the delivery service's profile: %w", err)
 		}
-		cp, err := profile.Parse(&client)
+		cp, err := profile.Parse(bytes.NewReader(client.Bytes()))
 		if err != nil {
 			return fmt.Errorf("parse the client's profile: %w", err)
+		}
+		if profileDir != "" {
+			for name, p := range map[string][]byte{"delivery": serverProf, "client": client.Bytes()} {
+				if err := os.WriteFile(filepath.Join(profileDir, id+"-"+name+".pprof"), p, 0o644); err != nil {
+					return err
+				}
+			}
 		}
 		printStages(id, wall, cpuByStage(sp, serverStages), cpuByStage(cp, clientStages), minioAfter-minioBefore)
 	}

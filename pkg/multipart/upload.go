@@ -114,6 +114,10 @@ type Upload struct {
 	// partitioned output's) do not queue behind the tenant's share of it.
 	// Its caller bounds how many such uploads exist.
 	Lazy bool
+	// LazyBytes, with Lazy, bounds the bytes held that way (one buffer's
+	// size when zero or larger): a large object then moves into buffers
+	// early, copied once while small.
+	LazyBytes int
 
 	client      *s3.Client
 	pool        *Pool
@@ -181,8 +185,12 @@ func (u *Upload) Write(p []byte) (int, error) {
 	defer u.wmu.Unlock()
 	written := 0
 	size := u.pool.size
-	if u.Lazy && u.cur == nil && u.uploadID == "" && u.stored == nil && u.unpark == nil && len(u.parked)+len(p) < size {
-		u.parked = append(u.parked, p...)
+	limit := size
+	if u.LazyBytes > 0 {
+		limit = min(limit, u.LazyBytes)
+	}
+	if u.Lazy && u.cur == nil && u.uploadID == "" && u.stored == nil && u.unpark == nil && len(u.parked)+len(p) < limit {
+		u.parked = append(grow(u.parked, len(p), limit), p...)
 		u.whole.Write(p)
 		u.bytes += int64(len(p))
 		return len(p), nil
@@ -211,6 +219,21 @@ func (u *Upload) Write(p []byte) (int, error) {
 		}
 	}
 	return written, nil
+}
+
+// grow answers b with room for n more bytes, at most doubling its
+// capacity and not past limit unless n needs it. append's own growth
+// (a quarter at a time for large slices) copied a part's bytes about
+// twenty times over while it was held (#26: 0.46 s of an NDJSON
+// delivery's 3.7 s of CPU).
+func grow(b []byte, n, limit int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	c := min(max(2*cap(b), len(b)+n, 64<<10), max(limit, len(b)+n))
+	out := make([]byte, len(b), c)
+	copy(out, b)
+	return out
 }
 
 // take takes the buffers of the part being filled, with the bytes it

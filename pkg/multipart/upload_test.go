@@ -464,5 +464,35 @@ func TestLazyUploadsNeedNoBufferWhenSmall(t *testing.T) {
 	if now, _ := pool.InUse(); now != 0 {
 		t.Fatalf("%d buffers not returned to the pool", now)
 	}
+	// With LazyBytes, only that much is held before buffers are taken:
+	// written in small pieces, byte for byte the same object.
+	small := random(t, multipart.MinPartSize+4321)
+	u := multipart.New(ctx, client, pool, multipart.Object{Bucket: bucket, Key: "early.bin"}, 2)
+	u.Lazy, u.LazyBytes = true, 64<<10
+	const under = 64<<10 - 4096 // the last piece would reach LazyBytes
+	for off := 0; off < under; off += 4096 {
+		if _, err := u.Write(small[off : off+4096]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if now, _ := pool.InUse(); now != 0 {
+		t.Fatalf("%d buffers out under LazyBytes", now)
+	}
+	for off := under; off < len(small); off += 4096 {
+		if _, err := u.Write(small[off:min(off+4096, len(small))]); err != nil {
+			t.Fatal(err)
+		}
+		if off == under {
+			if now, _ := pool.InUse(); now != 1 {
+				t.Fatalf("%d buffers out past LazyBytes, want 1", now)
+			}
+		}
+	}
+	if res, err := u.Close(); err != nil || res.Parts != 2 {
+		t.Fatalf("past LazyBytes: %+v, %v", res, err)
+	}
+	if got, sum := readBack(t, client, bucket, "early.bin"); !bytes.Equal(got, small) || sum != crc32c(small) {
+		t.Fatalf("read back %d bytes with CRC32C %q", len(got), sum)
+	}
 	noUploadsLeft(t, client, bucket)
 }

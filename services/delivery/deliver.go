@@ -501,12 +501,17 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 		})
 	}
 	sk.resume, sk.kept, sk.fingerprint = c.resume, c.kept, fingerprint(dest, bucket)
-	// Each object holds its first part in its own memory rather than
+	// Each object holds its first bytes in its own memory rather than
 	// queue for the tenant's share of the pool: a small delivery goes up
 	// in one request without waiting for buffers, many small partition
 	// files can finish at once (their writer bounds how many are open),
-	// and a delivery waiting for a running slot holds no buffer.
+	// and a delivery waiting for a running slot holds no buffer. A file
+	// that is not one of many takes buffers past its first MiB, so that a
+	// large object's first part is not held and copied twice.
 	sk.lazy = true
+	if dest.GetPartitionBy() == nil {
+		sk.lazyBytes = smallInput
+	}
 	return sk
 }
 

@@ -70,6 +70,8 @@ type s3Sink struct {
 	// lazy holds each object's first part in its own memory (see
 	// multipart.Upload.Lazy).
 	lazy bool
+	// lazyBytes bounds what each object holds so (0: a part).
+	lazyBytes int
 	// open are the uploads being written, for park.
 	open map[*s3Object]bool
 
@@ -95,7 +97,7 @@ func (s *s3Sink) Create(key string) (fileset.Object, error) {
 	obj := outputspec.Object(s.dest, s.bucket, key)
 	obj.NoChecksums = !s.checksums
 	u := multipart.New(s.ctx, s.client, s.pool, obj, s.concurrency)
-	u.OnPart, u.Owner, u.Lazy = s.onPart, s.owner, s.lazy
+	u.OnPart, u.Owner, u.Lazy, u.LazyBytes = s.onPart, s.owner, s.lazy, s.lazyBytes
 	o := &s3Object{sink: s, up: u, key: key, sum: sha256.New()}
 	s.mu.Lock()
 	if s.open == nil {
