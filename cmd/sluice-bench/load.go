@@ -62,6 +62,7 @@ type loadRun struct {
 	sl      *localserver.Sluice
 	conn    *grpc.ClientConn
 	metrics string
+	store   string
 	tenants []*tenantEnv
 }
 
@@ -89,7 +90,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 	if err != nil {
 		return err
 	}
-	opts := localserver.SluiceOptions{MinIO: m, Delivery: []string{"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port)}}
+	opts := localserver.SluiceOptions{MinIO: m, Delivery: []string{"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--pprof"}}
 	if o.memLimit != "" {
 		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + o.memLimit}
 	}
@@ -115,7 +116,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		return err
 	}
 	defer sl.Stop()
-	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), store: store}
 	if r.conn, err = grpc.NewClient(sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return err
 	}
@@ -128,6 +129,9 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		r.tenants = append(r.tenants, te)
 	}
 	fmt.Printf("\nLoad on %s (delivery store), the services as processes on MinIO, 2 cores shared with MinIO and this client\n", store)
+	if o.heavy == 0 {
+		return b.smallDeliveries(r, o) // the small deliveries alone
+	}
 	if err := b.fairness(r, o); err != nil {
 		return err
 	}
@@ -402,6 +406,23 @@ func (r *loadRun) poolWait() (float64, error) {
 	return r.counter("sluice_delivery_part_buffers_wait_seconds_total")
 }
 
+// saveProfile saves a CPU profile of the delivery service over seconds.
+func (r *loadRun) saveProfile(seconds int, path string) error {
+	resp, err := http.Get(fmt.Sprintf("%s?seconds=%d", strings.Replace(r.metrics, "/metrics", "/debug/pprof/profile", 1), seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("the delivery service's profile: %s", resp.Status)
+	}
+	return os.WriteFile(path, body, 0o644)
+}
+
 // slotWait reads the time streams waited for a running slot.
 func (r *loadRun) slotWait() (float64, error) {
 	return r.counter("sluice_delivery_running_wait_seconds_total")
@@ -504,7 +525,20 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 	if err != nil {
 		return err
 	}
+	// With --profile-dir, the delivery service's CPU profile while the
+	// small deliveries run 16 at a time.
+	profiled := make(chan error, 1)
+	if profileDir != "" {
+		go func() {
+			profiled <- r.saveProfile(3, filepath.Join(profileDir, fmt.Sprintf("small-%s-delivery.pprof", r.store)))
+		}()
+	} else {
+		profiled <- nil
+	}
 	oursRate, err := parallel(o.small, o.parallelism, deliver)
+	if perr := <-profiled; err == nil {
+		err = perr
+	}
 	if err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ func main() {
 	loadOnly := flag.Bool("load-only", false, "run only the load test")
 	profileOnly := flag.Bool("profile-only", false, "print only where one delivery's time goes, by stage, per output")
 	flag.StringVar(&profileDir, "profile-dir", "", "keep the CPU profiles of the per-stage table in this directory, for go tool pprof")
-	heavy := flag.Int("load-heavy", 28, "deliveries the heavy tenant of the load test sends at once")
+	heavy := flag.Int("load-heavy", 28, "deliveries the heavy tenant of the load test sends at once (0: only the small deliveries)")
 	deliveryMB := flag.Int("load-delivery-mb", 50, "MB of Arrow in each of the load test's large deliveries")
 	small := flag.Int("load-small", 1000, "small deliveries the load test sends 16 at a time")
 	flag.Parse()

@@ -201,6 +201,7 @@ type fileWriter struct {
 	f      *os.File
 	staged int64
 	err    error
+	buf    []byte // the last chunk as framed
 }
 
 func (w *fileWriter) Write(p []byte) (int, error) {
@@ -219,7 +220,8 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 		chunk := p[:min(len(p), MaxChunk)]
 		// One write for header and payload, so that a crash tears at most
 		// the chunk being written.
-		buf := append(frame(chunk), chunk...)
+		buf := append(appendFrame(w.buf[:0], chunk), chunk...)
+		w.buf = buf[:0] // reused: a chunk's copy is not garbage each time
 		if _, err := w.f.Write(buf); err != nil {
 			w.err = fmt.Errorf("staging: %w", err)
 			return 0, w.err
@@ -234,6 +236,8 @@ func (w *fileWriter) Write(p []byte) (int, error) {
 func (w *fileWriter) Flush() error { return w.err }
 
 func (w *fileWriter) Staged() int64 { return w.staged }
+
+func (w *fileWriter) Discard() error { return w.f.Close() }
 
 func (w *fileWriter) Close() error {
 	if err := w.f.Sync(); err != nil {

@@ -267,6 +267,15 @@ func (w *s3Writer) Staged() int64 { return w.staged }
 
 func (w *s3Writer) Close() error { return w.Flush() }
 
+func (w *s3Writer) Discard() error {
+	if w.up != nil {
+		w.up.Abort()
+		w.staged += w.input
+		w.up, w.input = nil, 0
+	}
+	return nil
+}
+
 // s3Reader reads a stream's segments in order, verifying each against its
 // trailer before handing any of it on.
 type s3Reader struct {

@@ -53,6 +53,10 @@ type Writer interface {
 	Staged() int64
 	// Close flushes and makes the stream durable.
 	Close() error
+	// Discard ends the stream without making it durable, for input about
+	// to be deleted (a delivery that succeeded): no fsync or upload spent
+	// on bytes nobody will read. Staged then counts everything written.
+	Discard() error
 }
 
 // chunkHeader frames every chunk: payload length and CRC32C.
@@ -64,11 +68,10 @@ const MaxChunk = 64 << 20
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func frame(p []byte) []byte {
-	h := make([]byte, chunkHeader)
-	binary.LittleEndian.PutUint32(h, uint32(len(p)))
-	binary.LittleEndian.PutUint32(h[4:], crc32.Checksum(p, castagnoli))
-	return h
+// appendFrame appends p's chunk header to dst.
+func appendFrame(dst, p []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(p)))
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(p, castagnoli))
 }
 
 // CorruptError says a staged stream does not read back as written.

@@ -105,6 +105,31 @@ func TestStores(t *testing.T) {
 					t.Fatalf("deleting twice: %v", err)
 				}
 			})
+			t.Run("DiscardEndsWithoutKeeping", func(t *testing.T) {
+				// What a succeeded delivery staged: counted, then deleted
+				// with nothing left behind, and never made durable.
+				s := open(t, 0)
+				w, err := s.Create(ctx, "d1")
+				if err != nil {
+					t.Fatal(err)
+				}
+				a := data(t, 6<<20+123) // a stored S3 segment and an open one
+				if _, err := w.Write(a); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Discard(); err != nil {
+					t.Fatal(err)
+				}
+				if w.Staged() != int64(len(a)) {
+					t.Fatalf("staged %d of %d bytes", w.Staged(), len(a))
+				}
+				if err := s.Delete(ctx, "d1"); err != nil || s.Used() != 0 {
+					t.Fatalf("delete after discard: %v, used %d", err, s.Used())
+				}
+				if _, err := s.Open(ctx, "d1"); !errors.Is(err, staging.ErrNotFound) {
+					t.Fatalf("open after discard and delete: %v", err)
+				}
+			})
 			t.Run("CapRefusesNewStreamsAndWrites", func(t *testing.T) {
 				s := open(t, 20_000)
 				w, err := s.Create(ctx, "d1")

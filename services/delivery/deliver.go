@@ -381,6 +381,7 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 			f.retried(ctx, uploadStep, n)
 		}
 	}
+	var movedUploading chan struct{}
 	out := &output{
 		cfg: cfg, limits: ingestLimits(s.cfg.Ingest, src), prog: prog,
 		sink:     s.sink(ctx, d, client, dest, bucket, prog, src, c),
@@ -392,9 +393,16 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 			if j.staged() {
 				return // a run from kept input stays in its phase
 			}
-			if _, _, err := s.move(ctx, d.GetName(), []phase{phaseReceiving, phaseUploading}, phaseUploading, change{}); err != nil {
-				logging.FromContext(ctx).WarnContext(ctx, "store delivery state", slog.String("error", err.Error()))
-			}
+			// Stored beside the last part's upload rather than before it
+			// (a small delivery's store commit cost as much as its PUT),
+			// and joined before the run's outcome is.
+			movedUploading = make(chan struct{})
+			go func() {
+				defer close(movedUploading)
+				if _, _, err := s.move(ctx, d.GetName(), []phase{phaseReceiving, phaseUploading}, phaseUploading, change{}); err != nil {
+					logging.FromContext(ctx).WarnContext(ctx, "store delivery state", slog.String("error", err.Error()))
+				}
+			}()
 		},
 		uploaded: func() {
 			countRetries()
@@ -404,6 +412,9 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 		},
 	}
 	objects, err = out.run(ctx, src)
+	if movedUploading != nil {
+		<-movedUploading
+	}
 	countRetries()
 	return objects, bucket, complete, err
 }

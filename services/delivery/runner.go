@@ -459,7 +459,18 @@ func (s *Service) keep(ctx context.Context, j *job, out outcome) *deliveryv1.Sta
 	}
 	id := deliveryID(j.d.GetName())
 	in := &deliveryv1.StagedInput{}
-	if j.w != nil {
+	var by *cancelledBy
+	if out == outcomeCancelled && errors.As(context.Cause(ctx), &by) && by.keep && (j.staged() || (j.w != nil && j.live.whole())) {
+		out = outcomeFailedKept // kept alike
+	}
+	kept := out == outcomeInterrupted || out == outcomeFailedKept
+	if j.w != nil && !kept {
+		// Deleted below: not made durable first.
+		if err := j.w.Discard(); err != nil {
+			logging.FromContext(ctx).WarnContext(ctx, "discard staged input", slog.String("error", err.Error()))
+		}
+		in.Bytes = j.w.Staged()
+	} else if j.w != nil {
 		// Closed first: a store may hold back the last bytes until then.
 		if err := j.w.Close(); err != nil {
 			logging.FromContext(ctx).WarnContext(ctx, "close staged input", slog.String("error", err.Error()))
@@ -471,10 +482,6 @@ func (s *Service) keep(ctx context.Context, j *job, out outcome) *deliveryv1.Sta
 		return &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED}
 	} else {
 		in.Bytes, _ = s.staging.Size(ctx, id)
-	}
-	var by *cancelledBy
-	if out == outcomeCancelled && errors.As(context.Cause(ctx), &by) && by.keep && (j.staged() || (j.w != nil && j.live.whole())) {
-		out = outcomeFailedKept // kept alike
 	}
 	switch out {
 	case outcomeInterrupted:

@@ -116,6 +116,13 @@ func (w *tenantStaged) Close() error {
 	return w.Writer.Close()
 }
 
+// Discard gives back what the delivery counted, like Close.
+func (w *tenantStaged) Discard() error {
+	w.running.Add(-w.counted)
+	w.counted = 0
+	return w.Writer.Discard()
+}
+
 // stagingOf answers the counter of what a tenant's running deliveries in
 // this process stage.
 func (s *Service) stagingOf(tenant string) *atomic.Int64 {
@@ -147,6 +154,13 @@ func (w *stagingSpan) Close() error {
 	if err != nil {
 		w.span.SetStatus(otelcodes.Error, "the staged input was not made durable")
 	}
+	w.span.End()
+	return err
+}
+
+func (w *stagingSpan) Discard() error {
+	err := w.Writer.Discard()
+	w.span.SetAttributes(attribute.Int64("sluice.staged_bytes", w.Staged()), attribute.Int("sluice.flushes", w.flushes), attribute.Bool("sluice.discarded", true))
 	w.span.End()
 	return err
 }
