@@ -336,6 +336,7 @@ func endedEarly(err error) bool {
 func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.Delivery, error) {
 	name := j.d.GetName()
 	log := logging.FromContext(ctx)
+	r.flow.settle(ctx)
 	out := s.decide(ctx, j, r)
 	if out == outcomeStopped {
 		if j.w != nil {

@@ -109,7 +109,21 @@ type flow struct {
 	// their start to their end.
 	mu    sync.Mutex
 	spans map[string]trace.Span
+
+	// Step changes are stored together, stepFlush after the first one
+	// not yet stored and once more when the run settles, rather than one
+	// transaction each: a small delivery made ten (#26). flushMu orders
+	// the writes, so that a later change never lands before an earlier.
+	pmu     sync.Mutex
+	pending []func(*deliveryv1.Workflow)
+	timer   *time.Timer
+	settled bool
+	flushMu sync.Mutex
 }
+
+// stepFlush is how late a running delivery's workflow may show a step's
+// change.
+const stepFlush = 250 * time.Millisecond
 
 func (s *Service) flowOf(delivery string) *flow {
 	return &flow{s: s, name: delivery + workflowLeaf, spans: map[string]trace.Span{}}
@@ -145,16 +159,54 @@ func (f *flow) endSpans(failing string, err error, steps ...string) {
 	}
 }
 
-func (f *flow) update(ctx context.Context, what string, mutate func(w *deliveryv1.Workflow)) *deliveryv1.Workflow {
-	w, err := f.s.store.Workflows.Update(context.WithoutCancel(ctx), f.name, "", func(w *deliveryv1.Workflow) error {
-		mutate(w)
+func (f *flow) update(ctx context.Context, what string, mutate func(w *deliveryv1.Workflow)) {
+	f.pmu.Lock()
+	f.pending = append(f.pending, mutate)
+	if f.settled {
+		f.pmu.Unlock()
+		f.flush(ctx, what) // after the run settled: at once
+		return
+	}
+	if f.timer == nil {
+		ctx := context.WithoutCancel(ctx)
+		f.timer = time.AfterFunc(stepFlush, func() { f.flush(ctx, what) })
+	}
+	f.pmu.Unlock()
+}
+
+// flush stores the step changes not yet stored, in one transaction.
+func (f *flow) flush(ctx context.Context, what string) {
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	f.pmu.Lock()
+	pending := f.pending
+	f.pending = nil
+	if f.timer != nil {
+		f.timer.Stop()
+		f.timer = nil
+	}
+	f.pmu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	_, err := f.s.store.Workflows.Update(context.WithoutCancel(ctx), f.name, "", func(w *deliveryv1.Workflow) error {
+		for _, m := range pending {
+			m(w)
+		}
 		return nil
 	})
 	if err != nil {
 		logging.FromContext(ctx).WarnContext(ctx, "store the workflow's "+what, slog.String("workflow", f.name), slog.String("error", err.Error()))
-		return nil
 	}
-	return w
+}
+
+// settle stores the step changes not yet stored, before the run's outcome
+// is; later changes are stored at once.
+func (f *flow) settle(ctx context.Context) {
+	f.pmu.Lock()
+	f.settled = true
+	f.pmu.Unlock()
+	f.flush(ctx, "steps")
 }
 
 // start marks a step running; each start is one attempt.
