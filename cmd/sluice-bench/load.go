@@ -43,6 +43,8 @@ type loadOptions struct {
 	smallRows   int64
 	memLimit    string
 	parallelism int
+	// deliveryFlags are more flags for the delivery service.
+	deliveryFlags []string
 }
 
 // tenantEnv is one tenant's token and destination on the load test's
@@ -91,6 +93,10 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		return err
 	}
 	opts := localserver.SluiceOptions{MinIO: m, Delivery: []string{"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--pprof"}}
+	opts.Delivery = append(opts.Delivery, o.deliveryFlags...)
+	if len(o.deliveryFlags) > 0 {
+		fmt.Printf("\nThe delivery service runs with %s.\n", strings.Join(o.deliveryFlags, " "))
+	}
 	if o.memLimit != "" {
 		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + o.memLimit}
 	}

@@ -65,11 +65,13 @@ func main() {
 	heavy := flag.Int("load-heavy", 28, "deliveries the heavy tenant of the load test sends at once (0: only the small deliveries)")
 	deliveryMB := flag.Int("load-delivery-mb", 50, "MB of Arrow in each of the load test's large deliveries")
 	small := flag.Int("load-small", 1000, "small deliveries the load test sends 16 at a time")
+	loadFlags := flag.String("load-delivery-flags", "", "more flags for the load test's delivery service, space-separated (e.g. \"--max-running 2 --max-tenant-running 1\")")
 	flag.Parse()
 	if *loadOnly {
 		*encodeOnly, *partitions, *rssGiB = false, "", ""
 	}
 	lo := loadOptions{heavy: *heavy, deliveryMB: *deliveryMB, small: *small, smallAlone: 200, smallRows: 1000, memLimit: *memLimit, parallelism: 16}
+	lo.deliveryFlags = strings.Fields(*loadFlags)
 	if *loadStores != "" {
 		lo.stores = strings.Split(*loadStores, ",")
 	}
