@@ -270,6 +270,14 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 // key is taken.
 func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, *lease.Lease, error) {
 	id := newID(time.Now())
+	// With staging on, the delivery starts with its input RECEIVING, in
+	// the transaction that creates it, rather than a second one once its
+	// staged copy is open (a crash between the two leaves no copy, which a
+	// takeover treats as nothing kept yet).
+	stagedAtStart := deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED
+	if s.staging != nil {
+		stagedAtStart = deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING
+	}
 	name := parent + "/" + deliveries + "/" + id
 	output := start.GetOutputName()
 	if output == "" {
@@ -279,7 +287,7 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 		Name: name, Destination: start.GetDestination(), IdempotencyKey: start.GetIdempotencyKey(),
 		OutputName: output, Labels: start.GetLabels(), State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
 		Progress: &deliveryv1.DeliveryProgress{}, Workflow: name + workflowLeaf,
-		StagedInput:     &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_DISABLED},
+		StagedInput:     &deliveryv1.StagedInput{State: stagedAtStart},
 		ServiceInstance: s.cfg.Instance, CreateTime: timestamppb.Now(), TraceParent: traceParent(ctx),
 	}
 	work := deliveryWork(name, kindDelivery)

@@ -96,7 +96,7 @@ type edge struct {
 // lifecycle is every move a delivery may make; move refuses any other.
 // The README's lifecycle table is rendered from it (TestLifecycleTable).
 var lifecycle = []edge{
-	{phaseReceiving, phaseReceiving, "staging starts; progress is stored"},
+	{phaseReceiving, phaseReceiving, "progress is stored"},
 	{phaseReceiving, phaseUploading, "the whole stream arrived"},
 	{phaseReceiving, phaseInterrupted, "the stream broke or ended early and the delivery has an idempotency key; or its holder stopped"},
 	{phaseReceiving, phaseFailedKept, "a failure that is not the data's (access, the bucket, S3), the whole stream kept"},

@@ -62,13 +62,6 @@ func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (sta
 	if quota > 0 {
 		w = &tenantStaged{Writer: w, running: s.stagingOf(tenant), room: quota - held, quota: quota}
 	}
-	_, _, err = s.move(ctx, d.GetName(), []phase{phaseReceiving}, phaseReceiving,
-		change{input: &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING}})
-	if err != nil {
-		w.Close()
-		_ = s.staging.Delete(ctx, deliveryID(d.GetName()))
-		return nil, err
-	}
 	_, span := tracer().Start(ctx, "stage input", trace.WithAttributes(attrDelivery.String(d.GetName())))
 	return &stagingSpan{Writer: w, span: span}, nil
 }
