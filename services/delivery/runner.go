@@ -336,8 +336,18 @@ func endedEarly(err error) bool {
 func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.Delivery, error) {
 	name := j.d.GetName()
 	log := logging.FromContext(ctx)
-	r.flow.settle(ctx)
+	steps := r.flow.settle()
 	out := s.decide(ctx, j, r)
+	if steps != nil && out != outcomeSucceeded {
+		// Stored before the outcome's move; a success's go with it.
+		if _, err := s.store.Workflows.Update(context.WithoutCancel(ctx), name+workflowLeaf, "", func(w *deliveryv1.Workflow) error {
+			steps(w)
+			return nil
+		}); err != nil {
+			log.WarnContext(ctx, "store the workflow's steps", slog.String("error", err.Error()))
+		}
+		steps = nil
+	}
 	if out == outcomeStopped {
 		if j.w != nil {
 			_ = j.w.Close() // what arrived is durable for the next holder
@@ -368,7 +378,12 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 	input := s.keep(ctx, j, out)
 	c := change{input: input, progress: r.prog.snapshot(), bucket: r.bucket}
 	if out == outcomeSucceeded {
-		c.objects, c.workflow = r.objects, succeededRun
+		c.objects, c.workflow = r.objects, func(w *deliveryv1.Workflow) {
+			if steps != nil {
+				steps(w)
+			}
+			succeededRun(w)
+		}
 		d, _, err := s.move(ctx, name, running, phaseSucceeded, c)
 		if err != nil {
 			log.ErrorContext(ctx, "store the delivery's outcome", slog.String("error", err.Error()))

@@ -200,13 +200,29 @@ func (f *flow) flush(ctx context.Context, what string) {
 	}
 }
 
-// settle stores the step changes not yet stored, before the run's outcome
-// is; later changes are stored at once.
-func (f *flow) settle(ctx context.Context) {
+// settle answers the step changes not yet stored (nil: none), as one
+// change for the move that stores the run's outcome (after any flush in
+// flight); later changes are stored at once.
+func (f *flow) settle() func(*deliveryv1.Workflow) {
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
 	f.pmu.Lock()
+	defer f.pmu.Unlock()
 	f.settled = true
-	f.pmu.Unlock()
-	f.flush(ctx, "steps")
+	pending := f.pending
+	f.pending = nil
+	if f.timer != nil {
+		f.timer.Stop()
+		f.timer = nil
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	return func(w *deliveryv1.Workflow) {
+		for _, m := range pending {
+			m(w)
+		}
+	}
 }
 
 // start marks a step running; each start is one attempt.
