@@ -458,17 +458,19 @@ func (s *Service) streamUse(ctx context.Context) streamUse {
 	return streamUse{pace: s.newPacer(), budget: s.admission.forStream(ctx)}
 }
 
-// onStall has the delivery park what it holds once its caller stalls,
-// and before it waits for a running slot.
-func (u *streamUse) onStall(park func(*streamBudget)) {
+// onStall has the delivery park what it holds (its part buffers, their
+// bytes kept aside) once its caller stalls, the stream's budget holding
+// the bytes; and before it waits for a running slot, when the bytes are
+// at most a small delivery's output.
+func (u *streamUse) onStall(park func(take func(int64) bool, give func(int64))) {
 	if u.budget == nil {
 		return
 	}
 	if u.pace != nil {
-		u.pace.stalled = func() { park(u.budget) }
+		u.pace.stalled = func() { park(u.budget.TryAcquire, u.budget.Release) }
 	}
 	u.budget.mu.Lock()
-	u.budget.park = func() { park(nil) }
+	u.budget.park = func() { park(nil, nil) }
 	u.budget.mu.Unlock()
 }
 

@@ -506,18 +506,10 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 	if rn, err := resourcename.Parse(d.GetName(), "deliveries"); err == nil {
 		sk.owner = rn.Tenant
 	}
-	if st, ok := src.(interface{ onStall(func(*streamBudget)) }); ok {
-		// A caller that stalls gives its part buffers back; its stream's
-		// budget holds the bytes meanwhile.
-		st.onStall(func(b *streamBudget) {
-			if b == nil {
-				// Waiting for a running slot: the bytes parked are at
-				// most a small delivery's output.
-				sk.park(nil, nil)
-				return
-			}
-			sk.park(b.TryAcquire, b.Release)
-		})
+	if st, ok := src.(interface {
+		onStall(func(take func(int64) bool, give func(int64)))
+	}); ok {
+		st.onStall(sk.park)
 	}
 	sk.resume, sk.kept, sk.fingerprint = c.resume, c.kept, fingerprint(dest, bucket)
 	// Each object holds its first bytes in its own memory rather than

@@ -338,14 +338,9 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 	log := logging.FromContext(ctx)
 	steps := r.flow.settle()
 	out := s.decide(ctx, j, r)
-	if steps != nil && out != outcomeSucceeded {
+	if out != outcomeSucceeded {
 		// Stored before the outcome's move; a success's go with it.
-		if _, err := s.store.Workflows.Update(context.WithoutCancel(ctx), name+workflowLeaf, "", func(w *deliveryv1.Workflow) error {
-			steps(w)
-			return nil
-		}); err != nil {
-			log.WarnContext(ctx, "store the workflow's steps", slog.String("error", err.Error()))
-		}
+		r.flow.store(ctx, "steps", steps)
 		steps = nil
 	}
 	if out == outcomeStopped {

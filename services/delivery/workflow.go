@@ -179,25 +179,9 @@ func (f *flow) flush(ctx context.Context, what string) {
 	f.flushMu.Lock()
 	defer f.flushMu.Unlock()
 	f.pmu.Lock()
-	pending := f.pending
-	f.pending = nil
-	if f.timer != nil {
-		f.timer.Stop()
-		f.timer = nil
-	}
+	pending := f.take()
 	f.pmu.Unlock()
-	if len(pending) == 0 {
-		return
-	}
-	_, err := f.s.store.Workflows.Update(context.WithoutCancel(ctx), f.name, "", func(w *deliveryv1.Workflow) error {
-		for _, m := range pending {
-			m(w)
-		}
-		return nil
-	})
-	if err != nil {
-		logging.FromContext(ctx).WarnContext(ctx, "store the workflow's "+what, slog.String("workflow", f.name), slog.String("error", err.Error()))
-	}
+	f.write(ctx, what, pending)
 }
 
 // settle answers the step changes not yet stored (nil: none), as one
@@ -209,6 +193,12 @@ func (f *flow) settle() func(*deliveryv1.Workflow) {
 	f.pmu.Lock()
 	defer f.pmu.Unlock()
 	f.settled = true
+	return f.take()
+}
+
+// take answers the step changes not yet stored as one (nil: none), and
+// stops the timer. Called with pmu held.
+func (f *flow) take() func(*deliveryv1.Workflow) {
 	pending := f.pending
 	f.pending = nil
 	if f.timer != nil {
@@ -222,6 +212,29 @@ func (f *flow) settle() func(*deliveryv1.Workflow) {
 		for _, m := range pending {
 			m(w)
 		}
+	}
+}
+
+// store writes changes settle answered (nil: none), in order with any
+// change after them.
+func (f *flow) store(ctx context.Context, what string, changes func(*deliveryv1.Workflow)) {
+	f.flushMu.Lock()
+	defer f.flushMu.Unlock()
+	f.write(ctx, what, changes)
+}
+
+// write writes changes (nil: none) to the workflow. Called with flushMu
+// held.
+func (f *flow) write(ctx context.Context, what string, changes func(*deliveryv1.Workflow)) {
+	if changes == nil {
+		return
+	}
+	_, err := f.s.store.Workflows.Update(context.WithoutCancel(ctx), f.name, "", func(w *deliveryv1.Workflow) error {
+		changes(w)
+		return nil
+	})
+	if err != nil {
+		logging.FromContext(ctx).WarnContext(ctx, "store the workflow's "+what, slog.String("workflow", f.name), slog.String("error", err.Error()))
 	}
 }
 
