@@ -6,7 +6,11 @@ package awsclient
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -62,6 +66,10 @@ type Endpoints struct {
 	// PlatformCredentials, when set, replace the SDK's default chain for
 	// Sluice's own identity (tests, local runs against moto).
 	PlatformCredentials aws.CredentialsProvider
+	// CABundle is a PEM file of certificate authorities trusted beside the
+	// system's, for an S3-compatible store (or STS, KMS) behind a private
+	// CA; AWS_CA_BUNDLE when empty, as in every AWS SDK.
+	CABundle string
 	// HTTPClient, when set, sends every request (tests record them).
 	HTTPClient aws.HTTPClient
 	// Timeout bounds each STS and KMS request, connecting and reading its
@@ -84,16 +92,82 @@ func (e Endpoints) apiHTTPClient() aws.HTTPClient {
 	if t <= 0 {
 		t = DefaultTimeout
 	}
-	return shared(&apiHTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithTimeout(t) })
+	return e.shared(&apiHTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithTimeout(t) })
 }
 
-// apiHTTP and s3HTTP hold one HTTP client per timeout, so that every
-// client of the process with that timeout shares its connections.
-var apiHTTP, s3HTTP sync.Map // time.Duration -> *awshttp.BuildableClient
+// apiHTTP and s3HTTP hold one HTTP client per timeout and CA bundle, so
+// that every client of the process with those shares its connections.
+var apiHTTP, s3HTTP sync.Map // clientKey -> aws.HTTPClient
 
-func shared(m *sync.Map, t time.Duration, with func(*awshttp.BuildableClient) *awshttp.BuildableClient) *awshttp.BuildableClient {
-	c, _ := m.LoadOrStore(t, with(awshttp.NewBuildableClient()))
-	return c.(*awshttp.BuildableClient)
+type clientKey struct {
+	timeout  time.Duration
+	caBundle string
+}
+
+func (e Endpoints) shared(m *sync.Map, t time.Duration, with func(*awshttp.BuildableClient) *awshttp.BuildableClient) aws.HTTPClient {
+	key := clientKey{t, e.caBundle()}
+	if c, ok := m.Load(key); ok {
+		return c.(aws.HTTPClient)
+	}
+	c := with(awshttp.NewBuildableClient())
+	if key.caBundle != "" {
+		roots, err := loadCABundle(key.caBundle)
+		if err != nil {
+			// Check refuses this at start; a bundle removed since fails
+			// each request with the reason rather than trusting less.
+			return failing{err}
+		}
+		c = c.WithTransportOptions(func(tr *http.Transport) {
+			if tr.TLSClientConfig == nil {
+				tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			tr.TLSClientConfig.RootCAs = roots
+		})
+	}
+	got, _ := m.LoadOrStore(key, aws.HTTPClient(c))
+	return got.(aws.HTTPClient)
+}
+
+func (e Endpoints) caBundle() string {
+	if e.CABundle != "" {
+		return e.CABundle
+	}
+	return os.Getenv("AWS_CA_BUNDLE")
+}
+
+// loadCABundle answers the system's roots with the bundle's added.
+func loadCABundle(path string) (*x509.CertPool, error) {
+	pemData, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pemData) {
+		return nil, fmt.Errorf("CA bundle %s: no PEM certificate in it", path)
+	}
+	return roots, nil
+}
+
+// failing answers every request with err.
+type failing struct{ err error }
+
+func (f failing) Do(*http.Request) (*http.Response, error) { return nil, f.err }
+
+// Check answers an error for a setting that cannot work: an unknown
+// checksum mode, or a CA bundle that cannot be read.
+func (e Endpoints) Check() error {
+	if err := e.CheckS3Checksums(); err != nil {
+		return err
+	}
+	if b := e.caBundle(); b != "" {
+		if _, err := loadCABundle(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AddFlags registers the endpoint flags on fs.
@@ -107,6 +181,7 @@ func (e *Endpoints) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.EventBridgeURL, "eventbridge-endpoint", e.EventBridgeURL, "EventBridge endpoint URL instead of AWS, for event subscriptions (e.g. moto)")
 	fs.StringVar(&e.IAMURL, "iam-endpoint", e.IAMURL, "IAM endpoint URL instead of AWS, asked when an access key was created (e.g. moto)")
 	fs.BoolVar(&e.S3PathStyle, "s3-path-style", e.S3PathStyle, "address buckets in the URL path (MinIO)")
+	fs.StringVar(&e.CABundle, "aws-ca-bundle", e.CABundle, "PEM file of certificate authorities to trust beside the system's, for endpoints behind a private CA (default $AWS_CA_BUNDLE)")
 	fs.DurationVar(&e.Timeout, "aws-timeout", e.Timeout, "bound on each STS and KMS request, answer included (default 30s)")
 	fs.DurationVar(&e.S3ReadTimeout, "s3-read-timeout", e.S3ReadTimeout, "fail (and retry) an S3 request whose connection delivers nothing for this long (default 2m; negative for never); a part's body must be sent within it")
 	fs.StringVar(&e.S3Checksums, "s3-checksums", e.S3Checksums, "checksums sent to S3: full (CRC32C on every part and object, and the SDK's own wherever supported; the default), required (ours, and the SDK's only where an operation requires one), none (no checksum headers, for stores that refuse them; CRC32C is still computed and answered)")
@@ -180,7 +255,7 @@ func (e Endpoints) s3HTTPClient() aws.HTTPClient {
 	if t < 0 {
 		t = 0 // the SDK reads no timeout as none
 	}
-	return shared(&s3HTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithReadTimeout(t) })
+	return e.shared(&s3HTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithReadTimeout(t) })
 }
 
 // S3 answers an S3 client acting as cfg's identity in region (the default

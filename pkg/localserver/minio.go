@@ -3,10 +3,13 @@ package localserver
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,12 +21,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+
+	"github.com/sluicehq/sluice/pkg/mtls"
 )
 
 // MinIO is a running MinIO server.
 type MinIO struct {
-	// Endpoint is the S3 endpoint, `http://127.0.0.1:{port}`.
+	// Endpoint is the S3 endpoint, `http://127.0.0.1:{port}` (https with
+	// MinIOOptions.TLS).
 	Endpoint string
+	// CAFile is the PEM file of the CA that signed MinIO's certificate,
+	// with MinIOOptions.TLS; empty otherwise.
+	CAFile string
 	// RootUser and RootPassword are the administrator's access key pair.
 	RootUser, RootPassword string
 	// Region is the region MinIO reports.
@@ -31,6 +40,7 @@ type MinIO struct {
 
 	proc *process
 	dir  string
+	http *http.Client // trusts CAFile
 }
 
 // MinIOOptions change how MinIO starts.
@@ -39,6 +49,9 @@ type MinIOOptions struct {
 	// name, so that SSE-S3 and SSE-KMS work (without it MinIO answers
 	// NotImplemented to any server-side encryption).
 	KMSKeyName string
+	// TLS serves HTTPS only, with a certificate for 127.0.0.1 from a fresh
+	// CA (CAFile), as S3 itself is served.
+	TLS bool
 }
 
 // StartMinIO starts MinIO on a random port with a fresh data directory.
@@ -68,9 +81,20 @@ func StartMinIOWith(o MinIOOptions) (*MinIO, error) {
 		RootPassword: randomHex(16),
 		Region:       "us-east-1",
 		dir:          dir,
+		http:         http.DefaultClient,
 	}
-	cmd := exec.Command(bin, "server", filepath.Join(dir, "data"),
-		"--address", hostPort(port), "--console-address", hostPort(consolePort), "--quiet")
+	args := []string{"server", filepath.Join(dir, "data"),
+		"--address", hostPort(port), "--console-address", hostPort(consolePort), "--quiet"}
+	if o.TLS {
+		certs, err := m.makeCerts()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		args = append(args, "--certs-dir", certs)
+		m.Endpoint = "https://" + hostPort(port)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.RootUser,
 		"MINIO_ROOT_PASSWORD="+m.RootPassword,
@@ -88,7 +112,7 @@ func StartMinIOWith(o MinIOOptions) (*MinIO, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	err = m.proc.waitReady(60*time.Second, httpOK(m.Endpoint+"/minio/health/ready"))
+	err = m.proc.waitReady(60*time.Second, httpOKWith(m.http, m.Endpoint+"/minio/health/ready"))
 	if err == nil {
 		// The health endpoint answers before the IAM subsystem has loaded;
 		// until it has, requests fail with 503 XMinioIAMNotInitialized.
@@ -108,6 +132,7 @@ func (m *MinIO) iamReady(ctx context.Context) error {
 		Region: m.Region, BaseEndpoint: aws.String(m.Endpoint), UsePathStyle: true,
 		Credentials:      credentials.NewStaticCredentialsProvider("readiness-probe", "readiness-probe-secret", ""),
 		RetryMaxAttempts: 1,
+		HTTPClient:       m.http,
 	})
 	_, err := client.ListBuckets(ctx, &s3.ListBucketsInput{})
 	var ae smithy.APIError
@@ -130,7 +155,7 @@ func (m *MinIO) Outage(down time.Duration) error {
 	if m.proc, err = startProcess("MinIO", cmd, filepath.Join(m.dir, "minio.log")); err != nil {
 		return err
 	}
-	if err := m.proc.waitReady(60*time.Second, httpOK(m.Endpoint+"/minio/health/ready")); err != nil {
+	if err := m.proc.waitReady(60*time.Second, httpOKWith(m.http, m.Endpoint+"/minio/health/ready")); err != nil {
 		return err
 	}
 	return m.proc.waitReady(60*time.Second, m.iamReady)
@@ -153,6 +178,7 @@ func (m *MinIO) S3(accessKey, secretKey string) *s3.Client {
 		BaseEndpoint: aws.String(m.Endpoint),
 		UsePathStyle: true,
 		Credentials:  credentials.NewStaticCredentialsProvider(accessKey, secretKey, ""),
+		HTTPClient:   m.http,
 	})
 }
 
@@ -174,3 +200,32 @@ func randomHex(n int) string {
 
 // Pid answers the server's process id.
 func (m *MinIO) Pid() int { return m.proc.cmd.Process.Pid }
+
+// makeCerts writes a CA (CAFile) and a certificate for 127.0.0.1 signed by
+// it in the layout MinIO's --certs-dir wants, and answers that directory.
+func (m *MinIO) makeCerts() (string, error) {
+	made := filepath.Join(m.dir, "tls")
+	if err := mtls.MakeDevelopment(made, []string{"minio"}, 7*24*time.Hour); err != nil {
+		return "", fmt.Errorf("minio: TLS certificate: %w", err)
+	}
+	certs := filepath.Join(m.dir, "certs")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		return "", fmt.Errorf("minio: %w", err)
+	}
+	for from, to := range map[string]string{"minio.pem": "public.crt", "minio-key.pem": "private.key"} {
+		if err := os.Rename(filepath.Join(made, from), filepath.Join(certs, to)); err != nil {
+			return "", fmt.Errorf("minio: %w", err)
+		}
+	}
+	m.CAFile = filepath.Join(made, "ca.pem")
+	ca, err := os.ReadFile(m.CAFile)
+	if err != nil {
+		return "", fmt.Errorf("minio: %w", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	m.http = &http.Client{Transport: tr}
+	return certs, nil
+}

@@ -120,13 +120,16 @@ func (p *process) waitReady(timeout time.Duration, ready func(context.Context) e
 }
 
 // httpOK answers a readiness check that GETs url and wants 200 OK.
-func httpOK(url string) func(context.Context) error {
+func httpOK(url string) func(context.Context) error { return httpOKWith(http.DefaultClient, url) }
+
+// httpOKWith is httpOK through client (one trusting a test CA).
+func httpOKWith(client *http.Client, url string) func(context.Context) error {
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			return err
 		}

@@ -125,6 +125,18 @@ func NewMinIOWithKMS(tb testing.TB, keyName string) *MinIO {
 	return m
 }
 
+// NewMinIOWithTLS starts a MinIO for one test that serves HTTPS only, with
+// a certificate from a fresh CA (its CAFile), as S3 itself is served.
+func NewMinIOWithTLS(tb testing.TB) *MinIO {
+	tb.Helper()
+	m, err := localserver.StartMinIOWith(localserver.MinIOOptions{TLS: true})
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	tb.Cleanup(m.Stop)
+	return m
+}
+
 // NewBucket creates a bucket with a unique name for one test.
 func NewBucket(tb testing.TB, m *MinIO) string {
 	tb.Helper()

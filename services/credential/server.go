@@ -173,6 +173,9 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 	default:
 		return nil, fmt.Errorf("credential service: --access-key-sessions must be %s, %s or %s, not %q", SessionToken, AssumeRole, PassThrough, cfg.AccessKeySessions)
 	}
+	if err := cfg.AWS.Check(); err != nil {
+		return nil, fmt.Errorf("credential service: %w", err)
+	}
 	platform, err := cfg.AWS.Platform(ctx)
 	if err != nil {
 		return nil, err

@@ -429,5 +429,5 @@ func (c Config) check() error {
 	if c.StreamIdleTimeout < 0 || c.StreamMinRate < 0 {
 		return fmt.Errorf("--stream-idle-timeout and --stream-min-rate must not be negative")
 	}
-	return c.AWS.CheckS3Checksums()
+	return c.AWS.Check()
 }

@@ -70,6 +70,9 @@ type Service struct {
 
 // New opens the store and answers the service.
 func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
+	if err := cfg.AWS.Check(); err != nil {
+		return nil, fmt.Errorf("destination service: %w", err)
+	}
 	st, err := store.Open(ctx, cfg.DatabaseDSN)
 	if err != nil {
 		return nil, err
