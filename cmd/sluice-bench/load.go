@@ -73,7 +73,7 @@ type loadRun struct {
 // deliveries beside the same S3 work done by hand. Loopback only, bounded
 // in count.
 func (b *bench) load(o loadOptions) error {
-	m, err := localserver.StartMinIO()
+	m, err := startMinIO()
 	if err != nil {
 		return err
 	}

@@ -108,6 +108,9 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 		endpoint = o.S3Endpoint
 	}
 	s3 := []string{"--s3-endpoint", endpoint, "--s3-path-style", "--aws-region", o.MinIO.Region}
+	if o.MinIO.CAFile != "" {
+		s3 = append(s3, "--aws-ca-bundle", o.MinIO.CAFile)
+	}
 	common := []string{"--data-dir", filepath.Join(dir, "data"), "--log-level", "info"}
 	s.args = map[string][]string{
 		"credential":  append(append([]string{"--destination-addr", s.Addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", o.MinIO.Endpoint}, s3...), common...),
