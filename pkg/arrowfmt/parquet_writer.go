@@ -454,8 +454,20 @@ func (p *Parquet) encodeColumn(rgw file.BufferedRowGroupWriter, k, leaf int, pla
 		defer unified.Release()
 		chunks = unified.Chunks()
 	}
-	if err := p.writeChunks(rgw, leaf, plan, chunks, ctx); err != nil {
-		return err
+	written := false
+	if t := p.schema.Field(k).Type; plan.root.kind == shredLeaf && buildsDictionary(t) {
+		cw, err := rgw.Column(leaf)
+		if err != nil {
+			return err
+		}
+		if written, err = writeDictionary(ctx, cw, plan, t, chunks); err != nil {
+			return err
+		}
+	}
+	if !written {
+		if err := p.writeChunks(rgw, leaf, plan, chunks, ctx); err != nil {
+			return err
+		}
 	}
 	// Cut each leaf's last page here, in parallel: the row group's Close,
 	// which runs serially, would otherwise encode and compress it.
