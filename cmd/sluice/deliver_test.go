@@ -1019,7 +1019,7 @@ func resumeAnInterruptedStream(t *testing.T, store string) {
 	if objs, ups := e.left(t, broken.GetPrefix()); len(objs) != len(want.GetObjects()) || ups != 0 {
 		t.Errorf("the prefix holds %v and %d uploads", objs, ups)
 	}
-	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
+	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*.stage")); len(files) != 0 {
 		t.Errorf("staged input left after success: %v", files)
 	}
 	if stagingBucket != "" {
@@ -1049,7 +1049,7 @@ func TestDeliverStagingCap(t *testing.T) {
 	if objs, ups := e.left(t, dest.GetPrefix()); len(objs) != 0 || ups != 0 {
 		t.Errorf("left %v and %d uploads", objs, ups)
 	}
-	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) != 0 {
+	if files, _ := filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*.stage")); len(files) != 0 {
 		t.Errorf("staged input kept: %v", files)
 	}
 }
@@ -1464,7 +1464,7 @@ func TestStagedInputExpires(t *testing.T) {
 	// The input is deleted right after the state says EXPIRED: wait for it.
 	var files []string
 	for range 100 {
-		if files, _ = filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*")); len(files) == 0 {
+		if files, _ = filepath.Glob(filepath.Join(e.r.dataDir, "staging", "*.stage")); len(files) == 0 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -2,6 +2,8 @@ package staging
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -19,7 +22,15 @@ type Dir struct {
 	path string
 	max  int64
 	used atomic.Int64
+	// removing counts files moved to the trash and not yet removed.
+	removing sync.WaitGroup
 }
+
+// trash holds deleted files until they are removed: unlinking a large
+// file frees its blocks there and then (16-45 ms for 250 MB on ext4),
+// which a delivery's answer waited on. A rename is instant, and whatever
+// a stopped process left in the trash goes when the store opens again.
+const trash = ".trash"
 
 const ext = ".stage"
 
@@ -32,7 +43,20 @@ func NewDir(path string, max int64) (*Dir, error) {
 		return nil, fmt.Errorf("staging directory: %w", err)
 	}
 	d := &Dir{path: path, max: max}
-	err := filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
+	if err := os.MkdirAll(filepath.Join(path, trash), 0o700); err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	left, err := os.ReadDir(filepath.Join(path, trash))
+	if err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	for _, e := range left {
+		d.remove(filepath.Join(path, trash, e.Name()))
+	}
+	err = filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() && e.Name() == trash {
+			return filepath.SkipDir
+		}
 		if err != nil || e.IsDir() || !strings.HasSuffix(p, ext) {
 			return err
 		}
@@ -186,11 +210,27 @@ func (d *Dir) Delete(_ context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("staging: %w", err)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	var suffix [8]byte
+	_, _ = rand.Read(suffix[:])
+	gone := filepath.Join(d.path, trash, id+"-"+hex.EncodeToString(suffix[:]))
+	if err := os.Rename(path, gone); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted meanwhile
+		}
 		return fmt.Errorf("staging: %w", err)
 	}
 	d.used.Add(-info.Size())
+	d.remove(gone)
 	return nil
+}
+
+// remove removes a file of the trash in the background.
+func (d *Dir) remove(path string) {
+	d.removing.Add(1)
+	go func() {
+		defer d.removing.Done()
+		_ = os.Remove(path) // what fails stays for the next start
+	}()
 }
 
 // fileWriter writes each Write as one chunk straight to the file: the

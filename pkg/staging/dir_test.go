@@ -156,3 +156,57 @@ func TestDirCapCountsFraming(t *testing.T) {
 		t.Fatal("an id with a path was accepted")
 	}
 }
+
+// Delete moves a file out of the way at once (its blocks are freed in the
+// background, since unlinking a large file took a delivery's answer 16-45
+// ms) and nothing of it stays: not in Used, not under its id, not in the
+// trash once removed; what a stopped process left in the trash goes when
+// the store opens again, and is never counted.
+func TestDirDeleteFreesInTheBackground(t *testing.T) {
+	dir := t.TempDir()
+	d, err := staging.NewDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stage(t, d, "gone", data(t, 1<<20))
+	stage(t, d, "kept", data(t, 1000))
+	if d.Used() < 1<<20 {
+		t.Fatalf("used %d before the delete", d.Used())
+	}
+	if err := d.Delete(context.Background(), "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readAll(t, d, "gone"); !errors.Is(err, staging.ErrNotFound) {
+		t.Fatalf("deleted stream opens: %v", err)
+	}
+	size, _ := d.Size(context.Background(), "kept")
+	if d.Used() >= 1<<20 || d.Used() < size {
+		t.Fatalf("used %d after the delete, want kept's %d", d.Used(), size)
+	}
+	if err := d.Delete(context.Background(), "gone"); err != nil {
+		t.Fatalf("second delete: %v", err)
+	}
+	staging.WaitRemoved(d)
+	if left, _ := os.ReadDir(filepath.Join(dir, ".trash")); len(left) != 0 {
+		t.Fatalf("the trash holds %d files once removed", len(left))
+	}
+
+	// A process stopped before its trash was emptied.
+	if err := os.WriteFile(filepath.Join(dir, ".trash", "crashed-0123"), data(t, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	again, err := staging.NewDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Used() != d.Used() {
+		t.Fatalf("reopened store uses %d, want %d (the trash is not counted)", again.Used(), d.Used())
+	}
+	staging.WaitRemoved(again)
+	if left, _ := os.ReadDir(filepath.Join(dir, ".trash")); len(left) != 0 {
+		t.Fatalf("the trash holds %d files after reopening", len(left))
+	}
+	if b, err := readAll(t, again, "kept"); err != nil || len(b) != 1000 {
+		t.Fatalf("kept stream: %d bytes, %v", len(b), err)
+	}
+}
