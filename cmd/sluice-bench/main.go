@@ -398,7 +398,7 @@ func (b *bench) s5cmd(files []string, prefix string) (time.Duration, error) {
 	cmd := exec.Command(filepath.Join(b.tools, "s5cmd"), args...)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+b.minio.RootUser, "AWS_SECRET_ACCESS_KEY="+b.minio.RootPassword, "AWS_REGION="+b.minio.Region)
 	if b.minio.CAFile != "" {
-		cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+b.minio.CAFile) // s5cmd is Go: its roots are this file
+		cmd.Env = append(cmd.Env, "AWS_CA_BUNDLE="+b.minio.CAFile) // s5cmd takes it as every AWS SDK does
 	}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
