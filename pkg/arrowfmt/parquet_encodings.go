@@ -126,16 +126,36 @@ func fewDistinct(group []arrow.RecordBatch, k int) bool {
 	sampled, at := 0, 0
 	for _, b := range group {
 		col := b.Column(k)
+		key := sampleKey(col)
 		for i := 0; i < col.Len(); i++ {
 			if col.IsNull(i) {
 				continue
 			}
 			if at%stride == 0 {
-				seen[col.ValueStr(i)] = struct{}{}
+				seen[key(i)] = struct{}{}
 				sampled++
 			}
 			at++
 		}
 	}
 	return 2*len(seen) <= sampled
+}
+
+// sampleKey answers a key for value i of col that equals another's when
+// the values do: a view of the value's bytes where the layout has them in
+// one place (strings, binaries, fixed-width types), which the map keeps
+// only while col lives, and its text otherwise. ValueStr allocated a
+// string per sampled value: 20 ms of CPU for each file of the customer
+// 360 table.
+func sampleKey(col arrow.Array) func(int) string {
+	if buildsDictionary(col.DataType()) {
+		return valueOf(col)
+	}
+	d := col.Data()
+	fw, ok := col.DataType().(arrow.FixedWidthDataType)
+	if !ok || col.DataType().ID() == arrow.BOOL || fw.BitWidth()%8 != 0 || len(d.Buffers()) != 2 || d.Buffers()[1] == nil {
+		return col.ValueStr
+	}
+	width, off, data := fw.BitWidth()/8, d.Offset(), d.Buffers()[1].Bytes()
+	return func(i int) string { return unsafeString(data[(off+i)*width : (off+i+1)*width]) }
 }
