@@ -168,23 +168,27 @@ func TestDirDeleteFreesInTheBackground(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stage(t, d, "gone", data(t, 1<<20))
+	// One large enough for the trash, one unlinked at once.
+	stage(t, d, "gone", data(t, 4<<20), data(t, 5<<20))
+	stage(t, d, "small", data(t, 1<<20))
 	stage(t, d, "kept", data(t, 1000))
-	if d.Used() < 1<<20 {
-		t.Fatalf("used %d before the delete", d.Used())
+	if d.Used() < 10<<20 {
+		t.Fatalf("used %d before the deletes", d.Used())
 	}
-	if err := d.Delete(context.Background(), "gone"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readAll(t, d, "gone"); !errors.Is(err, staging.ErrNotFound) {
-		t.Fatalf("deleted stream opens: %v", err)
+	for _, id := range []string{"gone", "small"} {
+		if err := d.Delete(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readAll(t, d, id); !errors.Is(err, staging.ErrNotFound) {
+			t.Fatalf("deleted stream %s opens: %v", id, err)
+		}
+		if err := d.Delete(context.Background(), id); err != nil {
+			t.Fatalf("second delete of %s: %v", id, err)
+		}
 	}
 	size, _ := d.Size(context.Background(), "kept")
 	if d.Used() >= 1<<20 || d.Used() < size {
-		t.Fatalf("used %d after the delete, want kept's %d", d.Used(), size)
-	}
-	if err := d.Delete(context.Background(), "gone"); err != nil {
-		t.Fatalf("second delete: %v", err)
+		t.Fatalf("used %d after the deletes, want kept's %d", d.Used(), size)
 	}
 	staging.WaitRemoved(d)
 	if left, _ := os.ReadDir(filepath.Join(dir, ".trash")); len(left) != 0 {
