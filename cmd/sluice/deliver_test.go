@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ import (
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
 	"github.com/sluicehq/sluice/pkg/auth"
+	"github.com/sluicehq/sluice/pkg/connectiontest"
 	"github.com/sluicehq/sluice/pkg/deliverclient"
 	"github.com/sluicehq/sluice/pkg/filename"
 	"github.com/sluicehq/sluice/pkg/fileset"
@@ -1494,5 +1496,38 @@ func TestStagedInputExpires(t *testing.T) {
 	_, err = deliveryv1.NewWorkflowServiceClient(e.r.conns["delivery"]).ResolveWorkflow(ctx, &deliveryv1.ResolveWorkflowRequest{Name: failed.GetWorkflow(), ActionId: "retry-task"}, e.admin)
 	if apierror.FromStatus(err).Reason != errorsv1.ErrorReason_ERROR_REASON_STAGED_INPUT_EXPIRED {
 		t.Errorf("resolving after the input expired: %v", err)
+	}
+}
+
+// S3 is served over HTTPS: against a MinIO whose certificate comes from a
+// private CA (given as --aws-ca-bundle), the credential's role is assumed,
+// the destination's connection test passes and a delivery lands, read back
+// whole, with its checksums; the services reach S3 only through the CA
+// they were given.
+func TestDeliverOverHTTPSWithAPrivateCA(t *testing.T) {
+	m := testenv.NewMinIOWithTLS(t)
+	if !strings.HasPrefix(m.Endpoint, "https://") || m.CAFile == "" {
+		t.Fatalf("MinIO at %s with CA %q: want HTTPS", m.Endpoint, m.CAFile)
+	}
+	t.Setenv("AWS_CA_BUNDLE", "") // only --aws-ca-bundle is trusted here
+	e := startDeliveringOn(t, m, nil)
+	format := &destinationv1.FileFormat{Kind: &destinationv1.FileFormat_Parquet{Parquet: &destinationv1.ParquetFormat{}}}
+	dest := e.destination(t, "tls", &destinationv1.Destination{Format: format})
+	ctx := context.Background()
+	res, err := e.dests.TestDestination(ctx, &destinationv1.TestDestinationRequest{Name: dest.GetName()}, e.admin)
+	if err != nil || !res.GetOk() {
+		t.Fatalf("connection test over HTTPS: %s, %v", connectiontest.Summary(res), err)
+	}
+	recs := customerBatches(t, 3000, 1000)
+	d, err := e.deliver(ctx, dest.GetName(), reader(t, recs), e.admin, &deliveryv1.DeliveryStart{OutputName: "tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetState() != deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED || len(d.GetObjects()) != 1 {
+		t.Fatalf("delivery %s with %d objects", d.GetState(), len(d.GetObjects()))
+	}
+	ids, _, _ := readBack(t, e.checkObject(t, d.GetObjects()[0]), format)
+	if want := column(recs, "customer_id"); !slices.Equal(ids, want) {
+		t.Fatalf("read back %d ids, sent %d (or in another order)", len(ids), len(want))
 	}
 }

@@ -64,6 +64,7 @@ func (c *serveConfig) addFlags(cmd *cobra.Command) {
 // MinIO, as the demo and the tests run them.
 func (c *serveConfig) useMinIO(m *localserver.MinIO) {
 	c.Credential.AWS.S3URL, c.Credential.AWS.S3PathStyle, c.Credential.AWS.Region = m.Endpoint, true, m.Region
+	c.Credential.AWS.CABundle = m.CAFile // set when MinIO serves HTTPS
 	c.Credential.AccessKeySessions, c.Credential.AccessKeySTSURL = credential.AssumeRole, m.Endpoint
 }
 

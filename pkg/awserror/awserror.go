@@ -6,6 +6,8 @@ package awserror
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -140,6 +142,11 @@ func Classify(err error, bucket string) *Cause {
 		} else {
 			c.Message = fmt.Sprintf("access to bucket %q is denied: check the bucket policy and the role's permissions", bucket)
 		}
+	case untrusted(err):
+		// Before transient: the TLS error is also a net.Error, and no
+		// retry makes a certificate trusted.
+		c.Reason = errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION
+		c.Message = "Sluice does not trust the endpoint's TLS certificate: an S3-compatible store (or STS, KMS) behind a private CA needs that CA given to Sluice's services with --aws-ca-bundle (or AWS_CA_BUNDLE)"
 	case transient(err, c.Code, status):
 		c.Reason, c.Retryable = errorsv1.ErrorReason_ERROR_REASON_TRANSIENT, true
 		c.Message = "AWS did not answer in time or asked to slow down; Sluice retries by itself"
@@ -166,6 +173,15 @@ func transient(err error, code string, status int) bool {
 	}
 	var oe *net.OpError
 	return errors.As(err, &oe) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// untrusted reports whether err is a TLS certificate the client refused.
+func untrusted(err error) bool {
+	var verify *tls.CertificateVerificationError
+	var authority x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid)
 }
 
 func in(s string, set ...string) bool { return slices.Contains(set, s) }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
@@ -60,6 +61,26 @@ func TestClassifyRealAnswers(t *testing.T) {
 				t.Fatalf("message is not for people: %q", c.Message)
 			}
 		})
+	}
+}
+
+// A store behind a private CA that Sluice was not given answers with a
+// TLS error, which is no network fault to retry but a setting to fix.
+func TestClassifyUntrustedCertificate(t *testing.T) {
+	m := testenv.NewMinIOWithTLS(t)
+	client := s3.New(s3.Options{Region: m.Region, BaseEndpoint: aws.String(m.Endpoint), UsePathStyle: true, RetryMaxAttempts: 1,
+		Credentials: credentials.NewStaticCredentialsProvider(m.RootUser, m.RootPassword, "")})
+	_, err := client.ListBuckets(context.Background(), &s3.ListBucketsInput{})
+	if err == nil {
+		t.Fatal("a client without the CA reached MinIO")
+	}
+	c := awserror.Classify(err, "b")
+	if c.Reason != errorsv1.ErrorReason_ERROR_REASON_FAILED_PRECONDITION || c.Retryable || !strings.Contains(c.Message, "--aws-ca-bundle") {
+		t.Fatalf("Classify(%v) = %+v", err, c)
+	}
+	// With the CA the same request goes through: the refusal was the CA's.
+	if _, err := m.S3("", "").ListBuckets(context.Background(), &s3.ListBucketsInput{}); err != nil {
+		t.Fatal(err)
 	}
 }
 

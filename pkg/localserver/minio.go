@@ -198,6 +198,10 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// HTTPClient answers an HTTP client for MinIO, trusting its CA when it
+// serves HTTPS.
+func (m *MinIO) HTTPClient() *http.Client { return m.http }
+
 // Pid answers the server's process id.
 func (m *MinIO) Pid() int { return m.proc.cmd.Process.Pid }
 

@@ -17,9 +17,12 @@ func SetMinIOUser(ctx context.Context, m *MinIO, accessKey, secretKey, policy st
 	if err != nil {
 		return fmt.Errorf("minio admin: %w", err)
 	}
-	adm, err := madmin.New(u.Host, m.RootUser, m.RootPassword, false)
+	adm, err := madmin.New(u.Host, m.RootUser, m.RootPassword, u.Scheme == "https")
 	if err != nil {
 		return fmt.Errorf("minio admin: %w", err)
+	}
+	if tr := m.HTTPClient().Transport; tr != nil {
+		adm.SetCustomTransport(tr) // trusts MinIO's CA over HTTPS
 	}
 	policyName := "policy-" + accessKey
 	if err := adm.AddCannedPolicy(ctx, policyName, []byte(policy)); err != nil {
