@@ -117,19 +117,19 @@ func NewMinIO(tb testing.TB) *MinIO {
 // key named keyName, so that SSE-S3 and SSE-KMS work.
 func NewMinIOWithKMS(tb testing.TB, keyName string) *MinIO {
 	tb.Helper()
-	m, err := localserver.StartMinIOWith(localserver.MinIOOptions{KMSKeyName: keyName})
-	if err != nil {
-		tb.Fatalf("testenv: %v", err)
-	}
-	tb.Cleanup(m.Stop)
-	return m
+	return newMinIOWith(tb, localserver.MinIOOptions{KMSKeyName: keyName})
 }
 
 // NewMinIOWithTLS starts a MinIO for one test that serves HTTPS only, with
 // a certificate from a fresh CA (its CAFile), as S3 itself is served.
 func NewMinIOWithTLS(tb testing.TB) *MinIO {
 	tb.Helper()
-	m, err := localserver.StartMinIOWith(localserver.MinIOOptions{TLS: true})
+	return newMinIOWith(tb, localserver.MinIOOptions{TLS: true})
+}
+
+func newMinIOWith(tb testing.TB, o localserver.MinIOOptions) *MinIO {
+	tb.Helper()
+	m, err := localserver.StartMinIOWith(o)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
 	}
