@@ -139,13 +139,15 @@ func levels(def []int16, from, to int) []int16 {
 // appearance, as an array and as byte arrays, and per chunk int32 indices
 // into them (null where the chunk's value is), or ok false when the values
 // reach limit bytes as a plain-encoded dictionary page holds them (where
-// arrow-go gives up a dictionary).
+// arrow-go gives up a dictionary), or when more than half of the first
+// sampleValues are distinct.
 func dictionaryOf(t arrow.DataType, chunks []arrow.Array, limit int64) (dict arrow.Array, distinct []parquet.ByteArray, indices []arrow.Array, ok bool) {
-	values := array.NewBuilder(memory.DefaultAllocator, t)
-	defer values.Release()
-	add := dictionaryAppender(values)
+	builder := array.NewBuilder(memory.DefaultAllocator, t)
+	defer builder.Release()
+	add := dictionaryAppender(builder)
 	seen := make(map[string]int32, 64)
 	var dictBytes int64
+	values := 0
 	slots := make([][]int32, len(chunks))
 	for c, chunk := range chunks {
 		off, n := chunk.Data().Offset(), chunk.Len()
@@ -157,6 +159,12 @@ func dictionaryOf(t arrow.DataType, chunks []arrow.Array, limit int64) (dict arr
 			}
 			v := value(i)
 			k, found := seen[v]
+			if values++; values == sampleValues && 2*len(seen) > values {
+				// Mostly distinct (a column DictionaryAlways gives a
+				// dictionary, or one that changed since it was sampled):
+				// not worth building up to the limit only to give up.
+				return nil, nil, nil, false
+			}
 			if !found {
 				dictBytes += int64(len(v)) + 4
 				if dictBytes >= limit || len(seen) == 1<<31-1 {
@@ -179,7 +187,7 @@ func dictionaryOf(t arrow.DataType, chunks []arrow.Array, limit int64) (dict arr
 		indices[c] = array.MakeFromData(data)
 		data.Release()
 	}
-	return values.NewArray(), distinct, indices, true
+	return builder.NewArray(), distinct, indices, true
 }
 
 // valueOf answers a view of value i of a string or binary array, as a

@@ -73,6 +73,7 @@ func TestParquetBuiltDictionariesMatchArrowGo(t *testing.T) {
 		{Name: "tag", Type: arrow.BinaryTypes.LargeBinary, Nullable: true},
 		{Name: "later_unique", Type: arrow.BinaryTypes.String},
 		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "unique_text", Type: arrow.BinaryTypes.String},
 	}, nil)
 	states := []string{"", "CA", "NY", "Zürich", "ÿ", "TX"}
 	codes := [][]byte{{0x00}, {0x7f}, {0x80, 0x01}, {0xff}, {}}
@@ -102,6 +103,7 @@ func TestParquetBuiltDictionariesMatchArrowGo(t *testing.T) {
 			bl.Field(4).(*array.StringBuilder).Append(fmt.Sprintf("customer-%08d@example.com", i))
 		}
 		bl.Field(5).(*array.Int64Builder).Append(int64(i))
+		bl.Field(6).(*array.StringBuilder).Append(fmt.Sprintf("row %d", i))
 	}
 	whole := bl.NewRecordBatch()
 	defer whole.Release()
@@ -115,15 +117,32 @@ func TestParquetBuiltDictionariesMatchArrowGo(t *testing.T) {
 		recs = append(recs, rec)
 	}
 	// Dictionaries up to 4 KiB: the unique emails of the second row group
-	// pass it, the others never do.
-	opts := arrowfmt.WithPageBytes(arrowfmt.ParquetOptions{RowGroupRows: 2500}, 4096)
+	// pass it, the others never do. With DictionaryAlways the sorted ids
+	// get one too, and the unique emails are given up early.
+	// In one row group of DictionaryAlways under the default 1 MiB, the
+	// unique texts are given up after a sample rather than at the limit.
+	for _, c := range []struct {
+		name   string
+		opts   arrowfmt.ParquetOptions
+		groups int
+	}{
+		{"auto", arrowfmt.WithPageBytes(arrowfmt.ParquetOptions{RowGroupRows: 2500}, 4096), 3},
+		{"always", arrowfmt.WithPageBytes(arrowfmt.ParquetOptions{RowGroupRows: 2500, Dictionary: arrowfmt.DictionaryAlways}, 4096), 3},
+		{"always-one-group", arrowfmt.ParquetOptions{RowGroupRows: rows, Dictionary: arrowfmt.DictionaryAlways}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) { builtMatchesArrowGo(t, schema, recs, c.opts, c.groups) })
+	}
+}
+
+func builtMatchesArrowGo(t *testing.T, schema *arrow.Schema, recs []arrow.RecordBatch, opts arrowfmt.ParquetOptions, groups int) {
+	const rows = 6000
 	serialOpts := opts
 	serialOpts.Serial = true
 	built, reference := writeParquet(t, schema, recs, opts), writeParquet(t, schema, recs, serialOpts)
 
 	got, want := facts(t, built), facts(t, reference)
-	if len(got) != 3 || len(want) != 3 {
-		t.Fatalf("%d and %d row groups, want 3", len(got), len(want))
+	if len(got) != groups || len(want) != groups {
+		t.Fatalf("%d and %d row groups, want %d", len(got), len(want), groups)
 	}
 	for g := range want {
 		for c, w := range want[g] {
@@ -141,7 +160,7 @@ func TestParquetBuiltDictionariesMatchArrowGo(t *testing.T) {
 				t.Errorf("row group %d, column %s: %+v, want dictionary pages only", g, schema.Field(c).Name, f)
 			}
 		}
-		if plain := got[g][4].Encodings != "[RLE_DICTIONARY PLAIN RLE]"; plain != (g > 0) {
+		if plain := got[g][4].Encodings != "[RLE_DICTIONARY PLAIN RLE]"; groups > 1 && plain != (g > 0) {
 			t.Errorf("row group %d, later_unique: encodings %s", g, got[g][4].Encodings)
 		}
 	}
