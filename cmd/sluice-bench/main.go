@@ -307,7 +307,9 @@ func (b *bench) formats() error {
 		"ndjson":         "(FORMAT json)",
 	}
 	ext := map[string]string{"parquet-snappy": "parquet", "csv-gzip": "csv.gz", "ndjson": "ndjson"}
-	for _, id := range []string{"parquet-snappy", "csv-gzip", "ndjson"} {
+	ids := []string{"parquet-snappy", "csv-gzip", "ndjson"}
+	runs := map[string][]result{}
+	for _, id := range ids {
 		var rs []result
 		for i := range b.runs {
 			var r result
@@ -360,6 +362,7 @@ func (b *bench) formats() error {
 			}
 			rs = append(rs, r)
 		}
+		runs[id] = rs
 		m := median(rs)
 		secs := m.e2e.Seconds()
 		pipeline := m.duck + m.duckUp
@@ -369,6 +372,21 @@ func (b *bench) formats() error {
 			m.duck.Seconds(), m.duckUp.Seconds(), pipeline.Seconds(), float64(m.duckBytes)/1e6, pipeline.Seconds()/secs)
 	}
 	fmt.Println("\n(end to end / encode: how much of the encode's speed survives upload, 1.0 = upload fully hidden; Sluice / DuckDB+s5cmd: over 1.0 means Sluice is faster)")
+	// Each run's pair, measured minutes apart at most: on a shared machine
+	// the spread says how far one median can be trusted.
+	fmt.Println()
+	fmt.Println("| output | Sluice end to end, each run | DuckDB COPY + s5cmd, each run | Sluice / DuckDB+s5cmd, each run |")
+	fmt.Println("|---|---|---|---|")
+	for _, id := range ids {
+		var ours, theirs, ratio []string
+		for _, r := range runs[id] {
+			pipeline := r.duck + r.duckUp
+			ours = append(ours, fmt.Sprintf("%.2f", r.e2e.Seconds()))
+			theirs = append(theirs, fmt.Sprintf("%.2f", pipeline.Seconds()))
+			ratio = append(ratio, fmt.Sprintf("%.2f", pipeline.Seconds()/r.e2e.Seconds()))
+		}
+		fmt.Printf("| %s | %s s | %s s | %s x |\n", id, strings.Join(ours, ", "), strings.Join(theirs, ", "), strings.Join(ratio, ", "))
+	}
 	return nil
 }
 
