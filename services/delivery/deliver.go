@@ -26,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/auth"
 	"github.com/sluicehq/sluice/pkg/awserror"
 	"github.com/sluicehq/sluice/pkg/filename"
+	"github.com/sluicehq/sluice/pkg/fileset"
 	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/outputspec"
@@ -390,9 +391,16 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 		}
 	}
 	var movedUploading chan struct{}
+	sk := s.sink(ctx, d, client, dest, bucket, prog, src, c)
+	if dest.GetManifest() {
+		sk.ahead = append(sk.ahead, fileset.ManifestKey(cfg.Prefix, d.GetOutputName()))
+	}
+	if dest.GetSuccessFile() {
+		sk.ahead = append(sk.ahead, fileset.SuccessKey(cfg.Prefix, d.GetOutputName()))
+	}
 	out := &output{
 		cfg: cfg, limits: ingestLimits(s.cfg.Ingest, src), prog: prog,
-		sink:     s.sink(ctx, d, client, dest, bucket, prog, src, c),
+		sink:     sk,
 		manifest: dest.GetManifest(), success: dest.GetSuccessFile(),
 		delivery: d.GetName(), destination: dest.GetName(), outputName: d.GetOutputName(),
 		received: func() {
@@ -420,6 +428,12 @@ func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *prog
 		},
 	}
 	objects, err = out.run(ctx, src)
+	if err != nil {
+		// What landed is kept by the next run, or taken back.
+		if ferr := sk.flush(); ferr != nil {
+			logging.FromContext(ctx).WarnContext(ctx, "record what landed", slog.String("error", ferr.Error()))
+		}
+	}
 	if movedUploading != nil {
 		<-movedUploading
 	}
@@ -502,7 +516,7 @@ func (s *Service) sink(ctx context.Context, d *deliveryv1.Delivery, client *s3.C
 	rec := &recorder{write: func(ws []store.Write) error {
 		return s.store.RecordWrite(context.WithoutCancel(ctx), d.GetName(), ws...)
 	}}
-	sk.record = rec.record
+	sk.record, sk.note, sk.flush = rec.record, rec.note, rec.flush
 	if rn, err := resourcename.Parse(d.GetName(), "deliveries"); err == nil {
 		sk.owner = rn.Tenant
 	}

@@ -356,9 +356,7 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 	// stays recorded for the sweeper and the next takeover. A failed take
 	// back never replaces the run's own error.
 	if out == outcomeSucceeded {
-		if err := s.store.ForgetWrites(context.WithoutCancel(ctx), name); err != nil {
-			log.WarnContext(ctx, "forget the delivery's recorded writes", slog.String("error", err.Error()))
-		}
+		// Its records are forgotten in the move that stores the success.
 	} else if out == outcomeFailedKept && j.dest != nil {
 		// Kept for retry-task: the objects that landed and the parts
 		// stored stay; an upload that stored nothing goes.
@@ -373,6 +371,7 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 	input := s.keep(ctx, j, out)
 	c := change{input: input, progress: r.prog.snapshot(), bucket: r.bucket}
 	if out == outcomeSucceeded {
+		c.also = append(c.also, s.store.ForgettingWrites(name))
 		c.objects, c.workflow = r.objects, func(w *deliveryv1.Workflow) {
 			if steps != nil {
 				steps(w)

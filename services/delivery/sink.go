@@ -52,8 +52,18 @@ type s3Sink struct {
 	onPart      func(bytes int)
 	checksums   bool
 	// record, when set, records each object and its upload before any
-	// byte of it is sent.
-	record func(store.Write) error
+	// byte of it is sent; note, what landed, without waiting (recorder).
+	record func(...store.Write) error
+	note   func(store.Write)
+	// ahead are keys recorded with the first object's record, for objects
+	// written after every data file (the manifest, the success file). A
+	// failed delivery's take-back then deletes them whether or not it got
+	// to write them, as it does a data file's key: a success file left
+	// beside data taken back would announce a set that is not there.
+	ahead     []string
+	aheadDone map[string]bool
+	// flush commits what was noted.
+	flush func() error
 	// resume holds the interrupted uploads a rerun continues, by key.
 	resume map[string]resumable
 	// kept holds the objects an earlier run landed with the same settings
@@ -89,10 +99,8 @@ func (s *s3Sink) Create(key string) (fileset.Object, error) {
 		s.skipped.Add(1)
 		return &keptObject{sink: s, key: key, was: *k}, nil
 	}
-	if s.record != nil {
-		if err := s.record(store.Write{Bucket: s.bucket, Key: key}); err != nil {
-			return nil, err
-		}
+	if err := s.recordAhead(key); err != nil {
+		return nil, err
 	}
 	obj := outputspec.Object(s.dest, s.bucket, key)
 	obj.NoChecksums = !s.checksums
@@ -118,6 +126,40 @@ func (s *s3Sink) Create(key string) (fileset.Object, error) {
 		u.OnCreate = func(id string) error { return s.record(store.Write{Bucket: s.bucket, Key: key, UploadID: id}) }
 	}
 	return o, nil
+}
+
+// recordAhead records that key is about to be written, with the keys
+// written ahead (a small delivery's manifest and success file then cost
+// no commit of their own), unless it was recorded so already.
+func (s *s3Sink) recordAhead(key string) error {
+	if s.record == nil {
+		return nil
+	}
+	s.mu.Lock()
+	already, ahead := s.aheadDone[key], s.ahead
+	s.ahead = nil
+	s.mu.Unlock()
+	if already {
+		return nil
+	}
+	ws := []store.Write{{Bucket: s.bucket, Key: key}}
+	for _, k := range ahead {
+		if k != key {
+			ws = append(ws, store.Write{Bucket: s.bucket, Key: k})
+		}
+	}
+	if err := s.record(ws...); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.aheadDone == nil {
+		s.aheadDone = map[string]bool{}
+	}
+	for _, w := range ws[1:] {
+		s.aheadDone[w.Key] = true
+	}
+	return nil
 }
 
 func (s *s3Sink) landed(key string) landed {
@@ -192,12 +234,10 @@ func (o *s3Object) Close() error {
 			slog.String("key", o.key), slog.Int64("parts_kept", n), slog.Int("parts", res.Parts))
 	}
 	l := landed{bytes: res.Bytes, parts: res.Parts, crc32c: res.CRC32C, sha256: hex.EncodeToString(o.sum.Sum(nil))}
-	if o.sink.record != nil {
-		// What landed is recorded, for a retry of a later failure to keep.
-		if err := o.sink.record(store.Write{Bucket: o.sink.bucket, Key: o.key, Landed: &store.Landed{
-			Bytes: l.bytes, Parts: l.parts, CRC32C: l.crc32c, SHA256: l.sha256, Fingerprint: o.sink.fingerprint}}); err != nil {
-			return err
-		}
+	if o.sink.note != nil {
+		// What landed is noted, for a retry of a later failure to keep.
+		o.sink.note(store.Write{Bucket: o.sink.bucket, Key: o.key, Landed: &store.Landed{
+			Bytes: l.bytes, Parts: l.parts, CRC32C: l.crc32c, SHA256: l.sha256, Fingerprint: o.sink.fingerprint}})
 	}
 	o.sink.mu.Lock()
 	o.sink.done[o.key] = l
@@ -250,7 +290,10 @@ type resumable struct {
 // recorder writes a delivery's records, committing those that arrive
 // while a commit runs together in the next one (a group commit): many
 // objects finishing at once cost a transaction per group rather than one
-// each, and the store's single writer is not queued for.
+// each, and the store's single writer is not queued for. What landed is
+// only noted: it rides with the next record, or with flush (a run that
+// fails flushes, for a later run to keep what landed); a run that
+// succeeds forgets its records without writing it.
 type recorder struct {
 	write func([]store.Write) error
 
@@ -260,22 +303,38 @@ type recorder struct {
 	waiters []chan error
 }
 
-// record answers once w is committed.
-func (r *recorder) record(w store.Write) error {
+// record answers once ws are committed.
+func (r *recorder) record(ws ...store.Write) error { return r.commit(ws) }
+
+// note queues w for the next commit, without waiting for one.
+func (r *recorder) note(w store.Write) {
+	r.mu.Lock()
+	r.pending = append(r.pending, w)
+	r.mu.Unlock()
+}
+
+// flush answers once what was noted is committed.
+func (r *recorder) flush() error { return r.commit(nil) }
+
+func (r *recorder) commit(ws []store.Write) error {
 	done := make(chan error, 1)
 	r.mu.Lock()
-	r.pending, r.waiters = append(r.pending, w), append(r.waiters, done)
+	r.pending = append(r.pending, ws...)
+	r.waiters = append(r.waiters, done)
 	if r.busy {
 		r.mu.Unlock()
 		return <-done
 	}
 	// This caller commits, until nothing waits.
 	r.busy = true
-	for len(r.pending) > 0 {
+	for len(r.waiters) > 0 {
 		batch, waiters := r.pending, r.waiters
 		r.pending, r.waiters = nil, nil
 		r.mu.Unlock()
-		err := r.write(batch)
+		var err error
+		if len(batch) > 0 {
+			err = r.write(batch)
+		}
 		for _, c := range waiters {
 			c <- err
 		}

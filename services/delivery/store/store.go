@@ -320,10 +320,19 @@ func (s *Store) Writes(ctx context.Context, delivery string) ([]Write, error) {
 // ForgetWrites drops delivery's records: its objects are complete and
 // answered, or taken back.
 func (s *Store) ForgetWrites(ctx context.Context, delivery string) error {
-	return s.db.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM writes WHERE delivery = ?`), delivery)
-		return err
-	})
+	return s.db.InTx(ctx, func(tx *sql.Tx) error { return s.ForgettingWrites(delivery)(ctx, tx) })
+}
+
+// ForgettingWrites answers ForgetWrites as work for the move that settles
+// the delivery: a success's records go in the transaction that stores it,
+// so that no crash leaves a running delivery with its records gone.
+func (s *Store) ForgettingWrites(delivery string) resourcestore.Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, s.db.Rebind(`DELETE FROM writes WHERE delivery = ?`), delivery); err != nil {
+			return fmt.Errorf("forget the writes of %s: %w", delivery, err)
+		}
+		return nil
+	}
 }
 
 // RecordedWrite is a recorded write as the sweeper sees it: with when it
