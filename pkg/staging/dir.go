@@ -24,7 +24,23 @@ type Dir struct {
 	used atomic.Int64
 	// removing counts files moved to the trash and not yet removed.
 	removing sync.WaitGroup
+
+	// spares are emptied files of deleted streams, for Create to rename
+	// into place (see spare).
+	mu     sync.Mutex
+	spares []string
+	serial int
 }
+
+// spare holds the files of deleted small streams, emptied, for new ones:
+// as PostgreSQL recycles WAL segments, a rename costs less than a create
+// and an unlink. On an ext4 without a journal (this project's test
+// machines) every create scans past the inodes deleted in the last
+// seconds, which cost 1 ms of CPU per small delivery at 16 at a time.
+const spare = ".spare"
+
+// maxSpares bounds the files kept for reuse.
+const maxSpares = 64
 
 // trash holds deleted files until they are removed: unlinking a large
 // file frees its blocks there and then (16-45 ms for 250 MB on ext4),
@@ -58,8 +74,19 @@ func NewDir(path string, max int64) (*Dir, error) {
 	for _, e := range left {
 		d.remove(filepath.Join(path, trash, e.Name()))
 	}
+	// Spares a stopped process left may not have been emptied: removed.
+	if err := os.MkdirAll(filepath.Join(path, spare), 0o700); err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	left, err = os.ReadDir(filepath.Join(path, spare))
+	if err != nil {
+		return nil, fmt.Errorf("staging directory: %w", err)
+	}
+	for _, e := range left {
+		d.remove(filepath.Join(path, spare, e.Name()))
+	}
 	err = filepath.WalkDir(path, func(p string, e fs.DirEntry, err error) error {
-		if err == nil && e.IsDir() && e.Name() == trash {
+		if err == nil && e.IsDir() && (e.Name() == trash || e.Name() == spare) {
 			return filepath.SkipDir
 		}
 		if err != nil || e.IsDir() || !strings.HasSuffix(p, ext) {
@@ -99,11 +126,62 @@ func (d *Dir) Create(_ context.Context, id string) (Writer, error) {
 	if err := d.Delete(context.Background(), id); err != nil {
 		return nil, err
 	}
+	if f := d.reuse(path); f != nil {
+		return &fileWriter{d: d, f: f}, nil
+	}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("staging: %w", err)
 	}
 	return &fileWriter{d: d, f: f}, nil
+}
+
+// reuse renames a spare into place and opens it, or answers nil.
+func (d *Dir) reuse(path string) *os.File {
+	for {
+		d.mu.Lock()
+		if len(d.spares) == 0 {
+			d.mu.Unlock()
+			return nil
+		}
+		from := d.spares[len(d.spares)-1]
+		d.spares = d.spares[:len(d.spares)-1]
+		d.mu.Unlock()
+		if err := os.Rename(from, path); err != nil {
+			_ = os.Remove(from)
+			continue
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY, 0o600)
+		if err == nil {
+			return f
+		}
+		_ = os.Remove(path)
+	}
+}
+
+// recycle moves a deleted stream's file to the spares, emptied, and
+// reports whether it did: false when enough are kept.
+func (d *Dir) recycle(path, id string) bool {
+	d.mu.Lock()
+	if len(d.spares) >= maxSpares {
+		d.mu.Unlock()
+		return false
+	}
+	d.serial++
+	to := filepath.Join(d.path, spare, fmt.Sprintf("%s-%d", id, d.serial))
+	d.mu.Unlock()
+	// Renamed before it is emptied: a stream is never found cut short.
+	if err := os.Rename(path, to); err != nil {
+		return false
+	}
+	if err := os.Truncate(to, 0); err != nil {
+		_ = os.Remove(to)
+		return true
+	}
+	d.mu.Lock()
+	d.spares = append(d.spares, to)
+	d.mu.Unlock()
+	return true
 }
 
 // Append implements Store: the file is cut back to its last whole chunk.
@@ -216,8 +294,10 @@ func (d *Dir) Delete(_ context.Context, id string) error {
 		return fmt.Errorf("staging: %w", err)
 	}
 	if info.Size() < trashFrom {
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("staging: %w", err)
+		if !d.recycle(path, id) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("staging: %w", err)
+			}
 		}
 		d.used.Add(-info.Size())
 		return nil

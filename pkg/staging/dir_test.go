@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/sluicehq/sluice/pkg/staging"
@@ -212,5 +213,90 @@ func TestDirDeleteFreesInTheBackground(t *testing.T) {
 	}
 	if b, err := readAll(t, again, "kept"); err != nil || len(b) != 1000 {
 		t.Fatalf("kept stream: %d bytes, %v", len(b), err)
+	}
+}
+
+// A small stream's file, deleted, is emptied and kept as a spare that the
+// next stream is renamed from: the new stream reads back as its own bytes
+// only (nothing of the old one's longer content), Used counts neither the
+// spare nor the deleted stream, Append and Size see the new stream, and a
+// reopened store removes the spares a stopped process left.
+func TestDirRecyclesSmallFiles(t *testing.T) {
+	dir := t.TempDir()
+	d, err := staging.NewDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	stage(t, d, "first", data(t, 300_000), data(t, 200_000))
+	inode := func(id string) uint64 {
+		t.Helper()
+		info, err := os.Stat(filepath.Join(dir, id+".stage"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Sys().(*syscall.Stat_t).Ino
+	}
+	was := inode("first")
+	if err := d.Delete(ctx, "first"); err != nil {
+		t.Fatal(err)
+	}
+	if d.Used() != 0 {
+		t.Fatalf("used %d with only a spare", d.Used())
+	}
+	spares, _ := os.ReadDir(filepath.Join(dir, ".spare"))
+	if len(spares) != 1 {
+		t.Fatalf("%d spares after deleting a small stream", len(spares))
+	}
+	if info, _ := spares[0].Info(); info.Size() != 0 {
+		t.Fatalf("the spare keeps %d bytes", info.Size())
+	}
+	want := data(t, 1000)
+	stage(t, d, "second", want)
+	if got := inode("second"); got != was {
+		t.Fatalf("the second stream has inode %d, not the spare's %d", got, was)
+	}
+	if got, err := readAll(t, d, "second"); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the stream in a reused file reads back %d bytes (%v), want its own %d", len(got), err, len(want))
+	}
+	if n, err := d.Size(ctx, "second"); err != nil || n != int64(len(want)) {
+		t.Fatalf("size %d (%v), want %d", n, err, len(want))
+	}
+	w, held, err := d.Append(ctx, "second")
+	if err != nil || held != int64(len(want)) {
+		t.Fatalf("append answers %d held (%v), want %d", held, err, len(want))
+	}
+	more := data(t, 500)
+	if _, err := w.Write(more); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readAll(t, d, "second"); !bytes.Equal(got, append(want, more...)) {
+		t.Fatalf("appended stream reads back %d bytes, want %d", len(got), len(want)+len(more))
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, ".spare")); len(left) != 0 {
+		t.Fatalf("%d spares left once reused", len(left))
+	}
+
+	// A stopped process's spare, not emptied yet, is removed on open.
+	if err := os.WriteFile(filepath.Join(dir, ".spare", "stopped-1"), data(t, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	again, err := staging.NewDir(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staging.WaitRemoved(again)
+	if left, _ := os.ReadDir(filepath.Join(dir, ".spare")); len(left) != 0 {
+		t.Fatalf("%d spares after reopening", len(left))
+	}
+	if again.Used() != d.Used() {
+		t.Fatalf("reopened store uses %d, want %d", again.Used(), d.Used())
+	}
+	stage(t, again, "third", want) // no spare: created afresh
+	if got, _ := readAll(t, again, "third"); !bytes.Equal(got, want) {
+		t.Fatal("a stream created with no spare does not read back")
 	}
 }
