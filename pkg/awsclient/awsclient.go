@@ -255,8 +255,20 @@ func (e Endpoints) s3HTTPClient() aws.HTTPClient {
 	if t < 0 {
 		t = 0 // the SDK reads no timeout as none
 	}
-	return e.shared(&s3HTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient { return c.WithReadTimeout(t) })
+	return e.shared(&s3HTTP, t, func(c *awshttp.BuildableClient) *awshttp.BuildableClient {
+		return c.WithReadTimeout(t).WithTransportOptions(func(tr *http.Transport) {
+			// The SDK keeps 10 idle connections to a host: a bucket that
+			// many deliveries write at once (16 small PUTs, the parts of
+			// several large ones) then closes the rest after each request
+			// and opens new ones, a TLS handshake each.
+			tr.MaxIdleConnsPerHost, tr.MaxIdleConns = S3IdleConnsPerHost, 4*S3IdleConnsPerHost
+		})
+	})
 }
+
+// S3IdleConnsPerHost is how many idle connections to one S3 endpoint the
+// services keep for reuse.
+const S3IdleConnsPerHost = 64
 
 // S3 answers an S3 client acting as cfg's identity in region (the default
 // region when empty); opts adjust it further (retries, middleware).
