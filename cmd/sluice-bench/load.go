@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,6 +67,37 @@ type loadRun struct {
 	metrics string
 	store   string
 	tenants []*tenantEnv
+	// pgPid is the PostgreSQL postmaster's (0 on SQLite).
+	pgPid int
+}
+
+// processes names the processes whose CPU the small deliveries count, in
+// the order printed.
+var processes = []string{"delivery service", "destination service", "credential service", "PostgreSQL", "MinIO", "this client"}
+
+// cpuNow answers each process's CPU time so far (PostgreSQL's with its
+// backends).
+func (r *loadRun) cpuNow() (map[string]time.Duration, error) {
+	pids := map[string]int{
+		"delivery service": r.sl.Pid("delivery"), "destination service": r.sl.Pid("destination"), "credential service": r.sl.Pid("credential"),
+		"PostgreSQL": r.pgPid, "MinIO": r.m.Pid(), "this client": os.Getpid(),
+	}
+	out := map[string]time.Duration{}
+	for name, pid := range pids {
+		if pid == 0 {
+			continue
+		}
+		cpu := cpuTime
+		if name == "PostgreSQL" {
+			cpu = treeCPU // with its backends (this client's children are the servers)
+		}
+		d, err := cpu(pid)
+		if err != nil {
+			return nil, fmt.Errorf("CPU time of %s: %w", name, err)
+		}
+		out[name] = d
+	}
+	return out, nil
 }
 
 // load runs, on each store, the fairness test (a heavy tenant sending many
@@ -100,6 +132,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 	if o.memLimit != "" {
 		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + o.memLimit}
 	}
+	pgPid := 0
 	switch store {
 	case "sqlite":
 	case "postgres":
@@ -108,6 +141,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 			return err
 		}
 		defer pg.Stop()
+		pgPid = pg.Pid()
 		dsn, drop, err := pg.CreateDatabase(ctx)
 		if err != nil {
 			return err
@@ -122,7 +156,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		return err
 	}
 	defer sl.Stop()
-	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), store: store}
+	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), store: store, pgPid: pgPid}
 	if r.conn, err = grpc.NewClient(sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return err
 	}
@@ -541,14 +575,50 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 	} else {
 		profiled <- nil
 	}
-	oursRate, err := parallel(o.small, o.parallelism, deliver)
+	// Each process's CPU per delivery (per set of PUTs by hand), 16 at a
+	// time: on 2 cores shared by all of them, throughput is CPU.
+	cpuPer := func(n int, f func() (float64, error)) (float64, map[string]time.Duration, error) {
+		before, err := r.cpuNow()
+		if err != nil {
+			return 0, nil, err
+		}
+		rate, err := f()
+		if err != nil {
+			return 0, nil, err
+		}
+		after, err := r.cpuNow()
+		if err != nil {
+			return 0, nil, err
+		}
+		per := map[string]time.Duration{}
+		for name, d := range after {
+			per[name] = (d - before[name]) / time.Duration(n)
+		}
+		return rate, per, nil
+	}
+	oursRate, oursCPU, err := cpuPer(o.small, func() (float64, error) {
+		if profileDir == "" {
+			return parallel(o.small, o.parallelism, deliver)
+		}
+		// This client's own profile beside the service's.
+		f, err := os.Create(filepath.Join(profileDir, fmt.Sprintf("small-%s-client.pprof", r.store)))
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 0, err
+		}
+		defer pprof.StopCPUProfile()
+		return parallel(o.small, o.parallelism, deliver)
+	})
 	if perr := <-profiled; err == nil {
 		err = perr
 	}
 	if err != nil {
 		return err
 	}
-	handRate, err := parallel(o.small, o.parallelism, byHand)
+	handRate, handCPU, err := cpuPer(o.small, func() (float64, error) { return parallel(o.small, o.parallelism, byHand) })
 	if err != nil {
 		return err
 	}
@@ -559,6 +629,20 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 	fmt.Printf("| one at a time, p50 (%d) | %.1f ms | %.1f ms | %.2f x |\n", o.smallAlone, ms(percentile(ours, 0.5)), ms(percentile(hand, 0.5)), ms(percentile(ours, 0.5))/ms(percentile(hand, 0.5)))
 	fmt.Printf("| one at a time, p99 | %.1f ms | %.1f ms | %.2f x |\n", ms(percentile(ours, 0.99)), ms(percentile(hand, 0.99)), ms(percentile(ours, 0.99))/ms(percentile(hand, 0.99)))
 	fmt.Printf("| %d at a time, %d in all | %.0f /s | %.0f /s | %.2f x |\n", o.parallelism, o.small, oursRate, handRate, oursRate/handRate)
+	fmt.Printf("\nCPU per small delivery, %d at a time (by hand: per set of two PUTs), from /proc (USER_HZ ticks: about 10 ms each, so averaged over all %d)\n\n", o.parallelism, o.small)
+	fmt.Println("| process | Sluice Deliver | by hand |")
+	fmt.Println("|---|---|---|")
+	var oursAll, handAll time.Duration
+	for _, name := range processes {
+		d, ok := oursCPU[name]
+		if !ok {
+			continue
+		}
+		oursAll += d
+		handAll += handCPU[name]
+		fmt.Printf("| %s | %.2f ms | %.2f ms |\n", name, ms(d), ms(handCPU[name]))
+	}
+	fmt.Printf("| **all** | **%.2f ms** | **%.2f ms** |\n", ms(oursAll), ms(handAll))
 	return nil
 }
 

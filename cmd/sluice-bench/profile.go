@@ -105,6 +105,34 @@ func cpuByStage(p *profile.Profile, stages []stage) map[string]time.Duration {
 	return out
 }
 
+// treeCPU answers the CPU time of a process and of its children that are
+// still running (a PostgreSQL postmaster's backends), from /proc.
+func treeCPU(pid int) (time.Duration, error) {
+	total, err := cpuTime(pid)
+	if err != nil {
+		return 0, err
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue // ended since the listing
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		if len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		child, err := strconv.Atoi(filepath.Base(filepath.Dir(st)))
+		if err != nil {
+			continue
+		}
+		if d, err := cpuTime(child); err == nil {
+			total += d
+		}
+	}
+	return total, nil
+}
+
 // cpuTime answers a process's user and system CPU time from /proc.
 func cpuTime(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

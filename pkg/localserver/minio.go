@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 
+	"github.com/sluicehq/sluice/pkg/awsclient"
 	"github.com/sluicehq/sluice/pkg/mtls"
 )
 
@@ -81,7 +82,7 @@ func StartMinIOWith(o MinIOOptions) (*MinIO, error) {
 		RootPassword: randomHex(16),
 		Region:       "us-east-1",
 		dir:          dir,
-		http:         http.DefaultClient,
+		http:         &http.Client{Transport: pooled()},
 	}
 	args := []string{"server", filepath.Join(dir, "data"),
 		"--address", hostPort(port), "--console-address", hostPort(consolePort), "--quiet"}
@@ -228,8 +229,18 @@ func (m *MinIO) makeCerts() (string, error) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr := pooled()
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	m.http = &http.Client{Transport: tr}
 	return certs, nil
+}
+
+// pooled answers a transport that keeps as many idle connections to
+// MinIO as the services do to an S3 endpoint: Go's default keeps 2, and
+// a load test's requests by hand would then pay a new connection (over
+// HTTPS, a handshake) for most of theirs.
+func pooled() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost, tr.MaxIdleConns = awsclient.S3IdleConnsPerHost, 4*awsclient.S3IdleConnsPerHost
+	return tr
 }

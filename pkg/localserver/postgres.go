@@ -128,6 +128,15 @@ func (p *Postgres) ping(ctx context.Context) error {
 	return db.PingContext(ctx)
 }
 
+// Pid answers the postmaster's process id (0 for a server named by
+// $SLUICE_TEST_POSTGRES_DSN); each connection's backend is its child.
+func (p *Postgres) Pid() int {
+	if p.proc == nil {
+		return 0
+	}
+	return p.proc.cmd.Process.Pid
+}
+
 // Stop stops a cluster the harness started (fast shutdown, by process id).
 func (p *Postgres) Stop() {
 	if p.proc == nil {
