@@ -135,6 +135,10 @@ func heldInput(d *deliveryv1.Delivery) bool {
 	return in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_INTERRUPTED || in.GetState() == deliveryv1.StagedInputState_STAGED_INPUT_STATE_HELD
 }
 
+// heldStagingQuery reads only the deliveries_holding_staging index: its
+// `staged_held > 0` is the index's own condition.
+const heldStagingQuery = `SELECT COALESCE(SUM(staged_held), 0) FROM deliveries WHERE staged_held > 0 AND substr(parent, 1, ?) = ?`
+
 // HeldStaging answers the bytes of input kept for the deliveries of a
 // tenant that stopped (failed and held, or interrupted): what counts
 // against the tenant's share of staging beside what its running
@@ -142,7 +146,7 @@ func heldInput(d *deliveryv1.Delivery) bool {
 func (s *Store) HeldStaging(ctx context.Context, tenant string) (int64, error) {
 	prefix := "tenants/" + tenant + "/"
 	var n int64
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(`SELECT COALESCE(SUM(staged_held), 0) FROM deliveries WHERE substr(parent, 1, ?) = ?`), len(prefix), prefix).Scan(&n)
+	err := s.db.QueryRowContext(ctx, s.db.Rebind(heldStagingQuery), len(prefix), prefix).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("held staging of %s: %w", tenant, err)
 	}

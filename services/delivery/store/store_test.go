@@ -310,6 +310,15 @@ func heldStaging(t *testing.T, s *store.Store) {
 			t.Errorf("HeldStaging(%s) = %d, %v; want %d", tenant, got, err, want)
 		}
 	}
+	// Every Deliver asks: it reads the index of the few deliveries that
+	// hold input, not every delivery stored.
+	plan, err := store.HeldStagingPlan(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(plan, "deliveries_holding_staging") {
+		t.Errorf("HeldStaging's query does not use the deliveries_holding_staging index; plan:\n%s", plan)
+	}
 }
 
 // sharedKeys: a key is made once, 32 random bytes, and every later ask
