@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -410,5 +411,49 @@ func outbox(t *testing.T, s *store.Store) {
 	}
 	if sealed, err := s.Secret(ctx, parent+"/subscriptions/d1"); err != nil || sealed != nil {
 		t.Fatalf("a deleted subscription's secret: %q %v", sealed, err)
+	}
+}
+
+// BenchmarkSmallDelivery runs a small delivery's store work, 16 at a time:
+// create it with its workflow, record its objects, move it twice, and
+// store its success with its records forgotten.
+func BenchmarkSmallDelivery(b *testing.B) {
+	for _, be := range testenv.Backends() {
+		b.Run(be.Name, func(b *testing.B) {
+			s, err := store.Open(context.Background(), be.DSN(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			ctx := context.Background()
+			p := "tenants/acme/environments/production"
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					name := fmt.Sprintf("%s/deliveries/d%d", p, n.Add(1))
+					d := &deliveryv1.Delivery{Name: name, State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING, Workflow: name + "/workflow"}
+					if _, err := s.Deliveries.Create(ctx, p, d, s.Workflows.Creating(p, &deliveryv1.Workflow{Name: name + "/workflow"})); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := s.HeldStaging(ctx, "acme"); err != nil {
+						b.Fatal(err)
+					}
+					if err := s.RecordWrite(ctx, name, store.Write{Bucket: "b", Key: name + ".ndjson"}, store.Write{Bucket: "b", Key: name + ".DONE"}); err != nil {
+						b.Fatal(err)
+					}
+					for _, st := range []deliveryv1.DeliveryState{deliveryv1.DeliveryState_DELIVERY_STATE_UPLOADING, deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED} {
+						var also []resourcestore.Also
+						if st == deliveryv1.DeliveryState_DELIVERY_STATE_SUCCEEDED {
+							also = append(also, s.ForgettingWrites(name))
+						}
+						if _, err := s.Deliveries.Update(ctx, name, "", func(d *deliveryv1.Delivery) error { d.State = st; return nil }, also...); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			})
+		})
 	}
 }
