@@ -384,11 +384,7 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 			return nil, fmt.Errorf("store the outcome of %s: %w: %w", name, errUnsettled, err)
 		}
 		r.ended(r.prog, "")
-		if _, err := s.peers.Destinations.RecordDelivery(ctx, &destinationv1.RecordDeliveryRequest{
-			Name: j.dest.GetName(), Delivery: name, DeliveryTime: d.GetEndTime(),
-		}); err != nil {
-			log.WarnContext(ctx, "record the successful delivery on its destination", slog.String("error", err.Error()))
-		}
+		s.successes.add(ctx, j.dest, &destinationv1.RecordDeliveryRequest{Name: j.dest.GetName(), Delivery: name, DeliveryTime: d.GetEndTime()})
 		log.InfoContext(ctx, "delivered", slog.Int64("rows", r.prog.rows.Load()), slog.Int64("bytes_out", r.prog.bytesOut.Load()), slog.Int("objects", len(r.objects)))
 		return d, nil
 	}

@@ -92,6 +92,8 @@ type Service struct {
 	webhooks *webhook.Client
 	// eventWake tells this replica's event sender that a move wrote events.
 	eventWake chan struct{}
+	// successes records successes on their destinations.
+	successes *successes
 }
 
 // New opens the store, allocates the part buffers and answers the service.
@@ -135,6 +137,10 @@ func New(ctx context.Context, cfg Config, peers Peers) (*Service, error) {
 		eventWake:    make(chan struct{}, 1),
 		webhooks: webhook.NewClient(webhook.Options{AllowPrivate: cfg.Events.WebhookAllowPrivate, AllowHTTP: cfg.Events.WebhookAllowHTTP,
 			Timeout: cfg.Events.WebhookTimeout})}
+	s.successes = &successes{record: func(ctx context.Context, req *destinationv1.RecordDeliveryRequest) error {
+		_, err := s.peers.Destinations.RecordDelivery(ctx, req)
+		return err
+	}}
 	if s.sealer, err = cfg.Events.sealer(ctx, cfg.AWS); err != nil {
 		st.Close()
 		return nil, err
@@ -206,6 +212,7 @@ func (s *Service) Close() error {
 	if s.stop != nil {
 		s.stop()
 	}
+	s.successes.wait()
 	_ = s.metrics.registration.Unregister()
 	return s.store.Close()
 }
