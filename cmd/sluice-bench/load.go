@@ -69,6 +69,8 @@ type loadRun struct {
 	tenants []*tenantEnv
 	// pgPid is the PostgreSQL postmaster's (0 on SQLite).
 	pgPid int
+	// peerMetrics are the destination and credential services' /metrics.
+	peerMetrics map[string]string
 }
 
 // processes names the processes whose CPU the small deliveries count, in
@@ -125,6 +127,22 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		return err
 	}
 	opts := localserver.SluiceOptions{MinIO: m, Delivery: []string{"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", port), "--pprof"}}
+	// The peers serve their profiles too, for --profile-dir.
+	peerMetrics := map[string]string{}
+	for _, peer := range []string{"destination", "credential"} {
+		p, err := freeLocalPort()
+		if err != nil {
+			return err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", p)
+		peerMetrics[peer] = "http://" + addr + "/metrics"
+		flags := []string{"--metrics-addr", addr, "--pprof"}
+		if peer == "destination" {
+			opts.Destination = flags
+		} else {
+			opts.Credential = flags
+		}
+	}
 	opts.Delivery = append(opts.Delivery, o.deliveryFlags...)
 	if len(o.deliveryFlags) > 0 {
 		fmt.Printf("\nThe delivery service runs with %s.\n", strings.Join(o.deliveryFlags, " "))
@@ -156,7 +174,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		return err
 	}
 	defer sl.Stop()
-	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), store: store, pgPid: pgPid}
+	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), peerMetrics: peerMetrics, store: store, pgPid: pgPid}
 	if r.conn, err = grpc.NewClient(sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return err
 	}
@@ -448,7 +466,13 @@ func (r *loadRun) poolWait() (float64, error) {
 
 // saveProfile saves a CPU profile of the delivery service over seconds.
 func (r *loadRun) saveProfile(seconds int, path string) error {
-	resp, err := http.Get(fmt.Sprintf("%s?seconds=%d", strings.Replace(r.metrics, "/metrics", "/debug/pprof/profile", 1), seconds))
+	return saveProfileOf(r.metrics, seconds, path)
+}
+
+// saveProfileOf saves the CPU profile of the service whose /metrics are
+// at metrics.
+func saveProfileOf(metrics string, seconds int, path string) error {
+	resp, err := http.Get(fmt.Sprintf("%s?seconds=%d", strings.Replace(metrics, "/metrics", "/debug/pprof/profile", 1), seconds))
 	if err != nil {
 		return err
 	}
@@ -458,7 +482,7 @@ func (r *loadRun) saveProfile(seconds int, path string) error {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("the delivery service's profile: %s", resp.Status)
+		return fmt.Errorf("the profile of %s: %s", metrics, resp.Status)
 	}
 	return os.WriteFile(path, body, 0o644)
 }
@@ -570,7 +594,17 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 	profiled := make(chan error, 1)
 	if profileDir != "" {
 		go func() {
-			profiled <- r.saveProfile(3, filepath.Join(profileDir, fmt.Sprintf("small-%s-delivery.pprof", r.store)))
+			var wg sync.WaitGroup
+			errs := make([]error, 3)
+			for i, svc := range []string{"delivery", "destination", "credential"} {
+				metrics := r.metrics
+				if svc != "delivery" {
+					metrics = r.peerMetrics[svc]
+				}
+				wg.Go(func() { errs[i] = saveProfileOf(metrics, 3, filepath.Join(profileDir, fmt.Sprintf("small-%s-%s.pprof", r.store, svc))) })
+			}
+			wg.Wait()
+			profiled <- errors.Join(errs...)
 		}()
 	} else {
 		profiled <- nil

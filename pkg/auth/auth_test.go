@@ -328,17 +328,3 @@ func TestSigningKeyFile(t *testing.T) {
 		t.Fatalf("LoadPublicKeys(public key file) = %v, %v", keys, err)
 	}
 }
-
-// BenchmarkVerify is the cost every authenticated RPC pays.
-func BenchmarkVerify(b *testing.B) {
-	users, _, v := trust(b)
-	tok, err := users.Mint("alice@acme.test", "acme", []string{auth.PolicyOperator}, time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		if _, _, err := v.Verify(tok); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -167,6 +167,7 @@ type Verifier struct {
 	userParser, svcParser *jwt.Parser
 	maxUserLifetime       time.Duration
 	issuer                *issuer
+	verified              verified
 }
 
 func parser(iss, aud string) *jwt.Parser {
@@ -176,7 +177,7 @@ func parser(iss, aud string) *jwt.Parser {
 		jwt.WithAudience(aud),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithLeeway(30*time.Second),
+		jwt.WithLeeway(leeway),
 	)
 }
 
@@ -243,16 +244,24 @@ func (v *Verifier) VerifyContext(ctx context.Context, token string) (*Claims, Ki
 		c, err := v.issuer.verify(ctx, token, v.maxUserLifetime)
 		return c, UserToken, err
 	}
+	now := time.Now()
+	if c, kind, ok := v.verified.get(token, now); ok {
+		return c, kind, nil
+	}
 	kid, err := headerKeyID(token)
 	if err != nil {
 		return nil, 0, err
 	}
+	kind, keys, p := UserToken, v.users, v.userParser
 	if _, ok := v.services[kid]; ok {
-		c, err := v.verify(token, v.svcParser, v.services, ServiceToken)
-		return c, ServiceToken, err
+		kind, keys, p = ServiceToken, v.services, v.svcParser
 	}
-	c, err := v.verify(token, v.userParser, v.users, UserToken)
-	return c, UserToken, err
+	c, err := v.verify(token, p, keys, kind)
+	if err != nil {
+		return nil, kind, err
+	}
+	v.verified.put(token, c, kind, now)
+	return c, kind, nil
 }
 
 // VerifyUser checks a token that must be a user's.

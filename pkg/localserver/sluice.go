@@ -41,8 +41,9 @@ type SluiceOptions struct {
 	// S3Endpoint, when set, is where the services send S3 requests instead
 	// of MinIO's own endpoint (a fault-injecting proxy in front of it).
 	S3Endpoint string
-	// Delivery adds flags to the delivery service.
-	Delivery []string
+	// Delivery adds flags to the delivery service; Destination and
+	// Credential to those.
+	Delivery, Destination, Credential []string
 	// DeliveryEnv adds environment variables to the delivery service (its
 	// platform identity, for staging on S3; GOMEMLIMIT).
 	DeliveryEnv []string
@@ -113,8 +114,8 @@ func StartSluice(o SluiceOptions) (*Sluice, error) {
 	}
 	common := []string{"--data-dir", filepath.Join(dir, "data"), "--log-level", "info"}
 	s.args = map[string][]string{
-		"credential":  append(append([]string{"--destination-addr", s.Addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", o.MinIO.Endpoint}, s3...), common...),
-		"destination": append(append([]string{"--credential-addr", s.Addrs["credential"]}, s3...), common...),
+		"credential":  append(append(append([]string{"--destination-addr", s.Addrs["destination"], "--access-key-sessions", "assume-role", "--access-key-sts-endpoint", o.MinIO.Endpoint}, s3...), common...), o.Credential...),
+		"destination": append(append(append([]string{"--credential-addr", s.Addrs["credential"]}, s3...), common...), o.Destination...),
 	}
 	for _, name := range s.names[2:] {
 		args := []string{"--credential-addr", s.Addrs["credential"], "--destination-addr", s.Addrs["destination"]}
