@@ -111,13 +111,23 @@ func (s *Service) writeEvents(ctx context.Context, tx *sql.Tx, at, target phase,
 	if len(types) == 0 {
 		return 0, nil
 	}
-	data, err := deliveryData(d)
+	parent := parentOf(d.GetName())
+	subs, err := s.store.SubscribersIn(ctx, tx, parent, d.GetDestination())
 	if err != nil {
-		return 0, fmt.Errorf("event of %s: %w", d.GetName(), err)
+		return 0, err
 	}
+	var data json.RawMessage // made only when a subscription wants an event
 	n := 0
 	for _, t := range types {
-		wrote, err := s.writeEvent(ctx, tx, parentOf(d.GetName()), pendingEvent{t: t, delivery: d.GetName(), destination: d.GetDestination(), data: data})
+		if !slices.ContainsFunc(subs, func(sub *deliveryv1.Subscription) bool { return slices.Contains(sub.GetEventTypes(), t) }) {
+			continue
+		}
+		if data == nil {
+			if data, err = deliveryData(d); err != nil {
+				return n, fmt.Errorf("event of %s: %w", d.GetName(), err)
+			}
+		}
+		wrote, err := s.writeEventFor(ctx, tx, parent, subs, pendingEvent{t: t, delivery: d.GetName(), destination: d.GetDestination(), data: data})
 		if err != nil {
 			return n, err
 		}
@@ -136,6 +146,12 @@ func (s *Service) writeEvent(ctx context.Context, tx *sql.Tx, parent string, e p
 	if err != nil {
 		return false, err
 	}
+	return s.writeEventFor(ctx, tx, parent, subs, e)
+}
+
+// writeEventFor is writeEvent with the subscriptions of parent and the
+// event's destination read already.
+func (s *Service) writeEventFor(ctx context.Context, tx *sql.Tx, parent string, subs []*deliveryv1.Subscription, e pendingEvent) (bool, error) {
 	now := time.Now()
 	var sends []*deliveryv1.EventSend
 	for _, sub := range subs {
