@@ -240,6 +240,7 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 		v.Add("start.idempotency_key", "is required to resume: it names the interrupted delivery")
 		return nil, v.Err()
 	}
+	pre := s.premint(ctx, dest)
 	d, l, err := s.begin(ctx, dn.Parent.String(), start)
 	if errors.Is(err, apierror.ErrAlreadyExists) {
 		return s.rejoin(ctx, dn.Parent.String(), start, dest, src)
@@ -259,7 +260,7 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 	if err != nil {
 		return nil, s.abandon(ctx, d, err)
 	}
-	out, err := s.execute(ctx, &job{entry: entryDeliver, d: d, dest: dest, live: src, w: w})
+	out, err := s.execute(ctx, &job{entry: entryDeliver, d: d, dest: dest, live: src, w: w, minted: pre})
 	if errors.Is(err, errUnsettled) {
 		h.again(s.cfg.RecoverInterval) // another claim settles it
 	}
@@ -341,7 +342,7 @@ func (s *Service) replay(ctx context.Context, parent string, start *deliveryv1.D
 func (s *Service) convert(ctx context.Context, j *job, src io.Reader, prog *progress, f *flow, first bool) (objects []*deliveryv1.DeliveredObject, bucket string, complete bool, err error) {
 	d, dest := j.d, j.dest
 	f.start(ctx, stepGetAccess)
-	a, err := s.access(ctx, dest, f)
+	a, err := s.accessFrom(ctx, dest, f, j.minted)
 	if a != nil {
 		bucket = a.bucket
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
@@ -152,8 +153,17 @@ type bucketAccess struct {
 // access mints access to a destination's bucket. Every S3 client of the
 // service comes from here.
 func (s *Service) access(ctx context.Context, dest *destinationv1.Destination, f *flow) (*bucketAccess, error) {
+	return s.accessFrom(ctx, dest, f, nil)
+}
+
+// accessFrom is access, from what pre minted when it minted for dest's
+// credential.
+func (s *Service) accessFrom(ctx context.Context, dest *destinationv1.Destination, f *flow, pre *preminted) (*bucketAccess, error) {
 	a := &bucketAccess{s: s, dest: dest, bucket: dest.GetBucketOverride()}
-	first, err := s.mint(ctx, dest.GetCredential(), f)
+	first, err := pre.take(ctx, dest.GetCredential())
+	if first == nil && err == nil {
+		first, err = s.mint(ctx, dest.GetCredential(), f)
+	}
 	if status.Code(err) == codes.NotFound {
 		err = apierror.Wrap(err, codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_CREDENTIAL_DELETED,
 			fmt.Sprintf("the destination's credential %s no longer exists: create it again, or give the destination another credential", dest.GetCredential()))
@@ -188,6 +198,41 @@ func (s *Service) mint(ctx context.Context, credential string, f *flow) (*creden
 		if f != nil {
 			f.retried(ctx, stepGetAccess, 1)
 		}
+	}
+}
+
+// preminted is access minted while a new delivery is stored, once its
+// destination is resolved: the two are independent, and a small delivery
+// waited for each in turn. Its first run takes it.
+type preminted struct {
+	credential string
+	done       chan struct{}
+	access     *credentialv1.TemporaryAccess
+	err        error
+	taken      atomic.Bool
+}
+
+// premint starts minting access for dest's credential.
+func (s *Service) premint(ctx context.Context, dest *destinationv1.Destination) *preminted {
+	p := &preminted{credential: dest.GetCredential(), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.access, p.err = s.mint(ctx, p.credential, nil)
+	}()
+	return p
+}
+
+// take answers what p minted, once, for credential; nil and no error when
+// there is nothing to take (mint then).
+func (p *preminted) take(ctx context.Context, credential string) (*credentialv1.TemporaryAccess, error) {
+	if p == nil || p.credential != credential || !p.taken.CompareAndSwap(false, true) {
+		return nil, nil
+	}
+	select {
+	case <-p.done:
+		return p.access, p.err
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
 	}
 }
 

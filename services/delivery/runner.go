@@ -71,6 +71,9 @@ type job struct {
 	// (restart-workflow); otherwise a run from kept input continues the
 	// uploads they recorded.
 	restart bool
+	// minted is access minted beside storing a new delivery, for its
+	// first attempt.
+	minted *preminted
 }
 
 // staged reports whether the job reads its whole input from staging.
