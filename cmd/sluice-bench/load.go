@@ -655,7 +655,9 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 				if svc != "delivery" {
 					metrics = r.peerMetrics[svc]
 				}
-				wg.Go(func() { errs[i] = saveProfileOf(metrics, 3, filepath.Join(profileDir, fmt.Sprintf("small-%s-%s.pprof", r.store, svc))) })
+				wg.Go(func() {
+					errs[i] = saveProfileOf(metrics, 3, filepath.Join(profileDir, fmt.Sprintf("small-%s-%s.pprof", r.store, svc)))
+				})
 			}
 			wg.Wait()
 			profiled <- errors.Join(errs...)
