@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -67,8 +68,10 @@ type loadRun struct {
 	metrics string
 	store   string
 	tenants []*tenantEnv
-	// pgPid is the PostgreSQL postmaster's (0 on SQLite).
+	// pgPid is the PostgreSQL postmaster's (0 on SQLite); pgDSN the
+	// delivery store's database.
 	pgPid int
+	pgDSN string
 	// peerMetrics are the destination and credential services' /metrics.
 	peerMetrics map[string]string
 }
@@ -76,6 +79,21 @@ type loadRun struct {
 // processes names the processes whose CPU the small deliveries count, in
 // the order printed.
 var processes = []string{"delivery service", "destination service", "credential service", "PostgreSQL", "MinIO", "this client"}
+
+// transactions answers the delivery store's transactions so far (read
+// only ones too) on PostgreSQL, from pg_stat_database, whose counters
+// are flushed within a second of each transaction: read after a pause.
+func (r *loadRun) transactions() (int64, error) {
+	time.Sleep(1500 * time.Millisecond)
+	db, err := sql.Open("pgx", r.pgDSN)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var n int64
+	err = db.QueryRowContext(r.ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&n)
+	return n, err
+}
 
 // cpuNow answers each process's CPU time so far (PostgreSQL's with its
 // backends).
@@ -150,7 +168,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 	if o.memLimit != "" {
 		opts.DeliveryEnv = []string{"GOMEMLIMIT=" + o.memLimit}
 	}
-	pgPid := 0
+	pgPid, pgDSN := 0, ""
 	switch store {
 	case "sqlite":
 	case "postgres":
@@ -166,6 +184,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		}
 		defer drop()
 		opts.Delivery = append(opts.Delivery, "--database", dsn)
+		pgDSN = dsn
 	default:
 		return fmt.Errorf("--load-stores: %q is neither sqlite nor postgres", store)
 	}
@@ -174,7 +193,7 @@ func (b *bench) loadOn(m *localserver.MinIO, store string, o loadOptions) error 
 		return err
 	}
 	defer sl.Stop()
-	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), peerMetrics: peerMetrics, store: store, pgPid: pgPid}
+	r := &loadRun{ctx: ctx, m: m, sl: sl, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), peerMetrics: peerMetrics, store: store, pgPid: pgPid, pgDSN: pgDSN}
 	if r.conn, err = grpc.NewClient(sl.Addrs["delivery"], grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 		return err
 	}
@@ -686,6 +705,12 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 		}
 		return rate, per, nil
 	}
+	var txBefore int64
+	if r.pgDSN != "" {
+		if txBefore, err = r.transactions(); err != nil {
+			return err
+		}
+	}
 	oursRate, oursCPU, err := cpuPer(o.small, func() (float64, error) {
 		if profileDir == "" {
 			return parallel(o.small, o.parallelism, deliver)
@@ -707,6 +732,15 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 	}
 	if err != nil {
 		return err
+	}
+	var txPer float64
+	if r.pgDSN != "" {
+		// Each transaction counts once, however its statements went.
+		txAfter, err := r.transactions()
+		if err != nil {
+			return err
+		}
+		txPer = float64(txAfter-txBefore-1) / float64(o.small) // -1: this count's own
 	}
 	handRate, handCPU, err := cpuPer(o.small, func() (float64, error) { return parallel(o.small, o.parallelism, byHand) })
 	if err != nil {
@@ -734,6 +768,9 @@ func (b *bench) smallDeliveries(r *loadRun, o loadOptions) error {
 		fmt.Printf("| %s | %.2f ms | %.2f ms |\n", name, ms(d), ms(handCPU[name]))
 	}
 	fmt.Printf("| **all** | **%.2f ms** | **%.2f ms** |\n", ms(oursAll), ms(handAll))
+	if r.pgDSN != "" {
+		fmt.Printf("\nThe delivery store's transactions per small delivery (pg_stat_database, read-only ones too): %.1f\n", txPer)
+	}
 	return nil
 }
 
