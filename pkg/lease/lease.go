@@ -268,6 +268,20 @@ func (l *Lease) Done(ctx context.Context) error {
 	return l.end(ctx, `DELETE FROM `+l.q.table+` WHERE id = ? AND token = ?`, l.ID, l.Token)
 }
 
+// Ending is Done in tx, the transaction that settles the work (a
+// delivery's outcome): the work and its end commit together, and the
+// holder need not end it after.
+func (l *Lease) Ending(ctx context.Context, tx *sql.Tx) error {
+	res, err := tx.ExecContext(ctx, l.q.db.Rebind(`DELETE FROM `+l.q.table+` WHERE id = ? AND token = ?`), l.ID, l.Token)
+	if err != nil {
+		return fmt.Errorf("end %s: %w", l.ID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return fmt.Errorf("%s (token %d): %w", l.ID, l.Token, ErrLost)
+	}
+	return nil
+}
+
 // Again frees the work to be claimed again after d, by any holder.
 func (l *Lease) Again(ctx context.Context, d time.Duration) error {
 	return l.end(ctx, `UPDATE `+l.q.table+` SET holder = '', lease_until = 0, run_after = `+l.q.now+` + ? WHERE id = ? AND token = ?`,

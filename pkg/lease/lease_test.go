@@ -66,6 +66,7 @@ func TestLeases(t *testing.T) {
 			t.Run("TheHeartbeatKeepsIt", func(t *testing.T) { theHeartbeatKeepsIt(t, open(t, b.DSN(t))) })
 			t.Run("EachWorkIsClaimedOnce", func(t *testing.T) { eachWorkIsClaimedOnce(t, open(t, b.DSN(t))) })
 			t.Run("DoneAgainAddAndOwn", func(t *testing.T) { doneAgainAddAndOwn(t, open(t, b.DSN(t))) })
+			t.Run("EndingCommitsWithTheWork", func(t *testing.T) { endingCommitsWithTheWork(t, open(t, b.DSN(t))) })
 		})
 	}
 }
@@ -240,5 +241,57 @@ func doneAgainAddAndOwn(t *testing.T, db *sqlstore.DB) {
 	own, err := a.ClaimOwn(ctx)
 	if err != nil || len(own) != 1 || own[0].ID != "w2" || own[0].Token != mine.Token+1 {
 		t.Errorf("a's own work after a restart: %+v, %v", own, err)
+	}
+}
+
+// endingCommitsWithTheWork: Ending removes the work's row in the holder's
+// own (fenced) transaction, with what the transaction writes; a holder
+// whose lease was taken over fails it whole, writing nothing.
+func endingCommitsWithTheWork(t *testing.T, db *sqlstore.DB) {
+	ctx := context.Background()
+	ttl := 300 * time.Millisecond
+	a, b := lease.New(db, "work", "a", ttl), lease.New(db, "work", "b", ttl)
+	l := take(t, db, a, "w1")
+	kept, stop := l.Keep(ctx)
+	err := db.InTx(kept, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(kept, db.Rebind(`INSERT INTO notes (v) VALUES (?)`), "outcome"); err != nil {
+			return err
+		}
+		return l.Ending(kept, tx)
+	})
+	stop()
+	if err != nil {
+		t.Fatalf("the settling transaction: %v", err)
+	}
+	var rows int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM work`).Scan(&rows); err != nil || rows != 0 || notes(t, db) != 1 {
+		t.Fatalf("after Ending: %d work rows (%v) and %d notes, want 0 and 1", rows, err, notes(t, db))
+	}
+	if got, err := b.Claim(ctx); err != nil || got != nil {
+		t.Fatalf("ended work claimed: %+v, %v", got, err)
+	}
+
+	// A holder that lost its lease: the whole transaction is refused.
+	slow := take(t, db, a, "w2")
+	var next *lease.Lease
+	for deadline := time.Now().Add(10 * time.Second); next == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if next, err = b.Claim(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if next == nil {
+		t.Fatal("the lease never ran out")
+	}
+	err = db.InTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO notes (v) VALUES (?)`), "late"); err != nil {
+			return err
+		}
+		return slow.Ending(ctx, tx)
+	})
+	if !errors.Is(err, lease.ErrLost) || notes(t, db) != 1 {
+		t.Fatalf("a lost holder's Ending: %v, %d notes; want ErrLost and nothing written", err, notes(t, db))
+	}
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM work`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("the successor's work: %d rows (%v), want 1", rows, err)
 	}
 }

@@ -260,7 +260,7 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 	if err != nil {
 		return nil, s.abandon(ctx, d, err)
 	}
-	out, err := s.execute(ctx, &job{entry: entryDeliver, d: d, dest: dest, live: src, w: w, minted: pre})
+	out, err := s.execute(ctx, &job{entry: entryDeliver, d: d, dest: dest, live: src, w: w, minted: pre, lease: h})
 	if errors.Is(err, errUnsettled) {
 		h.again(s.cfg.RecoverInterval) // another claim settles it
 	}

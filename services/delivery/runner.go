@@ -74,6 +74,9 @@ type job struct {
 	// minted is access minted beside storing a new delivery, for its
 	// first attempt.
 	minted *preminted
+	// lease is the run's lease when the move that stores its success
+	// may end it (a new delivery's); nil otherwise.
+	lease *held
 }
 
 // staged reports whether the job reads its whole input from staging.
@@ -375,6 +378,10 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 	c := change{input: input, progress: r.prog.snapshot(), bucket: r.bucket}
 	if out == outcomeSucceeded {
 		c.also = append(c.also, s.store.ForgettingWrites(name))
+		if j.lease != nil {
+			// The work ends with the success, one transaction fewer.
+			c.also = append(c.also, j.lease.l.Ending)
+		}
 		c.objects, c.workflow = r.objects, func(w *deliveryv1.Workflow) {
 			if steps != nil {
 				steps(w)
@@ -385,6 +392,9 @@ func (s *Service) settle(ctx context.Context, j *job, r *result) (*deliveryv1.De
 		if err != nil {
 			log.ErrorContext(ctx, "store the delivery's outcome", slog.String("error", err.Error()))
 			return nil, fmt.Errorf("store the outcome of %s: %w: %w", name, errUnsettled, err)
+		}
+		if j.lease != nil {
+			j.lease.gone.Store(true)
 		}
 		r.ended(r.prog, "")
 		s.successes.add(ctx, j.dest, &destinationv1.RecordDeliveryRequest{Name: j.dest.GetName(), Delivery: name, DeliveryTime: d.GetEndTime()})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/pkg/lease"
@@ -44,10 +45,20 @@ type held struct {
 	stop func()
 	log  *slog.Logger
 	once sync.Once
+	// gone says the work's row went with the transaction that settled it
+	// (lease.Ending): done then only stops the heartbeat.
+	gone atomic.Bool
 }
 
 // done ends the work: its row goes, so that nobody takes it over.
-func (h *held) done() { h.end(func(ctx context.Context) error { return h.l.Done(ctx) }) }
+func (h *held) done() {
+	h.end(func(ctx context.Context) error {
+		if h.gone.Load() {
+			return nil
+		}
+		return h.l.Done(ctx)
+	})
+}
 
 // again frees the work for any replica to claim after d: what this one
 // could not finish.
