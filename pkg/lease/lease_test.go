@@ -43,6 +43,28 @@ func take(t *testing.T, db *sqlstore.DB, q *lease.Queue, id string) *lease.Lease
 	return l
 }
 
+// holders answers two holders' queues on db's work, with leases of ttl.
+func holders(db *sqlstore.DB, ttl time.Duration) (a, b *lease.Queue) {
+	return lease.New(db, "work", "a", ttl), lease.New(db, "work", "b", ttl)
+}
+
+// claimOnceOut claims, for q, work whose holder stopped beating, once its
+// lease runs out.
+func claimOnceOut(t *testing.T, q *lease.Queue) *lease.Lease {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		next, err := q.Claim(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next != nil {
+			return next
+		}
+	}
+	t.Fatal("the lease never ran out")
+	return nil
+}
+
 func note(ctx context.Context, db *sqlstore.DB, v string) error {
 	return db.InTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO notes (v) VALUES (?)`), v)
@@ -98,16 +120,7 @@ func aSlowHolderIsFenced(t *testing.T, db *sqlstore.DB) {
 	a, b := lease.New(db, "work", "a", ttl), lease.New(db, "work", "b", ttl)
 	slow := take(t, db, a, "w1")
 	// a stops beating (a pause, a partition) and b takes the work over.
-	var next *lease.Lease
-	for deadline := time.Now().Add(10 * time.Second); next == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		var err error
-		if next, err = b.Claim(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if next == nil {
-		t.Fatal("the lease never ran out")
-	}
+	next := claimOnceOut(t, b)
 	if next.ID != "w1" || next.Kind != "test" || next.Subject != "s/w1" || next.Token != slow.Token+1 || next.Attempt != 2 {
 		t.Errorf("claimed %+v, want w1 with token %d, attempt 2", next, slow.Token+1)
 	}
@@ -249,8 +262,7 @@ func doneAgainAddAndOwn(t *testing.T, db *sqlstore.DB) {
 // whose lease was taken over fails it whole, writing nothing.
 func endingCommitsWithTheWork(t *testing.T, db *sqlstore.DB) {
 	ctx := context.Background()
-	ttl := 300 * time.Millisecond
-	a, b := lease.New(db, "work", "a", ttl), lease.New(db, "work", "b", ttl)
+	a, b := holders(db, 300*time.Millisecond)
 	l := take(t, db, a, "w1")
 	kept, stop := l.Keep(ctx)
 	err := db.InTx(kept, func(tx *sql.Tx) error {
@@ -273,15 +285,7 @@ func endingCommitsWithTheWork(t *testing.T, db *sqlstore.DB) {
 
 	// A holder that lost its lease: the whole transaction is refused.
 	slow := take(t, db, a, "w2")
-	var next *lease.Lease
-	for deadline := time.Now().Add(10 * time.Second); next == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if next, err = b.Claim(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if next == nil {
-		t.Fatal("the lease never ran out")
-	}
+	claimOnceOut(t, b)
 	err = db.InTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO notes (v) VALUES (?)`), "late"); err != nil {
 			return err
