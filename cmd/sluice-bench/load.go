@@ -483,10 +483,6 @@ func (r *loadRun) poolWait() (float64, error) {
 	return r.counter("sluice_delivery_part_buffers_wait_seconds_total")
 }
 
-// saveProfile saves a CPU profile of the delivery service over seconds.
-func (r *loadRun) saveProfile(seconds int, path string) error {
-	return saveProfileOf(r.metrics, seconds, path)
-}
 
 // saveProfileOf saves the CPU profile of the service whose /metrics are
 // at metrics.
