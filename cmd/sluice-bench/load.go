@@ -483,7 +483,6 @@ func (r *loadRun) poolWait() (float64, error) {
 	return r.counter("sluice_delivery_part_buffers_wait_seconds_total")
 }
 
-
 // saveProfileOf saves the CPU profile of the service whose /metrics are
 // at metrics.
 func saveProfileOf(metrics string, seconds int, path string) error {
