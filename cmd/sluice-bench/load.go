@@ -408,8 +408,12 @@ func (b *bench) fairness(r *loadRun, o loadOptions) error {
 	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
 		return err
 	}
+	heaps := r.heapSnapshots(time.Second, 4)
 	mixed, err := together(func(int) *tenantEnv { return heavy }, o.heavy, time.Second, "mixed")
 	if err != nil {
+		return err
+	}
+	if err := heaps(); err != nil {
 		return err
 	}
 	mixedRSS, err := peakRSS(pid)
@@ -499,6 +503,34 @@ func saveProfileOf(metrics string, seconds int, path string) error {
 		return fmt.Errorf("the profile of %s: %s", metrics, resp.Status)
 	}
 	return os.WriteFile(path, body, 0o644)
+}
+
+// heapSnapshots saves, with --profile-dir, n heap profiles of the
+// delivery service every, while the load runs; the answer waits for them.
+func (r *loadRun) heapSnapshots(every time.Duration, n int) func() error {
+	if profileDir == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for i := range n {
+			time.Sleep(every)
+			resp, err := http.Get(strings.Replace(r.metrics, "/metrics", "/debug/pprof/heap", 1))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				err = os.WriteFile(filepath.Join(profileDir, fmt.Sprintf("load-%s-heap-%d.pprof", r.store, i+1)), body, 0o644)
+			}
+			errs = append(errs, err)
+		}
+		done <- errors.Join(errs...)
+	}()
+	return func() error { return <-done }
 }
 
 // slotWait reads the time streams waited for a running slot.

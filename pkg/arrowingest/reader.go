@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -46,6 +47,18 @@ type Limits struct {
 	// released: a bound on what many streams hold together, beyond each
 	// one's MaxBatchBytes.
 	Budget Budget
+}
+
+// Slicer is a source that keeps what it receives in buffers of its own
+// (a gRPC stream's messages): the reader takes a message body that lies
+// whole in one of them as it is, rather than copying it into a buffer of
+// its own, so that each received byte is allocated once (#26).
+type Slicer interface {
+	// Slice answers the next n bytes as a slice of a buffer the source
+	// will not write to again (its capacity n), and consumes them; or nil, consuming
+	// nothing, when they are not in one buffer (they are then read). An
+	// error is the source's, as Read's.
+	Slice(n int) ([]byte, error)
 }
 
 // Budget is memory shared by streams.
@@ -437,16 +450,13 @@ func (m *messages) Message() (*ipc.Message, error) {
 			return nil, err
 		}
 	}
-	body := make([]byte, msg.bodyLen)
-	if eof, err = m.read(body); err == nil && eof && len(body) > 0 {
-		err = m.early(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", len(body)))
-	}
+	body, err := m.body(msg.bodyLen)
 	if err == nil {
 		err = m.checkBody(msg, body)
 	}
 	if err != nil {
-		if budget != nil && len(body) > 0 {
-			budget.Release(int64(len(body)))
+		if budget != nil && msg.bodyLen > 0 {
+			budget.Release(msg.bodyLen)
 		}
 		return nil, err
 	}
@@ -459,6 +469,32 @@ func (m *messages) Message() (*ipc.Message, error) {
 	mb.Release()
 	bb.Release()
 	return m.cur, nil
+}
+
+// body reads a message body of n bytes: from the source's own buffer when
+// it is a Slicer holding all of it, 8-byte aligned as arrow-go reads
+// values; otherwise into a buffer of its own.
+func (m *messages) body(n int64) ([]byte, error) {
+	if s, ok := m.r.src.(Slicer); ok && n > 0 {
+		b, err := s.Slice(int(n))
+		if err != nil {
+			m.srcErr = err
+			return nil, err
+		}
+		if b != nil {
+			m.offset += n
+			if uintptr(unsafe.Pointer(unsafe.SliceData(b)))%8 != 0 {
+				b = append([]byte(nil), b...)
+			}
+			return b, nil
+		}
+	}
+	body := make([]byte, n)
+	eof, err := m.read(body)
+	if err == nil && eof && n > 0 {
+		err = m.early(m.batch(), fmt.Sprintf("the stream ends inside a message (%d bytes short)", n))
+	}
+	return body, err
 }
 
 // check checks a message's header before its body is read.

@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -417,4 +419,148 @@ func TestInvalidUTF8IsRefusedWithoutItsValue(t *testing.T) {
 	if strings.Contains(err.Error(), "SECRET") || len(err.Error()) > 500 {
 		t.Fatalf("the error quotes the value (%d bytes): %.200s", len(err.Error()), err)
 	}
+}
+
+// chunked is a Slicer over separately allocated chunks, as a gRPC stream's
+// messages are.
+type chunked struct {
+	chunks [][]byte
+	cur    []byte
+	sliced int   // bodies answered from the chunks themselves
+	err    error // answered once the chunks are spent, instead of io.EOF
+}
+
+func (c *chunked) next() bool {
+	for len(c.cur) == 0 {
+		if len(c.chunks) == 0 {
+			return false
+		}
+		c.cur, c.chunks = c.chunks[0], c.chunks[1:]
+	}
+	return true
+}
+
+func (c *chunked) Read(p []byte) (int, error) {
+	if !c.next() {
+		if c.err != nil {
+			return 0, c.err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, c.cur)
+	c.cur = c.cur[n:]
+	return n, nil
+}
+
+func (c *chunked) Slice(n int) ([]byte, error) {
+	if !c.next() {
+		return nil, c.err
+	}
+	if len(c.cur) < n {
+		return nil, nil
+	}
+	b := c.cur[:n:n]
+	c.cur = c.cur[n:]
+	c.sliced++
+	return b, nil
+}
+
+// within reports whether b lies inside one of chunks.
+func within(b []byte, chunks [][]byte) bool {
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	for _, c := range chunks {
+		start := uintptr(unsafe.Pointer(unsafe.SliceData(c)))
+		if p >= start && p+uintptr(len(b)) <= start+uintptr(len(c)) {
+			return true
+		}
+	}
+	return false
+}
+
+// countingBudget is a Budget that counts what is held.
+type countingBudget struct{ held int64 }
+
+func (b *countingBudget) Acquire(n int64) error { b.held += n; return nil }
+func (b *countingBudget) Release(n int64)       { b.held -= n }
+
+// A body that lies whole in one of a Slicer's buffers is decoded from it,
+// not copied (#26); a body cut across buffers, or in a buffer arrow-go
+// could not read in place (not 8-byte aligned), is copied; the batches are
+// the ones written either way, and the budget is given back.
+func TestSlicerBodiesAreNotCopied(t *testing.T) {
+	recs := customers(t, 5000, 1200)
+	b := stream(t, sampledata.Customer360Schema, recs)
+	fs := frames(t, b)
+	own := func(p []byte) []byte { return append([]byte(nil), p...) }
+	// One chunk per message, as deliverclient's aligned cuts and Flight's
+	// FlightData give them.
+	var whole [][]byte
+	for i, f := range fs {
+		end := len(b)
+		if i+1 < len(fs) {
+			end = fs[i+1].start
+		}
+		whole = append(whole, own(b[f.start:end]))
+	}
+	// The same, each chunk one byte into its allocation.
+	var misaligned [][]byte
+	for _, c := range whole {
+		misaligned = append(misaligned, append([]byte{0}, c...)[1:])
+	}
+	var cut [][]byte
+	for off := 0; off < len(b); off += 100_000 {
+		cut = append(cut, own(b[off:min(off+100_000, len(b))]))
+	}
+	for _, c := range []struct {
+		name      string
+		chunks    [][]byte
+		inChunks  bool // every batch's values lie in the chunks
+		minSliced int
+	}{
+		{"one message per chunk", whole, true, len(recs)},
+		{"misaligned", misaligned, false, len(recs)},
+		// The 1200-row batches span chunks (the last, small one may not).
+		{"cut anywhere", cut, false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := &chunked{chunks: slices.Clone(c.chunks)}
+			budget := &countingBudget{}
+			got, err := readAll(t, src, Limits{Budget: budget}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(recs) {
+				t.Fatalf("read %d batches, want %d", len(got), len(recs))
+			}
+			if src.sliced < c.minSliced {
+				t.Errorf("%d bodies sliced, want at least %d", src.sliced, c.minSliced)
+			}
+			for i := range got {
+				if !array.RecordEqual(got[i], recs[i]) {
+					t.Errorf("batch %d differs from the one written", i)
+				}
+				values := got[i].Column(0).Data().Buffers()[1].Bytes()
+				if in := within(values, c.chunks); in != c.inChunks && got[i].NumRows() == 1200 {
+					t.Errorf("batch %d: its first column's values in the chunks: %v, want %v", i, in, c.inChunks)
+				}
+				got[i].Release()
+			}
+			if budget.held != 0 {
+				t.Errorf("%d bytes of the budget still held once the batches are released", budget.held)
+			}
+		})
+	}
+	t.Run("source error", func(t *testing.T) {
+		broke := errors.New("stream broke")
+		src := &chunked{chunks: [][]byte{own(b[:fs[1].start+8+len(fs[1].meta)])}, err: broke}
+		budget := &countingBudget{}
+		_, err := readAll(t, src, Limits{Budget: budget}, nil)
+		var e *Error
+		if !errors.Is(err, broke) || errors.As(err, &e) {
+			t.Errorf("got %v, want the source's error", err)
+		}
+		if budget.held != 0 {
+			t.Errorf("%d bytes of the budget still held after the source failed", budget.held)
+		}
+	})
 }

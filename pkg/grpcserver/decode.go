@@ -14,14 +14,17 @@ import (
 // decodes as the proto codec does, but on failure leaves the message empty
 // and notes the error, which the validation interceptor then answers as
 // InvalidArgument and the logging interceptor logs.
-type lenientCodec struct{ base encoding.CodecV2 }
+type lenientCodec struct {
+	base   encoding.CodecV2
+	direct func(data mem.BufferSlice, v any) bool // Config.Decode
+}
 
 // undecodable holds decode errors by message, until the request's own
 // validation interceptor takes them out.
 var undecodable sync.Map // proto.Message -> error
 
-func newLenientCodec() lenientCodec {
-	return lenientCodec{base: encoding.GetCodecV2("proto")}
+func newLenientCodec(direct func(mem.BufferSlice, any) bool) lenientCodec {
+	return lenientCodec{base: encoding.GetCodecV2("proto"), direct: direct}
 }
 
 func (c lenientCodec) Name() string { return c.base.Name() }
@@ -29,6 +32,9 @@ func (c lenientCodec) Name() string { return c.base.Name() }
 func (c lenientCodec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
 
 func (c lenientCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if c.direct != nil && c.direct(data, v) {
+		return nil
+	}
 	err := c.base.Unmarshal(data, v)
 	if err == nil {
 		return nil

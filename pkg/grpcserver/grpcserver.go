@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -54,6 +55,11 @@ type Config struct {
 	// constant) when zero. The delivery server takes larger slices of
 	// Arrow streams than any unary request needs.
 	MaxRecvMsgBytes int
+	// Decode, when set, decodes the requests it knows from the received
+	// buffers itself, answering false for the others (which proto
+	// decodes): a service whose requests carry bulk bytes keeps them in
+	// buffers of its own rather than a fresh allocation each.
+	Decode func(data mem.BufferSlice, v any) bool
 }
 
 // Limits every Sluice server and client holds callers to.
@@ -101,7 +107,7 @@ func New(cfg Config) (*Server, error) {
 	// method's rule, closest to the handler.
 	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
-		grpc.ForceServerCodecV2(newLenientCodec()),
+		grpc.ForceServerCodecV2(newLenientCodec(cfg.Decode)),
 		grpc.MaxHeaderListSize(MaxHeaderListBytes),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.MaxConcurrentStreams(MaxConcurrentStreams),

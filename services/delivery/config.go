@@ -26,7 +26,10 @@ import (
 const MaxMessageBytes = 8 << 20
 
 // ServerConfig sets the delivery server's message limit.
-func ServerConfig(c *grpcserver.Config) { c.MaxRecvMsgBytes = MaxMessageBytes }
+func ServerConfig(c *grpcserver.Config) {
+	c.MaxRecvMsgBytes = MaxMessageBytes
+	c.Decode = decodeRequest
+}
 
 // Config configures the delivery service.
 type Config struct {

@@ -131,7 +131,11 @@ func staged(w staging.Writer, prog *progress, b ...[]byte) error {
 // flow control holds the sender.
 type recvReader struct {
 	stream deliveryv1.DeliveryService_DeliverServer
-	buf    []byte
+	buf    []byte // what Read answers next, of chunk
+	// chunk is the message being read, given back to the pool once read
+	// unless a body was sliced from it (arrow-go holds that).
+	chunk  []byte
+	sliced bool
 	prog   *progress
 	w      staging.Writer
 	ended  bool
@@ -141,52 +145,89 @@ type recvReader struct {
 func (r *recvReader) count(prog *progress)   { r.prog = prog }
 func (r *recvReader) whole() bool            { return r.ended }
 func (r *recvReader) stage(w staging.Writer) { r.w = w }
-func (r *recvReader) drop()                  { r.buf = nil; r.uncharge() }
+func (r *recvReader) drop()                  { r.buf = nil; r.release(); r.uncharge() }
+
+// release gives the message read back to the pool, unless a body was
+// sliced from it.
+func (r *recvReader) release() {
+	if r.chunk != nil && !r.sliced {
+		putChunk(r.chunk)
+	}
+	r.chunk, r.sliced = nil, false
+}
 
 func (r *recvReader) Read(p []byte) (int, error) {
+	if err := r.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// Slice implements arrowingest.Slicer: a body that lies whole in one
+// received message is taken from it, not copied.
+func (r *recvReader) Slice(n int) ([]byte, error) {
+	if err := r.fill(); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil // Read answers the stream's end
+		}
+		return nil, err
+	}
+	if len(r.buf) < n {
+		return nil, nil
+	}
+	b := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	r.sliced = true
+	return b, nil
+}
+
+// fill receives the next message when the last one is consumed.
+func (r *recvReader) fill() error {
 	for len(r.buf) == 0 {
+		r.release()
 		r.uncharge()
 		if r.ended {
-			return 0, io.EOF
+			return io.EOF
 		}
 		msg, err := recvPaced(r.pace, r.stream.Recv, func(m *deliveryv1.DeliverRequest) int { return len(m.GetArrowIpc()) })
 		var broke *streamBroke
 		if errors.As(err, &broke) {
-			return 0, err // interrupted for idling
+			return err // interrupted for idling
 		}
 		if errors.Is(err, io.EOF) {
 			// The caller closed its side: what it sent is made durable
 			// before the pipeline learns the stream is whole.
 			if r.w != nil {
 				if err := r.w.Flush(); err != nil {
-					return 0, &stagingFailed{err}
+					return &stagingFailed{err}
 				}
 				r.prog.staged.Store(r.w.Staged())
 			}
 			r.ended = true
-			return 0, io.EOF
+			return io.EOF
 		}
 		if err != nil {
-			return 0, &streamBroke{err}
+			return &streamBroke{err}
 		}
 		if msg.GetStart() != nil {
 			var v apierror.Violations
 			v.Add("start", "only the first message may be a DeliveryStart")
-			return 0, v.Err()
+			return v.Err()
 		}
 		r.buf = msg.GetArrowIpc()
+		r.chunk = r.buf
 		if err := r.charge(int64(len(r.buf))); err != nil {
 			r.buf = nil
-			return 0, err
+			return err
 		}
 		r.prog.bytesIn.Add(int64(len(r.buf)))
 		if err := staged(r.w, r.prog, r.buf); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	return nil
 }
 
 // Deliver streams one delivery: see the proto. The delivery is stored

@@ -108,6 +108,34 @@ func (r *flightReader) whole() bool            { return r.ended }
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 
 func (r *flightReader) Read(p []byte) (int, error) {
+	if err := r.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// Slice implements arrowingest.Slicer: a FlightData's body is the IPC
+// message's, taken as it is.
+func (r *flightReader) Slice(n int) ([]byte, error) {
+	if err := r.fill(); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil // Read answers the stream's end
+		}
+		return nil, err
+	}
+	if len(r.buf) < n {
+		return nil, nil
+	}
+	b := r.buf[:n:n]
+	r.buf = r.buf[n:]
+	return b, nil
+}
+
+// fill takes the current message's body, or receives the next message,
+// when what Read answers is consumed.
+func (r *flightReader) fill() error {
 	for len(r.buf) == 0 {
 		if len(r.body) > 0 {
 			r.buf, r.body = r.body, nil
@@ -115,7 +143,7 @@ func (r *flightReader) Read(p []byte) (int, error) {
 		}
 		r.uncharge()
 		if r.ended {
-			return 0, io.EOF
+			return io.EOF
 		}
 		msg := r.next
 		r.next = nil
@@ -123,33 +151,31 @@ func (r *flightReader) Read(p []byte) (int, error) {
 			var err error
 			var broke *streamBroke
 			if msg, err = recvPaced(r.pace, r.stream.Recv, func(m *flightgen.FlightData) int { return len(m.GetDataHeader()) + len(m.GetDataBody()) }); errors.As(err, &broke) {
-				return 0, err // interrupted for idling
+				return err // interrupted for idling
 			} else if errors.Is(err, io.EOF) {
 				r.buf, r.ended = endOfStream, true
 				if err := staged(r.w, r.prog, endOfStream); err != nil {
-					return 0, err
+					return err
 				}
 				if r.w != nil {
 					if err := r.w.Flush(); err != nil {
-						return 0, &stagingFailed{err}
+						return &stagingFailed{err}
 					}
 				}
 				break
 			} else if err != nil {
-				return 0, &streamBroke{err}
+				return &streamBroke{err}
 			}
 		}
 		if err := r.charge(int64(len(msg.GetDataHeader()) + len(msg.GetDataBody()))); err != nil {
-			return 0, err
+			return err
 		}
 		r.frame(msg)
 		if err := staged(r.w, r.prog, r.buf, r.body); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	return nil
 }
 
 // frame lays one FlightData out as an IPC message.

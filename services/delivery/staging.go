@@ -19,6 +19,7 @@ import (
 	destinationv1 "github.com/sluicehq/sluice/gen/sluice/destination/v1"
 	errorsv1 "github.com/sluicehq/sluice/gen/sluice/errors/v1"
 	"github.com/sluicehq/sluice/pkg/apierror"
+	"github.com/sluicehq/sluice/pkg/arrowingest"
 	"github.com/sluicehq/sluice/pkg/lease"
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/resourcename"
@@ -317,6 +318,14 @@ func (r *resumed) count(prog *progress) {
 func (r *resumed) stage(w staging.Writer) { r.live.stage(w) }
 func (r *resumed) drop()                  { r.live.drop() }
 func (r *resumed) whole() bool            { return r.live.whole() }
+
+// Slice implements arrowingest.Slicer once the held bytes are read.
+func (r *resumed) Slice(n int) ([]byte, error) {
+	if s, ok := r.live.(arrowingest.Slicer); ok && r.done {
+		return s.Slice(n)
+	}
+	return nil, nil
+}
 
 func (r *resumed) Read(p []byte) (int, error) {
 	if !r.done {
