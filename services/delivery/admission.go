@@ -194,13 +194,25 @@ func (b *streamBudget) Acquire(n int64) error {
 }
 
 // run takes a running slot for the stream once it has taken more than
-// smallInput bytes.
+// smallInput bytes; a running stream whose tenant holds more slots than
+// one waiting holds by two or more gives its slot up and waits again (a
+// tenant's thirty deliveries do not keep another's one waiting until one
+// of them ends).
 func (b *streamBudget) run(n int64) error {
 	b.mu.Lock()
 	b.taken += n
 	need := b.slot == nil && b.taken > smallInput
+	var yield func()
+	if b.slot != nil && b.a.running.unfair(b.tenant) {
+		yield, b.slot = b.slot, nil
+		need = true
+	}
 	park := b.park
 	b.mu.Unlock()
+	if yield != nil {
+		yield()
+		b.a.running.yielded.Add(1)
+	}
 	if !need {
 		return nil
 	}
@@ -252,6 +264,7 @@ const smallInput = 1 << 20
 // beside another sending thirty gets the next slot.
 type runQueue struct {
 	max, tenantMax int
+	yielded        atomic.Int64 // slots given up to a tenant running fewer
 
 	mu      sync.Mutex
 	total   int
@@ -331,6 +344,23 @@ func (q *runQueue) grant() {
 		q.waited += time.Since(w.since)
 		close(w.ready)
 	}
+}
+
+// unfair reports whether a stream of tenant should give its slot up: a
+// stream of another tenant waits whose tenant runs at least two fewer.
+func (q *runQueue) unfair(tenant string) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	mine := q.running[tenant]
+	if mine < 2 {
+		return false
+	}
+	for _, w := range q.waiting {
+		if w.tenant != tenant && q.running[w.tenant]+2 <= mine {
+			return true
+		}
+	}
+	return false
 }
 
 // Waited answers the time streams spent waiting for running slots, all

@@ -234,3 +234,79 @@ func TestRunQueueGivesSlotsToTheLeastRunningTenant(t *testing.T) {
 		t.Fatal("no wait counted")
 	}
 }
+
+// A stream of a tenant running two more than a tenant with a stream
+// waiting gives its slot up at its next batch and waits again; with the
+// counts closer, nobody gives way.
+func TestRunningSlotsAreGivenUpToAWaitingTenant(t *testing.T) {
+	a := newAdmission(Config{MaxStreams: 10, MaxTenantStreams: 10, MaxRunning: 3, MaxTenantRunning: 2, ReceiveBudget: 1 << 30, BudgetWait: 10 * time.Second})
+	running := func(b *streamBudget) {
+		t.Helper()
+		if err := b.Acquire(smallInput + 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heavy1, heavy2, other := a.forStream(as("heavy")), a.forStream(as("heavy")), a.forStream(as("other"))
+	running(heavy1)
+	running(heavy2)
+	running(other)
+	parked := false
+	heavy1.park = func() { parked = true }
+	// Two against one, nobody waiting: heavy keeps its slots.
+	running(heavy1)
+	if a.running.yielded.Load() != 0 {
+		t.Fatal("a slot was given up with nobody waiting")
+	}
+	// A third tenant waits with none running: heavy gives one up.
+	light := a.forStream(as("light"))
+	lightRuns := make(chan error, 1)
+	go func() { lightRuns <- light.Acquire(smallInput + 1) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, w := a.running.Running(); w == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the light stream never waited")
+		}
+	}
+	// other runs one: two against it is not enough to give way.
+	running(other)
+	if a.running.yielded.Load() != 0 {
+		t.Fatal("other gave its slot up, running only one")
+	}
+	heavy1Runs := make(chan error, 1)
+	go func() { heavy1Runs <- heavy1.Acquire(1 << 10) }()
+	select {
+	case err := <-lightRuns:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the light stream never got the slot heavy gave up")
+	}
+	if got := a.running.yielded.Load(); got != 1 {
+		t.Errorf("%d slots given up, want 1", got)
+	}
+	if n, _ := a.running.Running(); n != 3 {
+		t.Errorf("%d running, want 3", n)
+	}
+	// heavy's stream waits until a slot is free again, and gets it back.
+	select {
+	case err := <-heavy1Runs:
+		t.Fatalf("heavy's stream ran on without a slot (%v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	light.end()
+	if err := <-heavy1Runs; err != nil {
+		t.Fatal(err)
+	}
+	if !parked {
+		t.Error("heavy's stream did not park its part buffers before it waited again")
+	}
+	heavy1.end()
+	heavy2.end()
+	other.end()
+	if n, w := a.running.Running(); n != 0 || w != 0 {
+		t.Errorf("%d running and %d waiting once all ended", n, w)
+	}
+}

@@ -92,6 +92,11 @@ func (s *Service) newMetrics() (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	runYielded, err := m.Int64ObservableCounter("sluice.delivery.running.yielded", metric.WithUnit("{slot}"),
+		metric.WithDescription("Running slots a stream gave up to a tenant running at least two fewer, which had a stream waiting."))
+	if err != nil {
+		return nil, err
+	}
 	staged, err := m.Int64ObservableGauge("sluice.delivery.staging.used", metric.WithUnit("By"),
 		metric.WithDescription("Bytes of staged input this process's staging store holds."))
 	if err != nil {
@@ -105,11 +110,12 @@ func (s *Service) newMetrics() (*metrics, error) {
 		o.ObserveFloat64(runWaited, s.admission.running.Waited().Seconds())
 		_, waiting := s.admission.running.Running()
 		o.ObserveInt64(runWaiting, int64(waiting))
+		o.ObserveInt64(runYielded, s.admission.running.yielded.Load())
 		if s.staging != nil {
 			o.ObserveInt64(staged, s.staging.Used())
 		}
 		return nil
-	}, inUse, limit, waited, runWaited, runWaiting, staged); err != nil {
+	}, inUse, limit, waited, runWaited, runWaiting, runYielded, staged); err != nil {
 		return nil, err
 	}
 	return mt, err
