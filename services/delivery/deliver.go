@@ -156,30 +156,43 @@ func (r *recvReader) release() {
 	r.chunk, r.sliced = nil, false
 }
 
-func (r *recvReader) Read(p []byte) (int, error) {
-	if err := r.fill(); err != nil {
-		return 0, err
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
-}
+func (r *recvReader) Read(p []byte) (int, error) { return readFilled(&r.buf, r.fill, p) }
 
 // Slice implements arrowingest.Slicer: a body that lies whole in one
 // received message is taken from it, not copied.
 func (r *recvReader) Slice(n int) ([]byte, error) {
-	if err := r.fill(); err != nil {
+	b, err := sliceFilled(&r.buf, r.fill, n)
+	if b != nil {
+		r.sliced = true
+	}
+	return b, err
+}
+
+// readFilled answers a Read of a source that keeps what Read answers
+// next in buf, and fill to receive more once buf is read.
+func readFilled(buf *[]byte, fill func() error, p []byte) (int, error) {
+	if err := fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, *buf)
+	*buf = (*buf)[n:]
+	return n, nil
+}
+
+// sliceFilled answers a Slice of such a source: the next n bytes when buf
+// holds them, or nil.
+func sliceFilled(buf *[]byte, fill func() error, n int) ([]byte, error) {
+	if err := fill(); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, nil // Read answers the stream's end
 		}
 		return nil, err
 	}
-	if len(r.buf) < n {
+	if len(*buf) < n {
 		return nil, nil
 	}
-	b := r.buf[:n:n]
-	r.buf = r.buf[n:]
-	r.sliced = true
+	b := (*buf)[:n:n]
+	*buf = (*buf)[n:]
 	return b, nil
 }
 

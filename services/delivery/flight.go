@@ -107,31 +107,11 @@ func (r *flightReader) whole() bool            { return r.ended }
 
 var endOfStream = []byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
 
-func (r *flightReader) Read(p []byte) (int, error) {
-	if err := r.fill(); err != nil {
-		return 0, err
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
-}
+func (r *flightReader) Read(p []byte) (int, error) { return readFilled(&r.buf, r.fill, p) }
 
 // Slice implements arrowingest.Slicer: a FlightData's body is the IPC
 // message's, taken as it is.
-func (r *flightReader) Slice(n int) ([]byte, error) {
-	if err := r.fill(); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil // Read answers the stream's end
-		}
-		return nil, err
-	}
-	if len(r.buf) < n {
-		return nil, nil
-	}
-	b := r.buf[:n:n]
-	r.buf = r.buf[n:]
-	return b, nil
-}
+func (r *flightReader) Slice(n int) ([]byte, error) { return sliceFilled(&r.buf, r.fill, n) }
 
 // fill takes the current message's body, or receives the next message,
 // when what Read answers is consumed.
