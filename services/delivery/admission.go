@@ -194,10 +194,10 @@ func (b *streamBudget) Acquire(n int64) error {
 }
 
 // run takes a running slot for the stream once it has taken more than
-// smallInput bytes; a running stream whose tenant holds more slots than
-// one waiting holds by two or more gives its slot up and waits again (a
-// tenant's thirty deliveries do not keep another's one waiting until one
-// of them ends).
+// smallInput bytes; a running stream whose tenant holds two or more slots
+// more than a tenant with a stream waiting gives its slot up (at the next
+// message or body it takes budget for) and waits again: a tenant's thirty
+// deliveries do not keep another's one waiting until one of them ends.
 func (b *streamBudget) run(n int64) error {
 	b.mu.Lock()
 	b.taken += n
