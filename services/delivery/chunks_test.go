@@ -9,7 +9,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -113,20 +112,11 @@ func TestReceivedBuffersAreReusedOnlyOnceRead(t *testing.T) {
 			r.Release()
 		}
 	}()
-	var ipcBytes bytes.Buffer
-	w := ipc.NewWriter(&ipcBytes, ipc.WithSchema(sampledata.Customer360Schema))
-	for _, r := range recs {
-		if err := w.Write(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	ipcBytes := ipcStream(t, sampledata.Customer360Schema, recs)
 	// Slices of alternating sizes: some hold whole messages, others cut
 	// bodies across them.
 	stream := &fakeDeliver{}
-	for b, i := ipcBytes.Bytes(), 0; len(b) > 0; i++ {
+	for b, i := ipcBytes, 0; len(b) > 0; i++ {
 		n := min(len(b), []int{3 << 20, 700_000, 64 << 10}[i%3])
 		wire, err := proto.Marshal(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: b[:n]}})
 		if err != nil {
@@ -188,19 +178,12 @@ func TestReceivedBuffersAreReusedOnlyOnceRead(t *testing.T) {
 // buffers.
 func BenchmarkReceive(b *testing.B) {
 	recs := sampledata.All(sampledata.NewCustomer360(nil, 200_000, 0, 3))
-	var ipcBytes bytes.Buffer
-	w := ipc.NewWriter(&ipcBytes, ipc.WithSchema(sampledata.Customer360Schema))
+	ipcBytes := ipcStream(b, sampledata.Customer360Schema, recs)
 	for _, r := range recs {
-		if err := w.Write(r); err != nil {
-			b.Fatal(err)
-		}
 		r.Release()
 	}
-	if err := w.Close(); err != nil {
-		b.Fatal(err)
-	}
 	var frames []mem.BufferSlice
-	for in := ipcBytes.Bytes(); len(in) > 0; {
+	for in := ipcBytes; len(in) > 0; {
 		n := min(len(in), 1<<20)
 		wire, err := proto.Marshal(&deliveryv1.DeliverRequest{Payload: &deliveryv1.DeliverRequest_ArrowIpc{ArrowIpc: in[:n]}})
 		if err != nil {
@@ -227,7 +210,7 @@ func BenchmarkReceive(b *testing.B) {
 		}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			b.SetBytes(int64(ipcBytes.Len()))
+			b.SetBytes(int64(len(ipcBytes)))
 			b.ReportAllocs()
 			for b.Loop() {
 				stream := &fakeDeliver{}
