@@ -66,8 +66,7 @@ func (i *issuer) verifierFor(ctx context.Context) (*oidc.IDTokenVerifier, error)
 	if err != nil {
 		return nil, fmt.Errorf("discover the token issuer %s: %w", i.cfg.URL, err)
 	}
-	// The key set outlives this request: it fetches on its own context.
-	keys := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), i.cfg.HTTPClient), jwksURI(p))
+	keys := newRemoteKeys(i.cfg.HTTPClient, jwksURI(p))
 	i.verifier = oidc.NewVerifier(i.cfg.URL, keys, &oidc.Config{ClientID: i.cfg.Audience,
 		SupportedSigningAlgs: []string{oidc.RS256, oidc.ES256, oidc.EdDSA}})
 	return i.verifier, nil
