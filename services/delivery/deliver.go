@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/pkg/logging"
 	"github.com/sluicehq/sluice/pkg/outputspec"
 	"github.com/sluicehq/sluice/pkg/resourcename"
+	"github.com/sluicehq/sluice/pkg/resourcestore"
 	"github.com/sluicehq/sluice/pkg/staging"
 	"github.com/sluicehq/sluice/pkg/validate"
 	"github.com/sluicehq/sluice/services/delivery/store"
@@ -295,7 +296,7 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 		return nil, v.Err()
 	}
 	pre := s.premint(ctx, dest)
-	d, l, err := s.begin(ctx, dn.Parent.String(), start)
+	d, l, held, err := s.begin(ctx, dn.Parent.String(), start)
 	if errors.Is(err, apierror.ErrAlreadyExists) {
 		return s.rejoin(ctx, dn.Parent.String(), start, dest, src)
 	}
@@ -310,7 +311,7 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 		return nil, s.abandon(ctx, d, apierror.New(codes.FailedPrecondition, errorsv1.ErrorReason_ERROR_REASON_NOTHING_TO_RESUME,
 			"no interrupted delivery holds this idempotency key: start from offset 0").With("resume_offset", "0"))
 	}
-	w, err := s.startStaging(ctx, d)
+	w, err := s.startStaging(ctx, d, held)
 	if err != nil {
 		return nil, s.abandon(ctx, d, err)
 	}
@@ -324,7 +325,10 @@ func (s *Service) deliver(ctx context.Context, start *deliveryv1.DeliveryStart, 
 // begin stores a new delivery in RECEIVING, with its workflow and the
 // lease on running it, or answers ErrAlreadyExists when its idempotency
 // key is taken.
-func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, *lease.Lease, error) {
+//
+// With a tenant share of staging, it also answers the input the tenant's
+// stopped deliveries hold, read in the same transaction.
+func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.DeliveryStart) (*deliveryv1.Delivery, *lease.Lease, int64, error) {
 	id := newID(time.Now())
 	// With staging on, the delivery starts with its input RECEIVING, in
 	// the transaction that creates it, rather than a second one once its
@@ -349,8 +353,13 @@ func (s *Service) begin(ctx context.Context, parent string, start *deliveryv1.De
 	work := deliveryWork(name, kindDelivery)
 	work.Trace = d.TraceParent
 	l := s.work.Take(work)
-	d, err := s.store.Deliveries.Create(ctx, parent, d, s.store.Workflows.Creating(parent, newWorkflow(d)), l.Hold)
-	return d, l, err
+	also := []resourcestore.Also{s.store.Workflows.Creating(parent, newWorkflow(d)), l.Hold}
+	var held int64
+	if s.staging != nil && s.cfg.tenantStaging() > 0 {
+		also = append(also, s.store.ReadingHeldStaging(tenantOfName(name), &held))
+	}
+	d, err := s.store.Deliveries.Create(ctx, parent, d, also...)
+	return d, l, held, err
 }
 
 // replay answers the delivery that holds start's idempotency key, waiting

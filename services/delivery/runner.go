@@ -141,7 +141,13 @@ func (s *Service) execute(ctx context.Context, j *job) (_ *deliveryv1.Delivery, 
 	defer cancel(nil)
 	s.running.Store(name, &runHandle{cancel: cancel})
 	defer s.running.Delete(name)
-	s.cancelIfAsked(ctx, name, cancel)
+	if j.entry != entryDeliver {
+		// A Deliver's delivery was made a moment ago: a cancel asked
+		// since then is no different from one asked just after this
+		// check, which the progress beats find. Any other run may have
+		// been cancelled while it waited.
+		s.cancelIfAsked(ctx, name, cancel)
+	}
 
 	r := &result{prog: &progress{}, flow: s.flowOf(name)}
 	defer r.flow.endSpans("", nil) // those still open

@@ -34,19 +34,15 @@ func deliveryID(name string) string {
 }
 
 // startStaging opens the staged copy of a new delivery's input; nil when
-// staging is off.
-func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery) (staging.Writer, error) {
+// staging is off. held is what the tenant's stopped deliveries hold, read
+// as the delivery was created.
+func (s *Service) startStaging(ctx context.Context, d *deliveryv1.Delivery, held int64) (staging.Writer, error) {
 	if s.staging == nil {
 		return nil, nil
 	}
 	tenant := tenantOfName(d.GetName())
 	quota := s.cfg.tenantStaging()
-	var held int64
 	if quota > 0 {
-		var err error
-		if held, err = s.store.HeldStaging(ctx, tenant); err != nil {
-			return nil, err
-		}
 		if running := s.stagingOf(tenant).Load(); held+running >= quota {
 			return nil, failure(&tenantStagingFull{held: held, running: running, quota: quota}, d.GetName(), "")
 		}

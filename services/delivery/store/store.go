@@ -153,6 +153,19 @@ func (s *Store) HeldStaging(ctx context.Context, tenant string) (int64, error) {
 	return n, nil
 }
 
+// ReadingHeldStaging reads HeldStaging(tenant) into *into in another
+// write's transaction: a Deliver reads it as it creates its delivery, one
+// round trip fewer.
+func (s *Store) ReadingHeldStaging(tenant string, into *int64) resourcestore.Also {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		prefix := "tenants/" + tenant + "/"
+		if err := tx.QueryRowContext(ctx, s.db.Rebind(heldStagingQuery), len(prefix), prefix).Scan(into); err != nil {
+			return fmt.Errorf("held staging of %s: %w", tenant, err)
+		}
+		return nil
+	}
+}
+
 // Key answers the key named name that every replica shares, made at
 // random (32 bytes) by the first to ask.
 func (s *Store) Key(ctx context.Context, name string) ([]byte, error) {

@@ -311,6 +311,17 @@ func heldStaging(t *testing.T, s *store.Store) {
 			t.Errorf("HeldStaging(%s) = %d, %v; want %d", tenant, got, err, want)
 		}
 	}
+	// Read in the transaction that creates a delivery, as Deliver does:
+	// what was held before it.
+	var inTx int64
+	p := "tenants/acme/environments/production"
+	if _, err := s.Deliveries.Create(ctx, p, &deliveryv1.Delivery{Name: p + "/deliveries/e", State: deliveryv1.DeliveryState_DELIVERY_STATE_RECEIVING,
+		StagedInput: &deliveryv1.StagedInput{State: deliveryv1.StagedInputState_STAGED_INPUT_STATE_RECEIVING}}, s.ReadingHeldStaging("acme", &inTx)); err != nil {
+		t.Fatal(err)
+	}
+	if inTx != 120 {
+		t.Errorf("ReadingHeldStaging(acme) = %d; want 120", inTx)
+	}
 	// Every Deliver asks: it reads the index of the few deliveries that
 	// hold input, not every delivery stored.
 	plan, err := store.HeldStagingPlan(ctx, s)
