@@ -45,7 +45,8 @@ func (c *cancelledBy) error(delivery string) *apierror.Error {
 }
 
 // cancelIfAsked stops a run whose cancel was asked (of this replica or
-// another): checked as a run starts and with every progress beat.
+// another): checked as a resumed, taken-over or resolved run starts, and
+// with every progress beat.
 func (s *Service) cancelIfAsked(ctx context.Context, name string, cancel context.CancelCauseFunc) {
 	r, err := s.store.CancelRequested(context.WithoutCancel(ctx), name)
 	if err != nil {
