@@ -144,13 +144,9 @@ const heldStagingQuery = `SELECT COALESCE(SUM(staged_held), 0) FROM deliveries W
 // against the tenant's share of staging beside what its running
 // deliveries stage.
 func (s *Store) HeldStaging(ctx context.Context, tenant string) (int64, error) {
-	prefix := "tenants/" + tenant + "/"
 	var n int64
-	err := s.db.QueryRowContext(ctx, s.db.Rebind(heldStagingQuery), len(prefix), prefix).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("held staging of %s: %w", tenant, err)
-	}
-	return n, nil
+	err := s.readHeldStaging(ctx, s.db.QueryRowContext, tenant, &n)
+	return n, err
 }
 
 // ReadingHeldStaging reads HeldStaging(tenant) into *into in another
@@ -158,12 +154,16 @@ func (s *Store) HeldStaging(ctx context.Context, tenant string) (int64, error) {
 // round trip fewer.
 func (s *Store) ReadingHeldStaging(tenant string, into *int64) resourcestore.Also {
 	return func(ctx context.Context, tx *sql.Tx) error {
-		prefix := "tenants/" + tenant + "/"
-		if err := tx.QueryRowContext(ctx, s.db.Rebind(heldStagingQuery), len(prefix), prefix).Scan(into); err != nil {
-			return fmt.Errorf("held staging of %s: %w", tenant, err)
-		}
-		return nil
+		return s.readHeldStaging(ctx, tx.QueryRowContext, tenant, into)
 	}
+}
+
+func (s *Store) readHeldStaging(ctx context.Context, query func(context.Context, string, ...any) *sql.Row, tenant string, into *int64) error {
+	prefix := "tenants/" + tenant + "/"
+	if err := query(ctx, s.db.Rebind(heldStagingQuery), len(prefix), prefix).Scan(into); err != nil {
+		return fmt.Errorf("held staging of %s: %w", tenant, err)
+	}
+	return nil
 }
 
 // Key answers the key named name that every replica shares, made at
